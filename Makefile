@@ -1,0 +1,28 @@
+# novu for PostgreSQL: PGXS build.
+#   make && make install            build and install the extension
+#   make installcheck               pg_regress + isolation suites against a running cluster
+#   bash test/run-tests.sh          everything, from a fresh machine (see README)
+
+EXTENSION = novu
+EXTVERSION = 0.1.0
+
+MODULE_big = novu
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+
+DATA = $(wildcard sql/novu--*.sql)
+
+REGRESS = setup template crypto integrations subscribers credentials workflows trigger import roles
+ISOLATION = concurrent_identify concurrent_trigger
+
+PG_CPPFLAGS = -I$(srcdir)/src $(shell curl-config --cflags)
+SHLIB_LINK = $(shell curl-config --libs) -lssl -lcrypto
+
+EXTRA_CLEAN = build
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: test
+test:
+	bash test/run-tests.sh

@@ -1,0 +1,1729 @@
+/*
+ * novu--0.1.0.sql
+ *		Install script of the novu extension: schema, roles, tables, views and the SQL API.
+ *
+ * Everything the application calls is a SECURITY DEFINER function with a pinned
+ * search_path; tables are reachable only through those functions (and a few read
+ * grants), so the roles below decide who can do what.
+ */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION novu" to load this file. \quit
+
+------------------------------------------------------------------------------
+-- Roles (cluster-wide: create only if missing, so a second database works)
+------------------------------------------------------------------------------
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'novu_app') THEN
+        CREATE ROLE novu_app NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'novu_admin') THEN
+        CREATE ROLE novu_admin NOLOGIN;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('novu_admin', 'novu_app', 'MEMBER') THEN
+        GRANT novu_app TO novu_admin;
+    END IF;
+END
+$roles$;
+
+GRANT USAGE ON SCHEMA novu TO novu_app, novu_admin;
+
+------------------------------------------------------------------------------
+-- Tables
+------------------------------------------------------------------------------
+
+-- Provider integrations (admin only: credentials hold secrets).
+CREATE TABLE novu.integrations (
+    id              bigserial PRIMARY KEY,
+    identifier      text NOT NULL UNIQUE,
+    provider_id     text NOT NULL,
+    channel         text NOT NULL DEFAULT 'push',
+    name            text NOT NULL,
+    credentials     jsonb NOT NULL,
+    active          boolean NOT NULL DEFAULT true,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX integrations_provider_idx ON novu.integrations (provider_id, created_at DESC, id DESC);
+COMMENT ON TABLE novu.integrations IS 'Provider integrations (FCM, APNs, Expo, ...); credentials are secrets, readable by novu_admin only';
+
+-- Subscribers (Novu's profile).
+CREATE TABLE novu.subscribers (
+    subscriber_id   text PRIMARY KEY,
+    email           text,
+    first_name      text,
+    last_name       text,
+    phone           text,
+    avatar          text,
+    locale          text,
+    timezone        text,
+    data            jsonb NOT NULL DEFAULT '{}',
+    is_online       boolean NOT NULL DEFAULT false,
+    last_online_at  timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE novu.subscribers IS 'Subscribers: the recipients of notifications, keyed by the application''s subscriberId';
+
+-- One row per (subscriber, integration) that has credentials.
+CREATE TABLE novu.subscriber_channels (
+    subscriber_id   text NOT NULL REFERENCES novu.subscribers ON DELETE CASCADE,
+    integration_id  bigint NOT NULL REFERENCES novu.integrations ON DELETE CASCADE,
+    webhook_url     text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (subscriber_id, integration_id)
+);
+CREATE INDEX subscriber_channels_integration_idx ON novu.subscriber_channels (integration_id);
+COMMENT ON TABLE novu.subscriber_channels IS 'Subscriber credentials per integration (the "channels" of a Novu subscriber)';
+
+-- Device tokens: a token belongs to one subscriber per integration.
+CREATE TABLE novu.device_tokens (
+    integration_id  bigint NOT NULL,
+    device_token    text NOT NULL,
+    subscriber_id   text NOT NULL,
+    seq             bigserial NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (integration_id, device_token),
+    FOREIGN KEY (subscriber_id, integration_id)
+        REFERENCES novu.subscriber_channels (subscriber_id, integration_id) ON DELETE CASCADE
+);
+CREATE INDEX device_tokens_subscriber_idx ON novu.device_tokens (subscriber_id, integration_id);
+COMMENT ON TABLE novu.device_tokens IS 'Push device tokens; storing a token for a subscriber removes it from any other subscriber of the same integration';
+
+-- Workflows and their steps.
+CREATE TABLE novu.workflows (
+    workflow_id     text PRIMARY KEY,
+    name            text NOT NULL,
+    steps           jsonb NOT NULL DEFAULT '[]',
+    critical        boolean NOT NULL DEFAULT false,
+    active          boolean NOT NULL DEFAULT true,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE novu.workflows IS 'Workflows: ordered steps, validated (templates parsed) at creation';
+
+-- Subscriber preferences: a NULL workflow_id is the global preference.
+CREATE TABLE novu.preferences (
+    subscriber_id   text NOT NULL REFERENCES novu.subscribers ON DELETE CASCADE,
+    workflow_id     text REFERENCES novu.workflows ON DELETE CASCADE,
+    enabled         boolean NOT NULL DEFAULT true,
+    channels        jsonb NOT NULL DEFAULT '{}',
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT preferences_key UNIQUE NULLS NOT DISTINCT (subscriber_id, workflow_id)
+);
+CREATE INDEX preferences_workflow_idx ON novu.preferences (workflow_id);
+COMMENT ON TABLE novu.preferences IS 'Subscriber preferences; workflow_id NULL = global';
+
+-- The outbox: one row per trigger or broadcast, written in the caller's transaction.
+CREATE TABLE novu.events (
+    transaction_id  text PRIMARY KEY,
+    id              bigserial NOT NULL,
+    kind            text NOT NULL DEFAULT 'trigger' CHECK (kind IN ('trigger', 'broadcast')),
+    workflow_id     text NOT NULL,
+    recipients      text[],
+    payload         jsonb NOT NULL DEFAULT '{}',
+    overrides       jsonb NOT NULL DEFAULT '{}',
+    actor           jsonb,
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'processing', 'processed', 'canceled')),
+    cursor          text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    processed_at    timestamptz
+) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
+CREATE INDEX events_pending_idx ON novu.events (id) WHERE status IN ('pending', 'processing');
+COMMENT ON TABLE novu.events IS 'Trigger outbox: committed with the caller''s transaction, fanned out by the delivery workers; keeps transactionId idempotency while retained';
+
+-- One row per (notification, step, delivery target); the queue the workers drain.
+CREATE TABLE novu.deliveries (
+    id                      bigserial PRIMARY KEY,
+    transaction_id          text NOT NULL,
+    workflow_id             text NOT NULL,
+    subscriber_id           text NOT NULL,
+    step_index              integer NOT NULL DEFAULT 0,
+    channel                 text NOT NULL,
+    integration_id          bigint REFERENCES novu.integrations ON DELETE SET NULL,
+    provider_id             text,
+    integration_identifier  text,
+    device_token            text,
+    status                  text NOT NULL DEFAULT 'pending'
+                            CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'canceled', 'skipped')),
+    attempts                integer NOT NULL DEFAULT 0,
+    last_error              text,
+    provider_message_id     text,
+    next_attempt_at         timestamptz NOT NULL DEFAULT now(),
+    lease_until             timestamptz,
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    updated_at              timestamptz NOT NULL DEFAULT now(),
+    sent_at                 timestamptz
+) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
+CREATE INDEX deliveries_due_idx ON novu.deliveries (next_attempt_at) WHERE status IN ('pending', 'sending');
+CREATE INDEX deliveries_transaction_idx ON novu.deliveries (transaction_id);
+CREATE INDEX deliveries_subscriber_idx ON novu.deliveries (subscriber_id, created_at);
+COMMENT ON TABLE novu.deliveries IS 'Delivery queue and history: one row per message to one device token or webhook';
+
+-- The activity log (Novu's execution details).
+CREATE TABLE novu.execution_details (
+    id              bigserial PRIMARY KEY,
+    transaction_id  text NOT NULL,
+    message_id      bigint,
+    subscriber_id   text,
+    workflow_id     text,
+    channel         text,
+    provider_id     text,
+    status          text NOT NULL CHECK (status IN ('Success', 'Pending', 'Warning', 'Failed')),
+    detail          text NOT NULL,
+    raw             jsonb,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX execution_details_transaction_idx ON novu.execution_details (transaction_id);
+CREATE INDEX execution_details_created_idx ON novu.execution_details (created_at);
+COMMENT ON TABLE novu.execution_details IS 'Activity log: one row per step event ("Message sent", "Token removed: Unregistered", ...)';
+
+-- CSV import: COPY into this staging table of text columns, then call novu.import_subscribers().
+-- It is UNLOGGED on purpose: it only holds rows between a COPY and the import call.
+CREATE UNLOGGED TABLE novu.subscriber_import (
+    "subscriberId"  text,
+    "firstName"     text,
+    "lastName"      text,
+    email           text,
+    phone           text,
+    locale          text,
+    avatar          text,
+    timezone        text,
+    data            text,
+    line            bigserial
+);
+COMMENT ON TABLE novu.subscriber_import IS 'CSV import staging area: COPY (columns "subscriberId","firstName","lastName",email,phone,locale,avatar[,timezone,data]) then SELECT novu.import_subscribers()';
+
+CREATE TABLE novu.subscriber_import_rejects (
+    line            bigint,
+    subscriber_id   text,
+    reason          text NOT NULL,
+    row_data        jsonb NOT NULL,
+    rejected_at     timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE novu.subscriber_import_rejects IS 'Rows rejected by novu.import_subscribers(), with the reason';
+
+-- pg_dump keeps user data of extension tables only when registered.
+SELECT pg_catalog.pg_extension_config_dump('novu.integrations', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.integrations_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.subscribers', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.subscriber_channels', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.device_tokens', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.device_tokens_seq_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.workflows', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.preferences', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.events', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.deliveries_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.execution_details', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.execution_details_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.subscriber_import_rejects', '');
+
+------------------------------------------------------------------------------
+-- Views
+------------------------------------------------------------------------------
+
+-- Messages: delivery rows, plus committed triggers not yet fanned out (one row per
+-- recipient and step, status pending or canceled), so a trigger shows at once.
+CREATE VIEW novu.messages AS
+    SELECT d.id, d.transaction_id, d.workflow_id, d.subscriber_id, d.channel,
+           d.provider_id, d.integration_identifier, d.device_token, d.status,
+           d.attempts, d.last_error, d.provider_message_id,
+           d.created_at, d.updated_at, d.sent_at
+      FROM novu.deliveries d
+    UNION ALL
+    SELECT NULL::bigint, e.transaction_id, e.workflow_id, r.subscriber_id,
+           s.step ->> 'type', NULL::text, NULL::text, NULL::text,
+           CASE e.status WHEN 'canceled' THEN 'canceled' ELSE 'pending' END,
+           0, NULL::text, NULL::text, e.created_at, e.created_at, NULL::timestamptz
+      FROM novu.events e
+      LEFT JOIN novu.workflows w ON w.workflow_id = e.workflow_id
+      CROSS JOIN LATERAL unnest(COALESCE(e.recipients, ARRAY[NULL::text])) AS r(subscriber_id)
+      CROSS JOIN LATERAL jsonb_array_elements(COALESCE(w.steps, '[{}]'::jsonb)) AS s(step)
+     WHERE e.status IN ('pending', 'canceled');
+COMMENT ON VIEW novu.messages IS 'One row per (notification, step, delivery target); status pending, sending, sent, failed, canceled or skipped';
+
+-- Notifications: one row per (transaction, subscriber).
+CREATE VIEW novu.notifications AS
+    SELECT e.transaction_id, e.workflow_id, r.subscriber_id, e.kind, e.status,
+           e.payload, e.overrides, e.actor, e.created_at, e.processed_at
+      FROM novu.events e
+      CROSS JOIN LATERAL unnest(e.recipients) AS r(subscriber_id)
+     WHERE e.kind = 'trigger'
+    UNION ALL
+    SELECT e.transaction_id, e.workflow_id, d.subscriber_id, e.kind, e.status,
+           e.payload, e.overrides, e.actor, e.created_at, e.processed_at
+      FROM novu.events e
+      CROSS JOIN LATERAL (SELECT DISTINCT dd.subscriber_id
+                            FROM novu.deliveries dd
+                           WHERE dd.transaction_id = e.transaction_id) AS d
+     WHERE e.kind = 'broadcast';
+COMMENT ON VIEW novu.notifications IS 'One row per (transaction, subscriber); a broadcast lists its subscribers once fanned out';
+
+------------------------------------------------------------------------------
+-- C functions
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu.render(template text, context jsonb)
+RETURNS text
+AS 'MODULE_PATHNAME', 'novu_render'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION novu.render(text, jsonb) IS 'Render a Liquid-style template against a JSON context (the engine workflows use), for previews and tests';
+
+CREATE FUNCTION novu._check_template(template text, field text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'novu_check_template'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION novu._check_template(text, text) IS 'Internal: raise a syntax error naming the field if the template does not parse';
+
+CREATE FUNCTION novu._validate_integration(provider_id text, credentials jsonb)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'novu_validate_integration'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION novu._validate_integration(text, jsonb) IS 'Internal: validate and normalize integration credentials of a provider (keys parsed with OpenSSL)';
+
+CREATE FUNCTION novu._jwt_selftest(alg text, pem text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'novu_jwt_selftest'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION novu._jwt_selftest(text, text) IS 'Internal test helper: sign a fixed JWT with the key (RS256 or ES256) and verify it with its public half';
+
+CREATE FUNCTION novu._parse_object(value text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'novu_parse_object'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION novu._parse_object(text) IS 'Internal: the text as a jsonb object, or NULL if it is not a valid JSON object (never raises)';
+
+------------------------------------------------------------------------------
+-- Internal helpers (no grants: reached only through the API functions)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu._iso(ts timestamptz)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') $$;
+COMMENT ON FUNCTION novu._iso(timestamptz) IS 'Internal: ISO 8601 UTC text of a timestamp, as Novu prints dates';
+
+CREATE FUNCTION novu._push_providers()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT ARRAY['fcm', 'apns', 'expo', 'one-signal', 'push-webhook', 'web-push'] $$;
+COMMENT ON FUNCTION novu._push_providers() IS 'Internal: the provider ids this version delivers to';
+
+CREATE FUNCTION novu._check_provider(provider_id text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF provider_id IS NULL OR NOT provider_id = ANY (novu._push_providers()) THEN
+        RAISE EXCEPTION 'unknown provider_id "%"', provider_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known providers: ' || array_to_string(novu._push_providers(), ', ') || '.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_provider(text) IS 'Internal: raise unless the provider id is known';
+
+CREATE FUNCTION novu._check_id(value text, field text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL OR value = '' THEN
+        RAISE EXCEPTION '% must not be empty', field
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Give a %s of 1 to 255 characters.', field);
+    END IF;
+    IF length(value) > 255 THEN
+        RAISE EXCEPTION '% is too long (% characters)', field, length(value)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('A %s has at most 255 characters.', field);
+    END IF;
+    IF value ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION '% must not contain control characters', field
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Use printable characters in %s.', field);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_id(text, text) IS 'Internal: raise unless the identifier has 1 to 255 characters and no control characters';
+
+CREATE FUNCTION novu._check_url(value text, field text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL OR value !~ '^https?://[^[:space:]/?#@]+(/[^[:space:]]*)?$' THEN
+        RAISE EXCEPTION '% must be an http(s) URL', field
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Got %s.', coalesce(quote_literal(value), 'null')),
+                  HINT = 'Use an absolute URL starting with https:// or http://.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_url(text, text) IS 'Internal: raise unless the value is an absolute http(s) URL';
+
+-- Validate a Novu subscriber profile; what = the argument name used in messages.
+CREATE FUNCTION novu._check_profile(profile jsonb, what text, allow_channels boolean)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    v jsonb;
+    i integer := 0;
+    ch jsonb;
+BEGIN
+    IF profile IS NULL OR jsonb_typeof(profile) <> 'object' THEN
+        RAISE EXCEPTION '% must be a JSON object', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass Novu profile keys, e.g. {"email": "a@b.co", "firstName": "Ada"}.';
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(profile) LOOP
+        CASE
+        WHEN k IN ('email', 'firstName', 'lastName', 'phone', 'avatar', 'locale', 'timezone', 'subscriberId') THEN
+            IF jsonb_typeof(v) NOT IN ('string', 'null') THEN
+                RAISE EXCEPTION '%.% must be a string', what, k
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Profile fields are strings (or null to clear them).';
+            END IF;
+        WHEN k = 'data' THEN
+            IF jsonb_typeof(v) NOT IN ('object', 'null') THEN
+                RAISE EXCEPTION '%.data must be a JSON object', what
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Custom data is a JSON object of key-value pairs.';
+            END IF;
+        WHEN k = 'channels' AND allow_channels THEN
+            IF jsonb_typeof(v) <> 'array' THEN
+                RAISE EXCEPTION '%.channels must be an array', what
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'channels is an array of {"providerId", "integrationIdentifier", "credentials"}.';
+            END IF;
+            FOR ch IN SELECT * FROM jsonb_array_elements(v) LOOP
+                IF jsonb_typeof(ch) <> 'object' OR jsonb_typeof(ch -> 'providerId') IS DISTINCT FROM 'string'
+                   OR jsonb_typeof(ch -> 'credentials') IS DISTINCT FROM 'object'
+                   OR jsonb_typeof(ch -> 'integrationIdentifier') NOT IN ('string', 'null')
+                   OR EXISTS (SELECT FROM jsonb_object_keys(ch) x WHERE x NOT IN ('providerId', 'integrationIdentifier', 'credentials')) THEN
+                    RAISE EXCEPTION '%.channels[%] must be an object with providerId and credentials', what, i
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'Example: {"providerId": "fcm", "credentials": {"deviceTokens": ["token"]}}.';
+                END IF;
+                i := i + 1;
+            END LOOP;
+        ELSE
+            RAISE EXCEPTION 'unknown key "%" in %', k, what
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Profile keys: subscriberId, email, firstName, lastName, phone, avatar, locale, timezone, data'
+                             || CASE WHEN allow_channels THEN ', channels.' ELSE '.' END;
+        END CASE;
+    END LOOP;
+
+    IF profile ->> 'email' IS NOT NULL
+       AND profile ->> 'email' !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$' THEN
+        RAISE EXCEPTION 'invalid email "%" in %', profile ->> 'email', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'An email looks like name@example.com.';
+    END IF;
+    IF profile ->> 'locale' IS NOT NULL
+       AND profile ->> 'locale' !~ '^[a-zA-Z]{2}(-[a-zA-Z]{2})?$' THEN
+        RAISE EXCEPTION 'invalid locale "%" in %', profile ->> 'locale', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A locale is a language code with an optional region, e.g. "en" or "en-US".';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_profile(jsonb, text, boolean) IS 'Internal: raise unless the jsonb is a valid Novu subscriber profile';
+
+-- The Novu JSON shape of a subscriber, with its channels.
+CREATE FUNCTION novu._subscriber_json(s novu.subscribers)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'subscriberId', s.subscriber_id,
+        'firstName', s.first_name,
+        'lastName', s.last_name,
+        'email', s.email,
+        'phone', s.phone,
+        'avatar', s.avatar,
+        'locale', s.locale,
+        'timezone', s.timezone,
+        'data', s.data,
+        'channels', COALESCE((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'providerId', i.provider_id,
+                       'integrationIdentifier', i.identifier,
+                       'credentials', jsonb_strip_nulls(jsonb_build_object(
+                           'deviceTokens', COALESCE((SELECT jsonb_agg(t.device_token ORDER BY t.seq)
+                                                       FROM novu.device_tokens t
+                                                      WHERE t.subscriber_id = c.subscriber_id
+                                                        AND t.integration_id = c.integration_id), '[]'::jsonb),
+                           'webhookUrl', c.webhook_url)))
+                     ORDER BY i.provider_id, i.identifier)
+              FROM novu.subscriber_channels c
+              JOIN novu.integrations i ON i.id = c.integration_id
+             WHERE c.subscriber_id = s.subscriber_id), '[]'::jsonb),
+        'isOnline', s.is_online,
+        'lastOnlineAt', novu._iso(s.last_online_at),
+        'deleted', false,
+        'createdAt', novu._iso(s.created_at),
+        'updatedAt', novu._iso(s.updated_at))
+$$;
+COMMENT ON FUNCTION novu._subscriber_json(novu.subscribers) IS 'Internal: Novu''s JSON shape of a subscriber, channels included';
+
+-- Upsert a subscriber from a profile; returns true if it was created.
+CREATE FUNCTION novu._upsert_subscriber(p_subscriber_id text, p_profile jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p jsonb := COALESCE(p_profile, '{}');
+    created boolean;
+    ch jsonb;
+BEGIN
+    PERFORM novu._check_id(p_subscriber_id, 'subscriberId');
+    PERFORM novu._check_profile(p, 'profile', true);
+    IF p ? 'subscriberId' AND p ->> 'subscriberId' IS DISTINCT FROM p_subscriber_id THEN
+        RAISE EXCEPTION 'profile.subscriberId "%" differs from subscriber_id "%"', p ->> 'subscriberId', p_subscriber_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A subscriber is renamed by creating the new one and deleting the old one.';
+    END IF;
+
+    INSERT INTO novu.subscribers AS s
+           (subscriber_id, email, first_name, last_name, phone, avatar, locale, timezone, data)
+    VALUES (p_subscriber_id, p ->> 'email', p ->> 'firstName', p ->> 'lastName', p ->> 'phone',
+            p ->> 'avatar', p ->> 'locale', p ->> 'timezone',
+            CASE WHEN jsonb_typeof(p -> 'data') = 'object' THEN p -> 'data' ELSE '{}'::jsonb END)
+    ON CONFLICT (subscriber_id) DO UPDATE SET
+        email      = CASE WHEN p ? 'email'     THEN excluded.email      ELSE s.email END,
+        first_name = CASE WHEN p ? 'firstName' THEN excluded.first_name ELSE s.first_name END,
+        last_name  = CASE WHEN p ? 'lastName'  THEN excluded.last_name  ELSE s.last_name END,
+        phone      = CASE WHEN p ? 'phone'     THEN excluded.phone      ELSE s.phone END,
+        avatar     = CASE WHEN p ? 'avatar'    THEN excluded.avatar     ELSE s.avatar END,
+        locale     = CASE WHEN p ? 'locale'    THEN excluded.locale     ELSE s.locale END,
+        timezone   = CASE WHEN p ? 'timezone'  THEN excluded.timezone   ELSE s.timezone END,
+        data       = CASE WHEN p ? 'data'      THEN excluded.data       ELSE s.data END,
+        updated_at = now()
+    RETURNING (xmax = 0) INTO created;
+
+    FOR ch IN SELECT * FROM jsonb_array_elements(COALESCE(p -> 'channels', '[]')) LOOP
+        PERFORM novu._store_credentials(p_subscriber_id, ch ->> 'providerId', ch -> 'credentials',
+                                        ch ->> 'integrationIdentifier', false);
+    END LOOP;
+    RETURN created;
+END
+$$;
+COMMENT ON FUNCTION novu._upsert_subscriber(text, jsonb) IS 'Internal: create or update a subscriber from a Novu profile (channels appended); true if created';
+
+-- Resolve the integration credentials are stored for.
+CREATE FUNCTION novu._resolve_integration(p_provider_id text, p_identifier text)
+RETURNS novu.integrations
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i novu.integrations;
+BEGIN
+    PERFORM novu._check_provider(p_provider_id);
+    IF p_identifier IS NOT NULL THEN
+        SELECT * INTO i FROM novu.integrations WHERE identifier = p_identifier;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'integration "%" not found', p_identifier
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'integration_identifier names an integration created with novu.create_integration().';
+        END IF;
+        IF i.provider_id <> p_provider_id THEN
+            RAISE EXCEPTION 'integration "%" is of provider "%", not "%"', p_identifier, i.provider_id, p_provider_id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass the provider_id of that integration, or another integration_identifier.';
+        END IF;
+        RETURN i;
+    END IF;
+    SELECT * INTO i FROM novu.integrations
+     WHERE provider_id = p_provider_id AND active
+     ORDER BY created_at DESC, id DESC
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no active integration for provider "%"', p_provider_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('An administrator creates one with novu.create_integration(%L, credentials).', p_provider_id);
+    END IF;
+    RETURN i;
+END
+$$;
+COMMENT ON FUNCTION novu._resolve_integration(text, text) IS 'Internal: the named integration of the provider, else its newest active one';
+
+-- Validate subscriber credentials for a provider; returns the de-duplicated token list.
+CREATE FUNCTION novu._check_credentials(p_provider_id text, p_credentials jsonb)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    t jsonb;
+    sub jsonb;
+    i integer := 0;
+BEGIN
+    IF p_credentials IS NULL OR jsonb_typeof(p_credentials) <> 'object' THEN
+        RAISE EXCEPTION 'credentials must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: {"deviceTokens": ["token-1"]}.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(p_credentials) LOOP
+        IF k = 'webhookUrl' AND p_provider_id <> 'push-webhook' THEN
+            RAISE EXCEPTION 'credentials.webhookUrl is not used by provider "%"', p_provider_id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Push providers take deviceTokens; webhookUrl is for push-webhook.';
+        ELSIF k NOT IN ('deviceTokens', 'webhookUrl') THEN
+            RAISE EXCEPTION 'unknown key "%" in credentials', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Subscriber credentials take deviceTokens (and webhookUrl for push-webhook).';
+        END IF;
+    END LOOP;
+    IF p_credentials ? 'webhookUrl' THEN
+        PERFORM novu._check_url(p_credentials ->> 'webhookUrl', 'credentials.webhookUrl');
+    END IF;
+    IF NOT p_credentials ? 'deviceTokens' THEN
+        RETURN '{}';
+    END IF;
+    IF jsonb_typeof(p_credentials -> 'deviceTokens') <> 'array' THEN
+        RAISE EXCEPTION 'credentials.deviceTokens must be an array of non-empty strings'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: {"deviceTokens": ["token-1", "token-2"]}.';
+    END IF;
+    FOR t IN SELECT * FROM jsonb_array_elements(p_credentials -> 'deviceTokens') LOOP
+        IF jsonb_typeof(t) <> 'string' OR t #>> '{}' = '' THEN
+            RAISE EXCEPTION 'credentials.deviceTokens[%] must be a non-empty string', i
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'deviceTokens is an array of non-empty strings.';
+        END IF;
+        IF length(t #>> '{}') > 4096 THEN
+            RAISE EXCEPTION 'credentials.deviceTokens[%] is too long (% characters)', i, length(t #>> '{}')
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A device token has at most 4096 characters.';
+        END IF;
+        IF p_provider_id = 'web-push' THEN
+            sub := novu._parse_object(t #>> '{}');
+            IF sub IS NULL OR jsonb_typeof(sub -> 'endpoint') IS DISTINCT FROM 'string'
+               OR sub ->> 'endpoint' !~ '^https://'
+               OR jsonb_typeof(sub #> '{keys,p256dh}') IS DISTINCT FROM 'string'
+               OR jsonb_typeof(sub #> '{keys,auth}') IS DISTINCT FROM 'string' THEN
+                RAISE EXCEPTION 'credentials.deviceTokens[%] is not a web push subscription', i
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'A web-push token is the browser''s PushSubscription JSON: {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}.';
+            END IF;
+        END IF;
+        i := i + 1;
+    END LOOP;
+    RETURN ARRAY(SELECT tok FROM jsonb_array_elements_text(p_credentials -> 'deviceTokens') WITH ORDINALITY a(tok, n)
+                 GROUP BY tok ORDER BY min(n));
+END
+$$;
+COMMENT ON FUNCTION novu._check_credentials(text, jsonb) IS 'Internal: validate subscriber credentials; returns the de-duplicated device tokens in order';
+
+-- Store credentials of one subscriber for one integration (replace or append).
+CREATE FUNCTION novu._store_credentials(p_subscriber_id text, p_provider_id text, p_credentials jsonb,
+                                        p_identifier text, p_replace boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    integ novu.integrations;
+    tokens text[];
+BEGIN
+    PERFORM novu._check_id(p_subscriber_id, 'subscriberId');
+    integ := novu._resolve_integration(p_provider_id, p_identifier);
+    tokens := novu._check_credentials(p_provider_id, p_credentials);
+    PERFORM FROM novu.subscribers WHERE subscriber_id = p_subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', p_subscriber_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it first with novu.identify().';
+    END IF;
+
+    INSERT INTO novu.subscriber_channels AS c (subscriber_id, integration_id, webhook_url)
+    VALUES (p_subscriber_id, integ.id, p_credentials ->> 'webhookUrl')
+    ON CONFLICT (subscriber_id, integration_id) DO UPDATE SET
+        webhook_url = CASE WHEN p_replace OR p_credentials ? 'webhookUrl' THEN excluded.webhook_url
+                           ELSE c.webhook_url END,
+        updated_at = now();
+
+    IF p_replace THEN
+        DELETE FROM novu.device_tokens
+         WHERE subscriber_id = p_subscriber_id AND integration_id = integ.id
+           AND device_token <> ALL (tokens);
+    END IF;
+
+    -- A token belongs to one subscriber per integration: take it over from anyone else.
+    INSERT INTO novu.device_tokens AS d (integration_id, device_token, subscriber_id)
+    SELECT integ.id, tok, p_subscriber_id
+      FROM unnest(tokens) WITH ORDINALITY AS u(tok, n)
+     ORDER BY n
+    ON CONFLICT (integration_id, device_token) DO UPDATE SET
+        subscriber_id = excluded.subscriber_id,
+        created_at = now()
+     WHERE d.subscriber_id <> excluded.subscriber_id;
+END
+$$;
+COMMENT ON FUNCTION novu._store_credentials(text, text, jsonb, text, boolean) IS 'Internal: store subscriber credentials for an integration, replacing (PUT) or appending (PATCH)';
+
+------------------------------------------------------------------------------
+-- Subscribers API
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu.get_subscriber(subscriber_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s novu.subscribers;
+BEGIN
+    SELECT * INTO s FROM novu.subscribers x WHERE x.subscriber_id = get_subscriber.subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', get_subscriber.subscriber_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with novu.identify().';
+    END IF;
+    RETURN novu._subscriber_json(s);
+END
+$$;
+COMMENT ON FUNCTION novu.get_subscriber(text) IS 'Get a subscriber (Novu shape, with channels); unknown subscriberId is an error';
+
+CREATE FUNCTION novu.identify(subscriber_id text, profile jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._upsert_subscriber(identify.subscriber_id, COALESCE(profile, '{}'));
+    RETURN novu.get_subscriber(identify.subscriber_id);
+END
+$$;
+COMMENT ON FUNCTION novu.identify(text, jsonb) IS 'Create or update a subscriber (upsert); only given keys change, data is replaced whole, channels are appended';
+
+CREATE FUNCTION novu.update_subscriber(subscriber_id text, profile jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_id(update_subscriber.subscriber_id, 'subscriberId');
+    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = update_subscriber.subscriber_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', update_subscriber.subscriber_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with novu.identify().';
+    END IF;
+    PERFORM novu._upsert_subscriber(update_subscriber.subscriber_id, profile);
+    RETURN novu.get_subscriber(update_subscriber.subscriber_id);
+END
+$$;
+COMMENT ON FUNCTION novu.update_subscriber(text, jsonb) IS 'Update an existing subscriber; only given keys change; unknown subscriberId is an error';
+
+CREATE FUNCTION novu.delete_subscriber(subscriber_id text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_it boolean;
+BEGIN
+    DELETE FROM novu.subscribers s WHERE s.subscriber_id = delete_subscriber.subscriber_id;
+    found_it := FOUND;
+    IF found_it THEN
+        -- Pending deliveries to it are canceled; sent history stays.
+        WITH c AS (
+            UPDATE novu.deliveries d SET status = 'canceled', updated_at = now(),
+                   last_error = 'Subscriber deleted'
+             WHERE d.subscriber_id = delete_subscriber.subscriber_id AND d.status = 'pending'
+            RETURNING d.id, d.transaction_id, d.workflow_id, d.channel, d.provider_id)
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id,
+                                            channel, provider_id, status, detail)
+        SELECT c.transaction_id, c.id, delete_subscriber.subscriber_id, c.workflow_id, c.channel,
+               c.provider_id, 'Warning', 'Message canceled: subscriber deleted'
+          FROM c;
+    END IF;
+    RETURN found_it;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_subscriber(text) IS 'Delete a subscriber with its credentials and preferences; pending deliveries are canceled, history stays; false if unknown';
+
+CREATE FUNCTION novu.list_subscribers(page integer DEFAULT 0, page_size integer DEFAULT 10)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF page IS NULL OR page < 0 THEN
+        RAISE EXCEPTION 'page must be 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pages are numbered from 0.';
+    END IF;
+    IF page_size IS NULL OR page_size < 1 OR page_size > 100 THEN
+        RAISE EXCEPTION 'page_size must be between 1 and 100'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default page size is 10.';
+    END IF;
+    RETURN jsonb_build_object(
+        'page', page,
+        'totalCount', (SELECT count(*) FROM novu.subscribers),
+        'pageSize', page_size,
+        'data', COALESCE((SELECT jsonb_agg(novu._subscriber_json(s) ORDER BY s.created_at, s.subscriber_id)
+                            FROM (SELECT * FROM novu.subscribers
+                                   ORDER BY created_at, subscriber_id
+                                   OFFSET page::bigint * page_size LIMIT page_size) s), '[]'::jsonb));
+END
+$$;
+COMMENT ON FUNCTION novu.list_subscribers(integer, integer) IS 'List subscribers by creation order: {page, totalCount, pageSize, data}';
+
+CREATE FUNCTION novu.bulk_identify(subscribers jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    item jsonb;
+    sid text;
+    created jsonb := '[]';
+    updated jsonb := '[]';
+    failed jsonb := '[]';
+    msg text;
+BEGIN
+    IF subscribers IS NULL OR jsonb_typeof(subscribers) <> 'array' THEN
+        RAISE EXCEPTION 'subscribers must be a JSON array'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass an array of profiles, each with a subscriberId.';
+    END IF;
+    IF jsonb_array_length(subscribers) > 500 THEN
+        RAISE EXCEPTION 'too many subscribers: % (at most 500 per call)', jsonb_array_length(subscribers)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Split the array, or use the CSV import (novu.subscriber_import) for large loads.';
+    END IF;
+    FOR item IN SELECT * FROM jsonb_array_elements(subscribers) LOOP
+        sid := CASE WHEN jsonb_typeof(item) = 'object' THEN item ->> 'subscriberId' END;
+        BEGIN
+            IF jsonb_typeof(item) IS DISTINCT FROM 'object' THEN
+                RAISE EXCEPTION 'each item must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF jsonb_typeof(item -> 'subscriberId') IS DISTINCT FROM 'string' THEN
+                RAISE EXCEPTION 'subscriberId is required' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF novu._upsert_subscriber(sid, item) THEN
+                created := created || jsonb_build_array(jsonb_build_object('subscriberId', sid));
+            ELSE
+                updated := updated || jsonb_build_array(jsonb_build_object('subscriberId', sid));
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+            failed := failed || jsonb_build_array(jsonb_build_object('subscriberId', sid, 'message', msg));
+        END;
+    END LOOP;
+    RETURN jsonb_build_object('created', created, 'updated', updated, 'failed', failed);
+END
+$$;
+COMMENT ON FUNCTION novu.bulk_identify(jsonb) IS 'Create or update up to 500 subscribers; per-item created/updated/failed, a bad item never fails the others';
+
+CREATE FUNCTION novu.set_online_status(subscriber_id text, is_online boolean)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF is_online IS NULL THEN
+        RAISE EXCEPTION 'is_online must not be null'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+    END IF;
+    UPDATE novu.subscribers s
+       SET is_online = set_online_status.is_online,
+           last_online_at = CASE WHEN s.is_online AND NOT set_online_status.is_online THEN now()
+                                 ELSE s.last_online_at END,
+           updated_at = now()
+     WHERE s.subscriber_id = set_online_status.subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', set_online_status.subscriber_id
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.identify().';
+    END IF;
+    RETURN novu.get_subscriber(set_online_status.subscriber_id);
+END
+$$;
+COMMENT ON FUNCTION novu.set_online_status(text, boolean) IS 'Set isOnline; going offline records lastOnlineAt';
+
+CREATE FUNCTION novu.import_subscribers()
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n_total bigint;
+    n_rejected bigint;
+    n_created bigint;
+    n_updated bigint;
+BEGIN
+    -- Wait for COPYs in progress; block new ones until this transaction ends.
+    LOCK TABLE novu.subscriber_import IN EXCLUSIVE MODE;
+
+    CREATE TEMP TABLE pg_temp.novu_import_checked ON COMMIT DROP AS
+    SELECT i.line, i.sid, i.first_name, i.last_name, i.email, i.phone, i.locale, i.avatar,
+           i.timezone, i.data_text, novu._parse_object(i.data_text) AS data,
+           CASE
+               WHEN i.sid IS NULL THEN 'missing subscriberId'
+               WHEN length(i.sid) > 255 THEN 'subscriberId longer than 255 characters'
+               WHEN i.sid ~ '[[:cntrl:]]' THEN 'subscriberId contains control characters'
+               WHEN i.email IS NOT NULL AND i.email !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$'
+                   THEN 'invalid email format'
+               WHEN i.locale IS NOT NULL AND i.locale !~ '^[a-zA-Z]{2}(-[a-zA-Z]{2})?$'
+                   THEN 'invalid locale format'
+               WHEN i.data_text IS NOT NULL AND novu._parse_object(i.data_text) IS NULL
+                   THEN 'data is not a JSON object'
+           END AS reason
+      FROM (SELECT line,
+                   nullif(btrim(s."subscriberId"), '') AS sid,
+                   nullif(btrim(s."firstName"), '') AS first_name,
+                   nullif(btrim(s."lastName"), '') AS last_name,
+                   nullif(btrim(s.email), '') AS email,
+                   nullif(btrim(s.phone), '') AS phone,
+                   nullif(btrim(s.locale), '') AS locale,
+                   nullif(btrim(s.avatar), '') AS avatar,
+                   nullif(btrim(s.timezone), '') AS timezone,
+                   nullif(btrim(s.data), '') AS data_text
+              FROM novu.subscriber_import s) i;
+    GET DIAGNOSTICS n_total = ROW_COUNT;
+
+    -- A subscriberId appearing twice: the last line wins, earlier ones are rejected.
+    UPDATE pg_temp.novu_import_checked c
+       SET reason = 'duplicate subscriberId (a later line wins)'
+      FROM (SELECT sid, max(line) AS last_line
+              FROM pg_temp.novu_import_checked
+             WHERE reason IS NULL
+             GROUP BY sid HAVING count(*) > 1) d
+     WHERE c.reason IS NULL AND c.sid = d.sid AND c.line < d.last_line;
+
+    INSERT INTO novu.subscriber_import_rejects (line, subscriber_id, reason, row_data)
+    SELECT line, sid, reason,
+           jsonb_strip_nulls(jsonb_build_object('subscriberId', sid, 'firstName', first_name,
+               'lastName', last_name, 'email', email, 'phone', phone, 'locale', locale,
+               'avatar', avatar, 'timezone', timezone, 'data', data_text))
+      FROM pg_temp.novu_import_checked
+     WHERE reason IS NOT NULL;
+    GET DIAGNOSTICS n_rejected = ROW_COUNT;
+
+    WITH up AS (
+        INSERT INTO novu.subscribers AS s
+               (subscriber_id, email, first_name, last_name, phone, avatar, locale, timezone, data)
+        SELECT sid, email, first_name, last_name, phone, avatar, locale, timezone, COALESCE(data, '{}')
+          FROM pg_temp.novu_import_checked
+         WHERE reason IS NULL
+        ON CONFLICT (subscriber_id) DO UPDATE SET
+            email      = COALESCE(excluded.email, s.email),
+            first_name = COALESCE(excluded.first_name, s.first_name),
+            last_name  = COALESCE(excluded.last_name, s.last_name),
+            phone      = COALESCE(excluded.phone, s.phone),
+            avatar     = COALESCE(excluded.avatar, s.avatar),
+            locale     = COALESCE(excluded.locale, s.locale),
+            timezone   = COALESCE(excluded.timezone, s.timezone),
+            data       = CASE WHEN excluded.data = '{}' THEN s.data ELSE excluded.data END,
+            updated_at = now()
+        RETURNING (xmax = 0) AS created)
+    SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created)
+      INTO n_created, n_updated
+      FROM up;
+
+    TRUNCATE novu.subscriber_import RESTART IDENTITY;
+    DROP TABLE pg_temp.novu_import_checked;
+
+    RETURN jsonb_build_object('total', n_total, 'created', n_created, 'updated', n_updated,
+                              'rejected', n_rejected);
+END
+$$;
+COMMENT ON FUNCTION novu.import_subscribers() IS 'Validate and upsert every row COPYed into novu.subscriber_import, set-based; bad rows go to novu.subscriber_import_rejects with the reason';
+
+------------------------------------------------------------------------------
+-- Credentials API
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu.set_credentials(subscriber_id text, provider_id text, credentials jsonb,
+                                     integration_identifier text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._store_credentials(set_credentials.subscriber_id, provider_id, credentials,
+                                    integration_identifier, true);
+    RETURN novu.get_subscriber(set_credentials.subscriber_id);
+END
+$$;
+COMMENT ON FUNCTION novu.set_credentials(text, text, jsonb, text) IS 'Replace a subscriber''s credentials for one integration (REST PUT); default: the newest active integration of the provider';
+
+CREATE FUNCTION novu.add_credentials(subscriber_id text, provider_id text, credentials jsonb,
+                                     integration_identifier text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._store_credentials(add_credentials.subscriber_id, provider_id, credentials,
+                                    integration_identifier, false);
+    RETURN novu.get_subscriber(add_credentials.subscriber_id);
+END
+$$;
+COMMENT ON FUNCTION novu.add_credentials(text, text, jsonb, text) IS 'Append device tokens to a subscriber''s credentials, de-duplicated (REST PATCH)';
+
+CREATE FUNCTION novu.remove_device_token(subscriber_id text, provider_id text, token text,
+                                         integration_identifier text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_provider(provider_id);
+    IF integration_identifier IS NOT NULL THEN
+        PERFORM novu._resolve_integration(provider_id, integration_identifier);
+    END IF;
+    DELETE FROM novu.device_tokens d
+     USING novu.integrations i
+     WHERE i.id = d.integration_id
+       AND d.subscriber_id = remove_device_token.subscriber_id
+       AND d.device_token = token
+       AND i.provider_id = remove_device_token.provider_id
+       AND (remove_device_token.integration_identifier IS NULL
+            OR i.identifier = remove_device_token.integration_identifier);
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION novu.remove_device_token(text, text, text, text) IS 'Remove one device token of a subscriber (all integrations of the provider unless one is named); true if removed';
+
+CREATE FUNCTION novu.delete_credentials(subscriber_id text, provider_id text,
+                                        integration_identifier text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_provider(provider_id);
+    IF integration_identifier IS NOT NULL THEN
+        PERFORM novu._resolve_integration(provider_id, integration_identifier);
+    END IF;
+    DELETE FROM novu.subscriber_channels c
+     USING novu.integrations i
+     WHERE i.id = c.integration_id
+       AND c.subscriber_id = delete_credentials.subscriber_id
+       AND i.provider_id = delete_credentials.provider_id
+       AND (delete_credentials.integration_identifier IS NULL
+            OR i.identifier = delete_credentials.integration_identifier);
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_credentials(text, text, text) IS 'Delete a subscriber''s credentials of a provider, or of one integration; true if any were deleted';
+
+------------------------------------------------------------------------------
+-- Integrations API (admin)
+------------------------------------------------------------------------------
+
+-- JSON of an integration with secret values masked.
+CREATE FUNCTION novu._integration_json(i novu.integrations)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'identifier', i.identifier,
+        'providerId', i.provider_id,
+        'channel', i.channel,
+        'name', i.name,
+        'active', i.active,
+        'credentials', (
+            SELECT COALESCE(jsonb_object_agg(k,
+                     CASE
+                         WHEN k = 'serviceAccount' THEN (v - 'private_key') || '{"private_key": "********"}'
+                         WHEN k IN ('secretKey', 'privateKey', 'vapidPrivateKey')
+                              OR (k = 'apiKey' AND i.provider_id IN ('expo', 'one-signal'))
+                             THEN '"********"'::jsonb
+                         ELSE v
+                     END), '{}'::jsonb)
+              FROM jsonb_each(i.credentials) AS c(k, v)),
+        'createdAt', novu._iso(i.created_at),
+        'updatedAt', novu._iso(i.updated_at))
+$$;
+COMMENT ON FUNCTION novu._integration_json(novu.integrations) IS 'Internal: JSON of an integration, secrets masked';
+
+CREATE FUNCTION novu._check_identifier(value text, field text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_id(value, field);
+    IF value !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' THEN
+        RAISE EXCEPTION 'invalid % "%"', field, value
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use letters, digits and _ . : - (starting with a letter or digit).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_identifier(text, text) IS 'Internal: raise unless the value is a slug-like identifier';
+
+CREATE FUNCTION novu.create_integration(provider_id text, credentials jsonb, identifier text DEFAULT NULL,
+                                        name text DEFAULT NULL, active boolean DEFAULT true)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    creds jsonb;
+    ident text := identifier;
+    new_id bigint;
+BEGIN
+    PERFORM novu._check_provider(provider_id);
+    creds := novu._validate_integration(provider_id, credentials);
+    IF active IS NULL THEN
+        RAISE EXCEPTION 'active must not be null'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+    END IF;
+    IF ident IS NULL THEN
+        -- Novu-style generated identifier, e.g. fcm-Ab12Cd34x
+        LOOP
+            ident := translate(encode(uuid_send(gen_random_uuid()), 'base64'), '+/=', '');
+            EXIT WHEN length(ident) >= 9;
+        END LOOP;
+        ident := provider_id || '-' || substr(ident, 1, 9);
+    ELSE
+        PERFORM novu._check_identifier(ident, 'identifier');
+    END IF;
+    IF name IS NOT NULL AND (name = '' OR length(name) > 255) THEN
+        RAISE EXCEPTION 'name must have 1 to 255 characters'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave it null to use the provider id.';
+    END IF;
+
+    INSERT INTO novu.integrations (identifier, provider_id, name, credentials, active)
+    VALUES (ident, provider_id, COALESCE(name, provider_id), creds, active)
+    ON CONFLICT ON CONSTRAINT integrations_identifier_key DO NOTHING
+    RETURNING id INTO new_id;
+    IF new_id IS NULL THEN
+        RAISE EXCEPTION 'integration "%" already exists', ident
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Choose another identifier, or change that one with novu.update_integration().';
+    END IF;
+    RETURN ident;
+END
+$$;
+COMMENT ON FUNCTION novu.create_integration(text, jsonb, text, text, boolean) IS 'Create a provider integration (admin); credentials validated per provider; returns its identifier (generated like fcm-Ab12Cd34x when not given)';
+
+CREATE FUNCTION novu.update_integration(identifier text, changes jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i novu.integrations;
+    k text;
+BEGIN
+    SELECT * INTO i FROM novu.integrations x WHERE x.identifier = update_integration.identifier FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'integration "%" not found', update_integration.identifier
+            USING ERRCODE = 'undefined_object', HINT = 'List integrations with novu.list_integrations().';
+    END IF;
+    IF changes IS NULL OR jsonb_typeof(changes) <> 'object' THEN
+        RAISE EXCEPTION 'changes must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Keys: name, active, credentials, identifier.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(changes) LOOP
+        IF k NOT IN ('name', 'active', 'credentials', 'identifier') THEN
+            RAISE EXCEPTION 'unknown key "%" in changes', k
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Keys: name, active, credentials, identifier.';
+        END IF;
+    END LOOP;
+    IF changes ? 'name' THEN
+        IF jsonb_typeof(changes -> 'name') <> 'string' OR changes ->> 'name' = '' THEN
+            RAISE EXCEPTION 'changes.name must be a non-empty string'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Give a display name.';
+        END IF;
+        i.name := changes ->> 'name';
+    END IF;
+    IF changes ? 'active' THEN
+        IF jsonb_typeof(changes -> 'active') <> 'boolean' THEN
+            RAISE EXCEPTION 'changes.active must be a boolean'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+        END IF;
+        i.active := (changes ->> 'active')::boolean;
+    END IF;
+    IF changes ? 'credentials' THEN
+        IF jsonb_typeof(changes -> 'credentials') <> 'object' THEN
+            RAISE EXCEPTION 'changes.credentials must be a JSON object'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Given keys replace the stored ones; the result is validated again.';
+        END IF;
+        i.credentials := novu._validate_integration(i.provider_id, i.credentials || (changes -> 'credentials'));
+    END IF;
+    IF changes ? 'identifier' THEN
+        PERFORM novu._check_identifier(changes ->> 'identifier', 'identifier');
+        IF changes ->> 'identifier' <> i.identifier
+           AND EXISTS (SELECT FROM novu.integrations x WHERE x.identifier = changes ->> 'identifier') THEN
+            RAISE EXCEPTION 'integration "%" already exists', changes ->> 'identifier'
+                USING ERRCODE = 'duplicate_object', HINT = 'Choose another identifier.';
+        END IF;
+        i.identifier := changes ->> 'identifier';
+    END IF;
+    UPDATE novu.integrations x
+       SET identifier = i.identifier, name = i.name, active = i.active,
+           credentials = i.credentials, updated_at = now()
+     WHERE x.id = i.id
+    RETURNING * INTO i;
+    RETURN novu._integration_json(i);
+END
+$$;
+COMMENT ON FUNCTION novu.update_integration(text, jsonb) IS 'Change an integration (admin): name, active, credentials (merged, validated again), identifier; returns it without secrets';
+
+CREATE FUNCTION novu.delete_integration(identifier text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM novu.integrations x WHERE x.identifier = delete_integration.identifier;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_integration(text) IS 'Delete an integration (admin) and the device tokens stored for it; false if unknown';
+
+CREATE FUNCTION novu.list_integrations()
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(jsonb_agg(novu._integration_json(i) ORDER BY i.provider_id, i.created_at, i.id), '[]'::jsonb)
+      FROM novu.integrations i
+$$;
+COMMENT ON FUNCTION novu.list_integrations() IS 'All integrations (admin), secrets masked';
+
+------------------------------------------------------------------------------
+-- Workflows API (admin)
+------------------------------------------------------------------------------
+
+-- Validate a step array; raises naming steps[i].field.
+CREATE FUNCTION novu._check_steps(steps jsonb)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    step jsonb;
+    i integer := 0;
+    k text;
+    v jsonb;
+    f text;
+BEGIN
+    IF steps IS NULL OR jsonb_typeof(steps) <> 'array' THEN
+        RAISE EXCEPTION 'steps must be a JSON array'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: [{"type": "push", "title": "Hi {{subscriber.firstName}}", "content": "{{payload.text}}"}].';
+    END IF;
+    FOR step IN SELECT * FROM jsonb_array_elements(steps) LOOP
+        f := format('steps[%s]', i);
+        IF jsonb_typeof(step) <> 'object' THEN
+            RAISE EXCEPTION '% must be a JSON object', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Each step is an object with a "type".';
+        END IF;
+        IF jsonb_typeof(step -> 'type') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION '%.type is required', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push.';
+        END IF;
+        IF step ->> 'type' IN ('in_app', 'chat', 'delay', 'digest', 'email', 'sms') THEN
+            RAISE EXCEPTION '%.type "%" is not supported yet', f, step ->> 'type'
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'This version executes push steps only; nothing is accepted that would not run.';
+        ELSIF step ->> 'type' <> 'push' THEN
+            RAISE EXCEPTION '%.type "%" is unknown', f, step ->> 'type'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push.';
+        END IF;
+        IF step ? 'if' THEN
+            RAISE EXCEPTION '%.if (step conditions) is not supported yet', f
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'Use {% if %} inside the templates meanwhile.';
+        END IF;
+        FOR k, v IN SELECT * FROM jsonb_each(step) LOOP
+            CASE k
+            WHEN 'type' THEN NULL;
+            WHEN 'name' THEN
+                IF jsonb_typeof(v) <> 'string' THEN
+                    RAISE EXCEPTION '%.name must be a string', f
+                        USING ERRCODE = 'invalid_parameter_value', HINT = 'A step name is free text.';
+                END IF;
+            WHEN 'title', 'content' THEN
+                IF jsonb_typeof(v) <> 'string' THEN
+                    RAISE EXCEPTION '%.% must be a string', f, k
+                        USING ERRCODE = 'invalid_parameter_value', HINT = 'title and content are template strings.';
+                END IF;
+                PERFORM novu._check_template(v #>> '{}', f || '.' || k);
+            WHEN 'data' THEN
+                IF jsonb_typeof(v) <> 'object' THEN
+                    RAISE EXCEPTION '%.data must be a JSON object', f
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'data maps keys to values; string values are templates.';
+                END IF;
+                PERFORM novu._check_template(d.value #>> '{}', f || '.data.' || d.key)
+                   FROM jsonb_each(v) d WHERE jsonb_typeof(d.value) = 'string';
+            WHEN 'overrides' THEN
+                IF jsonb_typeof(v) <> 'object' THEN
+                    RAISE EXCEPTION '%.overrides must be a JSON object', f
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'Provider overrides, e.g. {"fcm": {"android": {"priority": "HIGH"}}}.';
+                END IF;
+            WHEN 'providers' THEN
+                IF jsonb_typeof(v) <> 'array'
+                   OR EXISTS (SELECT FROM jsonb_array_elements(v) p
+                               WHERE jsonb_typeof(p) <> 'string' OR NOT (p #>> '{}') = ANY (novu._push_providers())) THEN
+                    RAISE EXCEPTION '%.providers must be an array of provider ids', f
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'Known providers: ' || array_to_string(novu._push_providers(), ', ') || '.';
+                END IF;
+            ELSE
+                RAISE EXCEPTION 'unknown key "%" in %', k, f
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'A push step has type, name, title, content, data, overrides, providers.';
+            END CASE;
+        END LOOP;
+        IF NOT step ? 'content' OR step ->> 'content' = '' THEN
+            RAISE EXCEPTION '%.content is required', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'A push step needs a non-empty content template.';
+        END IF;
+        i := i + 1;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION novu._check_steps(jsonb) IS 'Internal: validate a workflow''s steps; templates are parsed now so a syntax error is an error at creation';
+
+CREATE FUNCTION novu._workflow_json(w novu.workflows)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'workflowId', w.workflow_id,
+        'name', w.name,
+        'critical', w.critical,
+        'active', w.active,
+        'steps', w.steps,
+        'createdAt', novu._iso(w.created_at),
+        'updatedAt', novu._iso(w.updated_at))
+$$;
+COMMENT ON FUNCTION novu._workflow_json(novu.workflows) IS 'Internal: JSON of a workflow';
+
+CREATE FUNCTION novu.create_workflow(identifier text, steps jsonb, name text DEFAULT NULL,
+                                     critical boolean DEFAULT false, active boolean DEFAULT true)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    w novu.workflows;
+BEGIN
+    PERFORM novu._check_identifier(identifier, 'workflow identifier');
+    PERFORM novu._check_steps(steps);
+    IF critical IS NULL OR active IS NULL THEN
+        RAISE EXCEPTION 'critical and active must not be null'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+    END IF;
+    INSERT INTO novu.workflows (workflow_id, name, steps, critical, active)
+    VALUES (identifier, COALESCE(name, identifier), steps, critical, active)
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING * INTO w;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workflow "%" already exists', identifier
+            USING ERRCODE = 'duplicate_object', HINT = 'Change it with novu.update_workflow().';
+    END IF;
+    RETURN novu._workflow_json(w);
+END
+$$;
+COMMENT ON FUNCTION novu.create_workflow(text, jsonb, text, boolean, boolean) IS 'Create a workflow (admin) from an ordered step array; templates are parsed now';
+
+CREATE FUNCTION novu.update_workflow(identifier text, changes jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    w novu.workflows;
+    k text;
+BEGIN
+    SELECT * INTO w FROM novu.workflows x WHERE x.workflow_id = identifier FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workflow "%" not found', identifier
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.create_workflow().';
+    END IF;
+    IF changes IS NULL OR jsonb_typeof(changes) <> 'object' THEN
+        RAISE EXCEPTION 'changes must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Keys: name, steps, critical, active.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(changes) LOOP
+        IF k NOT IN ('name', 'steps', 'critical', 'active') THEN
+            RAISE EXCEPTION 'unknown key "%" in changes', k
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Keys: name, steps, critical, active.';
+        END IF;
+        IF k IN ('critical', 'active') AND jsonb_typeof(changes -> k) <> 'boolean' THEN
+            RAISE EXCEPTION 'changes.% must be a boolean', k
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+        END IF;
+        IF k = 'name' AND (jsonb_typeof(changes -> k) <> 'string' OR changes ->> k = '') THEN
+            RAISE EXCEPTION 'changes.name must be a non-empty string'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Give a display name.';
+        END IF;
+    END LOOP;
+    IF changes ? 'steps' THEN
+        PERFORM novu._check_steps(changes -> 'steps');
+        w.steps := changes -> 'steps';
+    END IF;
+    UPDATE novu.workflows x
+       SET name = COALESCE(changes ->> 'name', w.name),
+           steps = w.steps,
+           critical = COALESCE((changes ->> 'critical')::boolean, w.critical),
+           active = COALESCE((changes ->> 'active')::boolean, w.active),
+           updated_at = now()
+     WHERE x.workflow_id = identifier
+    RETURNING * INTO w;
+    RETURN novu._workflow_json(w);
+END
+$$;
+COMMENT ON FUNCTION novu.update_workflow(text, jsonb) IS 'Change a workflow (admin): name, steps (validated again), critical, active';
+
+CREATE FUNCTION novu.delete_workflow(identifier text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM novu.workflows x WHERE x.workflow_id = identifier;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_workflow(text) IS 'Delete a workflow (admin); false if unknown';
+
+CREATE FUNCTION novu.get_workflow(identifier text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    w novu.workflows;
+BEGIN
+    SELECT * INTO w FROM novu.workflows x WHERE x.workflow_id = identifier;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workflow "%" not found', identifier
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.create_workflow().';
+    END IF;
+    RETURN novu._workflow_json(w);
+END
+$$;
+COMMENT ON FUNCTION novu.get_workflow(text) IS 'Get a workflow with its steps';
+
+------------------------------------------------------------------------------
+-- Trigger API (the outbox)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu.trigger(workflow_id text, "to" jsonb, payload jsonb DEFAULT '{}',
+                             overrides jsonb DEFAULT '{}', transaction_id text DEFAULT NULL,
+                             actor jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'novu_trigger'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION novu.trigger(text, jsonb, jsonb, jsonb, text, jsonb) IS 'Trigger a workflow for subscribers inside the caller''s transaction: {acknowledged, status, transactionId}; status processed, duplicate, trigger_not_active or no_workflow_steps_defined';
+
+CREATE FUNCTION novu.broadcast(workflow_id text, payload jsonb DEFAULT '{}', overrides jsonb DEFAULT '{}',
+                               transaction_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'novu_broadcast'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION novu.broadcast(text, jsonb, jsonb, text) IS 'Trigger a workflow for every subscriber; recorded now, fanned out by the workers in chunks';
+
+CREATE FUNCTION novu.bulk_trigger(events jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ev jsonb;
+    k text;
+    res jsonb;
+    results jsonb := '[]';
+    msg text;
+BEGIN
+    IF events IS NULL OR jsonb_typeof(events) <> 'array' THEN
+        RAISE EXCEPTION 'events must be a JSON array'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Each event: {"workflowId", "to", "payload", "overrides", "transactionId", "actor"}.';
+    END IF;
+    IF jsonb_array_length(events) > 100 THEN
+        RAISE EXCEPTION 'too many events: % (at most 100 per call)', jsonb_array_length(events)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Split the array into calls of 100 events.';
+    END IF;
+    FOR ev IN SELECT * FROM jsonb_array_elements(events) LOOP
+        BEGIN
+            IF jsonb_typeof(ev) <> 'object' THEN
+                RAISE EXCEPTION 'event must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            FOR k IN SELECT jsonb_object_keys(ev) LOOP
+                IF k NOT IN ('workflowId', 'name', 'to', 'payload', 'overrides', 'transactionId', 'actor') THEN
+                    RAISE EXCEPTION 'unknown key "%" in event', k USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+            END LOOP;
+            IF jsonb_typeof(COALESCE(ev -> 'workflowId', ev -> 'name')) IS DISTINCT FROM 'string' THEN
+                RAISE EXCEPTION 'workflowId (or name) is required' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF jsonb_typeof(ev -> 'transactionId') NOT IN ('string', 'null') THEN
+                RAISE EXCEPTION 'transactionId must be a string' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            res := novu.trigger(COALESCE(ev ->> 'workflowId', ev ->> 'name'), ev -> 'to',
+                                COALESCE(ev -> 'payload', '{}'), COALESCE(ev -> 'overrides', '{}'),
+                                ev ->> 'transactionId', ev -> 'actor');
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+            res := jsonb_build_object('acknowledged', true, 'status', 'error',
+                                      'error', jsonb_build_array(msg),
+                                      'transactionId', CASE WHEN jsonb_typeof(ev) = 'object' THEN ev ->> 'transactionId' END);
+        END;
+        results := results || jsonb_build_array(res);
+    END LOOP;
+    RETURN results;
+END
+$$;
+COMMENT ON FUNCTION novu.bulk_trigger(jsonb) IS 'Trigger up to 100 events; one result per event in order; a bad event gives status "error" and the others still run';
+
+CREATE FUNCTION novu.cancel(transaction_id text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n_events bigint;
+    n_messages bigint;
+BEGIN
+    UPDATE novu.events e SET status = 'canceled', processed_at = now()
+     WHERE e.transaction_id = cancel.transaction_id AND e.status = 'pending';
+    GET DIAGNOSTICS n_events = ROW_COUNT;
+    WITH c AS (
+        UPDATE novu.deliveries d SET status = 'canceled', updated_at = now(), last_error = 'Canceled'
+         WHERE d.transaction_id = cancel.transaction_id AND d.status = 'pending'
+        RETURNING d.id, d.subscriber_id, d.workflow_id, d.channel, d.provider_id)
+    INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id,
+                                        channel, provider_id, status, detail)
+    SELECT cancel.transaction_id, c.id, c.subscriber_id, c.workflow_id, c.channel, c.provider_id,
+           'Warning', 'Message canceled'
+      FROM c;
+    GET DIAGNOSTICS n_messages = ROW_COUNT;
+    RETURN n_events + n_messages > 0;
+END
+$$;
+COMMENT ON FUNCTION novu.cancel(text) IS 'Cancel every message of a transaction not yet claimed for sending; true if anything was canceled';
+
+CREATE FUNCTION novu.trigger_on_row()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb;
+BEGIN
+    IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'ROW' THEN
+        RAISE EXCEPTION 'novu.trigger_on_row() must be an AFTER ... FOR EACH ROW trigger'
+            USING ERRCODE = 'invalid_object_definition',
+                  HINT = 'CREATE TRIGGER t AFTER INSERT ON tbl FOR EACH ROW EXECUTE FUNCTION novu.trigger_on_row(''workflow-id'', ''subscriber_column'').';
+    END IF;
+    IF TG_NARGS <> 2 THEN
+        RAISE EXCEPTION 'novu.trigger_on_row() takes 2 arguments, got %', TG_NARGS
+            USING ERRCODE = 'invalid_object_definition',
+                  HINT = 'EXECUTE FUNCTION novu.trigger_on_row(''workflow-id'', ''subscriber_column'').';
+    END IF;
+    r := to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END);
+    IF NOT r ? TG_ARGV[1] THEN
+        RAISE EXCEPTION 'column "%" not found in table %.%', TG_ARGV[1], TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'The second argument of novu.trigger_on_row() names the column holding the subscriberId.';
+    END IF;
+    -- A row without a recipient notifies nobody.
+    IF r ->> TG_ARGV[1] IS NOT NULL THEN
+        PERFORM novu.trigger(TG_ARGV[0], to_jsonb(r ->> TG_ARGV[1]), r);
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION novu.trigger_on_row() IS 'Row trigger: AFTER INSERT/UPDATE/DELETE ... EXECUTE FUNCTION novu.trigger_on_row(''workflow-id'', ''subscriber_column''); payload = the row as JSON (OLD for DELETE)';
+
+------------------------------------------------------------------------------
+-- Preferences
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu._preference_json(enabled boolean, channels jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'enabled', COALESCE(enabled, true),
+        'channels', jsonb_build_object('push', true, 'in_app', true, 'chat', true, 'email', true, 'sms', true)
+                    || COALESCE(channels, '{}'))
+$$;
+COMMENT ON FUNCTION novu._preference_json(boolean, jsonb) IS 'Internal: a preference with every channel defaulting to enabled';
+
+CREATE FUNCTION novu.get_preferences(subscriber_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = get_preferences.subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', get_preferences.subscriber_id
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.identify().';
+    END IF;
+    RETURN jsonb_build_object(
+        'global', (SELECT novu._preference_json(p.enabled, p.channels)
+                     FROM (SELECT NULL) x
+                     LEFT JOIN novu.preferences p
+                       ON p.subscriber_id = get_preferences.subscriber_id AND p.workflow_id IS NULL),
+        'workflows', COALESCE((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'workflowId', w.workflow_id, 'name', w.name, 'critical', w.critical,
+                       'preference', novu._preference_json(p.enabled, p.channels))
+                     ORDER BY w.workflow_id)
+              FROM novu.workflows w
+              LEFT JOIN novu.preferences p
+                ON p.subscriber_id = get_preferences.subscriber_id AND p.workflow_id = w.workflow_id), '[]'::jsonb));
+END
+$$;
+COMMENT ON FUNCTION novu.get_preferences(text) IS 'A subscriber''s global and per-workflow preferences (defaults: everything enabled)';
+
+CREATE FUNCTION novu.set_preference(subscriber_id text, workflow_id text DEFAULT NULL,
+                                    enabled boolean DEFAULT NULL, channels jsonb DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    v jsonb;
+    p novu.preferences;
+BEGIN
+    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = set_preference.subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', set_preference.subscriber_id
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.identify().';
+    END IF;
+    IF set_preference.workflow_id IS NOT NULL THEN
+        PERFORM FROM novu.workflows w WHERE w.workflow_id = set_preference.workflow_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'workflow "%" not found', set_preference.workflow_id
+                USING ERRCODE = 'undefined_object', HINT = 'Pass NULL for the global preference.';
+        END IF;
+    END IF;
+    IF channels IS NOT NULL THEN
+        IF jsonb_typeof(channels) <> 'object' THEN
+            RAISE EXCEPTION 'channels must be a JSON object'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Example: {"push": false}.';
+        END IF;
+        FOR k, v IN SELECT * FROM jsonb_each(channels) LOOP
+            IF k NOT IN ('push', 'in_app', 'chat', 'email', 'sms') THEN
+                RAISE EXCEPTION 'unknown channel "%" in channels', k
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Channels: push, in_app, chat, email, sms.';
+            END IF;
+            IF jsonb_typeof(v) <> 'boolean' THEN
+                RAISE EXCEPTION 'channels.% must be a boolean', k
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+            END IF;
+        END LOOP;
+    END IF;
+    INSERT INTO novu.preferences AS x (subscriber_id, workflow_id, enabled, channels)
+    VALUES (set_preference.subscriber_id, set_preference.workflow_id, COALESCE(enabled, true), COALESCE(channels, '{}'))
+    ON CONFLICT ON CONSTRAINT preferences_key DO UPDATE SET
+        enabled = COALESCE(set_preference.enabled, x.enabled),
+        channels = x.channels || COALESCE(set_preference.channels, '{}'),
+        updated_at = now()
+    RETURNING * INTO p;
+    RETURN jsonb_build_object('workflowId', p.workflow_id,
+                              'preference', novu._preference_json(p.enabled, p.channels));
+END
+$$;
+COMMENT ON FUNCTION novu.set_preference(text, text, boolean, jsonb) IS 'Set a subscriber''s preference: global (workflow_id NULL) or per workflow; enabled and/or channels such as {"push": false}; critical workflows ignore preferences';
+
+------------------------------------------------------------------------------
+-- Statistics
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu.notification_stats()
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'weeklySent', count(*) FILTER (WHERE n.created_at > now() - interval '7 days'),
+        'monthlySent', count(*) FILTER (WHERE n.created_at > now() - interval '1 month'),
+        'yearlySent', count(*) FILTER (WHERE n.created_at > now() - interval '1 year'))
+      FROM novu.notifications n
+     WHERE n.created_at > now() - interval '1 year'
+$$;
+COMMENT ON FUNCTION novu.notification_stats() IS 'Notifications triggered in the last week, month and year: {weeklySent, monthlySent, yearlySent}';
+
+------------------------------------------------------------------------------
+-- Privileges: nothing for PUBLIC, then per role
+------------------------------------------------------------------------------
+
+REVOKE ALL ON ALL TABLES IN SCHEMA novu FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA novu FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA novu FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    novu.identify(text, jsonb),
+    novu.update_subscriber(text, jsonb),
+    novu.get_subscriber(text),
+    novu.delete_subscriber(text),
+    novu.list_subscribers(integer, integer),
+    novu.bulk_identify(jsonb),
+    novu.set_online_status(text, boolean),
+    novu.import_subscribers(),
+    novu.set_credentials(text, text, jsonb, text),
+    novu.add_credentials(text, text, jsonb, text),
+    novu.remove_device_token(text, text, text, text),
+    novu.delete_credentials(text, text, text),
+    novu.trigger(text, jsonb, jsonb, jsonb, text, jsonb),
+    novu.bulk_trigger(jsonb),
+    novu.broadcast(text, jsonb, jsonb, text),
+    novu.cancel(text),
+    novu.trigger_on_row(),
+    novu.render(text, jsonb),
+    novu.get_workflow(text),
+    novu.get_preferences(text),
+    novu.set_preference(text, text, boolean, jsonb),
+    novu.notification_stats()
+TO novu_app;
+
+GRANT EXECUTE ON FUNCTION
+    novu.create_integration(text, jsonb, text, text, boolean),
+    novu.update_integration(text, jsonb),
+    novu.delete_integration(text),
+    novu.list_integrations(),
+    novu.create_workflow(text, jsonb, text, boolean, boolean),
+    novu.update_workflow(text, jsonb),
+    novu.delete_workflow(text)
+TO novu_admin;
+
+GRANT SELECT ON novu.subscribers, novu.subscriber_channels, novu.device_tokens, novu.workflows,
+                novu.preferences, novu.messages, novu.notifications, novu.execution_details,
+                novu.subscriber_import_rejects
+    TO novu_app;
+GRANT INSERT, SELECT ON novu.subscriber_import TO novu_app;
+GRANT USAGE ON SEQUENCE novu.subscriber_import_line_seq TO novu_app;
+GRANT DELETE ON novu.subscriber_import_rejects TO novu_app;
+GRANT SELECT ON novu.integrations, novu.events, novu.deliveries TO novu_admin;

@@ -1,0 +1,53 @@
+-- setup: create the extension and check its catalog-level promises.
+CREATE EXTENSION novu;
+
+SELECT extversion FROM pg_extension WHERE extname = 'novu';
+
+-- the roles exist and novu_admin inherits novu_app
+SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname IN ('novu_admin', 'novu_app') ORDER BY 1;
+SELECT pg_has_role('novu_admin', 'novu_app', 'MEMBER') AS admin_is_app;
+
+-- every function is documented (\df+ shows it)
+SELECT p.oid::regprocedure AS undocumented
+  FROM pg_proc p
+ WHERE p.pronamespace = 'novu'::regnamespace
+   AND obj_description(p.oid, 'pg_proc') IS NULL;
+
+-- every SECURITY DEFINER function pins search_path
+SELECT p.oid::regprocedure AS unpinned
+  FROM pg_proc p
+ WHERE p.pronamespace = 'novu'::regnamespace AND p.prosecdef
+   AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%');
+
+-- PUBLIC can execute nothing
+SELECT p.oid::regprocedure AS public_executable
+  FROM pg_proc p
+ WHERE p.pronamespace = 'novu'::regnamespace
+   AND has_function_privilege('public', p.oid, 'EXECUTE');
+
+-- what each role may call
+SELECT p.proname,
+       has_function_privilege('novu_app', p.oid, 'EXECUTE') AS app,
+       has_function_privilege('novu_admin', p.oid, 'EXECUTE') AS admin
+  FROM pg_proc p
+ WHERE p.pronamespace = 'novu'::regnamespace AND p.proname !~ '^_'
+ ORDER BY 1;
+
+-- user tables and their sequences are kept by pg_dump
+SELECT c.relname
+  FROM pg_extension e, unnest(e.extconfig) AS x(oid)
+  JOIN pg_class c ON c.oid = x.oid
+ WHERE e.extname = 'novu'
+ ORDER BY 1;
+
+-- the contract's views and their columns
+SELECT attname FROM pg_attribute
+ WHERE attrelid = 'novu.messages'::regclass AND attnum > 0 ORDER BY attnum;
+SELECT 'novu.notifications'::regclass, 'novu.execution_details'::regclass;
+
+-- the GUCs exist with their defaults
+SELECT name, setting, unit FROM pg_settings WHERE name LIKE 'novu.%' ORDER BY 1;
+
+-- a helper for the following tests: drop volatile timestamps from Novu objects
+CREATE FUNCTION public.no_ts(j jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS
+$$ SELECT j - 'createdAt' - 'updatedAt' - 'lastOnlineAt' $$;

@@ -1,0 +1,156 @@
+-- trigger: the outbox written in the caller's transaction; every "to" form,
+-- statuses, idempotency, limits, bulk, broadcast, cancel, row triggers.
+\set VERBOSITY terse
+
+SELECT novu.trigger('order-shipped', '"user-1"', '{"orderId": 42, "items": [{"name": "book"}]}', '{}', 'tx-1');
+SELECT transaction_id, kind, workflow_id, recipients, payload, status FROM novu.events WHERE transaction_id = 'tx-1';
+-- visible in novu.messages as pending at once, one row per recipient and step
+SELECT transaction_id, workflow_id, subscriber_id, channel, status, attempts FROM novu.messages WHERE transaction_id = 'tx-1';
+SELECT transaction_id, workflow_id, subscriber_id, kind, status FROM novu.notifications WHERE transaction_id = 'tx-1';
+
+-- the same transactionId again: duplicate, nothing new is enqueued
+SELECT novu.trigger('order-shipped', '"user-2"', '{}', '{}', 'tx-1');
+SELECT count(*), min(recipients::text) FROM novu.events WHERE transaction_id = 'tx-1';
+
+-- a generated transactionId is a UUID
+SELECT r ->> 'status' AS status,
+       (r ->> 'transactionId') ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' AS uuid
+  FROM novu.trigger('order-shipped', '"user-2"') r;
+
+-- inactive workflow and workflow without steps: Novu's statuses, nothing enqueued
+SELECT novu.trigger('inactive-workflow', '"user-1"', '{}', '{}', 'tx-inactive');
+SELECT novu.trigger('empty-workflow', '"user-1"', '{}', '{}', 'tx-empty');
+SELECT count(*) FROM novu.events WHERE transaction_id IN ('tx-inactive', 'tx-empty');
+
+-- an unknown subscriberId string creates that subscriber with an empty profile
+SELECT novu.trigger('order-shipped', '"new-user"', '{}', '{}', 'tx-new') ->> 'status';
+SELECT no_ts(novu.get_subscriber('new-user'));
+
+-- a subscriber object: inline profile and channels, upserted in the caller's transaction
+SELECT novu.trigger('order-shipped',
+    '{"subscriberId": "inline-1", "firstName": "Inline", "email": "inline@example.com",
+      "channels": [{"providerId": "fcm", "credentials": {"deviceTokens": ["inline-token"]}}]}',
+    '{}', '{}', 'tx-inline') ->> 'status';
+SELECT no_ts(novu.get_subscriber('inline-1'));
+
+-- an array of both forms; repeated ids are one recipient
+SELECT novu.trigger('order-shipped', '["user-1", {"subscriberId": "user-2"}, "user-1", {"subscriberId": "user-3", "lastName": "Three"}]',
+                    '{}', '{}', 'tx-array') ->> 'status';
+SELECT recipients FROM novu.events WHERE transaction_id = 'tx-array';
+SELECT subscriber_id, status FROM novu.messages WHERE transaction_id = 'tx-array' ORDER BY subscriber_id;
+SELECT novu.get_subscriber('user-3') ->> 'lastName';
+
+-- actor: an object is upserted as a subscriber too
+SELECT novu.trigger('order-shipped', '"user-1"', '{}', '{}', 'tx-actor', '{"subscriberId": "actor-1", "firstName": "Act"}') ->> 'status';
+SELECT actor FROM novu.events WHERE transaction_id = 'tx-actor';
+SELECT novu.get_subscriber('actor-1') ->> 'firstName';
+
+-- a rolled-back trigger leaves nothing: no outbox row, no inline subscriber, no token
+BEGIN;
+SELECT novu.trigger('order-shipped',
+    '{"subscriberId": "rollback-1", "channels": [{"providerId": "fcm", "credentials": {"deviceTokens": ["rb-token"]}}]}',
+    '{}', '{}', 'tx-rollback') ->> 'status';
+ROLLBACK;
+SELECT (SELECT count(*) FROM novu.events WHERE transaction_id = 'tx-rollback') AS events,
+       (SELECT count(*) FROM novu.subscribers WHERE subscriber_id = 'rollback-1') AS subscribers,
+       (SELECT count(*) FROM novu.device_tokens WHERE device_token = 'rb-token') AS tokens,
+       (SELECT count(*) FROM novu.messages WHERE transaction_id = 'tx-rollback') AS messages;
+-- ... and its transactionId is still free
+SELECT novu.trigger('order-shipped', '"user-1"', '{}', '{}', 'tx-rollback') ->> 'status';
+
+-- payload at the limit is accepted; one byte over is not
+SELECT novu.trigger('order-shipped', '"user-1"', jsonb_build_object('b', repeat('x', 262144 - 9)), '{}', 'tx-big') ->> 'status';
+SELECT length(payload::text) FROM novu.events WHERE transaction_id = 'tx-big';
+SELECT novu.trigger('order-shipped', '"user-1"', jsonb_build_object('b', repeat('x', 262144 - 8)), '{}', 'tx-too-big');
+-- escapes count as JSON text: 50000 control characters are 300000 bytes of text
+SELECT novu.trigger('order-shipped', '"user-1"', jsonb_build_object('b', repeat(E'\u0001', 50000)), '{}', 'tx-escaped');
+
+-- errors, each writes nothing
+SELECT novu.trigger('no-such-workflow', '"user-1"');
+SELECT novu.trigger(NULL, '"user-1"');
+SELECT novu.trigger('order-shipped', NULL);
+SELECT novu.trigger('order-shipped', '[]');
+SELECT novu.trigger('order-shipped', '42');
+SELECT novu.trigger('order-shipped', '[true]');
+SELECT novu.trigger('order-shipped', '""');
+SELECT novu.trigger('order-shipped', jsonb_build_array(repeat('x', 256)));
+SELECT novu.trigger('order-shipped', '{"email": "x@example.com"}');
+SELECT novu.trigger('order-shipped', '{"subscriberId": 7}');
+SELECT novu.trigger('order-shipped', '{"type": "Topic", "topicKey": "news"}');
+SELECT novu.trigger('order-shipped', '[{"topicKey": "news"}]');
+SELECT novu.trigger('order-shipped', '{"subscriberId": "bad-email", "email": "nope"}');
+SELECT novu.trigger('order-shipped', '{"subscriberId": "bad-token", "channels": [{"providerId": "fcm", "credentials": {"deviceTokens": [""]}}]}');
+SELECT novu.trigger('order-shipped', '"user-1"', '[1, 2]');
+SELECT novu.trigger('order-shipped', '"user-1"', '"text"');
+SELECT novu.trigger('order-shipped', '"user-1"', '{}', '[]');
+SELECT novu.trigger('order-shipped', '"user-1"', '{}', '{}', '');
+SELECT novu.trigger('order-shipped', '"user-1"', '{}', '{}', NULL, '[1]');
+SELECT count(*) FROM novu.subscribers WHERE subscriber_id IN ('bad-email', 'bad-token');
+SELECT count(*) AS events FROM novu.events;
+
+-- bulk: one result per event, in order; a bad event does not fail the others
+SELECT jsonb_pretty(novu.bulk_trigger('[
+    {"workflowId": "order-shipped", "to": "user-1", "payload": {"n": 1}, "transactionId": "bulk-1"},
+    {"name": "order-shipped", "to": ["user-2"], "transactionId": "bulk-2"},
+    {"workflowId": "no-such-workflow", "to": "user-1", "transactionId": "bulk-3"},
+    {"workflowId": "order-shipped", "to": "user-1", "transactionId": "bulk-1"},
+    {"workflowId": "order-shipped", "to": "user-1", "payload": [], "transactionId": "bulk-5"},
+    {"workflowId": "inactive-workflow", "to": "user-1", "transactionId": "bulk-6"},
+    {"to": "user-1", "transactionId": "bulk-7"},
+    {"workflowId": "order-shipped", "to": "user-1", "transactionId": "bulk-8", "colour": "red"},
+    7
+]'));
+SELECT transaction_id FROM novu.events WHERE transaction_id LIKE 'bulk-%' ORDER BY 1;
+SELECT novu.bulk_trigger('{}');
+SELECT novu.bulk_trigger((SELECT jsonb_agg(jsonb_build_object('workflowId', 'order-shipped', 'to', 'user-1')) FROM generate_series(1, 101)));
+
+-- broadcast: recorded for the workers to fan out
+SELECT novu.broadcast('order-shipped', '{"news": "hello"}', '{}', 'tx-broadcast');
+SELECT kind, recipients, status FROM novu.events WHERE transaction_id = 'tx-broadcast';
+SELECT subscriber_id, channel, status FROM novu.messages WHERE transaction_id = 'tx-broadcast';
+SELECT novu.broadcast('order-shipped', '{}', '{}', 'tx-broadcast') ->> 'status';
+SELECT novu.broadcast('inactive-workflow') ->> 'status';
+SELECT novu.broadcast('no-such-workflow');
+SELECT novu.broadcast('order-shipped', '[]');
+
+-- cancel: everything of the transaction not yet claimed
+SELECT novu.cancel('tx-array'), novu.cancel('tx-array'), novu.cancel('no-such-transaction');
+SELECT DISTINCT status FROM novu.messages WHERE transaction_id = 'tx-array';
+SELECT status FROM novu.events WHERE transaction_id = 'tx-array';
+
+-- row triggers on an application table: payload = the row as JSON
+CREATE TABLE public.orders (id int PRIMARY KEY, user_id text, total numeric, state text DEFAULT 'new');
+CREATE TRIGGER orders_notify AFTER INSERT OR UPDATE OR DELETE ON public.orders
+    FOR EACH ROW EXECUTE FUNCTION novu.trigger_on_row('order-shipped', 'user_id');
+INSERT INTO public.orders VALUES (1, 'user-1', 9.99);
+UPDATE public.orders SET state = 'shipped' WHERE id = 1;
+DELETE FROM public.orders WHERE id = 1;
+INSERT INTO public.orders VALUES (2, NULL, 1);
+SELECT recipients, payload FROM novu.events WHERE payload ? 'total' ORDER BY id;
+-- the notification exists only if the row's transaction commits
+BEGIN;
+INSERT INTO public.orders VALUES (3, 'user-2', 5);
+ROLLBACK;
+SELECT count(*) FROM novu.events WHERE payload @> '{"id": 3}';
+-- misconfigured row triggers fail the statement with a clear error
+CREATE TABLE public.bad_orders (id int, owner text);
+CREATE TRIGGER bad_col AFTER INSERT ON public.bad_orders
+    FOR EACH ROW EXECUTE FUNCTION novu.trigger_on_row('order-shipped', 'user_id');
+INSERT INTO public.bad_orders VALUES (1, 'user-1');
+DROP TRIGGER bad_col ON public.bad_orders;
+CREATE TRIGGER bad_args AFTER INSERT ON public.bad_orders
+    FOR EACH ROW EXECUTE FUNCTION novu.trigger_on_row('order-shipped');
+INSERT INTO public.bad_orders VALUES (1, 'user-1');
+DROP TRIGGER bad_args ON public.bad_orders;
+CREATE TRIGGER bad_when BEFORE INSERT ON public.bad_orders
+    FOR EACH ROW EXECUTE FUNCTION novu.trigger_on_row('order-shipped', 'owner');
+INSERT INTO public.bad_orders VALUES (1, 'user-1');
+DROP TRIGGER bad_when ON public.bad_orders;
+CREATE TRIGGER bad_workflow AFTER INSERT ON public.bad_orders
+    FOR EACH ROW EXECUTE FUNCTION novu.trigger_on_row('no-such-workflow', 'owner');
+INSERT INTO public.bad_orders VALUES (1, 'user-1');
+SELECT count(*) FROM public.bad_orders;
+DROP TABLE public.bad_orders, public.orders;
+
+-- statistics over what was triggered
+SELECT novu.notification_stats();

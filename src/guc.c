@@ -1,0 +1,133 @@
+/*
+ * guc.c
+ *		Configuration parameters of the novu extension (novu.*).
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "utils/guc.h"
+
+#include "novu.h"
+
+char	   *novu_database_name = NULL;
+int			novu_workers = 1;
+int			novu_batch_size = 500;
+int			novu_poll_interval = 1000;
+int			novu_request_timeout = 10000;
+int			novu_max_attempts = 5;
+int			novu_retry_initial_delay = 1000;
+int			novu_retry_max_delay = 3600000;
+char	   *novu_ca_file = NULL;
+int			novu_retention = 30 * 24 * 3600;
+int			novu_expo_receipt_delay = 15 * 60 * 1000;
+
+/* Define every novu.* GUC; called once from _PG_init. */
+void
+novu_define_gucs(void)
+{
+	DefineCustomStringVariable("novu.database_name",
+							   "Database whose outbox the delivery workers drain.",
+							   NULL,
+							   &novu_database_name,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("novu.workers",
+							"Number of delivery worker processes.",
+							NULL,
+							&novu_workers,
+							1, 0, 64,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("novu.batch_size",
+							"Messages claimed by a worker in one short transaction.",
+							NULL,
+							&novu_batch_size,
+							500, 1, 10000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("novu.poll_interval",
+							"Safety-net poll interval of the delivery workers.",
+							"Committed triggers wake a worker at once; the poll only catches rows written by other means.",
+							&novu_poll_interval,
+							1000, 10, 3600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("novu.request_timeout",
+							"Timeout of one provider request.",
+							NULL,
+							&novu_request_timeout,
+							10000, 100, 600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("novu.max_attempts",
+							"Attempts of a message before it is marked failed.",
+							NULL,
+							&novu_max_attempts,
+							5, 1, 100,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("novu.retry_initial_delay",
+							"First retry delay; later delays double, with jitter.",
+							NULL,
+							&novu_retry_initial_delay,
+							1000, 1, 86400000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("novu.retry_max_delay",
+							"Upper bound of the retry delay.",
+							NULL,
+							&novu_retry_max_delay,
+							3600000, 1, 86400000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("novu.ca_file",
+							   "PEM bundle of extra trusted CAs for provider connections.",
+							   "The system trust store is always used as well.",
+							   &novu_ca_file,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("novu.retention",
+							"Age after which finished messages, notifications and activity are deleted.",
+							NULL,
+							&novu_retention,
+							30 * 24 * 3600, 60, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("novu.expo_receipt_delay",
+							"Delay before Expo receipts of accepted messages are fetched.",
+							NULL,
+							&novu_expo_receipt_delay,
+							15 * 60 * 1000, 0, 86400000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+#if PG_VERSION_NUM >= 150000
+	MarkGUCPrefixReserved("novu");
+#else
+	EmitWarningsOnPlaceholders("novu");
+#endif
+}

@@ -1,0 +1,125 @@
+/*
+ * jsonb_util.c
+ *		Small helpers over PostgreSQL's jsonb API, and novu._parse_object().
+ */
+#include "postgres.h"
+
+#include "common/jsonapi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/jsonfuncs.h"
+
+#include "jsonb_util.h"
+
+PG_FUNCTION_INFO_V1(novu_parse_object);
+
+/* Look a key up in a jsonb object container; false if absent (result may be NULL). */
+bool
+jsonb_container_get(JsonbContainer *container, const char *key, JsonbValue *result)
+{
+	JsonbValue	local;
+
+	if (!JsonContainerIsObject(container))
+		return false;
+	return getKeyJsonValueFromContainer(container, key, strlen(key),
+										result ? result : &local) != NULL;
+}
+
+/* The string value of a key of a jsonb object, palloc'd, or NULL if absent or not a string. */
+char *
+jsonb_container_get_string(JsonbContainer *container, const char *key)
+{
+	JsonbValue	v;
+
+	if (!jsonb_container_get(container, key, &v) || v.type != jbvString)
+		return NULL;
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+/* Push an object key while building a jsonb value. */
+void
+jsonb_push_key(JsonbParseState **state, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &k);
+}
+
+/* Push "key": "value" (null when value is NULL). */
+void
+jsonb_push_string(JsonbParseState **state, const char *key, const char *value)
+{
+	JsonbValue	v;
+
+	jsonb_push_key(state, key);
+	if (value == NULL)
+		v.type = jbvNull;
+	else
+	{
+		v.type = jbvString;
+		v.val.string.val = (char *) value;
+		v.val.string.len = strlen(value);
+	}
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+/* Push "key": true/false. */
+void
+jsonb_push_bool(JsonbParseState **state, const char *key, bool value)
+{
+	JsonbValue	v;
+
+	jsonb_push_key(state, key);
+	v.type = jbvBool;
+	v.val.boolean = value;
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+/* A new empty jsonb object. */
+Jsonb *
+jsonb_empty_object(void)
+{
+	JsonbParseState *state = NULL;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+}
+
+/*
+ * novu._parse_object(text): the text as a jsonb object, or NULL when it is not
+ * a valid JSON object.  Used by the set-based CSV import, where one bad row
+ * must not abort the statement: the text is checked with the non-throwing JSON
+ * parser first, and jsonb's one extra rule (no \u0000) is checked by hand.
+ */
+Datum
+novu_parse_object(PG_FUNCTION_ARGS)
+{
+	text	   *t = PG_GETARG_TEXT_PP(0);
+	char	   *s = VARDATA_ANY(t);
+	int			len = VARSIZE_ANY_EXHDR(t);
+	JsonLexContext *lex;
+	Jsonb	   *result;
+	int			i;
+
+	/* quick reject: an object starts with '{' after optional whitespace */
+	for (i = 0; i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'); i++)
+		;
+	if (i == len || s[i] != '{')
+		PG_RETURN_NULL();
+	if (strstr(text_to_cstring(t), "\\u0000") != NULL)
+		PG_RETURN_NULL();
+
+	lex = makeJsonLexContextCstringLen(s, len, GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		PG_RETURN_NULL();
+
+	result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text_to_cstring(t))));
+	if (!JB_ROOT_IS_OBJECT(result) || JB_ROOT_IS_SCALAR(result))
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(result);
+}

@@ -1,0 +1,20 @@
+/*
+ * jsonb_util.h
+ *		Small helpers over PostgreSQL's jsonb API used across the extension.
+ */
+#ifndef NOVU_JSONB_UTIL_H
+#define NOVU_JSONB_UTIL_H
+
+#include "utils/jsonb.h"
+
+extern bool jsonb_container_get(JsonbContainer *container, const char *key, JsonbValue *result);
+extern char *jsonb_container_get_string(JsonbContainer *container, const char *key);
+extern void jsonb_push_key(JsonbParseState **state, const char *key);
+extern void jsonb_push_string(JsonbParseState **state, const char *key, const char *value);
+extern void jsonb_push_bool(JsonbParseState **state, const char *key, bool value);
+extern Jsonb *jsonb_empty_object(void);
+
+/* trigger.c */
+extern void novu_check_identifier(const char *value, const char *field);
+
+#endif							/* NOVU_JSONB_UTIL_H */

@@ -1,0 +1,31 @@
+/*
+ * novu.h
+ *		Shared declarations of the novu extension: GUCs and module-wide helpers.
+ */
+#ifndef NOVU_H
+#define NOVU_H
+
+#include "postgres.h"
+
+/* GUC variables (guc.c) */
+extern char *novu_database_name;
+extern int	novu_workers;
+extern int	novu_batch_size;
+extern int	novu_poll_interval;
+extern int	novu_request_timeout;
+extern int	novu_max_attempts;
+extern int	novu_retry_initial_delay;
+extern int	novu_retry_max_delay;
+extern char *novu_ca_file;
+extern int	novu_retention;
+extern int	novu_expo_receipt_delay;
+
+extern void novu_define_gucs(void);
+
+/* Limits fixed by the contract (DESIGN.md section 3) */
+#define NOVU_MAX_ID_LEN				255
+#define NOVU_MAX_PAYLOAD_BYTES		(256 * 1024)
+#define NOVU_MAX_BULK_IDENTIFY		500
+#define NOVU_MAX_BULK_TRIGGER		100
+
+#endif							/* NOVU_H */
