@@ -1,0 +1,318 @@
+-- template: the Liquid-style template engine (novu.render, novu._check_template)
+\set VERBOSITY terse
+
+--
+-- Text and output
+--
+SELECT novu.render('plain text, { single } braces and }} closers stay', '{}');
+SELECT novu.render('', '{}');
+SELECT novu.render('Hello {{ subscriber.firstName }}!', '{"subscriber": {"firstName": "Ana"}}');
+SELECT novu.render('{{payload.orderId}}|{{   payload.orderId   }}', '{"payload": {"orderId": "A-1"}}');
+-- values: strings as is (no HTML escaping), numbers as JSON text, booleans, null and missing as ''
+SELECT novu.render('[{{ s }}] [{{ n }}] [{{ d }}] [{{ neg }}] [{{ big }}] [{{ t }}] [{{ f }}] [{{ z }}] [{{ missing }}] [{{ missing.deeper[0] }}]',
+                   '{"s": "<b>&amp;</b>", "n": 42, "d": 1.50, "neg": -0.25, "big": 123456789012345678901234567890, "t": true, "f": false, "z": null}');
+-- arrays and objects as JSON text
+SELECT novu.render('{{ payload }} {{ payload.tags }} {{ payload.empty_obj }} {{ payload.empty_arr }}',
+                   '{"payload": {"tags": ["a", 1, null, {"k": [true]}], "empty_obj": {}, "empty_arr": []}}');
+-- literals
+SELECT novu.render('{{ "double" }} {{ ''single'' }} {{ 7 }} {{ -1 }} {{ 2.5 }} {{ true }} {{ false }} [{{ nil }}] [{{ null }}] [{{ empty }}]', '{}');
+-- strings may hold tag-like text
+SELECT novu.render('{{ "a }} b %} c {{" }}', '{}');
+
+--
+-- Paths
+--
+SELECT novu.render('{{ payload.items[0].name }} {{ payload.items[1]["name"] }} {{ payload.items[-1][''name''] }} {{ payload.items[-3].name }}',
+                   '{"payload": {"items": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}}');
+-- out of range indexes, index on an object, key on an array, key on a scalar
+SELECT novu.render('[{{ a[3] }}] [{{ a[-4] }}] [{{ o[0] }}] [{{ a.x }}] [{{ s.x }}] [{{ n.x }}]',
+                   '{"a": [1, 2, 3], "o": {"0": "zero"}, "s": "str", "n": 5}');
+-- identifiers with hyphens and underscores, quoted keys with spaces and dots, nested indexes
+SELECT novu.render('{{ payload.first-name }} {{ payload._x1 }} {{ payload["full name"] }} {{ payload[''a.b''] }} {{ m[1][0] }}',
+                   '{"payload": {"first-name": "Ana", "_x1": "u", "full name": "Ana Lee", "a.b": "dot"}, "m": [[1, 2], [3, 4]]}');
+-- .size, .first, .last
+SELECT novu.render('{{ a.size }} {{ a.first }} {{ a.last }} {{ o.size }} {{ s.size }} [{{ n.size }}] [{{ e.first }}] [{{ e.last }}] {{ e.size }}',
+                   '{"a": [10, 20, 30], "o": {"x": 1, "y": 2}, "s": "hello", "n": 12, "e": []}');
+-- a real "size" key wins over the count; first/last are not keys of objects
+SELECT novu.render('{{ o.size }} [{{ o.first }}] {{ h.first }}', '{"o": {"size": "XL"}, "h": {"first": "F"}}');
+SELECT novu.render('{{ a.first.name }} {{ a.last.tags.size }}', '{"a": [{"name": "x"}, {"tags": [1, 2]}]}');
+
+--
+-- Filters
+--
+-- default: for nil, false, "", [] and {}; not for 0, "0" or " "
+SELECT novu.render('{{ missing | default: "d" }} {{ z | default: "d" }} {{ f | default: "d" }} {{ es | default: "d" }} {{ ea | default: "d" }} {{ eo | default: "d" }}',
+                   '{"z": null, "f": false, "es": "", "ea": [], "eo": {}}');
+SELECT novu.render('{{ zero | default: "d" }} {{ szero | default: "d" }} [{{ sp | default: "d" }}] {{ t | default: "d" }} {{ s | default: "d" }}',
+                   '{"zero": 0, "szero": "0", "sp": " ", "t": true, "s": "set"}');
+-- the default value can be a path, a number or nil; filters chain
+SELECT novu.render('{{ subscriber.firstName | default: subscriber.email }} {{ x | default: 3 }} [{{ x | default: nil }}] {{ x | default: "guest" | upcase }}',
+                   '{"subscriber": {"email": "a@b.c"}}');
+-- upcase, downcase, capitalize (first character up, the rest down), on any value's text
+SELECT novu.render('{{ s | upcase }} {{ s | downcase }} {{ s | capitalize }} {{ "HELLO wORLD" | capitalize }} [{{ "" | capitalize }}] {{ " x" | capitalize }}',
+                   '{"s": "hELLo World 42"}');
+SELECT novu.render('{{ n | upcase }} {{ t | upcase }} [{{ missing | upcase }}] {{ a | upcase }}', '{"n": 1.5, "t": true, "a": ["x"]}');
+-- size: characters, elements, pairs; 0 for others
+SELECT novu.render('{{ s | size }} {{ a | size }} {{ o | size }} {{ n | size }} {{ missing | size }} {{ "" | size }}',
+                   '{"s": "abc", "a": [1, 2], "o": {"k": 1}, "n": 123}');
+-- join: " " by default, any separator; elements as their text; non-arrays as their text
+SELECT novu.render('{{ a | join }}|{{ a | join: ", " }}|{{ a | join: "" }}|{{ mixed | join: "-" }}|{{ one | join: "," }}|{{ e | join: "," }}|{{ s | join: "," }}|{{ missing | join: "," }}|{{ a | join: sep }}',
+                   '{"a": ["x", "y", "z"], "mixed": [1, true, null, "s", [1, 2], {"k": "v"}], "one": ["solo"], "e": [], "s": "str", "sep": " / "}');
+SELECT novu.render('{{ a | join: ", " | upcase }} {{ a | join: "" | size }} {{ a | size | default: 9 }}', '{"a": ["x", "y"]}');
+
+--
+-- Case mapping beyond ASCII: Latin, Greek and Cyrillic letters in UTF8 databases (other
+-- encodings change ASCII letters only).  The CASE and the unaligned format keep this
+-- file's expected output the same whatever the database encoding.
+--
+\pset format unaligned
+SELECT CASE WHEN getdatabaseencoding() = 'UTF8'
+            THEN novu.render('{{ s | upcase }}|{{ s | downcase }}|{{ s | capitalize }}|{{ s.size }}|{{ s | size }}',
+                             '{"s": "éLODIE çA ÿ œ straße"}')
+            ELSE 'ÉLODIE ÇA Ÿ Œ STRAßE|élodie ça ÿ œ straße|Élodie ça ÿ œ straße|20|20' END AS latin;
+SELECT CASE WHEN getdatabaseencoding() = 'UTF8'
+            THEN novu.render('{{ g | upcase }}|{{ g | downcase }}|{{ c | upcase }}|{{ c | capitalize }}|{{ v | upcase }}|{{ cjk | upcase }}',
+                             '{"g": "Οδυσσεύς", "c": "пРИВЕТ ёж", "v": "tiếng việt", "cjk": "日本 ok"}')
+            ELSE 'ΟΔΥΣΣΕΎΣ|οδυσσεύς|ПРИВЕТ ЁЖ|Привет ёж|TIẾNG VIỆT|日本 OK' END AS greek_cyrillic_vietnamese;
+SELECT CASE WHEN getdatabaseencoding() = 'UTF8'
+            THEN novu.render('{% if s contains "é" %}{{ s | size }} chars{% endif %} {{ a | join: " · " }}', '{"s": "café", "a": ["α", "β"]}')
+            ELSE '4 chars α · β' END AS utf8_text;
+-- columns in error messages count characters
+DO $$
+BEGIN
+    PERFORM novu.render('é ü {{ x | nope }}', '{}');
+EXCEPTION WHEN syntax_error THEN
+    RAISE NOTICE '%', CASE WHEN getdatabaseencoding() = 'UTF8' THEN SQLERRM
+        ELSE 'invalid template: unknown filter "nope" at line 1 column 12 (filters are default, upcase, downcase, capitalize, size, join)' END;
+END
+$$;
+\pset format aligned
+
+--
+-- if / elsif / else / unless
+--
+SELECT novu.render('{% if x %}yes{% endif %}|{% if y %}yes{% else %}no{% endif %}', '{"x": 1}');
+SELECT novu.render('{% if n > 10 %}big{% elsif n > 5 %}medium{% elsif n > 0 %}small{% else %}none{% endif %}', '{"n": 7}');
+SELECT novu.render('{% if n > 10 %}big{% elsif n > 5 %}medium{% elsif n > 0 %}small{% else %}none{% endif %}', '{"n": 0}');
+SELECT novu.render('{% unless vip %}regular{% else %}vip{% endunless %}|{% unless vip %}regular{% endunless %}', '{"vip": true}');
+SELECT novu.render('{% unless a %}not a{% elsif b %}b{% else %}neither{% endunless %}', '{"a": true, "b": true}');
+-- truthiness: only nil (missing or null) and false are false
+SELECT novu.render('{% if zero %}0{% endif %}{% if es %}E{% endif %}{% if ea %}A{% endif %}{% if eo %}O{% endif %}{% if f %}F{% endif %}{% if z %}Z{% endif %}{% if missing %}M{% endif %}{% if empty %}e{% endif %}',
+                   '{"zero": 0, "es": "", "ea": [], "eo": {}, "f": false, "z": null}');
+-- ==, != and <> across types: numbers numerically, strings by bytes, mixed types unequal
+SELECT novu.render('{% if n == 1 %}a{% endif %}{% if n == 1.0 %}b{% endif %}{% if n == "1" %}c{% endif %}{% if s == "1" %}d{% endif %}{% if n != s %}e{% endif %}{% if n <> 2 %}f{% endif %}{% if t == true %}g{% endif %}{% if t == "true" %}h{% endif %}',
+                   '{"n": 1, "s": "1", "t": true}');
+SELECT novu.render('{% if z == nil %}a{% endif %}{% if missing == nil %}b{% endif %}{% if missing == null %}c{% endif %}{% if f == nil %}d{% endif %}{% if missing != nil %}e{% endif %}{% if z == missing %}f{% endif %}',
+                   '{"z": null, "f": false}');
+-- arrays and objects compare by value
+SELECT novu.render('{% if a == b %}a{% endif %}{% if a == c %}b{% endif %}{% if o == p %}c{% endif %}{% if o == q %}d{% endif %}{% if a != c %}e{% endif %}',
+                   '{"a": [1, {"k": "v"}], "b": [1.0, {"k": "v"}], "c": [{"k": "v"}, 1], "o": {"x": 1, "y": [2]}, "p": {"y": [2], "x": 1}, "q": {"x": 1}}');
+-- <, >, <=, >=: numbers numerically, strings by bytes; anything else is false
+SELECT novu.render('{% if 2 < 10 %}a{% endif %}{% if "2" < "10" %}b{% endif %}{% if "abc" < "abd" %}c{% endif %}{% if "ab" < "abc" %}d{% endif %}{% if n >= 5 %}e{% endif %}{% if n <= 5 %}f{% endif %}{% if n > 5 %}g{% endif %}{% if d < 0.3 %}h{% endif %}{% if -1 < 0 %}i{% endif %}',
+                   '{"n": 5, "d": 0.25}');
+SELECT novu.render('{% if n < "10" %}a{% endif %}{% if n > "1" %}b{% endif %}{% if missing < 1 %}c{% endif %}{% if missing >= 0 %}d{% endif %}{% if t > f %}e{% endif %}{% if a < b %}f{% endif %}[done]',
+                   '{"n": 5, "t": true, "f": false, "a": [1], "b": [2]}');
+-- contains: substring of a string, element of an array, key of an object
+SELECT novu.render('{% if s contains "ell" %}a{% endif %}{% if s contains "xyz" %}b{% endif %}{% if s contains "" %}c{% endif %}{% if code contains 12 %}d{% endif %}{% if tags contains "vip" %}e{% endif %}{% if tags contains "vi" %}f{% endif %}{% if nums contains 2 %}g{% endif %}{% if nums contains "2" %}h{% endif %}{% if o contains "k" %}i{% endif %}{% if o contains "v" %}j{% endif %}{% if missing contains "x" %}k{% endif %}{% if s contains missing %}l{% endif %}',
+                   '{"s": "hello", "code": "A123", "tags": ["new", "vip"], "nums": [1, 2.0, 3], "o": {"k": "v"}}');
+-- empty matches "", [] and {} (either side); nil is not empty
+SELECT novu.render('{% if es == empty %}a{% endif %}{% if ea == empty %}b{% endif %}{% if eo == empty %}c{% endif %}{% if empty == es %}d{% endif %}{% if s == empty %}e{% endif %}{% if a != empty %}f{% endif %}{% if missing == empty %}g{% endif %}{% if z == empty %}h{% endif %}{% if zero == empty %}i{% endif %}',
+                   '{"es": "", "ea": [], "eo": {}, "s": "x", "a": [0], "z": null, "zero": 0}');
+-- and / or are evaluated right to left, as in Liquid: a or b and c = a or (b and c)
+SELECT novu.render('{% if true or false and false %}T{% else %}F{% endif %}{% if false and true or true %}T{% else %}F{% endif %}{% if true and true and true %}T{% else %}F{% endif %}{% if false or false or true %}T{% else %}F{% endif %}{% if true and false or false and true %}T{% else %}F{% endif %}',
+                   '{}');
+SELECT novu.render('{% if subscriber.locale == "fr" and payload.total > 100 %}Merci !{% elsif subscriber.locale == "fr" or subscriber.locale == "fr-CA" %}Merci{% else %}Thanks{% endif %}',
+                   '{"subscriber": {"locale": "fr-CA"}, "payload": {"total": 150}}');
+-- filters inside conditions
+SELECT novu.render('{% if items | size > 2 %}many{% else %}few{% endif %} {% if name | default: "x" | upcase == "X" %}X{% endif %}', '{"items": [1, 2, 3]}');
+-- unless negates the whole condition
+SELECT novu.render('{% unless a and b %}not both{% endunless %}', '{"a": true, "b": false}');
+
+--
+-- for
+--
+SELECT novu.render('{% for item in payload.items %}{{ item.name }}={{ item.qty }};{% endfor %}',
+                   '{"payload": {"items": [{"name": "tea", "qty": 2}, {"name": "cake", "qty": 1}]}}');
+SELECT novu.render('{% for x in xs %}{{ forloop.index }}/{{ forloop.index0 }}/{{ forloop.rindex }}/{{ forloop.rindex0 }}/{{ forloop.length }}/{{ forloop.first }}/{{ forloop.last }}:{{ x }} {% endfor %}',
+                   '{"xs": ["a", "b", "c"]}');
+SELECT novu.render('{% for t in tags %}{{ t }}{% unless forloop.last %}, {% endunless %}{% endfor %}{% for t in tags %}{% if forloop.first %} [{% endif %}{{ forloop.index }}{% if forloop.last %}]{% endif %}{% endfor %}',
+                   '{"tags": ["x", "y", "z"]}');
+-- limit and offset (literals, variables, decimals round, negatives count as 0, order free)
+SELECT novu.render('{% for x in xs limit: 2 %}{{ x }}{% endfor %}|{% for x in xs offset: 3 %}{{ x }}{% endfor %}|{% for x in xs offset: 1 limit: 2 %}{{ x }}{% endfor %}|{% for x in xs limit: 2 offset: 4 %}{{ x }}{% endfor %}',
+                   '{"xs": [1, 2, 3, 4, 5]}');
+SELECT novu.render('{% for x in xs limit: n offset: o %}{{ x }}{% endfor %}|{% for x in xs limit: 1.6 %}{{ x }}{% endfor %}|{% for x in xs offset: -2 limit: 1 %}{{ x }}{% endfor %}|{% for x in xs limit: missing %}{{ x }}{% endfor %}|{% for x in xs limit: 99999999999 %}{{ x }}{% endfor %}',
+                   '{"xs": [1, 2, 3, 4, 5], "n": 2, "o": 2}');
+-- forloop.length counts the iterations after limit and offset
+SELECT novu.render('{% for x in xs offset: 1 limit: 3 %}{{ forloop.index }}/{{ forloop.length }}={{ x }} {% endfor %}', '{"xs": [1, 2, 3, 4, 5]}');
+-- else: empty array, limit 0, offset past the end, non-arrays (object, string, number, nil)
+SELECT novu.render('{% for x in e %}{{ x }}{% else %}empty{% endfor %}|{% for x in xs limit: 0 %}{{ x }}{% else %}none{% endfor %}|{% for x in xs offset: 9 %}{{ x }}{% else %}past{% endfor %}|{% for x in xs limit: -1 %}{{ x }}{% else %}neg{% endfor %}',
+                   '{"e": [], "xs": [1, 2]}');
+SELECT novu.render('{% for x in o %}{{ x }}{% else %}object{% endfor %}|{% for x in s %}{{ x }}{% else %}string{% endfor %}|{% for x in n %}{{ x }}{% else %}number{% endfor %}|{% for x in missing %}{{ x }}{% else %}nil{% endfor %}|{% for x in o %}{{ x }}{% endfor %}',
+                   '{"o": {"a": 1}, "s": "abc", "n": 3}');
+-- nested loops: forloop is the innermost loop's, outer loop variables stay visible
+SELECT novu.render('{% for row in rows %}{{ forloop.index }}:{% for c in row.cells %}{{ row.name }}{{ c }}{{ forloop.index }}{% if forloop.last %};{% else %},{% endif %}{% endfor %}{% endfor %}',
+                   '{"rows": [{"name": "a", "cells": [1, 2]}, {"name": "b", "cells": [3]}]}');
+-- a loop variable shadows a context key of the same name; after the loop the key is back
+SELECT novu.render('{% for payload in list %}{{ payload }}{% endfor %}/{{ payload.x }}', '{"payload": {"x": "ctx"}, "list": ["l1", "l2"]}');
+-- outside a loop, forloop is an ordinary (here missing) variable; forloop alone is nil
+SELECT novu.render('[{{ forloop.index }}] {% for x in xs %}[{{ forloop }}][{{ forloop.nope }}][{{ forloop[0] }}]{% endfor %}', '{"xs": [1]}');
+SELECT novu.render('{{ forloop.index }}', '{"forloop": {"index": "from context"}}');
+-- loops over nested arrays and arrays of arrays
+SELECT novu.render('{% for pair in m %}{{ pair[0] }}{{ pair.last }} {% endfor %}{% for x in m.first %}{{ x }}{% endfor %}', '{"m": [["a", 1], ["b", 2]]}');
+
+--
+-- Whitespace control
+--
+SELECT novu.render(E'<ul>\n  {%- for x in xs %}\n  <li>{{ x }}</li>\n  {%- endfor %}\n</ul>', '{"xs": [1, 2]}');
+SELECT novu.render(E'a  \n {{- name -}} \n\t b|{{ name -}}   c|d   {{- name }}|{{ name-}}  e', '{"name": "N"}');
+SELECT novu.render(E'Hi\n{%- if vip -%}\n  VIP\n{%- else -%}\n  regular\n{%- endif -%}\n!', '{"vip": true}');
+SELECT novu.render(E'Hi\n{% if vip %}\n  VIP\n{% endif %}\n!', '{"vip": true}');
+-- "-" inside an identifier is part of it unless it starts a trimming closer
+SELECT novu.render('{{ first-name }}|{{ first-name-}} x', '{"first-name": "Ana"}');
+
+--
+-- comment and raw
+--
+SELECT novu.render('a{% comment %} {{ x | nope }} {% if %} {% comment %}nested{% endcomment %} still comment {% endcomment %}b', '{}');
+SELECT novu.render(E'a \n{%- comment -%} hidden {%- endcomment -%}\n b', '{}');
+SELECT novu.render('{% raw %}{{ payload.name }} and {% if x %} stay{% endraw %}|{% raw %}{% endraw %}|{{ x }}', '{"x": 1}');
+SELECT novu.render(E'a {%- raw -%}  kept  {%- endraw -%} b', '{}');
+
+--
+-- _check_template: void when the template parses, a syntax error naming the field otherwise
+--
+SELECT novu._check_template('Hello {{ subscriber.firstName | default: "there" }}', 'title');
+SELECT novu._check_template('no template syntax', 'content');
+SELECT novu._check_template('{% for x in payload.items %}{{ x }}{% endfor %}', 'steps[0].content');
+SELECT novu._check_template('Hello {{ subscriber.firstName', 'steps[0].title');
+SELECT novu._check_template('{% if a %}open', 'steps[1].data.url');
+
+--
+-- Parse errors (every one names line and column)
+--
+-- unclosed delimiters and strings
+SELECT novu.render('Hi {{ name', '{}');
+SELECT novu.render('Hi {% if x', '{}');
+SELECT novu.render('{{ name %}', '{}');
+SELECT novu.render('{% if x }}{% endif %}', '{}');
+SELECT novu.render('{{ "abc }}', '{}');
+SELECT novu.render('{{ x | default: ''abc }}', '{}');
+-- unclosed blocks
+SELECT novu.render('Hi, {% if x %}', '{}');
+SELECT novu.render(E'line one\n  {% unless x %}\n  body', '{}');
+SELECT novu.render('{% for x in xs %}{% if x %}{% endif %}', '{}');
+SELECT novu.render('{% for x in xs %}{% else %}', '{}');
+SELECT novu.render('a {% comment %} never closed', '{}');
+SELECT novu.render('a {% comment %}{% comment %}{% endcomment %}', '{}');
+SELECT novu.render('a {% raw %} never closed {% endraw', '{}');
+-- stray and mismatched block tags
+SELECT novu.render('{% endif %}', '{}');
+SELECT novu.render('x {% endfor %}', '{}');
+SELECT novu.render('{% endunless %}', '{}');
+SELECT novu.render('{% endcomment %}', '{}');
+SELECT novu.render('{% endraw %}', '{}');
+SELECT novu.render('{% else %}', '{}');
+SELECT novu.render('{% elsif x %}', '{}');
+SELECT novu.render(E'{% if x %}\n{% endfor %}', '{}');
+SELECT novu.render('{% unless x %}{% endif %}', '{}');
+SELECT novu.render('{% for x in xs %}{% elsif y %}{% endfor %}', '{}');
+SELECT novu.render('{% if x %}{% else %}{% else %}{% endif %}', '{}');
+SELECT novu.render('{% if x %}{% else %}{% elsif y %}{% endif %}', '{}');
+SELECT novu.render('{% for x in xs %}{% else %}{% else %}{% endfor %}', '{}');
+SELECT novu.render('{% if x %}{% else if y %}{% endif %}', '{}');
+SELECT novu.render('{% if x %}{% endif extra %}', '{}');
+SELECT novu.render('{% if x %}{% else y %}{% endif %}', '{}');
+-- unknown or missing tag names
+SELECT novu.render('{% assign x = 1 %}', '{}');
+SELECT novu.render('{% include "header" %}', '{}');
+SELECT novu.render('{% %}', '{}');
+SELECT novu.render('{% "if" %}', '{}');
+-- conditions
+SELECT novu.render('{% if %}{% endif %}', '{}');
+SELECT novu.render('{% if x %}{% elsif %}{% endif %}', '{}');
+SELECT novu.render('{% unless %}{% endunless %}', '{}');
+SELECT novu.render('{% if x == %}{% endif %}', '{}');
+SELECT novu.render('{% if x and %}{% endif %}', '{}');
+SELECT novu.render('{% if x = 1 %}{% endif %}', '{}');
+SELECT novu.render('{% if !x %}{% endif %}', '{}');
+SELECT novu.render('{% if x y %}{% endif %}', '{}');
+SELECT novu.render('{% if (x) %}{% endif %}', '{}');
+-- for syntax
+SELECT novu.render('{% for %}{% endfor %}', '{}');
+SELECT novu.render('{% for x %}{% endfor %}', '{}');
+SELECT novu.render('{% for x of xs %}{% endfor %}', '{}');
+SELECT novu.render('{% for x in %}{% endfor %}', '{}');
+SELECT novu.render('{% for x in "abc" %}{% endfor %}', '{}');
+SELECT novu.render('{% for x in (1..3) %}{% endfor %}', '{}');
+SELECT novu.render('{% for x in xs reversed %}{% endfor %}', '{}');
+SELECT novu.render('{% for x in xs limit 2 %}{% endfor %}', '{}');
+SELECT novu.render('{% for x in xs limit: "2" %}{% endfor %}', '{}');
+SELECT novu.render('{% for x in xs limit: %}{% endfor %}', '{}');
+SELECT novu.render('{% for x in xs | size %}{% endfor %}', '{}');
+-- filters
+SELECT novu.render('{{ name | escape }}', '{}');
+SELECT novu.render('{{ name | }}', '{}');
+SELECT novu.render('{{ name | default }}', '{}');
+SELECT novu.render('{{ name | default: "a", "b" }}', '{}');
+SELECT novu.render('{{ name | upcase: "x" }}', '{}');
+SELECT novu.render('{{ name | size: 1 }}', '{}');
+SELECT novu.render('{{ name | join: ",", ";" }}', '{}');
+SELECT novu.render('{{ name | default: }}', '{}');
+SELECT novu.render('{{ name | default: x | upcase }}|{{ name | default: a.b[0] }}', '{"x": "ok"}');
+-- bad paths and values
+SELECT novu.render('{{ }}', '{}');
+SELECT novu.render('{{ payload. }}', '{}');
+SELECT novu.render('{{ payload..x }}', '{}');
+SELECT novu.render('{{ .x }}', '{}');
+SELECT novu.render('{{ payload.0 }}', '{}');
+SELECT novu.render('{{ payload[x] }}', '{}');
+SELECT novu.render('{{ payload[1.5] }}', '{}');
+SELECT novu.render('{{ payload[] }}', '{}');
+SELECT novu.render('{{ payload["x" }}', '{}');
+SELECT novu.render('{{ payload[0 }}', '{}');
+SELECT novu.render('{{ payload[99999999999] }}', '{}');
+SELECT novu.render('{{ "abc".size }}', '{}');
+SELECT novu.render('{{ a b }}', '{}');
+SELECT novu.render('{{ a == b }}', '{}');
+SELECT novu.render('{{ 1e3 }}', '{}');
+SELECT novu.render('{{ a & b }}', '{}');
+SELECT novu.render('{{ a {{ b }}', '{}');
+SELECT novu.render('{{ ' || repeat('9', 101) || ' }}', '{}');
+-- positions on later lines
+SELECT novu.render(E'Dear {{ name }},\n\nyour order:\n  {% for i in items %}{{ i.name | bogus }}{% endfor %}', '{}');
+-- nesting: 100 levels are fine, 101 are too deep
+SELECT novu.render(repeat('{% if true %}', 100) || 'deep' || repeat('{% endif %}', 100), '{}');
+SELECT novu.render(repeat('{% for x in xs %}', 50) || repeat('{% unless false %}', 50) || '.' || repeat('{% endunless %}', 50) || repeat('{% endfor %}', 50), '{"xs": [1]}');
+SELECT novu.render(repeat('{% if true %}', 101) || 'deep' || repeat('{% endif %}', 101), '{}');
+SELECT novu.render(repeat('{% for x in xs %}', 101) || repeat('{% endfor %}', 101), '{}');
+
+--
+-- Render limits
+--
+-- exactly 1 MB of output is fine, one byte more is not
+SELECT length(novu.render('{{ big }}', jsonb_build_object('big', repeat('x', 1048576))));
+SELECT novu.render('{{ big }}!', jsonb_build_object('big', repeat('x', 1048576)));
+SELECT novu.render('{% for x in xs %}{{ big }}{% endfor %}',
+                   jsonb_build_object('xs', (SELECT jsonb_agg(i) FROM generate_series(1, 2000) i), 'big', repeat('x', 1000)));
+-- 300 + 300 * 300 = 90300 iterations are fine; 320 + 320 * 320 = 102720 are not
+SELECT length(novu.render('{% for x in xs %}{% for y in xs %}{% endfor %}.{% endfor %}',
+                          jsonb_build_object('xs', (SELECT jsonb_agg(i) FROM generate_series(1, 300) i))));
+SELECT novu.render('{% for x in xs %}{% for y in xs %}{% endfor %}{% endfor %}',
+                   jsonb_build_object('xs', (SELECT jsonb_agg(i) FROM generate_series(1, 320) i)));
+
+--
+-- Arguments
+--
+SELECT novu.render('{{ x }}', '[]');
+SELECT novu.render('{{ x }}', '"scalar"');
+SELECT novu.render('static', 'null');
+SELECT novu.render(NULL, '{}') IS NULL AS null_template, novu.render('x', NULL) IS NULL AS null_context;
+
+-- the hints
+\set VERBOSITY default
+SELECT novu.render('{% if x %}', '{}');
+SELECT novu._check_template('{{ x | nope }}', 'title');
+SELECT novu.render('{% for x in xs %}{% for y in xs %}{% endfor %}{% endfor %}',
+                   jsonb_build_object('xs', (SELECT jsonb_agg(i) FROM generate_series(1, 320) i)));
+SELECT novu.render('{{ x }}', '[1]');
+\set VERBOSITY terse

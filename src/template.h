@@ -1,0 +1,39 @@
+/*
+ * template.h
+ *		The Liquid-style template engine of workflow steps (template.c).
+ *
+ * A template is parsed once (at workflow creation, to reject syntax errors, and
+ * again by the delivery worker) and rendered against a jsonb context such as
+ * {"payload": {...}, "subscriber": {...}}.  Neither call ereports for bad
+ * template text or data: errors come back as palloc'd messages.  Rendering
+ * runs no SQL and reads no catalog, so it works outside a transaction.
+ */
+#ifndef NOVU_TEMPLATE_H
+#define NOVU_TEMPLATE_H
+
+#include "utils/jsonb.h"
+
+/* Limits (a render over them fails with a message naming the limit) */
+#define TEMPLATE_MAX_OUTPUT_BYTES	(1024 * 1024)
+#define TEMPLATE_MAX_ITERATIONS		100000
+#define TEMPLATE_MAX_NESTING		100
+
+/* Opaque compiled template, allocated under CurrentMemoryContext */
+typedef struct Template Template;
+
+/*
+ * Compile src (len bytes, need not be NUL-terminated).  On a syntax error,
+ * returns NULL and sets *errmsg to a palloc'd message naming line and column.
+ */
+extern Template *template_parse(const char *src, int len, char **errmsg);
+
+/*
+ * Render against a jsonb object.  Returns palloc'd NUL-terminated text, or
+ * NULL with *errmsg set when a limit is exceeded.
+ */
+extern char *template_render(const Template *tpl, Jsonb *context, char **errmsg);
+
+/* True if src holds no template syntax ("{{" or "{%"): it renders as itself. */
+extern bool template_is_static(const char *src, int len);
+
+#endif							/* NOVU_TEMPLATE_H */
