@@ -14,8 +14,8 @@ DATA = $(wildcard sql/novu--*.sql)
 REGRESS = setup template crypto integrations subscribers credentials workflows trigger import roles
 ISOLATION = concurrent_identify concurrent_trigger
 
-PG_CPPFLAGS = -I$(srcdir)/src $(shell curl-config --cflags)
-SHLIB_LINK = $(shell curl-config --libs) -lssl -lcrypto
+PG_CPPFLAGS = -I$(srcdir)/src $(shell curl-config --cflags) -DNOVU_EXTVERSION=\"$(EXTVERSION)\"
+SHLIB_LINK = $(shell curl-config --libs) -lssl -lcrypto -lz
 
 EXTRA_CLEAN = build
 

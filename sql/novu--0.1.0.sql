@@ -155,8 +155,10 @@ CREATE TABLE novu.deliveries (
     lease_until             timestamptz,
     created_at              timestamptz NOT NULL DEFAULT now(),
     updated_at              timestamptz NOT NULL DEFAULT now(),
-    sent_at                 timestamptz
+    sent_at                 timestamptz,
+    receipt_at              timestamptz
 ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
+CREATE INDEX deliveries_receipt_idx ON novu.deliveries (receipt_at) WHERE receipt_at IS NOT NULL;
 CREATE INDEX deliveries_due_idx ON novu.deliveries (next_attempt_at) WHERE status IN ('pending', 'sending');
 CREATE INDEX deliveries_transaction_idx ON novu.deliveries (transaction_id);
 CREATE INDEX deliveries_subscriber_idx ON novu.deliveries (subscriber_id, created_at);
@@ -179,6 +181,18 @@ CREATE TABLE novu.execution_details (
 CREATE INDEX execution_details_transaction_idx ON novu.execution_details (transaction_id);
 CREATE INDEX execution_details_created_idx ON novu.execution_details (created_at);
 COMMENT ON TABLE novu.execution_details IS 'Activity log: one row per step event ("Message sent", "Token removed: Unregistered", ...)';
+
+-- Counters per integration that the deliveries table cannot give (retries, pruned tokens).
+CREATE TABLE novu.provider_stats (
+    integration_id  bigint PRIMARY KEY REFERENCES novu.integrations ON DELETE CASCADE,
+    sent            bigint NOT NULL DEFAULT 0,
+    failed          bigint NOT NULL DEFAULT 0,
+    retried         bigint NOT NULL DEFAULT 0,
+    tokens_pruned   bigint NOT NULL DEFAULT 0,
+    last_error      text,
+    last_error_at   timestamptz
+);
+COMMENT ON TABLE novu.provider_stats IS 'Delivery counters per integration (see novu.stat_providers)';
 
 -- CSV import: COPY into this staging table of text columns, then call novu.import_subscribers().
 -- It is UNLOGGED on purpose: it only holds rows between a COPY and the import call.
@@ -221,6 +235,7 @@ SELECT pg_catalog.pg_extension_config_dump('novu.deliveries_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.execution_details', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.execution_details_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.subscriber_import_rejects', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.provider_stats', '');
 
 ------------------------------------------------------------------------------
 -- Views
@@ -262,6 +277,20 @@ CREATE VIEW novu.notifications AS
                            WHERE dd.transaction_id = e.transaction_id) AS d
      WHERE e.kind = 'broadcast';
 COMMENT ON VIEW novu.notifications IS 'One row per (transaction, subscriber); a broadcast lists its subscribers once fanned out';
+
+-- pg_stat-style delivery statistics per integration.
+CREATE VIEW novu.stat_providers AS
+    SELECT i.identifier AS integration_identifier, i.provider_id, i.active,
+           (SELECT count(*) FROM novu.deliveries d WHERE d.integration_id = i.id AND d.status = 'pending') AS pending,
+           (SELECT count(*) FROM novu.deliveries d WHERE d.integration_id = i.id AND d.status = 'sending') AS in_flight,
+           COALESCE(p.sent, 0) AS sent,
+           COALESCE(p.failed, 0) AS failed,
+           COALESCE(p.retried, 0) AS retried,
+           COALESCE(p.tokens_pruned, 0) AS tokens_pruned,
+           p.last_error, p.last_error_at
+      FROM novu.integrations i
+      LEFT JOIN novu.provider_stats p ON p.integration_id = i.id;
+COMMENT ON VIEW novu.stat_providers IS 'Per integration: pending, in flight, sent, failed, retried, tokens pruned, last error and when';
 
 ------------------------------------------------------------------------------
 -- C functions
@@ -1512,7 +1541,7 @@ DECLARE
     n_messages bigint;
 BEGIN
     UPDATE novu.events e SET status = 'canceled', processed_at = now()
-     WHERE e.transaction_id = cancel.transaction_id AND e.status = 'pending';
+     WHERE e.transaction_id = cancel.transaction_id AND e.status IN ('pending', 'processing');
     GET DIAGNOSTICS n_events = ROW_COUNT;
     WITH c AS (
         UPDATE novu.deliveries d SET status = 'canceled', updated_at = now(), last_error = 'Canceled'
@@ -1677,6 +1706,321 @@ $$;
 COMMENT ON FUNCTION novu.notification_stats() IS 'Notifications triggered in the last week, month and year: {weeklySent, monthlySent, yearlySent}';
 
 ------------------------------------------------------------------------------
+-- Worker side (called by the delivery workers in short transactions)
+------------------------------------------------------------------------------
+
+-- Expand (transaction, workflow, subscriber) triples into delivery rows: one per
+-- step and device token; preferences, missing subscribers and missing tokens give
+-- skipped rows with the reason, logged in the activity log.
+CREATE FUNCTION novu._expand(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[])
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH input AS (
+        SELECT x.transaction_id, x.workflow_id, x.subscriber_id
+          FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids) AS x(transaction_id, workflow_id, subscriber_id)
+    ),
+    targets AS (
+        SELECT i.transaction_id, i.workflow_id, i.subscriber_id,
+               (s.n - 1)::integer AS step_index, s.step ->> 'type' AS channel, s.step -> 'providers' AS providers,
+               EXISTS (SELECT FROM novu.subscribers sub WHERE sub.subscriber_id = i.subscriber_id) AS subscriber_exists,
+               w.critical OR NOT EXISTS (
+                   SELECT FROM novu.preferences p
+                    WHERE p.subscriber_id = i.subscriber_id
+                      AND (p.workflow_id IS NULL OR p.workflow_id = i.workflow_id)
+                      AND (NOT p.enabled OR (p.channels ->> (s.step ->> 'type'))::boolean IS FALSE)) AS allowed
+          FROM input i
+          JOIN novu.workflows w ON w.workflow_id = i.workflow_id
+          CROSS JOIN LATERAL jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
+    ),
+    expanded AS (
+        SELECT t.*, tok.integration_id, tok.provider_id, tok.identifier, tok.device_token
+          FROM targets t
+          LEFT JOIN LATERAL (
+              SELECT d.integration_id, ig.provider_id, ig.identifier, d.device_token
+                FROM novu.device_tokens d
+                JOIN novu.integrations ig ON ig.id = d.integration_id
+               WHERE d.subscriber_id = t.subscriber_id
+                 AND ig.active AND ig.channel = t.channel
+                 AND (t.providers IS NULL OR t.providers ? ig.provider_id)
+          ) tok ON t.subscriber_exists AND t.allowed
+    ),
+    inserted AS (
+        INSERT INTO novu.deliveries (transaction_id, workflow_id, subscriber_id, step_index, channel,
+                                     integration_id, provider_id, integration_identifier, device_token,
+                                     status, last_error)
+        SELECT e.transaction_id, e.workflow_id, e.subscriber_id, e.step_index, e.channel,
+               e.integration_id, e.provider_id, e.identifier, e.device_token,
+               CASE WHEN e.device_token IS NULL THEN 'skipped' ELSE 'pending' END,
+               CASE WHEN NOT e.subscriber_exists THEN 'Subscriber not found'
+                    WHEN NOT e.allowed THEN 'Disabled by subscriber preferences'
+                    WHEN e.device_token IS NULL THEN 'Subscriber has no device token' END
+          FROM expanded e
+        RETURNING id, transaction_id, workflow_id, subscriber_id, channel, status, last_error
+    ),
+    skipped AS (
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id, channel, status, detail)
+        SELECT transaction_id, id, subscriber_id, workflow_id, channel, 'Warning', last_error
+          FROM inserted WHERE status = 'skipped'
+    ),
+    no_workflow AS (
+        INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, status, detail)
+        SELECT i.transaction_id, i.subscriber_id, i.workflow_id, 'Failed', 'Workflow not found'
+          FROM input i
+         WHERE NOT EXISTS (SELECT FROM novu.workflows w WHERE w.workflow_id = i.workflow_id)
+    )
+    SELECT count(*)::integer FROM inserted
+$$;
+COMMENT ON FUNCTION novu._expand(text[], text[], text[]) IS 'Internal (workers): expand notifications into delivery rows, one per step and device token';
+
+-- Fan out pending outbox rows: trigger events in one set-based statement (one by
+-- one if that fails, so a bad event cannot block the others), then one chunk of
+-- at most p_limit subscribers of one broadcast.  Returns the rows handled.
+CREATE FUNCTION novu._fanout(p_limit integer)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ids bigint[];
+    one bigint;
+    msg text;
+    handled integer := 0;
+    b novu.events;
+    chunk text[];
+BEGIN
+    SELECT array_agg(e.id) INTO ids
+      FROM (SELECT id FROM novu.events
+             WHERE status = 'pending' AND kind = 'trigger'
+             ORDER BY id LIMIT p_limit
+             FOR UPDATE SKIP LOCKED) e;
+    IF ids IS NOT NULL THEN
+        BEGIN
+            PERFORM novu._expand(array_agg(e.transaction_id), array_agg(e.workflow_id), array_agg(r.subscriber_id))
+               FROM novu.events e CROSS JOIN LATERAL unnest(e.recipients) AS r(subscriber_id)
+              WHERE e.id = ANY (ids);
+        EXCEPTION WHEN OTHERS THEN
+            FOREACH one IN ARRAY ids LOOP
+                BEGIN
+                    PERFORM novu._expand(array_agg(e.transaction_id), array_agg(e.workflow_id), array_agg(r.subscriber_id))
+                       FROM novu.events e CROSS JOIN LATERAL unnest(e.recipients) AS r(subscriber_id)
+                      WHERE e.id = one;
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+                    INSERT INTO novu.execution_details (transaction_id, workflow_id, status, detail)
+                    SELECT e.transaction_id, e.workflow_id, 'Failed', 'Fan-out failed: ' || msg
+                      FROM novu.events e WHERE e.id = one;
+                END;
+            END LOOP;
+        END;
+        UPDATE novu.events SET status = 'processed', processed_at = now() WHERE id = ANY (ids);
+        handled := array_length(ids, 1);
+    END IF;
+
+    -- one chunk of one broadcast, in subscriberId order from its cursor
+    SELECT * INTO b FROM novu.events
+     WHERE status IN ('pending', 'processing') AND kind = 'broadcast'
+     ORDER BY id LIMIT 1
+     FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        SELECT array_agg(s.subscriber_id ORDER BY s.subscriber_id) INTO chunk
+          FROM (SELECT subscriber_id FROM novu.subscribers
+                 WHERE b.cursor IS NULL OR subscriber_id > b.cursor
+                 ORDER BY subscriber_id LIMIT p_limit) s;
+        IF chunk IS NOT NULL THEN
+            PERFORM novu._expand(array_fill(b.transaction_id, ARRAY[cardinality(chunk)]),
+                                 array_fill(b.workflow_id, ARRAY[cardinality(chunk)]), chunk);
+            handled := handled + cardinality(chunk);
+        END IF;
+        IF chunk IS NULL OR cardinality(chunk) < p_limit THEN
+            UPDATE novu.events SET status = 'processed', processed_at = now(), cursor = NULL WHERE id = b.id;
+        ELSE
+            UPDATE novu.events SET status = 'processing', cursor = chunk[cardinality(chunk)] WHERE id = b.id;
+        END IF;
+        handled := handled + 1;
+    END IF;
+    RETURN handled;
+END
+$$;
+COMMENT ON FUNCTION novu._fanout(integer) IS 'Internal (workers): fan out pending triggers and one chunk of a broadcast into deliveries';
+
+-- Delete finished history older than the retention, in bounded batches.
+CREATE FUNCTION novu._housekeeping(p_retention interval, p_limit integer)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+    total integer := 0;
+BEGIN
+    DELETE FROM novu.deliveries WHERE id IN (
+        SELECT id FROM novu.deliveries
+         WHERE status IN ('sent', 'failed', 'canceled', 'skipped') AND updated_at < now() - p_retention
+         LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    DELETE FROM novu.execution_details WHERE id IN (
+        SELECT id FROM novu.execution_details WHERE created_at < now() - p_retention LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    DELETE FROM novu.events e WHERE e.transaction_id IN (
+        SELECT x.transaction_id FROM novu.events x
+         WHERE x.status IN ('processed', 'canceled') AND x.created_at < now() - p_retention
+           AND NOT EXISTS (SELECT FROM novu.deliveries d
+                            WHERE d.transaction_id = x.transaction_id AND d.status IN ('pending', 'sending'))
+         LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION novu._housekeeping(interval, integer) IS 'Internal (workers): delete finished messages, activity and outbox rows older than the retention, in batches';
+
+-- Record a batch of delivery results in one statement: statuses, the activity
+-- log, pruned tokens and the per-integration counters.  A row is updated only if
+-- it is still the attempt this worker claimed (a lease that expired and was
+-- claimed again is left to its new owner).
+CREATE FUNCTION novu._record(p_ids bigint[], p_attempts integer[], p_statuses text[], p_errors text[],
+                             p_message_ids text[], p_delays_ms bigint[], p_receipt_ms bigint[],
+                             p_details text[], p_prune_integrations bigint[], p_prune_tokens text[])
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH r AS (
+        SELECT * FROM unnest(p_ids, p_attempts, p_statuses, p_errors, p_message_ids, p_delays_ms, p_receipt_ms, p_details)
+                 AS r(id, attempts, status, error, message_id, delay_ms, receipt_ms, detail)
+    ),
+    upd AS (
+        UPDATE novu.deliveries d
+           SET status = r.status,
+               last_error = COALESCE(r.error, CASE WHEN r.status = 'sent' THEN NULL ELSE d.last_error END),
+               provider_message_id = COALESCE(r.message_id, d.provider_message_id),
+               next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.delay_ms * interval '1 millisecond'
+                                      ELSE d.next_attempt_at END,
+               sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END,
+               receipt_at = CASE WHEN r.receipt_ms IS NOT NULL THEN now() + r.receipt_ms * interval '1 millisecond' END,
+               lease_until = NULL,
+               updated_at = now()
+          FROM r
+         WHERE d.id = r.id AND d.attempts = r.attempts AND d.status = 'sending'
+        RETURNING d.id, d.transaction_id, d.subscriber_id, d.workflow_id, d.channel, d.provider_id,
+                  d.integration_id, r.status, r.error, r.detail
+    ),
+    log AS (
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id, channel,
+                                            provider_id, status, detail)
+        SELECT transaction_id, id, subscriber_id, workflow_id, channel, provider_id,
+               CASE status WHEN 'sent' THEN 'Success' WHEN 'pending' THEN 'Pending' ELSE 'Failed' END,
+               detail
+          FROM upd WHERE detail IS NOT NULL
+    ),
+    pruned AS (
+        DELETE FROM novu.device_tokens t
+         USING unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+         WHERE t.integration_id = x.integration_id AND t.device_token = x.token
+        RETURNING t.integration_id
+    ),
+    counts AS (
+        SELECT integration_id,
+               count(*) FILTER (WHERE status = 'sent') AS sent,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               count(*) FILTER (WHERE status = 'pending') AS retried,
+               max(error) FILTER (WHERE status <> 'sent') AS last_error
+          FROM upd WHERE integration_id IS NOT NULL GROUP BY integration_id
+    ),
+    prune_counts AS (
+        SELECT integration_id, count(*) AS n FROM pruned GROUP BY integration_id
+    ),
+    stats AS (
+        INSERT INTO novu.provider_stats AS s (integration_id, sent, failed, retried, tokens_pruned, last_error, last_error_at)
+        SELECT COALESCE(c.integration_id, p.integration_id), COALESCE(c.sent, 0), COALESCE(c.failed, 0),
+               COALESCE(c.retried, 0), COALESCE(p.n, 0), c.last_error,
+               CASE WHEN c.last_error IS NOT NULL THEN now() END
+          FROM counts c FULL JOIN prune_counts p ON p.integration_id = c.integration_id
+        ON CONFLICT (integration_id) DO UPDATE SET
+            sent = s.sent + excluded.sent,
+            failed = s.failed + excluded.failed,
+            retried = s.retried + excluded.retried,
+            tokens_pruned = s.tokens_pruned + excluded.tokens_pruned,
+            last_error = COALESCE(excluded.last_error, s.last_error),
+            last_error_at = COALESCE(excluded.last_error_at, s.last_error_at)
+    )
+    SELECT count(*)::integer FROM upd
+$$;
+COMMENT ON FUNCTION novu._record(bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record a batch of delivery results, the activity log, pruned tokens and counters in one statement';
+
+-- Claim Expo receipts that are due (leased, so two workers never check one twice).
+CREATE FUNCTION novu._claim_receipts(p_limit integer, p_lease_ms integer)
+RETURNS TABLE (id bigint, integration_id bigint, ticket text, device_token text, attempts integer, sent_age double precision)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE novu.deliveries d
+       SET receipt_at = now() + p_lease_ms * interval '1 millisecond'
+      FROM (SELECT x.id FROM novu.deliveries x
+             WHERE x.receipt_at <= now()
+             ORDER BY x.receipt_at
+             LIMIT p_limit
+             FOR UPDATE SKIP LOCKED) c
+     WHERE d.id = c.id
+    RETURNING d.id, COALESCE(d.integration_id, 0), d.provider_message_id, d.device_token, d.attempts,
+              extract(epoch FROM now() - d.sent_at)::double precision
+$$;
+COMMENT ON FUNCTION novu._claim_receipts(integer, integer) IS 'Internal (workers): lease Expo receipts that are due for checking';
+
+-- Record checked receipts: ok (done), failed (a sent message turns failed),
+-- pending (to be sent again), later (check again), expired (no receipt came).
+CREATE FUNCTION novu._record_receipts(p_ids bigint[], p_statuses text[], p_errors text[], p_delays_ms bigint[],
+                                      p_details text[], p_prune_integrations bigint[], p_prune_tokens text[])
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH r AS (
+        SELECT * FROM unnest(p_ids, p_statuses, p_errors, p_delays_ms, p_details)
+                 AS r(id, status, error, delay_ms, detail)
+    ),
+    upd AS (
+        UPDATE novu.deliveries d
+           SET status = CASE WHEN r.status IN ('failed', 'pending') THEN r.status ELSE d.status END,
+               last_error = CASE WHEN r.status IN ('failed', 'pending') THEN r.error ELSE d.last_error END,
+               next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.delay_ms * interval '1 millisecond'
+                                      ELSE d.next_attempt_at END,
+               receipt_at = CASE WHEN r.status = 'later' THEN now() + r.delay_ms * interval '1 millisecond' END,
+               updated_at = now()
+          FROM r
+         WHERE d.id = r.id AND d.status = 'sent'
+        RETURNING d.id, d.transaction_id, d.subscriber_id, d.workflow_id, d.channel, d.provider_id,
+                  d.integration_id, r.status, r.detail
+    ),
+    log AS (
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id, channel,
+                                            provider_id, status, detail)
+        SELECT transaction_id, id, subscriber_id, workflow_id, channel, provider_id,
+               CASE status WHEN 'pending' THEN 'Pending' ELSE 'Failed' END, detail
+          FROM upd WHERE detail IS NOT NULL
+    ),
+    pruned AS (
+        DELETE FROM novu.device_tokens t
+         USING unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+         WHERE t.integration_id = x.integration_id AND t.device_token = x.token
+        RETURNING t.integration_id
+    ),
+    stats AS (
+        UPDATE novu.provider_stats s
+           SET sent = s.sent - c.turned, failed = s.failed + c.failed,
+               tokens_pruned = s.tokens_pruned + (SELECT count(*) FROM pruned p WHERE p.integration_id = s.integration_id)
+          FROM (SELECT integration_id,
+                       count(*) FILTER (WHERE status IN ('failed', 'pending')) AS turned,
+                       count(*) FILTER (WHERE status = 'failed') AS failed
+                  FROM upd GROUP BY integration_id) c
+         WHERE s.integration_id = c.integration_id
+    )
+    SELECT count(*)::integer FROM upd
+$$;
+COMMENT ON FUNCTION novu._record_receipts(bigint[], text[], text[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record checked Expo receipts in one statement';
+
+------------------------------------------------------------------------------
 -- Privileges: nothing for PUBLIC, then per role
 ------------------------------------------------------------------------------
 
@@ -1720,10 +2064,10 @@ GRANT EXECUTE ON FUNCTION
 TO novu_admin;
 
 GRANT SELECT ON novu.subscribers, novu.subscriber_channels, novu.device_tokens, novu.workflows,
-                novu.preferences, novu.messages, novu.notifications, novu.execution_details,
+                novu.preferences, novu.messages, novu.notifications, novu.execution_details, novu.stat_providers,
                 novu.subscriber_import_rejects
     TO novu_app;
 GRANT INSERT, SELECT ON novu.subscriber_import TO novu_app;
 GRANT USAGE ON SEQUENCE novu.subscriber_import_line_seq TO novu_app;
 GRANT DELETE ON novu.subscriber_import_rejects TO novu_app;
-GRANT SELECT ON novu.integrations, novu.events, novu.deliveries TO novu_admin;
+GRANT SELECT ON novu.integrations, novu.events, novu.deliveries, novu.provider_stats, novu.stat_providers TO novu_admin;

@@ -31,7 +31,7 @@ novu_define_gucs(void)
 							   NULL,
 							   &novu_database_name,
 							   "postgres",
-							   PGC_POSTMASTER,
+							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
 
@@ -40,7 +40,7 @@ novu_define_gucs(void)
 							NULL,
 							&novu_workers,
 							1, 0, 64,
-							PGC_POSTMASTER,
+							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
 

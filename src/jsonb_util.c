@@ -91,10 +91,96 @@ jsonb_empty_object(void)
 }
 
 /*
+ * Parse JSON text into jsonb, or return NULL if it is not valid JSON; never
+ * raises for bad input.  The text is checked with the non-throwing JSON parser
+ * first, and jsonb's one extra rule (no \u0000) by hand, so jsonb_in cannot fail.
+ * Used for provider responses in the worker and for the CSV import.
+ */
+Jsonb *
+jsonb_parse_or_null(const char *text, int len)
+{
+	char	   *copy = pnstrdup(text, len);
+	JsonLexContext *lex;
+
+	if (strstr(copy, "\\u0000") != NULL)
+		return NULL;
+	lex = makeJsonLexContextCstringLen(copy, len, GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		return NULL;
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
+}
+
+/* Merge the keys of object containers a and b into the state; b wins, objects merge recursively. */
+static JsonbValue *
+merge_objects(JsonbParseState **state, JsonbContainer *a, JsonbContainer *b)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	k;
+	JsonbValue	v;
+	JsonbValue	bv;
+
+	pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
+	it = JsonbIteratorInit(a);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		(void) JsonbIteratorNext(&it, &v, true);
+		pushJsonbValue(state, WJB_KEY, &k);
+		if (getKeyJsonValueFromContainer(b, k.val.string.val, k.val.string.len, &bv) == NULL)
+			pushJsonbValue(state, WJB_VALUE, &v);
+		else if (v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data) &&
+				 bv.type == jbvBinary && JsonContainerIsObject(bv.val.binary.data))
+			merge_objects(state, v.val.binary.data, bv.val.binary.data);
+		else
+			pushJsonbValue(state, WJB_VALUE, &bv);
+	}
+	it = JsonbIteratorInit(b);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		(void) JsonbIteratorNext(&it, &v, true);
+		if (getKeyJsonValueFromContainer(a, k.val.string.val, k.val.string.len, &bv) != NULL)
+			continue;
+		pushJsonbValue(state, WJB_KEY, &k);
+		pushJsonbValue(state, WJB_VALUE, &v);
+	}
+	return pushJsonbValue(state, WJB_END_OBJECT, NULL);
+}
+
+/*
+ * Deep merge (Novu's overrides): b's keys win over a's, objects present in
+ * both are merged recursively; either may be NULL.  Non-objects: b wins.
+ */
+Jsonb *
+jsonb_deep_merge(Jsonb *a, Jsonb *b)
+{
+	JsonbParseState *state = NULL;
+
+	if (a == NULL)
+		return b;
+	if (b == NULL)
+		return a;
+	if (!JB_ROOT_IS_OBJECT(a) || !JB_ROOT_IS_OBJECT(b))
+		return b;
+	return JsonbValueToJsonb(merge_objects(&state, &a->root, &b->root));
+}
+
+/* The JSON text of a jsonb value (containers and scalars alike). */
+char *
+jsonb_value_to_text(JsonbValue *v)
+{
+	if (v->type == jbvString)
+		return pnstrdup(v->val.string.val, v->val.string.len);
+	return JsonbToCString(NULL, &JsonbValueToJsonb(v)->root, 0);
+}
+
+/*
  * novu._parse_object(text): the text as a jsonb object, or NULL when it is not
  * a valid JSON object.  Used by the set-based CSV import, where one bad row
- * must not abort the statement: the text is checked with the non-throwing JSON
- * parser first, and jsonb's one extra rule (no \u0000) is checked by hand.
+ * must not abort the statement.
  */
 Datum
 novu_parse_object(PG_FUNCTION_ARGS)
@@ -102,7 +188,6 @@ novu_parse_object(PG_FUNCTION_ARGS)
 	text	   *t = PG_GETARG_TEXT_PP(0);
 	char	   *s = VARDATA_ANY(t);
 	int			len = VARSIZE_ANY_EXHDR(t);
-	JsonLexContext *lex;
 	Jsonb	   *result;
 	int			i;
 
@@ -111,15 +196,8 @@ novu_parse_object(PG_FUNCTION_ARGS)
 		;
 	if (i == len || s[i] != '{')
 		PG_RETURN_NULL();
-	if (strstr(text_to_cstring(t), "\\u0000") != NULL)
-		PG_RETURN_NULL();
-
-	lex = makeJsonLexContextCstringLen(s, len, GetDatabaseEncoding(), true);
-	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
-		PG_RETURN_NULL();
-
-	result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text_to_cstring(t))));
-	if (!JB_ROOT_IS_OBJECT(result) || JB_ROOT_IS_SCALAR(result))
+	result = jsonb_parse_or_null(s, len);
+	if (result == NULL || !JB_ROOT_IS_OBJECT(result) || JB_ROOT_IS_SCALAR(result))
 		PG_RETURN_NULL();
 	PG_RETURN_JSONB_P(result);
 }

@@ -13,6 +13,9 @@ extern void jsonb_push_key(JsonbParseState **state, const char *key);
 extern void jsonb_push_string(JsonbParseState **state, const char *key, const char *value);
 extern void jsonb_push_bool(JsonbParseState **state, const char *key, bool value);
 extern Jsonb *jsonb_empty_object(void);
+extern Jsonb *jsonb_parse_or_null(const char *text, int len);
+extern Jsonb *jsonb_deep_merge(Jsonb *a, Jsonb *b);
+extern char *jsonb_value_to_text(JsonbValue *v);
 
 /* trigger.c */
 extern void novu_check_identifier(const char *value, const char *field);

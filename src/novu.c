@@ -8,12 +8,17 @@
 #include "miscadmin.h"
 
 #include "novu.h"
+#include "shmem.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
-/* Define GUCs; the delivery workers are registered here when preloaded. */
+/*
+ * Define the GUCs and the commit callback; when preloaded, also ask for shared
+ * memory and register the launcher of the delivery workers.
+ */
 void
 _PG_init(void)
 {
@@ -22,4 +27,10 @@ _PG_init(void)
 		return;
 
 	novu_define_gucs();
+	novu_register_xact_callback();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	novu_shmem_init();
+	novu_register_launcher();
 }

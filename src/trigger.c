@@ -21,6 +21,7 @@
 
 #include "novu.h"
 #include "jsonb_util.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(novu_trigger);
 PG_FUNCTION_INFO_V1(novu_broadcast);
@@ -482,6 +483,7 @@ novu_trigger(PG_FUNCTION_ARGS)
 			if (actor_profile != NULL && actor_profile->profile != NULL)
 				upsert_profile(actor_profile->subscriber_id, actor_profile->profile);
 			ensure_subscribers(id_array);
+			novu_wake_workers_at_commit();
 			status = "processed";
 		}
 	}
@@ -511,7 +513,10 @@ novu_broadcast(PG_FUNCTION_ARGS)
 	if (status == NULL)
 	{
 		if (insert_event(transaction_id, "broadcast", workflow_id, NULL, payload, overrides, NULL))
+		{
+			novu_wake_workers_at_commit();
 			status = "processed";
+		}
 		else
 			status = "duplicate";
 	}

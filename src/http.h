@@ -1,0 +1,50 @@
+/*
+ * http.h
+ *		The HTTP engine of the delivery workers: libcurl multi, HTTP/2
+ *		multiplexing, connections reused across batches, interruptible waits.
+ */
+#ifndef NOVU_HTTP_H
+#define NOVU_HTTP_H
+
+#include <curl/curl.h>
+
+#include "lib/stringinfo.h"
+
+/* One HTTP request and, once done, its response. */
+typedef struct HttpRequest
+{
+	/* what to send (owned by the caller, valid until http_run returns) */
+	const char *url;
+	struct curl_slist *headers;
+	const char *body;
+	size_t		body_len;
+	bool		require_h2;		/* APNs: anything but HTTP/2 is an error */
+	const char *client_cert;	/* PEM client certificate (APNs certificate auth) */
+	const char *client_key;		/* PEM private key of client_cert */
+	void	   *owner;			/* the provider's context for this request */
+
+	/* what came back */
+	CURLcode	result;			/* transport outcome; CURLE_OK if a response arrived */
+	long		status;			/* HTTP status, 0 if none */
+	long		http_version;	/* CURL_HTTP_VERSION_* negotiated */
+	StringInfoData response;	/* response body */
+	char	   *retry_after;	/* Retry-After header, palloc'd, or NULL */
+	char	   *apns_id;		/* apns-id header, palloc'd, or NULL */
+	char		error[CURL_ERROR_SIZE]; /* curl's message on transport errors */
+	double		elapsed_ms;
+
+	/* engine state */
+	CURL	   *easy;
+	bool		done;
+} HttpRequest;
+
+extern void http_init(void);
+extern HttpRequest *http_request_new(const char *url);
+extern void http_add_header(HttpRequest *req, const char *header);
+extern void http_submit(HttpRequest *req);
+extern void http_run(void);
+extern void http_request_free(HttpRequest *req);
+extern char *http_transport_error(HttpRequest *req);
+extern int	http_retry_after_seconds(const char *value);
+
+#endif							/* NOVU_HTTP_H */

@@ -1,0 +1,229 @@
+/*
+ * launcher.c
+ *		The novu launcher: a background worker connected to no database that
+ *		starts the delivery workers for novu.database_name once it exists.
+ *
+ * Connecting a worker straight to a missing database would make it exit and be
+ * restarted forever.  The launcher instead looks the database up in the shared
+ * catalog, logs once while it is missing, and (re)starts the delivery workers as
+ * dynamic background workers when it appears, when one of them stops (DROP
+ * DATABASE ... WITH (FORCE), a crash), or when novu.database_name or
+ * novu.workers change.
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "novu.h"
+#include "shmem.h"
+#include "worker.h"
+
+PGDLLEXPORT void novu_launcher_main(Datum main_arg);
+
+/* One started delivery worker. */
+typedef struct WorkerHandle
+{
+	BackgroundWorkerHandle *handle;
+	Oid			dboid;
+} WorkerHandle;
+
+static WorkerHandle workers[NOVU_MAX_WORKERS];
+
+/* Register the launcher; called from _PG_init when preloaded. */
+void
+novu_register_launcher(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "novu");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "novu_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "novu launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "novu launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * The OID of novu.database_name, or InvalidOid if there is no such database.
+ * Connected to no database, only shared catalogs can be read, and only by a
+ * plain heap scan (as the logical replication launcher reads pg_subscription).
+ */
+static Oid
+lookup_database(void)
+{
+	Oid			dboid = InvalidOid;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (strcmp(NameStr(db->datname), novu_database_name) == 0)
+		{
+			dboid = db->oid;
+			break;
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return dboid;
+}
+
+/* Start delivery worker number slot for the database. */
+static void
+start_worker(int slot, Oid dboid)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher restarts it */
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "novu");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "novu_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "novu delivery worker %d", slot);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "novu delivery worker");
+	worker.bgw_main_arg = Int32GetDatum(slot);
+	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
+	worker.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		ereport(WARNING,
+				(errmsg("novu: could not start delivery worker %d: no free background worker slot", slot),
+				 errhint("Raise max_worker_processes (it also serves parallel query and other extensions), or lower novu.workers.")));
+		return;
+	}
+	workers[slot].handle = handle;
+	workers[slot].dboid = dboid;
+}
+
+/* Whether the worker in a slot is starting or running. */
+static bool
+worker_alive(int slot)
+{
+	pid_t		pid;
+
+	if (workers[slot].handle == NULL)
+		return false;
+	switch (GetBackgroundWorkerPid(workers[slot].handle, &pid))
+	{
+		case BGWH_STARTED:
+		case BGWH_NOT_YET_STARTED:
+			return true;
+		default:
+			pfree(workers[slot].handle);
+			workers[slot].handle = NULL;
+			return false;
+	}
+}
+
+/* Stop the worker in a slot (database changed or fewer workers wanted). */
+static void
+stop_worker(int slot)
+{
+	if (workers[slot].handle != NULL)
+	{
+		TerminateBackgroundWorker(workers[slot].handle);
+		pfree(workers[slot].handle);
+		workers[slot].handle = NULL;
+	}
+}
+
+/* Make the running workers match novu.workers and the database. */
+static void
+reconcile_workers(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < NOVU_MAX_WORKERS; i++)
+	{
+		bool		wanted = OidIsValid(dboid) && i < novu_workers;
+		bool		alive = worker_alive(i);
+
+		if (alive && (!wanted || workers[i].dboid != dboid))
+		{
+			stop_worker(i);
+			alive = false;
+		}
+		if (wanted && !alive)
+			start_worker(i, dboid);
+	}
+}
+
+/* Entry point of the launcher background worker. */
+void
+novu_launcher_main(Datum main_arg)
+{
+	bool		missing_logged = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	/* no database: only shared catalogs (pg_database) are needed */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("novu launcher");
+
+	for (;;)
+	{
+		Oid			dboid;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		dboid = lookup_database();
+		if (!OidIsValid(dboid))
+		{
+			if (!missing_logged)
+				ereport(LOG,
+						(errmsg("novu: database \"%s\" does not exist; delivery waits until it does",
+								novu_database_name),
+						 errhint("Create it, or set novu.database_name to the database holding the novu extension.")));
+			missing_logged = true;
+		}
+		else
+			missing_logged = false;
+		reconcile_workers(dboid);
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 5000L,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

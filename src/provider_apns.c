@@ -1,0 +1,305 @@
+/*
+ * provider_apns.c
+ *		Apple Push Notification service: HTTP/2 only, token auth (ES256 provider
+ *		JWT with a raw R||S signature, renewed every 50 minutes, shared by every
+ *		request) or certificate auth (TLS client certificate).
+ *
+ * Request: POST /3/device/<token> with apns-topic = applicationId,
+ * apns-push-type: alert, apns-priority: 10; body {"aps": {"alert": {"title",
+ * "body"}}, ...payload keys} then overrides.apns deep-merged (its "headers"
+ * object, if any, become request headers).  Payloads over 4096 bytes fail
+ * before any request (PayloadTooLarge).
+ */
+#include "postgres.h"
+
+#include <time.h>
+
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "crypto.h"
+#include "http.h"
+#include "jsonb_util.h"
+#include "provider.h"
+
+#define APNS_PRODUCTION		"https://api.push.apple.com"
+#define APNS_SANDBOX		"https://api.sandbox.push.apple.com"
+#define APNS_MAX_PAYLOAD	4096
+#define APNS_JWT_LIFETIME_S	(50 * 60)	/* Apple: renew between 20 and 60 minutes */
+
+/* What the APNs provider keeps per integration. */
+typedef struct ApnsState
+{
+	EVP_PKEY   *key;			/* token auth */
+	char	   *key_id;
+	char	   *team_id;
+	char	   *certificate;	/* certificate auth */
+	char	   *private_key;
+	char	   *topic;
+	char	   *base_url;
+	char	   *jwt;			/* in the integration's context */
+	long		jwt_iat;
+} ApnsState;
+
+/* Free the OpenSSL key with the integration's context. */
+static void
+apns_state_free(void *arg)
+{
+	ApnsState  *st = arg;
+
+	if (st->key)
+		EVP_PKEY_free(st->key);
+	st->key = NULL;
+}
+
+/* Parse the credentials once; false with *error if they cannot be used. */
+static bool
+apns_prepare(Integration *ig, char **error)
+{
+	ApnsState  *st = palloc0(sizeof(ApnsState));
+	JsonbContainer *c = &ig->credentials->root;
+	JsonbValue	secure;
+	char	   *pem;
+
+	st->topic = jsonb_container_get_string(c, "applicationId");
+	if (st->topic == NULL)
+	{
+		*error = "applicationId (the bundle id) is missing";
+		return false;
+	}
+	st->certificate = jsonb_container_get_string(c, "certificate");
+	st->private_key = jsonb_container_get_string(c, "privateKey");
+	pem = jsonb_container_get_string(c, "secretKey");
+	if (pem != NULL)
+	{
+		MemoryContextCallback *cb;
+
+		st->key_id = jsonb_container_get_string(c, "apiKey");
+		st->team_id = jsonb_container_get_string(c, "projectName");
+		if (st->key_id == NULL || st->team_id == NULL)
+		{
+			*error = "token auth needs apiKey (Key ID) and projectName (Team ID)";
+			return false;
+		}
+		st->key = crypto_load_private_key_pem(pem, error);
+		if (st->key == NULL)
+			return false;
+		cb = palloc(sizeof(MemoryContextCallback));
+		cb->func = apns_state_free;
+		cb->arg = st;
+		MemoryContextRegisterResetCallback(ig->context, cb);
+	}
+	else if (st->certificate == NULL || st->private_key == NULL)
+	{
+		*error = "neither token auth (secretKey) nor certificate auth (certificate, privateKey) is configured";
+		return false;
+	}
+
+	/* secure = production host; endpoint replaces either */
+	st->base_url = integration_base_url(ig, jsonb_container_get(c, "secure", &secure) &&
+										secure.type == jbvBool && secure.val.boolean
+										? APNS_PRODUCTION : APNS_SANDBOX);
+	ig->state = st;
+	return true;
+}
+
+/* Mint (or reuse) the provider token; certificate auth needs none. */
+static bool
+apns_authorize(Integration *ig, bool force, Outcome *failure, char **error)
+{
+	ApnsState  *st = ig->state;
+	long		now = (long) time(NULL);
+	char	   *header;
+	char	   *claims;
+	char	   *jwt;
+	StringInfoData buf;
+	MemoryContext old;
+
+	if (st->key == NULL)
+		return true;
+	if (st->jwt != NULL && !force && now - st->jwt_iat < APNS_JWT_LIFETIME_S)
+		return true;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"alg\":\"ES256\",\"kid\":");
+	escape_json(&buf, st->key_id);
+	appendStringInfoChar(&buf, '}');
+	header = pstrdup(buf.data);
+	resetStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"iss\":");
+	escape_json(&buf, st->team_id);
+	appendStringInfo(&buf, ",\"iat\":%ld}", now);
+	claims = buf.data;
+
+	jwt = jwt_sign_es256(st->key, header, claims, error);
+	if (jwt == NULL)
+	{
+		*failure = OUTCOME_CONFIG_ERROR;
+		return false;
+	}
+	old = MemoryContextSwitchTo(ig->context);
+	if (st->jwt)
+		pfree(st->jwt);
+	st->jwt = pstrdup(jwt);
+	MemoryContextSwitchTo(old);
+	st->jwt_iat = now;
+	return true;
+}
+
+/* Build the request of one message; payloads over the limit fail here. */
+static HttpRequest *
+apns_build(Integration *ig, Message **msgs, int n)
+{
+	ApnsState  *st = ig->state;
+	Message    *m = msgs[0];
+	JsonbParseState *state = NULL;
+	JsonbValue	v;
+	Jsonb	   *payload;
+	Jsonb	   *overrides = m->overrides;
+	JsonbValue	headers;
+	bool		have_headers = false;
+	HttpRequest *req;
+	char	   *body;
+
+	/* {"aps": {"alert": {"title", "body"}}} */
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	jsonb_push_key(&state, "aps");
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	jsonb_push_key(&state, "alert");
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	jsonb_push_string(&state, "title", m->title);
+	jsonb_push_string(&state, "body", m->body);
+	pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	payload = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+
+	/* custom keys: the payload (an "aps" key there cannot replace ours) */
+	if (m->data != NULL)
+	{
+		Jsonb	   *custom = DatumGetJsonbP(DirectFunctionCall2(jsonb_delete,
+																JsonbPGetDatum(m->data),
+																CStringGetTextDatum("aps")));
+
+		payload = jsonb_deep_merge(custom, payload);
+	}
+	/* overrides.apns: "headers" are request headers, the rest is payload */
+	if (overrides != NULL)
+	{
+		if (jsonb_container_get(&overrides->root, "headers", &headers) && headers.type == jbvBinary &&
+			JsonContainerIsObject(headers.val.binary.data))
+			have_headers = true;
+		payload = jsonb_deep_merge(payload, DatumGetJsonbP(DirectFunctionCall2(jsonb_delete,
+																				JsonbPGetDatum(overrides),
+																				CStringGetTextDatum("headers"))));
+	}
+
+	body = JsonbToCString(NULL, &payload->root, VARSIZE(payload));
+	if (strlen(body) > APNS_MAX_PAYLOAD)
+	{
+		message_set(m, OUTCOME_DROP, psprintf("PayloadTooLarge: %zu bytes (APNs accepts %d)", strlen(body), APNS_MAX_PAYLOAD));
+		return NULL;
+	}
+
+	req = http_request_new(psprintf("%s/3/device/%s", st->base_url, m->device_token));
+	req->body = body;
+	req->body_len = strlen(body);
+	req->require_h2 = true;
+	req->owner = ig;
+	http_add_header(req, "Content-Type: application/json");
+	http_add_header(req, psprintf("apns-topic: %s", st->topic));
+	if (have_headers)
+	{
+		JsonbIterator *it = JsonbIteratorInit(headers.val.binary.data);
+		JsonbIteratorToken tok;
+		JsonbValue	k;
+
+		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+		{
+			if (tok != WJB_KEY)
+				continue;
+			(void) JsonbIteratorNext(&it, &v, true);
+			http_add_header(req, psprintf("%.*s: %s", k.val.string.len, k.val.string.val,
+										  jsonb_value_to_text(&v)));
+		}
+	}
+	if (!have_headers || getKeyJsonValueFromContainer(headers.val.binary.data, "apns-push-type", 14, &v) == NULL)
+		http_add_header(req, "apns-push-type: alert");
+	if (!have_headers || getKeyJsonValueFromContainer(headers.val.binary.data, "apns-priority", 13, &v) == NULL)
+		http_add_header(req, "apns-priority: 10");
+	if (st->key != NULL)
+		http_add_header(req, psprintf("authorization: bearer %s", st->jwt));
+	else
+	{
+		req->client_cert = st->certificate;
+		req->client_key = st->private_key;
+	}
+	return req;
+}
+
+/* Whether reason is one of a NULL-terminated list. */
+static bool
+reason_in(const char *reason, const char *const *list)
+{
+	for (; *list; list++)
+	{
+		if (strcmp(reason, *list) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Classify APNs's answer (PROTOCOLS.md 2.6 and 7). */
+static void
+apns_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
+{
+	static const char *const dead[] = {"Unregistered", "ExpiredToken", "BadDeviceToken", "DeviceTokenNotForTopic", NULL};
+	static const char *const config[] = {"InvalidProviderToken", "MissingProviderToken", "BadCertificate",
+		"BadCertificateEnvironment", "BadEnvironmentKeyIdInToken", "BadEnvironmentKeyInToken",
+		"UnrelatedKeyIdInToken", "BadTopic", "TopicDisallowed", "MissingTopic", "Forbidden",
+	"TooManyProviderTokenUpdates", NULL};
+	static const char *const transient[] = {"TooManyRequests", "IdleTimeout", "InternalServerError",
+	"ServiceUnavailable", "Shutdown", NULL};
+	Message    *m = msgs[0];
+	Jsonb	   *body;
+	char	   *reason;
+
+	if (req->result != CURLE_OK)
+	{
+		classify_transport(req, msgs, n);
+		return;
+	}
+	if (req->status == 200)
+	{
+		m->provider_message_id = req->apns_id;
+		message_set(m, OUTCOME_SENT, NULL);
+		return;
+	}
+	body = jsonb_parse_or_null(req->response.data, req->response.len);
+	reason = body ? jsonb_container_get_string(&body->root, "reason") : NULL;
+	if (reason == NULL)
+		reason = psprintf("HTTP %ld", req->status);
+	m->retry_after = http_retry_after_seconds(req->retry_after);
+
+	if (strcmp(reason, "ExpiredProviderToken") == 0)
+		message_set(m, OUTCOME_REAUTH, reason);
+	else if (reason_in(reason, dead))
+		message_set(m, OUTCOME_REMOVE_TOKEN, reason);
+	else if (reason_in(reason, config))
+		message_set(m, OUTCOME_CONFIG_ERROR, reason);
+	else if (reason_in(reason, transient) || req->status == 429 || req->status >= 500)
+		message_set(m, OUTCOME_RETRY, reason);
+	else
+		message_set(m, OUTCOME_DROP, reason);
+}
+
+const ProviderOps apns_provider = {
+	.provider_id = "apns",
+	.max_batch = 1,
+	.prepare = apns_prepare,
+	.authorize = apns_authorize,
+	.build = apns_build,
+	.classify = apns_classify,
+};

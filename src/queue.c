@@ -1,0 +1,476 @@
+/*
+ * queue.c
+ *		The delivery workers' statements on the outbox tables.
+ *
+ * Each function is one short transaction around statements prepared once per
+ * worker: fan out new triggers, claim a batch of due messages (leasing them, FOR
+ * UPDATE SKIP LOCKED so workers never collide), record a batch of results with
+ * arrays in one statement, and delete old history.  No network I/O happens
+ * while any of these transactions is open.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "novu.h"
+#include "queue.h"
+#include "worker.h"
+
+#define FANOUT_LIMIT		1000
+#define HOUSEKEEPING_LIMIT	5000
+
+static SPIPlanPtr fanout_plan = NULL;
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr next_due_plan = NULL;
+static SPIPlanPtr integrations_plan = NULL;
+static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr housekeeping_plan = NULL;
+static SPIPlanPtr claim_receipts_plan = NULL;
+static SPIPlanPtr record_receipts_plan = NULL;
+
+/* Prepare and keep a plan, once per worker. */
+static SPIPlanPtr
+prepare_once(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "novu: could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*slot = plan;
+	}
+	return *slot;
+}
+
+/* Fan out pending triggers (and one broadcast chunk) into deliveries; returns rows handled. */
+int
+novu_fanout(void)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(FANOUT_LIMIT)};
+	bool		isnull;
+	int			handled = 0;
+
+	novu_begin_work("novu: fan-out");
+	prepare_once(&fanout_plan, "SELECT novu._fanout($1)", 1, argtypes);
+	if (SPI_execute_plan(fanout_plan, values, NULL, false, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		handled = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	novu_end_work();
+	return handled;
+}
+
+/* Copy a jsonb column of the current SPI row into the outer context, or NULL. */
+static Jsonb *
+copy_jsonb(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	MemoryContext old;
+	Jsonb	   *result;
+
+	if (isnull)
+		return NULL;
+	old = MemoryContextSwitchTo(novu_work_outer_context());
+	result = DatumGetJsonbPCopy(d);
+	MemoryContextSwitchTo(old);
+	return result;
+}
+
+/* Copy a text column of the current SPI row into the outer context, or NULL. */
+static char *
+copy_text(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	MemoryContext old;
+	char	   *result;
+
+	if (isnull)
+		return NULL;
+	old = MemoryContextSwitchTo(novu_work_outer_context());
+	result = TextDatumGetCString(d);
+	MemoryContextSwitchTo(old);
+	return result;
+}
+
+/*
+ * Claim up to limit due messages (pending and due, or sending with an expired
+ * lease after a crash), lease them for lease_ms, and return them with what their
+ * rendering needs.  When nothing is due, *next_due_ms says when something will be.
+ */
+int
+queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms)
+{
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		values[2] = {Int32GetDatum(limit), Int32GetDatum(lease_ms)};
+	int			n;
+	int			i;
+	ClaimedRow *result = NULL;
+
+	novu_begin_work("novu: claiming messages");
+	prepare_once(&claim_plan,
+				 "WITH c AS ("
+				 "  SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
+				 "    FROM novu.deliveries"
+				 "   WHERE status IN ('pending', 'sending') AND next_attempt_at <= now()"
+				 "     AND (status = 'pending' OR lease_until < now())"
+				 "   ORDER BY next_attempt_at"
+				 "   LIMIT $1"
+				 "   FOR UPDATE SKIP LOCKED)"
+				 " UPDATE novu.deliveries d"
+				 "    SET status = 'sending', attempts = d.attempts + 1,"
+				 "        lease_until = now() + $2 * interval '1 millisecond', updated_at = now()"
+				 "   FROM c"
+				 "   LEFT JOIN novu.events e ON e.transaction_id = c.transaction_id"
+				 "   LEFT JOIN novu.workflows w ON w.workflow_id = c.workflow_id"
+				 "   LEFT JOIN novu.subscribers s ON s.subscriber_id = c.subscriber_id"
+				 "  WHERE d.id = c.id"
+				 " RETURNING d.id, d.attempts, d.transaction_id, d.workflow_id, d.subscriber_id,"
+				 "   d.device_token, COALESCE(d.integration_id, 0), e.payload, e.overrides, e.actor,"
+				 "   w.steps -> d.step_index, d.workflow_id || '/' || d.step_index || '/' || w.updated_at,"
+				 "   CASE WHEN s.subscriber_id IS NOT NULL THEN jsonb_build_object("
+				 "     'subscriberId', s.subscriber_id, 'firstName', s.first_name, 'lastName', s.last_name,"
+				 "     'email', s.email, 'phone', s.phone, 'avatar', s.avatar, 'locale', s.locale,"
+				 "     'timezone', s.timezone, 'data', s.data) END",
+				 2, argtypes);
+	if (SPI_execute_plan(claim_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "novu: claim failed");
+	n = (int) SPI_processed;
+
+	if (n > 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(novu_work_outer_context());
+
+		result = palloc0(sizeof(ClaimedRow) * n);
+		MemoryContextSwitchTo(old);
+		for (i = 0; i < n; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			ClaimedRow *r = &result[i];
+			bool		isnull;
+
+			old = MemoryContextSwitchTo(novu_work_outer_context());
+			r->msg = palloc0(sizeof(Message));
+			MemoryContextSwitchTo(old);
+			r->msg->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			r->msg->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+			r->msg->transaction_id = copy_text(tup, desc, 3);
+			r->msg->workflow_id = copy_text(tup, desc, 4);
+			r->msg->subscriber_id = copy_text(tup, desc, 5);
+			r->msg->device_token = copy_text(tup, desc, 6);
+			r->msg->retry_after = -1;
+			r->integration_id = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
+			r->payload = copy_jsonb(tup, desc, 8);
+			r->trigger_overrides = copy_jsonb(tup, desc, 9);
+			r->actor = copy_jsonb(tup, desc, 10);
+			r->step = copy_jsonb(tup, desc, 11);
+			r->step_key = copy_text(tup, desc, 12);
+			r->subscriber = copy_jsonb(tup, desc, 13);
+		}
+		*next_due_ms = 0;
+	}
+	else
+	{
+		bool		isnull;
+		Datum		d;
+
+		prepare_once(&next_due_plan,
+					 "SELECT (extract(epoch FROM LEAST("
+					 "   (SELECT min(next_attempt_at) FROM novu.deliveries WHERE status IN ('pending', 'sending') AND status = 'pending'),"
+					 "   (SELECT min(lease_until) FROM novu.deliveries WHERE status IN ('pending', 'sending') AND status = 'sending'),"
+					 "   (SELECT min(receipt_at) FROM novu.deliveries WHERE receipt_at IS NOT NULL))"
+					 "  - now()) * 1000)::bigint",
+					 0, NULL);
+		if (SPI_execute_plan(next_due_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "novu: next-due query failed");
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		*next_due_ms = isnull ? -1 : Max(DatumGetInt64(d), 0);
+	}
+	novu_end_work();
+	*rows = result;
+	return n;
+}
+
+/* Load the given integrations (credentials included) for the worker's cache. */
+int
+queue_load_integrations(int64 *ids, int n, IntegrationRow **rows)
+{
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		values[1];
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	IntegrationRow *result;
+	int			count;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	values[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+	novu_begin_work("novu: loading integrations");
+	prepare_once(&integrations_plan,
+				 "SELECT id, identifier, provider_id, credentials, updated_at::text, active"
+				 "  FROM novu.integrations WHERE id = ANY ($1)",
+				 1, argtypes);
+	if (SPI_execute_plan(integrations_plan, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "novu: integration lookup failed");
+	count = (int) SPI_processed;
+	result = MemoryContextAllocZero(novu_work_outer_context(), sizeof(IntegrationRow) * Max(count, 1));
+	for (i = 0; i < count; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		result[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		result[i].identifier = copy_text(tup, desc, 2);
+		result[i].provider_id = copy_text(tup, desc, 3);
+		result[i].credentials = copy_jsonb(tup, desc, 4);
+		result[i].updated_at = copy_text(tup, desc, 5);
+		result[i].active = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+	}
+	novu_end_work();
+	*rows = result;
+	return count;
+}
+
+/* Append one message's result to a batch. */
+void
+result_add(ResultBatch *rb, Message *m, const char *status, const char *error,
+		   int64 delay_ms, int64 receipt_ms, const char *detail)
+{
+	if (rb->n == rb->cap)
+	{
+		int			cap = Max(64, rb->cap * 2);
+
+		if (rb->cap == 0)
+		{
+			rb->ids = palloc(sizeof(int64) * cap);
+			rb->attempts = palloc(sizeof(int32) * cap);
+			rb->statuses = palloc(sizeof(char *) * cap);
+			rb->errors = palloc(sizeof(char *) * cap);
+			rb->message_ids = palloc(sizeof(char *) * cap);
+			rb->delays_ms = palloc(sizeof(int64) * cap);
+			rb->receipt_ms = palloc(sizeof(int64) * cap);
+			rb->details = palloc(sizeof(char *) * cap);
+		}
+		else
+		{
+			rb->ids = repalloc(rb->ids, sizeof(int64) * cap);
+			rb->attempts = repalloc(rb->attempts, sizeof(int32) * cap);
+			rb->statuses = repalloc(rb->statuses, sizeof(char *) * cap);
+			rb->errors = repalloc(rb->errors, sizeof(char *) * cap);
+			rb->message_ids = repalloc(rb->message_ids, sizeof(char *) * cap);
+			rb->delays_ms = repalloc(rb->delays_ms, sizeof(int64) * cap);
+			rb->receipt_ms = repalloc(rb->receipt_ms, sizeof(int64) * cap);
+			rb->details = repalloc(rb->details, sizeof(char *) * cap);
+		}
+		rb->cap = cap;
+	}
+	rb->ids[rb->n] = m->id;
+	rb->attempts[rb->n] = m->attempts;
+	rb->statuses[rb->n] = (char *) status;
+	rb->errors[rb->n] = (char *) error;
+	rb->message_ids[rb->n] = m->provider_message_id;
+	rb->delays_ms[rb->n] = delay_ms;
+	rb->receipt_ms[rb->n] = receipt_ms;
+	rb->details[rb->n] = (char *) detail;
+	rb->n++;
+}
+
+/* Ask for a device token to be removed when the batch is recorded. */
+void
+result_prune(ResultBatch *rb, int64 integration_id, const char *token)
+{
+	if (rb->nprune == rb->prune_cap)
+	{
+		int			cap = Max(16, rb->prune_cap * 2);
+
+		if (rb->prune_cap == 0)
+		{
+			rb->prune_integrations = palloc(sizeof(int64) * cap);
+			rb->prune_tokens = palloc(sizeof(char *) * cap);
+		}
+		else
+		{
+			rb->prune_integrations = repalloc(rb->prune_integrations, sizeof(int64) * cap);
+			rb->prune_tokens = repalloc(rb->prune_tokens, sizeof(char *) * cap);
+		}
+		rb->prune_cap = cap;
+	}
+	rb->prune_integrations[rb->nprune] = integration_id;
+	rb->prune_tokens[rb->nprune] = (char *) token;
+	rb->nprune++;
+}
+
+/* A text[] from C strings (NULL elements allowed). */
+static Datum
+text_array(char **values, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		nulls[i] = (values[i] == NULL);
+		elems[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(values[i]);
+	}
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* A bigint[] from an array; elements < 0 become NULL when negative_null. */
+static Datum
+int8_array(int64 *values, int n, bool negative_null)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		nulls[i] = negative_null && values[i] < 0;
+		elems[i] = Int64GetDatum(values[i]);
+	}
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/* An integer[] from an array. */
+static Datum
+int4_array(int32 *values, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+		elems[i] = Int32GetDatum(values[i]);
+	return PointerGetDatum(construct_array(elems, n, INT4OID, 4, true, TYPALIGN_INT));
+}
+
+/* Record a batch of results in one statement (novu._record). */
+void
+queue_record(ResultBatch *rb)
+{
+	Oid			argtypes[10] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
+	Datum		values[10];
+
+	if (rb->n == 0 && rb->nprune == 0)
+		return;
+	values[0] = int8_array(rb->ids, rb->n, false);
+	values[1] = int4_array(rb->attempts, rb->n);
+	values[2] = text_array(rb->statuses, rb->n);
+	values[3] = text_array(rb->errors, rb->n);
+	values[4] = text_array(rb->message_ids, rb->n);
+	values[5] = int8_array(rb->delays_ms, rb->n, false);
+	values[6] = int8_array(rb->receipt_ms, rb->n, true);
+	values[7] = text_array(rb->details, rb->n);
+	values[8] = int8_array(rb->prune_integrations, rb->nprune, false);
+	values[9] = text_array(rb->prune_tokens, rb->nprune);
+
+	novu_begin_work("novu: recording results");
+	prepare_once(&record_plan, "SELECT novu._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+				 10, argtypes);
+	if (SPI_execute_plan(record_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "novu: recording results failed");
+	novu_end_work();
+}
+
+/* Claim up to limit Expo receipts that are due, leasing them for lease_ms. */
+int
+queue_claim_receipts(int limit, int lease_ms, ReceiptRow **rows)
+{
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		values[2] = {Int32GetDatum(limit), Int32GetDatum(lease_ms)};
+	ReceiptRow *result = NULL;
+	int			n;
+	int			i;
+
+	novu_begin_work("novu: claiming receipts");
+	prepare_once(&claim_receipts_plan, "SELECT * FROM novu._claim_receipts($1, $2)", 2, argtypes);
+	if (SPI_execute_plan(claim_receipts_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "novu: receipt claim failed");
+	n = (int) SPI_processed;
+	if (n > 0)
+		result = MemoryContextAllocZero(novu_work_outer_context(), sizeof(ReceiptRow) * n);
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		result[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		result[i].integration_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		result[i].ticket = copy_text(tup, desc, 3);
+		result[i].device_token = copy_text(tup, desc, 4);
+		result[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		result[i].sent_age_s = DatumGetFloat8(SPI_getbinval(tup, desc, 6, &isnull));
+	}
+	novu_end_work();
+	*rows = result;
+	return n;
+}
+
+/* Record checked receipts in one statement (novu._record_receipts). */
+void
+queue_record_receipts(ResultBatch *rb)
+{
+	Oid			argtypes[7] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
+	INT8ARRAYOID, TEXTARRAYOID};
+	Datum		values[7];
+
+	if (rb->n == 0)
+		return;
+	values[0] = int8_array(rb->ids, rb->n, false);
+	values[1] = text_array(rb->statuses, rb->n);
+	values[2] = text_array(rb->errors, rb->n);
+	values[3] = int8_array(rb->delays_ms, rb->n, false);
+	values[4] = text_array(rb->details, rb->n);
+	values[5] = int8_array(rb->prune_integrations, rb->nprune, false);
+	values[6] = text_array(rb->prune_tokens, rb->nprune);
+
+	novu_begin_work("novu: recording receipts");
+	prepare_once(&record_receipts_plan, "SELECT novu._record_receipts($1, $2, $3, $4, $5, $6, $7)",
+				 7, argtypes);
+	if (SPI_execute_plan(record_receipts_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "novu: recording receipts failed");
+	novu_end_work();
+}
+
+/* Delete finished history older than novu.retention, a bounded batch at a time. */
+void
+novu_housekeeping(void)
+{
+	static TimestampTz last = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	Oid			argtypes[2] = {INTERVALOID, INT4OID};
+	Datum		values[2];
+
+	/* once a minute is plenty */
+	if (last != 0 && !TimestampDifferenceExceeds(last, now, 60 * 1000))
+		return;
+	last = now;
+
+	values[0] = DirectFunctionCall7(make_interval, Int32GetDatum(0), Int32GetDatum(0), Int32GetDatum(0),
+									Int32GetDatum(0), Int32GetDatum(0), Int32GetDatum(0),
+									Float8GetDatum((double) novu_retention));
+	values[1] = Int32GetDatum(HOUSEKEEPING_LIMIT);
+	novu_begin_work("novu: housekeeping");
+	prepare_once(&housekeeping_plan, "SELECT novu._housekeeping($1, $2)", 2, argtypes);
+	if (SPI_execute_plan(housekeeping_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "novu: housekeeping failed");
+	novu_end_work();
+}

@@ -1,0 +1,142 @@
+/*
+ * shmem.c
+ *		Shared state of the delivery workers, and the wake-up at commit.
+ *
+ * Each delivery worker publishes its latch here.  novu.trigger() marks the
+ * transaction; a transaction callback sets the workers' latches when (and only
+ * when) that transaction commits, so a committed trigger reaches a worker within
+ * milliseconds without polling.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+
+#include "novu.h"
+#include "shmem.h"
+
+NovuShared *novu_shared = NULL;
+
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+
+/* Set by novu.trigger(): this transaction enqueued something. */
+static bool wake_at_commit = false;
+
+/* Ask for our shared memory (shmem_request_hook on 15+, _PG_init before). */
+static void
+novu_shmem_request(void)
+{
+#if PG_VERSION_NUM >= 150000
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	RequestAddinShmemSpace(MAXALIGN(sizeof(NovuShared)));
+}
+
+/* Create or attach the shared struct at postmaster start. */
+static void
+novu_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	novu_shared = ShmemInitStruct("novu", sizeof(NovuShared), &found);
+	if (!found)
+	{
+		memset(novu_shared, 0, sizeof(NovuShared));
+		SpinLockInit(&novu_shared->mutex);
+		pg_atomic_init_u64(&novu_shared->wakeups, 0);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Wake every delivery worker if this transaction enqueued something and committed. */
+static void
+novu_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+				novu_wake_workers();
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* a prepared transaction is found by the workers' poll */
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* Install the hooks; called from _PG_init when preloaded. */
+void
+novu_shmem_init(void)
+{
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = novu_shmem_request;
+#else
+	novu_shmem_request();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = novu_shmem_startup;
+}
+
+/* Register the commit callback in this backend (any backend that loads the library). */
+void
+novu_register_xact_callback(void)
+{
+	RegisterXactCallback(novu_xact_callback, NULL);
+}
+
+/* Remember to wake the workers when the current transaction commits. */
+void
+novu_wake_workers_at_commit(void)
+{
+	wake_at_commit = true;
+}
+
+/* Set the latch of every live delivery worker. */
+void
+novu_wake_workers(void)
+{
+	int			i;
+
+	if (novu_shared == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&novu_shared->wakeups, 1);
+	for (i = 0; i < NOVU_MAX_WORKERS; i++)
+	{
+		Latch	   *latch = novu_shared->worker_latch[i];
+
+		if (latch != NULL)
+			SetLatch(latch);
+	}
+}
+
+/* Publish (or, with NULL, withdraw) a worker's latch in its slot. */
+void
+novu_set_worker_latch(int slot, Latch *latch)
+{
+	if (novu_shared == NULL || slot < 0 || slot >= NOVU_MAX_WORKERS)
+		return;
+	SpinLockAcquire(&novu_shared->mutex);
+	novu_shared->worker_latch[slot] = latch;
+	SpinLockRelease(&novu_shared->mutex);
+}

@@ -1,0 +1,29 @@
+/*
+ * shmem.h
+ *		Shared state of the delivery workers and the wake-up at commit.
+ */
+#ifndef NOVU_SHMEM_H
+#define NOVU_SHMEM_H
+
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+
+#define NOVU_MAX_WORKERS 64
+
+typedef struct NovuShared
+{
+	slock_t		mutex;
+	Latch	   *worker_latch[NOVU_MAX_WORKERS];	/* NULL when the slot's worker is not running */
+	pg_atomic_uint64 wakeups;	/* commits that woke the workers */
+} NovuShared;
+
+extern NovuShared *novu_shared;
+
+extern void novu_shmem_init(void);
+extern void novu_register_xact_callback(void);
+extern void novu_wake_workers_at_commit(void);
+extern void novu_wake_workers(void);
+extern void novu_set_worker_latch(int slot, Latch *latch);
+
+#endif							/* NOVU_SHMEM_H */

@@ -1,0 +1,230 @@
+/*
+ * worker.c
+ *		The delivery worker: the main loop around fan-out, delivery and
+ *		housekeeping.
+ *
+ * The loop is the canonical one (worker_spi): SIGTERM runs die(), the worker
+ * waits only on MyLatch with WL_EXIT_ON_PM_DEATH, and every unit of work is a
+ * short transaction.  An ERROR is caught here, reported, and the loop goes on
+ * after a pause: one bad row or a missing extension never crash-loops the
+ * worker.  Network I/O happens only between transactions (deliver.c).
+ */
+#include "postgres.h"
+
+#include <setjmp.h>
+
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "libpq/pqsignal.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/ps_status.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "novu.h"
+#include "queue.h"
+#include "shmem.h"
+#include "worker.h"
+
+PGDLLEXPORT void novu_worker_main(Datum main_arg);
+
+/* This worker's slot number (0 .. novu.workers - 1). */
+int			novu_worker_slot = -1;
+
+/* Withdraw the worker's latch from shared memory at exit. */
+static void
+worker_shmem_exit(int code, Datum arg)
+{
+	novu_set_worker_latch(DatumGetInt32(arg), NULL);
+}
+
+/* The memory context that was current when the unit of work began. */
+static MemoryContext work_outer_cxt = NULL;
+
+/* Where results of a unit of work are copied to outlive its transaction. */
+MemoryContext
+novu_work_outer_context(void)
+{
+	return work_outer_cxt;
+}
+
+/* Begin a short transaction for one unit of work, with SPI and a snapshot. */
+void
+novu_begin_work(const char *activity)
+{
+	work_outer_cxt = CurrentMemoryContext;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "novu: SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* Commit the unit of work and report it to the statistics system. */
+void
+novu_end_work(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(work_outer_cxt);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Whether the extension is installed in this database at the version this
+ * library serves.  Logs once per change of state; the caller waits and asks
+ * again, so CREATE/DROP/ALTER EXTENSION at any time are fine.
+ */
+static bool
+extension_ready(void)
+{
+	static int	last_state = -1;
+	int			state;
+	char	   *version = NULL;
+
+	novu_begin_work("novu: checking the extension");
+	if (!OidIsValid(get_extension_oid("novu", true)))
+		state = 0;
+	else
+	{
+		if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'novu'",
+						true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+			version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		state = (version != NULL && strcmp(version, NOVU_EXTVERSION) == 0) ? 2 : 1;
+	}
+	if (state != last_state)
+	{
+		if (state == 0)
+			ereport(LOG,
+					(errmsg("novu: extension \"novu\" is not installed in database \"%s\"; delivery waits",
+							get_database_name(MyDatabaseId)),
+					 errhint("Run CREATE EXTENSION novu in that database, or set novu.database_name.")));
+		else if (state == 1)
+			ereport(LOG,
+					(errmsg("novu: extension version %s does not match the library (%s); delivery waits",
+							version ? version : "?", NOVU_EXTVERSION),
+					 errhint("Run ALTER EXTENSION novu UPDATE, or install the matching library.")));
+		else if (last_state != -1)
+			ereport(LOG, (errmsg("novu: extension ready, delivery resumes")));
+	}
+	last_state = state;
+	novu_end_work();
+	return state == 2;
+}
+
+/*
+ * One round of work: fan out new triggers, deliver what is due, tidy up.
+ * Returns the number of rows handled, so the loop knows whether to go on at
+ * once or wait for a wake-up.
+ */
+static int
+worker_cycle(long *sleep_ms)
+{
+	int			done = 0;
+
+	*sleep_ms = novu_poll_interval;
+	done += novu_fanout();
+	CHECK_FOR_INTERRUPTS();
+	done += novu_deliver(sleep_ms);
+	CHECK_FOR_INTERRUPTS();
+	novu_housekeeping();
+	return done;
+}
+
+/* Entry point of a delivery worker. */
+void
+novu_worker_main(Datum main_arg)
+{
+	sigjmp_buf	local_sigjmp_buf;
+	Oid			dboid;
+	int			consecutive_errors = 0;
+	MemoryContext cycle_context;
+
+	novu_worker_slot = DatumGetInt32(main_arg);
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname(psprintf("novu delivery worker %d", novu_worker_slot));
+
+	novu_set_worker_latch(novu_worker_slot, MyLatch);
+	on_shmem_exit(worker_shmem_exit, Int32GetDatum(novu_worker_slot));
+
+	novu_deliver_init();
+
+	cycle_context = AllocSetContextCreate(TopMemoryContext, "novu worker cycle",
+										  ALLOCSET_DEFAULT_SIZES);
+
+	/*
+	 * Errors come back here: report, abort the transaction, pause (longer
+	 * after repeated errors), and go on.
+	 */
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		long		pause_ms;
+
+		error_context_stack = NULL;
+		HOLD_INTERRUPTS();
+		EmitErrorReport();
+		AbortOutOfAnyTransaction();
+		SPI_finish();			/* no-op unless still connected */
+		MemoryContextSwitchTo(TopMemoryContext);
+		FlushErrorState();
+		MemoryContextReset(cycle_context);
+		pgstat_report_activity(STATE_IDLE, NULL);
+		RESUME_INTERRUPTS();
+
+		consecutive_errors++;
+		pause_ms = Min(1000L << Min(consecutive_errors - 1, 5), 30000L);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 pause_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	PG_exception_stack = &local_sigjmp_buf;
+
+	for (;;)
+	{
+		long		sleep_ms = novu_poll_interval;
+		int			done = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		MemoryContextSwitchTo(cycle_context);
+		if (extension_ready())
+			done = worker_cycle(&sleep_ms);
+		else
+			sleep_ms = Max(novu_poll_interval, 5000L);
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(cycle_context);
+		consecutive_errors = 0;
+
+		if (done > 0)
+			continue;			/* more may be waiting: go on at once */
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(sleep_ms, 1L), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

@@ -1,0 +1,13 @@
+/*
+ * worker.h
+ *		Background workers of the extension: the launcher and the delivery workers.
+ */
+#ifndef NOVU_WORKER_H
+#define NOVU_WORKER_H
+
+extern int	novu_worker_slot;
+
+extern void novu_register_launcher(void);
+extern MemoryContext novu_work_outer_context(void);
+
+#endif							/* NOVU_WORKER_H */
