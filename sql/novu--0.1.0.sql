@@ -153,6 +153,7 @@ CREATE TABLE novu.deliveries (
     provider_message_id     text,
     next_attempt_at         timestamptz NOT NULL DEFAULT now(),
     lease_until             timestamptz,
+    claimed_by              integer,
     created_at              timestamptz NOT NULL DEFAULT now(),
     updated_at              timestamptz NOT NULL DEFAULT now(),
     sent_at                 timestamptz,

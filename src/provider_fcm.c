@@ -346,9 +346,9 @@ fcm_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 
 	if (req->status == 429 || req->status >= 500)
 	{
-		/* QUOTA_EXCEEDED: back off at least a minute (Firebase's guidance) */
-		if (code && strcmp(code, "QUOTA_EXCEEDED") == 0)
-			m->retry_after = Max(m->retry_after, 60);
+		/* QUOTA_EXCEEDED without Retry-After: back off a minute (Firebase's guidance) */
+		if (code && strcmp(code, "QUOTA_EXCEEDED") == 0 && m->retry_after < 0)
+			m->retry_after = 60;
 		message_set(m, OUTCOME_RETRY, reason);
 	}
 	else if (code && (strcmp(code, "UNREGISTERED") == 0 || strcmp(code, "SENDER_ID_MISMATCH") == 0))

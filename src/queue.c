@@ -21,10 +21,13 @@
 
 #include "novu.h"
 #include "queue.h"
+#include "shmem.h"
 #include "worker.h"
 
 #define FANOUT_LIMIT		1000
 #define HOUSEKEEPING_LIMIT	5000
+
+static Datum int4_array(int32 *values, int n);
 
 static SPIPlanPtr fanout_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
@@ -110,11 +113,21 @@ copy_text(HeapTuple tup, TupleDesc desc, int col)
 int
 queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms)
 {
-	Oid			argtypes[2] = {INT4OID, INT4OID};
-	Datum		values[2] = {Int32GetDatum(limit), Int32GetDatum(lease_ms)};
+	Oid			argtypes[3] = {INT4OID, INT4OID, INT4ARRAYOID};
+	Datum		values[3];
+	int32		pids[NOVU_MAX_WORKERS];
+	int			npids = novu_live_worker_pids(pids);
 	int			n;
 	int			i;
 	ClaimedRow *result = NULL;
+
+	/*
+	 * Messages leased by a worker that no longer runs (killed, or before a
+	 * crash restart) are claimed again at once, not when their lease ends.
+	 */
+	values[0] = Int32GetDatum(limit);
+	values[1] = Int32GetDatum(lease_ms);
+	values[2] = int4_array(pids, npids);
 
 	novu_begin_work("novu: claiming messages");
 	prepare_once(&claim_plan,
@@ -122,12 +135,12 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms)
 				 "  SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
 				 "    FROM novu.deliveries"
 				 "   WHERE status IN ('pending', 'sending') AND next_attempt_at <= now()"
-				 "     AND (status = 'pending' OR lease_until < now())"
+				 "     AND (status = 'pending' OR lease_until < now() OR claimed_by <> ALL ($3))"
 				 "   ORDER BY next_attempt_at"
 				 "   LIMIT $1"
 				 "   FOR UPDATE SKIP LOCKED)"
 				 " UPDATE novu.deliveries d"
-				 "    SET status = 'sending', attempts = d.attempts + 1,"
+				 "    SET status = 'sending', attempts = d.attempts + 1, claimed_by = pg_backend_pid(),"
 				 "        lease_until = now() + $2 * interval '1 millisecond', updated_at = now()"
 				 "   FROM c"
 				 "   LEFT JOIN novu.events e ON e.transaction_id = c.transaction_id"
@@ -141,7 +154,7 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms)
 				 "     'subscriberId', s.subscriber_id, 'firstName', s.first_name, 'lastName', s.last_name,"
 				 "     'email', s.email, 'phone', s.phone, 'avatar', s.avatar, 'locale', s.locale,"
 				 "     'timezone', s.timezone, 'data', s.data) END",
-				 2, argtypes);
+				 3, argtypes);
 	if (SPI_execute_plan(claim_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "novu: claim failed");
 	n = (int) SPI_processed;

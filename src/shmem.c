@@ -138,5 +138,25 @@ novu_set_worker_latch(int slot, Latch *latch)
 		return;
 	SpinLockAcquire(&novu_shared->mutex);
 	novu_shared->worker_latch[slot] = latch;
+	novu_shared->worker_pid[slot] = latch ? MyProcPid : 0;
 	SpinLockRelease(&novu_shared->mutex);
+}
+
+/* The PIDs of the delivery workers running now; returns how many. */
+int
+novu_live_worker_pids(int32 *pids)
+{
+	int			n = 0;
+	int			i;
+
+	if (novu_shared == NULL)
+		return 0;
+	SpinLockAcquire(&novu_shared->mutex);
+	for (i = 0; i < NOVU_MAX_WORKERS; i++)
+	{
+		if (novu_shared->worker_pid[i] != 0)
+			pids[n++] = novu_shared->worker_pid[i];
+	}
+	SpinLockRelease(&novu_shared->mutex);
+	return n;
 }

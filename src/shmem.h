@@ -15,6 +15,7 @@ typedef struct NovuShared
 {
 	slock_t		mutex;
 	Latch	   *worker_latch[NOVU_MAX_WORKERS];	/* NULL when the slot's worker is not running */
+	int32		worker_pid[NOVU_MAX_WORKERS];	/* 0 when the slot's worker is not running */
 	pg_atomic_uint64 wakeups;	/* commits that woke the workers */
 } NovuShared;
 
@@ -25,5 +26,6 @@ extern void novu_register_xact_callback(void);
 extern void novu_wake_workers_at_commit(void);
 extern void novu_wake_workers(void);
 extern void novu_set_worker_latch(int slot, Latch *latch);
+extern int	novu_live_worker_pids(int32 *pids);
 
 #endif							/* NOVU_SHMEM_H */
