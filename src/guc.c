@@ -111,7 +111,7 @@ novu_define_gucs(void)
 							"Age after which finished messages, notifications and activity are deleted.",
 							NULL,
 							&novu_retention,
-							30 * 24 * 3600, 60, INT_MAX,
+							30 * 24 * 3600, 1, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);

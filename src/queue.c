@@ -472,8 +472,8 @@ novu_housekeeping(void)
 	Oid			argtypes[2] = {INTERVALOID, INT4OID};
 	Datum		values[2];
 
-	/* once a minute is plenty */
-	if (last != 0 && !TimestampDifferenceExceeds(last, now, 60 * 1000))
+	/* once a minute is plenty (more often only with a very short retention) */
+	if (last != 0 && !TimestampDifferenceExceeds(last, now, Min(60, Max(novu_retention / 2, 1)) * 1000))
 		return;
 	last = now;
 

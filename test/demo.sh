@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The README's run command: a throwaway cluster with the extension and a
-# walk-through of the product from psql: integration, workflow, identify,
-# credentials, trigger inside an application transaction, and what it left.
+# The README's run command: a throwaway cluster with the extension and its
+# delivery worker, the local mock providers (FCM with OAuth, APNs over HTTP/2,
+# Expo; TLS with a test CA), and a walk-through from psql: integrations, a
+# workflow, a subscriber with devices, a trigger inside an application
+# transaction, and the result: what each mock provider received.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib.sh
@@ -11,22 +13,29 @@ build_and_install
 
 tmp=$(mktemp -d /tmp/novu-demo.XXXXXX)
 chmod 755 "$tmp"
-PGPORT=${PGPORT:-54330} start_cluster "$tmp/pg"
-psql -q -c "CREATE EXTENSION novu"
+base=${NOVU_MOCK_PORT_BASE:-19000}
+sh test/certs/make-certs.sh "$tmp/certs" $((base + 1))
+chmod -R a+rX "$tmp/certs"
+node test/mocks/server.js --certs "$tmp/certs" --port-base "$base" > "$tmp/mocks.json" 2> "$tmp/mocks.log" &
+mocks_pid=$!
+for _ in $(seq 100); do [ -s "$tmp/mocks.json" ] && break; sleep 0.1; done
+control="http://127.0.0.1:$base"
 
-# A service-account key made now (the real one comes from the Firebase console).
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$tmp/fcm.pem" 2>/dev/null
+export PGPORT=${PGPORT:-54330}
+start_cluster "$tmp/pg" "novu.ca_file = '$tmp/certs/ca.pem'" "novu.database_name = 'postgres'"
+trap 'stop_cluster; kill $mocks_pid 2>/dev/null || true' EXIT
+psql -q -c "CREATE EXTENSION novu"
 
 run() { printf '\n\033[1m%s\033[0m\n' "$1"; shift; psql -X -P pager=off "$@"; }
 
-run "1. An administrator adds an FCM integration and a workflow" \
-    -v key="$(cat "$tmp/fcm.pem")" <<'SQL'
-SELECT novu.create_integration('fcm',
-         jsonb_build_object('serviceAccount', jsonb_build_object(
-             'project_id', 'demo-project',
-             'client_email', 'sender@demo-project.iam.gserviceaccount.com',
-             'private_key', :'key')),
-         'fcm-demo') AS integration;
+run "1. An administrator adds integrations (pointed at the local mocks) and a workflow" \
+    -v sa="$(cat "$tmp/certs/fcm-service-account.json")" -v p8="$(cat "$tmp/certs/apns-key.p8")" \
+    -v fcm="https://127.0.0.1:$((base + 2))" -v apns="https://127.0.0.1:$((base + 4))" \
+    -v expo="https://127.0.0.1:$((base + 7))" <<'SQL'
+SELECT novu.create_integration('fcm', jsonb_build_object('serviceAccount', :'sa'::jsonb, 'endpoint', :'fcm'), 'fcm-demo') AS fcm;
+SELECT novu.create_integration('apns', jsonb_build_object('secretKey', :'p8', 'apiKey', 'ABC123DEFG',
+         'projectName', 'TEAM123456', 'applicationId', 'com.novu.test', 'secure', false, 'endpoint', :'apns'), 'apns-demo') AS apns;
+SELECT novu.create_integration('expo', jsonb_build_object('endpoint', :'expo'), 'expo-demo') AS expo;
 SELECT novu.create_workflow('order-shipped', '[{
            "type": "push",
            "title": "Order {{payload.orderId}} shipped",
@@ -34,10 +43,11 @@ SELECT novu.create_workflow('order-shipped', '[{
          }]', 'Order shipped') ->> 'workflowId' AS workflow;
 SQL
 
-run "2. The application identifies a user and stores the device token" <<'SQL'
-SELECT jsonb_pretty(novu.identify('user-42', '{"firstName": "Ada", "email": "ada@example.com", "locale": "en-GB"}')
-                    - 'createdAt' - 'updatedAt' - 'lastOnlineAt') AS subscriber;
-SELECT novu.set_credentials('user-42', 'fcm', '{"deviceTokens": ["fcm-token-of-adas-phone"]}') -> 'channels' AS channels;
+run "2. The application identifies a user and stores her devices' tokens" <<'SQL'
+SELECT novu.identify('user-42', '{"firstName": "Ada", "email": "ada@example.com", "locale": "en-GB"}') ->> 'subscriberId' AS subscriber;
+SELECT novu.set_credentials('user-42', 'fcm', '{"deviceTokens": ["fcm-token-of-adas-phone"]}') IS NOT NULL AS fcm_token;
+SELECT novu.set_credentials('user-42', 'apns', '{"deviceTokens": ["0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"]}') IS NOT NULL AS apns_token;
+SELECT jsonb_pretty(novu.add_credentials('user-42', 'expo', '{"deviceTokens": ["ExponentPushToken[ada-tablet]"]}') -> 'channels') AS channels;
 SQL
 
 run "3. Preview the template as the worker will render it" <<'SQL'
@@ -61,10 +71,29 @@ SELECT novu.trigger('order-shipped', '"user-42"', '{"orderId": 1002}', transacti
 ROLLBACK;
 SQL
 
-run "5. What the outbox holds (novu.messages)" <<'SQL'
-SELECT transaction_id, workflow_id, subscriber_id, channel, status, created_at::time(0) AS at
-  FROM novu.messages ORDER BY created_at;
+# the worker was woken at commit; give it a moment
+for _ in $(seq 100); do
+    [ "$(psql -XAtc "SELECT count(*) FROM novu.messages WHERE status IN ('pending','sending')")" = 0 ] && break
+    sleep 0.05
+done
+
+run "5. The result: novu.messages and the activity log" <<'SQL'
+SELECT transaction_id, provider_id, device_token, status, attempts, left(provider_message_id, 40) AS provider_message_id,
+       round(extract(epoch FROM sent_at - created_at) * 1000, 1) AS ms_to_send
+  FROM novu.messages ORDER BY provider_id;
+SELECT provider_id, status, detail FROM novu.execution_details ORDER BY id;
+SELECT integration_identifier, pending, in_flight, sent, failed FROM novu.stat_providers ORDER BY 1;
 SQL
 
+printf '\n\033[1m6. What the mock providers received\033[0m\n'
+curl -s "$control/requests" | node -e '
+let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
+  for (const r of JSON.parse(s).requests) {
+    const what = r.provider === "oauth" ? "grant_type=" + (r.body && r.body.grant_type)
+      : JSON.stringify(r.body);
+    console.log(`${r.provider.padEnd(5)} HTTP/${r.httpVersion} ${r.method} ${r.path}  -> ${r.response && r.response.status}\n      ${what}`);
+  }
+});'
+
 echo
-echo "Cluster: psql -h $tmp/pg -p $PGPORT -U postgres   (stopped when this script exits)"
+echo "Cluster: psql -h $tmp/pg -p $PGPORT -U postgres; mocks: $control/requests (both stop when this script exits)"

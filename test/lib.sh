@@ -15,7 +15,7 @@ log() { printf '== %s\n' "$*" >&2; }
 # Install the Debian packages the build, the tests and the mocks use.
 ensure_packages() {
     local pkgs="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev
-                make gcc openssl nodejs libipc-run-perl curl ca-certificates"
+                make gcc openssl nodejs libipc-run-perl curl ca-certificates zlib1g-dev"
     local missing=""
     for p in $pkgs; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -40,7 +40,7 @@ build_and_install() {
 
 # Run a command as the cluster owner.
 as_owner() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 # Start a throwaway cluster: start_cluster DIR [extra postgresql.conf lines...]

@@ -24,5 +24,25 @@ if ! make -s installcheck with_llvm=no; then
 fi
 
 stop_cluster
+
+# End-to-end: clusters with the worker against the strict mock providers.
+# PostgreSQL's TAP framework runs clusters as the invoking user, so as root the
+# suite runs as the postgres user from a copy it can read and write.
+log "end-to-end TAP suites (delivery worker + mock providers)"
+suite="$tmp/suite"
+mkdir -p "$suite"
+cp -r test "$suite/"
+if [ "$(id -u)" = 0 ]; then chown -R postgres: "$suite"; fi
+PGXS_DIR=$(dirname "$(pg_config --pgxs)")/../..
+tap_tests=${NOVU_TAP_TESTS:-$(cd "$suite/test/t" && ls [0-9]*.pl)}
+if ! as_owner env PATH="$PGBIN:$PATH" TESTDIR="$suite" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
+        prove --timer -I "$PGXS_DIR/src/test/perl" -I "$suite/test/t" \
+        $(for t in $tap_tests; do echo "$suite/test/t/$t"; done); then
+    status=1
+    for f in "$suite"/tmp_check/log/*; do
+        case "$f" in *.log) echo "---- $f (last 40 lines)"; tail -40 "$f";; esac
+    done
+fi
+
 if [ $status = 0 ]; then log "all suites passed"; else log "FAILED (server log: $tmp/pg/server.log)"; fi
 exit $status
