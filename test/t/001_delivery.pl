@@ -1,0 +1,160 @@
+# 001_delivery.pl: committed triggers reach the strict mock providers (FCM with
+# OAuth, APNs over HTTP/2 with an ES256 token, Expo), each good token exactly
+# once, with Novu's message mapping; rollback sends nothing; a repeated
+# transactionId sends once; a commit wakes the worker at once.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::Bin;
+
+use NovuTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $mocks = NovuTest::start_mocks();
+my $node = NovuTest::new_node('delivery', $mocks);
+NovuTest::create_integrations($node, $mocks);
+
+$node->safe_psql('postgres', <<'SQL');
+SELECT novu.create_workflow('order-shipped', '[{"type": "push",
+    "title": "Order {{payload.orderId}} shipped",
+    "content": "Hi {{subscriber.firstName}}, {{payload.items.size}} items",
+    "data": {"screen": "orders", "ref": "{{payload.orderId}}"}}]');
+SELECT novu.identify('alice', '{"firstName": "Alice", "channels": [
+    {"providerId": "fcm", "credentials": {"deviceTokens": ["fcm-alice"]}},
+    {"providerId": "apns", "credentials": {"deviceTokens": ["a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"]}},
+    {"providerId": "expo", "credentials": {"deviceTokens": ["ExponentPushToken[alice]"]}}]}');
+SQL
+
+# 1. one trigger, three providers
+NovuTest::query($node, q{SELECT novu.trigger('order-shipped', '"alice"',
+    '{"orderId": 42, "items": ["a", "b"], "total": 9.5, "gift": true, "meta": {"k": 1}}', '{}', 'tx-1')});
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 3 FROM novu.messages WHERE transaction_id = 'tx-1' AND status = 'sent'}),
+	'the three messages of one trigger end sent');
+
+my $fcm = NovuTest::requests($mocks, 'fcm');
+is(scalar @$fcm, 1, 'FCM received one request');
+my $m = $fcm->[0]{body}{message};
+is($m->{token}, 'fcm-alice', 'FCM: token');
+is($m->{notification}{title}, 'Order 42 shipped', 'FCM: title rendered');
+is($m->{notification}{body}, 'Hi Alice, 2 items', 'FCM: body rendered with subscriber and filter');
+is_deeply($m->{data}, { orderId => '42', items => '["a", "b"]', total => '9.5', gift => 'true',
+		meta => '{"k": 1}', screen => 'orders', ref => '42' },
+	'FCM: data is the payload plus the step data, every value a string');
+is($fcm->[0]{response}{status}, 200, 'FCM answered 200');
+is($fcm->[0]{httpVersion}, '2', 'FCM over HTTP/2');
+like($fcm->[0]{headers}{authorization}, qr/^Bearer \S+$/, 'FCM: bearer access token');
+is(scalar @{ NovuTest::requests($mocks, 'oauth') }, 1, 'one OAuth token request');
+
+my $apns = NovuTest::requests($mocks, 'apns');
+is(scalar @$apns, 1, 'APNs received one request');
+is($apns->[0]{path}, '/3/device/a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1', 'APNs: path');
+is($apns->[0]{httpVersion}, '2', 'APNs over HTTP/2');
+is($apns->[0]{headers}{'apns-topic'}, 'com.novu.test', 'APNs: apns-topic is the applicationId');
+is($apns->[0]{headers}{'apns-push-type'}, 'alert', 'APNs: apns-push-type alert');
+is($apns->[0]{headers}{'apns-priority'}, '10', 'APNs: apns-priority 10');
+is_deeply($apns->[0]{body}{aps}, { alert => { title => 'Order 42 shipped', body => 'Hi Alice, 2 items' } },
+	'APNs: aps.alert');
+is($apns->[0]{body}{orderId}, 42, 'APNs: payload keys at the top level');
+is($apns->[0]{response}{status}, 200, 'APNs answered 200 (the ES256 provider token verified)');
+
+my $expo = NovuTest::expo_sends($mocks);
+is(scalar @$expo, 1, 'Expo received one request');
+is_deeply([ map { $_->{to} } @{ $expo->[0]{body} } ], ['ExponentPushToken[alice]'], 'Expo: one message in an array');
+is($expo->[0]{body}[0]{data}{orderId}, 42, 'Expo: data is the payload as an object');
+
+is(NovuTest::query($node, q{SELECT string_agg(provider_id || '=' || (provider_message_id IS NOT NULL)::text, ',' ORDER BY provider_id)
+    FROM novu.messages WHERE transaction_id = 'tx-1'}),
+	'apns=true,expo=true,fcm=true', 'provider message ids are stored');
+is(NovuTest::query($node, q{SELECT count(*) FROM novu.execution_details WHERE transaction_id = 'tx-1' AND detail = 'Message sent'}),
+	'3', 'the activity log says "Message sent" three times');
+is(NovuTest::query($node, q{SELECT sum(sent) FROM novu.stat_providers}), '3', 'stat_providers counts three sent');
+
+# 2. overrides: Novu's two forms, trigger over step, deep merge
+NovuTest::reset_mocks($mocks);
+NovuTest::query($node, q{SELECT novu.trigger('order-shipped', '"alice"', '{"orderId": 43, "items": []}',
+    '{"fcm": {"android": {"priority": "HIGH"}, "data": {"extra": 7}},
+      "apns": {"headers": {"apns-collapse-id": "order-43"}, "aps": {"sound": "default"}},
+      "providers": {"expo": {"sound": "default", "priority": "high"}}}', 'tx-overrides')});
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 3 FROM novu.messages WHERE transaction_id = 'tx-overrides' AND status = 'sent'}),
+	'messages with overrides are sent');
+$m = NovuTest::requests($mocks, 'fcm')->[0]{body}{message};
+is($m->{android}{priority}, 'HIGH', 'FCM: overrides.fcm.android merged');
+is($m->{data}{extra}, '7', 'FCM: override data merged and stringified');
+is($m->{data}{ref}, '43', 'FCM: step data kept');
+$apns = NovuTest::requests($mocks, 'apns')->[0];
+is($apns->{headers}{'apns-collapse-id'}, 'order-43', 'APNs: overrides.apns.headers become headers');
+is($apns->{body}{aps}{sound}, 'default', 'APNs: overrides.apns deep-merged into aps');
+is($apns->{body}{aps}{alert}{title}, 'Order 43 shipped', 'APNs: alert kept by the deep merge');
+is(NovuTest::expo_sends($mocks)->[0]{body}[0]{priority}, 'high', 'Expo: overrides.providers.expo merged');
+is(scalar @{ NovuTest::requests($mocks, 'oauth') }, 0, 'the OAuth access token was reused');
+
+# 3. a rolled-back trigger sends nothing; a repeated transactionId sends once
+NovuTest::reset_mocks($mocks);
+$node->safe_psql('postgres', q{BEGIN; SELECT novu.trigger('order-shipped', '"alice"', '{"orderId": 666}', '{}', 'tx-rolled-back'); ROLLBACK;});
+NovuTest::query($node, q{SELECT novu.trigger('order-shipped', '"alice"', '{"orderId": 44}', '{}', 'tx-dup')});
+is(NovuTest::query($node, q{SELECT novu.trigger('order-shipped', '"alice"', '{"orderId": 45}', '{}', 'tx-dup') ->> 'status'}),
+	'duplicate', 'a repeated transactionId answers duplicate');
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 3 FROM novu.messages WHERE transaction_id = 'tx-dup' AND status = 'sent'}),
+	'the first trigger of tx-dup is sent');
+usleep(500_000);
+is_deeply(NovuTest::accepted($mocks, 'fcm'), { 'fcm-alice' => 1 }, 'FCM got exactly one request: none for the rollback, one for tx-dup');
+is(scalar(grep { ($_->{body}{message}{notification}{title} // '') =~ /666|45/ } @{ NovuTest::requests($mocks, 'fcm') }), 0,
+	'nothing of the rolled-back trigger nor of the duplicate was sent');
+is(NovuTest::query($node, q{SELECT count(*) FROM novu.messages WHERE transaction_id = 'tx-rolled-back'}), '0',
+	'the rolled-back trigger left no message');
+
+# 4. a commit wakes the worker at once: with a one-minute poll, delivery still takes milliseconds
+$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.poll_interval = '60s'; SELECT pg_reload_conf();});
+usleep(300_000);
+NovuTest::reset_mocks($mocks);
+my @latencies;
+for my $i (1 .. 5)
+{
+	# the second statement runs right after the first one's commit: its clock bounds the commit time
+	my $out = $node->safe_psql('postgres', qq{SELECT novu.trigger('order-shipped', '"alice"', '{"orderId": $i}', '{}', 'tx-wake-$i');
+	    SELECT extract(epoch FROM clock_timestamp())});
+	my $committed = (split /\n/, $out)[-1];
+	ok(NovuTest::wait_for($node, qq{SELECT count(*) = 3 FROM novu.messages WHERE transaction_id = 'tx-wake-$i' AND status = 'sent'}, 10),
+		"trigger $i delivered with a 60 s poll interval");
+	my ($req) = grep { ($_->{body}{message}{notification}{title} // '') eq "Order $i shipped" } @{ NovuTest::requests($mocks, 'fcm') };
+	push @latencies, $req->{time} / 1000.0 - $committed if $req;
+}
+@latencies = sort { $a <=> $b } @latencies;
+my $worst = $latencies[-1] // 99;
+diag(sprintf('commit to FCM mock receipt: %s ms', join(', ', map { sprintf('%.1f', $_ * 1000) } @latencies)));
+cmp_ok($worst, '<', 1.0, 'every trigger reached the mock within a second of its commit (woken at commit, not by the poll)');
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET novu.poll_interval; SELECT pg_reload_conf();});
+
+# 5. Expo batches up to 100 messages per request, tickets mapped back in order
+NovuTest::reset_mocks($mocks);
+$node->safe_psql('postgres', q{
+SELECT novu.identify('expo-' || i, jsonb_build_object('channels', jsonb_build_array(jsonb_build_object(
+    'providerId', 'expo', 'credentials', jsonb_build_object('deviceTokens', jsonb_build_array('ExponentPushToken[e' || i || ']'))))))
+  FROM generate_series(1, 150) i;
+SELECT novu.trigger('order-shipped', (SELECT jsonb_agg('expo-' || i) FROM generate_series(1, 150) i), '{"orderId": 7}', '{}', 'tx-expo-150');
+});
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 150 FROM novu.messages WHERE transaction_id = 'tx-expo-150' AND status = 'sent'}),
+	'150 Expo messages sent');
+$expo = NovuTest::expo_sends($mocks);
+is_deeply([ sort { $a <=> $b } map { scalar @{ $_->{body} } } @$expo ], [ 50, 100 ], 'in two requests of 100 and 50');
+is(NovuTest::query($node, q{SELECT count(DISTINCT provider_message_id) FROM novu.messages WHERE transaction_id = 'tx-expo-150'}),
+	'150', 'each message got its own ticket id');
+
+# 6. broadcast: every subscriber, the ones without a device token skipped with the reason
+NovuTest::reset_mocks($mocks);
+NovuTest::query($node, q{SELECT novu.identify('no-device')});
+NovuTest::query($node, q{SELECT novu.broadcast('order-shipped', '{"orderId": 8}', '{}', 'tx-broadcast')});
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 0 FROM novu.messages WHERE transaction_id = 'tx-broadcast' AND status IN ('pending', 'sending')}),
+	'broadcast fanned out and delivered');
+is(NovuTest::query($node, q{SELECT count(*) FROM novu.messages WHERE transaction_id = 'tx-broadcast' AND status = 'sent'}),
+	'153', 'broadcast: alice (3 devices) and 150 Expo subscribers sent');
+is(NovuTest::query($node, q{SELECT last_error FROM novu.messages WHERE transaction_id = 'tx-broadcast' AND subscriber_id = 'no-device'}),
+	'Subscriber has no device token', 'broadcast: a subscriber without device is skipped with the reason');
+is(NovuTest::query($node, q{SELECT count(*) FROM novu.notifications WHERE transaction_id = 'tx-broadcast'}),
+	'152', 'broadcast: one notification per subscriber');
+
+$node->stop;
+done_testing();

@@ -1,0 +1,173 @@
+# NovuTest.pm: shared helpers of the end-to-end TAP tests.
+#
+#   my $mocks = NovuTest::start_mocks();            # test CA, keys and the strict mock providers
+#   my $node  = NovuTest::new_node('main', $mocks);  # a cluster with novu preloaded, extension created
+#   NovuTest::create_integrations($node, $mocks);   # fcm-mock, apns-mock (sandbox), expo-mock
+#   NovuTest::wait_for($node, $sql);                 # poll until the query returns 't'
+#   NovuTest::requests($mocks, 'fcm')                # what a mock received
+#
+# The clusters are PostgreSQL::Test::Cluster nodes (run as an unprivileged user).
+package NovuTest;
+
+use strict;
+use warnings;
+
+use File::Basename qw(dirname);
+use File::Spec;
+use HTTP::Tiny;
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep time);
+
+my $ROOT = File::Spec->rel2abs(dirname(__FILE__) . '/../..');
+my $http = HTTP::Tiny->new(timeout => 30);
+my $json = JSON::PP->new->canonical->allow_nonref;
+
+# Make the certificates and start the mock providers; returns a hash describing them.
+sub start_mocks
+{
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my $base = $ENV{NOVU_MOCK_PORT_BASE} // (20000 + ($$ % 2000) * 10);
+	chmod 0755, $dir;
+	system('sh', "$ROOT/test/certs/make-certs.sh", $dir, $base + 1) == 0
+	  or die "make-certs.sh failed";
+	my ($in, $out, $err) = ('', '', '');
+	my $h = IPC::Run::start([ 'node', "$ROOT/test/mocks/server.js", '--certs', $dir, '--port-base', $base ],
+		\$in, \$out, \$err, IPC::Run::timeout(30));
+	$h->pump until $out =~ /\n/;
+	my $ready = decode_json((split /\n/, $out)[0]);
+	die "mocks not ready: $err" unless $ready->{ready};
+	my $mocks = {
+		handle => $h,
+		dir => $dir,
+		ports => $ready->{ports},
+		urls => $ready->{urls},
+		control => "http://127.0.0.1:$ready->{ports}{control}",
+	};
+	# reap the mocks when the test ends
+	push @NovuTest::all_mocks, $mocks;
+	return $mocks;
+}
+
+END
+{
+	for my $m (@NovuTest::all_mocks)
+	{
+		eval { $m->{handle}->signal('TERM'); $m->{handle}->finish; };
+	}
+}
+
+# GET/POST/DELETE on the mocks' control API; returns the decoded JSON.
+sub control
+{
+	my ($mocks, $method, $path, $body) = @_;
+	my $res = $http->request($method, "$mocks->{control}$path",
+		{ headers => { 'content-type' => 'application/json' },
+		  (defined $body ? (content => encode_json($body)) : ()) });
+	die "control $method $path: $res->{status} $res->{content}" unless $res->{success};
+	return decode_json($res->{content});
+}
+
+# Requests a mock received (provider: fcm, apns, expo, oauth), oldest first.
+sub requests
+{
+	my ($mocks, $provider) = @_;
+	return control($mocks, 'GET', "/requests?provider=$provider")->{requests};
+}
+
+# Requests each token had accepted by a provider: { token => count }.
+sub accepted
+{
+	my ($mocks, $provider) = @_;
+	return control($mocks, 'GET', "/accepted?provider=$provider");
+}
+
+# Script the behaviour of device tokens: set_tokens($mocks, 'fcm', 'dead', @tokens).
+sub set_tokens
+{
+	my ($mocks, $provider, $state, @tokens) = @_;
+	control($mocks, 'POST', '/tokens', { provider => $provider, tokens => \@tokens, state => $state });
+}
+
+# Forget requests, token states and config between test steps (issued OAuth
+# access tokens too with forget_oauth => 1).
+sub reset_mocks
+{
+	my ($mocks, %opt) = @_;
+	control($mocks, 'POST', '/reset', { oauthTokens => ($opt{forget_oauth} ? JSON::PP::true : JSON::PP::false) });
+}
+
+# A cluster with novu preloaded and the extension created in "postgres".
+sub new_node
+{
+	my ($name, $mocks, %conf) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	my %settings = (
+		shared_preload_libraries => "'novu'",
+		'novu.database_name' => "'postgres'",
+		'novu.ca_file' => "'$mocks->{dir}/ca.pem'",
+		'novu.poll_interval' => 1000,
+		'novu.retry_initial_delay' => 200,
+		'novu.retry_max_delay' => 2000,
+		'novu.request_timeout' => 3000,
+		'novu.expo_receipt_delay' => 500,
+		max_worker_processes => 16,
+		%conf);
+	$node->append_conf('postgresql.conf', join('', map { "$_ = $settings{$_}\n" } sort keys %settings));
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION novu');
+	return $node;
+}
+
+# Integrations pointing at the mocks: fcm-mock, apns-mock (sandbox host), expo-mock.
+sub create_integrations
+{
+	my ($node, $mocks) = @_;
+	my $sa = slurp_file("$mocks->{dir}/fcm-service-account.json");
+	my $p8 = slurp_file("$mocks->{dir}/apns-key.p8");
+	$node->safe_psql('postgres', sprintf(<<'SQL', q($) . $sa . q($), $mocks->{urls}{fcm}, $p8, $mocks->{urls}{apnsSandbox}, $mocks->{urls}{expo}));
+SELECT novu.create_integration('fcm', jsonb_build_object('serviceAccount', $%s$::jsonb, 'endpoint', '%s'), 'fcm-mock');
+SELECT novu.create_integration('apns', jsonb_build_object('secretKey', $$%s$$, 'apiKey', 'ABC123DEFG',
+    'projectName', 'TEAM123456', 'applicationId', 'com.novu.test', 'secure', false, 'endpoint', '%s'), 'apns-mock');
+SELECT novu.create_integration('expo', jsonb_build_object('endpoint', '%s'), 'expo-mock');
+SQL
+}
+
+# Poll until the query returns 't' (default timeout 60 s); returns true if it did.
+sub wait_for
+{
+	my ($node, $sql, $timeout) = @_;
+	$timeout //= 60;
+	my $deadline = time() + $timeout;
+	while (time() < $deadline)
+	{
+		my $r = $node->safe_psql('postgres', $sql);
+		return 1 if $r eq 't';
+		usleep(50_000);
+	}
+	diag("timed out waiting for: $sql");
+	return 0;
+}
+
+# A query's single value.
+sub query
+{
+	my ($node, $sql) = @_;
+	return $node->safe_psql('postgres', $sql);
+}
+
+# Decode JSON text (for values read with query()).
+sub decode { return $json->decode($_[0]); }
+
+# Expo send requests only (the log also holds getReceipts calls).
+sub expo_sends
+{
+	my ($mocks) = @_;
+	return [ grep { $_->{path} =~ m{/push/send$} } @{ requests($mocks, 'expo') } ];
+}
+
+1;
