@@ -23,6 +23,10 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-.PHONY: test
+.PHONY: test bench
 test:
 	bash test/run-tests.sh
+
+# measurements, never part of the tests (see test/bench/run.sh for BENCH_SCALE, PG_NET_SRC)
+bench:
+	bash test/bench/run.sh
