@@ -1,10 +1,14 @@
 /*
  * deliver.c
- *		One delivery round: claim a batch, render it, send it through the
- *		providers, classify the answers, record the results.
+ *		The delivery pipeline: claim batches, render, send through the
+ *		providers, classify the answers as they arrive, record the results.
  *
  * Claim and record are short transactions (queue.c); rendering and all network
- * I/O happen between them, with no transaction, snapshot or lock held.
+ * I/O happen between them, with no transaction, snapshot or lock held.  The
+ * pipeline never waits for a whole round: requests stay in flight across calls,
+ * answers are classified as they arrive and recorded in batches, and new batches
+ * are claimed while others are still in flight, so a slow provider delays only
+ * its own messages.
  * Outcomes follow PROTOCOLS.md section 7: sent; token removed; retried with
  * exponential backoff and jitter (Retry-After honoured) up to novu.max_attempts;
  * credential renewed once then retried; configuration error (tokens kept, logged
@@ -27,13 +31,15 @@
 #include "novu.h"
 #include "provider.h"
 #include "queue.h"
-#include "template.h"
+#include "render.h"
 
 #define BREAKER_WINDOW_MS		60000
 #define BREAKER_MIN_ANSWERS		20
 #define BREAKER_RATIO			0.8
 #define BREAKER_HOLD_MS			(10 * 60 * 1000)
-#define STEP_KEY_LEN			400
+#define RESULTS_FLUSH_AT		1000	/* record at least this many results at once ... */
+#define RESULTS_FLUSH_MS		20		/* ... or whatever waited this long */
+#define REAUTH_INTERVAL_MS		10000	/* renew a credential at most this often on 401 */
 
 /* Cached integrations, by id. */
 typedef struct IntegrationEntry
@@ -42,14 +48,12 @@ typedef struct IntegrationEntry
 	Integration *ig;
 } IntegrationEntry;
 
-/* Compiled templates of one workflow step, for one batch. */
-typedef struct StepTemplates
+/* The memory of one claimed batch, freed once all its messages are recorded. */
+typedef struct Batch
 {
-	char		key[STEP_KEY_LEN];
-	Template   *title;
-	Template   *content;
-	char	   *error;			/* a template that no longer parses */
-} StepTemplates;
+	MemoryContext context;
+	int			unrecorded;
+} Batch;
 
 /* One request in flight with the messages it carries. */
 typedef struct InFlight
@@ -58,10 +62,26 @@ typedef struct InFlight
 	HttpRequest *req;
 	Message   **msgs;
 	int			n;
+	Batch	   *batch;
 } InFlight;
 
 static HTAB *integration_cache = NULL;
 static MemoryContext cache_context = NULL;
+
+/* Answered messages waiting to be recorded, and the batches they point into. */
+static MemoryContext results_context = NULL;
+static Message **answered = NULL;	/* in results_context */
+static int	nanswered = 0;
+static int	answered_cap = 0;
+static List *finished_batches = NIL;	/* in TopMemoryContext */
+static TimestampTz results_since = 0;
+
+/* Messages claimed and not answered yet (in flight or waiting to be resent). */
+static int	messages_in_flight = 0;
+
+/* Claim scheduling: claim again at once after a full batch, else when due. */
+static bool last_claim_full = false;
+static TimestampTz next_claim_at = 0;
 
 static const ProviderOps *const providers[] = {&fcm_provider, &apns_provider, &expo_provider};
 
@@ -126,6 +146,7 @@ novu_deliver_init(void)
 	HASHCTL		ctl;
 
 	http_init();
+	results_context = AllocSetContextCreate(TopMemoryContext, "novu results", ALLOCSET_DEFAULT_SIZES);
 	cache_context = AllocSetContextCreate(TopMemoryContext, "novu integrations", ALLOCSET_DEFAULT_SIZES);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
@@ -145,10 +166,14 @@ integration_get(IntegrationRow *row)
 	char	   *error = NULL;
 
 	entry = hash_search(integration_cache, &row->id, HASH_ENTER, &found);
-	if (found && strcmp(entry->ig->updated_at, row->updated_at) == 0)
+	/* changed credentials take effect once its requests in flight are answered */
+	if (found && (strcmp(entry->ig->updated_at, row->updated_at) == 0 || entry->ig->in_flight > 0))
 		return entry->ig;
 	if (found)
+	{
+		http_pool_destroy(entry->ig->pool);
 		MemoryContextDelete(entry->ig->context);
+	}
 
 	old = MemoryContextSwitchTo(cache_context);
 	ig = palloc0(sizeof(Integration));
@@ -160,6 +185,7 @@ integration_get(IntegrationRow *row)
 	ig->credentials = palloc(VARSIZE(row->credentials));
 	memcpy(ig->credentials, row->credentials, VARSIZE(row->credentials));
 	ig->updated_at = pstrdup(row->updated_at);
+	ig->pool = http_pool_create();
 	ig->ops = provider_lookup(row->provider_id);
 	if (ig->ops == NULL)
 		ig->config_error = psprintf("provider \"%s\" is not delivered by this version", row->provider_id);
@@ -168,159 +194,6 @@ integration_get(IntegrationRow *row)
 	MemoryContextSwitchTo(old);
 	entry->ig = ig;
 	return ig;
-}
-
-/* Deep-merge a provider's overrides: step then trigger, each in both Novu forms. */
-static Jsonb *
-provider_overrides(Jsonb *step_overrides, Jsonb *trigger_overrides, const char *provider_id)
-{
-	Jsonb	   *result = NULL;
-	Jsonb	   *sources[2] = {step_overrides, trigger_overrides};
-	int			i;
-
-	for (i = 0; i < 2; i++)
-	{
-		JsonbValue	v;
-		JsonbValue	p;
-
-		if (sources[i] == NULL || !JB_ROOT_IS_OBJECT(sources[i]))
-			continue;
-		/* overrides.providers.<id> first, then overrides.<id> */
-		if (jsonb_container_get(&sources[i]->root, "providers", &p) && p.type == jbvBinary &&
-			jsonb_container_get(p.val.binary.data, provider_id, &v) && v.type == jbvBinary &&
-			JsonContainerIsObject(v.val.binary.data))
-			result = jsonb_deep_merge(result, JsonbValueToJsonb(&v));
-		if (jsonb_container_get(&sources[i]->root, provider_id, &v) && v.type == jbvBinary &&
-			JsonContainerIsObject(v.val.binary.data))
-			result = jsonb_deep_merge(result, JsonbValueToJsonb(&v));
-	}
-	return result;
-}
-
-/* Compile a step's title and content, or find them in this batch's cache. */
-static StepTemplates *
-step_templates(HTAB *cache, ClaimedRow *r)
-{
-	StepTemplates *st;
-	bool		found;
-	char		key[STEP_KEY_LEN];
-	char	   *src;
-
-	strlcpy(key, r->step_key ? r->step_key : "", STEP_KEY_LEN);
-	st = hash_search(cache, key, HASH_ENTER, &found);
-	if (found)
-		return st;
-	st->title = NULL;
-	st->content = NULL;
-	st->error = NULL;
-	src = jsonb_container_get_string(&r->step->root, "title");
-	if (src != NULL && (st->title = template_parse(src, strlen(src), &st->error)) == NULL)
-		return st;
-	src = jsonb_container_get_string(&r->step->root, "content");
-	if (src != NULL)
-		st->content = template_parse(src, strlen(src), &st->error);
-	return st;
-}
-
-/* The rendering context {payload, subscriber, actor} of a message. */
-static Jsonb *
-render_context(ClaimedRow *r)
-{
-	JsonbParseState *state = NULL;
-	JsonbValue	v;
-	Jsonb	   *parts[3] = {r->payload, r->subscriber, r->actor};
-	const char *names[3] = {"payload", "subscriber", "actor"};
-	int			i;
-
-	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	for (i = 0; i < 3; i++)
-	{
-		jsonb_push_key(&state, names[i]);
-		if (parts[i] == NULL)
-		{
-			v.type = jbvNull;
-			pushJsonbValue(&state, WJB_VALUE, &v);
-		}
-		else
-		{
-			v.type = jbvBinary;
-			v.val.binary.data = &parts[i]->root;
-			v.val.binary.len = VARSIZE(parts[i]) - VARHDRSZ;
-			pushJsonbValue(&state, WJB_VALUE, &v);
-		}
-	}
-	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
-}
-
-/* Render the step's data object: string values are templates. */
-static Jsonb *
-render_step_data(Jsonb *step, Jsonb *context, char **error)
-{
-	JsonbValue	data;
-	JsonbIterator *it;
-	JsonbIteratorToken tok;
-	JsonbValue	v;
-	JsonbParseState *state = NULL;
-	JsonbValue *result = NULL;
-
-	if (!jsonb_container_get(&step->root, "data", &data) || data.type != jbvBinary ||
-		!JsonContainerIsObject(data.val.binary.data))
-		return NULL;
-	it = JsonbIteratorInit(data.val.binary.data);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		if (tok == WJB_VALUE && v.type == jbvString)
-		{
-			char	   *src = pnstrdup(v.val.string.val, v.val.string.len);
-			Template   *t = template_parse(src, strlen(src), error);
-			char	   *out;
-
-			if (t == NULL || (out = template_render(t, context, error)) == NULL)
-				return NULL;
-			v.val.string.val = out;
-			v.val.string.len = strlen(out);
-		}
-		result = pushJsonbValue(&state, tok, tok < WJB_BEGIN_ARRAY ? &v : NULL);
-	}
-	return JsonbValueToJsonb(result);
-}
-
-/* Render one message's title, body, data and overrides; false with *error on failure. */
-static bool
-render_message(HTAB *cache, ClaimedRow *r, char **error)
-{
-	Message    *m = r->msg;
-	StepTemplates *st = step_templates(cache, r);
-	Jsonb	   *context;
-	Jsonb	   *step_data;
-	JsonbValue	ov;
-
-	if (st->error != NULL)
-	{
-		*error = st->error;
-		return false;
-	}
-	context = render_context(r);
-	m->title = st->title ? template_render(st->title, context, error) : pstrdup("");
-	if (m->title == NULL)
-		return false;
-	m->body = st->content ? template_render(st->content, context, error) : pstrdup("");
-	if (m->body == NULL)
-		return false;
-
-	*error = NULL;
-	step_data = render_step_data(r->step, context, error);
-	if (*error != NULL)
-		return false;
-	m->data = r->payload ? r->payload : jsonb_empty_object();
-	if (step_data != NULL)
-		m->data = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(m->data),
-													 JsonbPGetDatum(step_data)));
-
-	m->overrides = provider_overrides(jsonb_container_get(&r->step->root, "overrides", &ov) && ov.type == jbvBinary
-									  ? JsonbValueToJsonb(&ov) : NULL,
-									  r->trigger_overrides, m->integration->provider_id);
-	return true;
 }
 
 /* Exponential backoff with jitter, at least Retry-After. */
@@ -447,109 +320,200 @@ record_outcome(ResultBatch *rb, Message *m)
 	}
 }
 
-/* Build, submit and collect the requests of one integration's messages. */
-static List *
-submit_messages(Integration *ig, Message **msgs, int n, List *inflight)
+/* A new batch context (a child of TopMemoryContext: it outlives worker cycles). */
+static Batch *
+batch_create(void)
+{
+	Batch	   *b = MemoryContextAllocZero(TopMemoryContext, sizeof(Batch));
+
+	b->context = AllocSetContextCreate(TopMemoryContext, "novu batch", ALLOCSET_DEFAULT_SIZES);
+	return b;
+}
+
+/* One message of a batch is recorded; a batch with none left waits for the flush. */
+static void
+batch_done(Batch *b, int n)
+{
+	b->unrecorded -= n;
+	if (b->unrecorded == 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		finished_batches = lappend(finished_batches, b);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/* Queue an answered (or failed-before-sending) message to be recorded. */
+static void
+add_result(Message *m, Batch *b)
+{
+	if (nanswered == answered_cap)
+	{
+		answered_cap = Max(256, answered_cap * 2);
+		answered = answered == NULL
+			? MemoryContextAlloc(results_context, sizeof(Message *) * answered_cap)
+			: repalloc(answered, sizeof(Message *) * answered_cap);
+	}
+	if (nanswered == 0)
+		results_since = GetCurrentTimestamp();
+	answered[nanswered++] = m;
+	batch_done(b, 1);
+}
+
+/*
+ * Record the answered messages in one statement, then free the finished
+ * batches.  The circuit breaker looks at each integration's answers of this
+ * flush together, before any token is pruned.
+ */
+static int
+flush_results(void)
+{
+	int			n = nanswered;
+	MemoryContext old;
+	ResultBatch rb;
+	ListCell   *lc;
+	int			i;
+
+	if (n == 0)
+		return 0;
+	old = MemoryContextSwitchTo(results_context);
+	for (i = 0; i < n; i++)
+	{
+		Integration *ig = answered[i]->integration;
+		Message   **same;
+		int			k = 0;
+		int			j;
+
+		/* once per integration: its answers in this flush */
+		for (j = 0; j < i && answered[j]->integration != ig; j++)
+			;
+		if (ig == NULL || j < i)
+			continue;
+		same = palloc(sizeof(Message *) * n);
+		for (j = i; j < n; j++)
+		{
+			if (answered[j]->integration == ig)
+				same[k++] = answered[j];
+		}
+		apply_breaker(ig, same, k);
+	}
+	memset(&rb, 0, sizeof(rb));
+	for (i = 0; i < n; i++)
+	{
+		Message    *m = answered[i];
+
+		if (m->integration == NULL)
+			result_add(&rb, m, "failed", m->reason, 0, -1, psprintf("Message dropped: %s", m->reason));
+		else
+			record_outcome(&rb, m);
+	}
+	queue_record(&rb);
+	MemoryContextSwitchTo(old);
+	answered = NULL;
+	nanswered = answered_cap = 0;
+	MemoryContextReset(results_context);
+	foreach(lc, finished_batches)
+	{
+		Batch	   *b = lfirst(lc);
+
+		MemoryContextDelete(b->context);
+		pfree(b);
+	}
+	list_free(finished_batches);
+	finished_batches = NIL;
+	return n;
+}
+
+/* Build and submit the requests of some messages of one integration. */
+static void
+submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 {
 	int			i;
-	int			batch = Max(ig->ops->max_batch, 1);
+	int			per = Max(ig->ops->max_batch, 1);
 
-	for (i = 0; i < n; i += batch)
+	for (i = 0; i < n; i += per)
 	{
-		int			k = Min(batch, n - i);
+		int			k = Min(per, n - i);
 		HttpRequest *req = ig->ops->build(ig, msgs + i, k);
 		InFlight   *f;
+		int			j;
 
 		if (req == NULL)
-			continue;			/* build() decided their outcomes */
+		{
+			/* build() decided their outcomes (e.g. PayloadTooLarge) */
+			for (j = 0; j < k; j++)
+				add_result(msgs[i + j], b);
+			continue;
+		}
 		f = palloc(sizeof(InFlight));
 		f->ig = ig;
 		f->req = req;
 		f->msgs = msgs + i;
 		f->n = k;
-		http_submit(req);
-		inflight = lappend(inflight, f);
+		f->batch = b;
+		req->owner = f;
+		http_submit(ig->pool, req);
+		ig->in_flight++;
+		messages_in_flight += k;
 	}
-	return inflight;
 }
 
-/* Send the messages of one integration and classify the answers. */
+/* Send the messages of one integration, or fail them if it cannot be used. */
 static void
-send_group(Integration *ig, Message **msgs, int n, List **inflight)
+send_group(Integration *ig, Message **msgs, int n, Batch *b)
 {
 	Outcome		failure = OUTCOME_RETRY;
 	char	   *error = NULL;
+	int			i;
 
 	if (ig->config_error != NULL)
-	{
 		messages_set(msgs, n, OUTCOME_CONFIG_ERROR, ig->config_error);
-		return;
-	}
-	if (!ig->ops->authorize(ig, false, &failure, &error))
-	{
+	else if (!ig->ops->authorize(ig, false, &failure, &error))
 		messages_set(msgs, n, failure, error);
+	else
+	{
+		submit_messages(ig, msgs, n, b);
 		return;
 	}
-	*inflight = submit_messages(ig, msgs, n, *inflight);
+	for (i = 0; i < n; i++)
+		add_result(msgs[i], b);
 }
-
-/* Wait for the requests in flight and let their providers classify the answers. */
-static void
-collect(List *inflight)
-{
-	ListCell   *lc;
-
-	http_run();
-	foreach(lc, inflight)
-	{
-		InFlight   *f = lfirst(lc);
-
-		f->ig->ops->classify(f->ig, f->req, f->msgs, f->n);
-		http_request_free(f->req);
-	}
-}
-
-/* Messages of one integration in a batch. */
-typedef struct Group
-{
-	Integration *ig;
-	Message   **msgs;
-	int			n;
-} Group;
 
 /*
- * One delivery round.  Returns the number of messages handled; *sleep_ms is
- * shortened when a retry or receipt is due before the next poll.
+ * Claim a batch, render it and submit its requests.  Messages that cannot be
+ * sent (deleted integration, render error, ...) get their result at once.
+ * Returns the number of messages claimed; *next_due_ms says when more is due.
  */
-int
-novu_deliver(long *sleep_ms)
+static int
+claim_and_send(int limit, long *next_due_ms)
 {
+	Batch	   *b = batch_create();
+	MemoryContext old = MemoryContextSwitchTo(b->context);
 	ClaimedRow *rows;
-	long		next_due = -1;
-	int			n;
-	int			i;
-	int			g;
-	int			ngroups = 0;
-	Group	   *groups;
 	IntegrationRow *irows = NULL;
 	int			nirows = 0;
 	int64	   *ids;
 	int			nids = 0;
-	HASHCTL		ctl;
+	int			n;
+	int			i;
+	int			g;
+	Message  ***groups;
+	int		   *ngroup;
 	HTAB	   *step_cache;
-	List	   *inflight = NIL;
-	ResultBatch rb;
 	int			lease_ms = novu_request_timeout * 3 + 30000;
 
-	n = queue_claim(novu_batch_size, lease_ms, &rows, &next_due);
+	n = queue_claim(limit, lease_ms, &rows, next_due_ms);
 	if (n == 0)
 	{
-		if (next_due >= 0)
-			*sleep_ms = Min(*sleep_ms, Max(next_due, 1L));
-		return novu_expo_receipts(sleep_ms);
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(b->context);
+		pfree(b);
+		return 0;
 	}
+	b->unrecorded = n;
 
-	/* integrations of the batch, from the cache (refreshed if changed) */
+	/* the batch's integrations, from the cache (refreshed if changed) */
 	ids = palloc(sizeof(int64) * n);
 	for (i = 0; i < n; i++)
 	{
@@ -564,23 +528,13 @@ novu_deliver(long *sleep_ms)
 	}
 	if (nids > 0)
 		nirows = queue_load_integrations(ids, nids, &irows);
-
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = STEP_KEY_LEN;
-	ctl.entrysize = sizeof(StepTemplates);
-	ctl.hcxt = CurrentMemoryContext;
-	step_cache = hash_create("novu step templates", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-
-	groups = palloc0(sizeof(Group) * (nirows + 1));
+	groups = palloc0(sizeof(Message **) * Max(nirows, 1));
+	ngroup = palloc0(sizeof(int) * Max(nirows, 1));
 	for (g = 0; g < nirows; g++)
-	{
-		groups[g].ig = integration_get(&irows[g]);
-		groups[g].msgs = palloc(sizeof(Message *) * n);
-		groups[g].n = 0;
-	}
-	ngroups = nirows;
+		groups[g] = palloc(sizeof(Message *) * n);
 
-	/* resolve and render every message; failures get their outcome now */
+	/* resolve and render every message; failures get their result now */
+	step_cache = render_cache_create();
 	for (i = 0; i < n; i++)
 	{
 		ClaimedRow *r = &rows[i];
@@ -591,83 +545,169 @@ novu_deliver(long *sleep_ms)
 		for (j = 0; j < nirows && irows[j].id != r->integration_id; j++)
 			;
 		if (j == nirows)
-		{
 			message_set(m, OUTCOME_DROP, "Integration deleted");
-			continue;
-		}
-		m->integration = groups[j].ig;
-		if (!irows[j].active)
-			message_set(m, OUTCOME_DROP, "Integration is not active");
-		else if (r->step == NULL)
-			message_set(m, OUTCOME_DROP, "Workflow not found");
-		else if (r->subscriber == NULL)
-			message_set(m, OUTCOME_DROP, "Subscriber not found");
-		else if (!render_message(step_cache, r, &error))
-			message_set(m, OUTCOME_DROP, psprintf("Template error: %s", error ? error : "unknown"));
 		else
-			groups[j].msgs[groups[j].n++] = m;
-		CHECK_FOR_INTERRUPTS();
-	}
-
-	/* send: every integration's requests go out together, multiplexed */
-	for (g = 0; g < ngroups; g++)
-	{
-		groups[g].ig->reauthed = false;
-		if (groups[g].n > 0)
-			send_group(groups[g].ig, groups[g].msgs, groups[g].n, &inflight);
-	}
-	collect(inflight);
-
-	/* REAUTH_THEN_RETRY: renew the credential once, resend those messages */
-	inflight = NIL;
-	for (g = 0; g < ngroups; g++)
-	{
-		Group	   *gr = &groups[g];
-		Message   **again = palloc(sizeof(Message *) * Max(gr->n, 1));
-		int			nagain = 0;
-
-		for (i = 0; i < gr->n; i++)
 		{
-			if (gr->msgs[i]->outcome == OUTCOME_REAUTH)
-				again[nagain++] = gr->msgs[i];
-		}
-		if (nagain == 0 || gr->ig->reauthed)
-			continue;
-		gr->ig->reauthed = true;
-		{
-			Outcome		failure = OUTCOME_RETRY;
-			char	   *error = NULL;
-
-			if (!gr->ig->ops->authorize(gr->ig, true, &failure, &error))
-				messages_set(again, nagain, failure, error);
+			m->integration = integration_get(&irows[j]);
+			if (!irows[j].active)
+				message_set(m, OUTCOME_DROP, "Integration is not active");
+			else if (r->step == NULL)
+				message_set(m, OUTCOME_DROP, "Workflow not found");
+			else if (r->subscriber == NULL)
+				message_set(m, OUTCOME_DROP, "Subscriber not found");
+			else if (!render_message(step_cache, r, &error))
+				message_set(m, OUTCOME_DROP, psprintf("Template error: %s", error ? error : "unknown"));
 			else
 			{
-				messages_set(again, nagain, OUTCOME_NONE, NULL);
-				inflight = submit_messages(gr->ig, again, nagain, inflight);
+				groups[j][ngroup[j]++] = m;
+				continue;
 			}
 		}
+		add_result(m, b);
 	}
-	if (inflight != NIL)
-		collect(inflight);
 
-	/* outcomes → results */
-	memset(&rb, 0, sizeof(rb));
-	for (g = 0; g < ngroups; g++)
-		apply_breaker(groups[g].ig, groups[g].msgs, groups[g].n);
-	for (i = 0; i < n; i++)
+	/* every integration's requests go out together, multiplexed */
+	for (g = 0; g < nirows; g++)
 	{
-		Message    *m = rows[i].msg;
-
-		if (m->integration == NULL)
-		{
-			/* no integration: nothing to prune or log against */
-			result_add(&rb, m, "failed", m->reason, 0, -1, psprintf("Message dropped: %s", m->reason));
-			continue;
-		}
-		record_outcome(&rb, m);
+		if (ngroup[g] > 0)
+			send_group(integration_get(&irows[g]), groups[g], ngroup[g], b);
 	}
-	queue_record(&rb);
-	return n + novu_expo_receipts(sleep_ms);
+	MemoryContextSwitchTo(old);
+	return n;
+}
+
+/*
+ * A request was answered: classify its messages and queue their results; a
+ * credential the provider rejected is renewed once and the messages resent.
+ */
+static void
+handle_answer(HttpRequest *req)
+{
+	InFlight   *f = req->owner;
+	Integration *ig = f->ig;
+	MemoryContext old = MemoryContextSwitchTo(f->batch->context);
+	Message   **again;
+	int			nagain = 0;
+	int			i;
+
+	ig->in_flight--;
+	messages_in_flight -= f->n;
+	ig->ops->classify(ig, req, f->msgs, f->n);
+	http_request_free(req);
+
+	/* REAUTH_THEN_RETRY: renew the credential (at most every 10 s) and resend */
+	again = palloc(sizeof(Message *) * f->n);
+	for (i = 0; i < f->n; i++)
+	{
+		if (f->msgs[i]->outcome == OUTCOME_REAUTH)
+			again[nagain++] = f->msgs[i];
+	}
+	if (nagain > 0)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		Outcome		failure = OUTCOME_RETRY;
+		char	   *error = NULL;
+
+		if (ig->reauth_at == 0 || TimestampDifferenceExceeds(ig->reauth_at, now, REAUTH_INTERVAL_MS))
+		{
+			ig->reauth_at = now;
+			if (ig->ops->authorize(ig, true, &failure, &error))
+			{
+				messages_set(again, nagain, OUTCOME_NONE, NULL);
+				submit_messages(ig, again, nagain, f->batch);
+			}
+			else
+				messages_set(again, nagain, failure, error);
+		}
+	}
+
+	for (i = 0; i < f->n; i++)
+	{
+		if (f->msgs[i]->outcome != OUTCOME_NONE || nagain == 0)
+			add_result(f->msgs[i], f->batch);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * One step of the pipeline: claim a batch if there is room and reason to,
+ * let the requests in flight progress (waiting at most wait_ms, less if
+ * something is answered or the latch is set), classify the answers, and record
+ * results in batches.  Returns the number of messages claimed or answered;
+ * *sleep_ms is shortened when something falls due before the next poll.
+ */
+int
+novu_deliver(bool woken, long wait_ms, long *sleep_ms)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			handled = 0;
+	HttpRequest *req;
+
+	if ((woken || last_claim_full || now >= next_claim_at) &&
+		messages_in_flight < 2 * novu_batch_size)
+	{
+		long		next_due = -1;
+		int			n = claim_and_send(novu_batch_size, &next_due);
+
+		handled += n;
+		last_claim_full = (n == novu_batch_size);
+		if (!last_claim_full)
+			next_claim_at = TimestampTzPlusMilliseconds(now, next_due >= 0 ? Min(next_due, novu_poll_interval)
+														: novu_poll_interval);
+	}
+
+	if (http_in_flight() > 0)
+		(void) http_wait(handled > 0 ? 0 : wait_ms);
+	while ((req = http_take_done()) != NULL)
+	{
+		handle_answer(req);
+		handled++;
+	}
+
+	/* record in batches: enough results, or the oldest waited long enough, or all answered */
+	if (nanswered >= RESULTS_FLUSH_AT || messages_in_flight == 0 ||
+		(nanswered > 0 && TimestampDifferenceExceeds(results_since, GetCurrentTimestamp(), RESULTS_FLUSH_MS)))
+		flush_results();
+
+	if (!last_claim_full)
+	{
+		long		until_claim = (long) ((next_claim_at - GetCurrentTimestamp()) / 1000);
+
+		*sleep_ms = Min(*sleep_ms, Max(until_claim, 1L));
+	}
+	return handled;
+}
+
+/* Whether requests are in flight or results wait to be recorded. */
+bool
+novu_deliver_busy(void)
+{
+	return messages_in_flight > 0 || nanswered > 0;
+}
+
+/*
+ * After an error: drop the results not recorded yet (their messages stay
+ * leased, 'sending', until the lease expires and any worker claims them
+ * again).  Requests still in flight go on and are recorded as usual.
+ */
+void
+novu_deliver_abandon(void)
+{
+	ListCell   *lc;
+
+	answered = NULL;
+	nanswered = answered_cap = 0;
+	if (results_context)
+		MemoryContextReset(results_context);
+	foreach(lc, finished_batches)
+	{
+		Batch	   *b = lfirst(lc);
+
+		MemoryContextDelete(b->context);
+		pfree(b);
+	}
+	list_free(finished_batches);
+	finished_batches = NIL;
 }
 
 /*
@@ -676,7 +716,7 @@ novu_deliver(long *sleep_ms)
  * prunes the token and turns the message failed.  Returns receipts handled.
  */
 int
-novu_expo_receipts(long *sleep_ms)
+novu_expo_receipts(void)
 {
 	ReceiptRow *rows;
 	int			n;
@@ -729,9 +769,8 @@ novu_expo_receipts(long *sleep_ms)
 		if (k == 0)
 			continue;
 		reqs[g] = expo_receipts_request(igs[g], tickets, k);
-		http_submit(reqs[g]);
+		http_run_one(igs[g]->pool, reqs[g]);
 	}
-	http_run();
 
 	memset(&rb, 0, sizeof(rb));
 	for (g = 0; g < nirows; g++)

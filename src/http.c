@@ -1,23 +1,26 @@
 /*
  * http.c
- *		The HTTP engine of the delivery workers, on libcurl's multi interface.
+ *		The HTTP engine of the delivery workers, on libcurl's multi interface
+ *		(socket-action API).
  *
- * One multi handle lives as long as the worker, so connections (and their TLS
- * sessions) are reused across batches; HTTP/2 transfers to one host are
- * multiplexed on one connection (CURLPIPE_MULTIPLEX + PIPEWAIT) and the number
- * of connections per host is bounded, which bounds the requests in flight.
- * Waits are cut into slices of at most 100 ms with CHECK_FOR_INTERRUPTS between
- * them, so SIGTERM is served promptly even when a provider hangs.  curl keeps its
- * own (malloc) memory: its objects outlive our memory contexts.
+ * Each integration has its own pool (a curl multi handle), so its connections
+ * are reused across rounds but never shared with another integration: APNs
+ * binds a connection to one provider token, so two apps of one team must not
+ * share one.  HTTP/2 transfers of a pool are multiplexed on a connection
+ * (CURLPIPE_MULTIPLEX + PIPEWAIT) and connections per host are bounded, which
+ * bounds the requests in flight.  Waiting is one WaitEventSet holding curl's
+ * sockets, MyLatch and postmaster death, so a commit wakes the worker even while
+ * a provider hangs, and SIGTERM (die sets the latch) is served at once.  curl
+ * keeps its own (malloc) memory: its objects outlive our memory contexts.
  */
 #include "postgres.h"
 
 #include <curl/curl.h>
 
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/fd.h"
-#include "storage/ipc.h"
-#include "storage/pmsignal.h"
+#include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -26,40 +29,160 @@
 
 #define HTTP_MAX_RESPONSE		(1024 * 1024)
 #define HTTP_MAX_HOST_CONNS		4
-#define HTTP_MAX_TOTAL_CONNS	32
-#define HTTP_POOL_SIZE			1024
+#define HTTP_EASY_POOL			1024
 
-static CURLM *multi = NULL;
-static CURL *pool[HTTP_POOL_SIZE];
-static int	pool_len = 0;
+/* One connection pool: the connections of one integration. */
+struct HttpPool
+{
+	CURLM	   *multi;
+	bool		timer_set;		/* curl asked to be called back ... */
+	TimestampTz timer_at;		/* ... at this time */
+	int			in_flight;
+	int			fds;			/* external file descriptors reserved for it */
+};
+
+/* A socket curl asked us to watch. */
+typedef struct WatchedSocket
+{
+	curl_socket_t fd;
+	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+	HttpPool   *pool;
+} WatchedSocket;
+
+static HttpPool **pools = NULL;
+static int	npools = 0;
+static int	pools_cap = 0;
+static WatchedSocket *sockets = NULL;
+static int	nsockets = 0;
+static int	sockets_cap = 0;
+static HttpRequest **done = NULL;
+static int	ndone = 0;
+static int	done_cap = 0;
 static int	in_flight = 0;
+static CURL *easy_pool[HTTP_EASY_POOL];
+static int	easy_pool_len = 0;
 
-/* Create the worker's multi handle (after fork: curl_global_init belongs here). */
+/* Set when a wait saw MyLatch set (the latch is reset here; see http_wait). */
+bool		novu_wakeup_pending = false;
+
+/* Initialize curl (after fork: curl_global_init belongs in the worker). */
 void
 http_init(void)
 {
-	int			fds = 0;
+	static bool initialized = false;
 
-	if (multi != NULL)
+	if (initialized)
 		return;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		elog(ERROR, "novu: curl_global_init failed");
-	multi = curl_multi_init();
-	if (multi == NULL)
+	initialized = true;
+}
+
+/* Grow a TopMemoryContext array to hold at least n elements. */
+static void *
+grow(void *array, int *cap, int n, Size elem)
+{
+	if (n <= *cap)
+		return array;
+	*cap = Max(n, Max(16, *cap * 2));
+	if (array == NULL)
+		return MemoryContextAlloc(TopMemoryContext, *cap * elem);
+	return repalloc(array, *cap * elem);
+}
+
+/* curl tells which sockets to watch (CURLMOPT_SOCKETFUNCTION). */
+static int
+socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	HttpPool   *pool = userp;
+	int			i;
+
+	for (i = 0; i < nsockets && sockets[i].fd != fd; i++)
+		;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < nsockets)
+			sockets[i] = sockets[--nsockets];
+		return 0;
+	}
+	if (i == nsockets)
+	{
+		sockets = grow(sockets, &sockets_cap, nsockets + 1, sizeof(WatchedSocket));
+		nsockets++;
+	}
+	sockets[i].fd = fd;
+	sockets[i].what = what;
+	sockets[i].pool = pool;
+	return 0;
+}
+
+/* curl asks to be called back after timeout_ms (CURLMOPT_TIMERFUNCTION). */
+static int
+timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	HttpPool   *pool = userp;
+
+	pool->timer_set = (timeout_ms >= 0);
+	if (pool->timer_set)
+		pool->timer_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	return 0;
+}
+
+/* A new pool: its own connections, at most HTTP_MAX_HOST_CONNS per host. */
+HttpPool *
+http_pool_create(void)
+{
+	HttpPool   *pool = MemoryContextAllocZero(TopMemoryContext, sizeof(HttpPool));
+
+	pool->multi = curl_multi_init();
+	if (pool->multi == NULL)
 		elog(ERROR, "novu: curl_multi_init failed");
 
 	/* curl's sockets are invisible to fd.c: reserve room for them */
-	while (fds < HTTP_MAX_TOTAL_CONNS && AcquireExternalFD())
-		fds++;
-	if (fds < 2)
+	while (pool->fds < HTTP_MAX_HOST_CONNS && AcquireExternalFD())
+		pool->fds++;
+	if (pool->fds == 0)
+	{
+		curl_multi_cleanup(pool->multi);
+		pfree(pool);
 		ereport(ERROR,
 				(errmsg("novu: no file descriptors left for provider connections"),
 				 errhint("Raise max_files_per_process or the process's open-file limit.")));
+	}
+	curl_multi_setopt(pool->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(pool->multi, CURLMOPT_SOCKETDATA, pool);
+	curl_multi_setopt(pool->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(pool->multi, CURLMOPT_TIMERDATA, pool);
+	curl_multi_setopt(pool->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(pool->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) pool->fds);
+	curl_multi_setopt(pool->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) pool->fds);
+	curl_multi_setopt(pool->multi, CURLMOPT_MAXCONNECTS, (long) pool->fds);
 
-	curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
-	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) HTTP_MAX_HOST_CONNS);
-	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) fds);
-	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) fds);
+	pools = grow(pools, &pools_cap, npools + 1, sizeof(HttpPool *));
+	pools[npools++] = pool;
+	return pool;
+}
+
+/* Close a pool's connections (it must have nothing in flight). */
+void
+http_pool_destroy(HttpPool *pool)
+{
+	int			i;
+
+	Assert(pool->in_flight == 0);
+	for (i = 0; i < npools && pools[i] != pool; i++)
+		;
+	if (i < npools)
+		pools[i] = pools[--npools];
+	curl_multi_cleanup(pool->multi);
+	for (i = nsockets - 1; i >= 0; i--)
+	{
+		if (sockets[i].pool == pool)
+			sockets[i] = sockets[--nsockets];
+	}
+	while (pool->fds-- > 0)
+		ReleaseExternalFD();
+	pfree(pool);
 }
 
 /* Collect the response body (never ereports: curl is on the stack). */
@@ -130,15 +253,15 @@ http_add_header(HttpRequest *req, const char *header)
 	req->headers = l;
 }
 
-/* An easy handle from the pool, reset, or a new one. */
+/* An easy handle from the free list, reset, or a new one. */
 static CURL *
 easy_get(void)
 {
 	CURL	   *h;
 
-	if (pool_len > 0)
+	if (easy_pool_len > 0)
 	{
-		h = pool[--pool_len];
+		h = easy_pool[--easy_pool_len];
 		curl_easy_reset(h);
 		return h;
 	}
@@ -148,23 +271,24 @@ easy_get(void)
 	return h;
 }
 
-/* Return an easy handle to the pool. */
+/* Return an easy handle to the free list. */
 static void
 easy_put(CURL *h)
 {
-	if (pool_len < HTTP_POOL_SIZE)
-		pool[pool_len++] = h;
+	if (easy_pool_len < HTTP_EASY_POOL)
+		easy_pool[easy_pool_len++] = h;
 	else
 		curl_easy_cleanup(h);
 }
 
-/* Queue a POST request on the multi handle. */
+/* Queue a POST request in a pool; it runs while http_wait() waits. */
 void
-http_submit(HttpRequest *req)
+http_submit(HttpPool *pool, HttpRequest *req)
 {
 	CURL	   *h = easy_get();
 
 	req->easy = h;
+	req->pool = pool;
 	req->done = false;
 	req->result = CURLE_OK;
 	req->status = 0;
@@ -202,7 +326,6 @@ http_submit(HttpRequest *req)
 		curl_easy_setopt(h, CURLOPT_CAINFO, novu_ca_file);
 		curl_easy_setopt(h, CURLOPT_CAPATH, "/etc/ssl/certs");
 	}
-
 	if (req->client_cert != NULL && req->client_key != NULL)
 	{
 		struct curl_blob cert = {(void *) req->client_cert, strlen(req->client_cert), CURL_BLOB_COPY};
@@ -214,14 +337,15 @@ http_submit(HttpRequest *req)
 		curl_easy_setopt(h, CURLOPT_SSLKEY_BLOB, &key);
 	}
 
-	if (curl_multi_add_handle(multi, h) != CURLM_OK)
+	if (curl_multi_add_handle(pool->multi, h) != CURLM_OK)
 		elog(ERROR, "novu: curl_multi_add_handle failed");
+	pool->in_flight++;
 	in_flight++;
 }
 
-/* Record a finished transfer in its request and recycle the handle. */
+/* Record a finished transfer in its request and queue it as done. */
 static void
-finish_transfer(CURL *h, CURLcode result)
+finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 {
 	HttpRequest *req = NULL;
 	double		total = 0;
@@ -238,40 +362,175 @@ finish_transfer(CURL *h, CURLcode result)
 		req->result = CURLE_HTTP2;
 		snprintf(req->error, CURL_ERROR_SIZE, "HTTP/2 was not negotiated (APNs requires it)");
 	}
-	curl_multi_remove_handle(multi, h);
+	curl_multi_remove_handle(pool->multi, h);
 	req->easy = NULL;
 	req->done = true;
 	easy_put(h);
+	pool->in_flight--;
 	in_flight--;
+	done = grow(done, &done_cap, ndone + 1, sizeof(HttpRequest *));
+	done[ndone++] = req;
+}
+
+/* Move a pool's finished transfers to the done queue. */
+static void
+drain(HttpPool *pool)
+{
+	CURLMsg    *msg;
+	int			queued;
+
+	while ((msg = curl_multi_info_read(pool->multi, &queued)) != NULL)
+	{
+		if (msg->msg == CURLMSG_DONE)
+			finish_transfer(pool, msg->easy_handle, msg->data.result);
+	}
+}
+
+/* Call back the pools whose curl timers have expired; returns ms to the next one (-1: none). */
+static long
+fire_timers(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		next = -1;
+	int			i;
+
+	for (i = 0; i < npools; i++)
+	{
+		HttpPool   *pool = pools[i];
+		int			running;
+
+		if (pool->timer_set && pool->timer_at <= now)
+		{
+			pool->timer_set = false;
+			curl_multi_socket_action(pool->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+			drain(pool);
+		}
+		if (pool->timer_set)
+		{
+			long		ms = (long) ((pool->timer_at - now + 999) / 1000);
+
+			if (next < 0 || ms < next)
+				next = Max(ms, 0);
+		}
+	}
+	return next;
 }
 
 /*
- * Drive every submitted request to completion.  Waits in slices of at most
- * 100 ms and checks for interrupts (SIGTERM) and postmaster death between them.
+ * Let transfers progress for at most timeout_ms (0: only what is ready now).
+ * Returns early when a transfer finishes or MyLatch is set; a set latch is
+ * reset here and remembered in novu_wakeup_pending for the worker loop.
+ * Returns true if something finished.
+ */
+bool
+http_wait(long timeout_ms)
+{
+	WaitEventSet *set;
+	WaitEvent  *events;
+	curl_socket_t *fds;
+	HttpPool  **owners;
+	int			nwatch = nsockets;
+	long		next;
+	int			nev;
+	int			i;
+	int			before = ndone;
+
+	next = fire_timers();
+	if (ndone > before)
+		timeout_ms = 0;
+	if (next >= 0 && next < timeout_ms)
+		timeout_ms = next;
+
+	/* one set for curl's sockets, MyLatch and postmaster death */
+	set = CreateWaitEventSet(CurrentMemoryContext, nwatch + 2);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	fds = palloc(sizeof(curl_socket_t) * Max(nwatch, 1));
+	owners = palloc(sizeof(HttpPool *) * Max(nwatch, 1));
+	for (i = 0; i < nwatch; i++)
+	{
+		int			ev = 0;
+
+		if (sockets[i].what & CURL_POLL_IN)
+			ev |= WL_SOCKET_READABLE;
+		if (sockets[i].what & CURL_POLL_OUT)
+			ev |= WL_SOCKET_WRITEABLE;
+		fds[i] = sockets[i].fd;
+		owners[i] = sockets[i].pool;
+		if (ev != 0)
+			AddWaitEventToSet(set, ev, sockets[i].fd, NULL, (void *) (intptr_t) i);
+	}
+	events = palloc(sizeof(WaitEvent) * (nwatch + 2));
+	nev = WaitEventSetWait(set, timeout_ms, events, nwatch + 2, PG_WAIT_EXTENSION);
+	FreeWaitEventSet(set);
+
+	for (i = 0; i < nev; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			novu_wakeup_pending = true;
+		}
+		else if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+		{
+			int			k = (int) (intptr_t) events[i].user_data;
+			int			mask = 0;
+			int			running;
+
+			if (events[i].events & WL_SOCKET_READABLE)
+				mask |= CURL_CSELECT_IN;
+			if (events[i].events & WL_SOCKET_WRITEABLE)
+				mask |= CURL_CSELECT_OUT;
+			curl_multi_socket_action(owners[k]->multi, fds[k], mask, &running);
+			drain(owners[k]);
+		}
+	}
+	fire_timers();
+	pfree(fds);
+	pfree(owners);
+	pfree(events);
+	CHECK_FOR_INTERRUPTS();
+	return ndone > before;
+}
+
+/* The next finished request, or NULL. */
+HttpRequest *
+http_take_done(void)
+{
+	HttpRequest *req;
+
+	if (ndone == 0)
+		return NULL;
+	req = done[0];
+	memmove(done, done + 1, sizeof(HttpRequest *) * --ndone);
+	return req;
+}
+
+/* Requests submitted and not finished yet. */
+int
+http_in_flight(void)
+{
+	return in_flight;
+}
+
+/*
+ * Send one request and wait for it (OAuth tokens, Expo receipts).  Other
+ * requests keep going meanwhile; this one is taken off the done queue.
  */
 void
-http_run(void)
+http_run_one(HttpPool *pool, HttpRequest *req)
 {
-	while (in_flight > 0)
-	{
-		int			running = 0;
-		int			numfds = 0;
-		int			queued;
-		CURLMsg    *msg;
+	int			i;
 
-		if (curl_multi_perform(multi, &running) != CURLM_OK)
-			elog(ERROR, "novu: curl_multi_perform failed");
-		while ((msg = curl_multi_info_read(multi, &queued)) != NULL)
-		{
-			if (msg->msg == CURLMSG_DONE)
-				finish_transfer(msg->easy_handle, msg->data.result);
-		}
-		if (in_flight == 0)
-			break;
-		curl_multi_poll(multi, NULL, 0, 100, &numfds);
-		CHECK_FOR_INTERRUPTS();
-		if (!PostmasterIsAlive())
-			proc_exit(1);
+	http_submit(pool, req);
+	while (!req->done)
+		(void) http_wait(1000);
+	for (i = 0; i < ndone && done[i] != req; i++)
+		;
+	if (i < ndone)
+	{
+		memmove(done + i, done + i + 1, sizeof(HttpRequest *) * (ndone - i - 1));
+		ndone--;
 	}
 }
 

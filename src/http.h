@@ -1,7 +1,8 @@
 /*
  * http.h
- *		The HTTP engine of the delivery workers: libcurl multi, HTTP/2
- *		multiplexing, connections reused across batches, interruptible waits.
+ *		The HTTP engine of the delivery workers: libcurl multi with the
+ *		socket-action API, one connection pool per integration, HTTP/2
+ *		multiplexing, and waits that also watch MyLatch and postmaster death.
  */
 #ifndef NOVU_HTTP_H
 #define NOVU_HTTP_H
@@ -10,10 +11,13 @@
 
 #include "lib/stringinfo.h"
 
+/* A connection pool: the connections of one integration (its own curl multi). */
+typedef struct HttpPool HttpPool;
+
 /* One HTTP request and, once done, its response. */
 typedef struct HttpRequest
 {
-	/* what to send (owned by the caller, valid until http_run returns) */
+	/* what to send (owned by the caller, valid until the request is done) */
 	const char *url;
 	struct curl_slist *headers;
 	const char *body;
@@ -21,28 +25,36 @@ typedef struct HttpRequest
 	bool		require_h2;		/* APNs: anything but HTTP/2 is an error */
 	const char *client_cert;	/* PEM client certificate (APNs certificate auth) */
 	const char *client_key;		/* PEM private key of client_cert */
-	void	   *owner;			/* the provider's context for this request */
+	void	   *owner;			/* the caller's context for this request */
 
 	/* what came back */
 	CURLcode	result;			/* transport outcome; CURLE_OK if a response arrived */
 	long		status;			/* HTTP status, 0 if none */
 	long		http_version;	/* CURL_HTTP_VERSION_* negotiated */
 	StringInfoData response;	/* response body */
-	char	   *retry_after;	/* Retry-After header, palloc'd, or NULL */
-	char	   *apns_id;		/* apns-id header, palloc'd, or NULL */
+	char	   *retry_after;	/* Retry-After header, or NULL */
+	char	   *apns_id;		/* apns-id header, or NULL */
 	char		error[CURL_ERROR_SIZE]; /* curl's message on transport errors */
 	double		elapsed_ms;
 
 	/* engine state */
 	CURL	   *easy;
+	HttpPool   *pool;
 	bool		done;
 } HttpRequest;
 
+extern bool novu_wakeup_pending;
+
 extern void http_init(void);
+extern HttpPool *http_pool_create(void);
+extern void http_pool_destroy(HttpPool *pool);
 extern HttpRequest *http_request_new(const char *url);
 extern void http_add_header(HttpRequest *req, const char *header);
-extern void http_submit(HttpRequest *req);
-extern void http_run(void);
+extern void http_submit(HttpPool *pool, HttpRequest *req);
+extern bool http_wait(long timeout_ms);
+extern HttpRequest *http_take_done(void);
+extern int	http_in_flight(void);
+extern void http_run_one(HttpPool *pool, HttpRequest *req);
 extern void http_request_free(HttpRequest *req);
 extern char *http_transport_error(HttpRequest *req);
 extern int	http_retry_after_seconds(const char *value);

@@ -61,9 +61,11 @@ typedef struct Integration
 	const struct ProviderOps *ops;
 	void	   *state;			/* provider-private, in the integration's context */
 	MemoryContext context;		/* lives as long as the cached integration */
+	struct HttpPool *pool;		/* its own connections */
+	int			in_flight;		/* requests not answered yet */
 	char	   *config_error;	/* set when the credentials cannot be used at all */
 	bool		config_error_logged;
-	bool		reauthed;		/* re-authenticated in this cycle already */
+	TimestampTz reauth_at;		/* last forced renewal of the credential */
 
 	/* circuit breaker: REMOVE_TOKEN answers in the current window */
 	TimestampTz window_start;
@@ -97,7 +99,7 @@ extern const ProviderOps *provider_lookup(const char *provider_id);
 /* Expo receipts (provider_expo.c) and the round that checks them (deliver.c) */
 extern HttpRequest *expo_receipts_request(Integration *ig, char **ids, int n);
 extern bool expo_receipt(Jsonb *body, const char *id, Outcome *outcome, char **reason);
-extern int	novu_expo_receipts(long *sleep_ms);
+extern int	novu_expo_receipts(void);
 
 /* helpers shared by the providers (deliver.c) */
 extern void message_set(Message *m, Outcome outcome, const char *reason);

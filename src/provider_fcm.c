@@ -150,8 +150,7 @@ fcm_authorize(Integration *ig, bool force, Outcome *failure, char **error)
 	http_add_header(req, "Content-Type: application/x-www-form-urlencoded");
 	req->body = psprintf("grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Ajwt-bearer&assertion=%s", jwt);
 	req->body_len = strlen(req->body);
-	http_submit(req);
-	http_run();
+	http_run_one(ig->pool, req);
 	http_request_free(req);
 
 	if (req->result != CURLE_OK)

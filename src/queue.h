@@ -77,6 +77,8 @@ extern void novu_housekeeping(void);
 extern void novu_begin_work(const char *activity);
 extern void novu_end_work(void);
 extern void novu_deliver_init(void);
-extern int	novu_deliver(long *sleep_ms);
+extern int	novu_deliver(bool woken, long wait_ms, long *sleep_ms);
+extern bool novu_deliver_busy(void);
+extern void novu_deliver_abandon(void);
 
 #endif							/* NOVU_QUEUE_H */

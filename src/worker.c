@@ -32,6 +32,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "http.h"
 #include "novu.h"
 #include "queue.h"
 #include "shmem.h"
@@ -127,20 +128,44 @@ extension_ready(void)
 }
 
 /*
- * One round of work: fan out new triggers, deliver what is due, tidy up.
- * Returns the number of rows handled, so the loop knows whether to go on at
- * once or wait for a wake-up.
+ * One turn of work: fan out new triggers (when woken, when the poll is due,
+ * or while there are more), let the delivery pipeline claim, send and record,
+ * check Expo receipts and tidy up now and then.  Returns the number of rows
+ * handled, so the loop knows whether to go on at once or wait.
  */
 static int
 worker_cycle(long *sleep_ms)
 {
+	static TimestampTz last_poll = 0;
+	static TimestampTz last_receipts = 0;
+	static bool fanout_more = false;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		woken = novu_wakeup_pending;
+	bool		poll_due = TimestampDifferenceExceeds(last_poll, now, novu_poll_interval);
 	int			done = 0;
 
+	novu_wakeup_pending = false;
 	*sleep_ms = novu_poll_interval;
-	done += novu_fanout();
+	if (woken || poll_due || fanout_more)
+	{
+		int			n = novu_fanout();
+
+		fanout_more = (n > 0);
+		done += n;
+		if (poll_due)
+			last_poll = now;
+	}
 	CHECK_FOR_INTERRUPTS();
-	done += novu_deliver(sleep_ms);
+
+	/* wait on the network only when there is nothing else to do */
+	done += novu_deliver(woken || poll_due || done > 0, done > 0 ? 0 : 200, sleep_ms);
 	CHECK_FOR_INTERRUPTS();
+
+	if (TimestampDifferenceExceeds(last_receipts, now, 1000))
+	{
+		last_receipts = now;
+		done += novu_expo_receipts();
+	}
 	novu_housekeeping();
 	return done;
 }
@@ -188,6 +213,7 @@ novu_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(TopMemoryContext);
 		FlushErrorState();
 		MemoryContextReset(cycle_context);
+		novu_deliver_abandon();
 		pgstat_report_activity(STATE_IDLE, NULL);
 		RESUME_INTERRUPTS();
 
@@ -220,11 +246,12 @@ novu_worker_main(Datum main_arg)
 		MemoryContextReset(cycle_context);
 		consecutive_errors = 0;
 
-		if (done > 0)
+		if (done > 0 || novu_deliver_busy() || novu_wakeup_pending)
 			continue;			/* more may be waiting: go on at once */
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Max(sleep_ms, 1L), PG_WAIT_EXTENSION);
+		if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					  Max(sleep_ms, 1L), PG_WAIT_EXTENSION) & WL_LATCH_SET)
+			novu_wakeup_pending = true;
 		ResetLatch(MyLatch);
 	}
 }

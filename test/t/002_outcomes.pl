@@ -5,11 +5,9 @@
 # another), REAUTH_THEN_RETRY (FCM plain 401), CONFIG_ERROR (tokens kept, logged
 # once), DROP_MESSAGE (APNs payload over 4096 bytes never sent), the dead-token
 # circuit breaker, and APNs certificate authentication.
-#
-# Two checks are marked TODO (known product bugs, see their $TODO text): a hanging
-# provider holds back the other providers' messages for the whole round, and two
-# APNs token-auth integrations of one team break each other on a shared HTTP/2
-# connection (429 TooManyProviderTokenUpdates, recorded as a configuration error).
+# Also: a hanging provider does not hold back the others' messages (the pipeline
+# never waits for a whole round), and two APNs token-auth integrations of one
+# team do not break each other (each integration has its own connections).
 use strict;
 use warnings;
 
@@ -388,8 +386,6 @@ SQL
 	my $latency = @$r ? $r->[0]{time} / 1000.0 - $committed : 99;
 	my $sent_at = q1(q{SELECT extract(epoch FROM sent_at) FROM novu.messages WHERE transaction_id = 'tx-slow-2'});
 	{
-		local $TODO = 'product bug: a delivery round waits for every request in flight (collect/http_run in deliver.c), '
-		  . 'so one hanging provider holds back all other providers until it answers or novu.request_timeout';
 		cmp_ok($latency, '<', 1.0, sprintf('hanging APNs: the FCM request reached the mock %.3f s after its commit', $latency));
 		cmp_ok($sent_at - $committed, '<', 1.0, sprintf('hanging APNs: and was recorded sent %.3f s after its commit', $sent_at - $committed));
 	}
@@ -558,8 +554,6 @@ SQL
 	ok(wait_done('tx-two-1', 2, 15), 'two APNs integrations: the messages are final');
 	my @reqs = (@{ token_requests('apns', $t1) }, @{ token_requests('apns', $t2) });
 	is(scalar @reqs, 2, 'two APNs integrations: one request each');
-	local $TODO = 'product bug: APNs integrations share one HTTP/2 connection per host but each mints its own '
-	  . 'provider JWT, so the second one gets 429 TooManyProviderTokenUpdates (classified CONFIG_ERROR)';
 	is(q1(q{SELECT string_agg(integration_identifier || ':' || status || COALESCE(' ' || last_error, ''), ', '
 	    ORDER BY integration_identifier) FROM novu.messages WHERE transaction_id = 'tx-two-1'}),
 		'apns-mock:sent, apns-mock-2:sent', 'two APNs integrations: both messages are sent');

@@ -192,8 +192,8 @@ my $NOVU_ERROR = qr/^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:ERROR|FATAL|PANIC):/;
 		'kill postmaster: first batch sent, the next one in flight');
 	usleep(400_000);
 
-	# commit one more trigger (the worker is busy sending: it is not fanned out
-	# yet), take a snapshot, and SIGKILL the postmaster right away
+	# commit one more trigger, take a snapshot, and SIGKILL the postmaster right
+	# away (the worker, woken at commit, may or may not have fanned it out yet)
 	my @snap = split /\n/, $node->safe_psql('postgres', trigger_sql('l2-', 20, 'tx-s2-late') . qq{;
 	    SELECT count(*) FILTER (WHERE status = 'sending') || '|' || count(*) FILTER (WHERE status = 'sent')
 	      FROM novu.deliveries WHERE transaction_id = 'tx-s2';
@@ -203,7 +203,7 @@ my $NOVU_ERROR = qr/^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:ERROR|FATAL|PANIC):/;
 	my $off = log_size($node);
 	$node->kill9;
 	my ($sending, $sent) = split /\|/, $snap[1];
-	is($snap[2], 'pending', 'kill postmaster: the late trigger was committed and not fanned out yet');
+	note("kill postmaster: the late trigger's outbox row was '$snap[2]' at the kill");
 
 	# the orphaned server processes notice the postmaster's death and exit
 	note('snapshot before the kill: ' . join(' / ', @snap));
