@@ -1784,39 +1784,39 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    ids bigint[];
-    one bigint;
+    txids text[];
+    one text;
     msg text;
     handled integer := 0;
     b novu.events;
     chunk text[];
 BEGIN
-    SELECT array_agg(e.id) INTO ids
-      FROM (SELECT id FROM novu.events
+    SELECT array_agg(e.transaction_id) INTO txids
+      FROM (SELECT transaction_id FROM novu.events
              WHERE status = 'pending' AND kind = 'trigger'
              ORDER BY id LIMIT p_limit
              FOR UPDATE SKIP LOCKED) e;
-    IF ids IS NOT NULL THEN
+    IF txids IS NOT NULL THEN
         BEGIN
             PERFORM novu._expand(array_agg(e.transaction_id), array_agg(e.workflow_id), array_agg(r.subscriber_id))
                FROM novu.events e CROSS JOIN LATERAL unnest(e.recipients) AS r(subscriber_id)
-              WHERE e.id = ANY (ids);
+              WHERE e.transaction_id = ANY (txids);
         EXCEPTION WHEN OTHERS THEN
-            FOREACH one IN ARRAY ids LOOP
+            FOREACH one IN ARRAY txids LOOP
                 BEGIN
                     PERFORM novu._expand(array_agg(e.transaction_id), array_agg(e.workflow_id), array_agg(r.subscriber_id))
                        FROM novu.events e CROSS JOIN LATERAL unnest(e.recipients) AS r(subscriber_id)
-                      WHERE e.id = one;
+                      WHERE e.transaction_id = one;
                 EXCEPTION WHEN OTHERS THEN
                     GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
                     INSERT INTO novu.execution_details (transaction_id, workflow_id, status, detail)
                     SELECT e.transaction_id, e.workflow_id, 'Failed', 'Fan-out failed: ' || msg
-                      FROM novu.events e WHERE e.id = one;
+                      FROM novu.events e WHERE e.transaction_id = one;
                 END;
             END LOOP;
         END;
-        UPDATE novu.events SET status = 'processed', processed_at = now() WHERE id = ANY (ids);
-        handled := array_length(ids, 1);
+        UPDATE novu.events SET status = 'processed', processed_at = now() WHERE transaction_id = ANY (txids);
+        handled := cardinality(txids);
     END IF;
 
     -- one chunk of one broadcast, in subscriberId order from its cursor
