@@ -1,16 +1,16 @@
 /*
  * http.c
- *		The HTTP engine of the delivery workers, on libcurl's multi interface
- *		(socket-action API).
+ *		The HTTP engine of the delivery workers, on libcurl's multi interface.
  *
  * Each integration has its own pool (a curl multi handle), so its connections
  * are reused across rounds but never shared with another integration: APNs
  * binds a connection to one provider token, so two apps of one team must not
  * share one.  HTTP/2 transfers of a pool are multiplexed on a connection
  * (CURLPIPE_MULTIPLEX + PIPEWAIT) and connections per host are bounded, which
- * bounds the requests in flight.  Waiting is one WaitEventSet holding curl's
- * sockets, MyLatch and postmaster death, so a commit wakes the worker even while
- * a provider hangs, and SIGTERM (die sets the latch) is served at once.  curl
+ * bounds the requests in flight; beyond HTTP_MAX_ACTIVE a pool's requests wait
+ * in order.  Waiting is one WaitEventSet holding curl's sockets, MyLatch and
+ * postmaster death, so a commit wakes the worker even while a provider hangs,
+ * and SIGTERM (die sets the latch) is served at once.  curl
  * keeps its own (malloc) memory: its objects outlive our memory contexts.
  */
 #include "postgres.h"
@@ -30,31 +30,23 @@
 #define HTTP_MAX_RESPONSE		(1024 * 1024)
 #define HTTP_MAX_HOST_CONNS		4
 #define HTTP_EASY_POOL			1024
+#define HTTP_MAX_ACTIVE			200		/* transfers handed to curl per pool; more wait in order */
 
 /* One connection pool: the connections of one integration. */
 struct HttpPool
 {
 	CURLM	   *multi;
-	bool		timer_set;		/* curl asked to be called back ... */
-	TimestampTz timer_at;		/* ... at this time */
-	int			in_flight;
+	int			in_flight;		/* submitted and not finished */
+	int			active;			/* handed to curl */
+	HttpRequest **waiting;		/* submitted beyond HTTP_MAX_ACTIVE, oldest first */
+	int			nwaiting;
+	int			waiting_cap;
 	int			fds;			/* external file descriptors reserved for it */
 };
-
-/* A socket curl asked us to watch. */
-typedef struct WatchedSocket
-{
-	curl_socket_t fd;
-	int			what;			/* CURL_POLL_IN / OUT / INOUT */
-	HttpPool   *pool;
-} WatchedSocket;
 
 static HttpPool **pools = NULL;
 static int	npools = 0;
 static int	pools_cap = 0;
-static WatchedSocket *sockets = NULL;
-static int	nsockets = 0;
-static int	sockets_cap = 0;
 static HttpRequest **done = NULL;
 static int	ndone = 0;
 static int	done_cap = 0;
@@ -90,44 +82,6 @@ grow(void *array, int *cap, int n, Size elem)
 	return repalloc(array, *cap * elem);
 }
 
-/* curl tells which sockets to watch (CURLMOPT_SOCKETFUNCTION). */
-static int
-socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-	HttpPool   *pool = userp;
-	int			i;
-
-	for (i = 0; i < nsockets && sockets[i].fd != fd; i++)
-		;
-	if (what == CURL_POLL_REMOVE)
-	{
-		if (i < nsockets)
-			sockets[i] = sockets[--nsockets];
-		return 0;
-	}
-	if (i == nsockets)
-	{
-		sockets = grow(sockets, &sockets_cap, nsockets + 1, sizeof(WatchedSocket));
-		nsockets++;
-	}
-	sockets[i].fd = fd;
-	sockets[i].what = what;
-	sockets[i].pool = pool;
-	return 0;
-}
-
-/* curl asks to be called back after timeout_ms (CURLMOPT_TIMERFUNCTION). */
-static int
-timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-	HttpPool   *pool = userp;
-
-	pool->timer_set = (timeout_ms >= 0);
-	if (pool->timer_set)
-		pool->timer_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	return 0;
-}
-
 /* A new pool: its own connections, at most HTTP_MAX_HOST_CONNS per host. */
 HttpPool *
 http_pool_create(void)
@@ -149,10 +103,6 @@ http_pool_create(void)
 				(errmsg("novu: no file descriptors left for provider connections"),
 				 errhint("Raise max_files_per_process or the process's open-file limit.")));
 	}
-	curl_multi_setopt(pool->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(pool->multi, CURLMOPT_SOCKETDATA, pool);
-	curl_multi_setopt(pool->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(pool->multi, CURLMOPT_TIMERDATA, pool);
 	curl_multi_setopt(pool->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
 	curl_multi_setopt(pool->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) pool->fds);
 	curl_multi_setopt(pool->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) pool->fds);
@@ -175,13 +125,10 @@ http_pool_destroy(HttpPool *pool)
 	if (i < npools)
 		pools[i] = pools[--npools];
 	curl_multi_cleanup(pool->multi);
-	for (i = nsockets - 1; i >= 0; i--)
-	{
-		if (sockets[i].pool == pool)
-			sockets[i] = sockets[--nsockets];
-	}
 	while (pool->fds-- > 0)
 		ReleaseExternalFD();
+	if (pool->waiting)
+		pfree(pool->waiting);
 	pfree(pool);
 }
 
@@ -281,15 +228,13 @@ easy_put(CURL *h)
 		curl_easy_cleanup(h);
 }
 
-/* Queue a POST request in a pool; it runs while http_wait() waits. */
-void
-http_submit(HttpPool *pool, HttpRequest *req)
+/* Hand a request to curl (configure an easy handle and add it to the pool). */
+static void
+start_transfer(HttpPool *pool, HttpRequest *req)
 {
 	CURL	   *h = easy_get();
 
 	req->easy = h;
-	req->pool = pool;
-	req->done = false;
 	req->result = CURLE_OK;
 	req->status = 0;
 	req->error[0] = '\0';
@@ -339,8 +284,29 @@ http_submit(HttpPool *pool, HttpRequest *req)
 
 	if (curl_multi_add_handle(pool->multi, h) != CURLM_OK)
 		elog(ERROR, "novu: curl_multi_add_handle failed");
+	pool->active++;
+}
+
+/*
+ * Queue a POST request in a pool; it runs while http_wait() waits.  At most
+ * HTTP_MAX_ACTIVE requests of a pool are in curl's hands (enough to fill the
+ * multiplexed connections); the others wait here, in order.
+ */
+void
+http_submit(HttpPool *pool, HttpRequest *req)
+{
+	req->pool = pool;
+	req->done = false;
+	req->easy = NULL;
 	pool->in_flight++;
 	in_flight++;
+	if (pool->active < HTTP_MAX_ACTIVE)
+	{
+		start_transfer(pool, req);
+		return;
+	}
+	pool->waiting = grow(pool->waiting, &pool->waiting_cap, pool->nwaiting + 1, sizeof(HttpRequest *));
+	pool->waiting[pool->nwaiting++] = req;
 }
 
 /* Record a finished transfer in its request and queue it as done. */
@@ -366,10 +332,20 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 	req->easy = NULL;
 	req->done = true;
 	easy_put(h);
+	pool->active--;
 	pool->in_flight--;
 	in_flight--;
 	done = grow(done, &done_cap, ndone + 1, sizeof(HttpRequest *));
 	done[ndone++] = req;
+
+	/* the oldest waiting request takes the free place */
+	if (pool->nwaiting > 0)
+	{
+		HttpRequest *next = pool->waiting[0];
+
+		memmove(pool->waiting, pool->waiting + 1, sizeof(HttpRequest *) * --pool->nwaiting);
+		start_transfer(pool, next);
+	}
 }
 
 /* Move a pool's finished transfers to the done queue. */
@@ -386,11 +362,10 @@ drain(HttpPool *pool)
 	}
 }
 
-/* Call back the pools whose curl timers have expired; returns ms to the next one (-1: none). */
+/* Let every pool with transfers make progress; returns curl's shortest timeout (ms, -1: none). */
 static long
-fire_timers(void)
+perform_all(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
 	long		next = -1;
 	int			i;
 
@@ -398,20 +373,15 @@ fire_timers(void)
 	{
 		HttpPool   *pool = pools[i];
 		int			running;
+		long		t = -1;
 
-		if (pool->timer_set && pool->timer_at <= now)
-		{
-			pool->timer_set = false;
-			curl_multi_socket_action(pool->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-			drain(pool);
-		}
-		if (pool->timer_set)
-		{
-			long		ms = (long) ((pool->timer_at - now + 999) / 1000);
-
-			if (next < 0 || ms < next)
-				next = Max(ms, 0);
-		}
+		if (pool->active == 0)
+			continue;
+		curl_multi_perform(pool->multi, &running);
+		drain(pool);
+		if (pool->active > 0 && curl_multi_timeout(pool->multi, &t) == CURLM_OK && t >= 0 &&
+			(next < 0 || t < next))
+			next = t;
 	}
 	return next;
 }
@@ -420,50 +390,72 @@ fire_timers(void)
  * Let transfers progress for at most timeout_ms (0: only what is ready now).
  * Returns early when a transfer finishes or MyLatch is set; a set latch is
  * reset here and remembered in novu_wakeup_pending for the worker loop.
- * Returns true if something finished.
+ * Waits in one WaitEventSet on the pools' sockets (curl_multi_fdset), MyLatch
+ * and postmaster death.  Returns true if something finished.
  */
 bool
 http_wait(long timeout_ms)
 {
 	WaitEventSet *set;
-	WaitEvent  *events;
-	curl_socket_t *fds;
-	HttpPool  **owners;
-	int			nwatch = nsockets;
+	WaitEvent	events[8];
+	int			before = ndone;
 	long		next;
+	int		   *socks = NULL;
+	int		   *evs = NULL;
+	int			nsock = 0;
+	int			sock_cap = 0;
 	int			nev;
 	int			i;
-	int			before = ndone;
 
-	next = fire_timers();
+	next = perform_all();
 	if (ndone > before)
 		timeout_ms = 0;
-	if (next >= 0 && next < timeout_ms)
+	else if (next >= 0 && next < timeout_ms)
 		timeout_ms = next;
 
-	/* one set for curl's sockets, MyLatch and postmaster death */
-	set = CreateWaitEventSet(CurrentMemoryContext, nwatch + 2);
+	/* curl's sockets (curl_multi_fdset of each pool) ... */
+	for (i = 0; i < npools && timeout_ms > 0; i++)
+	{
+		fd_set		rd;
+		fd_set		wr;
+		fd_set		ex;
+		int			maxfd = -1;
+		int			fd;
+
+		if (pools[i]->active == 0)
+			continue;
+		FD_ZERO(&rd);
+		FD_ZERO(&wr);
+		FD_ZERO(&ex);
+		curl_multi_fdset(pools[i]->multi, &rd, &wr, &ex, &maxfd);
+		for (fd = 0; fd <= maxfd; fd++)
+		{
+			int			ev = (FD_ISSET(fd, &rd) ? WL_SOCKET_READABLE : 0) |
+				(FD_ISSET(fd, &wr) ? WL_SOCKET_WRITEABLE : 0);
+
+			if (ev == 0)
+				continue;
+			if (nsock == sock_cap)
+			{
+				sock_cap = Max(16, sock_cap * 2);
+				socks = socks ? repalloc(socks, sizeof(int) * sock_cap) : palloc(sizeof(int) * sock_cap);
+				evs = evs ? repalloc(evs, sizeof(int) * sock_cap) : palloc(sizeof(int) * sock_cap);
+			}
+			socks[nsock] = fd;
+			evs[nsock++] = ev;
+		}
+	}
+	/* a transfer with no socket to watch yet (connecting, resolving): look again soon */
+	if (nsock == 0 && http_in_flight() > 0)
+		timeout_ms = Min(timeout_ms, 10);
+
+	/* ... MyLatch and postmaster death, in one set */
+	set = CreateWaitEventSet(CurrentMemoryContext, nsock + 2);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	fds = palloc(sizeof(curl_socket_t) * Max(nwatch, 1));
-	owners = palloc(sizeof(HttpPool *) * Max(nwatch, 1));
-	for (i = 0; i < nwatch; i++)
-	{
-		int			ev = 0;
-
-		if (sockets[i].what & CURL_POLL_IN)
-			ev |= WL_SOCKET_READABLE;
-		if (sockets[i].what & CURL_POLL_OUT)
-			ev |= WL_SOCKET_WRITEABLE;
-		fds[i] = sockets[i].fd;
-		owners[i] = sockets[i].pool;
-		if (ev != 0)
-			AddWaitEventToSet(set, ev, sockets[i].fd, NULL, (void *) (intptr_t) i);
-	}
-	events = palloc(sizeof(WaitEvent) * (nwatch + 2));
-	nev = WaitEventSetWait(set, timeout_ms, events, nwatch + 2, PG_WAIT_EXTENSION);
-	FreeWaitEventSet(set);
-
+	for (i = 0; i < nsock; i++)
+		AddWaitEventToSet(set, evs[i], socks[i], NULL, NULL);
+	nev = WaitEventSetWait(set, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);
 	for (i = 0; i < nev; i++)
 	{
 		if (events[i].events & WL_LATCH_SET)
@@ -471,24 +463,9 @@ http_wait(long timeout_ms)
 			ResetLatch(MyLatch);
 			novu_wakeup_pending = true;
 		}
-		else if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
-		{
-			int			k = (int) (intptr_t) events[i].user_data;
-			int			mask = 0;
-			int			running;
-
-			if (events[i].events & WL_SOCKET_READABLE)
-				mask |= CURL_CSELECT_IN;
-			if (events[i].events & WL_SOCKET_WRITEABLE)
-				mask |= CURL_CSELECT_OUT;
-			curl_multi_socket_action(owners[k]->multi, fds[k], mask, &running);
-			drain(owners[k]);
-		}
 	}
-	fire_timers();
-	pfree(fds);
-	pfree(owners);
-	pfree(events);
+	FreeWaitEventSet(set);
+	(void) perform_all();
 	CHECK_FOR_INTERRUPTS();
 	return ndone > before;
 }

@@ -1,8 +1,8 @@
 /*
  * http.h
- *		The HTTP engine of the delivery workers: libcurl multi with the
- *		socket-action API, one connection pool per integration, HTTP/2
- *		multiplexing, and waits that also watch MyLatch and postmaster death.
+ *		The HTTP engine of the delivery workers: libcurl multi, one connection
+ *		pool per integration, HTTP/2 multiplexing, and waits that also watch
+ *		MyLatch and postmaster death.
  */
 #ifndef NOVU_HTTP_H
 #define NOVU_HTTP_H

@@ -15,7 +15,9 @@
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"
+#include "catalog/pg_extension.h"
 #include "commands/extension.h"
+#include "storage/lmgr.h"
 #include "executor/spi.h"
 #include "libpq/pqsignal.h"
 #include "miscadmin.h"
@@ -40,6 +42,9 @@
 
 PGDLLEXPORT void novu_worker_main(Datum main_arg);
 
+/* SQLSTATE of the quiet error ending a unit of work whose extension is gone */
+#define EXTENSION_GONE ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+
 /* This worker's slot number (0 .. novu.workers - 1). */
 int			novu_worker_slot = -1;
 
@@ -60,17 +65,44 @@ novu_work_outer_context(void)
 	return work_outer_cxt;
 }
 
-/* Begin a short transaction for one unit of work, with SPI and a snapshot. */
-void
-novu_begin_work(const char *activity)
+/*
+ * Begin a short transaction for one unit of work, with SPI and a snapshot.
+ *
+ * It first takes a share lock on the extension itself: DROP EXTENSION locks
+ * the extension before its tables, so it waits for this unit of work (or this
+ * one waits for it) instead of deadlocking on the tables in another order.
+ * If the extension went away meanwhile, the unit of work ends with a quiet
+ * error (EXTENSION_GONE) and the loop waits for it to come back.
+ */
+static void
+begin_work(const char *activity, bool need_extension)
 {
+	Oid			ext;
+
 	work_outer_cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	if (need_extension)
+	{
+		ext = get_extension_oid("novu", true);
+		if (OidIsValid(ext))
+			LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
+		if (!OidIsValid(ext) || !OidIsValid(get_extension_oid("novu", true)))
+			ereport(ERROR,
+					(errcode(EXTENSION_GONE),
+					 errmsg("novu: extension \"novu\" is gone")));
+	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "novu: SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* Begin a unit of work on the extension's tables (see begin_work). */
+void
+novu_begin_work(const char *activity)
+{
+	begin_work(activity, true);
 }
 
 /* Commit the unit of work and report it to the statistics system. */
@@ -97,7 +129,7 @@ extension_ready(void)
 	int			state;
 	char	   *version = NULL;
 
-	novu_begin_work("novu: checking the extension");
+	begin_work("novu: checking the extension", false);
 	if (!OidIsValid(get_extension_oid("novu", true)))
 		state = 0;
 	else
@@ -207,7 +239,9 @@ novu_worker_main(Datum main_arg)
 
 		error_context_stack = NULL;
 		HOLD_INTERRUPTS();
-		EmitErrorReport();
+		/* the extension being dropped is not an error worth a log line */
+		if (geterrcode() != EXTENSION_GONE)
+			EmitErrorReport();
 		AbortOutOfAnyTransaction();
 		SPI_finish();			/* no-op unless still connected */
 		MemoryContextSwitchTo(TopMemoryContext);
