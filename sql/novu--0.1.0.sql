@@ -120,19 +120,21 @@ COMMENT ON TABLE novu.preferences IS 'Subscriber preferences; workflow_id NULL =
 CREATE TABLE novu.events (
     transaction_id  text PRIMARY KEY,
     id              bigserial NOT NULL,
-    kind            text NOT NULL DEFAULT 'trigger' CHECK (kind IN ('trigger', 'broadcast')),
+    kind            text NOT NULL DEFAULT 'trigger',        -- trigger | broadcast
     workflow_id     text NOT NULL,
     recipients      text[],
     payload         jsonb NOT NULL DEFAULT '{}',
     overrides       jsonb NOT NULL DEFAULT '{}',
     actor           jsonb,
-    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'processing', 'processed', 'canceled')),
+    status          text NOT NULL DEFAULT 'pending',        -- pending | processing | processed | canceled
     cursor          text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     processed_at    timestamptz
 ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX events_pending_idx ON novu.events (id) WHERE status IN ('pending', 'processing');
 COMMENT ON TABLE novu.events IS 'Trigger outbox: committed with the caller''s transaction, fanned out by the delivery workers; keeps transactionId idempotency while retained';
+-- (no CHECK constraints here: this insert runs inside application transactions,
+-- and only novu.trigger/novu.broadcast and the workers write this table)
 
 -- One row per (notification, step, delivery target); the queue the workers drain.
 CREATE TABLE novu.deliveries (
@@ -162,7 +164,9 @@ CREATE TABLE novu.deliveries (
 CREATE INDEX deliveries_receipt_idx ON novu.deliveries (receipt_at) WHERE receipt_at IS NOT NULL;
 CREATE INDEX deliveries_due_idx ON novu.deliveries (next_attempt_at) WHERE status IN ('pending', 'sending');
 CREATE INDEX deliveries_transaction_idx ON novu.deliveries (transaction_id);
-CREATE INDEX deliveries_subscriber_idx ON novu.deliveries (subscriber_id, created_at);
+-- pending deliveries of a subscriber (delete_subscriber cancels them); partial, so
+-- sent and failed row versions cost no entry here
+CREATE INDEX deliveries_subscriber_idx ON novu.deliveries (subscriber_id) WHERE status = 'pending';
 COMMENT ON TABLE novu.deliveries IS 'Delivery queue and history: one row per message to one device token or webhook';
 
 -- The activity log (Novu's execution details).
@@ -180,7 +184,8 @@ CREATE TABLE novu.execution_details (
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX execution_details_transaction_idx ON novu.execution_details (transaction_id);
-CREATE INDEX execution_details_created_idx ON novu.execution_details (created_at);
+-- housekeeping deletes by age: rows arrive in time order, a BRIN index is nearly free to maintain
+CREATE INDEX execution_details_created_idx ON novu.execution_details USING brin (created_at);
 COMMENT ON TABLE novu.execution_details IS 'Activity log: one row per step event ("Message sent", "Token removed: Unregistered", ...)';
 
 -- Counters per integration that the deliveries table cannot give (retries, pruned tokens).
@@ -1715,9 +1720,13 @@ COMMENT ON FUNCTION novu.notification_stats() IS 'Notifications triggered in the
 -- skipped rows with the reason, logged in the activity log.
 CREATE FUNCTION novu._expand(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[])
 RETURNS integer
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    n integer;
+BEGIN
+
     WITH input AS (
         SELECT x.transaction_id, x.workflow_id, x.subscriber_id
           FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids) AS x(transaction_id, workflow_id, subscriber_id)
@@ -1771,7 +1780,9 @@ AS $$
           FROM input i
          WHERE NOT EXISTS (SELECT FROM novu.workflows w WHERE w.workflow_id = i.workflow_id)
     )
-    SELECT count(*)::integer FROM inserted
+    SELECT count(*)::integer INTO n FROM inserted;
+    RETURN n;
+END
 $$;
 COMMENT ON FUNCTION novu._expand(text[], text[], text[]) IS 'Internal (workers): expand notifications into delivery rows, one per step and device token';
 
@@ -1884,9 +1895,13 @@ CREATE FUNCTION novu._record(p_ids bigint[], p_attempts integer[], p_statuses te
                              p_message_ids text[], p_delays_ms bigint[], p_receipt_ms bigint[],
                              p_details text[], p_prune_integrations bigint[], p_prune_tokens text[])
 RETURNS integer
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    n integer;
+BEGIN
+
     WITH r AS (
         SELECT * FROM unnest(p_ids, p_attempts, p_statuses, p_errors, p_message_ids, p_delays_ms, p_receipt_ms, p_details)
                  AS r(id, attempts, status, error, message_id, delay_ms, receipt_ms, detail)
@@ -1946,16 +1961,20 @@ AS $$
             last_error = COALESCE(excluded.last_error, s.last_error),
             last_error_at = COALESCE(excluded.last_error_at, s.last_error_at)
     )
-    SELECT count(*)::integer FROM upd
+    SELECT count(*)::integer INTO n FROM upd;
+    RETURN n;
+END
 $$;
 COMMENT ON FUNCTION novu._record(bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record a batch of delivery results, the activity log, pruned tokens and counters in one statement';
 
 -- Claim Expo receipts that are due (leased, so two workers never check one twice).
 CREATE FUNCTION novu._claim_receipts(p_limit integer, p_lease_ms integer)
 RETURNS TABLE (id bigint, integration_id bigint, ticket text, device_token text, attempts integer, sent_age double precision)
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     UPDATE novu.deliveries d
        SET receipt_at = now() + p_lease_ms * interval '1 millisecond'
       FROM (SELECT x.id FROM novu.deliveries x
@@ -1965,7 +1984,8 @@ AS $$
              FOR UPDATE SKIP LOCKED) c
      WHERE d.id = c.id
     RETURNING d.id, COALESCE(d.integration_id, 0), d.provider_message_id, d.device_token, d.attempts,
-              extract(epoch FROM now() - d.sent_at)::double precision
+              extract(epoch FROM now() - d.sent_at)::double precision;
+END
 $$;
 COMMENT ON FUNCTION novu._claim_receipts(integer, integer) IS 'Internal (workers): lease Expo receipts that are due for checking';
 
@@ -1974,9 +1994,13 @@ COMMENT ON FUNCTION novu._claim_receipts(integer, integer) IS 'Internal (workers
 CREATE FUNCTION novu._record_receipts(p_ids bigint[], p_statuses text[], p_errors text[], p_delays_ms bigint[],
                                       p_details text[], p_prune_integrations bigint[], p_prune_tokens text[])
 RETURNS integer
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    n integer;
+BEGIN
+
     WITH r AS (
         SELECT * FROM unnest(p_ids, p_statuses, p_errors, p_delays_ms, p_details)
                  AS r(id, status, error, delay_ms, detail)
@@ -2017,7 +2041,9 @@ AS $$
                   FROM upd GROUP BY integration_id) c
          WHERE s.integration_id = c.integration_id
     )
-    SELECT count(*)::integer FROM upd
+    SELECT count(*)::integer INTO n FROM upd;
+    RETURN n;
+END
 $$;
 COMMENT ON FUNCTION novu._record_receipts(bigint[], text[], text[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record checked Expo receipts in one statement';
 

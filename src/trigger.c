@@ -36,6 +36,7 @@ typedef struct Recipient
 /* Plans prepared once per backend (SPI_keepplan). */
 static SPIPlanPtr workflow_plan = NULL;
 static SPIPlanPtr event_insert_plan = NULL;
+static SPIPlanPtr event_insert_fresh_plan = NULL;
 static SPIPlanPtr ensure_subscribers_plan = NULL;
 static SPIPlanPtr upsert_profile_plan = NULL;
 
@@ -294,9 +295,13 @@ probe_workflow(const char *workflow_id)
 	return WORKFLOW_OK;
 }
 
-/* Insert the outbox row; false if the transactionId was already used. */
+/*
+ * Insert the outbox row; false if the transactionId was already used.  A
+ * transactionId we generated (a random UUID) cannot have been used, so that
+ * insert skips ON CONFLICT's extra index probe.
+ */
 static bool
-insert_event(const char *transaction_id, const char *kind, const char *workflow_id,
+insert_event(const char *transaction_id, bool generated, const char *kind, const char *workflow_id,
 			 ArrayType *recipients, Jsonb *payload, Jsonb *overrides, Jsonb *actor)
 {
 	Oid			argtypes[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, JSONBOID, JSONBOID, JSONBOID};
@@ -304,11 +309,17 @@ insert_event(const char *transaction_id, const char *kind, const char *workflow_
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	SPIPlanPtr	plan;
 
-	plan = prepare_once(&event_insert_plan,
-						"INSERT INTO novu.events (transaction_id, kind, workflow_id, recipients, payload, overrides, actor) "
-						"VALUES ($1, $2, $3, $4, $5, $6, $7) "
-						"ON CONFLICT (transaction_id) DO NOTHING",
-						7, argtypes);
+	if (generated)
+		plan = prepare_once(&event_insert_fresh_plan,
+							"INSERT INTO novu.events (transaction_id, kind, workflow_id, recipients, payload, overrides, actor) "
+							"VALUES ($1, $2, $3, $4, $5, $6, $7)",
+							7, argtypes);
+	else
+		plan = prepare_once(&event_insert_plan,
+							"INSERT INTO novu.events (transaction_id, kind, workflow_id, recipients, payload, overrides, actor) "
+							"VALUES ($1, $2, $3, $4, $5, $6, $7) "
+							"ON CONFLICT (transaction_id) DO NOTHING",
+							7, argtypes);
 	values[0] = CStringGetTextDatum(transaction_id);
 	values[1] = CStringGetTextDatum(kind);
 	values[2] = CStringGetTextDatum(workflow_id);
@@ -374,7 +385,8 @@ trigger_result(const char *status, const char *transaction_id)
 
 /* Validate the arguments common to trigger and broadcast; returns the transactionId. */
 static char *
-check_common_args(const char *workflow_id, Jsonb **payload, Jsonb **overrides, char *transaction_id)
+check_common_args(const char *workflow_id, Jsonb **payload, Jsonb **overrides, char *transaction_id,
+				  bool *generated)
 {
 	if (workflow_id == NULL)
 		ereport(ERROR,
@@ -391,6 +403,7 @@ check_common_args(const char *workflow_id, Jsonb **payload, Jsonb **overrides, c
 	if (*overrides == NULL)
 		*overrides = jsonb_empty_object();
 
+	*generated = (transaction_id == NULL);
 	if (transaction_id == NULL)
 		return random_uuid_text();
 	novu_check_identifier(transaction_id, "transactionId");
@@ -431,8 +444,9 @@ novu_trigger(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 	ArrayType  *id_array;
 	const char *status;
+	bool		generated;
 
-	transaction_id = check_common_args(workflow_id, &payload, &overrides, transaction_id);
+	transaction_id = check_common_args(workflow_id, &payload, &overrides, transaction_id, &generated);
 	recipients = parse_to(to);
 
 	if (actor != NULL)
@@ -468,7 +482,7 @@ novu_trigger(PG_FUNCTION_ARGS)
 	{
 		id_array = recipient_id_array(recipients);
 
-		if (!insert_event(transaction_id, "trigger", workflow_id, id_array, payload, overrides, actor))
+		if (!insert_event(transaction_id, generated, "trigger", workflow_id, id_array, payload, overrides, actor))
 			status = "duplicate";
 		else
 		{
@@ -504,15 +518,16 @@ novu_broadcast(PG_FUNCTION_ARGS)
 	Jsonb	   *overrides = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	char	   *transaction_id = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
 	const char *status;
+	bool		generated;
 
-	transaction_id = check_common_args(workflow_id, &payload, &overrides, transaction_id);
+	transaction_id = check_common_args(workflow_id, &payload, &overrides, transaction_id, &generated);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "novu: SPI_connect failed");
 	status = workflow_status(probe_workflow(workflow_id));
 	if (status == NULL)
 	{
-		if (insert_event(transaction_id, "broadcast", workflow_id, NULL, payload, overrides, NULL))
+		if (insert_event(transaction_id, generated, "broadcast", workflow_id, NULL, payload, overrides, NULL))
 		{
 			novu_wake_workers_at_commit();
 			status = "processed";
