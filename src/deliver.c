@@ -362,22 +362,18 @@ add_result(Message *m, Batch *b)
 }
 
 /*
- * Record the answered messages in one statement, then free the finished
- * batches.  The circuit breaker looks at each integration's answers of this
- * flush together, before any token is pruned.
+ * Turn the answered messages into results (into *rb, in results_context).
+ * The circuit breaker looks at each integration's answers together, before
+ * any token is pruned.
  */
-static int
-flush_results(void)
+static void
+build_results(ResultBatch *rb)
 {
+	MemoryContext old = MemoryContextSwitchTo(results_context);
 	int			n = nanswered;
-	MemoryContext old;
-	ResultBatch rb;
-	ListCell   *lc;
 	int			i;
 
-	if (n == 0)
-		return 0;
-	old = MemoryContextSwitchTo(results_context);
+	memset(rb, 0, sizeof(*rb));
 	for (i = 0; i < n; i++)
 	{
 		Integration *ig = answered[i]->integration;
@@ -398,18 +394,24 @@ flush_results(void)
 		}
 		apply_breaker(ig, same, k);
 	}
-	memset(&rb, 0, sizeof(rb));
 	for (i = 0; i < n; i++)
 	{
 		Message    *m = answered[i];
 
 		if (m->integration == NULL)
-			result_add(&rb, m, "failed", m->reason, 0, -1, psprintf("Message dropped: %s", m->reason));
+			result_add(rb, m, "failed", m->reason, 0, -1, psprintf("Message dropped: %s", m->reason));
 		else
-			record_outcome(&rb, m);
+			record_outcome(rb, m);
 	}
-	queue_record(&rb);
 	MemoryContextSwitchTo(old);
+}
+
+/* After the results are committed: forget them and free the finished batches. */
+static void
+results_recorded(void)
+{
+	ListCell   *lc;
+
 	answered = NULL;
 	nanswered = answered_cap = 0;
 	MemoryContextReset(results_context);
@@ -422,6 +424,20 @@ flush_results(void)
 	}
 	list_free(finished_batches);
 	finished_batches = NIL;
+}
+
+/* Record the answered messages in their own transaction. */
+static int
+flush_results(void)
+{
+	int			n = nanswered;
+	ResultBatch rb;
+
+	if (n == 0)
+		return 0;
+	build_results(&rb);
+	queue_record(&rb);
+	results_recorded();
 	return n;
 }
 
@@ -481,12 +497,15 @@ send_group(Integration *ig, Message **msgs, int n, Batch *b)
 }
 
 /*
- * Claim a batch, render it and submit its requests.  Messages that cannot be
- * sent (deleted integration, render error, ...) get their result at once.
- * Returns the number of messages claimed; *next_due_ms says when more is due.
+ * In one short transaction, record the answered messages, fan out new
+ * triggers (if fanout), and claim a batch; then render it and submit its
+ * requests.  Messages that cannot be sent (deleted integration, render
+ * error, ...) get their result at once.  Returns the number of messages
+ * claimed; *next_due_ms says when more is due, *fanned how many rows the
+ * fan-out handled.
  */
 static int
-claim_and_send(int limit, long *next_due_ms)
+claim_and_send(int limit, long *next_due_ms, bool fanout, int *fanned)
 {
 	Batch	   *b = batch_create();
 	MemoryContext old = MemoryContextSwitchTo(b->context);
@@ -503,7 +522,16 @@ claim_and_send(int limit, long *next_due_ms)
 	HTAB	   *step_cache;
 	int			lease_ms = novu_request_timeout * 3 + 30000;
 
-	n = queue_claim(limit, lease_ms, &rows, next_due_ms);
+	{
+		ResultBatch rb;
+		bool		recording = (nanswered > 0);
+
+		if (recording)
+			build_results(&rb);
+		n = queue_claim(limit, lease_ms, &rows, next_due_ms, recording ? &rb : NULL, fanout, fanned);
+		if (recording)
+			results_recorded();
+	}
 	if (n == 0)
 	{
 		MemoryContextSwitchTo(old);
@@ -630,26 +658,31 @@ handle_answer(HttpRequest *req)
 }
 
 /*
- * One step of the pipeline: claim a batch if there is room and reason to,
- * let the requests in flight progress (waiting at most wait_ms, less if
- * something is answered or the latch is set), classify the answers, and record
- * results in batches.  Returns the number of messages claimed or answered;
- * *sleep_ms is shortened when something falls due before the next poll.
+ * One step of the pipeline: if poked (a commit, the poll) or work is known to
+ * wait, and there is room, run one short transaction that records answered
+ * messages, fans out new triggers and claims a batch, and send it; let the
+ * requests in flight progress (waiting at most wait_ms, less if something is
+ * answered or the latch is set); classify the answers; record results that
+ * waited long enough.  Returns the number of rows claimed, fanned out or
+ * answered; *sleep_ms is shortened when something falls due before the next
+ * poll; *fanout_more says the fan-out may have more to do.
  */
 int
-novu_deliver(bool woken, long wait_ms, long *sleep_ms)
+novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int			handled = 0;
 	HttpRequest *req;
 
-	if ((woken || last_claim_full || now >= next_claim_at) &&
+	if ((poke || *fanout_more || last_claim_full || now >= next_claim_at) &&
 		messages_in_flight < 2 * novu_batch_size)
 	{
 		long		next_due = -1;
-		int			n = claim_and_send(novu_batch_size, &next_due);
+		int			fanned = 0;
+		int			n = claim_and_send(novu_batch_size, &next_due, poke || *fanout_more, &fanned);
 
-		handled += n;
+		*fanout_more = (fanned > 0);
+		handled += n + fanned;
 		last_claim_full = (n == novu_batch_size);
 		if (!last_claim_full)
 			next_claim_at = TimestampTzPlusMilliseconds(now, next_due >= 0 ? Min(next_due, novu_poll_interval)

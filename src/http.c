@@ -29,7 +29,7 @@
 
 #define HTTP_MAX_RESPONSE		(1024 * 1024)
 #define HTTP_MAX_HOST_CONNS		4
-#define HTTP_EASY_POOL			1024
+#define HTTP_EASY_POOL			256
 #define HTTP_MAX_ACTIVE			200		/* transfers handed to curl per pool; more wait in order */
 
 /* One connection pool: the connections of one integration. */
@@ -450,7 +450,11 @@ http_wait(long timeout_ms)
 		timeout_ms = Min(timeout_ms, 10);
 
 	/* ... MyLatch and postmaster death, in one set */
+#if PG_VERSION_NUM >= 170000
+	set = CreateWaitEventSet(NULL, nsock + 2);
+#else
 	set = CreateWaitEventSet(CurrentMemoryContext, nsock + 2);
+#endif
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (i = 0; i < nsock; i++)

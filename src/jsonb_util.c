@@ -104,7 +104,11 @@ jsonb_parse_or_null(const char *text, int len)
 
 	if (strstr(copy, "\\u0000") != NULL)
 		return NULL;
+#if PG_VERSION_NUM >= 170000
+	lex = makeJsonLexContextCstringLen(NULL, copy, len, GetDatabaseEncoding(), true);
+#else
 	lex = makeJsonLexContextCstringLen(copy, len, GetDatabaseEncoding(), true);
+#endif
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 		return NULL;
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));

@@ -54,22 +54,20 @@ prepare_once(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 	return *slot;
 }
 
-/* Fan out pending triggers (and one broadcast chunk) into deliveries; returns rows handled. */
-int
-novu_fanout(void)
+/* Fan out pending triggers (and one broadcast chunk), in the current transaction. */
+static int
+fanout_in_tx(void)
 {
 	Oid			argtypes[1] = {INT4OID};
 	Datum		values[1] = {Int32GetDatum(FANOUT_LIMIT)};
 	bool		isnull;
-	int			handled = 0;
 
-	novu_begin_work("novu: fan-out");
 	prepare_once(&fanout_plan, "SELECT novu._fanout($1)", 1, argtypes);
-	if (SPI_execute_plan(fanout_plan, values, NULL, false, 1) == SPI_OK_SELECT && SPI_processed == 1)
-		handled = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	novu_end_work();
-	return handled;
+	if (SPI_execute_plan(fanout_plan, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "novu: fan-out failed");
+	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
+
 
 /* Copy a jsonb column of the current SPI row into the outer context, or NULL. */
 static Jsonb *
@@ -105,13 +103,19 @@ copy_text(HeapTuple tup, TupleDesc desc, int col)
 	return result;
 }
 
+static void record_in_tx(ResultBatch *rb);
+
 /*
- * Claim up to limit due messages (pending and due, or sending with an expired
- * lease after a crash), lease them for lease_ms, and return them with what their
- * rendering needs.  When nothing is due, *next_due_ms says when something will be.
+ * One short transaction of the pipeline: record the results given (if any),
+ * fan out new triggers (if asked; *fanned says how many rows), then claim up to
+ * limit due messages (pending and due, or leased by a worker that is gone or
+ * whose lease expired), lease them for lease_ms, and return them with what
+ * their rendering needs.  When nothing is due, *next_due_ms says when
+ * something will be.
  */
 int
-queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms)
+queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
+			ResultBatch *record_first, bool fanout_first, int *fanned)
 {
 	Oid			argtypes[3] = {INT4OID, INT4OID, INT4ARRAYOID};
 	Datum		values[3];
@@ -129,7 +133,10 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms)
 	values[1] = Int32GetDatum(lease_ms);
 	values[2] = int4_array(pids, npids);
 
-	novu_begin_work("novu: claiming messages");
+	novu_begin_work("novu: recording, fanning out, claiming");
+	if (record_first != NULL)
+		record_in_tx(record_first);
+	*fanned = fanout_first ? fanout_in_tx() : 0;
 	prepare_once(&claim_plan,
 				 "WITH c AS ("
 				 "  SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
@@ -373,9 +380,9 @@ int4_array(int32 *values, int n)
 	return PointerGetDatum(construct_array(elems, n, INT4OID, 4, true, TYPALIGN_INT));
 }
 
-/* Record a batch of results in one statement (novu._record). */
-void
-queue_record(ResultBatch *rb)
+/* Record a batch of results in one statement (novu._record), in the current transaction. */
+static void
+record_in_tx(ResultBatch *rb)
 {
 	Oid			argtypes[10] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
@@ -394,11 +401,20 @@ queue_record(ResultBatch *rb)
 	values[8] = int8_array(rb->prune_integrations, rb->nprune, false);
 	values[9] = text_array(rb->prune_tokens, rb->nprune);
 
-	novu_begin_work("novu: recording results");
 	prepare_once(&record_plan, "SELECT novu._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
 				 10, argtypes);
 	if (SPI_execute_plan(record_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "novu: recording results failed");
+}
+
+/* Record a batch of results in its own short transaction. */
+void
+queue_record(ResultBatch *rb)
+{
+	if (rb->n == 0 && rb->nprune == 0)
+		return;
+	novu_begin_work("novu: recording results");
+	record_in_tx(rb);
 	novu_end_work();
 }
 

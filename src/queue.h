@@ -62,8 +62,8 @@ typedef struct ResultBatch
 	char	  **prune_tokens;
 } ResultBatch;
 
-extern int	novu_fanout(void);
-extern int	queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms);
+extern int	queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
+						ResultBatch *record_first, bool fanout_first, int *fanned);
 extern int	queue_load_integrations(int64 *ids, int n, IntegrationRow **rows);
 extern void result_add(ResultBatch *rb, Message *m, const char *status, const char *error,
 					   int64 delay_ms, int64 receipt_ms, const char *detail);
@@ -77,7 +77,7 @@ extern void novu_housekeeping(void);
 extern void novu_begin_work(const char *activity);
 extern void novu_end_work(void);
 extern void novu_deliver_init(void);
-extern int	novu_deliver(bool woken, long wait_ms, long *sleep_ms);
+extern int	novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms);
 extern bool novu_deliver_busy(void);
 extern void novu_deliver_abandon(void);
 

@@ -112,22 +112,30 @@ novu_wake_workers_at_commit(void)
 	wake_at_commit = true;
 }
 
-/* Set the latch of every live delivery worker. */
+/*
+ * Wake one live delivery worker, in turn: one is enough to fan out and claim
+ * what the commit wrote (it claims again at once while batches are full), and
+ * waking them all would make each pay a transaction for the same rows.
+ */
 void
 novu_wake_workers(void)
 {
+	Latch	   *live[NOVU_MAX_WORKERS];
+	int			nlive = 0;
+	uint64		turn;
 	int			i;
 
 	if (novu_shared == NULL)
 		return;
-	pg_atomic_fetch_add_u64(&novu_shared->wakeups, 1);
 	for (i = 0; i < NOVU_MAX_WORKERS; i++)
 	{
-		Latch	   *latch = novu_shared->worker_latch[i];
-
-		if (latch != NULL)
-			SetLatch(latch);
+		if (novu_shared->worker_latch[i] != NULL)
+			live[nlive++] = novu_shared->worker_latch[i];
 	}
+	if (nlive == 0)
+		return;
+	turn = pg_atomic_fetch_add_u64(&novu_shared->wakeups, 1);
+	SetLatch(live[turn % nlive]);
 }
 
 /* Publish (or, with NULL, withdraw) a worker's latch in its slot. */

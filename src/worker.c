@@ -178,19 +178,11 @@ worker_cycle(long *sleep_ms)
 
 	novu_wakeup_pending = false;
 	*sleep_ms = novu_poll_interval;
-	if (woken || poll_due || fanout_more)
-	{
-		int			n = novu_fanout();
+	if (poll_due)
+		last_poll = now;
 
-		fanout_more = (n > 0);
-		done += n;
-		if (poll_due)
-			last_poll = now;
-	}
-	CHECK_FOR_INTERRUPTS();
-
-	/* wait on the network only when there is nothing else to do */
-	done += novu_deliver(woken || poll_due || done > 0, done > 0 ? 0 : 200, sleep_ms);
+	/* fan-out, claim and record share one short transaction per step */
+	done += novu_deliver(woken || poll_due, &fanout_more, fanout_more ? 0 : 200, sleep_ms);
 	CHECK_FOR_INTERRUPTS();
 
 	if (TimestampDifferenceExceeds(last_receipts, now, 1000))
