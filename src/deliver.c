@@ -32,6 +32,7 @@
 #include "provider.h"
 #include "queue.h"
 #include "render.h"
+#include "shmem.h"
 
 #define BREAKER_WINDOW_MS		60000
 #define BREAKER_MIN_ANSWERS		20
@@ -674,8 +675,11 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 	int			handled = 0;
 	HttpRequest *req;
 
+	/* keep the network busy before the transaction: answers keep flowing */
+	if (http_in_flight() > 0)
+		(void) http_wait(0);
 	if ((poke || *fanout_more || last_claim_full || now >= next_claim_at) &&
-		messages_in_flight < 2 * novu_batch_size)
+		messages_in_flight < novu_batch_size)
 	{
 		long		next_due = -1;
 		int			fanned = 0;
