@@ -41,6 +41,7 @@
 #define RESULTS_FLUSH_AT		1000	/* record at least this many results at once ... */
 #define RESULTS_FLUSH_MS		20		/* ... or whatever waited this long */
 #define REAUTH_INTERVAL_MS		10000	/* renew a credential at most this often on 401 */
+#define BREAKER_SETTLE_MS		1000	/* dead-token answers wait this long for a sample */
 
 /* Cached integrations, by id. */
 typedef struct IntegrationEntry
@@ -427,6 +428,42 @@ results_recorded(void)
 	finished_batches = NIL;
 }
 
+/*
+ * Whether the answered messages can be recorded now.  Dead-token answers of an
+ * integration that has too few answers in its breaker window wait (up to
+ * BREAKER_SETTLE_MS) for more answers, so that a burst of them is judged as a
+ * whole by the circuit breaker before any token is pruned.
+ */
+static bool
+results_ready(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			i;
+
+	if (nanswered == 0)
+		return false;
+	if (nanswered >= RESULTS_FLUSH_AT || TimestampDifferenceExceeds(results_since, now, BREAKER_SETTLE_MS))
+		return true;
+	for (i = 0; i < nanswered; i++)
+	{
+		Integration *ig = answered[i]->integration;
+		int			k = 0;
+		int			j;
+
+		if (ig == NULL || answered[i]->outcome != OUTCOME_REMOVE_TOKEN)
+			continue;
+		for (j = 0; j < nanswered; j++)
+		{
+			if (answered[j]->integration == ig)
+				k++;
+		}
+		if (k + (TimestampDifferenceExceeds(ig->window_start, now, BREAKER_WINDOW_MS) ? 0 : ig->window_answers)
+			< BREAKER_MIN_ANSWERS)
+			return false;
+	}
+	return true;
+}
+
 /* Record the answered messages in their own transaction. */
 static int
 flush_results(void)
@@ -525,7 +562,7 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, int *fanned)
 
 	{
 		ResultBatch rb;
-		bool		recording = (nanswered > 0);
+		bool		recording = results_ready();
 
 		if (recording)
 			build_results(&rb);
@@ -702,9 +739,12 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 	}
 
 	/* record in batches: enough results, or the oldest waited long enough, or all answered */
-	if (nanswered >= RESULTS_FLUSH_AT || messages_in_flight == 0 ||
-		(nanswered > 0 && TimestampDifferenceExceeds(results_since, GetCurrentTimestamp(), RESULTS_FLUSH_MS)))
+	if ((nanswered >= RESULTS_FLUSH_AT || messages_in_flight == 0 ||
+		 (nanswered > 0 && TimestampDifferenceExceeds(results_since, GetCurrentTimestamp(), RESULTS_FLUSH_MS))) &&
+		results_ready())
 		flush_results();
+	if (nanswered > 0)
+		*sleep_ms = Min(*sleep_ms, 50L);	/* held answers: look again soon */
 
 	if (!last_claim_full)
 	{
@@ -719,7 +759,7 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 bool
 novu_deliver_busy(void)
 {
-	return messages_in_flight > 0 || nanswered > 0;
+	return messages_in_flight > 0 || results_ready();
 }
 
 /*
