@@ -712,8 +712,8 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 	int			handled = 0;
 	HttpRequest *req;
 
-	/* keep the network busy before the transaction: answers keep flowing */
-	if (http_in_flight() > 0)
+	/* keep the network busy before a transaction: answers keep flowing */
+	if (http_in_flight() > 0 && messages_in_flight >= novu_batch_size / 2)
 		(void) http_wait(0);
 	if ((poke || *fanout_more || last_claim_full || now >= next_claim_at) &&
 		messages_in_flight < novu_batch_size)
