@@ -213,6 +213,14 @@ novu_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname(psprintf("novu delivery worker %d", novu_worker_slot));
 
+	/*
+	 * The worker's own commits need not wait for the WAL flush: a lost claim
+	 * or fan-out leaves rows pending (done again), and a lost result only means
+	 * the message is sent again, as for a request in flight at a crash.  The
+	 * application's trigger commits keep their own setting.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	novu_set_worker_latch(novu_worker_slot, MyLatch);
 	on_shmem_exit(worker_shmem_exit, Int32GetDatum(novu_worker_slot));
 
