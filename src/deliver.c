@@ -770,21 +770,8 @@ novu_deliver_busy(void)
 void
 novu_deliver_abandon(void)
 {
-	ListCell   *lc;
-
-	answered = NULL;
-	nanswered = answered_cap = 0;
-	if (results_context)
-		MemoryContextReset(results_context);
-	foreach(lc, finished_batches)
-	{
-		Batch	   *b = lfirst(lc);
-
-		MemoryContextDelete(b->context);
-		pfree(b);
-	}
-	list_free(finished_batches);
-	finished_batches = NIL;
+	if (results_context != NULL)
+		results_recorded();
 }
 
 /*
