@@ -8,10 +8,14 @@
  * share one.  HTTP/2 transfers of a pool are multiplexed on a connection
  * (CURLPIPE_MULTIPLEX + PIPEWAIT) and connections per host are bounded, which
  * bounds the requests in flight; beyond HTTP_MAX_ACTIVE a pool's requests wait
- * in order.  Waiting is one WaitEventSet holding curl's sockets, MyLatch and
- * postmaster death, so a commit wakes the worker even while a provider hangs,
- * and SIGTERM (die sets the latch) is served at once.  curl
- * keeps its own (malloc) memory: its objects outlive our memory contexts.
+ * in order.  curl is driven event by event (curl_multi_socket_action): it
+ * tells us which sockets to watch and when its next timeout falls, and is
+ * called only for the sockets that are ready, so the cost of a wake-up does
+ * not grow with the number of transfers.  Waiting is one WaitEventSet holding
+ * those sockets, MyLatch and postmaster death, so a commit wakes the worker
+ * even while a provider hangs, and SIGTERM (die sets the latch) is served at
+ * once.  curl keeps its own (malloc) memory: its objects outlive our memory
+ * contexts.
  */
 #include "postgres.h"
 
@@ -31,6 +35,16 @@
 #define HTTP_MAX_HOST_CONNS		4
 #define HTTP_EASY_POOL			256
 #define HTTP_MAX_ACTIVE			200		/* transfers handed to curl per pool; more wait in order */
+#define HTTP_MAX_STREAMS		100		/* per connection: curl (7.88) walks every stream of a
+										 * connection on each of its socket events */
+#define HTTP_MAX_SOCKETS		16		/* sockets curl may ask us to watch per pool */
+
+/* A socket curl asked us to watch, and for what (CURL_POLL_IN/OUT/INOUT). */
+typedef struct HttpSocket
+{
+	curl_socket_t fd;
+	int			what;
+} HttpSocket;
 
 /* One connection pool: the connections of one integration. */
 struct HttpPool
@@ -42,6 +56,9 @@ struct HttpPool
 	int			nwaiting;
 	int			waiting_cap;
 	int			fds;			/* external file descriptors reserved for it */
+	HttpSocket	socks[HTTP_MAX_SOCKETS];	/* what curl wants watched */
+	int			nsocks;
+	TimestampTz timer_at;		/* when curl wants its timeout action; 0: none */
 };
 
 static HttpPool **pools = NULL;
@@ -82,6 +99,41 @@ grow(void *array, int *cap, int n, Size elem)
 	return repalloc(array, *cap * elem);
 }
 
+/* curl's socket callback: remember which sockets to watch, for what. */
+static int
+socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	HttpPool   *pool = userp;
+	int			i;
+
+	for (i = 0; i < pool->nsocks && pool->socks[i].fd != fd; i++)
+		;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < pool->nsocks)
+			pool->socks[i] = pool->socks[--pool->nsocks];
+		return 0;
+	}
+	if (i == pool->nsocks)
+	{
+		if (pool->nsocks == HTTP_MAX_SOCKETS)
+			return -1;			/* cannot happen: connections are bounded */
+		pool->socks[pool->nsocks++].fd = fd;
+	}
+	pool->socks[i].what = what;
+	return 0;
+}
+
+/* curl's timer callback: remember when it wants its timeout action. */
+static int
+timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	HttpPool   *pool = userp;
+
+	pool->timer_at = timeout_ms < 0 ? 0 : TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	return 0;
+}
+
 /* A new pool: its own connections, at most HTTP_MAX_HOST_CONNS per host. */
 HttpPool *
 http_pool_create(void)
@@ -107,6 +159,12 @@ http_pool_create(void)
 	curl_multi_setopt(pool->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) pool->fds);
 	curl_multi_setopt(pool->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) pool->fds);
 	curl_multi_setopt(pool->multi, CURLMOPT_MAXCONNECTS, (long) pool->fds);
+	/* streams per connection (the server may allow fewer) */
+	curl_multi_setopt(pool->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long) HTTP_MAX_STREAMS);
+	curl_multi_setopt(pool->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(pool->multi, CURLMOPT_SOCKETDATA, pool);
+	curl_multi_setopt(pool->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(pool->multi, CURLMOPT_TIMERDATA, pool);
 
 	pools = grow(pools, &pools_cap, npools + 1, sizeof(HttpPool *));
 	pools[npools++] = pool;
@@ -362,10 +420,26 @@ drain(HttpPool *pool)
 	}
 }
 
-/* Let every pool with transfers make progress; returns curl's shortest timeout (ms, -1: none). */
-static long
-perform_all(void)
+/*
+ * Ask curl when its next timeout falls.  Its timer callback reports only
+ * changes, so a timeout action run a little early (curl found nothing due)
+ * would otherwise leave no timer at all.
+ */
+static void
+sync_timer(HttpPool *pool)
 {
+	long		ms = -1;
+
+	if (curl_multi_timeout(pool->multi, &ms) != CURLM_OK)
+		ms = -1;
+	pool->timer_at = ms < 0 ? 0 : TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+}
+
+/* Run curl's timeout actions that are due; returns ms until the next one (-1: none). */
+static long
+run_timers(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
 	long		next = -1;
 	int			i;
 
@@ -373,15 +447,20 @@ perform_all(void)
 	{
 		HttpPool   *pool = pools[i];
 		int			running;
-		long		t = -1;
+		long		ms;
 
-		if (pool->active == 0)
-			continue;
-		curl_multi_perform(pool->multi, &running);
-		drain(pool);
-		if (pool->active > 0 && curl_multi_timeout(pool->multi, &t) == CURLM_OK && t >= 0 &&
-			(next < 0 || t < next))
-			next = t;
+		if (pool->timer_at != 0 && pool->timer_at <= now)
+		{
+			curl_multi_socket_action(pool->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+			drain(pool);
+			sync_timer(pool);
+		}
+		if (pool->timer_at != 0)
+		{
+			ms = (long) ((pool->timer_at - now + 999) / 1000);
+			if (next < 0 || ms < next)
+				next = Max(ms, 0);
+		}
 	}
 	return next;
 }
@@ -390,66 +469,31 @@ perform_all(void)
  * Let transfers progress for at most timeout_ms (0: only what is ready now).
  * Returns early when a transfer finishes or MyLatch is set; a set latch is
  * reset here and remembered in novu_wakeup_pending for the worker loop.
- * Waits in one WaitEventSet on the pools' sockets (curl_multi_fdset), MyLatch
- * and postmaster death.  Returns true if something finished.
+ * Waits in one WaitEventSet on the sockets curl asked for, MyLatch and
+ * postmaster death, then hands curl the ready sockets only.  Returns true if
+ * something finished.
  */
 bool
 http_wait(long timeout_ms)
 {
 	WaitEventSet *set;
-	WaitEvent	events[8];
+	WaitEvent  *events;
 	int			before = ndone;
 	long		next;
-	int		   *socks = NULL;
-	int		   *evs = NULL;
 	int			nsock = 0;
-	int			sock_cap = 0;
 	int			nev;
 	int			i;
+	int			j;
 
-	next = perform_all();
+	next = run_timers();
 	if (ndone > before)
 		timeout_ms = 0;
 	else if (next >= 0 && next < timeout_ms)
 		timeout_ms = next;
 
-	/* curl's sockets (curl_multi_fdset of each pool) ... */
-	for (i = 0; i < npools && timeout_ms > 0; i++)
-	{
-		fd_set		rd;
-		fd_set		wr;
-		fd_set		ex;
-		int			maxfd = -1;
-		int			fd;
+	for (i = 0; i < npools; i++)
+		nsock += pools[i]->nsocks;
 
-		if (pools[i]->active == 0)
-			continue;
-		FD_ZERO(&rd);
-		FD_ZERO(&wr);
-		FD_ZERO(&ex);
-		curl_multi_fdset(pools[i]->multi, &rd, &wr, &ex, &maxfd);
-		for (fd = 0; fd <= maxfd; fd++)
-		{
-			int			ev = (FD_ISSET(fd, &rd) ? WL_SOCKET_READABLE : 0) |
-				(FD_ISSET(fd, &wr) ? WL_SOCKET_WRITEABLE : 0);
-
-			if (ev == 0)
-				continue;
-			if (nsock == sock_cap)
-			{
-				sock_cap = Max(16, sock_cap * 2);
-				socks = socks ? repalloc(socks, sizeof(int) * sock_cap) : palloc(sizeof(int) * sock_cap);
-				evs = evs ? repalloc(evs, sizeof(int) * sock_cap) : palloc(sizeof(int) * sock_cap);
-			}
-			socks[nsock] = fd;
-			evs[nsock++] = ev;
-		}
-	}
-	/* a transfer with no socket to watch yet (connecting, resolving): look again soon */
-	if (nsock == 0 && http_in_flight() > 0)
-		timeout_ms = Min(timeout_ms, 10);
-
-	/* ... MyLatch and postmaster death, in one set */
 #if PG_VERSION_NUM >= 170000
 	set = CreateWaitEventSet(NULL, nsock + 2);
 #else
@@ -457,9 +501,22 @@ http_wait(long timeout_ms)
 #endif
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (i = 0; i < nsock; i++)
-		AddWaitEventToSet(set, evs[i], socks[i], NULL, NULL);
-	nev = WaitEventSetWait(set, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);
+	for (i = 0; i < npools; i++)
+	{
+		for (j = 0; j < pools[i]->nsocks; j++)
+		{
+			HttpSocket *hs = &pools[i]->socks[j];
+			int			ev = ((hs->what & CURL_POLL_IN) ? WL_SOCKET_READABLE : 0) |
+				((hs->what & CURL_POLL_OUT) ? WL_SOCKET_WRITEABLE : 0);
+
+			if (ev != 0)
+				AddWaitEventToSet(set, ev, hs->fd, NULL, pools[i]);
+		}
+	}
+	events = palloc(sizeof(WaitEvent) * (nsock + 2));
+	nev = WaitEventSetWait(set, timeout_ms, events, nsock + 2, PG_WAIT_EXTENSION);
+	FreeWaitEventSet(set);
+
 	for (i = 0; i < nev; i++)
 	{
 		if (events[i].events & WL_LATCH_SET)
@@ -467,9 +524,20 @@ http_wait(long timeout_ms)
 			ResetLatch(MyLatch);
 			novu_wakeup_pending = true;
 		}
+		else if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+		{
+			HttpPool   *pool = events[i].user_data;
+			int			flags = ((events[i].events & WL_SOCKET_READABLE) ? CURL_CSELECT_IN : 0) |
+				((events[i].events & WL_SOCKET_WRITEABLE) ? CURL_CSELECT_OUT : 0);
+			int			running;
+
+			curl_multi_socket_action(pool->multi, events[i].fd, flags, &running);
+			drain(pool);
+			sync_timer(pool);
+		}
 	}
-	FreeWaitEventSet(set);
-	(void) perform_all();
+	pfree(events);
+	(void) run_timers();
 	CHECK_FOR_INTERRUPTS();
 	return ndone > before;
 }
