@@ -4,14 +4,14 @@
 #   bash test/run-tests.sh          everything, from a fresh machine (see README)
 
 EXTENSION = novu
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 
 MODULE_big = novu
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
 DATA = $(wildcard sql/novu--*.sql)
 
-REGRESS = setup template crypto integrations subscribers credentials workflows trigger import roles
+REGRESS = setup template crypto integrations subscribers credentials workflows trigger import roles upgrade
 ISOLATION = concurrent_identify concurrent_trigger
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell curl-config --cflags) -DNOVU_EXTVERSION=\"$(EXTVERSION)\"

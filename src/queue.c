@@ -54,21 +54,6 @@ prepare_once(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 	return *slot;
 }
 
-/* Fan out pending triggers (and one broadcast chunk), in the current transaction. */
-static int
-fanout_in_tx(void)
-{
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(FANOUT_LIMIT)};
-	bool		isnull;
-
-	prepare_once(&fanout_plan, "SELECT novu._fanout($1)", 1, argtypes);
-	if (SPI_execute_plan(fanout_plan, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "novu: fan-out failed");
-	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-}
-
-
 /* Copy a jsonb column of the current SPI row into the outer context, or NULL. */
 static Jsonb *
 copy_jsonb(HeapTuple tup, TupleDesc desc, int col)
@@ -106,99 +91,179 @@ copy_text(HeapTuple tup, TupleDesc desc, int col)
 static void record_in_tx(ResultBatch *rb);
 
 /*
+ * Copy one claimed message (columns 1..13 of the fan-out and claim results:
+ * id, attempts, transaction, workflow, subscriber, token, integration,
+ * payload, overrides, actor, step, step key, subscriber profile).
+ */
+static void
+read_claimed(ClaimedRow *r, HeapTuple tup, TupleDesc desc)
+{
+	bool		isnull;
+	Datum		d;
+
+	r->msg = MemoryContextAllocZero(novu_work_outer_context(), sizeof(Message));
+	r->msg->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	r->msg->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+	r->msg->transaction_id = copy_text(tup, desc, 3);
+	r->msg->workflow_id = copy_text(tup, desc, 4);
+	r->msg->subscriber_id = copy_text(tup, desc, 5);
+	r->msg->device_token = copy_text(tup, desc, 6);
+	r->msg->retry_after = -1;
+	d = SPI_getbinval(tup, desc, 7, &isnull);
+	r->integration_id = isnull ? 0 : DatumGetInt64(d);
+	r->payload = copy_jsonb(tup, desc, 8);
+	r->trigger_overrides = copy_jsonb(tup, desc, 9);
+	r->actor = copy_jsonb(tup, desc, 10);
+	r->step = copy_jsonb(tup, desc, 11);
+	r->step_key = copy_text(tup, desc, 12);
+	r->subscriber = copy_jsonb(tup, desc, 13);
+}
+
+/* Make room for more claimed rows in the outer context. */
+static ClaimedRow *
+grow_claimed(ClaimedRow *rows, int have, int more)
+{
+	if (rows == NULL)
+		return MemoryContextAllocZero(novu_work_outer_context(), sizeof(ClaimedRow) * Max(more, 1));
+	rows = repalloc(rows, sizeof(ClaimedRow) * (have + more));
+	memset(rows + have, 0, sizeof(ClaimedRow) * more);
+	return rows;
+}
+
+/*
+ * Fan out pending triggers (and one broadcast chunk), in the current
+ * transaction.  The first lease_limit messages come back leased to this
+ * worker and are appended to *rows; returns the outbox rows handled.
+ */
+static int
+fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
+{
+	Oid			argtypes[5] = {INT4OID, INT4OID, INT4OID, INT4OID, INT4OID};
+	Datum		values[5] = {Int32GetDatum(FANOUT_LIMIT), Int32GetDatum(lease_limit), Int32GetDatum(lease_ms),
+	Int32GetDatum(novu_worker_slot), Int32GetDatum(novu_workers)};
+	int			handled = 0;
+	int			n;
+	int			i;
+
+	prepare_once(&fanout_plan, "SELECT * FROM novu._fanout($1, $2, $3, $4, $5)", 5, argtypes);
+	if (SPI_execute_plan(fanout_plan, values, NULL, false, 0) != SPI_OK_SELECT || SPI_processed < 1)
+		elog(ERROR, "novu: fan-out failed");
+	n = (int) SPI_processed;
+	*rows = grow_claimed(*rows, *nrows, n);
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		(void) SPI_getbinval(tup, desc, 1, &isnull);
+		if (isnull)
+		{
+			/* the last row carries the count of outbox rows handled */
+			handled = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
+			continue;
+		}
+		read_claimed(&(*rows)[(*nrows)++], tup, desc);
+	}
+	return handled;
+}
+
+/*
  * One short transaction of the pipeline: record the results given (if any),
- * fan out new triggers (if asked; *fanned says how many rows), then claim up to
- * limit due messages (pending and due, or leased by a worker that is gone or
- * whose lease expired), lease them for lease_ms, and return them with what
- * their rendering needs.  When nothing is due, *next_due_ms says when
- * something will be.
+ * fan out new triggers (if asked; *fanned says how many outbox rows; their
+ * first messages come back leased), then claim due messages up to limit in
+ * all: pending and due, or leased with the lease expired, or (once after a
+ * worker started or stopped) leased by a worker that no longer runs.  The
+ * rows come with what their rendering needs.  When nothing is due,
+ * *next_due_ms says when something will be.
  */
 int
 queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 			ResultBatch *record_first, bool fanout_first, int *fanned)
 {
-	Oid			argtypes[3] = {INT4OID, INT4OID, INT4ARRAYOID};
-	Datum		values[3];
+	static uint32 recovered_generation = 0;
+	static bool recovered_once = false;
+	Oid			argtypes[5] = {INT4OID, INT4OID, INT4ARRAYOID, BOOLOID, TIMESTAMPTZOID};
+	Datum		values[5];
 	int32		pids[NOVU_MAX_WORKERS];
-	int			npids = novu_live_worker_pids(pids);
-	int			n;
+	int			npids;
+	uint32		generation;
+	bool		recover;
+	int			n = 0;
+	int			claimed = 0;
 	int			i;
 	ClaimedRow *result = NULL;
-
-	/*
-	 * Messages leased by a worker that no longer runs (killed, or before a
-	 * crash restart) are claimed again at once, not when their lease ends.
-	 */
-	values[0] = Int32GetDatum(limit);
-	values[1] = Int32GetDatum(lease_ms);
-	values[2] = int4_array(pids, npids);
 
 	novu_begin_work("novu: recording, fanning out, claiming");
 	if (record_first != NULL)
 		record_in_tx(record_first);
-	*fanned = fanout_first ? fanout_in_tx() : 0;
-	prepare_once(&claim_plan,
-				 "WITH c AS ("
-				 "  SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
-				 "    FROM novu.deliveries"
-				 "   WHERE status IN ('pending', 'sending') AND next_attempt_at <= now()"
-				 "     AND (status = 'pending' OR lease_until < now() OR claimed_by <> ALL ($3))"
-				 "   ORDER BY next_attempt_at"
-				 "   LIMIT $1"
-				 "   FOR UPDATE SKIP LOCKED)"
-				 " UPDATE novu.deliveries d"
-				 "    SET status = 'sending', attempts = d.attempts + 1, claimed_by = pg_backend_pid(),"
-				 "        lease_until = now() + $2 * interval '1 millisecond', updated_at = now()"
-				 "   FROM c"
-				 "   LEFT JOIN novu.events e ON e.transaction_id = c.transaction_id"
-				 "   LEFT JOIN novu.workflows w ON w.workflow_id = c.workflow_id"
-				 "   LEFT JOIN novu.subscribers s ON s.subscriber_id = c.subscriber_id"
-				 "  WHERE d.id = c.id"
-				 " RETURNING d.id, d.attempts, d.transaction_id, d.workflow_id, d.subscriber_id,"
-				 "   d.device_token, COALESCE(d.integration_id, 0), e.payload, e.overrides, e.actor,"
-				 "   w.steps -> d.step_index, d.workflow_id || '/' || d.step_index || '/' || w.updated_at,"
-				 "   CASE WHEN s.subscriber_id IS NOT NULL THEN jsonb_build_object("
-				 "     'subscriberId', s.subscriber_id, 'firstName', s.first_name, 'lastName', s.last_name,"
-				 "     'email', s.email, 'phone', s.phone, 'avatar', s.avatar, 'locale', s.locale,"
-				 "     'timezone', s.timezone, 'data', s.data) END",
-				 3, argtypes);
-	if (SPI_execute_plan(claim_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "novu: claim failed");
-	n = (int) SPI_processed;
+	*fanned = fanout_first ? fanout_in_tx(limit, lease_ms, &result, &n) : 0;
+
+	if (n < limit)
+	{
+		/*
+		 * Read the live workers after this transaction's snapshot: a worker
+		 * that starts later leases rows later than lease_until < $5, so its
+		 * rows are never taken for a dead worker's.
+		 */
+		npids = novu_live_worker_pids(pids, &generation);
+		recover = !recovered_once || generation != recovered_generation;
+		values[0] = Int32GetDatum(limit - n);
+		values[1] = Int32GetDatum(lease_ms);
+		values[2] = int4_array(pids, npids);
+		values[3] = BoolGetDatum(recover);
+		values[4] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), lease_ms));
+		prepare_once(&claim_plan,
+					 "WITH c AS ("
+					 "  SELECT * FROM (SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
+					 "     FROM novu.deliveries"
+					 "    WHERE status = 'pending' AND next_attempt_at <= now()"
+					 "    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+					 "  UNION ALL"
+					 "  SELECT * FROM (SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
+					 "     FROM novu.deliveries"
+					 "    WHERE status = 'sending' AND lease_until < now()"
+					 "    ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED) expired"
+					 "  UNION ALL"
+					 "  SELECT * FROM (SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
+					 "     FROM novu.deliveries"
+					 "    WHERE $4 AND status = 'sending' AND lease_until >= now() AND lease_until < $5"
+					 "      AND claimed_by <> ALL ($3)"
+					 "    LIMIT $1 FOR UPDATE SKIP LOCKED) orphaned"
+					 "  LIMIT $1)"
+					 " UPDATE novu.deliveries d"
+					 "    SET status = 'sending', attempts = d.attempts + 1, claimed_by = pg_backend_pid(),"
+					 "        lease_until = now() + $2 * interval '1 millisecond', updated_at = now()"
+					 "   FROM c"
+					 "   LEFT JOIN novu.events e ON e.transaction_id = c.transaction_id"
+					 "   LEFT JOIN novu.workflows w ON w.workflow_id = c.workflow_id"
+					 "   LEFT JOIN novu.subscribers s ON s.subscriber_id = c.subscriber_id"
+					 "  WHERE d.id = c.id"
+					 " RETURNING d.id, d.attempts, d.transaction_id, d.workflow_id, d.subscriber_id,"
+					 "   d.device_token, d.integration_id, e.payload, e.overrides, e.actor,"
+					 "   w.steps -> d.step_index, d.workflow_id || '/' || d.step_index || '/' || w.updated_at,"
+					 "   CASE WHEN s.subscriber_id IS NOT NULL THEN jsonb_build_object("
+					 "     'subscriberId', s.subscriber_id, 'firstName', s.first_name, 'lastName', s.last_name,"
+					 "     'email', s.email, 'phone', s.phone, 'avatar', s.avatar, 'locale', s.locale,"
+					 "     'timezone', s.timezone, 'data', s.data) END",
+					 5, argtypes);
+		if (SPI_execute_plan(claim_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "novu: claim failed");
+		claimed = (int) SPI_processed;
+		/* a recovery that hit the limit goes on at the next claim */
+		if (recover && claimed < limit - n)
+		{
+			recovered_generation = generation;
+			recovered_once = true;
+		}
+		if (claimed > 0)
+			result = grow_claimed(result, n, claimed);
+		for (i = 0; i < claimed; i++)
+			read_claimed(&result[n++], SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+	}
 
 	if (n > 0)
-	{
-		MemoryContext old = MemoryContextSwitchTo(novu_work_outer_context());
-
-		result = palloc0(sizeof(ClaimedRow) * n);
-		MemoryContextSwitchTo(old);
-		for (i = 0; i < n; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			ClaimedRow *r = &result[i];
-			bool		isnull;
-
-			old = MemoryContextSwitchTo(novu_work_outer_context());
-			r->msg = palloc0(sizeof(Message));
-			MemoryContextSwitchTo(old);
-			r->msg->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			r->msg->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-			r->msg->transaction_id = copy_text(tup, desc, 3);
-			r->msg->workflow_id = copy_text(tup, desc, 4);
-			r->msg->subscriber_id = copy_text(tup, desc, 5);
-			r->msg->device_token = copy_text(tup, desc, 6);
-			r->msg->retry_after = -1;
-			r->integration_id = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
-			r->payload = copy_jsonb(tup, desc, 8);
-			r->trigger_overrides = copy_jsonb(tup, desc, 9);
-			r->actor = copy_jsonb(tup, desc, 10);
-			r->step = copy_jsonb(tup, desc, 11);
-			r->step_key = copy_text(tup, desc, 12);
-			r->subscriber = copy_jsonb(tup, desc, 13);
-		}
 		*next_due_ms = 0;
-	}
 	else
 	{
 		bool		isnull;
@@ -206,8 +271,8 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 
 		prepare_once(&next_due_plan,
 					 "SELECT (extract(epoch FROM LEAST("
-					 "   (SELECT min(next_attempt_at) FROM novu.deliveries WHERE status IN ('pending', 'sending') AND status = 'pending'),"
-					 "   (SELECT min(lease_until) FROM novu.deliveries WHERE status IN ('pending', 'sending') AND status = 'sending'),"
+					 "   (SELECT min(next_attempt_at) FROM novu.deliveries WHERE status = 'pending'),"
+					 "   (SELECT min(lease_until) FROM novu.deliveries WHERE status = 'sending'),"
 					 "   (SELECT min(receipt_at) FROM novu.deliveries WHERE receipt_at IS NOT NULL))"
 					 "  - now()) * 1000)::bigint",
 					 0, NULL);
@@ -384,25 +449,26 @@ int4_array(int32 *values, int n)
 static void
 record_in_tx(ResultBatch *rb)
 {
-	Oid			argtypes[10] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	Oid			argtypes[11] = {INT4OID, INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
-	Datum		values[10];
+	Datum		values[11];
 
 	if (rb->n == 0 && rb->nprune == 0)
 		return;
-	values[0] = int8_array(rb->ids, rb->n, false);
-	values[1] = int4_array(rb->attempts, rb->n);
-	values[2] = text_array(rb->statuses, rb->n);
-	values[3] = text_array(rb->errors, rb->n);
-	values[4] = text_array(rb->message_ids, rb->n);
-	values[5] = int8_array(rb->delays_ms, rb->n, false);
-	values[6] = int8_array(rb->receipt_ms, rb->n, true);
-	values[7] = text_array(rb->details, rb->n);
-	values[8] = int8_array(rb->prune_integrations, rb->nprune, false);
-	values[9] = text_array(rb->prune_tokens, rb->nprune);
+	values[0] = Int32GetDatum(novu_worker_slot);
+	values[1] = int8_array(rb->ids, rb->n, false);
+	values[2] = int4_array(rb->attempts, rb->n);
+	values[3] = text_array(rb->statuses, rb->n);
+	values[4] = text_array(rb->errors, rb->n);
+	values[5] = text_array(rb->message_ids, rb->n);
+	values[6] = int8_array(rb->delays_ms, rb->n, false);
+	values[7] = int8_array(rb->receipt_ms, rb->n, true);
+	values[8] = text_array(rb->details, rb->n);
+	values[9] = int8_array(rb->prune_integrations, rb->nprune, false);
+	values[10] = text_array(rb->prune_tokens, rb->nprune);
 
-	prepare_once(&record_plan, "SELECT novu._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-				 10, argtypes);
+	prepare_once(&record_plan, "SELECT novu._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+				 11, argtypes);
 	if (SPI_execute_plan(record_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "novu: recording results failed");
 }
@@ -457,23 +523,24 @@ queue_claim_receipts(int limit, int lease_ms, ReceiptRow **rows)
 void
 queue_record_receipts(ResultBatch *rb)
 {
-	Oid			argtypes[7] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
+	Oid			argtypes[8] = {INT4OID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
 	INT8ARRAYOID, TEXTARRAYOID};
-	Datum		values[7];
+	Datum		values[8];
 
 	if (rb->n == 0)
 		return;
-	values[0] = int8_array(rb->ids, rb->n, false);
-	values[1] = text_array(rb->statuses, rb->n);
-	values[2] = text_array(rb->errors, rb->n);
-	values[3] = int8_array(rb->delays_ms, rb->n, false);
-	values[4] = text_array(rb->details, rb->n);
-	values[5] = int8_array(rb->prune_integrations, rb->nprune, false);
-	values[6] = text_array(rb->prune_tokens, rb->nprune);
+	values[0] = Int32GetDatum(novu_worker_slot);
+	values[1] = int8_array(rb->ids, rb->n, false);
+	values[2] = text_array(rb->statuses, rb->n);
+	values[3] = text_array(rb->errors, rb->n);
+	values[4] = int8_array(rb->delays_ms, rb->n, false);
+	values[5] = text_array(rb->details, rb->n);
+	values[6] = int8_array(rb->prune_integrations, rb->nprune, false);
+	values[7] = text_array(rb->prune_tokens, rb->nprune);
 
 	novu_begin_work("novu: recording receipts");
-	prepare_once(&record_receipts_plan, "SELECT novu._record_receipts($1, $2, $3, $4, $5, $6, $7)",
-				 7, argtypes);
+	prepare_once(&record_receipts_plan, "SELECT novu._record_receipts($1, $2, $3, $4, $5, $6, $7, $8)",
+				 8, argtypes);
 	if (SPI_execute_plan(record_receipts_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "novu: recording receipts failed");
 	novu_end_work();

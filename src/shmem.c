@@ -147,19 +147,25 @@ novu_set_worker_latch(int slot, Latch *latch)
 	SpinLockAcquire(&novu_shared->mutex);
 	novu_shared->worker_latch[slot] = latch;
 	novu_shared->worker_pid[slot] = latch ? MyProcPid : 0;
+	novu_shared->generation++;
 	SpinLockRelease(&novu_shared->mutex);
 }
 
-/* The PIDs of the delivery workers running now; returns how many. */
+/*
+ * The PIDs of the delivery workers running now, and the generation of that
+ * set (it changes whenever a worker starts or stops); returns how many.
+ */
 int
-novu_live_worker_pids(int32 *pids)
+novu_live_worker_pids(int32 *pids, uint32 *generation)
 {
 	int			n = 0;
 	int			i;
 
+	*generation = 0;
 	if (novu_shared == NULL)
 		return 0;
 	SpinLockAcquire(&novu_shared->mutex);
+	*generation = novu_shared->generation;
 	for (i = 0; i < NOVU_MAX_WORKERS; i++)
 	{
 		if (novu_shared->worker_pid[i] != 0)

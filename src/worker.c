@@ -122,6 +122,9 @@ novu_end_work(void)
  * library serves.  Logs once per change of state; the caller waits and asks
  * again, so CREATE/DROP/ALTER EXTENSION at any time are fine.
  */
+/* When extension_ready() last looked (0: look at the next cycle). */
+static TimestampTz extension_checked_at = 0;
+
 static bool
 extension_ready(void)
 {
@@ -129,6 +132,14 @@ extension_ready(void)
 	int			state;
 	char	   *version = NULL;
 
+	/*
+	 * Once ready, look again only every few seconds: each unit of work locks
+	 * the extension and stops quietly if it is gone (see begin_work).
+	 */
+	if (last_state == 2 && extension_checked_at != 0 &&
+		!TimestampDifferenceExceeds(extension_checked_at, GetCurrentTimestamp(), 5000))
+		return true;
+	extension_checked_at = GetCurrentTimestamp();
 	begin_work("novu: checking the extension", false);
 	if (!OidIsValid(get_extension_oid("novu", true)))
 		state = 0;
@@ -220,6 +231,8 @@ novu_worker_main(Datum main_arg)
 	 * application's trigger commits keep their own setting.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/* short keyed statements on small batches: compiling them never pays */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	novu_set_worker_latch(novu_worker_slot, MyLatch);
 	on_shmem_exit(worker_shmem_exit, Int32GetDatum(novu_worker_slot));
@@ -248,6 +261,7 @@ novu_worker_main(Datum main_arg)
 		FlushErrorState();
 		MemoryContextReset(cycle_context);
 		novu_deliver_abandon();
+		extension_checked_at = 0;	/* dropped or updated? look again */
 		pgstat_report_activity(STATE_IDLE, NULL);
 		RESUME_INTERRUPTS();
 
