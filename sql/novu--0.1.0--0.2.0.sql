@@ -504,6 +504,17 @@ END
 $$;
 COMMENT ON FUNCTION novu._record_receipts(integer, bigint[], text[], text[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record checked Expo receipts in one statement';
 
+------------------------------------------------------------------------------
+-- The trigger path runs in every application transaction: the C functions
+-- no longer switch search_path on each call (a GUC change and two search
+-- path recomputations).  Their statements name everything with its schema
+-- (novu.*, pg_catalog.*), so the caller's search_path cannot redirect them;
+-- the trigger regression test checks that with a hostile search_path.
+------------------------------------------------------------------------------
+
+ALTER FUNCTION novu.trigger(text, jsonb, jsonb, jsonb, text, jsonb) RESET search_path;
+ALTER FUNCTION novu.broadcast(text, jsonb, jsonb, text) RESET search_path;
+
 REVOKE EXECUTE ON FUNCTION novu._expand(text[], text[], text[], integer, integer),
                            novu._fanout(integer, integer, integer, integer, integer),
                            novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]),

@@ -12,10 +12,14 @@ SELECT transaction_id, workflow_id, subscriber_id, kind, status FROM novu.notifi
 SELECT novu.trigger('order-shipped', '"user-2"', '{}', '{}', 'tx-1');
 SELECT count(*), min(recipients::text) FROM novu.events WHERE transaction_id = 'tx-1';
 
--- a generated transactionId is a UUID
+-- a generated transactionId is a time-ordered UUID (version 7): later ones sort after
 SELECT r ->> 'status' AS status,
-       (r ->> 'transactionId') ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' AS uuid
+       (r ->> 'transactionId') ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' AS uuid,
+       abs(extract(epoch FROM now()) * 1000
+           - ('x' || lpad(replace(left(r ->> 'transactionId', 13), '-', ''), 16, '0'))::bit(64)::bigint) < 60000 AS now_ms
   FROM novu.trigger('order-shipped', '"user-2"') r;
+SELECT (SELECT novu.trigger('order-shipped', '"user-2"') ->> 'transactionId')
+     < (SELECT novu.trigger('order-shipped', '"user-2"') ->> 'transactionId' FROM pg_sleep(0.002)) AS ordered;
 
 -- inactive workflow and workflow without steps: Novu's statuses, nothing enqueued
 SELECT novu.trigger('inactive-workflow', '"user-1"', '{}', '{}', 'tx-inactive');
@@ -154,3 +158,25 @@ DROP TABLE public.bad_orders, public.orders;
 
 -- statistics over what was triggered
 SELECT novu.notification_stats();
+
+-- a hostile search_path cannot redirect the trigger's statements: functions
+-- and operators named like the ones it uses, in a schema searched first, are
+-- never called (novu.trigger runs as the extension owner)
+CREATE SCHEMA hostile;
+CREATE FUNCTION hostile.unnest(text[]) RETURNS SETOF text LANGUAGE plpgsql AS
+    $$ BEGIN RAISE EXCEPTION 'hostile.unnest was called'; END $$;
+CREATE FUNCTION hostile.jsonb_array_length(jsonb) RETURNS integer LANGUAGE plpgsql AS
+    $$ BEGIN RAISE EXCEPTION 'hostile.jsonb_array_length was called'; END $$;
+CREATE FUNCTION hostile.texteq_evil(text, text) RETURNS boolean LANGUAGE plpgsql AS
+    $$ BEGIN RAISE EXCEPTION 'hostile = was called'; END $$;
+CREATE OPERATOR hostile.= (LEFTARG = text, RIGHTARG = text, FUNCTION = hostile.texteq_evil);
+CREATE TABLE hostile.events (x int);
+SET search_path = hostile, pg_catalog;
+SELECT novu.trigger('order-shipped', '"hostile-path-subscriber"', '{}', '{}', 'tx-hostile-1') ->> 'status';
+SELECT novu.trigger('order-shipped', '"hostile-path-subscriber"', '{}', '{}', 'tx-hostile-1') ->> 'status';
+SELECT novu.broadcast('order-shipped', '{}', '{}', 'tx-hostile-2') ->> 'status';
+RESET search_path;
+SELECT count(*) FROM novu.events WHERE transaction_id IN ('tx-hostile-1', 'tx-hostile-2');
+SELECT count(*) FROM novu.subscribers WHERE subscriber_id = 'hostile-path-subscriber';
+DROP SCHEMA hostile CASCADE;
+SELECT novu.cancel('tx-hostile-1'), novu.cancel('tx-hostile-2');

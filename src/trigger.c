@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
@@ -18,9 +19,11 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 #include "novu.h"
 #include "jsonb_util.h"
+#include "lookup.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(novu_trigger);
@@ -34,7 +37,6 @@ typedef struct Recipient
 } Recipient;
 
 /* Plans prepared once per backend (SPI_keepplan). */
-static SPIPlanPtr workflow_plan = NULL;
 static SPIPlanPtr event_insert_plan = NULL;
 static SPIPlanPtr event_insert_fresh_plan = NULL;
 static SPIPlanPtr ensure_subscribers_plan = NULL;
@@ -127,18 +129,41 @@ check_payload_size(Jsonb *payload)
 				 errhint("Keep large data in your tables and pass its key in the payload.")));
 }
 
-/* A random (version 4) UUID as text, for generated transactionIds. */
+/*
+ * A time-ordered (version 7) UUID as text, for generated transactionIds:
+ * Unix milliseconds then 74 random bits (a generator seeded once from the
+ * strong source).  Consecutive ids sort together, so the outbox's primary key
+ * grows at its right edge instead of dirtying a random leaf per trigger.
+ */
 static char *
 random_uuid_text(void)
 {
+	static bool seeded = false;
+	static pg_prng_state prng;
 	unsigned char b[16];
+	uint64		ms = (uint64) ((GetCurrentTimestamp() / 1000) + (uint64) 946684800000);	/* Unix ms */
+	uint64		r1;
+	uint64		r2;
+	int			i;
 
-	if (!pg_strong_random(b, sizeof(b)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate a random transactionId")));
-	b[6] = (b[6] & 0x0f) | 0x40;
-	b[8] = (b[8] & 0x3f) | 0x80;
+	if (!seeded)
+	{
+		if (!pg_prng_strong_seed(&prng))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random transactionId")));
+		seeded = true;
+	}
+	r1 = pg_prng_uint64(&prng);
+	r2 = pg_prng_uint64(&prng);
+	for (i = 0; i < 6; i++)
+		b[i] = (unsigned char) (ms >> (40 - 8 * i));
+	for (i = 6; i < 8; i++)
+		b[i] = (unsigned char) (r1 >> (8 * i));
+	for (i = 8; i < 16; i++)
+		b[i] = (unsigned char) (r2 >> (8 * (i - 8)));
+	b[6] = (b[6] & 0x0f) | 0x70;	/* version 7 */
+	b[8] = (b[8] & 0x3f) | 0x80;	/* RFC 9562 variant */
 	return psprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
 					b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
 					b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
@@ -268,29 +293,22 @@ recipient_id_array(List *recipients)
 static WorkflowState
 probe_workflow(const char *workflow_id)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-	bool		isnull;
-	bool		active;
-	int32		nsteps;
-	SPIPlanPtr	plan;
+	AttrNumber	attnums[2];
+	Datum		values[2];
+	bool		isnull[2];
+	Jsonb	   *steps;
 
-	plan = prepare_once(&workflow_plan,
-						"SELECT active, jsonb_array_length(steps) FROM novu.workflows WHERE workflow_id = $1",
-						1, argtypes);
-	values[0] = CStringGetTextDatum(workflow_id);
-	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "novu: workflow lookup failed");
-	if (SPI_processed == 0)
+	attnums[0] = novu_attnum("workflows", "active");
+	attnums[1] = novu_attnum("workflows", "steps");
+	if (!novu_pk_fetch("workflows", workflow_id, 2, attnums, values, isnull))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("workflow \"%s\" not found", workflow_id),
 				 errhint("Create it with novu.create_workflow(); workflow ids are case sensitive.")));
-	active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	nsteps = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	if (!active)
+	if (isnull[0] || !DatumGetBool(values[0]))
 		return WORKFLOW_NOT_ACTIVE;
-	if (nsteps == 0)
+	steps = isnull[1] ? NULL : DatumGetJsonbP(values[1]);
+	if (steps == NULL || !JB_ROOT_IS_ARRAY(steps) || JB_ROOT_COUNT(steps) == 0)
 		return WORKFLOW_NO_STEPS;
 	return WORKFLOW_OK;
 }
@@ -336,16 +354,36 @@ insert_event(const char *transaction_id, bool generated, const char *kind, const
 	return SPI_processed == 1;
 }
 
-/* Create the subscribers of a trigger that do not exist yet (empty profile). */
+/*
+ * Create the subscribers of a trigger that do not exist yet (empty profile).
+ * Existing ones, the usual case, cost one index probe each; only when some
+ * are missing does it run the insert (ON CONFLICT: a concurrent trigger may
+ * create the same one).
+ */
 static void
 ensure_subscribers(ArrayType *ids)
 {
 	Oid			argtypes[1] = {TEXTARRAYOID};
 	Datum		values[1];
 	SPIPlanPtr	plan;
+	Datum	   *elems;
+	int			nelems;
+	int			i;
+	AttrNumber	attnum = 1;
+	Datum		value;
+	bool		isnull;
+
+	deconstruct_array(ids, TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &nelems);
+	for (i = 0; i < nelems; i++)
+	{
+		if (!novu_pk_fetch("subscribers", TextDatumGetCString(elems[i]), 1, &attnum, &value, &isnull))
+			break;
+	}
+	if (i == nelems)
+		return;
 
 	plan = prepare_once(&ensure_subscribers_plan,
-						"INSERT INTO novu.subscribers (subscriber_id) SELECT unnest($1) "
+						"INSERT INTO novu.subscribers (subscriber_id) SELECT pg_catalog.unnest($1) "
 						"ON CONFLICT (subscriber_id) DO NOTHING",
 						1, argtypes);
 	values[0] = PointerGetDatum(ids);

@@ -215,10 +215,9 @@ workers 0
 q -c "TRUNCATE novu.deliveries, novu.execution_details" -c "DELETE FROM novu.events"
 
 # --- P6 backlog: claim one batch with N pending vs with one batch pending
-# the worker's claim statement (queue.c), without the context joins
+# the worker's claim of due messages (queue.c), without the context joins
 claim_sql="BEGIN;
-WITH c AS (SELECT id FROM novu.deliveries WHERE status IN ('pending', 'sending') AND next_attempt_at <= now()
-             AND (status = 'pending' OR lease_until < now() OR claimed_by <> ALL ('{0}'::int[]))
+WITH c AS (SELECT id FROM novu.deliveries WHERE status = 'pending' AND next_attempt_at <= now()
              ORDER BY next_attempt_at LIMIT 2000 FOR UPDATE SKIP LOCKED)
 UPDATE novu.deliveries d SET status = 'sending', attempts = d.attempts + 1, claimed_by = pg_backend_pid(),
        lease_until = now() + interval '1 min', updated_at = now()

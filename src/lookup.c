@@ -1,0 +1,93 @@
+/*
+ * lookup.c
+ *		Primary-key probes of the extension's tables, without the executor.
+ *
+ * The trigger path runs inside every application transaction that notifies
+ * someone, so its reads must cost next to nothing: "does this workflow exist,
+ * is it active, how many steps" and "does this subscriber exist" are one
+ * B-tree descent each, under the calling statement's snapshot, with the same
+ * locks a SELECT would take.  Writes still go through SPI (constraints,
+ * triggers, indexes).
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "executor/tuptable.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "lookup.h"
+
+/*
+ * Fetch the row of novu.<relname> whose text primary key is key, copying
+ * attributes attnums[0..natts-1] into values/isnull (current memory context).
+ * Returns false if there is no such row visible to the active snapshot.
+ */
+bool
+novu_pk_fetch(const char *relname, const char *key, int natts, const AttrNumber *attnums,
+			  Datum *values, bool *isnull)
+{
+	Oid			nspid = get_namespace_oid("novu", false);
+	Oid			relid = get_relname_relid(relname, nspid);
+	Relation	rel;
+	Relation	idx;
+	Oid			idxid;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData skey;
+	bool		found = false;
+	int			i;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "novu: table novu.%s is missing", relname);
+	rel = table_open(relid, AccessShareLock);
+	idxid = RelationGetPrimaryKeyIndex(rel);
+	if (!OidIsValid(idxid))
+		elog(ERROR, "novu: table novu.%s has no primary key", relname);
+	idx = index_open(idxid, AccessShareLock);
+
+	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   idx->rd_indcollation[0], F_TEXTEQ, CStringGetTextDatum(key));
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, idx, GetActiveSnapshot(), 1, 0);
+	index_rescan(scan, &skey, 1, NULL, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+
+		found = true;
+		for (i = 0; i < natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, attnums[i] - 1);
+
+			values[i] = slot_getattr(slot, attnums[i], &isnull[i]);
+			if (!isnull[i])
+				values[i] = datumCopy(values[i], att->attbyval, att->attlen);
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, NoLock);
+	table_close(rel, NoLock);
+	return found;
+}
+
+/* The attribute number of a column of novu.<relname>. */
+AttrNumber
+novu_attnum(const char *relname, const char *column)
+{
+	Oid			relid = get_relname_relid(relname, get_namespace_oid("novu", false));
+	AttrNumber	attnum = OidIsValid(relid) ? get_attnum(relid, column) : InvalidAttrNumber;
+
+	if (attnum == InvalidAttrNumber)
+		elog(ERROR, "novu: column novu.%s.%s is missing", relname, column);
+	return attnum;
+}
