@@ -203,10 +203,11 @@ write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-/* Copy a header value if the line is "name: value". */
+/* Copy a header value into cxt if the line is "name: value". */
 static char *
-header_value(const char *line, size_t len, const char *name)
+header_value(MemoryContext cxt, const char *line, size_t len, const char *name)
 {
+	char	   *copy;
 	size_t		nlen = strlen(name);
 	const char *v;
 	const char *end = line + len;
@@ -218,7 +219,10 @@ header_value(const char *line, size_t len, const char *name)
 		v++;
 	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
 		end--;
-	return pnstrdup(v, end - v);
+	copy = MemoryContextAlloc(cxt, end - v + 1);
+	memcpy(copy, v, end - v);
+	copy[end - v] = '\0';
+	return copy;
 }
 
 /* Keep the response headers the providers need (Retry-After, apns-id). */
@@ -229,9 +233,9 @@ header_cb(char *data, size_t size, size_t nmemb, void *arg)
 	size_t		n = size * nmemb;
 	char	   *v;
 
-	if ((v = header_value(data, n, "retry-after")) != NULL)
+	if ((v = header_value(GetMemoryChunkContext(req), data, n, "retry-after")) != NULL)
 		req->retry_after = v;
-	else if ((v = header_value(data, n, "apns-id")) != NULL)
+	else if ((v = header_value(GetMemoryChunkContext(req), data, n, "apns-id")) != NULL)
 		req->apns_id = v;
 	return n;
 }
@@ -245,6 +249,27 @@ http_request_new(const char *url)
 	req->url = pstrdup(url);
 	initStringInfo(&req->response);
 	return req;
+}
+
+/*
+ * A request built in a short-lived context, copied into the current one: the
+ * struct, its URL and its body (the headers are curl's, the client
+ * certificate and key the caller's).
+ */
+HttpRequest *
+http_request_keep(HttpRequest *req)
+{
+	HttpRequest *copy = palloc(sizeof(HttpRequest));
+	char	   *body = palloc(req->body_len + 1);
+
+	memcpy(copy, req, sizeof(HttpRequest));
+	copy->url = pstrdup(req->url);
+	if (req->body != NULL)
+		memcpy(body, req->body, req->body_len);
+	body[req->body_len] = '\0';
+	copy->body = req->body != NULL ? body : NULL;
+	initStringInfo(&copy->response);
+	return copy;
 }
 
 /* Add a header line ("Name: value") to a request. */

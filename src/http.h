@@ -49,6 +49,7 @@ extern void http_init(void);
 extern HttpPool *http_pool_create(void);
 extern void http_pool_destroy(HttpPool *pool);
 extern HttpRequest *http_request_new(const char *url);
+extern HttpRequest *http_request_keep(HttpRequest *req);
 extern void http_add_header(HttpRequest *req, const char *header);
 extern void http_submit(HttpPool *pool, HttpRequest *req);
 extern bool http_wait(long timeout_ms);

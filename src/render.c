@@ -26,17 +26,27 @@ typedef struct StepTemplates
 	char	   *error;			/* a template that no longer parses */
 } StepTemplates;
 
+/* A batch's cache of compiled step templates. */
+struct RenderCache
+{
+	HTAB	   *steps;
+	MemoryContext context;		/* the compiled templates live here */
+};
+
 /* A cache of compiled step templates, in the current memory context. */
-HTAB *
+RenderCache *
 render_cache_create(void)
 {
+	RenderCache *cache = palloc(sizeof(RenderCache));
 	HASHCTL		ctl;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = RENDER_STEP_KEY_LEN;
 	ctl.entrysize = sizeof(StepTemplates);
 	ctl.hcxt = CurrentMemoryContext;
-	return hash_create("novu step templates", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	cache->steps = hash_create("novu step templates", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	cache->context = CurrentMemoryContext;
+	return cache;
 }
 
 /* Deep-merge a provider's overrides: step then trigger, each in both Novu forms. */
@@ -68,26 +78,30 @@ provider_overrides(Jsonb *step_overrides, Jsonb *trigger_overrides, const char *
 
 /* Compile a step's title and content, or find them in this batch's cache. */
 static StepTemplates *
-step_templates(HTAB *cache, ClaimedRow *r)
+step_templates(RenderCache *cache, ClaimedRow *r)
 {
 	StepTemplates *st;
 	bool		found;
 	char		key[RENDER_STEP_KEY_LEN];
 	char	   *src;
+	MemoryContext old;
 
 	strlcpy(key, r->step_key ? r->step_key : "", RENDER_STEP_KEY_LEN);
-	st = hash_search(cache, key, HASH_ENTER, &found);
+	st = hash_search(cache->steps, key, HASH_ENTER, &found);
 	if (found)
 		return st;
+	old = MemoryContextSwitchTo(cache->context);
 	st->title = NULL;
 	st->content = NULL;
 	st->error = NULL;
 	src = jsonb_container_get_string(&r->step->root, "title");
-	if (src != NULL && (st->title = template_parse(src, strlen(src), &st->error)) == NULL)
-		return st;
-	src = jsonb_container_get_string(&r->step->root, "content");
-	if (src != NULL)
-		st->content = template_parse(src, strlen(src), &st->error);
+	if (src == NULL || (st->title = template_parse(src, strlen(src), &st->error)) != NULL)
+	{
+		src = jsonb_container_get_string(&r->step->root, "content");
+		if (src != NULL)
+			st->content = template_parse(src, strlen(src), &st->error);
+	}
+	MemoryContextSwitchTo(old);
 	return st;
 }
 
@@ -156,7 +170,7 @@ render_step_data(Jsonb *step, Jsonb *context, char **error)
 
 /* Render one message's title, body, data and overrides; false with *error on failure. */
 bool
-render_message(HTAB *cache, ClaimedRow *r, char **error)
+render_message(RenderCache *cache, ClaimedRow *r, char **error)
 {
 	Message    *m = r->msg;
 	StepTemplates *st = step_templates(cache, r);

@@ -11,7 +11,9 @@
 
 #define RENDER_STEP_KEY_LEN 400
 
-extern HTAB *render_cache_create(void);
-extern bool render_message(HTAB *cache, ClaimedRow *r, char **error);
+typedef struct RenderCache RenderCache;
+
+extern RenderCache *render_cache_create(void);
+extern bool render_message(RenderCache *cache, ClaimedRow *r, char **error);
 
 #endif							/* NOVU_RENDER_H */
