@@ -25,7 +25,7 @@ SELECT c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollat
  WHERE a.attrelid = 'novu.events'::regclass AND a.attname = 'transaction_id';
 -- the worker functions have their new signatures, and PUBLIC cannot call them
 SELECT p.oid::regprocedure FROM pg_proc p
- WHERE p.pronamespace = 'novu'::regnamespace AND p.proname IN ('_fanout', '_expand', '_record', '_record_receipts')
+ WHERE p.pronamespace = 'novu'::regnamespace AND p.proname IN ('_fanout', '_expand', '_record', '_record_receipts', '_take_events')
  ORDER BY 1::text;
 SELECT count(*) FROM pg_proc p
  WHERE p.pronamespace = 'novu'::regnamespace AND has_function_privilege('public', p.oid, 'EXECUTE');

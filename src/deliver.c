@@ -793,8 +793,13 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 														: novu_poll_interval);
 	}
 
+	/*
+	 * Wait for answers: not at all after a claim (more may be claimed at
+	 * once), but for one answer at least when no claim was possible because
+	 * enough messages are in flight, or this would spin until one came.
+	 */
 	if (http_in_flight() > 0)
-		(void) http_wait(handled > 0 ? 0 : wait_ms);
+		(void) http_wait(handled > 0 ? 0 : messages_in_flight >= novu_batch_size ? Max(wait_ms, 200L) : wait_ms);
 	while ((req = http_take_done()) != NULL)
 	{
 		handle_answer(req);

@@ -44,6 +44,8 @@ typedef struct HttpSocket
 {
 	curl_socket_t fd;
 	int			what;
+	int			pos;			/* its event in wait_set, -1 if none */
+	bool		changed;		/* what changed since wait_set was last adjusted */
 } HttpSocket;
 
 /* One connection pool: the connections of one integration. */
@@ -70,6 +72,18 @@ static int	done_cap = 0;
 static int	in_flight = 0;
 static CURL *easy_pool[HTTP_EASY_POOL];
 static int	easy_pool_len = 0;
+
+/*
+ * The set http_wait() waits on: MyLatch, postmaster death and every socket of
+ * every pool.  It lives across waits (creating an epoll set and registering
+ * each socket on every wait was half of the worker's CPU time): a changed
+ * interest is applied with ModifyWaitEvent, and the set is built again only
+ * when sockets come or go, which is when connections open or close.
+ */
+static WaitEventSet *wait_set = NULL;
+static WaitEvent *wait_events = NULL;	/* room for every event of wait_set */
+static int	wait_set_size = 0;
+static bool wait_set_stale = true;
 
 /* Set when a wait saw MyLatch set (the latch is reset here; see http_wait). */
 bool		novu_wakeup_pending = false;
@@ -111,7 +125,10 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 	if (what == CURL_POLL_REMOVE)
 	{
 		if (i < pool->nsocks)
+		{
 			pool->socks[i] = pool->socks[--pool->nsocks];
+			wait_set_stale = true;
+		}
 		return 0;
 	}
 	if (i == pool->nsocks)
@@ -119,8 +136,14 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 		if (pool->nsocks == HTTP_MAX_SOCKETS)
 			return -1;			/* cannot happen: connections are bounded */
 		pool->socks[pool->nsocks++].fd = fd;
+		pool->socks[i].pos = -1;
+		wait_set_stale = true;
 	}
-	pool->socks[i].what = what;
+	if (pool->socks[i].what != what)
+	{
+		pool->socks[i].what = what;
+		pool->socks[i].changed = true;
+	}
 	return 0;
 }
 
@@ -183,6 +206,7 @@ http_pool_destroy(HttpPool *pool)
 	if (i < npools)
 		pools[i] = pools[--npools];
 	curl_multi_cleanup(pool->multi);
+	wait_set_stale = true;
 	while (pool->fds-- > 0)
 		ReleaseExternalFD();
 	if (pool->waiting)
@@ -445,6 +469,20 @@ drain(HttpPool *pool)
 	}
 }
 
+/* Whether pool is still open (events of one wait can outlive a pool's sockets). */
+static bool
+pool_exists(HttpPool *pool)
+{
+	int			i;
+
+	for (i = 0; i < npools; i++)
+	{
+		if (pools[i] == pool)
+			return true;
+	}
+	return false;
+}
+
 /*
  * Ask curl when its next timeout falls.  Its timer callback reports only
  * changes, so a timeout action run a little early (curl found nothing due)
@@ -490,25 +528,101 @@ run_timers(void)
 	return next;
 }
 
+/* The wait events for what curl wants of a socket. */
+static int
+socket_events(HttpSocket *hs)
+{
+	return ((hs->what & CURL_POLL_IN) ? WL_SOCKET_READABLE : 0) |
+		((hs->what & CURL_POLL_OUT) ? WL_SOCKET_WRITEABLE : 0);
+}
+
+/* Build wait_set again from scratch: the latch, postmaster death, every socket. */
+static void
+rebuild_wait_set(void)
+{
+	int			nsock = 0;
+	int			i;
+	int			j;
+
+	if (wait_set != NULL)
+		FreeWaitEventSet(wait_set);
+	wait_set = NULL;
+	for (i = 0; i < npools; i++)
+		nsock += pools[i]->nsocks;
+	if (wait_events == NULL || wait_set_size < nsock + 2)
+	{
+		wait_set_size = Max(nsock + 2, 16);
+		if (wait_events != NULL)
+			pfree(wait_events);
+		wait_events = MemoryContextAlloc(TopMemoryContext, sizeof(WaitEvent) * wait_set_size);
+	}
+#if PG_VERSION_NUM >= 170000
+	wait_set = CreateWaitEventSet(NULL, wait_set_size);	/* no resource owner: lives with the process */
+#else
+	wait_set = CreateWaitEventSet(TopMemoryContext, wait_set_size);
+#endif
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (i = 0; i < npools; i++)
+	{
+		for (j = 0; j < pools[i]->nsocks; j++)
+		{
+			HttpSocket *hs = &pools[i]->socks[j];
+			int			ev = socket_events(hs);
+
+			hs->pos = ev != 0 ? AddWaitEventToSet(wait_set, ev, hs->fd, NULL, pools[i]) : -1;
+			hs->changed = false;
+		}
+	}
+	wait_set_stale = false;
+}
+
+/* Bring wait_set up to date with what curl asked for since the last wait. */
+static void
+adjust_wait_set(void)
+{
+	int			i;
+	int			j;
+
+	if (!wait_set_stale)
+	{
+		for (i = 0; i < npools && !wait_set_stale; i++)
+		{
+			for (j = 0; j < pools[i]->nsocks; j++)
+			{
+				HttpSocket *hs = &pools[i]->socks[j];
+
+				if (!hs->changed)
+					continue;
+				if (hs->pos < 0 || socket_events(hs) == 0)
+				{
+					wait_set_stale = true;
+					break;
+				}
+				ModifyWaitEvent(wait_set, hs->pos, socket_events(hs), NULL);
+				hs->changed = false;
+			}
+		}
+	}
+	if (wait_set_stale)
+		rebuild_wait_set();
+}
+
 /*
  * Let transfers progress for at most timeout_ms (0: only what is ready now).
  * Returns early when a transfer finishes or MyLatch is set; a set latch is
  * reset here and remembered in novu_wakeup_pending for the worker loop.
- * Waits in one WaitEventSet on the sockets curl asked for, MyLatch and
- * postmaster death, then hands curl the ready sockets only.  Returns true if
- * something finished.
+ * Waits on wait_set (the sockets curl asked for, MyLatch and postmaster
+ * death), then hands curl the ready sockets only.  Returns true if something
+ * finished.
  */
 bool
 http_wait(long timeout_ms)
 {
-	WaitEventSet *set;
-	WaitEvent  *events;
 	int			before = ndone;
 	long		next;
-	int			nsock = 0;
 	int			nev;
 	int			i;
-	int			j;
 
 	next = run_timers();
 	if (ndone > before)
@@ -516,52 +630,33 @@ http_wait(long timeout_ms)
 	else if (next >= 0 && next < timeout_ms)
 		timeout_ms = next;
 
-	for (i = 0; i < npools; i++)
-		nsock += pools[i]->nsocks;
-
-#if PG_VERSION_NUM >= 170000
-	set = CreateWaitEventSet(NULL, nsock + 2);
-#else
-	set = CreateWaitEventSet(CurrentMemoryContext, nsock + 2);
-#endif
-	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (i = 0; i < npools; i++)
-	{
-		for (j = 0; j < pools[i]->nsocks; j++)
-		{
-			HttpSocket *hs = &pools[i]->socks[j];
-			int			ev = ((hs->what & CURL_POLL_IN) ? WL_SOCKET_READABLE : 0) |
-				((hs->what & CURL_POLL_OUT) ? WL_SOCKET_WRITEABLE : 0);
-
-			if (ev != 0)
-				AddWaitEventToSet(set, ev, hs->fd, NULL, pools[i]);
-		}
-	}
-	events = palloc(sizeof(WaitEvent) * (nsock + 2));
-	nev = WaitEventSetWait(set, timeout_ms, events, nsock + 2, PG_WAIT_EXTENSION);
-	FreeWaitEventSet(set);
+	adjust_wait_set();
+	nev = WaitEventSetWait(wait_set, timeout_ms, wait_events, wait_set_size, PG_WAIT_EXTENSION);
 
 	for (i = 0; i < nev; i++)
 	{
-		if (events[i].events & WL_LATCH_SET)
+		WaitEvent  *ev = &wait_events[i];
+
+		if (ev->events & WL_LATCH_SET)
 		{
 			ResetLatch(MyLatch);
 			novu_wakeup_pending = true;
 		}
-		else if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+		else if (ev->events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
 		{
-			HttpPool   *pool = events[i].user_data;
-			int			flags = ((events[i].events & WL_SOCKET_READABLE) ? CURL_CSELECT_IN : 0) |
-				((events[i].events & WL_SOCKET_WRITEABLE) ? CURL_CSELECT_OUT : 0);
+			HttpPool   *pool = ev->user_data;
+			int			flags = ((ev->events & WL_SOCKET_READABLE) ? CURL_CSELECT_IN : 0) |
+				((ev->events & WL_SOCKET_WRITEABLE) ? CURL_CSELECT_OUT : 0);
 			int			running;
 
-			curl_multi_socket_action(pool->multi, events[i].fd, flags, &running);
+			/* an earlier event of this wait may have closed its pool */
+			if (wait_set_stale && !pool_exists(pool))
+				continue;
+			curl_multi_socket_action(pool->multi, ev->fd, flags, &running);
 			drain(pool);
 			sync_timer(pool);
 		}
 	}
-	pfree(events);
 	(void) run_timers();
 	CHECK_FOR_INTERRUPTS();
 	return ndone > before;
