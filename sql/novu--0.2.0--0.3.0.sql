@@ -127,3 +127,14 @@ BEGIN
                         NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb, done;
 END
 $$;
+
+-- Every write to novu.workflows sends a relcache invalidation of the table:
+-- each backend caches the state of the workflows it triggers (is it there,
+-- active, with steps) and drops that cache when it receives one.
+CREATE FUNCTION novu._workflows_changed() RETURNS trigger
+LANGUAGE C AS 'MODULE_PATHNAME', 'novu_workflows_changed';
+COMMENT ON FUNCTION novu._workflows_changed() IS 'Internal: invalidates the backends'' workflow caches after a write to novu.workflows';
+REVOKE EXECUTE ON FUNCTION novu._workflows_changed() FROM PUBLIC;
+CREATE TRIGGER workflows_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON novu.workflows
+    FOR EACH STATEMENT EXECUTE FUNCTION novu._workflows_changed();

@@ -10,6 +10,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
@@ -19,12 +20,15 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "novu.h"
 #include "jsonb_util.h"
 #include "lookup.h"
+#include "outbox.h"
 #include "shmem.h"
+#include "workflow_cache.h"
 
 PG_FUNCTION_INFO_V1(novu_trigger);
 PG_FUNCTION_INFO_V1(novu_broadcast);
@@ -37,18 +41,8 @@ typedef struct Recipient
 } Recipient;
 
 /* Plans prepared once per backend (SPI_keepplan). */
-static SPIPlanPtr event_insert_plan = NULL;
-static SPIPlanPtr event_insert_fresh_plan = NULL;
 static SPIPlanPtr ensure_subscribers_plan = NULL;
 static SPIPlanPtr upsert_profile_plan = NULL;
-
-/* Result of the workflow probe. */
-typedef enum WorkflowState
-{
-	WORKFLOW_OK,
-	WORKFLOW_NOT_ACTIVE,
-	WORKFLOW_NO_STEPS
-} WorkflowState;
 
 /* Prepare and keep a plan, once. */
 static SPIPlanPtr
@@ -289,7 +283,13 @@ recipient_id_array(List *recipients)
 	return construct_array(ids, nids, TEXTOID, -1, false, TYPALIGN_INT);
 }
 
-/* Probe the workflow: raise if unknown, else say whether it can run. */
+/*
+ * Probe the workflow: raise if unknown, else say whether it can run.  In READ
+ * COMMITTED the answer comes from the backend's cache (workflow_cache.c), and
+ * a miss is probed under the latest snapshot, which is what the cache needs;
+ * with a transaction snapshot (REPEATABLE READ, SERIALIZABLE) the probe reads
+ * under it and the cache is left alone.
+ */
 static WorkflowState
 probe_workflow(const char *workflow_id)
 {
@@ -297,61 +297,34 @@ probe_workflow(const char *workflow_id)
 	Datum		values[2];
 	bool		isnull[2];
 	Jsonb	   *steps;
+	WorkflowState state;
+	bool		cacheable = !IsolationUsesXactSnapshot();
+	bool		found;
 
+	if (cacheable && novu_workflow_cache_get(workflow_id, &state))
+		return state;
 	attnums[0] = novu_attnum("workflows", "active");
 	attnums[1] = novu_attnum("workflows", "steps");
-	if (!novu_pk_fetch("workflows", workflow_id, 2, attnums, values, isnull))
+	if (cacheable)
+		PushActiveSnapshot(GetLatestSnapshot());
+	found = novu_pk_fetch("workflows", workflow_id, 2, attnums, values, isnull);
+	if (cacheable)
+		PopActiveSnapshot();
+	if (!found)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("workflow \"%s\" not found", workflow_id),
 				 errhint("Create it with novu.create_workflow(); workflow ids are case sensitive.")));
-	if (isnull[0] || !DatumGetBool(values[0]))
-		return WORKFLOW_NOT_ACTIVE;
 	steps = isnull[1] ? NULL : DatumGetJsonbP(values[1]);
-	if (steps == NULL || !JB_ROOT_IS_ARRAY(steps) || JB_ROOT_COUNT(steps) == 0)
-		return WORKFLOW_NO_STEPS;
-	return WORKFLOW_OK;
-}
-
-/*
- * Insert the outbox row; false if the transactionId was already used.  A
- * transactionId we generated (a random UUID) cannot have been used, so that
- * insert skips ON CONFLICT's extra index probe.
- */
-static bool
-insert_event(const char *transaction_id, bool generated, const char *kind, const char *workflow_id,
-			 ArrayType *recipients, Jsonb *payload, Jsonb *overrides, Jsonb *actor)
-{
-	Oid			argtypes[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, JSONBOID, JSONBOID, JSONBOID};
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	SPIPlanPtr	plan;
-
-	if (generated)
-		plan = prepare_once(&event_insert_fresh_plan,
-							"INSERT INTO novu.events (transaction_id, kind, workflow_id, recipients, payload, overrides, actor) "
-							"VALUES ($1, $2, $3, $4, $5, $6, $7)",
-							7, argtypes);
+	if (isnull[0] || !DatumGetBool(values[0]))
+		state = WORKFLOW_NOT_ACTIVE;
+	else if (steps == NULL || !JB_ROOT_IS_ARRAY(steps) || JB_ROOT_COUNT(steps) == 0)
+		state = WORKFLOW_NO_STEPS;
 	else
-		plan = prepare_once(&event_insert_plan,
-							"INSERT INTO novu.events (transaction_id, kind, workflow_id, recipients, payload, overrides, actor) "
-							"VALUES ($1, $2, $3, $4, $5, $6, $7) "
-							"ON CONFLICT (transaction_id) DO NOTHING",
-							7, argtypes);
-	values[0] = CStringGetTextDatum(transaction_id);
-	values[1] = CStringGetTextDatum(kind);
-	values[2] = CStringGetTextDatum(workflow_id);
-	values[3] = PointerGetDatum(recipients);
-	if (recipients == NULL)
-		nulls[3] = 'n';
-	values[4] = JsonbPGetDatum(payload);
-	values[5] = JsonbPGetDatum(overrides);
-	values[6] = PointerGetDatum(actor);
-	if (actor == NULL)
-		nulls[6] = 'n';
-	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "novu: outbox insert failed");
-	return SPI_processed == 1;
+		state = WORKFLOW_OK;
+	if (cacheable)
+		novu_workflow_cache_put(workflow_id, state);
+	return state;
 }
 
 /*
@@ -520,7 +493,7 @@ novu_trigger(PG_FUNCTION_ARGS)
 	{
 		id_array = recipient_id_array(recipients);
 
-		if (!insert_event(transaction_id, generated, "trigger", workflow_id, id_array, payload, overrides, actor))
+		if (!novu_outbox_insert(transaction_id, generated, "trigger", workflow_id, id_array, payload, overrides, actor))
 			status = "duplicate";
 		else
 		{
@@ -565,7 +538,7 @@ novu_broadcast(PG_FUNCTION_ARGS)
 	status = workflow_status(probe_workflow(workflow_id));
 	if (status == NULL)
 	{
-		if (insert_event(transaction_id, generated, "broadcast", workflow_id, NULL, payload, overrides, NULL))
+		if (novu_outbox_insert(transaction_id, generated, "broadcast", workflow_id, NULL, payload, overrides, NULL))
 		{
 			novu_wake_workers_at_commit();
 			status = "processed";
