@@ -180,3 +180,39 @@ SELECT count(*) FROM novu.events WHERE transaction_id IN ('tx-hostile-1', 'tx-ho
 SELECT count(*) FROM novu.subscribers WHERE subscriber_id = 'hostile-path-subscriber';
 DROP SCHEMA hostile CASCADE;
 SELECT novu.cancel('tx-hostile-1'), novu.cancel('tx-hostile-2');
+
+-- a generated transactionId takes the direct outbox insert: the columns the
+-- trigger does not give get their declared defaults, as with INSERT
+BEGIN;
+SELECT novu.trigger('order-shipped', '"direct-insert-1"', '{"n": 1}') ->> 'status';
+SELECT kind, status, cursor, processed_at, created_at = now() AS created_now,
+       id = currval('novu.events_id_seq') AS id_from_sequence, recipients, payload, overrides, actor
+  FROM novu.events WHERE recipients = '{direct-insert-1}';
+COMMIT;
+-- and its transactionId is unique like any other (the key's index is maintained)
+SELECT count(*) FROM novu.events e
+ WHERE recipients = '{direct-insert-1}'
+   AND EXISTS (SELECT FROM novu.events x WHERE x.transaction_id = e.transaction_id AND x.id = e.id);
+SELECT novu.cancel(transaction_id) FROM novu.events WHERE recipients = '{direct-insert-1}';
+
+-- each backend caches its workflows' state; every write to novu.workflows
+-- (through the API or not, committed or rolled back) is seen by the next trigger
+SELECT novu.create_workflow('cached-wf', '[{"type": "push", "title": "t", "content": "c"}]') ->> 'workflowId';
+SELECT novu.trigger('cached-wf', '"cache-1"') ->> 'status';
+UPDATE novu.workflows SET active = false WHERE workflow_id = 'cached-wf';
+SELECT novu.trigger('cached-wf', '"cache-1"') ->> 'status';
+BEGIN;
+UPDATE novu.workflows SET active = true WHERE workflow_id = 'cached-wf';
+SELECT novu.trigger('cached-wf', '"cache-1"') ->> 'status';
+ROLLBACK;
+SELECT novu.trigger('cached-wf', '"cache-1"') ->> 'status';
+SELECT novu.update_workflow('cached-wf', '{"active": true, "steps": []}') ->> 'active';
+SELECT novu.trigger('cached-wf', '"cache-1"') ->> 'status';
+SELECT novu.update_workflow('cached-wf', '{"steps": [{"type": "push", "title": "t", "content": "c"}]}') ->> 'active';
+SELECT novu.trigger('cached-wf', '"cache-1"') ->> 'status';
+SELECT novu.delete_workflow('cached-wf');
+SELECT novu.trigger('cached-wf', '"cache-1"') ->> 'status';
+-- the trigger that keeps the caches right cannot be called by hand
+SELECT novu._workflows_changed();
+DELETE FROM novu.events WHERE recipients = '{cache-1}';
+DELETE FROM novu.subscribers WHERE subscriber_id IN ('cache-1', 'direct-insert-1');
