@@ -20,11 +20,75 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
 #include "lookup.h"
+
+/* The OIDs of the novu tables this backend has looked up, by name. */
+#define RELID_CACHE_SIZE 8
+
+typedef struct RelidEntry
+{
+	const char *relname;		/* a string constant of the caller */
+	Oid			relid;
+} RelidEntry;
+
+static RelidEntry relid_cache[RELID_CACHE_SIZE];
+static int	relid_cache_len = 0;
+static bool relid_callback_registered = false;
+
+/* Forget a cached OID when its relation (or every relation) is invalidated. */
+static void
+relid_relcache_callback(Datum arg, Oid relid)
+{
+	int			i;
+
+	for (i = 0; i < relid_cache_len; i++)
+	{
+		if (relid == InvalidOid || relid_cache[i].relid == relid)
+		{
+			relid_cache_len = 0;	/* rare (DDL, extension dropped): forget all */
+			return;
+		}
+	}
+}
+
+/*
+ * The OID of table novu.<relname>, cached for the backend: the trigger path
+ * asks on every call, and two catalog cache lookups cost more than the
+ * answer's checking.  A dropped or recreated table sends a relcache
+ * invalidation, which empties the cache.  relname must be a string constant.
+ */
+Oid
+novu_relid(const char *relname)
+{
+	Oid			relid;
+	int			i;
+
+	for (i = 0; i < relid_cache_len; i++)
+	{
+		if (relid_cache[i].relname == relname || strcmp(relid_cache[i].relname, relname) == 0)
+			return relid_cache[i].relid;
+	}
+	if (!relid_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(relid_relcache_callback, (Datum) 0);
+		relid_callback_registered = true;
+	}
+	relid = get_relname_relid(relname, get_namespace_oid("novu", false));
+	if (!OidIsValid(relid))
+		elog(ERROR, "novu: table novu.%s is missing", relname);
+	if (relid_cache_len < RELID_CACHE_SIZE)
+	{
+		relid_cache[relid_cache_len].relname = relname;
+		relid_cache[relid_cache_len].relid = relid;
+		relid_cache_len++;
+	}
+	return relid;
+}
 
 /*
  * Fetch the row of novu.<relname> whose text primary key is key, copying
@@ -35,8 +99,7 @@ bool
 novu_pk_fetch(const char *relname, const char *key, int natts, const AttrNumber *attnums,
 			  Datum *values, bool *isnull)
 {
-	Oid			nspid = get_namespace_oid("novu", false);
-	Oid			relid = get_relname_relid(relname, nspid);
+	Oid			relid = novu_relid(relname);
 	Relation	rel;
 	Relation	idx;
 	Oid			idxid;
@@ -46,8 +109,6 @@ novu_pk_fetch(const char *relname, const char *key, int natts, const AttrNumber 
 	bool		found = false;
 	int			i;
 
-	if (!OidIsValid(relid))
-		elog(ERROR, "novu: table novu.%s is missing", relname);
 	rel = table_open(relid, AccessShareLock);
 	idxid = RelationGetPrimaryKeyIndex(rel);
 	if (!OidIsValid(idxid))

@@ -31,6 +31,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "lookup.h"
 #include "outbox.h"
 
 /* The columns a trigger or broadcast gives; every other one takes its default. */
@@ -245,9 +246,7 @@ novu_outbox_insert(const char *transaction_id, bool generated, const char *kind,
 	if (!generated)
 		return insert_spi(given, given_null);
 
-	relid = get_relname_relid("events", get_namespace_oid("novu", false));
-	if (!OidIsValid(relid))
-		elog(ERROR, "novu: table novu.events is missing");
+	relid = novu_relid("events");
 	rel = table_open(relid, RowExclusiveLock);
 	if (shape.relid != relid)
 		load_shape(rel);

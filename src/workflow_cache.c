@@ -28,6 +28,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "lookup.h"
 #include "workflow_cache.h"
 
 #define WORKFLOW_KEY_LEN 256	/* identifiers have at most 255 characters */
@@ -80,7 +81,7 @@ has_invalidation_trigger(Relation rel)
 static void
 cache_build(void)
 {
-	Oid			relid = get_relname_relid("workflows", get_namespace_oid("novu", false));
+	Oid			relid = novu_relid("workflows");
 	Relation	rel;
 	HASHCTL		ctl;
 
@@ -89,8 +90,6 @@ cache_build(void)
 		CacheRegisterRelcacheCallback(workflow_relcache_callback, (Datum) 0);
 		callback_registered = true;
 	}
-	if (!OidIsValid(relid))
-		elog(ERROR, "novu: table novu.workflows is missing");
 	rel = table_open(relid, AccessShareLock);
 	cache_enabled = has_invalidation_trigger(rel);
 	table_close(rel, AccessShareLock);

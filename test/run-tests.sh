@@ -44,5 +44,5 @@ if ! as_owner env PATH="$PGBIN:$PATH" TESTDIR="$suite" PG_REGRESS="$PGXS_DIR/src
     done
 fi
 
-if [ $status = 0 ]; then log "all suites passed"; else log "FAILED (server log: $tmp/pg/server.log)"; fi
+if [ $status = 0 ]; then log "all suites passed"; rm -rf "$tmp"; else log "FAILED (server log: $tmp/pg/server.log)"; fi
 exit $status
