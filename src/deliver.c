@@ -70,9 +70,6 @@ typedef struct InFlight
 static HTAB *integration_cache = NULL;
 static MemoryContext cache_context = NULL;
 
-/* Answered messages waiting to be recorded, and the batches they point into. */
-static MemoryContext results_context = NULL;
-
 /*
  * Rendering, building a request and reading an answer make garbage many times
  * the size of what they keep (about 30 kB per FCM message): they run here, the
@@ -81,6 +78,9 @@ static MemoryContext results_context = NULL;
  * last answer was recorded.
  */
 static MemoryContext scratch_context = NULL;
+
+/* Answered messages waiting to be recorded, and the batches they point into. */
+static MemoryContext results_context = NULL;
 static Message **answered = NULL;	/* in results_context */
 static int	nanswered = 0;
 static int	answered_cap = 0;

@@ -136,7 +136,9 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 		if (pool->nsocks == HTTP_MAX_SOCKETS)
 			return -1;			/* cannot happen: connections are bounded */
 		pool->socks[pool->nsocks++].fd = fd;
+		pool->socks[i].what = 0;
 		pool->socks[i].pos = -1;
+		pool->socks[i].changed = false;
 		wait_set_stale = true;
 	}
 	if (pool->socks[i].what != what)
