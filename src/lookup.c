@@ -145,8 +145,7 @@ novu_pk_fetch(const char *relname, const char *key, int natts, const AttrNumber 
 AttrNumber
 novu_attnum(const char *relname, const char *column)
 {
-	Oid			relid = get_relname_relid(relname, get_namespace_oid("novu", false));
-	AttrNumber	attnum = OidIsValid(relid) ? get_attnum(relid, column) : InvalidAttrNumber;
+	AttrNumber	attnum = get_attnum(novu_relid(relname), column);
 
 	if (attnum == InvalidAttrNumber)
 		elog(ERROR, "novu: column novu.%s.%s is missing", relname, column);

@@ -22,6 +22,10 @@ extern int	novu_expo_receipt_delay;
 
 extern void novu_define_gucs(void);
 
+/* SPI plans prepared once per backend (spi_util.c) */
+struct _SPI_plan;
+extern struct _SPI_plan *novu_prepare_once(struct _SPI_plan **slot, const char *sql, int nargs, Oid *argtypes);
+
 /* Limits fixed by the contract (DESIGN.md section 3) */
 #define NOVU_MAX_ID_LEN				255
 #define NOVU_MAX_PAYLOAD_BYTES		(256 * 1024)

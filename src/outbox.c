@@ -32,6 +32,7 @@
 #include "utils/rel.h"
 
 #include "lookup.h"
+#include "novu.h"
 #include "outbox.h"
 
 /* The columns a trigger or broadcast gives; every other one takes its default. */
@@ -199,18 +200,11 @@ insert_spi(Datum *given, bool *given_null)
 	char		nulls[NUM_GIVEN];
 	int			i;
 
-	if (insert_plan == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare("INSERT INTO novu.events (transaction_id, kind, workflow_id, recipients, "
-									   "payload, overrides, actor) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-									   "ON CONFLICT (transaction_id) DO NOTHING",
-									   NUM_GIVEN, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "novu: could not prepare the outbox insert: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		insert_plan = plan;
-	}
+	novu_prepare_once(&insert_plan,
+					  "INSERT INTO novu.events (transaction_id, kind, workflow_id, recipients, "
+					  "payload, overrides, actor) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+					  "ON CONFLICT (transaction_id) DO NOTHING",
+					  NUM_GIVEN, argtypes);
 	for (i = 0; i < NUM_GIVEN; i++)
 		nulls[i] = given_null[i] ? 'n' : ' ';
 	if (SPI_execute_plan(insert_plan, given, nulls, false, 0) != SPI_OK_INSERT)

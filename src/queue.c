@@ -38,22 +38,6 @@ static SPIPlanPtr housekeeping_plan = NULL;
 static SPIPlanPtr claim_receipts_plan = NULL;
 static SPIPlanPtr record_receipts_plan = NULL;
 
-/* Prepare and keep a plan, once per worker. */
-static SPIPlanPtr
-prepare_once(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*slot == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "novu: could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		*slot = plan;
-	}
-	return *slot;
-}
-
 /* Copy a jsonb column of the current SPI row into the outer context, or NULL. */
 static Jsonb *
 copy_jsonb(HeapTuple tup, TupleDesc desc, int col)
@@ -145,7 +129,7 @@ fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
 	int			n;
 	int			i;
 
-	prepare_once(&fanout_plan, "SELECT * FROM novu._fanout($1, $2, $3, $4, $5)", 5, argtypes);
+	novu_prepare_once(&fanout_plan, "SELECT * FROM novu._fanout($1, $2, $3, $4, $5)", 5, argtypes);
 	if (SPI_execute_plan(fanout_plan, values, NULL, false, 0) != SPI_OK_SELECT || SPI_processed < 1)
 		elog(ERROR, "novu: fan-out failed");
 	n = (int) SPI_processed;
@@ -213,7 +197,7 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 		values[2] = int4_array(pids, npids);
 		values[3] = BoolGetDatum(recover);
 		values[4] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), lease_ms));
-		prepare_once(&claim_plan,
+		novu_prepare_once(&claim_plan,
 					 "WITH c AS ("
 					 "  SELECT * FROM (SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
 					 "     FROM novu.deliveries"
@@ -269,7 +253,7 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 		bool		isnull;
 		Datum		d;
 
-		prepare_once(&next_due_plan,
+		novu_prepare_once(&next_due_plan,
 					 "SELECT (extract(epoch FROM LEAST("
 					 "   (SELECT min(next_attempt_at) FROM novu.deliveries WHERE status = 'pending'),"
 					 "   (SELECT min(lease_until) FROM novu.deliveries WHERE status = 'sending'),"
@@ -302,7 +286,7 @@ queue_load_integrations(int64 *ids, int n, IntegrationRow **rows)
 	values[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 
 	novu_begin_work("novu: loading integrations");
-	prepare_once(&integrations_plan,
+	novu_prepare_once(&integrations_plan,
 				 "SELECT id, identifier, provider_id, credentials, updated_at::text, active"
 				 "  FROM novu.integrations WHERE id = ANY ($1)",
 				 1, argtypes);
@@ -467,7 +451,7 @@ record_in_tx(ResultBatch *rb)
 	values[9] = int8_array(rb->prune_integrations, rb->nprune, false);
 	values[10] = text_array(rb->prune_tokens, rb->nprune);
 
-	prepare_once(&record_plan, "SELECT novu._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+	novu_prepare_once(&record_plan, "SELECT novu._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
 				 11, argtypes);
 	if (SPI_execute_plan(record_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "novu: recording results failed");
@@ -495,7 +479,7 @@ queue_claim_receipts(int limit, int lease_ms, ReceiptRow **rows)
 	int			i;
 
 	novu_begin_work("novu: claiming receipts");
-	prepare_once(&claim_receipts_plan, "SELECT * FROM novu._claim_receipts($1, $2)", 2, argtypes);
+	novu_prepare_once(&claim_receipts_plan, "SELECT * FROM novu._claim_receipts($1, $2)", 2, argtypes);
 	if (SPI_execute_plan(claim_receipts_plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "novu: receipt claim failed");
 	n = (int) SPI_processed;
@@ -539,7 +523,7 @@ queue_record_receipts(ResultBatch *rb)
 	values[7] = text_array(rb->prune_tokens, rb->nprune);
 
 	novu_begin_work("novu: recording receipts");
-	prepare_once(&record_receipts_plan, "SELECT novu._record_receipts($1, $2, $3, $4, $5, $6, $7, $8)",
+	novu_prepare_once(&record_receipts_plan, "SELECT novu._record_receipts($1, $2, $3, $4, $5, $6, $7, $8)",
 				 8, argtypes);
 	if (SPI_execute_plan(record_receipts_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "novu: recording receipts failed");
@@ -565,7 +549,7 @@ novu_housekeeping(void)
 									Float8GetDatum((double) novu_retention));
 	values[1] = Int32GetDatum(HOUSEKEEPING_LIMIT);
 	novu_begin_work("novu: housekeeping");
-	prepare_once(&housekeeping_plan, "SELECT novu._housekeeping($1, $2)", 2, argtypes);
+	novu_prepare_once(&housekeeping_plan, "SELECT novu._housekeeping($1, $2)", 2, argtypes);
 	if (SPI_execute_plan(housekeeping_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "novu: housekeeping failed");
 	novu_end_work();

@@ -44,23 +44,6 @@ typedef struct Recipient
 static SPIPlanPtr ensure_subscribers_plan = NULL;
 static SPIPlanPtr upsert_profile_plan = NULL;
 
-/* Prepare and keep a plan, once. */
-static SPIPlanPtr
-prepare_once(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*slot == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "novu: could not prepare \"%s\": %s", sql,
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		*slot = plan;
-	}
-	return *slot;
-}
-
 /* Raise unless the identifier has 1 to 255 characters and no control characters. */
 void
 novu_check_identifier(const char *value, const char *field)
@@ -355,7 +338,7 @@ ensure_subscribers(ArrayType *ids)
 	if (i == nelems)
 		return;
 
-	plan = prepare_once(&ensure_subscribers_plan,
+	plan = novu_prepare_once(&ensure_subscribers_plan,
 						"INSERT INTO novu.subscribers (subscriber_id) SELECT pg_catalog.unnest($1) "
 						"ON CONFLICT (subscriber_id) DO NOTHING",
 						1, argtypes);
@@ -372,7 +355,7 @@ upsert_profile(const char *subscriber_id, Jsonb *profile)
 	Datum		values[2];
 	SPIPlanPtr	plan;
 
-	plan = prepare_once(&upsert_profile_plan,
+	plan = novu_prepare_once(&upsert_profile_plan,
 						"SELECT novu._upsert_subscriber($1, $2)",
 						2, argtypes);
 	values[0] = CStringGetTextDatum(subscriber_id);
