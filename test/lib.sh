@@ -50,6 +50,9 @@ start_cluster() {
     if [ "$(id -u)" = 0 ]; then chown postgres: "$CLUSTER_DIR"; chmod 755 "$CLUSTER_DIR"; fi
     export PGHOST=$CLUSTER_DIR PGPORT=${PGPORT:-54329} PGUSER=postgres PGDATABASE=postgres
     as_owner "$PGBIN/initdb" -D "$CLUSTER_DIR/data" -U postgres -A trust --no-sync >/dev/null
+    # the key that encrypts integration secrets at rest: 64 hex characters,
+    # readable by the server's OS user only (DESIGN 5)
+    as_owner sh -c "umask 077 && openssl rand -hex 32 > '$CLUSTER_DIR/data/novu.key'"
     {
         echo "listen_addresses = ''"
         echo "unix_socket_directories = '$CLUSTER_DIR'"
@@ -57,6 +60,9 @@ start_cluster() {
         echo "shared_preload_libraries = 'novu'"
         echo "fsync = off"
         echo "log_min_messages = warning"
+        echo "novu.secret_key_file = '$CLUSTER_DIR/data/novu.key'"
+        # the local mock providers listen on loopback, refused by default
+        echo "novu.allowed_private_networks = '127.0.0.1/32'"
         for line in "$@"; do echo "$line"; done
     } | as_owner tee -a "$CLUSTER_DIR/data/postgresql.conf" >/dev/null
     trap stop_cluster EXIT

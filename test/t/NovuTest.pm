@@ -106,6 +106,15 @@ sub new_node
 	my ($name, $mocks, %conf) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
+	# the key encrypting integration secrets, readable by the server only
+	my $key = $node->data_dir . '/novu.key';
+	{
+		my $old = umask(077);
+		open(my $fh, '>', $key) or die "cannot write $key: $!";
+		print $fh unpack('H*', join('', map { chr(int(rand(256))) } 1 .. 32)), "\n";
+		close $fh;
+		umask($old);
+	}
 	my %settings = (
 		shared_preload_libraries => "'novu'",
 		'novu.database_name' => "'postgres'",
@@ -116,6 +125,9 @@ sub new_node
 		'novu.request_timeout' => 3000,
 		'novu.expo_receipt_delay' => 500,
 		max_worker_processes => 16,
+		'novu.secret_key_file' => "'$key'",
+		# the mocks listen on loopback, which the URL policy refuses by default
+		'novu.allowed_private_networks' => "'127.0.0.1/32'",
 		%conf);
 	$node->append_conf('postgresql.conf', join('', map { "$_ = $settings{$_}\n" } sort keys %settings));
 	$node->start;
