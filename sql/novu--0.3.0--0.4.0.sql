@@ -4,7 +4,270 @@
 
 -- ==== privileges: definer functions, the worker role ====
 
+-- The delivery workers connect as novu_worker, never as a superuser.  It is a
+-- LOGIN role only because PostgreSQL 15 lets a background worker connect as
+-- no other kind; it has no password, so password authentication never admits
+-- it.  Like the other roles it is cluster-wide and created only if missing;
+-- an existing superuser of that name is refused.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'novu_worker') THEN
+        CREATE ROLE novu_worker LOGIN NOINHERIT;
+    ELSIF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = 'novu_worker') THEN
+        RAISE EXCEPTION 'role "novu_worker" exists and is a superuser'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'The delivery workers never run as a superuser: ALTER ROLE novu_worker NOSUPERUSER, then try again.';
+    END IF;
+    EXECUTE pg_catalog.format('GRANT CONNECT ON DATABASE %I TO novu_worker', pg_catalog.current_database());
+END
+$roles$;
+
+-- Only what delivery needs: read the model, write the queue and the history,
+-- prune dead tokens.
+GRANT USAGE ON SCHEMA novu TO novu_worker;
+GRANT SELECT ON novu.integrations, novu.subscribers, novu.subscriber_channels, novu.workflows,
+                novu.preferences
+    TO novu_worker;
+GRANT SELECT, DELETE ON novu.device_tokens TO novu_worker;
+GRANT SELECT, UPDATE, DELETE ON novu.events TO novu_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON novu.deliveries TO novu_worker;
+GRANT SELECT, INSERT, DELETE ON novu.execution_details TO novu_worker;
+GRANT SELECT, INSERT, UPDATE ON novu.provider_stats TO novu_worker;
+GRANT USAGE ON SEQUENCE novu.deliveries_id_seq, novu.execution_details_id_seq TO novu_worker;
+GRANT EXECUTE ON FUNCTION
+    novu._expand(text[], text[], text[], integer, integer),
+    novu._fanout(integer, integer, integer, integer, integer),
+    novu._take_events(tid[]),
+    novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]),
+    novu._claim_receipts(integer, integer),
+    novu._record_receipts(integer, bigint[], text[], text[], bigint[], text[], bigint[], text[]),
+    novu._housekeeping(interval, integer)
+TO novu_worker;
+
+-- The trigger path's C functions pin search_path again, as every SECURITY
+-- DEFINER function does (DESIGN 5).
+ALTER FUNCTION novu.trigger(text, jsonb, jsonb, jsonb, text, jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION novu.broadcast(text, jsonb, jsonb, text) SET search_path = pg_catalog, pg_temp;
+
+-- trigger_on_row turns the caller's row into JSON: a row may hold values of
+-- the caller's own types, whose casts and output functions are the caller's
+-- code.  It runs as the caller (SECURITY INVOKER), so that code runs with the
+-- caller's rights; only the finished jsonb crosses into novu.trigger, the
+-- definer function, which the caller must be allowed to execute (novu_app).
+CREATE OR REPLACE FUNCTION novu.trigger_on_row()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb;
+BEGIN
+    IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'ROW' THEN
+        RAISE EXCEPTION 'novu.trigger_on_row() must be an AFTER ... FOR EACH ROW trigger'
+            USING ERRCODE = 'invalid_object_definition',
+                  HINT = 'CREATE TRIGGER t AFTER INSERT ON tbl FOR EACH ROW EXECUTE FUNCTION novu.trigger_on_row(''workflow-id'', ''subscriber_column'').';
+    END IF;
+    IF TG_NARGS <> 2 THEN
+        RAISE EXCEPTION 'novu.trigger_on_row() takes 2 arguments, got %', TG_NARGS
+            USING ERRCODE = 'invalid_object_definition',
+                  HINT = 'EXECUTE FUNCTION novu.trigger_on_row(''workflow-id'', ''subscriber_column'').';
+    END IF;
+    r := pg_catalog.to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END);
+    IF NOT r ? TG_ARGV[1] THEN
+        RAISE EXCEPTION 'column "%" not found in table %.%', TG_ARGV[1], TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'The second argument of novu.trigger_on_row() names the column holding the subscriberId.';
+    END IF;
+    -- A row without a recipient notifies nobody.
+    IF r ->> TG_ARGV[1] IS NOT NULL THEN
+        PERFORM novu.trigger(TG_ARGV[0], pg_catalog.to_jsonb(r ->> TG_ARGV[1]), r);
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION novu.trigger_on_row() IS 'Row trigger: AFTER INSERT/UPDATE/DELETE ... EXECUTE FUNCTION novu.trigger_on_row(''workflow-id'', ''subscriber_column''); payload = the row as JSON (OLD for DELETE); runs as the caller, who needs novu_app';
+
 -- ==== bounded input ====
+
+-- Every jsonb argument has a size limit, checked before anything is stored
+-- (the README lists them); C code checks the trigger's arguments itself.
+CREATE FUNCTION novu._check_size(value jsonb, field text, max_bytes integer)
+RETURNS jsonb
+LANGUAGE C STRICT IMMUTABLE
+AS 'MODULE_PATHNAME', 'novu_check_size';
+COMMENT ON FUNCTION novu._check_size(jsonb, text, integer) IS 'Internal: raise unless the value''s JSON text has at most max_bytes bytes and nests at most 64 levels; returns the value';
+REVOKE EXECUTE ON FUNCTION novu._check_size(jsonb, text, integer) FROM PUBLIC;
+
+-- profiles (identify, update_subscriber, bulk_identify, inline subscribers): 64 KiB
+CREATE OR REPLACE FUNCTION novu._check_profile(profile jsonb, what text, allow_channels boolean)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    v jsonb;
+    i integer := 0;
+    ch jsonb;
+BEGIN
+    IF profile IS NULL OR jsonb_typeof(profile) <> 'object' THEN
+        RAISE EXCEPTION '% must be a JSON object', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass Novu profile keys, e.g. {"email": "a@b.co", "firstName": "Ada"}.';
+    END IF;
+    PERFORM novu._check_size(profile, what, 65536);
+    FOR k, v IN SELECT * FROM jsonb_each(profile) LOOP
+        CASE
+        WHEN k IN ('email', 'firstName', 'lastName', 'phone', 'avatar', 'locale', 'timezone', 'subscriberId') THEN
+            IF jsonb_typeof(v) NOT IN ('string', 'null') THEN
+                RAISE EXCEPTION '%.% must be a string', what, k
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Profile fields are strings (or null to clear them).';
+            END IF;
+        WHEN k = 'data' THEN
+            IF jsonb_typeof(v) NOT IN ('object', 'null') THEN
+                RAISE EXCEPTION '%.data must be a JSON object', what
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Custom data is a JSON object of key-value pairs.';
+            END IF;
+        WHEN k = 'channels' AND allow_channels THEN
+            IF jsonb_typeof(v) <> 'array' THEN
+                RAISE EXCEPTION '%.channels must be an array', what
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'channels is an array of {"providerId", "integrationIdentifier", "credentials"}.';
+            END IF;
+            FOR ch IN SELECT * FROM jsonb_array_elements(v) LOOP
+                IF jsonb_typeof(ch) <> 'object' OR jsonb_typeof(ch -> 'providerId') IS DISTINCT FROM 'string'
+                   OR jsonb_typeof(ch -> 'credentials') IS DISTINCT FROM 'object'
+                   OR jsonb_typeof(ch -> 'integrationIdentifier') NOT IN ('string', 'null')
+                   OR EXISTS (SELECT FROM jsonb_object_keys(ch) x WHERE x NOT IN ('providerId', 'integrationIdentifier', 'credentials')) THEN
+                    RAISE EXCEPTION '%.channels[%] must be an object with providerId and credentials', what, i
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'Example: {"providerId": "fcm", "credentials": {"deviceTokens": ["token"]}}.';
+                END IF;
+                i := i + 1;
+            END LOOP;
+        ELSE
+            RAISE EXCEPTION 'unknown key "%" in %', k, what
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Profile keys: subscriberId, email, firstName, lastName, phone, avatar, locale, timezone, data'
+                             || CASE WHEN allow_channels THEN ', channels.' ELSE '.' END;
+        END CASE;
+    END LOOP;
+
+    IF profile ->> 'email' IS NOT NULL
+       AND profile ->> 'email' !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$' THEN
+        RAISE EXCEPTION 'invalid email "%" in %', profile ->> 'email', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'An email looks like name@example.com.';
+    END IF;
+    IF profile ->> 'locale' IS NOT NULL
+       AND profile ->> 'locale' !~ '^[a-zA-Z]{2}(-[a-zA-Z]{2})?$' THEN
+        RAISE EXCEPTION 'invalid locale "%" in %', profile ->> 'locale', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A locale is a language code with an optional region, e.g. "en" or "en-US".';
+    END IF;
+END
+$$;
+
+
+-- CSV import: a row of more than 64 KiB is rejected, not parsed (and
+-- novu._parse_object no longer raises for numbers jsonb cannot hold, such as
+-- 1e1000000, nor for nesting past 64 levels: the row is rejected alone)
+CREATE OR REPLACE FUNCTION novu.import_subscribers()
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n_total bigint;
+    n_rejected bigint;
+    n_created bigint;
+    n_updated bigint;
+BEGIN
+    -- Wait for COPYs in progress; block new ones until this transaction ends.
+    LOCK TABLE novu.subscriber_import IN EXCLUSIVE MODE;
+
+    CREATE TEMP TABLE pg_temp.novu_import_checked ON COMMIT DROP AS
+    SELECT i.line, i.sid, i.first_name, i.last_name, i.email, i.phone, i.locale, i.avatar,
+           i.timezone, i.data_text,
+           CASE WHEN i.row_bytes <= 65536 THEN novu._parse_object(i.data_text) END AS data,
+           CASE
+               WHEN i.sid IS NULL THEN 'missing subscriberId'
+               WHEN i.row_bytes > 65536 THEN 'row is larger than 64 KiB'
+               WHEN length(i.sid) > 255 THEN 'subscriberId longer than 255 characters'
+               WHEN i.sid ~ '[[:cntrl:]]' THEN 'subscriberId contains control characters'
+               WHEN i.email IS NOT NULL AND i.email !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$'
+                   THEN 'invalid email format'
+               WHEN i.locale IS NOT NULL AND i.locale !~ '^[a-zA-Z]{2}(-[a-zA-Z]{2})?$'
+                   THEN 'invalid locale format'
+               WHEN i.data_text IS NOT NULL AND novu._parse_object(i.data_text) IS NULL
+                   THEN 'data is not a JSON object'
+           END AS reason
+      FROM (SELECT line,
+                   nullif(btrim(s."subscriberId"), '') AS sid,
+                   nullif(btrim(s."firstName"), '') AS first_name,
+                   nullif(btrim(s."lastName"), '') AS last_name,
+                   nullif(btrim(s.email), '') AS email,
+                   nullif(btrim(s.phone), '') AS phone,
+                   nullif(btrim(s.locale), '') AS locale,
+                   nullif(btrim(s.avatar), '') AS avatar,
+                   nullif(btrim(s.timezone), '') AS timezone,
+                   nullif(btrim(s.data), '') AS data_text,
+                   COALESCE(octet_length(s."subscriberId"), 0) + COALESCE(octet_length(s."firstName"), 0)
+                   + COALESCE(octet_length(s."lastName"), 0) + COALESCE(octet_length(s.email), 0)
+                   + COALESCE(octet_length(s.phone), 0) + COALESCE(octet_length(s.locale), 0)
+                   + COALESCE(octet_length(s.avatar), 0) + COALESCE(octet_length(s.timezone), 0)
+                   + COALESCE(octet_length(s.data), 0) AS row_bytes
+              FROM novu.subscriber_import s) i;
+    GET DIAGNOSTICS n_total = ROW_COUNT;
+
+    -- A subscriberId appearing twice: the last line wins, earlier ones are rejected.
+    UPDATE pg_temp.novu_import_checked c
+       SET reason = 'duplicate subscriberId (a later line wins)'
+      FROM (SELECT sid, max(line) AS last_line
+              FROM pg_temp.novu_import_checked
+             WHERE reason IS NULL
+             GROUP BY sid HAVING count(*) > 1) d
+     WHERE c.reason IS NULL AND c.sid = d.sid AND c.line < d.last_line;
+
+    INSERT INTO novu.subscriber_import_rejects (line, subscriber_id, reason, row_data)
+    SELECT line, sid, reason,
+           jsonb_strip_nulls(jsonb_build_object('subscriberId', sid, 'firstName', first_name,
+               'lastName', last_name, 'email', email, 'phone', phone, 'locale', locale,
+               'avatar', avatar, 'timezone', timezone, 'data', data_text))
+      FROM pg_temp.novu_import_checked
+     WHERE reason IS NOT NULL;
+    GET DIAGNOSTICS n_rejected = ROW_COUNT;
+
+    WITH up AS (
+        INSERT INTO novu.subscribers AS s
+               (subscriber_id, email, first_name, last_name, phone, avatar, locale, timezone, data)
+        SELECT sid, email, first_name, last_name, phone, avatar, locale, timezone, COALESCE(data, '{}')
+          FROM pg_temp.novu_import_checked
+         WHERE reason IS NULL
+        ON CONFLICT (subscriber_id) DO UPDATE SET
+            email      = COALESCE(excluded.email, s.email),
+            first_name = COALESCE(excluded.first_name, s.first_name),
+            last_name  = COALESCE(excluded.last_name, s.last_name),
+            phone      = COALESCE(excluded.phone, s.phone),
+            avatar     = COALESCE(excluded.avatar, s.avatar),
+            locale     = COALESCE(excluded.locale, s.locale),
+            timezone   = COALESCE(excluded.timezone, s.timezone),
+            data       = CASE WHEN excluded.data = '{}' THEN s.data ELSE excluded.data END,
+            updated_at = now()
+        RETURNING (xmax = 0) AS created)
+    SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created)
+      INTO n_created, n_updated
+      FROM up;
+
+    TRUNCATE novu.subscriber_import RESTART IDENTITY;
+    DROP TABLE pg_temp.novu_import_checked;
+
+    RETURN jsonb_build_object('total', n_total, 'created', n_created, 'updated', n_updated,
+                              'rejected', n_rejected);
+END
+$$;
 
 -- ==== secrets at rest ====
 

@@ -13,19 +13,31 @@ SELECT p.oid::regprocedure AS undocumented
  WHERE p.pronamespace = 'novu'::regnamespace
    AND obj_description(p.oid, 'pg_proc') IS NULL;
 
--- every SECURITY DEFINER function pins search_path, except the C trigger path,
--- whose statements name every object with its schema (the trigger test runs
--- it under a hostile search_path)
+-- every SECURITY DEFINER function pins search_path (DESIGN 5)
 SELECT p.oid::regprocedure AS unpinned
   FROM pg_proc p
  WHERE p.pronamespace = 'novu'::regnamespace AND p.prosecdef
    AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')
-   AND NOT (p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'c')
-            AND p.proname IN ('trigger', 'broadcast'));
-SELECT p.oid::regprocedure AS c_unpinned
+ ORDER BY 1::text;
+
+-- functions that evaluate the caller's row run as the caller
+SELECT p.proname, p.prosecdef FROM pg_proc p
+ WHERE p.pronamespace = 'novu'::regnamespace AND p.proname = 'trigger_on_row';
+
+-- the delivery workers' role: no superuser, no inheritance, only delivery's rights
+SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolbypassrls, rolreplication
+  FROM pg_roles WHERE rolname = 'novu_worker';
+SELECT c.relname,
+       has_table_privilege('novu_worker', c.oid, 'SELECT') AS sel,
+       has_table_privilege('novu_worker', c.oid, 'INSERT') AS ins,
+       has_table_privilege('novu_worker', c.oid, 'UPDATE') AS upd,
+       has_table_privilege('novu_worker', c.oid, 'DELETE') AS del
+  FROM pg_class c
+ WHERE c.relnamespace = 'novu'::regnamespace AND c.relkind IN ('r', 'v')
+ ORDER BY 1;
+SELECT p.oid::regprocedure AS worker_executable
   FROM pg_proc p
- WHERE p.pronamespace = 'novu'::regnamespace AND p.prosecdef
-   AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')
+ WHERE p.pronamespace = 'novu'::regnamespace AND has_function_privilege('novu_worker', p.oid, 'EXECUTE')
  ORDER BY 1::text;
 
 -- PUBLIC can execute nothing

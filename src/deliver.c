@@ -17,6 +17,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
@@ -42,6 +43,7 @@
 #define RESULTS_FLUSH_MS		20		/* ... or whatever waited this long */
 #define REAUTH_INTERVAL_MS		10000	/* renew a credential at most this often on 401 */
 #define BREAKER_SETTLE_MS		1000	/* dead-token answers wait this long for a sample */
+#define CLAIM_BYTES_BUDGET		(32 * 1024 * 1024)	/* event data one claim may hold */
 
 /* Cached integrations, by id. */
 typedef struct IntegrationEntry
@@ -94,6 +96,12 @@ static int	messages_in_flight = 0;
 static bool last_claim_full = false;
 static TimestampTz next_claim_at = 0;
 
+/* Rows the next claim may take: novu.batch_size, less while events are large. */
+static int	claim_limit = 0;
+
+/* Errors in a row while answers waited to be recorded (see novu_deliver_abandon). */
+static int	record_errors = 0;
+
 static const ProviderOps *const providers[] = {&fcm_provider, &apns_provider, &expo_provider};
 
 /* The provider implementation for a provider id, or NULL. */
@@ -126,6 +134,43 @@ messages_set(Message **msgs, int n, Outcome outcome, const char *reason)
 
 	for (i = 0; i < n; i++)
 		message_set(msgs[i], outcome, reason);
+}
+
+/*
+ * Run fn(arg), turning an ERROR it raises into a false return with the
+ * error's message (in the caller's memory context): rendering, building or
+ * reading one message's request must fail that message alone, never the
+ * worker and the answers it holds (DESIGN 5).  Only used between transactions;
+ * cancel and shutdown requests go on to the worker's handler.
+ */
+static bool
+run_guarded(void (*fn) (void *), void *arg, char **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorContextCallback *errstack = error_context_stack;
+	volatile bool ok = true;
+
+	Assert(!IsTransactionState());
+	PG_TRY();
+	{
+		fn(arg);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN ||
+			IsTransactionState())
+			PG_RE_THROW();
+		FlushErrorState();
+		error_context_stack = errstack;
+		*error = edata->message;
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
 }
 
 /* A copy of a jsonb value in the current memory context. */
@@ -407,41 +452,41 @@ add_result(Message *m, Batch *b)
 }
 
 /*
- * Turn the answered messages into results (into *rb, in results_context).
+ * Turn some answered messages into results (into *rb, in results_context).
  * The circuit breaker looks at each integration's answers together, before
- * any token is pruned.
+ * any token is pruned, and counts each answer once even when a failed
+ * transaction makes the results be built again.
  */
 static void
-build_results(ResultBatch *rb)
+build_results_of(Message **msgs, int n, ResultBatch *rb)
 {
 	MemoryContext old = MemoryContextSwitchTo(results_context);
-	int			n = nanswered;
 	int			i;
 
 	memset(rb, 0, sizeof(*rb));
 	for (i = 0; i < n; i++)
 	{
-		Integration *ig = answered[i]->integration;
+		Integration *ig = msgs[i]->integration;
 		Message   **same;
 		int			k = 0;
 		int			j;
 
-		/* once per integration: its answers in this flush */
-		for (j = 0; j < i && answered[j]->integration != ig; j++)
-			;
-		if (ig == NULL || j < i)
+		/* once per integration: its answers not judged yet */
+		if (ig == NULL || msgs[i]->judged)
 			continue;
 		same = palloc(sizeof(Message *) * n);
 		for (j = i; j < n; j++)
 		{
-			if (answered[j]->integration == ig)
-				same[k++] = answered[j];
+			if (msgs[j]->integration == ig && !msgs[j]->judged)
+				same[k++] = msgs[j];
 		}
 		apply_breaker(ig, same, k);
+		for (j = 0; j < k; j++)
+			same[j]->judged = true;
 	}
 	for (i = 0; i < n; i++)
 	{
-		Message    *m = answered[i];
+		Message    *m = msgs[i];
 
 		if (m->integration == NULL)
 			result_add(rb, m, "failed", m->reason, 0, -1, psprintf("Message dropped: %s", m->reason));
@@ -449,6 +494,13 @@ build_results(ResultBatch *rb)
 			record_outcome(rb, m);
 	}
 	MemoryContextSwitchTo(old);
+}
+
+/* Turn all the answered messages into results (see build_results_of). */
+static void
+build_results(ResultBatch *rb)
+{
+	build_results_of(answered, nanswered, rb);
 }
 
 /* After the results are committed: forget them and free the finished batches. */
@@ -507,6 +559,50 @@ results_ready(void)
 	return true;
 }
 
+/*
+ * Record each answered message in a transaction of its own, after recording
+ * them together failed twice: one result that cannot be written must not keep
+ * the others from being recorded (they would be sent again).  A message whose
+ * result cannot be recorded stays leased; when the lease expires it is claimed
+ * again and counts as an attempt, up to novu.max_attempts.
+ */
+static void
+flush_results_one_by_one(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile int lost = 0;
+	volatile int i;
+
+	for (i = 0; i < nanswered; i++)
+	{
+		ResultBatch rb;
+
+		PG_TRY();
+		{
+			build_results_of(&answered[(int) i], 1, &rb);
+			queue_record(&rb);
+		}
+		PG_CATCH();
+		{
+			HOLD_INTERRUPTS();
+			MemoryContextSwitchTo(cxt);
+			EmitErrorReport();
+			AbortOutOfAnyTransaction();
+			MemoryContextSwitchTo(cxt);
+			FlushErrorState();
+			RESUME_INTERRUPTS();
+			lost++;
+		}
+		PG_END_TRY();
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (lost > 0)
+		ereport(WARNING,
+				(errmsg("novu: the results of %d message(s) could not be recorded", lost),
+				 errdetail("Their messages stay leased; once the lease expires they are sent again, counting as an attempt.")));
+	results_recorded();
+}
+
 /* Record the answered messages in their own transaction. */
 static int
 flush_results(void)
@@ -516,13 +612,49 @@ flush_results(void)
 
 	if (n == 0)
 		return 0;
-	build_results(&rb);
-	queue_record(&rb);
-	results_recorded();
+	if (record_errors >= 2)
+		flush_results_one_by_one();
+	else
+	{
+		build_results(&rb);
+		queue_record(&rb);
+		results_recorded();
+	}
+	record_errors = 0;
 	return n;
 }
 
-/* Build and submit the requests of some messages of one integration. */
+/* A guarded call of a provider's build() or classify() (see run_guarded). */
+typedef struct ProviderCall
+{
+	Integration *ig;
+	HttpRequest *req;
+	Message   **msgs;
+	int			n;
+} ProviderCall;
+
+/* Build one request (run_guarded body). */
+static void
+build_call(void *arg)
+{
+	ProviderCall *c = arg;
+
+	c->req = c->ig->ops->build(c->ig, c->msgs, c->n);
+}
+
+/* Classify one answer (run_guarded body). */
+static void
+classify_call(void *arg)
+{
+	ProviderCall *c = arg;
+
+	c->ig->ops->classify(c->ig, c->req, c->msgs, c->n);
+}
+
+/*
+ * Build and submit the requests of some messages of one integration.  A
+ * request that cannot be built fails its messages, not the others.
+ */
 static void
 submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 {
@@ -533,10 +665,20 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 	{
 		int			k = Min(per, n - i);
 		MemoryContext keep = MemoryContextSwitchTo(scratch_context);
-		HttpRequest *req = ig->ops->build(ig, msgs + i, k);
+		ProviderCall call = {ig, NULL, msgs + i, k};
+		char	   *error = NULL;
+		HttpRequest *req = NULL;
 		InFlight   *f;
 		int			j;
 
+		if (run_guarded(build_call, &call, &error))
+			req = call.req;
+		else
+		{
+			MemoryContextSwitchTo(keep);
+			messages_set(msgs + i, k, OUTCOME_DROP, psprintf("Could not build the request: %s", error));
+			MemoryContextSwitchTo(scratch_context);
+		}
 		MemoryContextSwitchTo(keep);
 		if (req != NULL)
 			req = http_request_keep(req);
@@ -583,6 +725,24 @@ send_group(Integration *ig, Message **msgs, int n, Batch *b)
 		add_result(msgs[i], b);
 }
 
+/* A guarded call of render_message() (see run_guarded). */
+typedef struct RenderCall
+{
+	RenderCache *cache;
+	ClaimedRow *row;
+	bool		rendered;
+	char	   *error;
+} RenderCall;
+
+/* Render one message (run_guarded body). */
+static void
+render_call(void *arg)
+{
+	RenderCall *c = arg;
+
+	c->rendered = render_message(c->cache, c->row, &c->error);
+}
+
 /*
  * In one short transaction, record the answered messages, fan out new
  * triggers (if fanout), and claim a batch; then render it and submit its
@@ -611,7 +771,7 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, int *fanned)
 
 	{
 		ResultBatch rb;
-		bool		recording = results_ready();
+		bool		recording = record_errors == 0 && results_ready();
 
 		if (recording)
 			build_results(&rb);
@@ -673,9 +833,12 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, int *fanned)
 			else
 			{
 				MemoryContext keep = MemoryContextSwitchTo(scratch_context);
-				bool		rendered = render_message(step_cache, r, &error);
+				RenderCall	call = {step_cache, r, false, NULL};
+				bool		rendered = run_guarded(render_call, &call, &error) && call.rendered;
 
 				MemoryContextSwitchTo(keep);
+				if (call.error != NULL)
+					error = call.error;
 				if (rendered)
 					keep_rendered(m, r);
 				else
@@ -718,7 +881,14 @@ handle_answer(HttpRequest *req)
 	ig->in_flight--;
 	messages_in_flight -= f->n;
 	MemoryContextSwitchTo(scratch_context);
-	ig->ops->classify(ig, req, f->msgs, f->n);
+	{
+		ProviderCall call = {ig, req, f->msgs, f->n};
+		char	   *error = NULL;
+
+		/* an answer that cannot be read is retried like a lost one */
+		if (!run_guarded(classify_call, &call, &error))
+			messages_set(f->msgs, f->n, OUTCOME_RETRY, psprintf("Could not read the answer: %s", error));
+	}
 	MemoryContextSwitchTo(f->batch->context);
 	keep_answers(f->msgs, f->n);
 	MemoryContextReset(scratch_context);
@@ -775,19 +945,35 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 	int			handled = 0;
 	HttpRequest *req;
 
+	/* answers held back by an error are recorded first, on their own */
+	if (record_errors > 0 && nanswered > 0)
+		handled += flush_results();
+
 	/* keep the network busy before a transaction: answers keep flowing */
 	if (http_in_flight() > 0 && messages_in_flight >= novu_batch_size / 2)
 		(void) http_wait(0);
+	if (claim_limit <= 0 || claim_limit > novu_batch_size)
+		claim_limit = novu_batch_size;
 	if ((poke || *fanout_more || last_claim_full || now >= next_claim_at) &&
 		messages_in_flight < novu_batch_size)
 	{
 		long		next_due = -1;
 		int			fanned = 0;
-		int			n = claim_and_send(novu_batch_size, &next_due, poke || *fanout_more, &fanned);
+		int			n = claim_and_send(claim_limit, &next_due, poke || *fanout_more, &fanned);
+		Size		bytes = queue_last_claim_bytes();
 
 		*fanout_more = (fanned > 0);
 		handled += n + fanned;
-		last_claim_full = (n == novu_batch_size);
+		last_claim_full = (n >= claim_limit);
+
+		/*
+		 * Memory stays bounded however large the events: while a claim holds
+		 * more event data than the budget, the next one takes fewer rows.
+		 */
+		if (bytes > CLAIM_BYTES_BUDGET && n > 1)
+			claim_limit = Max(1, (int) ((double) n * CLAIM_BYTES_BUDGET / bytes));
+		else if (claim_limit < novu_batch_size)
+			claim_limit = Min(novu_batch_size, claim_limit * 2);
 		if (!last_claim_full)
 			next_claim_at = TimestampTzPlusMilliseconds(now, next_due >= 0 ? Min(next_due, novu_poll_interval)
 														: novu_poll_interval);
@@ -831,15 +1017,16 @@ novu_deliver_busy(void)
 }
 
 /*
- * After an error: drop the results not recorded yet (their messages stay
- * leased, 'sending', until the lease expires and any worker claims them
- * again).  Requests still in flight go on and are recorded as usual.
+ * After an error: keep the answers not recorded yet (dropping them would send
+ * their messages again once their leases expired).  The next cycle records
+ * them on their own, and one by one if that fails again.  Requests still in
+ * flight go on and are recorded as usual.
  */
 void
 novu_deliver_abandon(void)
 {
-	if (results_context != NULL)
-		results_recorded();
+	if (nanswered > 0)
+		record_errors++;
 }
 
 /*

@@ -12,8 +12,10 @@
 #include "utils/jsonfuncs.h"
 
 #include "jsonb_util.h"
+#include "novu.h"
 
 PG_FUNCTION_INFO_V1(novu_parse_object);
+PG_FUNCTION_INFO_V1(novu_check_size);
 
 /* Look a key up in a jsonb object container; false if absent (result may be NULL). */
 bool
@@ -90,6 +92,106 @@ jsonb_empty_object(void)
 	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
 }
 
+/* Longest JSON text jsonb_parse_or_null() looks at (provider answers, CSV data). */
+#define JSON_PARSE_MAX_BYTES	(4 * 1024 * 1024)
+
+/* What the parse check of jsonb_parse_or_null() found. */
+typedef struct ParseCheck
+{
+	bool		bad_number;
+} ParseCheck;
+
+/*
+ * Whether a JSON number (valid syntax) fits numeric, which jsonb stores it in:
+ * numeric_in raises for a decimal weight past about 131,000 digits or more than
+ * 16,383 digits after the point ("1e1000000").  Conservative: a few numbers
+ * numeric would take (zeros with huge exponents) count as not fitting.
+ */
+static bool
+json_number_fits(const char *tok)
+{
+	const char *p = tok;
+	int64		intdigits = 0;
+	int64		fracdigits = 0;
+	int64		exp = 0;
+	bool		negexp = false;
+
+	if (*p == '-')
+		p++;
+	while (*p == '0')
+		p++;
+	for (; *p >= '0' && *p <= '9'; p++)
+		intdigits++;
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			fracdigits++;
+	if (*p == 'e' || *p == 'E')
+	{
+		p++;
+		if (*p == '+' || *p == '-')
+			negexp = (*p++ == '-');
+		for (; *p >= '0' && *p <= '9'; p++)
+		{
+			if (exp < 10000000)
+				exp = exp * 10 + (*p - '0');
+		}
+	}
+	if (negexp)
+		exp = -exp;
+	return intdigits + exp <= 131000 && fracdigits - exp <= 16383;
+}
+
+/* Semantic action of the parse check: flag numbers numeric cannot hold. */
+#if PG_VERSION_NUM >= 160000
+static JsonParseErrorType
+#else
+static void
+#endif
+check_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	if (tokentype == JSON_TOKEN_NUMBER && !json_number_fits(token))
+		((ParseCheck *) state)->bad_number = true;
+#if PG_VERSION_NUM >= 160000
+	return JSON_SUCCESS;
+#endif
+}
+
+/*
+ * Whether the JSON text nests containers deeper than limit: a linear scan,
+ * done before parsing so that a hostile text cannot exhaust the stack of the
+ * recursive-descent parser.
+ */
+static bool
+json_nests_deeper(const char *text, int len, int limit)
+{
+	int			depth = 0;
+	bool		in_string = false;
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = text[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == '[' || c == '{')
+		{
+			if (++depth > limit)
+				return true;
+		}
+		else if (c == ']' || c == '}')
+			depth--;
+	}
+	return false;
+}
+
 /*
  * Parse JSON text into jsonb, or return NULL if it is not valid JSON; never
  * raises for bad input.  The text is checked with the non-throwing JSON parser
@@ -99,9 +201,14 @@ jsonb_empty_object(void)
 Jsonb *
 jsonb_parse_or_null(const char *text, int len)
 {
-	char	   *copy = pnstrdup(text, len);
+	char	   *copy;
 	JsonLexContext *lex;
+	JsonSemAction sem;
+	ParseCheck	check = {false};
 
+	if (len > JSON_PARSE_MAX_BYTES || json_nests_deeper(text, len, NOVU_MAX_JSON_DEPTH))
+		return NULL;
+	copy = pnstrdup(text, len);
 	if (strstr(copy, "\\u0000") != NULL)
 		return NULL;
 #if PG_VERSION_NUM >= 170000
@@ -109,7 +216,10 @@ jsonb_parse_or_null(const char *text, int len)
 #else
 	lex = makeJsonLexContextCstringLen(copy, len, GetDatabaseEncoding(), true);
 #endif
-	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &check;
+	sem.scalar = check_scalar;
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || check.bad_number)
 		return NULL;
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
 }
@@ -179,6 +289,76 @@ jsonb_value_to_text(JsonbValue *v)
 	if (v->type == jbvString)
 		return pnstrdup(v->val.string.val, v->val.string.len);
 	return JsonbToCString(NULL, &JsonbValueToJsonb(v)->root, 0);
+}
+
+/* How deeply containers nest in a jsonb value (0 for a scalar). */
+static int
+jsonb_depth(JsonbContainer *c, int limit)
+{
+	JsonbIterator *it = JsonbIteratorInit(c);
+	JsonbIteratorToken tok;
+	JsonbValue	v;
+	int			depth = 0;
+	int			deepest = 0;
+
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if (tok == WJB_BEGIN_ARRAY || tok == WJB_BEGIN_OBJECT)
+		{
+			if (++depth > deepest)
+				deepest = depth;
+			if (deepest > limit)
+				break;
+		}
+		else if (tok == WJB_END_ARRAY || tok == WJB_END_OBJECT)
+			depth--;
+	}
+	return deepest;
+}
+
+/*
+ * Raise unless the value's JSON text has at most max_bytes bytes and its
+ * containers nest at most NOVU_MAX_JSON_DEPTH deep.  The text of a jsonb is
+ * at most about six times its binary size (a control character becomes
+ * "\u0001"), so small values skip the conversion to text.
+ */
+void
+novu_check_json_size(Jsonb *value, const char *field, int max_bytes)
+{
+	Size		binary = VARSIZE(value);
+
+	Size		textlen = 0;
+
+	if (binary * 6 > (Size) max_bytes)
+		textlen = strlen(JsonbToCString(NULL, &value->root, binary));
+	if (textlen > (Size) max_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s is too large (%zu bytes as JSON text)", field, textlen),
+				 errdetail("The limit is %d bytes as JSON text.", max_bytes),
+				 errhint("Keep large data in your tables and pass its key instead.")));
+	/* each level costs a container header and an entry: small values are shallow */
+	if (binary >= NOVU_MAX_JSON_DEPTH * 4 && !JB_ROOT_IS_SCALAR(value) &&
+		jsonb_depth(&value->root, NOVU_MAX_JSON_DEPTH) > NOVU_MAX_JSON_DEPTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s nests too deeply", field),
+				 errdetail("The limit is %d levels of objects and arrays.", NOVU_MAX_JSON_DEPTH),
+				 errhint("Flatten the structure.")));
+}
+
+/*
+ * novu._check_size(value jsonb, field text, max_bytes integer): the SQL face
+ * of novu_check_json_size, for the PL/pgSQL functions.  Returns the value.
+ */
+Datum
+novu_check_size(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *value = PG_GETARG_JSONB_P(0);
+	char	   *field = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	novu_check_json_size(value, field, PG_GETARG_INT32(2));
+	PG_RETURN_JSONB_P(value);
 }
 
 /*

@@ -16,6 +16,7 @@ extern Jsonb *jsonb_empty_object(void);
 extern Jsonb *jsonb_parse_or_null(const char *text, int len);
 extern Jsonb *jsonb_deep_merge(Jsonb *a, Jsonb *b);
 extern char *jsonb_value_to_text(JsonbValue *v);
+extern void novu_check_json_size(Jsonb *value, const char *field, int max_bytes);
 
 /* trigger.c */
 extern void novu_check_identifier(const char *value, const char *field);

@@ -9,6 +9,11 @@
  * dynamic background workers when it appears, when one of them stops (DROP
  * DATABASE ... WITH (FORCE), a crash), or when novu.database_name or
  * novu.workers change.
+ *
+ * The delivery workers connect as the role novu_worker (NOVU_WORKER_ROLE),
+ * created by CREATE EXTENSION with only what delivery needs; never as a
+ * superuser.  The launcher looks the role up in the shared catalog too, and
+ * starts no worker while it is missing, is a superuser or cannot log in.
  */
 #include "postgres.h"
 
@@ -18,6 +23,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -42,6 +48,7 @@ typedef struct WorkerHandle
 {
 	BackgroundWorkerHandle *handle;
 	Oid			dboid;
+	Oid			roleoid;
 } WorkerHandle;
 
 static WorkerHandle workers[NOVU_MAX_WORKERS];
@@ -98,9 +105,55 @@ lookup_database(void)
 	return dboid;
 }
 
-/* Start delivery worker number slot for the database. */
+/* What the launcher found of the worker role. */
+typedef enum WorkerRoleState
+{
+	ROLE_OK,
+	ROLE_MISSING,
+	ROLE_SUPERUSER,
+	ROLE_NOLOGIN
+} WorkerRoleState;
+
+/*
+ * Look up the delivery workers' role (NOVU_WORKER_ROLE) in pg_authid, a
+ * shared catalog, by a plain heap scan.  Sets *roleoid; the state says
+ * whether workers may connect as it.
+ */
+static WorkerRoleState
+lookup_worker_role(Oid *roleoid)
+{
+	WorkerRoleState state = ROLE_MISSING;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	*roleoid = InvalidOid;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rel = table_open(AuthIdRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_authid role = (Form_pg_authid) GETSTRUCT(tup);
+
+		if (strcmp(NameStr(role->rolname), NOVU_WORKER_ROLE) == 0)
+		{
+			*roleoid = role->oid;
+			state = role->rolsuper ? ROLE_SUPERUSER : !role->rolcanlogin ? ROLE_NOLOGIN : ROLE_OK;
+			break;
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return state;
+}
+
+/* Start delivery worker number slot for the database, connecting as the role. */
 static void
-start_worker(int slot, Oid dboid)
+start_worker(int slot, Oid dboid, Oid roleoid)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
@@ -115,6 +168,7 @@ start_worker(int slot, Oid dboid)
 	snprintf(worker.bgw_type, BGW_MAXLEN, "novu delivery worker");
 	worker.bgw_main_arg = Int32GetDatum(slot);
 	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
+	memcpy(worker.bgw_extra + sizeof(Oid), &roleoid, sizeof(Oid));
 	worker.bgw_notify_pid = MyProcPid;
 
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
@@ -126,6 +180,7 @@ start_worker(int slot, Oid dboid)
 	}
 	workers[slot].handle = handle;
 	workers[slot].dboid = dboid;
+	workers[slot].roleoid = roleoid;
 }
 
 /* Whether the worker in a slot is starting or running. */
@@ -160,24 +215,59 @@ stop_worker(int slot)
 	}
 }
 
-/* Make the running workers match novu.workers and the database. */
+/* Make the running workers match novu.workers, the database and the role. */
 static void
-reconcile_workers(Oid dboid)
+reconcile_workers(Oid dboid, Oid roleoid)
 {
 	int			i;
 
 	for (i = 0; i < NOVU_MAX_WORKERS; i++)
 	{
-		bool		wanted = OidIsValid(dboid) && i < novu_workers;
+		bool		wanted = OidIsValid(dboid) && OidIsValid(roleoid) && i < novu_workers;
 		bool		alive = worker_alive(i);
 
-		if (alive && (!wanted || workers[i].dboid != dboid))
+		if (alive && (!wanted || workers[i].dboid != dboid || workers[i].roleoid != roleoid))
 		{
 			stop_worker(i);
 			alive = false;
 		}
 		if (wanted && !alive)
-			start_worker(i, dboid);
+			start_worker(i, dboid, roleoid);
+	}
+}
+
+/* Log (once per change of state) why no worker can connect as the role. */
+static void
+report_role_state(WorkerRoleState state)
+{
+	static WorkerRoleState last = ROLE_OK;
+
+	if (state == last)
+		return;
+	last = state;
+	switch (state)
+	{
+		case ROLE_OK:
+			ereport(LOG, (errmsg("novu: role \"%s\" is usable, delivery workers start", NOVU_WORKER_ROLE)));
+			break;
+		case ROLE_MISSING:
+			ereport(LOG,
+					(errmsg("novu: role \"%s\" does not exist; delivery waits until it does", NOVU_WORKER_ROLE),
+					 errhint("CREATE EXTENSION novu creates it.")));
+			break;
+		case ROLE_SUPERUSER:
+			ereport(WARNING,
+					(errmsg("novu: role \"%s\" is a superuser; the delivery workers never run as one, delivery stops",
+							NOVU_WORKER_ROLE),
+					 errhint("ALTER ROLE %s NOSUPERUSER;", NOVU_WORKER_ROLE)));
+			break;
+		case ROLE_NOLOGIN:
+			ereport(WARNING,
+					(errmsg("novu: role \"%s\" cannot log in; the delivery workers connect as it, delivery stops",
+							NOVU_WORKER_ROLE),
+					 errhint("ALTER ROLE %s LOGIN; (it has no password: keep it out of trust lines in pg_hba.conf)",
+							 NOVU_WORKER_ROLE)));
+			break;
 	}
 }
 
@@ -198,6 +288,8 @@ novu_launcher_main(Datum main_arg)
 	for (;;)
 	{
 		Oid			dboid;
+		Oid			roleoid;
+		WorkerRoleState role_state;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -218,11 +310,14 @@ novu_launcher_main(Datum main_arg)
 		}
 		else
 			missing_logged = false;
-		reconcile_workers(dboid);
+		role_state = lookup_worker_role(&roleoid);
+		report_role_state(role_state);
+		reconcile_workers(dboid, role_state == ROLE_OK ? roleoid : InvalidOid);
 
+		/* look again soon while delivery waits for CREATE DATABASE/EXTENSION */
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 5000L,
+						 OidIsValid(dboid) && role_state == ROLE_OK ? 5000L : 1000L,
 						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}

@@ -32,4 +32,18 @@ extern struct _SPI_plan *novu_prepare_once(struct _SPI_plan **slot, const char *
 #define NOVU_MAX_BULK_IDENTIFY		500
 #define NOVU_MAX_BULK_TRIGGER		100
 
+/*
+ * Size limits of every jsonb input, as JSON text (DESIGN 5: bounded input).
+ * The worker holds at most a payload, overrides, actor and a subscriber's
+ * profile per message, so one trigger can never exhaust its memory.
+ */
+#define NOVU_MAX_OVERRIDES_BYTES	(64 * 1024)
+#define NOVU_MAX_ACTOR_BYTES		(16 * 1024)
+#define NOVU_MAX_TO_BYTES			(1024 * 1024)
+#define NOVU_MAX_RECIPIENTS			1000
+#define NOVU_MAX_PROFILE_BYTES		(64 * 1024)
+#define NOVU_MAX_CREDENTIALS_BYTES	(64 * 1024)
+#define NOVU_MAX_STEPS_BYTES		(256 * 1024)
+#define NOVU_MAX_JSON_DEPTH			64
+
 #endif							/* NOVU_H */

@@ -48,6 +48,7 @@ typedef struct Message
 	char	   *provider_message_id;
 	int			retry_after;	/* seconds, -1 if none given */
 	bool		receipt;		/* Expo: a receipt is to be checked later */
+	bool		judged;			/* the circuit breaker has counted this answer */
 } Message;
 
 /* An integration as the worker caches it, with its provider's private state. */

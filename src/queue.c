@@ -14,6 +14,7 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -75,6 +76,40 @@ copy_text(HeapTuple tup, TupleDesc desc, int col)
 static void record_in_tx(ResultBatch *rb);
 
 /*
+ * The data of one outbox event, shared by all its messages in a claim: a
+ * trigger to a subscriber with many devices becomes many messages, and each
+ * holding its own copy of the payload, overrides and actor made the worker's
+ * memory grow with the device count (DESIGN 5: bounded per message).
+ */
+typedef struct SharedEvent
+{
+	char		transaction_id[NOVU_MAX_ID_LEN + 1];
+	Jsonb	   *payload;
+	Jsonb	   *overrides;
+	Jsonb	   *actor;
+} SharedEvent;
+
+/* Events already read in the current claim (NULL outside queue_claim). */
+static HTAB *claim_events = NULL;
+
+/* Bytes of event data held by the current claim. */
+static Size claim_bytes = 0;
+
+/* Begin sharing event data among the rows of one claim (in the outer context). */
+static void
+claim_share_begin(void)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = NOVU_MAX_ID_LEN + 1;
+	ctl.entrysize = sizeof(SharedEvent);
+	ctl.hcxt = novu_work_outer_context();
+	claim_events = hash_create("novu claimed events", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	claim_bytes = 0;
+}
+
+/*
  * Copy one claimed message (columns 1..13 of the fan-out and claim results:
  * id, attempts, transaction, workflow, subscriber, token, integration,
  * payload, overrides, actor, step, step key, subscriber profile).
@@ -84,6 +119,8 @@ read_claimed(ClaimedRow *r, HeapTuple tup, TupleDesc desc)
 {
 	bool		isnull;
 	Datum		d;
+	SharedEvent *ev = NULL;
+	bool		found = false;
 
 	r->msg = MemoryContextAllocZero(novu_work_outer_context(), sizeof(Message));
 	r->msg->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
@@ -95,12 +132,40 @@ read_claimed(ClaimedRow *r, HeapTuple tup, TupleDesc desc)
 	r->msg->retry_after = -1;
 	d = SPI_getbinval(tup, desc, 7, &isnull);
 	r->integration_id = isnull ? 0 : DatumGetInt64(d);
-	r->payload = copy_jsonb(tup, desc, 8);
-	r->trigger_overrides = copy_jsonb(tup, desc, 9);
-	r->actor = copy_jsonb(tup, desc, 10);
+	if (claim_events != NULL && r->msg->transaction_id != NULL &&
+		strlen(r->msg->transaction_id) <= NOVU_MAX_ID_LEN)
+		ev = hash_search(claim_events, r->msg->transaction_id, HASH_ENTER, &found);
+	if (!found)
+	{
+		r->payload = copy_jsonb(tup, desc, 8);
+		r->trigger_overrides = copy_jsonb(tup, desc, 9);
+		r->actor = copy_jsonb(tup, desc, 10);
+		claim_bytes += (r->payload ? VARSIZE(r->payload) : 0) +
+			(r->trigger_overrides ? VARSIZE(r->trigger_overrides) : 0) +
+			(r->actor ? VARSIZE(r->actor) : 0);
+		if (ev != NULL)
+		{
+			ev->payload = r->payload;
+			ev->overrides = r->trigger_overrides;
+			ev->actor = r->actor;
+		}
+	}
+	else
+	{
+		r->payload = ev->payload;
+		r->trigger_overrides = ev->overrides;
+		r->actor = ev->actor;
+	}
 	r->step = copy_jsonb(tup, desc, 11);
 	r->step_key = copy_text(tup, desc, 12);
 	r->subscriber = copy_jsonb(tup, desc, 13);
+}
+
+/* Bytes of event data (payload, overrides, actor) the last claim holds. */
+Size
+queue_last_claim_bytes(void)
+{
+	return claim_bytes;
 }
 
 /* Make room for more claimed rows in the outer context. */
@@ -167,8 +232,8 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 {
 	static uint32 recovered_generation = 0;
 	static bool recovered_once = false;
-	Oid			argtypes[5] = {INT4OID, INT4OID, INT4ARRAYOID, BOOLOID, TIMESTAMPTZOID};
-	Datum		values[5];
+	Oid			argtypes[6] = {INT4OID, INT4OID, INT4ARRAYOID, BOOLOID, TIMESTAMPTZOID, INT4OID};
+	Datum		values[6];
 	int32		pids[NOVU_MAX_WORKERS];
 	int			npids;
 	uint32		generation;
@@ -178,7 +243,9 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 	int			i;
 	ClaimedRow *result = NULL;
 
+	claim_events = NULL;
 	novu_begin_work("novu: recording, fanning out, claiming");
+	claim_share_begin();
 	if (record_first != NULL)
 		record_in_tx(record_first);
 	*fanned = fanout_first ? fanout_in_tx(limit, lease_ms, &result, &n) : 0;
@@ -197,27 +264,41 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 		values[2] = int4_array(pids, npids);
 		values[3] = BoolGetDatum(recover);
 		values[4] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), lease_ms));
+		values[5] = Int32GetDatum(novu_max_attempts);
+
+		/*
+		 * A message whose lease expired was sent and never answered (the
+		 * worker died, or its answer was lost): that attempt counts.  At
+		 * novu.max_attempts it fails instead of being sent once more.
+		 */
 		novu_prepare_once(&claim_plan,
 					 "WITH c AS ("
 					 "  SELECT * FROM (SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
 					 "     FROM novu.deliveries"
-					 "    WHERE status = 'pending' AND next_attempt_at <= now()"
+					 "    WHERE status = 'pending' AND next_attempt_at <= pg_catalog.now()"
 					 "    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
 					 "  UNION ALL"
 					 "  SELECT * FROM (SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
 					 "     FROM novu.deliveries"
-					 "    WHERE status = 'sending' AND lease_until < now()"
+					 "    WHERE status = 'sending' AND lease_until < pg_catalog.now()"
 					 "    ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED) expired"
 					 "  UNION ALL"
 					 "  SELECT * FROM (SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
 					 "     FROM novu.deliveries"
-					 "    WHERE $4 AND status = 'sending' AND lease_until >= now() AND lease_until < $5"
+					 "    WHERE $4 AND status = 'sending' AND lease_until >= pg_catalog.now() AND lease_until < $5"
 					 "      AND claimed_by <> ALL ($3)"
 					 "    LIMIT $1 FOR UPDATE SKIP LOCKED) orphaned"
-					 "  LIMIT $1)"
+					 "  LIMIT $1),"
+					 " u AS ("
 					 " UPDATE novu.deliveries d"
-					 "    SET status = 'sending', attempts = d.attempts + 1, claimed_by = pg_backend_pid(),"
-					 "        lease_until = now() + $2 * interval '1 millisecond', updated_at = now()"
+					 "    SET status = CASE WHEN d.status = 'sending' AND d.attempts >= $6 THEN 'failed' ELSE 'sending' END,"
+					 "        attempts = CASE WHEN d.status = 'sending' AND d.attempts >= $6 THEN d.attempts ELSE d.attempts + 1 END,"
+					 "        last_error = CASE WHEN d.status = 'sending' AND d.attempts >= $6"
+					 "          THEN 'no answer after ' || d.attempts || ' attempts (lease expired)' ELSE d.last_error END,"
+					 "        claimed_by = pg_catalog.pg_backend_pid(),"
+					 "        lease_until = CASE WHEN d.status = 'sending' AND d.attempts >= $6 THEN NULL"
+					 "          ELSE pg_catalog.now() + $2 * interval '1 millisecond' END,"
+					 "        updated_at = pg_catalog.now()"
 					 "   FROM c"
 					 "   LEFT JOIN novu.events e ON e.transaction_id = c.transaction_id"
 					 "   LEFT JOIN novu.workflows w ON w.workflow_id = c.workflow_id"
@@ -226,12 +307,20 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 					 " RETURNING d.id, d.attempts, d.transaction_id, d.workflow_id, d.subscriber_id,"
 					 "   d.device_token, d.integration_id, e.payload, e.overrides, e.actor,"
 					 "   w.steps -> d.step_index, d.workflow_id || '/' || d.step_index || '/' || w.updated_at,"
-					 "   CASE WHEN s.subscriber_id IS NOT NULL THEN jsonb_build_object("
+					 "   CASE WHEN s.subscriber_id IS NOT NULL THEN pg_catalog.jsonb_build_object("
 					 "     'subscriberId', s.subscriber_id, 'firstName', s.first_name, 'lastName', s.last_name,"
 					 "     'email', s.email, 'phone', s.phone, 'avatar', s.avatar, 'locale', s.locale,"
-					 "     'timezone', s.timezone, 'data', s.data) END",
-					 5, argtypes);
-		if (SPI_execute_plan(claim_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+					 "     'timezone', s.timezone, 'data', s.data) END,"
+					 "   d.status, d.channel, d.provider_id, d.last_error),"
+					 " expired AS ("
+					 " INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id,"
+					 "                                     channel, provider_id, status, detail)"
+					 " SELECT u.transaction_id, u.id, u.subscriber_id, u.workflow_id, u.channel, u.provider_id,"
+					 "        'Failed', 'Failed after ' || u.attempts || ' attempts: ' || u.last_error"
+					 "   FROM u WHERE u.status = 'failed')"
+					 " SELECT * FROM u WHERE u.status = 'sending'",
+					 6, argtypes);
+		if (SPI_execute_plan(claim_plan, values, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "novu: claim failed");
 		claimed = (int) SPI_processed;
 		/* a recovery that hit the limit goes on at the next claim */
@@ -254,11 +343,11 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 		Datum		d;
 
 		novu_prepare_once(&next_due_plan,
-					 "SELECT (extract(epoch FROM LEAST("
-					 "   (SELECT min(next_attempt_at) FROM novu.deliveries WHERE status = 'pending'),"
-					 "   (SELECT min(lease_until) FROM novu.deliveries WHERE status = 'sending'),"
-					 "   (SELECT min(receipt_at) FROM novu.deliveries WHERE receipt_at IS NOT NULL))"
-					 "  - now()) * 1000)::bigint",
+					 "SELECT (pg_catalog.extract('epoch', LEAST("
+					 "   (SELECT pg_catalog.min(next_attempt_at) FROM novu.deliveries WHERE status = 'pending'),"
+					 "   (SELECT pg_catalog.min(lease_until) FROM novu.deliveries WHERE status = 'sending'),"
+					 "   (SELECT pg_catalog.min(receipt_at) FROM novu.deliveries WHERE receipt_at IS NOT NULL))"
+					 "  - pg_catalog.now()) * 1000)::bigint",
 					 0, NULL);
 		if (SPI_execute_plan(next_due_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "novu: next-due query failed");
@@ -266,6 +355,7 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 		*next_due_ms = isnull ? -1 : Max(DatumGetInt64(d), 0);
 	}
 	novu_end_work();
+	claim_events = NULL;
 	*rows = result;
 	return n;
 }
@@ -499,6 +589,7 @@ queue_claim_receipts(int limit, int lease_ms, ReceiptRow **rows)
 		result[i].sent_age_s = DatumGetFloat8(SPI_getbinval(tup, desc, 6, &isnull));
 	}
 	novu_end_work();
+	claim_events = NULL;
 	*rows = result;
 	return n;
 }

@@ -64,6 +64,7 @@ typedef struct ResultBatch
 
 extern int	queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 						ResultBatch *record_first, bool fanout_first, int *fanned);
+extern Size queue_last_claim_bytes(void);
 extern int	queue_load_integrations(int64 *ids, int n, IntegrationRow **rows);
 extern void result_add(ResultBatch *rb, Message *m, const char *status, const char *error,
 					   int64 delay_ms, int64 receipt_ms, const char *detail);

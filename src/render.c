@@ -84,6 +84,7 @@ step_templates(RenderCache *cache, ClaimedRow *r)
 	bool		found;
 	char		key[RENDER_STEP_KEY_LEN];
 	char	   *src;
+	char	   *error = NULL;
 	MemoryContext old;
 
 	strlcpy(key, r->step_key ? r->step_key : "", RENDER_STEP_KEY_LEN);
@@ -93,14 +94,16 @@ step_templates(RenderCache *cache, ClaimedRow *r)
 	old = MemoryContextSwitchTo(cache->context);
 	st->title = NULL;
 	st->content = NULL;
-	st->error = NULL;
+	/* stays if compiling raises an error: the entry never looks compiled */
+	st->error = pstrdup("the step's templates could not be compiled");
 	src = jsonb_container_get_string(&r->step->root, "title");
-	if (src == NULL || (st->title = template_parse(src, strlen(src), &st->error)) != NULL)
+	if (src == NULL || (st->title = template_parse(src, strlen(src), &error)) != NULL)
 	{
 		src = jsonb_container_get_string(&r->step->root, "content");
 		if (src != NULL)
-			st->content = template_parse(src, strlen(src), &st->error);
+			st->content = template_parse(src, strlen(src), &error);
 	}
+	st->error = error;
 	MemoryContextSwitchTo(old);
 	return st;
 }

@@ -12,7 +12,6 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
@@ -85,60 +84,46 @@ check_object_arg(Jsonb *value, const char *field)
 }
 
 /*
- * Raise if the payload's JSON text exceeds the limit.  The text of a jsonb is
- * at most about six times its binary size (a control character becomes
- * "\u0001"), so small values skip the conversion.
+ * Fill buf with len bytes from the strong random source (OpenSSL's CSPRNG
+ * behind pg_strong_random), drawn a few kilobytes at a time per backend:
+ * generated transactionIds are unguessable, and one call of the source serves
+ * hundreds of triggers.
  */
 static void
-check_payload_size(Jsonb *payload)
+strong_random_bytes(unsigned char *buf, int len)
 {
-	Size		binary = VARSIZE(payload);
-	int			textlen;
+	static unsigned char pool[4096];
+	static int	left = 0;
 
-	if (binary * 6 <= NOVU_MAX_PAYLOAD_BYTES)
-		return;
-	textlen = strlen(JsonbToCString(NULL, &payload->root, binary));
-	if (textlen > NOVU_MAX_PAYLOAD_BYTES)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("payload is too large (%d bytes as JSON text)", textlen),
-				 errdetail("The limit is %d bytes.", NOVU_MAX_PAYLOAD_BYTES),
-				 errhint("Keep large data in your tables and pass its key in the payload.")));
+	if (left < len)
+	{
+		if (!pg_strong_random(pool, sizeof(pool)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random transactionId")));
+		left = sizeof(pool);
+	}
+	memcpy(buf, pool + sizeof(pool) - left, len);
+	memset(pool + sizeof(pool) - left, 0, len);
+	left -= len;
 }
 
 /*
  * A time-ordered (version 7) UUID as text, for generated transactionIds:
- * Unix milliseconds then 74 random bits (a generator seeded once from the
- * strong source).  Consecutive ids sort together, so the outbox's primary key
- * grows at its right edge instead of dirtying a random leaf per trigger.
+ * Unix milliseconds then 74 bits from the strong random source.  Consecutive
+ * ids sort together, so the outbox's primary key grows at its right edge
+ * instead of dirtying a random leaf per trigger.
  */
 static char *
 random_uuid_text(void)
 {
-	static bool seeded = false;
-	static pg_prng_state prng;
 	unsigned char b[16];
 	uint64		ms = (uint64) ((GetCurrentTimestamp() / 1000) + (uint64) 946684800000);	/* Unix ms */
-	uint64		r1;
-	uint64		r2;
 	int			i;
 
-	if (!seeded)
-	{
-		if (!pg_prng_strong_seed(&prng))
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not generate a random transactionId")));
-		seeded = true;
-	}
-	r1 = pg_prng_uint64(&prng);
-	r2 = pg_prng_uint64(&prng);
 	for (i = 0; i < 6; i++)
 		b[i] = (unsigned char) (ms >> (40 - 8 * i));
-	for (i = 6; i < 8; i++)
-		b[i] = (unsigned char) (r1 >> (8 * i));
-	for (i = 8; i < 16; i++)
-		b[i] = (unsigned char) (r2 >> (8 * (i - 8)));
+	strong_random_bytes(b + 6, 10);
 	b[6] = (b[6] & 0x0f) | 0x70;	/* version 7 */
 	b[8] = (b[8] & 0x3f) | 0x80;	/* RFC 9562 variant */
 	return psprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
@@ -182,7 +167,10 @@ parse_recipient(JsonbValue *v, const char *field)
 
 	/* Anything besides subscriberId is an inline profile to upsert. */
 	if (JsonContainerSize(v->val.binary.data) > 1)
+	{
 		r->profile = JsonbValueToJsonb(v);
+		novu_check_json_size(r->profile, field, NOVU_MAX_PROFILE_BYTES);
+	}
 	return r;
 }
 
@@ -206,6 +194,13 @@ parse_to(Jsonb *to)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("to must not be null"),
 				 errhint("Pass a subscriberId, a subscriber object, or an array of them.")));
+	novu_check_json_size(to, "to", NOVU_MAX_TO_BYTES);
+	if (JB_ROOT_IS_ARRAY(to) && !JB_ROOT_IS_SCALAR(to) && JB_ROOT_COUNT(to) > NOVU_MAX_RECIPIENTS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("to names too many recipients (%u)", JB_ROOT_COUNT(to)),
+				 errdetail("The limit is %d recipients per trigger.", NOVU_MAX_RECIPIENTS),
+				 errhint("Use a topic or novu.broadcast() for larger audiences, or split the trigger.")));
 
 	if (JB_ROOT_IS_SCALAR(to))
 	{
@@ -392,10 +387,11 @@ check_common_args(const char *workflow_id, Jsonb **payload, Jsonb **overrides, c
 	*payload = check_object_arg(*payload, "payload");
 	if (*payload == NULL)
 		*payload = jsonb_empty_object();
-	check_payload_size(*payload);
+	novu_check_json_size(*payload, "payload", NOVU_MAX_PAYLOAD_BYTES);
 	*overrides = check_object_arg(*overrides, "overrides");
 	if (*overrides == NULL)
 		*overrides = jsonb_empty_object();
+	novu_check_json_size(*overrides, "overrides", NOVU_MAX_OVERRIDES_BYTES);
 
 	*generated = (transaction_id == NULL);
 	if (transaction_id == NULL)
@@ -447,6 +443,7 @@ novu_trigger(PG_FUNCTION_ARGS)
 	{
 		JsonbValue	v;
 
+		novu_check_json_size(actor, "actor", NOVU_MAX_ACTOR_BYTES);
 		if (JB_ROOT_IS_SCALAR(actor))
 		{
 			JsonbExtractScalar(&actor->root, &v);

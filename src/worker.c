@@ -211,6 +211,8 @@ novu_worker_main(Datum main_arg)
 {
 	sigjmp_buf	local_sigjmp_buf;
 	Oid			dboid;
+	Oid			roleoid;
+	bool		running_as_superuser;
 	int			consecutive_errors = 0;
 	MemoryContext cycle_context;
 
@@ -221,8 +223,32 @@ novu_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	/*
+	 * Connect as the worker role, never as a superuser (DESIGN 5): whatever a
+	 * database or table owner puts in the database runs, if at all, with the
+	 * worker role's few rights.  The launcher checked the role; check again,
+	 * as it may have changed since.
+	 */
+	memcpy(&roleoid, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(Oid));
+	BackgroundWorkerInitializeConnectionByOid(dboid, roleoid, 0);
+	StartTransactionCommand();
+	running_as_superuser = superuser() || GetUserId() != roleoid;
+	CommitTransactionCommand();
+	if (running_as_superuser)
+		ereport(FATAL,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("novu: a delivery worker must run as role \"%s\" and never as a superuser",
+						NOVU_WORKER_ROLE),
+				 errhint("ALTER ROLE %s NOSUPERUSER;", NOVU_WORKER_ROLE)));
 	pgstat_report_appname(psprintf("novu delivery worker %d", novu_worker_slot));
+
+	/*
+	 * Names resolve in pg_catalog only (pg_temp is never searched for
+	 * functions or operators), whatever ALTER DATABASE ... SET search_path
+	 * says: a "public" operator or function can never be picked by a worker
+	 * statement.  The statements name the novu objects with their schema.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * The worker's own commits need not wait for the WAL flush: a lost claim

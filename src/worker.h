@@ -5,6 +5,9 @@
 #ifndef NOVU_WORKER_H
 #define NOVU_WORKER_H
 
+/* The role the delivery workers connect as (created by CREATE EXTENSION). */
+#define NOVU_WORKER_ROLE "novu_worker"
+
 extern int	novu_worker_slot;
 
 extern void novu_register_launcher(void);
