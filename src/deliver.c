@@ -180,15 +180,24 @@ jsonb_copy(Jsonb *j)
 	return j ? memcpy(palloc(VARSIZE(j)), j, VARSIZE(j)) : NULL;
 }
 
-/* Copy a message's rendered content out of the scratch context. */
+/*
+ * Copy a message's rendered content out of the scratch context.  The
+ * provider's overrides depend only on the event, the step and the provider:
+ * a message following one of the same (prev) shares its copy.
+ */
 static void
-keep_rendered(Message *m, ClaimedRow *r)
+keep_rendered(Message *m, ClaimedRow *r, Message *prev, ClaimedRow *prev_row)
 {
 	m->title = pstrdup(m->title);
 	m->body = pstrdup(m->body);
 	if (m->data != r->payload)
 		m->data = jsonb_copy(m->data);
-	m->overrides = jsonb_copy(m->overrides);
+	if (prev != NULL && prev_row->trigger_overrides == r->trigger_overrides && prev_row->step == r->step &&
+		prev->integration != NULL && m->integration != NULL &&
+		strcmp(prev->integration->provider_id, m->integration->provider_id) == 0)
+		m->overrides = prev->overrides;
+	else
+		m->overrides = jsonb_copy(m->overrides);
 }
 
 /* Copy what a provider set on messages (reason, message id) out of the scratch context. */
@@ -767,6 +776,8 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, int *fanned)
 	Message  ***groups;
 	int		   *ngroup;
 	RenderCache *step_cache;
+	Message    *prev_kept;
+	ClaimedRow *prev_row;
 	int			lease_ms = novu_request_timeout * 3 + 30000;
 
 	{
@@ -810,6 +821,8 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, int *fanned)
 
 	/* resolve and render every message; failures get their result now */
 	step_cache = render_cache_create();
+	prev_kept = NULL;
+	prev_row = NULL;
 	for (i = 0; i < n; i++)
 	{
 		ClaimedRow *r = &rows[i];
@@ -840,7 +853,11 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, int *fanned)
 				if (call.error != NULL)
 					error = call.error;
 				if (rendered)
-					keep_rendered(m, r);
+				{
+					keep_rendered(m, r, prev_kept, prev_row);
+					prev_kept = m;
+					prev_row = r;
+				}
 				else
 					message_set(m, OUTCOME_DROP, psprintf("Template error: %s", error ? error : "unknown"));
 				MemoryContextReset(scratch_context);

@@ -76,37 +76,63 @@ copy_text(HeapTuple tup, TupleDesc desc, int col)
 static void record_in_tx(ResultBatch *rb);
 
 /*
- * The data of one outbox event, shared by all its messages in a claim: a
- * trigger to a subscriber with many devices becomes many messages, and each
- * holding its own copy of the payload, overrides and actor made the worker's
- * memory grow with the device count (DESIGN 5: bounded per message).
+ * Values shared by the messages of one claim: a trigger to a subscriber with
+ * many devices becomes many messages, and each holding its own copy of the
+ * payload, overrides, actor, step and profile made the worker's memory grow
+ * with the device count (DESIGN 5: bounded per message).  Keyed by kind and
+ * key: the event's transactionId, the step key, the subscriberId.
  */
-typedef struct SharedEvent
-{
-	char		transaction_id[NOVU_MAX_ID_LEN + 1];
-	Jsonb	   *payload;
-	Jsonb	   *overrides;
-	Jsonb	   *actor;
-} SharedEvent;
+#define SHARED_KEY_LEN		(NOVU_MAX_ID_LEN + 64)
 
-/* Events already read in the current claim (NULL outside queue_claim). */
-static HTAB *claim_events = NULL;
+typedef struct SharedValue
+{
+	char		key[SHARED_KEY_LEN];
+	Jsonb	   *value;
+} SharedValue;
+
+/* Values already read in the current claim (NULL outside queue_claim). */
+static HTAB *claim_shared = NULL;
 
 /* Bytes of event data held by the current claim. */
 static Size claim_bytes = 0;
 
-/* Begin sharing event data among the rows of one claim (in the outer context). */
+/* Begin sharing values among the rows of one claim (in the outer context). */
 static void
 claim_share_begin(void)
 {
 	HASHCTL		ctl;
 
 	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = NOVU_MAX_ID_LEN + 1;
-	ctl.entrysize = sizeof(SharedEvent);
+	ctl.keysize = SHARED_KEY_LEN;
+	ctl.entrysize = sizeof(SharedValue);
 	ctl.hcxt = novu_work_outer_context();
-	claim_events = hash_create("novu claimed events", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	claim_shared = hash_create("novu claimed values", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	claim_bytes = 0;
+}
+
+/*
+ * A jsonb column of the current SPI row, copied into the outer context once
+ * per (kind, key) in a claim; a NULL key is never shared.
+ */
+static Jsonb *
+shared_jsonb(HeapTuple tup, TupleDesc desc, int col, char kind, const char *key)
+{
+	char		k[SHARED_KEY_LEN];
+	SharedValue *sv;
+	bool		found;
+
+	if (claim_shared == NULL || key == NULL || strlen(key) + 2 >= SHARED_KEY_LEN)
+		return copy_jsonb(tup, desc, col);
+	k[0] = kind;
+	k[1] = ':';
+	strlcpy(k + 2, key, SHARED_KEY_LEN - 2);
+	sv = hash_search(claim_shared, k, HASH_ENTER, &found);
+	if (!found)
+	{
+		sv->value = copy_jsonb(tup, desc, col);
+		claim_bytes += sv->value ? VARSIZE(sv->value) : 0;
+	}
+	return sv->value;
 }
 
 /*
@@ -119,8 +145,6 @@ read_claimed(ClaimedRow *r, HeapTuple tup, TupleDesc desc)
 {
 	bool		isnull;
 	Datum		d;
-	SharedEvent *ev = NULL;
-	bool		found = false;
 
 	r->msg = MemoryContextAllocZero(novu_work_outer_context(), sizeof(Message));
 	r->msg->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
@@ -132,36 +156,15 @@ read_claimed(ClaimedRow *r, HeapTuple tup, TupleDesc desc)
 	r->msg->retry_after = -1;
 	d = SPI_getbinval(tup, desc, 7, &isnull);
 	r->integration_id = isnull ? 0 : DatumGetInt64(d);
-	if (claim_events != NULL && r->msg->transaction_id != NULL &&
-		strlen(r->msg->transaction_id) <= NOVU_MAX_ID_LEN)
-		ev = hash_search(claim_events, r->msg->transaction_id, HASH_ENTER, &found);
-	if (!found)
-	{
-		r->payload = copy_jsonb(tup, desc, 8);
-		r->trigger_overrides = copy_jsonb(tup, desc, 9);
-		r->actor = copy_jsonb(tup, desc, 10);
-		claim_bytes += (r->payload ? VARSIZE(r->payload) : 0) +
-			(r->trigger_overrides ? VARSIZE(r->trigger_overrides) : 0) +
-			(r->actor ? VARSIZE(r->actor) : 0);
-		if (ev != NULL)
-		{
-			ev->payload = r->payload;
-			ev->overrides = r->trigger_overrides;
-			ev->actor = r->actor;
-		}
-	}
-	else
-	{
-		r->payload = ev->payload;
-		r->trigger_overrides = ev->overrides;
-		r->actor = ev->actor;
-	}
-	r->step = copy_jsonb(tup, desc, 11);
+	r->payload = shared_jsonb(tup, desc, 8, 'p', r->msg->transaction_id);
+	r->trigger_overrides = shared_jsonb(tup, desc, 9, 'o', r->msg->transaction_id);
+	r->actor = shared_jsonb(tup, desc, 10, 'a', r->msg->transaction_id);
 	r->step_key = copy_text(tup, desc, 12);
-	r->subscriber = copy_jsonb(tup, desc, 13);
+	r->step = shared_jsonb(tup, desc, 11, 's', r->step_key);
+	r->subscriber = shared_jsonb(tup, desc, 13, 'u', r->msg->subscriber_id);
 }
 
-/* Bytes of event data (payload, overrides, actor) the last claim holds. */
+/* Bytes of shared values (payload, overrides, actor, step, profile) the last claim holds. */
 Size
 queue_last_claim_bytes(void)
 {
@@ -243,7 +246,7 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 	int			i;
 	ClaimedRow *result = NULL;
 
-	claim_events = NULL;
+	claim_shared = NULL;
 	novu_begin_work("novu: recording, fanning out, claiming");
 	claim_share_begin();
 	if (record_first != NULL)
@@ -355,7 +358,7 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 		*next_due_ms = isnull ? -1 : Max(DatumGetInt64(d), 0);
 	}
 	novu_end_work();
-	claim_events = NULL;
+	claim_shared = NULL;
 	*rows = result;
 	return n;
 }
@@ -589,7 +592,7 @@ queue_claim_receipts(int limit, int lease_ms, ReceiptRow **rows)
 		result[i].sent_age_s = DatumGetFloat8(SPI_getbinval(tup, desc, 6, &isnull));
 	}
 	novu_end_work();
-	claim_events = NULL;
+	claim_shared = NULL;
 	*rows = result;
 	return n;
 }
