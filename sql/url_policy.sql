@@ -52,6 +52,31 @@ SELECT novu._validate_integration('fcm', jsonb_build_object('serviceAccount',
 SELECT novu._validate_integration('push-webhook', '{"webhookUrl": "https://100.64.0.1/hook", "secretKey": "s"}');
 SELECT novu.set_credentials('url-sub', 'push-webhook', '{"webhookUrl": "https://172.16.5.4/u"}', 'url-hook');
 
+-- the ranges, at their edges (127.0.0.1/32 is allowed by the test cluster)
+CREATE FUNCTION pg_temp.verdict(url text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM novu._check_url(url, 'u');
+    RETURN 'accepted';
+EXCEPTION WHEN invalid_parameter_value THEN
+    RETURN regexp_replace(SQLERRM, '^u points to (.*), which the outbound URL policy refuses$', '\1');
+END $$;
+SELECT u AS url, pg_temp.verdict(u) FROM unnest(ARRAY[
+    'https://0.255.255.255', 'https://1.0.0.1', 'https://9.255.255.255', 'https://10.0.0.0', 'https://10.255.255.255',
+    'https://11.0.0.0', 'https://100.63.255.255', 'https://100.64.0.0', 'https://100.127.255.255', 'https://100.128.0.0',
+    'https://126.255.255.255', 'https://127.0.0.1', 'https://127.255.255.255', 'https://128.0.0.0',
+    'https://169.253.255.255', 'https://169.254.0.1', 'https://169.255.0.0', 'https://172.15.255.255', 'https://172.16.0.0',
+    'https://172.31.255.255', 'https://172.32.0.0', 'https://192.0.0.8', 'https://192.0.1.1', 'https://192.0.2.1',
+    'https://192.88.99.1', 'https://192.167.255.255', 'https://192.168.0.1', 'https://192.169.0.0',
+    'https://198.17.255.255', 'https://198.18.0.1', 'https://198.19.255.255', 'https://198.20.0.0',
+    'https://198.51.100.1', 'https://203.0.113.1', 'https://223.255.255.255', 'https://224.0.0.1',
+    'https://239.255.255.250', 'https://240.0.0.1', 'https://255.255.255.255',
+    'https://[::]', 'https://[::1]', 'https://[::2]', 'https://[::ffff:127.0.0.1]', 'https://[::ffff:127.0.0.2]',
+    'https://[::ffff:8.8.8.8]', 'https://[::ffff:0:10.0.0.1]', 'https://[::10.0.0.1]', 'https://[64:ff9b::10.0.0.1]',
+    'https://[64:ff9b::8.8.8.8]', 'https://[64:ff9b:1::1]', 'https://[2002:a00:1::1]', 'https://[2002:808:808::1]',
+    'https://[100::1]', 'https://[2001::1]', 'https://[2001:2::1]', 'https://[2001:db8::1]', 'https://[3fff::1]',
+    'https://[fbff:ffff::1]', 'https://[fc00::1]', 'https://[fdff:ffff::1]', 'https://[fe80::1]', 'https://[febf::1]',
+    'https://[fec0::1]', 'https://[ff02::1]', 'https://[2606:4700::1111]', 'https://[2a00:1450::1]']) u;
+
 -- what stays accepted: https, public literals, the allowed 127.0.0.1, host names
 SELECT novu._validate_integration('expo', '{"endpoint": "HTTPS://127.0.0.1:9443/"}') AS allowed_loopback;
 SELECT novu._validate_integration('expo', '{"endpoint": "https://[2606:4700:4700::1111]:8443"}') AS public_v6;
