@@ -99,7 +99,7 @@ SELECT jsonb_typeof(c -> 'serviceAccount') AS sa_type,
             'type', 'service_account', 'project_id', 'novu-test', 'private_key_id', 'k1',
             'private_key', :'rsa_key', 'client_email', 'sender@novu-test.iam.gserviceaccount.com',
             'client_id', '1234567890', 'auth_uri', 'https://accounts.google.com/o/oauth2/auth',
-            'token_uri', 'http://127.0.0.1:9000/token',
+            'token_uri', 'https://127.0.0.1:9000/token',
             'auth_provider_x509_cert_url', 'https://www.googleapis.com/oauth2/v1/certs',
             'client_x509_cert_url', 'https://www.googleapis.com/robot/v1/metadata/x509/sender',
             'universe_domain', 'googleapis.com')::text,
@@ -172,7 +172,7 @@ SELECT c -> 'secure' AS secure, jsonb_typeof(c -> 'secure') AS type
 SELECT c -> 'secure' AS secure, c -> 'endpoint' AS endpoint, c ->> 'secretKey' = :'ec_key' AS key_unescaped
   FROM novu._validate_integration('apns', jsonb_build_object('secretKey', replace(:'ec_key', chr(10), '\n'),
         'apiKey', 'ABC123DEFG', 'projectName', 'TEAM123456', 'applicationId', 'com.novu.test',
-        'secure', 'false', 'endpoint', 'https://[::1]:8443')) c;
+        'secure', 'false', 'endpoint', 'https://[2606:4700:4700::1111]:8443')) c;
 -- certificate auth
 SELECT c - 'certificate' - 'privateKey' AS credentials,
        c ->> 'certificate' = :'apns_cert' AND c ->> 'privateKey' = :'apns_cert_key' AS pem_kept
@@ -219,7 +219,7 @@ SELECT novu._validate_integration('apns', jsonb_build_object('certificate', :'ap
 -- expo
 ------------------------------------------------------------------------------
 SELECT novu._validate_integration('expo', '{}');
-SELECT novu._validate_integration('expo', '{"apiKey": "expo-access-token", "endpoint": "HTTP://LocalHost:8080"}');
+SELECT novu._validate_integration('expo', '{"apiKey": "expo-access-token", "endpoint": "HTTPS://LocalHost:8080"}');
 SELECT novu._validate_integration('expo', '{"apiKey": null}');
 -- errors
 SELECT novu._validate_integration('expo', '{"apiKey": ""}');
@@ -240,7 +240,7 @@ SELECT novu._validate_integration('expo', '{"endpoint": "exp.host"}');
 ------------------------------------------------------------------------------
 -- one-signal
 ------------------------------------------------------------------------------
-SELECT novu._validate_integration('one-signal', '{"applicationId": "app-id", "apiKey": "rest-key", "endpoint": "http://127.0.0.1:9001"}');
+SELECT novu._validate_integration('one-signal', '{"applicationId": "app-id", "apiKey": "rest-key", "endpoint": "https://127.0.0.1:9001"}');
 -- errors
 SELECT novu._validate_integration('one-signal', '{"applicationId": "app"}');
 SELECT novu._validate_integration('one-signal', '{"apiKey": "k"}');
@@ -252,8 +252,8 @@ SELECT novu._validate_integration('one-signal', '{"applicationId": "app", "apiKe
 ------------------------------------------------------------------------------
 -- push-webhook
 ------------------------------------------------------------------------------
-SELECT novu._validate_integration('push-webhook', '{"webhookUrl": "https://hooks.example.com/push?team=1#x", "secretKey": "s3cret"}');
-SELECT novu._validate_integration('push-webhook', '{"webhookUrl": "http://user:pw@127.0.0.1:8080/hook", "secretKey": "s3cret"}');
+SELECT novu._validate_integration('push-webhook', '{"webhookUrl": "https://hooks.example.com/push?team=1", "secretKey": "s3cret"}');
+SELECT novu._validate_integration('push-webhook', '{"webhookUrl": "https://127.0.0.1:8080/hook", "secretKey": "s3cret"}');
 -- errors
 SELECT novu._validate_integration('push-webhook', '{"secretKey": "s"}');
 SELECT novu._validate_integration('push-webhook', '{"webhookUrl": "https://hooks.example.com/push"}');

@@ -7,7 +7,8 @@
  * DESIGN.md 3a (Novu's names) with OpenSSL where they hold keys, and returns
  * them normalized: serviceAccount given as a string is parsed, "secure"
  * becomes a boolean, defaults are filled in (serviceAccount.token_uri, apns
- * secure), base URLs lose their trailing "/", PEM text given with literal
+ * secure), URLs pass the outbound URL policy (netpolicy_check_url: https
+ * only) and base URLs lose their trailing "/", PEM text given with literal
  * \n escapes is stored with real newlines (so libcurl can take it as is),
  * VAPID keys are re-encoded as unpadded base64url.  A key whose value
  * is JSON null counts as absent and is dropped (so update_integration can
@@ -34,6 +35,7 @@
 #include "credentials.h"
 #include "crypto.h"
 #include "jsonb_util.h"
+#include "netpolicy.h"
 
 PG_FUNCTION_INFO_V1(novu_validate_integration);
 PG_FUNCTION_INFO_V1(novu_jwt_selftest);
@@ -64,7 +66,7 @@ static const char *const webhook_keys[] = {"webhookUrl", "secretKey", NULL};
 static const char *const webpush_keys[] = {"vapidPublicKey", "vapidPrivateKey", "subject", NULL};
 
 #define ENDPOINT_HINT \
-	"Give a base URL scheme://host[:port] with scheme http or https and no path, e.g. https://127.0.0.1:9443."
+	"Give a base URL https://host[:port] with no path, e.g. https://push-proxy.example.com:8443."
 #define APNS_AUTH_HINT \
 	"Give secretKey (the .p8 PEM), apiKey (Key ID) and projectName (Team ID) for token auth, " \
 	"or certificate and privateKey (PEM) for certificate auth, plus applicationId (the bundle id)."
@@ -196,115 +198,6 @@ cred_string(CredCheck *c, const char *key, bool required, const char *hint)
 	return pnstrdup(v.val.string.val, v.val.string.len);
 }
 
-/* Is c a character allowed in a host name or IPv4 address (letters, digits, - . _ ~ and %-escapes)? */
-static bool
-is_host_char(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		(c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
-		c == '~' || c == '%';
-}
-
-/*
- * Check an http(s) URL and return it with the scheme lowercased, or NULL if
- * it is not one: "http://" or "https://" (any case), a host (name, IPv4 or
- * [IPv6]) with an optional :port in 1..65535, then
- *	- base_only: nothing but an optional "/" (removed in the result), no userinfo;
- *	- otherwise an optional path/query/fragment of printable, non-space ASCII;
- *	  "user:password@" before the host is allowed.
- */
-static char *
-normalize_http_url(const char *url, bool base_only)
-{
-	const char *scheme;
-	const char *auth;
-	const char *auth_end;
-	const char *host;
-	const char *host_end;
-	const char *p;
-	size_t		len;
-
-	if (pg_strncasecmp(url, "https://", 8) == 0)
-		scheme = "https://";
-	else if (pg_strncasecmp(url, "http://", 7) == 0)
-		scheme = "http://";
-	else
-		return NULL;
-	auth = url + strlen(scheme);
-	auth_end = auth + strcspn(auth, "/?#");
-
-	/* userinfo: up to the last '@' of the authority */
-	host = auth;
-	for (p = auth; p < auth_end; p++)
-		if (*p == '@')
-			host = p + 1;
-	if (host != auth)
-	{
-		if (base_only)
-			return NULL;
-		for (p = auth; p < host - 1; p++)
-			if ((unsigned char) *p <= 0x20 || (unsigned char) *p >= 0x7F)
-				return NULL;
-	}
-
-	/* host */
-	if (*host == '[')
-	{
-		host_end = host + 1;
-		while (host_end < auth_end && *host_end != ']')
-		{
-			if (!(isxdigit((unsigned char) *host_end) || *host_end == ':' || *host_end == '.'))
-				return NULL;
-			host_end++;
-		}
-		if (host_end >= auth_end || host_end == host + 1)
-			return NULL;
-		host_end++;				/* past ']' */
-	}
-	else
-	{
-		host_end = host;
-		while (host_end < auth_end && *host_end != ':')
-		{
-			if (!is_host_char(*host_end))
-				return NULL;
-			host_end++;
-		}
-		if (host_end == host)
-			return NULL;
-	}
-
-	/* optional port */
-	if (host_end < auth_end)
-	{
-		long		port = 0;
-
-		if (*host_end != ':' || host_end + 1 == auth_end || auth_end - host_end - 1 > 5)
-			return NULL;
-		for (p = host_end + 1; p < auth_end; p++)
-		{
-			if (*p < '0' || *p > '9')
-				return NULL;
-			port = port * 10 + (*p - '0');
-		}
-		if (port < 1 || port > 65535)
-			return NULL;
-	}
-
-	/* the rest */
-	len = strlen(auth_end);
-	if (base_only)
-	{
-		if (!(len == 0 || (len == 1 && auth_end[0] == '/')))
-			return NULL;
-		return psprintf("%s%.*s", scheme, (int) (auth_end - auth), auth);
-	}
-	for (p = auth_end; *p; p++)
-		if ((unsigned char) *p <= 0x20 || (unsigned char) *p >= 0x7F)
-			return NULL;
-	return psprintf("%s%s", scheme, auth);
-}
-
 /* Push "key": "value" into the result. */
 static void
 cred_push_string(CredCheck *c, const char *key, const char *value)
@@ -318,13 +211,13 @@ cred_endpoint(CredCheck *c)
 {
 	char	   *s = cred_string(c, "endpoint", false, ENDPOINT_HINT);
 	char	   *url;
+	UrlProblem	err;
 
 	if (s == NULL)
 		return;
-	url = normalize_http_url(s, true);
+	url = netpolicy_check_url(s, true, &err);
 	if (url == NULL)
-		cred_fail(c, "endpoint", "must be an http:// or https:// base URL with no path",
-				  NULL, ENDPOINT_HINT);
+		cred_fail(c, "endpoint", err.problem, err.detail, err.hint ? err.hint : ENDPOINT_HINT);
 	cred_push_string(c, "endpoint", url);
 }
 
@@ -436,14 +329,15 @@ validate_fcm(CredCheck *c)
 	if (s != NULL)
 		cred_push_string(&sc, "private_key_id", s);
 
-	s = cred_string(&sc, "token_uri", false, "Omit token_uri for " FCM_TOKEN_URI_DEFAULT ", or give an http(s) URL.");
+	s = cred_string(&sc, "token_uri", false, "Omit token_uri for " FCM_TOKEN_URI_DEFAULT ", or give an https URL.");
 	if (s != NULL)
 	{
-		char	   *url = normalize_http_url(s, false);
+		UrlProblem	err;
+		char	   *url = netpolicy_check_url(s, false, &err);
 
 		if (url == NULL)
-			cred_fail(&sc, "token_uri", "must be an http(s) URL", NULL,
-					  "Omit token_uri for " FCM_TOKEN_URI_DEFAULT ", or give an http(s) URL.");
+			cred_fail(&sc, "token_uri", err.problem, err.detail, err.hint ? err.hint :
+					  "Omit token_uri for " FCM_TOKEN_URI_DEFAULT ", or give an https URL.");
 		cred_push_string(&sc, "token_uri", url);
 	}
 	else
@@ -590,19 +484,20 @@ validate_onesignal(CredCheck *c)
 	cred_endpoint(c);
 }
 
-/* push-webhook: webhookUrl (http(s) URL) and secretKey (HMAC key). */
+/* push-webhook: webhookUrl (https URL) and secretKey (HMAC key). */
 static void
 validate_push_webhook(CredCheck *c)
 {
-	static const char *url_hint = "webhookUrl is the http(s) URL the notification is POSTed to.";
+	static const char *url_hint = "webhookUrl is the https URL the notification is POSTed to.";
 	char	   *s;
 	char	   *url;
+	UrlProblem	err;
 
 	cred_check_keys(c);
 	s = cred_string(c, "webhookUrl", true, url_hint);
-	url = normalize_http_url(s, false);
+	url = netpolicy_check_url(s, false, &err);
 	if (url == NULL)
-		cred_fail(c, "webhookUrl", "must be an http(s) URL", NULL, url_hint);
+		cred_fail(c, "webhookUrl", err.problem, err.detail, err.hint ? err.hint : url_hint);
 	cred_push_string(c, "webhookUrl", url);
 	cred_push_string(c, "secretKey",
 					 cred_string(c, "secretKey", true,

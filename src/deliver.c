@@ -29,6 +29,7 @@
 
 #include "http.h"
 #include "jsonb_util.h"
+#include "netpolicy.h"
 #include "novu.h"
 #include "provider.h"
 #include "queue.h"
@@ -118,12 +119,16 @@ provider_lookup(const char *provider_id)
 	return NULL;
 }
 
-/* Set a message's outcome and reason. */
+/*
+ * Set a message's outcome and reason.  Every reason passes here, and so
+ * through the one sanitiser: text from a provider's answer is stored (and
+ * logged) only as a short reason without control characters.
+ */
 void
 message_set(Message *m, Outcome outcome, const char *reason)
 {
 	m->outcome = outcome;
-	m->reason = reason ? pstrdup(reason) : NULL;
+	m->reason = netpolicy_reason(reason);
 }
 
 /* Set the same outcome on several messages. */
@@ -211,15 +216,19 @@ keep_answers(Message **msgs, int n)
 		if (msgs[i]->reason)
 			msgs[i]->reason = pstrdup(msgs[i]->reason);
 		if (msgs[i]->provider_message_id)
-			msgs[i]->provider_message_id = pstrdup(msgs[i]->provider_message_id);
+			msgs[i]->provider_message_id = netpolicy_reason(msgs[i]->provider_message_id);
 	}
 }
 
-/* Outcome of a request that got no HTTP answer: always worth a retry. */
+/*
+ * Outcome of a request that got no HTTP answer: worth a retry, unless the
+ * outbound URL policy stopped it (a refused address, a redirect): that is the
+ * integration's configuration, and retrying cannot help.
+ */
 void
 classify_transport(HttpRequest *req, Message **msgs, int n)
 {
-	messages_set(msgs, n, OUTCOME_RETRY, http_transport_error(req));
+	messages_set(msgs, n, req->policy_refused ? OUTCOME_CONFIG_ERROR : OUTCOME_RETRY, http_transport_error(req));
 }
 
 /* The integration's endpoint override without a trailing slash, or the default. */
@@ -1117,6 +1126,8 @@ novu_expo_receipts(void)
 
 		if (reqs[g] != NULL && reqs[g]->result == CURLE_OK && reqs[g]->status == 200)
 			body = jsonb_parse_or_null(reqs[g]->response.data, reqs[g]->response.len);
+		else if (reqs[g] != NULL && reqs[g]->policy_refused)
+			log_config_error(igs[g], netpolicy_reason(http_transport_error(reqs[g])));
 		for (i = 0; i < n; i++)
 		{
 			Message    *m;

@@ -8,6 +8,7 @@
 
 #include "utils/guc.h"
 
+#include "netpolicy.h"
 #include "novu.h"
 
 char	   *novu_database_name = NULL;
@@ -106,6 +107,15 @@ novu_define_gucs(void)
 							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("novu.allowed_private_networks",
+							   "Private networks the delivery workers may connect to (comma-separated CIDRs).",
+							   "Loopback, private, link-local and other internal addresses are refused unless listed here.",
+							   &novu_allowed_private_networks,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   netpolicy_check_networks, netpolicy_assign_networks, NULL);
 
 	DefineCustomIntVariable("novu.retention",
 							"Age after which finished messages, notifications and activity are deleted.",

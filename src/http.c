@@ -16,6 +16,13 @@
  * even while a provider hangs, and SIGTERM (die sets the latch) is served at
  * once.  curl keeps its own (malloc) memory: its objects outlive our memory
  * contexts.
+ *
+ * The outbound URL policy (netpolicy.c) holds for every transfer: https only,
+ * no proxy, no redirect followed (a 3xx answer fails the request), and every
+ * connection curl opens passes netpolicy_refuses() with its resolved address
+ * before any byte is sent.  A pool whose connections were opened under another
+ * novu.allowed_private_networks is emptied before it is used again.  A transfer
+ * the policy stopped ends with policy_refused set and the reason in error.
  */
 #include "postgres.h"
 
@@ -29,6 +36,7 @@
 #include "utils/timestamp.h"
 
 #include "http.h"
+#include "netpolicy.h"
 #include "novu.h"
 
 #define HTTP_MAX_RESPONSE		(1024 * 1024)
@@ -61,6 +69,7 @@ struct HttpPool
 	HttpSocket	socks[HTTP_MAX_SOCKETS];	/* what curl wants watched */
 	int			nsocks;
 	TimestampTz timer_at;		/* when curl wants its timeout action; 0: none */
+	uint32		policy_generation;	/* netpolicy_generation its connections were opened under */
 };
 
 static HttpPool **pools = NULL;
@@ -159,27 +168,14 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
-/* A new pool: its own connections, at most HTTP_MAX_HOST_CONNS per host. */
-HttpPool *
-http_pool_create(void)
+/* Give a pool a new curl multi handle (its connection cache), set up. */
+static void
+pool_open_multi(HttpPool *pool)
 {
-	HttpPool   *pool = MemoryContextAllocZero(TopMemoryContext, sizeof(HttpPool));
-
 	pool->multi = curl_multi_init();
 	if (pool->multi == NULL)
 		elog(ERROR, "novu: curl_multi_init failed");
-
-	/* curl's sockets are invisible to fd.c: reserve room for them */
-	while (pool->fds < HTTP_MAX_HOST_CONNS && AcquireExternalFD())
-		pool->fds++;
-	if (pool->fds == 0)
-	{
-		curl_multi_cleanup(pool->multi);
-		pfree(pool);
-		ereport(ERROR,
-				(errmsg("novu: no file descriptors left for provider connections"),
-				 errhint("Raise max_files_per_process or the process's open-file limit.")));
-	}
+	pool->policy_generation = netpolicy_generation;
 	curl_multi_setopt(pool->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
 	curl_multi_setopt(pool->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) pool->fds);
 	curl_multi_setopt(pool->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) pool->fds);
@@ -190,6 +186,42 @@ http_pool_create(void)
 	curl_multi_setopt(pool->multi, CURLMOPT_SOCKETDATA, pool);
 	curl_multi_setopt(pool->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(pool->multi, CURLMOPT_TIMERDATA, pool);
+}
+
+/*
+ * Close an idle pool's connections and start a new connection cache: the
+ * list of allowed networks changed, and a connection opened under the old
+ * list must not be reused.
+ */
+static void
+pool_renew(HttpPool *pool)
+{
+	Assert(pool->active == 0);
+	curl_multi_cleanup(pool->multi);
+	pool->multi = NULL;
+	pool->nsocks = 0;
+	pool->timer_at = 0;
+	wait_set_stale = true;
+	pool_open_multi(pool);
+}
+
+/* A new pool: its own connections, at most HTTP_MAX_HOST_CONNS per host. */
+HttpPool *
+http_pool_create(void)
+{
+	HttpPool   *pool = MemoryContextAllocZero(TopMemoryContext, sizeof(HttpPool));
+
+	/* curl's sockets are invisible to fd.c: reserve room for them */
+	while (pool->fds < HTTP_MAX_HOST_CONNS && AcquireExternalFD())
+		pool->fds++;
+	if (pool->fds == 0)
+	{
+		pfree(pool);
+		ereport(ERROR,
+				(errmsg("novu: no file descriptors left for provider connections"),
+				 errhint("Raise max_files_per_process or the process's open-file limit.")));
+	}
+	pool_open_multi(pool);
 
 	pools = grow(pools, &pools_cap, npools + 1, sizeof(HttpPool *));
 	pools[npools++] = pool;
@@ -309,6 +341,33 @@ http_add_header(HttpRequest *req, const char *header)
 	req->headers = l;
 }
 
+/*
+ * curl's opensocket callback: the resolved address of every new connection
+ * passes the outbound URL policy here, before anything is sent.  Connections
+ * are reused only within a pool and a pool is emptied when the policy
+ * changes, so reuse never bypasses this.  A refused address is remembered in
+ * the request; curl then tries the host's other addresses, if any.  Never
+ * ereports or allocates: curl is on the stack.
+ */
+static curl_socket_t
+opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	HttpRequest *req = clientp;
+	curl_socket_t fd;
+
+	if (purpose != CURLSOCKTYPE_IPCXN)
+	{
+		strlcpy(req->refused, "? (not an outgoing connection)", sizeof(req->refused));
+		return CURL_SOCKET_BAD;
+	}
+	if (netpolicy_refuses(&address->addr, req->refused, sizeof(req->refused)))
+		return CURL_SOCKET_BAD;
+	fd = socket(address->family, address->socktype, address->protocol);
+	if (fd != CURL_SOCKET_BAD)
+		req->sockets_opened++;
+	return fd;
+}
+
 /* An easy handle from the free list, reset, or a new one. */
 static CURL *
 easy_get(void)
@@ -350,11 +409,20 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	resetStringInfo(&req->response);
 	req->retry_after = NULL;
 	req->apns_id = NULL;
+	req->policy_refused = false;
+	req->sockets_opened = 0;
+	req->refused[0] = '\0';
 
 	curl_easy_setopt(h, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(h, CURLOPT_URL, req->url);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https,http");
+	/* the outbound URL policy: https only, straight to the host, no redirect */
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_MAXREDIRS, 0L);
+	curl_easy_setopt(h, CURLOPT_PROXY, "");	/* no proxy from the environment */
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, req);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers);
 	curl_easy_setopt(h, CURLOPT_POST, 1L);
@@ -409,7 +477,10 @@ http_submit(HttpPool *pool, HttpRequest *req)
 	req->easy = NULL;
 	pool->in_flight++;
 	in_flight++;
-	if (pool->active < HTTP_MAX_ACTIVE)
+	/* after a policy change, new transfers wait until the old connections are idle */
+	if (pool->policy_generation != netpolicy_generation && pool->active == 0)
+		pool_renew(pool);
+	if (pool->active < HTTP_MAX_ACTIVE && pool->policy_generation == netpolicy_generation)
 	{
 		start_transfer(pool, req);
 		return;
@@ -431,7 +502,29 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 	curl_easy_getinfo(h, CURLINFO_HTTP_VERSION, &req->http_version);
 	curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &total);
 	req->elapsed_ms = total * 1000.0;
-	if (result == CURLE_OK && req->require_h2 && req->http_version != CURL_HTTP_VERSION_2_0)
+	if (result != CURLE_OK && req->refused[0] != '\0' && req->sockets_opened == 0)
+	{
+		/* every address of the host was refused: the policy, not the network */
+		req->policy_refused = true;
+		snprintf(req->error, CURL_ERROR_SIZE,
+				 "address %s refused by the outbound URL policy (novu.allowed_private_networks)", req->refused);
+	}
+	else if (result == CURLE_UNSUPPORTED_PROTOCOL)
+	{
+		/* a URL stored before the policy (CURLOPT_PROTOCOLS_STR allows https only) */
+		req->policy_refused = true;
+		snprintf(req->error, CURL_ERROR_SIZE, "URL refused by the outbound URL policy: https only");
+	}
+	else if (result == CURLE_OK && req->status >= 300 && req->status < 400)
+	{
+		/* the target moved: the integration must name the final URL */
+		req->result = CURLE_TOO_MANY_REDIRECTS;
+		req->policy_refused = true;
+		snprintf(req->error, CURL_ERROR_SIZE,
+				 "HTTP %ld redirect not followed (the outbound URL policy follows no redirects; configure the final URL)",
+				 req->status);
+	}
+	else if (result == CURLE_OK && req->require_h2 && req->http_version != CURL_HTTP_VERSION_2_0)
 	{
 		/* APNs speaks HTTP/2 only: a fallback to HTTP/1.1 is a failure */
 		req->result = CURLE_HTTP2;
@@ -447,13 +540,25 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 	done = grow(done, &done_cap, ndone + 1, sizeof(HttpRequest *));
 	done[ndone++] = req;
 
-	/* the oldest waiting request takes the free place */
+	/*
+	 * The oldest waiting requests take the free places; after a policy
+	 * change, only once the pool is idle and renewed (then all of them).
+	 */
+	if (pool->policy_generation != netpolicy_generation)
+	{
+		if (pool->active > 0)
+			return;
+		pool_renew(pool);
+	}
 	if (pool->nwaiting > 0)
 	{
-		HttpRequest *next = pool->waiting[0];
+		int			k = Min(pool->nwaiting, HTTP_MAX_ACTIVE - pool->active);
+		int			i;
 
-		memmove(pool->waiting, pool->waiting + 1, sizeof(HttpRequest *) * --pool->nwaiting);
-		start_transfer(pool, next);
+		for (i = 0; i < k; i++)
+			start_transfer(pool, pool->waiting[i]);
+		pool->nwaiting -= k;
+		memmove(pool->waiting, pool->waiting + k, sizeof(HttpRequest *) * pool->nwaiting);
 	}
 }
 
@@ -714,10 +819,16 @@ http_request_free(HttpRequest *req)
 	req->headers = NULL;
 }
 
-/* A short text for a transport failure (no HTTP response). */
+/*
+ * A short text for a transport failure (no HTTP response), or for a transfer
+ * the outbound URL policy stopped.  It may hold a host name or an address;
+ * callers store it through netpolicy_reason() (deliver.c's message_set).
+ */
 char *
 http_transport_error(HttpRequest *req)
 {
+	if (req->policy_refused)
+		return pstrdup(req->error);
 	if (req->error[0] != '\0')
 		return psprintf("%s (%s)", curl_easy_strerror(req->result), req->error);
 	return pstrdup(curl_easy_strerror(req->result));

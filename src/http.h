@@ -11,6 +11,8 @@
 
 #include "lib/stringinfo.h"
 
+#include "netpolicy.h"
+
 /* A connection pool: the connections of one integration (its own curl multi). */
 typedef struct HttpPool HttpPool;
 
@@ -35,12 +37,15 @@ typedef struct HttpRequest
 	char	   *retry_after;	/* Retry-After header, or NULL */
 	char	   *apns_id;		/* apns-id header, or NULL */
 	char		error[CURL_ERROR_SIZE]; /* curl's message on transport errors */
+	bool		policy_refused; /* the outbound URL policy stopped it (error says why) */
 	double		elapsed_ms;
 
 	/* engine state */
 	CURL	   *easy;
 	HttpPool   *pool;
 	bool		done;
+	int			sockets_opened; /* connections this transfer opened */
+	char		refused[NETPOLICY_WHY_LEN]; /* the last address the policy refused */
 } HttpRequest;
 
 extern bool novu_wakeup_pending;

@@ -155,7 +155,8 @@ fcm_authorize(Integration *ig, bool force, Outcome *failure, char **error)
 
 	if (req->result != CURLE_OK)
 	{
-		*failure = OUTCOME_RETRY;
+		/* refused by the outbound URL policy: token_uri is misconfigured */
+		*failure = req->policy_refused ? OUTCOME_CONFIG_ERROR : OUTCOME_RETRY;
 		*error = psprintf("OAuth token request failed: %s", http_transport_error(req));
 		return false;
 	}

@@ -281,6 +281,9 @@ function create(ctx, { env, auth }) {
         if (st.status === 410) return respond(410, { reason, timestamp: st.since }, h);
         return fail(st.status, reason, h);
       }
+      case 'redirect': // to the same URL: a client that follows it sends the request again
+        return respond(st.status, C.REDIRECT_HTML,
+          { 'content-type': 'text/html', location: `https://${headers[':authority']}${headers[':path']}` });
       default:
     }
 

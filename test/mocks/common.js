@@ -176,10 +176,13 @@ class Recorder {
 //   ok | dead | bad | mismatch | expired | sandbox-only | production-only | apns-dead | apns-auth
 //   receipt-dead | receipt-error:<Code> | ticket-error:<Code> | project:<experienceId>
 //   fail:<status>[:<retryAfter>][:<count>][:<reason>]   slow:<ms>[:<count>]
-//   reset[:<count>]   drop[:<count>]
+//   reset[:<count>]   drop[:<count>]   redirect[:<status>][:<count>] (FCM, APNs: a 3xx to the same URL)
 // Object form: {"state":"fail","status":503,"retryAfter":2,"count":1,"reason":"Shutdown"}.
 // States with a count revert to "ok" once used up. Unknown tokens behave as "ok".
 // ---------------------------------------------------------------------------------------------
+// A scripted redirect answers one of these, with Location: the same URL (a client that follows
+// it sends the request again, which the log shows).
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const SIMPLE_STATES = new Set(['ok', 'dead', 'bad', 'mismatch', 'expired', 'sandbox-only', 'production-only',
   'apns-dead', 'apns-auth', 'receipt-dead']);
 
@@ -189,13 +192,14 @@ function parseState(spec) {
     if (typeof kind !== 'string') throw new Error('state object needs "state"');
     const base = SIMPLE_STATES.has(kind) ? { kind } : null;
     const st = base || (['fail', 'slow', 'reset', 'drop', 'receipt-error', 'ticket-error', 'project'].includes(kind)
-      ? { kind, count: null } : parseState(kind));
+      ? { kind, count: null } : kind === 'redirect' ? { kind, status: 307, count: null } : parseState(kind));
     for (const k of ['status', 'retryAfter', 'count', 'ms', 'reason', 'code', 'project']) {
       if (spec[k] !== undefined && spec[k] !== null) st[k] = spec[k];
     }
     if (st.kind === 'fail' && !(Number.isInteger(st.status) && st.status >= 100 && st.status <= 599)) throw new Error('fail needs "status" (an HTTP status)');
     if (st.kind === 'fail' && st.retryAfter === undefined) st.retryAfter = null;
     if (st.kind === 'slow' && !(Number.isInteger(st.ms) && st.ms >= 0)) throw new Error('slow needs "ms"');
+    if (st.kind === 'redirect' && !REDIRECT_STATUSES.has(st.status)) throw new Error('redirect needs a 3xx "status" (301, 302, 303, 307, 308)');
     if ((st.kind === 'receipt-error' || st.kind === 'ticket-error') && typeof st.code !== 'string') throw new Error(`${st.kind} needs "code"`);
     if (st.kind === 'project' && typeof st.project !== 'string') throw new Error('project needs "project"');
     if (st.count !== null && st.count !== undefined && !(Number.isInteger(st.count) && st.count > 0)) throw new Error('"count" must be a positive integer');
@@ -221,6 +225,12 @@ function parseState(spec) {
       const ms = int(p[1], 'ms');
       if (ms === null) throw new Error(`slow needs milliseconds: "${spec}"`);
       return { kind: 'slow', ms, count: int(p[2], 'count') };
+    }
+    case 'redirect': {
+      if (p.length > 3) break;
+      const status = int(p[1], 'status') ?? 307;
+      if (!REDIRECT_STATUSES.has(status)) throw new Error(`redirect needs a 3xx status (301, 302, 303, 307, 308): "${spec}"`);
+      return { kind: 'redirect', status, count: int(p[2], 'count') };
     }
     case 'reset': case 'drop':
       if (p.length > 2) break;
@@ -402,6 +412,9 @@ function clientGone(req) {
 // HTML body a misbehaving proxy / CDN would send.
 const PROXY_502_HTML = '<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>mock-proxy</center></body></html>\n';
 
+// Body of a scripted redirect (what a web server sends with a 3xx).
+const REDIRECT_HTML = '<html><head><title>Moved</title></head><body><a href="">moved here</a></body></html>\n';
+
 // Deep merge for /config (arrays and scalars replace).
 function deepMerge(dst, src) {
   for (const k of Object.keys(src)) {
@@ -426,5 +439,5 @@ module.exports = {
   b64urlDecode, decodeJwt,
   Recorder, TokenRegistry, parseState,
   CONN, trackConnections, compatInfo, clientGone, readBody, bodyForLog, sendCompat, abortCompat, hardClose, pairs,
-  PROXY_502_HTML, deepMerge, takeNext, sleep,
+  PROXY_502_HTML, REDIRECT_HTML, deepMerge, takeNext, sleep,
 };

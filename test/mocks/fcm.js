@@ -317,6 +317,9 @@ function create(ctx) {
         if (st.status === 502) return send(502, C.PROXY_502_HTML, { 'content-type': 'text/html', ...h });
         return send(st.status, scriptedFailure(st.status, st.reason), h);
       }
+      case 'redirect': // to the same URL: a client that follows it sends the request again
+        return send(st.status, C.REDIRECT_HTML,
+          { 'content-type': 'text/html', location: `https://${req.headers[':authority'] || req.headers.host}${req.url}` });
       default: // ok and states meant for other providers
     }
 
