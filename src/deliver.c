@@ -529,6 +529,26 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 	int			i;
 	int			per = Max(ig->ops->max_batch, 1);
 
+	/* a message the provider refuses to build (bad token, bad override) fails alone */
+	if (ig->ops->check != NULL)
+	{
+		int			kept = 0;
+
+		for (i = 0; i < n; i++)
+		{
+			char	   *reason = NULL;
+
+			if (ig->ops->check(ig, msgs[i], &reason))
+				msgs[kept++] = msgs[i];
+			else
+			{
+				message_set(msgs[i], OUTCOME_DROP, reason);
+				add_result(msgs[i], b);
+			}
+		}
+		n = kept;
+	}
+
 	for (i = 0; i < n; i += per)
 	{
 		int			k = Min(per, n - i);

@@ -7,8 +7,10 @@
  * Request: POST /3/device/<token> with apns-topic = applicationId,
  * apns-push-type: alert, apns-priority: 10; body {"aps": {"alert": {"title",
  * "body"}}, ...payload keys} then overrides.apns deep-merged (its "headers"
- * object, if any, become request headers).  Payloads over 4096 bytes fail
- * before any request (PayloadTooLarge).
+ * object, if any, become request headers: only those of provider_rules.c's
+ * allowlist, each once, without control characters).  Payloads over 4096
+ * bytes fail before any request (PayloadTooLarge).  A token that is not hex
+ * never reaches the URL path: its message fails.
  */
 #include "postgres.h"
 
@@ -24,6 +26,7 @@
 #include "http.h"
 #include "jsonb_util.h"
 #include "provider.h"
+#include "provider_rules.h"
 
 #define APNS_PRODUCTION		"https://api.push.apple.com"
 #define APNS_SANDBOX		"https://api.sandbox.push.apple.com"
@@ -163,6 +166,16 @@ apns_build(Integration *ig, Message **msgs, int n)
 	bool		have_headers = false;
 	HttpRequest *req;
 	char	   *body;
+	const char *problem;
+	bool		have_push_type = false;
+	bool		have_priority = false;
+
+	/* the token becomes the URL path: hex only, whatever an older version stored */
+	if (!novu_device_token_valid("apns", m->device_token, &problem))
+	{
+		message_set(m, OUTCOME_DROP, psprintf("Invalid device token: the token %s", problem));
+		return NULL;
+	}
 
 	/* {"aps": {"alert": {"title", "body"}}} */
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
@@ -215,19 +228,41 @@ apns_build(Integration *ig, Message **msgs, int n)
 		JsonbIterator *it = JsonbIteratorInit(headers.val.binary.data);
 		JsonbIteratorToken tok;
 		JsonbValue	k;
+		const char *seen[8];
+		int			nseen = 0;
 
 		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
 		{
+			const char *name;
+			char	   *value;
+			int			i;
+
 			if (tok != WJB_KEY)
 				continue;
 			(void) JsonbIteratorNext(&it, &v, true);
-			http_add_header(req, psprintf("%.*s: %s", k.val.string.len, k.val.string.val,
-										  jsonb_value_to_text(&v)));
+			/* allowlisted names, each once, clean values (checked before; never inject) */
+			name = novu_apns_header_name(k.val.string.val, k.val.string.len);
+			value = v.type == jbvString || v.type == jbvNumeric ? jsonb_value_to_text(&v) : NULL;
+			for (i = 0; name != NULL && i < nseen && seen[i] != name; i++)
+				;
+			if (name == NULL || i < nseen || nseen == lengthof(seen) || value == NULL ||
+				!novu_header_value_clean(value, strlen(value)))
+			{
+				message_set(m, OUTCOME_DROP,
+							psprintf("Override refused: overrides.apns.headers.%.*s is not an allowed header, repeats one or has a bad value",
+									 k.val.string.len, k.val.string.val));
+				http_request_free(req);
+				return NULL;
+			}
+			seen[nseen++] = name;
+			have_push_type |= strcmp(name, "apns-push-type") == 0;
+			have_priority |= strcmp(name, "apns-priority") == 0;
+			http_add_header(req, psprintf("%s: %s", name, value));
 		}
 	}
-	if (!have_headers || getKeyJsonValueFromContainer(headers.val.binary.data, "apns-push-type", 14, &v) == NULL)
+	if (!have_push_type)
 		http_add_header(req, "apns-push-type: alert");
-	if (!have_headers || getKeyJsonValueFromContainer(headers.val.binary.data, "apns-priority", 13, &v) == NULL)
+	if (!have_priority)
 		http_add_header(req, "apns-priority: 10");
 	if (st->key != NULL)
 		http_add_header(req, psprintf("authorization: bearer %s", st->jwt));
@@ -300,6 +335,7 @@ const ProviderOps apns_provider = {
 	.max_batch = 1,
 	.prepare = apns_prepare,
 	.authorize = apns_authorize,
+	.check = novu_message_check,
 	.build = apns_build,
 	.classify = apns_classify,
 };

@@ -6,7 +6,8 @@
  *		DeviceNotRegistered after acceptance.
  *
  * Message: {"to", "title", "body", "data": payload}, then overrides.expo
- * deep-merged into each message.
+ * deep-merged into each message (only the fields of provider_rules.c's
+ * allowlist; "to" is set last, so nothing can retarget it).
  */
 #include "postgres.h"
 
@@ -123,7 +124,6 @@ expo_build(Integration *ig, Message **msgs, int n)
 		Jsonb	   *message;
 
 		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-		jsonb_push_string(&state, "to", m->device_token);
 		jsonb_push_string(&state, "title", m->title);
 		jsonb_push_string(&state, "body", m->body);
 		jsonb_push_key(&state, "data");
@@ -133,6 +133,11 @@ expo_build(Integration *ig, Message **msgs, int n)
 		pushJsonbValue(&state, WJB_VALUE, &v);
 		message = jsonb_deep_merge(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)),
 								   m->overrides);
+		/* the target last: whatever was merged, the message goes to this token */
+		state = NULL;
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		jsonb_push_string(&state, "to", m->device_token);
+		message = jsonb_deep_merge(message, JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
 		if (i > 0)
 			appendStringInfoChar(&buf, ',');
 		appendStringInfoString(&buf, JsonbToCString(NULL, &message->root, VARSIZE(message)));
@@ -313,6 +318,7 @@ const ProviderOps expo_provider = {
 	.max_batch = 100,
 	.prepare = expo_prepare,
 	.authorize = expo_authorize,
+	.check = novu_message_check,
 	.build = expo_build,
 	.classify = expo_classify,
 };

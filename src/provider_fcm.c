@@ -5,7 +5,9 @@
  *		expires, renewed once on a plain 401).
  *
  * Message: {"message": {"token", "notification": {"title", "body"},
- * "data": payload with every value a string}} then overrides.fcm deep-merged.
+ * "data": payload with every value a string}} then overrides.fcm deep-merged
+ * (only the fields of provider_rules.c's allowlist; the token is set last, so
+ * nothing can retarget the message).
  */
 #include "postgres.h"
 
@@ -229,7 +231,6 @@ fcm_build(Integration *ig, Message **msgs, int n)
 	char	   *auth;
 
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	jsonb_push_string(&state, "token", m->device_token);
 	jsonb_push_key(&state, "notification");
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	jsonb_push_string(&state, "title", m->title);
@@ -263,6 +264,14 @@ fcm_build(Integration *ig, Message **msgs, int n)
 		v.val.binary.len = VARSIZE(data) - VARHDRSZ;
 		pushJsonbValue(&ds, WJB_VALUE, &v);
 		message = jsonb_deep_merge(message, JsonbValueToJsonb(pushJsonbValue(&ds, WJB_END_OBJECT, NULL)));
+	}
+	/* the target last: whatever was merged, the message goes to this token */
+	{
+		JsonbParseState *ts = NULL;
+
+		pushJsonbValue(&ts, WJB_BEGIN_OBJECT, NULL);
+		jsonb_push_string(&ts, "token", m->device_token);
+		message = jsonb_deep_merge(message, JsonbValueToJsonb(pushJsonbValue(&ts, WJB_END_OBJECT, NULL)));
 	}
 
 	req = http_request_new(st->send_url);
@@ -372,6 +381,7 @@ const ProviderOps fcm_provider = {
 	.max_batch = 1,
 	.prepare = fcm_prepare,
 	.authorize = fcm_authorize,
+	.check = novu_message_check,
 	.build = fcm_build,
 	.classify = fcm_classify,
 };

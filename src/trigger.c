@@ -27,6 +27,7 @@
 #include "jsonb_util.h"
 #include "lookup.h"
 #include "outbox.h"
+#include "provider_rules.h"
 #include "shmem.h"
 #include "workflow_cache.h"
 
@@ -396,6 +397,7 @@ check_common_args(const char *workflow_id, Jsonb **payload, Jsonb **overrides, c
 	*overrides = check_object_arg(*overrides, "overrides");
 	if (*overrides == NULL)
 		*overrides = jsonb_empty_object();
+	novu_check_overrides(*overrides, "overrides");	/* no retargeting, no header injection */
 
 	*generated = (transaction_id == NULL);
 	if (transaction_id == NULL)
