@@ -66,12 +66,7 @@ typedef struct Integration
 	char	   *config_error;	/* set when the credentials cannot be used at all */
 	bool		config_error_logged;
 	TimestampTz reauth_at;		/* last forced renewal of the credential */
-
-	/* circuit breaker: REMOVE_TOKEN answers in the current window */
-	TimestampTz window_start;
-	int			window_answers;
-	int			window_removals;
-	TimestampTz breaker_until;	/* pruning suspended until then */
+	bool		prune_warned;	/* logged that its dead-token answers keep their tokens (breaker.c) */
 } Integration;
 
 /*

@@ -11,6 +11,8 @@
  * allowlist, each once, without control characters).  Payloads over 4096
  * bytes fail before any request (PayloadTooLarge).  A token that is not hex
  * never reaches the URL path: its message fails.
+ * A token is removed only on the dead-token reasons with their HTTP status
+ * (410 Unregistered / ExpiredToken, 400 BadDeviceToken / DeviceTokenNotForTopic).
  */
 #include "postgres.h"
 
@@ -274,32 +276,54 @@ apns_build(Integration *ig, Message **msgs, int n)
 	return req;
 }
 
-/* Whether reason is one of a NULL-terminated list. */
-static bool
-reason_in(const char *reason, const char *const *list)
+/*
+ * APNs reasons and their outcomes (PROTOCOLS.md 2.6 and 7).  A dead-token
+ * reason counts only with the HTTP status APNs gives it (status 0: any); the
+ * same words with another status are not APNs speaking, so the integration's
+ * endpoint is wrong.
+ */
+typedef struct ApnsReason
 {
-	for (; *list; list++)
-	{
-		if (strcmp(reason, *list) == 0)
-			return true;
-	}
-	return false;
-}
+	const char *reason;
+	long		status;
+	Outcome		outcome;
+} ApnsReason;
+
+static const ApnsReason apns_reasons[] = {
+	{"Unregistered", 410, OUTCOME_REMOVE_TOKEN},
+	{"ExpiredToken", 410, OUTCOME_REMOVE_TOKEN},
+	{"BadDeviceToken", 400, OUTCOME_REMOVE_TOKEN},
+	{"DeviceTokenNotForTopic", 400, OUTCOME_REMOVE_TOKEN},
+	{"ExpiredProviderToken", 0, OUTCOME_REAUTH},
+	{"InvalidProviderToken", 0, OUTCOME_CONFIG_ERROR},
+	{"MissingProviderToken", 0, OUTCOME_CONFIG_ERROR},
+	{"BadCertificate", 0, OUTCOME_CONFIG_ERROR},
+	{"BadCertificateEnvironment", 0, OUTCOME_CONFIG_ERROR},
+	{"BadEnvironmentKeyIdInToken", 0, OUTCOME_CONFIG_ERROR},
+	{"BadEnvironmentKeyInToken", 0, OUTCOME_CONFIG_ERROR},
+	{"UnrelatedKeyIdInToken", 0, OUTCOME_CONFIG_ERROR},
+	{"BadTopic", 0, OUTCOME_CONFIG_ERROR},
+	{"TopicDisallowed", 0, OUTCOME_CONFIG_ERROR},
+	{"MissingTopic", 0, OUTCOME_CONFIG_ERROR},
+	{"Forbidden", 0, OUTCOME_CONFIG_ERROR},
+	{"TooManyProviderTokenUpdates", 0, OUTCOME_CONFIG_ERROR},
+	{"BadPath", 0, OUTCOME_CONFIG_ERROR},
+	{"MethodNotAllowed", 0, OUTCOME_CONFIG_ERROR},
+	{"TooManyRequests", 0, OUTCOME_RETRY},
+	{"IdleTimeout", 0, OUTCOME_RETRY},
+	{"InternalServerError", 0, OUTCOME_RETRY},
+	{"ServiceUnavailable", 0, OUTCOME_RETRY},
+	{"Shutdown", 0, OUTCOME_RETRY},
+};
 
 /* Classify APNs's answer (PROTOCOLS.md 2.6 and 7). */
 static void
 apns_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 {
-	static const char *const dead[] = {"Unregistered", "ExpiredToken", "BadDeviceToken", "DeviceTokenNotForTopic", NULL};
-	static const char *const config[] = {"InvalidProviderToken", "MissingProviderToken", "BadCertificate",
-		"BadCertificateEnvironment", "BadEnvironmentKeyIdInToken", "BadEnvironmentKeyInToken",
-		"UnrelatedKeyIdInToken", "BadTopic", "TopicDisallowed", "MissingTopic", "Forbidden",
-	"TooManyProviderTokenUpdates", NULL};
-	static const char *const transient[] = {"TooManyRequests", "IdleTimeout", "InternalServerError",
-	"ServiceUnavailable", "Shutdown", NULL};
 	Message    *m = msgs[0];
 	Jsonb	   *body;
 	char	   *reason;
+	int			i;
 
 	if (req->result != CURLE_OK)
 	{
@@ -314,18 +338,28 @@ apns_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 	}
 	body = jsonb_parse_or_null(req->response.data, req->response.len);
 	reason = body ? jsonb_container_get_string(&body->root, "reason") : NULL;
-	if (reason == NULL)
-		reason = psprintf("HTTP %ld", req->status);
 	m->retry_after = http_retry_after_seconds(req->retry_after);
 
-	if (strcmp(reason, "ExpiredProviderToken") == 0)
-		message_set(m, OUTCOME_REAUTH, reason);
-	else if (reason_in(reason, dead))
-		message_set(m, OUTCOME_REMOVE_TOKEN, reason);
-	else if (reason_in(reason, config))
-		message_set(m, OUTCOME_CONFIG_ERROR, reason);
-	else if (reason_in(reason, transient) || req->status == 429 || req->status >= 500)
+	for (i = 0; reason != NULL && i < lengthof(apns_reasons); i++)
+	{
+		const ApnsReason *r = &apns_reasons[i];
+
+		if (strcmp(reason, r->reason) != 0)
+			continue;
+		if (r->status != 0 && r->status != req->status)
+			message_set(m, OUTCOME_CONFIG_ERROR,
+						psprintf("%s with HTTP %ld (APNs answers it with %ld: check the endpoint)",
+								 reason, req->status, r->status));
+		else
+			message_set(m, r->outcome, reason);
+		return;
+	}
+	if (reason == NULL)
+		reason = psprintf("HTTP %ld", req->status);
+	if (req->status == 429 || req->status >= 500)
 		message_set(m, OUTCOME_RETRY, reason);
+	else if (req->status == 401 || req->status == 403 || req->status == 404)
+		message_set(m, OUTCOME_CONFIG_ERROR, reason);	/* no APNs reason: wrong endpoint */
 	else
 		message_set(m, OUTCOME_DROP, reason);
 }
