@@ -705,9 +705,9 @@ typedef struct OverrideProblem
 	const char *hint;
 } OverrideProblem;
 
-/* Fill in a problem; always returns false. */
+/* Fill in what is wrong with an override; always returns false. */
 static bool
-problem(OverrideProblem *p, const char *hint, char *message, char *detail)
+refuse(OverrideProblem *p, const char *hint, char *message, char *detail)
 {
 	p->message = message;
 	p->detail = detail;
@@ -745,8 +745,8 @@ check_headers(const HeaderRule *rules, JsonbValue *headers, const char *path, co
 	const HeaderRule *r;
 
 	if (headers->type != jbvBinary || !JsonContainerIsObject(headers->val.binary.data))
-		return problem(p, hint, psprintf("%s must be a JSON object", path),
-					   pstrdup("Headers are an object of header names and string values."));
+		return refuse(p, hint, psprintf("%s must be a JSON object", path),
+					  pstrdup("Headers are an object of header names and string values."));
 	initStringInfo(&allowed);
 	for (r = rules; r->name; r++)
 		appendStringInfo(&allowed, "%s%s", r == rules ? "" : ", ", r->name);
@@ -769,28 +769,28 @@ check_headers(const HeaderRule *rules, JsonbValue *headers, const char *path, co
 			for (i = 0; i < lengthof(refused_headers); i++)
 			{
 				if (name_matches(k.val.string.val, k.val.string.len, refused_headers[i].name))
-					return problem(p, hint, psprintf("%s is not allowed", field),
-								   psprintf("Overrides shape the notification, never its target or its authentication: %s.",
+					return refuse(p, hint, psprintf("%s is not allowed", field),
+								  psprintf("Overrides shape the notification, never its target or its authentication: %s.",
 											refused_headers[i].why));
 			}
-			return problem(p, hint, psprintf("%s is not allowed", field),
-						   psprintf("Only the headers %s may be set.", allowed.data));
+			return refuse(p, hint, psprintf("%s is not allowed", field),
+						  psprintf("Only the headers %s may be set.", allowed.data));
 		}
 		if (seen[r - rules])
-			return problem(p, hint, psprintf("%s sets the header \"%s\" twice", path, r->name),
-						   pstrdup("Header names are case-insensitive; each header can be set once."));
+			return refuse(p, hint, psprintf("%s sets the header \"%s\" twice", path, r->name),
+						  pstrdup("Header names are case-insensitive; each header can be set once."));
 		seen[r - rules] = true;
 		if (v.type != jbvString && v.type != jbvNumeric)
-			return problem(p, hint, psprintf("%s must be a string", field),
-						   pstrdup("Header values are strings."));
+			return refuse(p, hint, psprintf("%s must be a string", field),
+						  pstrdup("Header values are strings."));
 		value = jsonb_value_to_text(&v);
 		vlen = strlen(value);
 		if (!novu_header_value_clean(value, vlen))
-			return problem(p, hint, psprintf("%s contains a control character", field),
-						   pstrdup("Header values with control characters are refused: CR and LF would inject headers."));
+			return refuse(p, hint, psprintf("%s contains a control character", field),
+						  pstrdup("Header values with control characters are refused: CR and LF would inject headers."));
 		if (vlen > HEADER_VALUE_MAX_LEN || !r->check(value, vlen))
-			return problem(p, hint, psprintf("%s is not a valid %s value", field, r->name),
-						   psprintf("%s takes %s.", r->name, r->form));
+			return refuse(p, hint, psprintf("%s is not a valid %s value", field, r->name),
+						  psprintf("%s takes %s.", r->name, r->form));
 	}
 	return true;
 }
@@ -823,15 +823,15 @@ check_fields(const FieldRule *rules, JsonbContainer *c, const char *path, const 
 				break;
 			case FIELD_REFUSED:
 				if (r->name == NULL)
-					return problem(p, hint, psprintf("%s is not an overridable field", field),
-								   pstrdup("Overrides shape the notification, never its target or its authentication; fields outside the provider's allowlist are refused."));
-				return problem(p, hint, psprintf("%s is not allowed", field),
-							   psprintf("Overrides shape the notification, never its target or its authentication: %s.", r->why));
+					return refuse(p, hint, psprintf("%s is not an overridable field", field),
+								  pstrdup("Overrides shape the notification, never its target or its authentication; fields outside the provider's allowlist are refused."));
+				return refuse(p, hint, psprintf("%s is not allowed", field),
+							  psprintf("Overrides shape the notification, never its target or its authentication: %s.", r->why));
 			case FIELD_OBJECT:
 			case FIELD_NESTED:
 				if (!is_object)
-					return problem(p, hint, psprintf("%s must be a JSON object", field),
-								   psprintf("Overrides merge field by field, so %.*s is an object.", k.val.string.len, k.val.string.val));
+					return refuse(p, hint, psprintf("%s must be a JSON object", field),
+								  psprintf("Overrides merge field by field, so %.*s is an object.", k.val.string.len, k.val.string.val));
 				if (r->kind == FIELD_NESTED && !check_fields(r->fields, v.val.binary.data, field, hint, p))
 					return false;
 				break;
@@ -853,8 +853,8 @@ static bool
 check_provider(const OverrideRules *r, JsonbValue *v, const char *path, OverrideProblem *p)
 {
 	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
-		return problem(p, r->hint, psprintf("%s must be a JSON object", path),
-					   pstrdup("A provider's overrides are an object of fields merged into its message."));
+		return refuse(p, r->hint, psprintf("%s must be a JSON object", path),
+					  pstrdup("A provider's overrides are an object of fields merged into its message."));
 	return check_fields(r->fields, v->val.binary.data, path, r->hint, p);
 }
 
