@@ -17,7 +17,7 @@ SELECT novu.update_integration('fcm-second', '{"active": false}') ->> 'active';
 SELECT novu.add_credentials('cred-a', 'fcm', '{"deviceTokens": ["m2"]}') #> '{channels,0,credentials}';
 SELECT novu.update_integration('fcm-second', '{"active": true}') ->> 'active';
 -- another provider
-SELECT novu.add_credentials('cred-a', 'apns', '{"deviceTokens": ["aa11"]}', 'apns-main') #> '{channels,0}';
+SELECT novu.add_credentials('cred-a', 'apns', '{"deviceTokens": ["aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11"]}', 'apns-main') #> '{channels,0}';
 
 -- a device token belongs to one subscriber per integration: storing it for B takes it from A
 SELECT novu.add_credentials('cred-b', 'fcm', '{"deviceTokens": ["t4"]}') -> 'channels';

@@ -36,6 +36,7 @@
 #include "crypto.h"
 #include "jsonb_util.h"
 #include "netpolicy.h"
+#include "novu.h"
 
 PG_FUNCTION_INFO_V1(novu_validate_integration);
 PG_FUNCTION_INFO_V1(novu_jwt_selftest);
@@ -576,6 +577,7 @@ novu_validate_credentials(const char *provider_id, Jsonb *credentials)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown provider_id \"%s\"", provider_id),
 				 errhint(KNOWN_PROVIDERS_HINT)));
+	novu_check_json_size(credentials, "credentials", NOVU_MAX_CREDENTIALS_BYTES);
 
 	c.provider = provider_id;
 	c.container = &credentials->root;

@@ -12,8 +12,8 @@
  * Outcomes follow PROTOCOLS.md section 7: sent; token removed; retried with
  * exponential backoff and jitter (Retry-After honoured) up to novu.max_attempts;
  * credential renewed once then retried; configuration error (tokens kept, logged
- * once per integration); dropped.  A circuit breaker stops token pruning when
- * most answers of an integration say "dead token" at once.
+ * once per integration); dropped.  A circuit breaker shared by all workers
+ * (breaker.c) decides whether a dead-token answer removes its token.
  */
 #include "postgres.h"
 
@@ -27,6 +27,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "breaker.h"
 #include "http.h"
 #include "jsonb_util.h"
 #include "netpolicy.h"
@@ -36,10 +37,6 @@
 #include "render.h"
 #include "shmem.h"
 
-#define BREAKER_WINDOW_MS		60000
-#define BREAKER_MIN_ANSWERS		20
-#define BREAKER_RATIO			0.8
-#define BREAKER_HOLD_MS			(10 * 60 * 1000)
 #define RESULTS_FLUSH_AT		1000	/* record at least this many results at once ... */
 #define RESULTS_FLUSH_MS		20		/* ... or whatever waited this long */
 #define REAUTH_INTERVAL_MS		10000	/* renew a credential at most this often on 401 */
@@ -320,58 +317,6 @@ retry_delay_ms(Message *m)
 	return (int64) Max(delay, 1.0);
 }
 
-/*
- * The circuit breaker: when most answers of an integration within a minute say
- * "dead token", the integration is misconfigured (wrong project, wrong secure
- * flag) far more likely than every device died.  Then stop pruning for a while.
- */
-static void
-apply_breaker(Integration *ig, Message **msgs, int n)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	int			answers = 0;
-	int			removals = 0;
-	int			i;
-
-	for (i = 0; i < n; i++)
-	{
-		if (msgs[i]->outcome == OUTCOME_NONE)
-			continue;
-		answers++;
-		if (msgs[i]->outcome == OUTCOME_REMOVE_TOKEN)
-			removals++;
-	}
-	if (ig->window_start == 0 || TimestampDifferenceExceeds(ig->window_start, now, BREAKER_WINDOW_MS))
-	{
-		ig->window_start = now;
-		ig->window_answers = 0;
-		ig->window_removals = 0;
-	}
-	ig->window_answers += answers;
-	ig->window_removals += removals;
-
-	if (ig->breaker_until < now && ig->window_answers >= BREAKER_MIN_ANSWERS &&
-		ig->window_removals >= BREAKER_RATIO * ig->window_answers)
-	{
-		ig->breaker_until = TimestampTzPlusMilliseconds(now, BREAKER_HOLD_MS);
-		ereport(WARNING,
-				(errmsg("novu: integration \"%s\": %d of %d answers in the last minute reported the device token dead; token pruning is suspended",
-						ig->identifier, ig->window_removals, ig->window_answers),
-				 errdetail("So many dead tokens at once almost always means a misconfigured integration, not dead devices; the tokens are kept and these messages fail."),
-				 errhint("Check the integration's project, credentials and \"secure\" (production/sandbox) flag.")));
-	}
-	if (ig->breaker_until >= now)
-	{
-		for (i = 0; i < n; i++)
-		{
-			if (msgs[i]->outcome == OUTCOME_REMOVE_TOKEN)
-				message_set(msgs[i], OUTCOME_CONFIG_ERROR,
-							psprintf("%s (pruning suspended: most tokens of this integration were reported dead at once)",
-									 msgs[i]->reason ? msgs[i]->reason : "dead token"));
-		}
-	}
-}
-
 /* Log a configuration error once per integration (not once per message). */
 static void
 log_config_error(Integration *ig, const char *reason)
@@ -498,7 +443,7 @@ build_results_of(Message **msgs, int n, ResultBatch *rb)
 			if (msgs[j]->integration == ig && !msgs[j]->judged)
 				same[k++] = msgs[j];
 		}
-		apply_breaker(ig, same, k);
+		novu_breaker_apply(ig, same, k);
 		for (j = 0; j < k; j++)
 			same[j]->judged = true;
 	}
@@ -543,14 +488,15 @@ results_recorded(void)
 
 /*
  * Whether the answered messages can be recorded now.  Dead-token answers of an
- * integration that has too few answers in its breaker window wait (up to
- * BREAKER_SETTLE_MS) for more answers, so that a burst of them is judged as a
- * whole by the circuit breaker before any token is pruned.
+ * integration whose shared breaker window (all workers) has too few answers
+ * wait (up to BREAKER_SETTLE_MS) for more, so that a burst of them is judged
+ * as a whole by the circuit breaker before any token is pruned.
  */
 static bool
 results_ready(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	Integration *settled = NULL;
 	int			i;
 
 	if (nanswered == 0)
@@ -560,19 +506,12 @@ results_ready(void)
 	for (i = 0; i < nanswered; i++)
 	{
 		Integration *ig = answered[i]->integration;
-		int			k = 0;
-		int			j;
 
-		if (ig == NULL || answered[i]->outcome != OUTCOME_REMOVE_TOKEN)
+		if (ig == NULL || ig == settled || answered[i]->outcome != OUTCOME_REMOVE_TOKEN)
 			continue;
-		for (j = 0; j < nanswered; j++)
-		{
-			if (answered[j]->integration == ig)
-				k++;
-		}
-		if (k + (TimestampDifferenceExceeds(ig->window_start, now, BREAKER_WINDOW_MS) ? 0 : ig->window_answers)
-			< BREAKER_MIN_ANSWERS)
+		if (!novu_breaker_settled(ig))
 			return false;
+		settled = ig;
 	}
 	return true;
 }
@@ -678,6 +617,26 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 {
 	int			i;
 	int			per = Max(ig->ops->max_batch, 1);
+
+	/* a message the provider refuses to build (bad token, bad override) fails alone */
+	if (ig->ops->check != NULL)
+	{
+		int			kept = 0;
+
+		for (i = 0; i < n; i++)
+		{
+			char	   *reason = NULL;
+
+			if (ig->ops->check(ig, msgs[i], &reason))
+				msgs[kept++] = msgs[i];
+			else
+			{
+				message_set(msgs[i], OUTCOME_DROP, reason);
+				add_result(msgs[i], b);
+			}
+		}
+		n = kept;
+	}
 
 	for (i = 0; i < n; i += per)
 	{
@@ -915,6 +874,7 @@ handle_answer(HttpRequest *req)
 		if (!run_guarded(classify_call, &call, &error))
 			messages_set(f->msgs, f->n, OUTCOME_RETRY, psprintf("Could not read the answer: %s", error));
 	}
+	novu_breaker_note(ig, f->msgs, f->n);
 	MemoryContextSwitchTo(f->batch->context);
 	keep_answers(f->msgs, f->n);
 	MemoryContextReset(scratch_context);
@@ -1149,7 +1109,8 @@ novu_expo_receipts(void)
 				group[k++] = m;
 			}
 		}
-		apply_breaker(igs[g], group, k);
+		novu_breaker_note(igs[g], group, k);
+		novu_breaker_apply(igs[g], group, k);
 		if (reqs[g] != NULL)
 			http_request_free(reqs[g]);
 	}

@@ -67,12 +67,7 @@ typedef struct Integration
 	char	   *config_error;	/* set when the credentials cannot be used at all */
 	bool		config_error_logged;
 	TimestampTz reauth_at;		/* last forced renewal of the credential */
-
-	/* circuit breaker: REMOVE_TOKEN answers in the current window */
-	TimestampTz window_start;
-	int			window_answers;
-	int			window_removals;
-	TimestampTz breaker_until;	/* pruning suspended until then */
+	bool		prune_warned;	/* logged that its dead-token answers keep their tokens (breaker.c) */
 } Integration;
 
 /*
@@ -80,6 +75,9 @@ typedef struct Integration
  * marks them DROP and returns NULL); classify() sets every message's outcome
  * from the answer.  prepare() parses the credentials once; authorize() makes
  * sure a usable access token exists (it may perform a request of its own).
+ * check() runs before build() on each message: false (with *reason) fails
+ * that message alone, e.g. a token or an override stored by an older version
+ * that breaks provider_rules.c.
  */
 typedef struct ProviderOps
 {
@@ -87,6 +85,7 @@ typedef struct ProviderOps
 	int			max_batch;
 	bool		(*prepare) (Integration *ig, char **error);
 	bool		(*authorize) (Integration *ig, bool force, Outcome *failure, char **error);
+	bool		(*check) (Integration *ig, Message *m, char **reason);
 	HttpRequest *(*build) (Integration *ig, Message **msgs, int n);
 	void		(*classify) (Integration *ig, HttpRequest *req, Message **msgs, int n);
 } ProviderOps;
@@ -107,5 +106,8 @@ extern void message_set(Message *m, Outcome outcome, const char *reason);
 extern void messages_set(Message **msgs, int n, Outcome outcome, const char *reason);
 extern void classify_transport(HttpRequest *req, Message **msgs, int n);
 extern char *integration_base_url(Integration *ig, const char *default_base);
+
+/* provider_rules.c: the token form and the overrides allowlist of the message's provider */
+extern bool novu_message_check(Integration *ig, Message *m, char **reason);
 
 #endif							/* NOVU_PROVIDER_H */

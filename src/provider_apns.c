@@ -7,8 +7,12 @@
  * Request: POST /3/device/<token> with apns-topic = applicationId,
  * apns-push-type: alert, apns-priority: 10; body {"aps": {"alert": {"title",
  * "body"}}, ...payload keys} then overrides.apns deep-merged (its "headers"
- * object, if any, become request headers).  Payloads over 4096 bytes fail
- * before any request (PayloadTooLarge).
+ * object, if any, become request headers: only those of provider_rules.c's
+ * allowlist, each once, without control characters).  Payloads over 4096
+ * bytes fail before any request (PayloadTooLarge).  A token that is not hex
+ * never reaches the URL path: its message fails.
+ * A token is removed only on the dead-token reasons with their HTTP status
+ * (410 Unregistered / ExpiredToken, 400 BadDeviceToken / DeviceTokenNotForTopic).
  */
 #include "postgres.h"
 
@@ -24,6 +28,7 @@
 #include "http.h"
 #include "jsonb_util.h"
 #include "provider.h"
+#include "provider_rules.h"
 
 #define APNS_PRODUCTION		"https://api.push.apple.com"
 #define APNS_SANDBOX		"https://api.sandbox.push.apple.com"
@@ -163,6 +168,16 @@ apns_build(Integration *ig, Message **msgs, int n)
 	bool		have_headers = false;
 	HttpRequest *req;
 	char	   *body;
+	const char *problem;
+	bool		have_push_type = false;
+	bool		have_priority = false;
+
+	/* the token becomes the URL path: hex only, whatever an older version stored */
+	if (!novu_device_token_valid("apns", m->device_token, &problem))
+	{
+		message_set(m, OUTCOME_DROP, psprintf("Invalid device token: the token %s", problem));
+		return NULL;
+	}
 
 	/* {"aps": {"alert": {"title", "body"}}} */
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
@@ -215,19 +230,41 @@ apns_build(Integration *ig, Message **msgs, int n)
 		JsonbIterator *it = JsonbIteratorInit(headers.val.binary.data);
 		JsonbIteratorToken tok;
 		JsonbValue	k;
+		const char *seen[8];
+		int			nseen = 0;
 
 		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
 		{
+			const char *name;
+			char	   *value;
+			int			i;
+
 			if (tok != WJB_KEY)
 				continue;
 			(void) JsonbIteratorNext(&it, &v, true);
-			http_add_header(req, psprintf("%.*s: %s", k.val.string.len, k.val.string.val,
-										  jsonb_value_to_text(&v)));
+			/* allowlisted names, each once, clean values (checked before; never inject) */
+			name = novu_apns_header_name(k.val.string.val, k.val.string.len);
+			value = v.type == jbvString || v.type == jbvNumeric ? jsonb_value_to_text(&v) : NULL;
+			for (i = 0; name != NULL && i < nseen && seen[i] != name; i++)
+				;
+			if (name == NULL || i < nseen || nseen == lengthof(seen) || value == NULL ||
+				!novu_header_value_clean(value, strlen(value)))
+			{
+				message_set(m, OUTCOME_DROP,
+							psprintf("Override refused: overrides.apns.headers.%.*s is not an allowed header, repeats one or has a bad value",
+									 k.val.string.len, k.val.string.val));
+				http_request_free(req);
+				return NULL;
+			}
+			seen[nseen++] = name;
+			have_push_type |= strcmp(name, "apns-push-type") == 0;
+			have_priority |= strcmp(name, "apns-priority") == 0;
+			http_add_header(req, psprintf("%s: %s", name, value));
 		}
 	}
-	if (!have_headers || getKeyJsonValueFromContainer(headers.val.binary.data, "apns-push-type", 14, &v) == NULL)
+	if (!have_push_type)
 		http_add_header(req, "apns-push-type: alert");
-	if (!have_headers || getKeyJsonValueFromContainer(headers.val.binary.data, "apns-priority", 13, &v) == NULL)
+	if (!have_priority)
 		http_add_header(req, "apns-priority: 10");
 	if (st->key != NULL)
 		http_add_header(req, psprintf("authorization: bearer %s", st->jwt));
@@ -239,32 +276,54 @@ apns_build(Integration *ig, Message **msgs, int n)
 	return req;
 }
 
-/* Whether reason is one of a NULL-terminated list. */
-static bool
-reason_in(const char *reason, const char *const *list)
+/*
+ * APNs reasons and their outcomes (PROTOCOLS.md 2.6 and 7).  A dead-token
+ * reason counts only with the HTTP status APNs gives it (status 0: any); the
+ * same words with another status are not APNs speaking, so the integration's
+ * endpoint is wrong.
+ */
+typedef struct ApnsReason
 {
-	for (; *list; list++)
-	{
-		if (strcmp(reason, *list) == 0)
-			return true;
-	}
-	return false;
-}
+	const char *reason;
+	long		status;
+	Outcome		outcome;
+} ApnsReason;
+
+static const ApnsReason apns_reasons[] = {
+	{"Unregistered", 410, OUTCOME_REMOVE_TOKEN},
+	{"ExpiredToken", 410, OUTCOME_REMOVE_TOKEN},
+	{"BadDeviceToken", 400, OUTCOME_REMOVE_TOKEN},
+	{"DeviceTokenNotForTopic", 400, OUTCOME_REMOVE_TOKEN},
+	{"ExpiredProviderToken", 0, OUTCOME_REAUTH},
+	{"InvalidProviderToken", 0, OUTCOME_CONFIG_ERROR},
+	{"MissingProviderToken", 0, OUTCOME_CONFIG_ERROR},
+	{"BadCertificate", 0, OUTCOME_CONFIG_ERROR},
+	{"BadCertificateEnvironment", 0, OUTCOME_CONFIG_ERROR},
+	{"BadEnvironmentKeyIdInToken", 0, OUTCOME_CONFIG_ERROR},
+	{"BadEnvironmentKeyInToken", 0, OUTCOME_CONFIG_ERROR},
+	{"UnrelatedKeyIdInToken", 0, OUTCOME_CONFIG_ERROR},
+	{"BadTopic", 0, OUTCOME_CONFIG_ERROR},
+	{"TopicDisallowed", 0, OUTCOME_CONFIG_ERROR},
+	{"MissingTopic", 0, OUTCOME_CONFIG_ERROR},
+	{"Forbidden", 0, OUTCOME_CONFIG_ERROR},
+	{"TooManyProviderTokenUpdates", 0, OUTCOME_CONFIG_ERROR},
+	{"BadPath", 0, OUTCOME_CONFIG_ERROR},
+	{"MethodNotAllowed", 0, OUTCOME_CONFIG_ERROR},
+	{"TooManyRequests", 0, OUTCOME_RETRY},
+	{"IdleTimeout", 0, OUTCOME_RETRY},
+	{"InternalServerError", 0, OUTCOME_RETRY},
+	{"ServiceUnavailable", 0, OUTCOME_RETRY},
+	{"Shutdown", 0, OUTCOME_RETRY},
+};
 
 /* Classify APNs's answer (PROTOCOLS.md 2.6 and 7). */
 static void
 apns_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 {
-	static const char *const dead[] = {"Unregistered", "ExpiredToken", "BadDeviceToken", "DeviceTokenNotForTopic", NULL};
-	static const char *const config[] = {"InvalidProviderToken", "MissingProviderToken", "BadCertificate",
-		"BadCertificateEnvironment", "BadEnvironmentKeyIdInToken", "BadEnvironmentKeyInToken",
-		"UnrelatedKeyIdInToken", "BadTopic", "TopicDisallowed", "MissingTopic", "Forbidden",
-	"TooManyProviderTokenUpdates", NULL};
-	static const char *const transient[] = {"TooManyRequests", "IdleTimeout", "InternalServerError",
-	"ServiceUnavailable", "Shutdown", NULL};
 	Message    *m = msgs[0];
 	Jsonb	   *body;
 	char	   *reason;
+	int			i;
 
 	if (req->result != CURLE_OK)
 	{
@@ -279,18 +338,28 @@ apns_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 	}
 	body = jsonb_parse_or_null(req->response.data, req->response.len);
 	reason = body ? jsonb_container_get_string(&body->root, "reason") : NULL;
-	if (reason == NULL)
-		reason = psprintf("HTTP %ld", req->status);
 	m->retry_after = http_retry_after_seconds(req->retry_after);
 
-	if (strcmp(reason, "ExpiredProviderToken") == 0)
-		message_set(m, OUTCOME_REAUTH, reason);
-	else if (reason_in(reason, dead))
-		message_set(m, OUTCOME_REMOVE_TOKEN, reason);
-	else if (reason_in(reason, config))
-		message_set(m, OUTCOME_CONFIG_ERROR, reason);
-	else if (reason_in(reason, transient) || req->status == 429 || req->status >= 500)
+	for (i = 0; reason != NULL && i < lengthof(apns_reasons); i++)
+	{
+		const ApnsReason *r = &apns_reasons[i];
+
+		if (strcmp(reason, r->reason) != 0)
+			continue;
+		if (r->status != 0 && r->status != req->status)
+			message_set(m, OUTCOME_CONFIG_ERROR,
+						psprintf("%s with HTTP %ld (APNs answers it with %ld: check the endpoint)",
+								 reason, req->status, r->status));
+		else
+			message_set(m, r->outcome, reason);
+		return;
+	}
+	if (reason == NULL)
+		reason = psprintf("HTTP %ld", req->status);
+	if (req->status == 429 || req->status >= 500)
 		message_set(m, OUTCOME_RETRY, reason);
+	else if (req->status == 401 || req->status == 403 || req->status == 404)
+		message_set(m, OUTCOME_CONFIG_ERROR, reason);	/* no APNs reason: wrong endpoint */
 	else
 		message_set(m, OUTCOME_DROP, reason);
 }
@@ -300,6 +369,7 @@ const ProviderOps apns_provider = {
 	.max_batch = 1,
 	.prepare = apns_prepare,
 	.authorize = apns_authorize,
+	.check = novu_message_check,
 	.build = apns_build,
 	.classify = apns_classify,
 };

@@ -6,7 +6,10 @@
  *		DeviceNotRegistered after acceptance.
  *
  * Message: {"to", "title", "body", "data": payload}, then overrides.expo
- * deep-merged into each message.
+ * deep-merged into each message (only the fields of provider_rules.c's
+ * allowlist; "to" is set last, so nothing can retarget it).  A token is
+ * removed only on a DeviceNotRegistered ticket or receipt of that token, never
+ * on a request-level error.
  */
 #include "postgres.h"
 
@@ -123,7 +126,6 @@ expo_build(Integration *ig, Message **msgs, int n)
 		Jsonb	   *message;
 
 		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-		jsonb_push_string(&state, "to", m->device_token);
 		jsonb_push_string(&state, "title", m->title);
 		jsonb_push_string(&state, "body", m->body);
 		jsonb_push_key(&state, "data");
@@ -133,6 +135,11 @@ expo_build(Integration *ig, Message **msgs, int n)
 		pushJsonbValue(&state, WJB_VALUE, &v);
 		message = jsonb_deep_merge(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)),
 								   m->overrides);
+		/* the target last: whatever was merged, the message goes to this token */
+		state = NULL;
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		jsonb_push_string(&state, "to", m->device_token);
+		message = jsonb_deep_merge(message, JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
 		if (i > 0)
 			appendStringInfoChar(&buf, ',');
 		appendStringInfoString(&buf, JsonbToCString(NULL, &message->root, VARSIZE(message)));
@@ -202,6 +209,9 @@ expo_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 	{
 		Outcome		o = expo_error_outcome(code);
 
+		/* a request-level error is never about one token: a dead-token code there is not Expo speaking */
+		if (o == OUTCOME_REMOVE_TOKEN)
+			o = OUTCOME_CONFIG_ERROR;
 		if (req->status == 429 || req->status >= 500)
 			o = OUTCOME_RETRY;
 		messages_set(msgs, n, o, psprintf("%s: %s", code ? code : "error", message ? message : ""));
@@ -241,12 +251,21 @@ expo_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 		{
 			JsonbValue	details;
 			char	   *error = NULL;
+			char	   *named = NULL;
 			char	   *text = t && t->type == jbvBinary ? jsonb_container_get_string(t->val.binary.data, "message") : NULL;
+			Outcome		o;
 
 			if (t && t->type == jbvBinary && jsonb_container_get(t->val.binary.data, "details", &details) &&
 				details.type == jbvBinary)
+			{
 				error = jsonb_container_get_string(details.val.binary.data, "error");
-			message_set(msgs[i], expo_error_outcome(error),
+				named = jsonb_container_get_string(details.val.binary.data, "expoPushToken");
+			}
+			o = expo_error_outcome(error);
+			/* tickets come in request order; one naming another token is not about this one */
+			if (o == OUTCOME_REMOVE_TOKEN && named != NULL && strcmp(named, msgs[i]->device_token) != 0)
+				o = OUTCOME_CONFIG_ERROR;
+			message_set(msgs[i], o,
 						psprintf("%s%s%s", error ? error : "error", text ? ": " : "", text ? text : ""));
 		}
 	}
@@ -313,6 +332,7 @@ const ProviderOps expo_provider = {
 	.max_batch = 100,
 	.prepare = expo_prepare,
 	.authorize = expo_authorize,
+	.check = novu_message_check,
 	.build = expo_build,
 	.classify = expo_classify,
 };

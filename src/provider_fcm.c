@@ -5,7 +5,12 @@
  *		expires, renewed once on a plain 401).
  *
  * Message: {"message": {"token", "notification": {"title", "body"},
- * "data": payload with every value a string}} then overrides.fcm deep-merged.
+ * "data": payload with every value a string}} then overrides.fcm deep-merged
+ * (only the fields of provider_rules.c's allowlist; the token is set last, so
+ * nothing can retarget the message).
+ * A token is removed only on FCM's explicit dead-token answers (PROTOCOLS.md
+ * section 7): a bare 404 or NOT_FOUND without UNREGISTERED is a wrong project or
+ * endpoint, not a dead token.
  */
 #include "postgres.h"
 
@@ -230,7 +235,6 @@ fcm_build(Integration *ig, Message **msgs, int n)
 	char	   *auth;
 
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	jsonb_push_string(&state, "token", m->device_token);
 	jsonb_push_key(&state, "notification");
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	jsonb_push_string(&state, "title", m->title);
@@ -265,6 +269,14 @@ fcm_build(Integration *ig, Message **msgs, int n)
 		pushJsonbValue(&ds, WJB_VALUE, &v);
 		message = jsonb_deep_merge(message, JsonbValueToJsonb(pushJsonbValue(&ds, WJB_END_OBJECT, NULL)));
 	}
+	/* the target last: whatever was merged, the message goes to this token */
+	{
+		JsonbParseState *ts = NULL;
+
+		pushJsonbValue(&ts, WJB_BEGIN_OBJECT, NULL);
+		jsonb_push_string(&ts, "token", m->device_token);
+		message = jsonb_deep_merge(message, JsonbValueToJsonb(pushJsonbValue(&ts, WJB_END_OBJECT, NULL)));
+	}
 
 	req = http_request_new(st->send_url);
 	req->body = psprintf("{\"message\":%s}", JsonbToCString(NULL, &message->root, VARSIZE(message)));
@@ -276,14 +288,15 @@ fcm_build(Integration *ig, Message **msgs, int n)
 	return req;
 }
 
-/* The FcmError errorCode and ApnsError reason in a google.rpc.Status body. */
+/* The FcmError errorCode and ApnsError statusCode and reason in a google.rpc.Status body. */
 static void
-fcm_error_details(Jsonb *body, char **status, char **message, char **code, char **apns_reason)
+fcm_error_details(Jsonb *body, char **status, char **message, char **code, char **apns_status,
+				  char **apns_reason)
 {
 	JsonbValue	err;
 	JsonbValue	details;
 
-	*status = *message = *code = *apns_reason = NULL;
+	*status = *message = *code = *apns_status = *apns_reason = NULL;
 	if (body == NULL || !jsonb_container_get(&body->root, "error", &err) || err.type != jbvBinary)
 		return;
 	*status = jsonb_container_get_string(err.val.binary.data, "status");
@@ -307,9 +320,52 @@ fcm_error_details(Jsonb *body, char **status, char **message, char **code, char 
 			if (pg_str_endswith(type, "google.firebase.fcm.v1.FcmError"))
 				*code = jsonb_container_get_string(d.val.binary.data, "errorCode");
 			else if (pg_str_endswith(type, "google.firebase.fcm.v1.ApnsError"))
+			{
+				JsonbValue	sc;
+
 				*apns_reason = jsonb_container_get_string(d.val.binary.data, "reason");
+				if (jsonb_container_get(d.val.binary.data, "statusCode", &sc) &&
+					(sc.type == jbvNumeric || sc.type == jbvString))
+					*apns_status = jsonb_value_to_text(&sc);
+			}
 		}
 	}
+}
+
+/*
+ * FCM's explicit dead-token answers (PROTOCOLS.md section 7): the FcmError code
+ * with the HTTP status it comes with.  The code alone decides; a status
+ * without its code (a bare 404 from a wrong project or endpoint) does not.
+ */
+static const struct
+{
+	const char *code;
+	long		status;
+}			fcm_dead_codes[] = {
+	{"UNREGISTERED", 404},
+	{"SENDER_ID_MISMATCH", 403},
+};
+
+/* Whether an FCM error answer says the token itself is dead. */
+static bool
+fcm_token_dead(long status, const char *code, const char *message, const char *apns_status,
+			   const char *apns_reason)
+{
+	int			i;
+
+	for (i = 0; code != NULL && i < lengthof(fcm_dead_codes); i++)
+	{
+		if (strcmp(code, fcm_dead_codes[i].code) == 0)
+			return status == fcm_dead_codes[i].status;
+	}
+	if (status != 400 || code == NULL || strcmp(code, "INVALID_ARGUMENT") != 0)
+		return false;
+	/* INVALID_ARGUMENT about the token itself */
+	if (message != NULL && strstr(message, "registration token") != NULL)
+		return true;
+	/* the APNs token behind it is dead: ApnsError 410 Unregistered / ExpiredToken */
+	return (apns_status != NULL && strcmp(apns_status, "410") == 0) ||
+		(apns_reason != NULL && (strcmp(apns_reason, "Unregistered") == 0 || strcmp(apns_reason, "ExpiredToken") == 0));
 }
 
 /* Classify FCM's answer (PROTOCOLS.md 1.7 and 7). */
@@ -321,6 +377,7 @@ fcm_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 	char	   *status;
 	char	   *message;
 	char	   *code;
+	char	   *apns_status;
 	char	   *apns_reason;
 	char	   *reason;
 
@@ -338,7 +395,7 @@ fcm_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 	}
 
 	m->retry_after = http_retry_after_seconds(req->retry_after);
-	fcm_error_details(body, &status, &message, &code, &apns_reason);
+	fcm_error_details(body, &status, &message, &code, &apns_status, &apns_reason);
 	reason = psprintf("%s%s%s", code ? code : (status ? status : psprintf("HTTP %ld", req->status)),
 					  message ? ": " : "", message ? message : "");
 	if (apns_reason)
@@ -351,19 +408,12 @@ fcm_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 			m->retry_after = 60;
 		message_set(m, OUTCOME_RETRY, reason);
 	}
-	else if (code && (strcmp(code, "UNREGISTERED") == 0 || strcmp(code, "SENDER_ID_MISMATCH") == 0))
-		message_set(m, OUTCOME_REMOVE_TOKEN, reason);
-	else if (req->status == 404)
-		message_set(m, OUTCOME_REMOVE_TOKEN, reason);
-	else if (apns_reason && (strcmp(apns_reason, "Unregistered") == 0 || strcmp(apns_reason, "ExpiredToken") == 0 ||
-							 strcmp(apns_reason, "BadDeviceToken") == 0))
+	else if (fcm_token_dead(req->status, code, message, apns_status, apns_reason))
 		message_set(m, OUTCOME_REMOVE_TOKEN, reason);
 	else if (req->status == 401 && code == NULL)
 		message_set(m, OUTCOME_REAUTH, reason);	/* our access token: renew once */
-	else if (req->status == 401 || req->status == 403)
-		message_set(m, OUTCOME_CONFIG_ERROR, reason);
-	else if (req->status == 400 && message && strstr(message, "registration token") != NULL)
-		message_set(m, OUTCOME_REMOVE_TOKEN, reason);
+	else if (req->status == 401 || req->status == 403 || req->status == 404)
+		message_set(m, OUTCOME_CONFIG_ERROR, reason);	/* wrong project, endpoint or credentials */
 	else
 		message_set(m, OUTCOME_DROP, reason);
 }
@@ -373,6 +423,7 @@ const ProviderOps fcm_provider = {
 	.max_batch = 1,
 	.prepare = fcm_prepare,
 	.authorize = fcm_authorize,
+	.check = novu_message_check,
 	.build = fcm_build,
 	.classify = fcm_classify,
 };

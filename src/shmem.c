@@ -17,6 +17,7 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 
+#include "breaker.h"
 #include "novu.h"
 #include "shmem.h"
 
@@ -39,6 +40,7 @@ novu_shmem_request(void)
 		prev_shmem_request_hook();
 #endif
 	RequestAddinShmemSpace(MAXALIGN(sizeof(NovuShared)));
+	novu_breaker_shmem_request();
 }
 
 /* Create or attach the shared struct at postmaster start. */
@@ -58,6 +60,7 @@ novu_shmem_startup(void)
 		SpinLockInit(&novu_shared->mutex);
 		pg_atomic_init_u64(&novu_shared->wakeups, 0);
 	}
+	novu_breaker_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -26,6 +26,7 @@
 #include "jsonb_util.h"
 #include "lookup.h"
 #include "outbox.h"
+#include "provider_rules.h"
 #include "shmem.h"
 #include "workflow_cache.h"
 
@@ -392,6 +393,7 @@ check_common_args(const char *workflow_id, Jsonb **payload, Jsonb **overrides, c
 	if (*overrides == NULL)
 		*overrides = jsonb_empty_object();
 	novu_check_json_size(*overrides, "overrides", NOVU_MAX_OVERRIDES_BYTES);
+	novu_check_overrides(*overrides, "overrides");	/* no retargeting, no header injection */
 
 	*generated = (transaction_id == NULL);
 	if (transaction_id == NULL)

@@ -150,7 +150,8 @@ function scriptedFailure(status, reason) {
     case 400: return invalidArg('message', 'Scripted failure', INVALID_ARG_MSG);
     case 401: return gerr(401, 'UNAUTHENTICATED', UNAUTH_MSG);
     case 403: return gerr(403, 'PERMISSION_DENIED', 'The caller does not have permission');
-    case 404: return gerr(404, 'NOT_FOUND', 'Requested entity was not found.', [FCM_ERROR('UNREGISTERED')]);
+    // reason "bare": NOT_FOUND without an FcmError (a wrong project or endpoint, not a dead token)
+    case 404: return gerr(404, 'NOT_FOUND', 'Requested entity was not found.', reason === 'bare' ? undefined : [FCM_ERROR(reason || 'UNREGISTERED')]);
     case 429: return gerr(429, 'RESOURCE_EXHAUSTED', 'Quota exceeded for this device.', [FCM_ERROR(reason || 'QUOTA_EXCEEDED')]);
     case 500: return gerr(500, 'INTERNAL', 'Internal error encountered.', [FCM_ERROR(reason || 'INTERNAL')]);
     case 503: return gerr(503, 'UNAVAILABLE', 'The service is currently unavailable.', [FCM_ERROR(reason || 'UNAVAILABLE')]);

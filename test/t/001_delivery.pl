@@ -24,7 +24,7 @@ SELECT novu.create_workflow('order-shipped', '[{"type": "push",
     "data": {"screen": "orders", "ref": "{{payload.orderId}}"}}]');
 SELECT novu.identify('alice', '{"firstName": "Alice", "channels": [
     {"providerId": "fcm", "credentials": {"deviceTokens": ["fcm-alice"]}},
-    {"providerId": "apns", "credentials": {"deviceTokens": ["a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"]}},
+    {"providerId": "apns", "credentials": {"deviceTokens": ["a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"]}},
     {"providerId": "expo", "credentials": {"deviceTokens": ["ExponentPushToken[alice]"]}}]}');
 SQL
 
@@ -50,7 +50,7 @@ is(scalar @{ NovuTest::requests($mocks, 'oauth') }, 1, 'one OAuth token request'
 
 my $apns = NovuTest::requests($mocks, 'apns');
 is(scalar @$apns, 1, 'APNs received one request');
-is($apns->[0]{path}, '/3/device/a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1', 'APNs: path');
+is($apns->[0]{path}, '/3/device/a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1', 'APNs: path');
 is($apns->[0]{httpVersion}, '2', 'APNs over HTTP/2');
 is($apns->[0]{headers}{'apns-topic'}, 'com.novu.test', 'APNs: apns-topic is the applicationId');
 is($apns->[0]{headers}{'apns-push-type'}, 'alert', 'APNs: apns-push-type alert');
