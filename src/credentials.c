@@ -16,8 +16,9 @@
  * Errors are ERRCODE_INVALID_PARAMETER_VALUE with
  *	 invalid credentials for provider "<id>": <field> <problem>
  * plus the OpenSSL reason as detail where there is one, and a hint saying
- * what is expected.  Raising is right here: this runs in a SQL call.  The
- * delivery worker uses crypto.h, which never raises.
+ * what is expected.  No message ever quotes a value (a key that fails to
+ * parse is still a secret).  Raising is right here: this runs in a SQL call.
+ * The delivery worker uses crypto.h, which never raises.
  *
  * A secret that is already sealed (secrets.c: update_integration merges the
  * stored credentials with the changes) was validated when it was stored and
@@ -367,7 +368,9 @@ parse_json_object(const char *s, int len, char **detail)
 	rc = pg_parse_json(lex, &nullSemAction);
 	if (rc != JSON_SUCCESS)
 	{
-		*detail = json_errdetail(rc, lex);
+		/* not json_errdetail(): it quotes the bad token, which may be key material */
+		*detail = psprintf("The string is not valid JSON: syntax error on line %d (its text is not shown: it holds a private key).",
+						   lex->line_number);
 		return NULL;
 	}
 	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(pnstrdup(s, len))));
