@@ -23,7 +23,7 @@
  *   copied to another integration (or another field) fails to decrypt.
  *
  * Encryption happens in novu._seal_secrets(), the BEFORE INSERT OR UPDATE OF
- * credentials trigger of novu.integrations: whatever writes a row
+ * id, provider_id, credentials trigger of novu.integrations: whatever writes a row
  * (create_integration, update_integration, a restore) stores no new clear
  * secret, and without a key file storing a secret is refused.  Clear values
  * left by an upgrade without a key stay until novu.reencrypt_secrets() runs.
