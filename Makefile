@@ -11,7 +11,7 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
 DATA = $(wildcard sql/novu--*.sql)
 
-REGRESS = setup template crypto integrations subscribers credentials url_policy workflows trigger provider_safety import limits security roles upgrade
+REGRESS = setup template crypto integrations secrets subscribers credentials url_policy workflows trigger provider_safety import limits security roles upgrade
 ISOLATION = concurrent_identify concurrent_trigger workflow_cache
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell curl-config --cflags) -DNOVU_EXTVERSION=\"$(EXTVERSION)\"

@@ -11,6 +11,10 @@ SELECT count(*) FROM (SELECT novu.set_credentials('Up-1', 'expo', '{"deviceToken
 SELECT (novu.create_workflow('up-wf', '[{"type": "push", "title": "Hi {{subscriber.firstName}}", "content": "c"}]')) ->> 'workflowId';
 SELECT (novu.trigger('up-wf', '"Up-1"', '{}', '{}', 'up-tx-1')) ->> 'transactionId';
 INSERT INTO novu.provider_stats (integration_id, sent) SELECT id, 7 FROM novu.integrations;
+-- secrets as versions before 0.4.0 stored them: in clear
+SELECT novu.create_integration('push-webhook', '{"webhookUrl": "https://hooks.example.com/up", "secretKey": "up-PLANTED-hmac"}', 'webhook-up');
+SELECT novu.create_integration('one-signal', '{"applicationId": "up-app", "apiKey": "up-PLANTED-onesignal"}', 'onesignal-up');
+SELECT identifier, strpos(credentials::text, 'PLANTED') > 0 AS secret_in_clear FROM novu.integrations ORDER BY 1;
 
 ALTER EXTENSION novu UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'novu';
@@ -19,7 +23,7 @@ SELECT extversion FROM pg_extension WHERE extname = 'novu';
 SELECT subscriber_id, first_name FROM novu.subscribers ORDER BY 1;
 SELECT device_token FROM novu.device_tokens;
 SELECT transaction_id, subscriber_id, status FROM novu.messages;
-SELECT integration_identifier, sent, pending FROM novu.stat_providers;
+SELECT integration_identifier, sent, pending FROM novu.stat_providers ORDER BY 1;
 -- identifiers compare byte by byte now: upper case sorts first
 SELECT c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
  WHERE a.attrelid = 'novu.events'::regclass AND a.attname = 'transaction_id';
@@ -35,6 +39,15 @@ SELECT count(*) FROM novu.messages;
 SELECT count(*) FROM novu.notifications;
 SELECT count(*) FROM novu.stat_providers;
 RESET ROLE;
+-- the secrets left in clear are encrypted by the update (this cluster has a key file),
+-- bound to their rows; the other settings stay as they were
+SELECT identifier, strpos(credentials::text, 'PLANTED') > 0 AS secret_in_clear,
+       COALESCE(credentials ->> 'secretKey', credentials ->> 'apiKey') ~ '^novu:v1:[0-9a-f]{16}:' AS sealed,
+       credentials - 'secretKey' - 'apiKey' AS readable
+  FROM novu.integrations ORDER BY 1;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'novu.integrations'::regclass AND NOT tgisinternal ORDER BY 1;
+SELECT count(*) AS upgrade_helper_left FROM pg_proc WHERE pronamespace = 'novu'::regnamespace AND proname = '_secrets_upgrade';
+SELECT novu.reencrypt_secrets() AS nothing_left_to_encrypt;
 -- and the API keeps working
 SELECT (novu.trigger('up-wf', '"up-0"', '{}', '{}', 'up-tx-2')) ->> 'transactionId';
 SELECT count(*) FROM novu.events;

@@ -17,8 +17,13 @@
  * Errors are ERRCODE_INVALID_PARAMETER_VALUE with
  *	 invalid credentials for provider "<id>": <field> <problem>
  * plus the OpenSSL reason as detail where there is one, and a hint saying
- * what is expected.  Raising is right here: this runs in a SQL call.  The
- * delivery worker uses crypto.h, which never raises.
+ * what is expected.  No message ever quotes a value (a key that fails to
+ * parse is still a secret).  Raising is right here: this runs in a SQL call.
+ * The delivery worker uses crypto.h, which never raises.
+ *
+ * A secret that is already sealed (secrets.c: update_integration merges the
+ * stored credentials with the changes) was validated when it was stored and
+ * passes as it is; the novu.integrations trigger encrypts the clear ones.
  */
 #include "postgres.h"
 
@@ -37,6 +42,7 @@
 #include "jsonb_util.h"
 #include "netpolicy.h"
 #include "novu.h"
+#include "secrets.h"
 
 PG_FUNCTION_INFO_V1(novu_validate_integration);
 PG_FUNCTION_INFO_V1(novu_jwt_selftest);
@@ -256,7 +262,9 @@ parse_json_object(const char *s, int len, char **detail)
 	rc = pg_parse_json(lex, &nullSemAction);
 	if (rc != JSON_SUCCESS)
 	{
-		*detail = json_errdetail(rc, lex);
+		/* not json_errdetail(): it quotes the bad token, which may be key material */
+		*detail = psprintf("The string is not valid JSON: syntax error on line %d (its text is not shown: it holds a private key).",
+						   lex->line_number);
 		return NULL;
 	}
 	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(pnstrdup(s, len))));
@@ -313,18 +321,23 @@ validate_fcm(CredCheck *c)
 	cred_push_string(&sc, "client_email", cred_string(&sc, "client_email", true, sa_hint));
 
 	s = cred_string(&sc, "private_key", true, sa_hint);
-	key = cred_private_key(&sc, "private_key", s, "an RSA private key",
-						   "Give the service account's private_key: a PEM RSA private key (-----BEGIN PRIVATE KEY-----).");
-	if (!crypto_key_is_rsa(key))
+	if (secrets_is_sealed(s))
+		cred_push_string(&sc, "private_key", s);	/* stored sealed, validated then */
+	else
 	{
-		char	   *detail = psprintf("It is an %s key.", crypto_key_description(key));
+		key = cred_private_key(&sc, "private_key", s, "an RSA private key",
+							   "Give the service account's private_key: a PEM RSA private key (-----BEGIN PRIVATE KEY-----).");
+		if (!crypto_key_is_rsa(key))
+		{
+			char	   *detail = psprintf("It is an %s key.", crypto_key_description(key));
 
+			EVP_PKEY_free(key);
+			cred_fail(&sc, "private_key", "does not parse as an RSA private key", detail,
+					  "Give the service account's private_key: a PEM RSA private key (-----BEGIN PRIVATE KEY-----).");
+		}
 		EVP_PKEY_free(key);
-		cred_fail(&sc, "private_key", "does not parse as an RSA private key", detail,
-				  "Give the service account's private_key: a PEM RSA private key (-----BEGIN PRIVATE KEY-----).");
+		cred_push_string(&sc, "private_key", crypto_pem_unescape(s));
 	}
-	EVP_PKEY_free(key);
-	cred_push_string(&sc, "private_key", crypto_pem_unescape(s));
 
 	s = cred_string(&sc, "private_key_id", false, "private_key_id is the key's id (the JWT kid); omit it or give a string.");
 	if (s != NULL)
@@ -393,16 +406,21 @@ validate_apns(CredCheck *c)
 			"secretKey is the .p8 signing key from Apple: a PEM EC P-256 private key (-----BEGIN PRIVATE KEY-----).";
 
 		s = cred_string(c, "secretKey", true, p8_hint);
-		key = cred_private_key(c, "secretKey", s, "an EC P-256 private key", p8_hint);
-		if (!crypto_key_is_p256(key))
+		if (secrets_is_sealed(s))
+			cred_push_string(c, "secretKey", s);	/* stored sealed, validated then */
+		else
 		{
-			char	   *detail = psprintf("It is an %s key.", crypto_key_description(key));
+			key = cred_private_key(c, "secretKey", s, "an EC P-256 private key", p8_hint);
+			if (!crypto_key_is_p256(key))
+			{
+				char	   *detail = psprintf("It is an %s key.", crypto_key_description(key));
 
+				EVP_PKEY_free(key);
+				cred_fail(c, "secretKey", "does not parse as an EC P-256 private key", detail, p8_hint);
+			}
 			EVP_PKEY_free(key);
-			cred_fail(c, "secretKey", "does not parse as an EC P-256 private key", detail, p8_hint);
+			cred_push_string(c, "secretKey", crypto_pem_unescape(s));
 		}
-		EVP_PKEY_free(key);
-		cred_push_string(c, "secretKey", crypto_pem_unescape(s));
 		cred_push_string(c, "apiKey",
 						 cred_string(c, "apiKey", true, "apiKey is the Key ID of the .p8 key (10 characters)."));
 		cred_push_string(c, "projectName",
@@ -420,20 +438,30 @@ validate_apns(CredCheck *c)
 		cert = crypto_load_certificate_pem(cert_pem, &err);
 		if (cert == NULL)
 			cred_fail(c, "certificate", "does not parse as a PEM X.509 certificate", err, cert_hint);
-		key = crypto_load_private_key_pem(key_pem, &err);
-		if (key == NULL)
+		if (secrets_is_sealed(key_pem))
 		{
+			/* stored sealed: the trigger refuses a new certificate without a new key */
 			X509_free(cert);
-			cred_fail(c, "privateKey", "does not parse as a private key", err, cert_hint);
+			cred_push_string(c, "certificate", crypto_pem_unescape(cert_pem));
+			cred_push_string(c, "privateKey", key_pem);
 		}
-		match = crypto_certificate_matches_key(cert, key, &err);
-		X509_free(cert);
-		EVP_PKEY_free(key);
-		if (!match)
-			cred_fail(c, "privateKey", "does not match certificate", err,
-					  "Give the private key the certificate was issued for.");
-		cred_push_string(c, "certificate", crypto_pem_unescape(cert_pem));
-		cred_push_string(c, "privateKey", crypto_pem_unescape(key_pem));
+		else
+		{
+			key = crypto_load_private_key_pem(key_pem, &err);
+			if (key == NULL)
+			{
+				X509_free(cert);
+				cred_fail(c, "privateKey", "does not parse as a private key", err, cert_hint);
+			}
+			match = crypto_certificate_matches_key(cert, key, &err);
+			X509_free(cert);
+			EVP_PKEY_free(key);
+			if (!match)
+				cred_fail(c, "privateKey", "does not match certificate", err,
+						  "Give the private key the certificate was issued for.");
+			cred_push_string(c, "certificate", crypto_pem_unescape(cert_pem));
+			cred_push_string(c, "privateKey", crypto_pem_unescape(key_pem));
+		}
 	}
 
 	cred_push_string(c, "applicationId",
@@ -542,25 +570,30 @@ validate_web_push(CredCheck *c)
 		cred_fail(c, "vapidPublicKey", "is not a valid P-256 public key", err, key_hint);
 	EVP_PKEY_free(key);
 
-	priv = base64url_decode(priv_b64, &privlen);
-	if (priv == NULL)
-		cred_fail(c, "vapidPrivateKey", "is not base64url", NULL, key_hint);
-	if (privlen != CRYPTO_P256_PRIVATE_LEN)
-		cred_fail(c, "vapidPrivateKey", "must be a 32-byte P-256 private key",
-				  psprintf("It decodes to %zu bytes.", privlen), key_hint);
+	if (secrets_is_sealed(priv_b64))
+		priv = NULL;			/* stored sealed: the trigger refuses a new public key without a new private key */
+	else
+	{
+		priv = base64url_decode(priv_b64, &privlen);
+		if (priv == NULL)
+			cred_fail(c, "vapidPrivateKey", "is not base64url", NULL, key_hint);
+		if (privlen != CRYPTO_P256_PRIVATE_LEN)
+			cred_fail(c, "vapidPrivateKey", "must be a 32-byte P-256 private key",
+					  psprintf("It decodes to %zu bytes.", privlen), key_hint);
 
-	key = crypto_vapid_key(pub_b64, priv_b64, &err);
-	if (key == NULL)
-		cred_fail(c, NULL, "vapidPublicKey and vapidPrivateKey do not form a P-256 key pair", err,
-				  "Give the public key that belongs to the private key.");
-	EVP_PKEY_free(key);
+		key = crypto_vapid_key(pub_b64, priv_b64, &err);
+		if (key == NULL)
+			cred_fail(c, NULL, "vapidPublicKey and vapidPrivateKey do not form a P-256 key pair", err,
+					  "Give the public key that belongs to the private key.");
+		EVP_PKEY_free(key);
+	}
 
 	if (!((pg_strncasecmp(subject, "mailto:", 7) == 0 && subject[7] != '\0') ||
 		  (pg_strncasecmp(subject, "https:", 6) == 0 && subject[6] != '\0')))
 		cred_fail(c, "subject", "must be a mailto: or https: URI", NULL, subject_hint);
 
 	cred_push_string(c, "vapidPublicKey", base64url_encode(pub, publen));
-	cred_push_string(c, "vapidPrivateKey", base64url_encode(priv, privlen));
+	cred_push_string(c, "vapidPrivateKey", priv ? base64url_encode(priv, privlen) : priv_b64);
 	cred_push_string(c, "subject", subject);
 }
 

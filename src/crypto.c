@@ -1190,3 +1190,153 @@ crypto_webpush_encrypt(const unsigned char *ua_public, size_t ua_public_len,
 	EVP_PKEY_free(as_key);
 	return out;
 }
+
+/*
+ * AES-256-GCM (secrets at rest): encrypt plaintext under a 32-byte key and a
+ * 12-byte nonce, authenticating aad as well.  Returns ciphertext || 16-byte
+ * tag (palloc'd, plaintext_len + 16 bytes), or NULL with *errmsg set.
+ */
+unsigned char *
+crypto_aes256gcm_encrypt(const unsigned char *key, const unsigned char *nonce,
+						 const unsigned char *aad, size_t aad_len,
+						 const unsigned char *plaintext, size_t plaintext_len,
+						 size_t *outlen, char **errmsg)
+{
+	EVP_CIPHER *cipher = NULL;
+	EVP_CIPHER_CTX *cctx = NULL;
+	OSSL_PARAM	params[2];
+	unsigned char *out = NULL;
+	int			n = 0;
+	size_t		done = 0;
+
+	if (plaintext_len > INT_MAX - 64 || aad_len > INT_MAX)
+	{
+		crypto_fail_plain(errmsg, "AES-256-GCM input is too long");
+		return NULL;
+	}
+	ERR_clear_error();
+	cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+	cctx = EVP_CIPHER_CTX_new();
+	/* the default GCM nonce length is 12 bytes (CRYPTO_GCM_NONCE_LEN) */
+	if (cipher == NULL || cctx == NULL ||
+		EVP_EncryptInit_ex2(cctx, cipher, key, nonce, NULL) != 1)
+	{
+		crypto_fail(errmsg, "could not initialize AES-256-GCM");
+		goto fail;
+	}
+	out = palloc(plaintext_len + CRYPTO_GCM_TAG_LEN);
+	if ((aad_len > 0 && EVP_EncryptUpdate(cctx, NULL, &n, aad, (int) aad_len) != 1) ||
+		(plaintext_len > 0 && EVP_EncryptUpdate(cctx, out, &n, plaintext, (int) plaintext_len) != 1))
+	{
+		crypto_fail(errmsg, "AES-256-GCM encryption failed");
+		goto fail;
+	}
+	done = plaintext_len > 0 ? (size_t) n : 0;
+	if (EVP_EncryptFinal_ex(cctx, out + done, &n) != 1)
+	{
+		crypto_fail(errmsg, "AES-256-GCM encryption failed");
+		goto fail;
+	}
+	done += (size_t) n;
+	Assert(done == plaintext_len);
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, out + done, CRYPTO_GCM_TAG_LEN);
+	params[1] = OSSL_PARAM_construct_end();
+	if (EVP_CIPHER_CTX_get_params(cctx, params) != 1)
+	{
+		crypto_fail(errmsg, "could not get the AES-256-GCM tag");
+		goto fail;
+	}
+	EVP_CIPHER_CTX_free(cctx);
+	EVP_CIPHER_free(cipher);
+	ERR_clear_error();
+	*outlen = done + CRYPTO_GCM_TAG_LEN;
+	return out;
+
+fail:
+	EVP_CIPHER_CTX_free(cctx);
+	EVP_CIPHER_free(cipher);
+	if (out != NULL)
+	{
+		OPENSSL_cleanse(out, plaintext_len + CRYPTO_GCM_TAG_LEN);
+		pfree(out);
+	}
+	return NULL;
+}
+
+/*
+ * AES-256-GCM decryption of ciphertext || 16-byte tag (as made by
+ * crypto_aes256gcm_encrypt) with the same key, nonce and aad.  Returns the
+ * plaintext (palloc'd, with a NUL after its *outlen bytes), or NULL with
+ * *errmsg set when the tag does not verify: wrong key, wrong aad, or altered
+ * bytes.  No partial plaintext is ever returned.
+ */
+unsigned char *
+crypto_aes256gcm_decrypt(const unsigned char *key, const unsigned char *nonce,
+						 const unsigned char *aad, size_t aad_len,
+						 const unsigned char *in, size_t inlen,
+						 size_t *outlen, char **errmsg)
+{
+	EVP_CIPHER *cipher = NULL;
+	EVP_CIPHER_CTX *cctx = NULL;
+	OSSL_PARAM	params[2];
+	unsigned char tag[CRYPTO_GCM_TAG_LEN];
+	unsigned char *out = NULL;
+	size_t		ctlen;
+	int			n = 0;
+	size_t		done = 0;
+
+	if (inlen < CRYPTO_GCM_TAG_LEN || inlen > INT_MAX - 64 || aad_len > INT_MAX)
+	{
+		crypto_fail_plain(errmsg, "AES-256-GCM input has a bad length");
+		return NULL;
+	}
+	ctlen = inlen - CRYPTO_GCM_TAG_LEN;
+	memcpy(tag, in + ctlen, CRYPTO_GCM_TAG_LEN);
+	ERR_clear_error();
+	cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+	cctx = EVP_CIPHER_CTX_new();
+	if (cipher == NULL || cctx == NULL ||
+		EVP_DecryptInit_ex2(cctx, cipher, key, nonce, NULL) != 1)
+	{
+		crypto_fail(errmsg, "could not initialize AES-256-GCM");
+		goto fail;
+	}
+	out = palloc(ctlen + 1);
+	if ((aad_len > 0 && EVP_DecryptUpdate(cctx, NULL, &n, aad, (int) aad_len) != 1) ||
+		(ctlen > 0 && EVP_DecryptUpdate(cctx, out, &n, in, (int) ctlen) != 1))
+	{
+		crypto_fail(errmsg, "AES-256-GCM decryption failed");
+		goto fail;
+	}
+	done = ctlen > 0 ? (size_t) n : 0;
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, CRYPTO_GCM_TAG_LEN);
+	params[1] = OSSL_PARAM_construct_end();
+	if (EVP_CIPHER_CTX_set_params(cctx, params) != 1)
+	{
+		crypto_fail(errmsg, "could not set the AES-256-GCM tag");
+		goto fail;
+	}
+	if (EVP_DecryptFinal_ex(cctx, out + done, &n) != 1)
+	{
+		crypto_fail_plain(errmsg, "AES-256-GCM authentication failed");
+		goto fail;
+	}
+	done += (size_t) n;
+	Assert(done == ctlen);
+	out[done] = '\0';
+	EVP_CIPHER_CTX_free(cctx);
+	EVP_CIPHER_free(cipher);
+	ERR_clear_error();
+	*outlen = done;
+	return out;
+
+fail:
+	EVP_CIPHER_CTX_free(cctx);
+	EVP_CIPHER_free(cipher);
+	if (out != NULL)
+	{
+		OPENSSL_cleanse(out, ctlen + 1);
+		pfree(out);
+	}
+	return NULL;
+}

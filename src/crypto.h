@@ -99,4 +99,22 @@ extern unsigned char *crypto_webpush_encrypt_with(const unsigned char *ua_public
 												  EVP_PKEY *as_key, const unsigned char *salt,
 												  size_t *outlen, char **errmsg);
 
+/*
+ * AES-256-GCM with a 12-byte nonce and a 16-byte tag (secrets at rest,
+ * secrets.c).  encrypt returns ciphertext || tag; decrypt takes that and
+ * returns the plaintext (NUL-terminated), or NULL when the tag does not verify
+ * (wrong key, wrong associated data, altered bytes).
+ */
+#define CRYPTO_AES256_KEY_LEN		32
+#define CRYPTO_GCM_NONCE_LEN		12
+#define CRYPTO_GCM_TAG_LEN			16
+extern unsigned char *crypto_aes256gcm_encrypt(const unsigned char *key, const unsigned char *nonce,
+											   const unsigned char *aad, size_t aad_len,
+											   const unsigned char *plaintext, size_t plaintext_len,
+											   size_t *outlen, char **errmsg);
+extern unsigned char *crypto_aes256gcm_decrypt(const unsigned char *key, const unsigned char *nonce,
+											   const unsigned char *aad, size_t aad_len,
+											   const unsigned char *in, size_t inlen,
+											   size_t *outlen, char **errmsg);
+
 #endif							/* NOVU_CRYPTO_H */

@@ -35,6 +35,7 @@
 #include "provider.h"
 #include "queue.h"
 #include "render.h"
+#include "secrets.h"
 #include "shmem.h"
 
 #define RESULTS_FLUSH_AT		1000	/* record at least this many results at once ... */
@@ -48,6 +49,8 @@ typedef struct IntegrationEntry
 {
 	int64		id;
 	Integration *ig;
+	bool		secrets_failed; /* its secrets did not decrypt ... */
+	uint32		key_state;		/* ... with the key settings and files in this state */
 } IntegrationEntry;
 
 /* The memory of one claimed batch, freed once all its messages are recorded. */
@@ -272,11 +275,14 @@ integration_get(IntegrationRow *row)
 
 	entry = hash_search(integration_cache, &row->id, HASH_ENTER, &found);
 	/* changed credentials take effect once its requests in flight are answered */
-	if (found && (strcmp(entry->ig->updated_at, row->updated_at) == 0 || entry->ig->in_flight > 0))
+	if (found && (strcmp(entry->ig->updated_at, row->updated_at) == 0 || entry->ig->in_flight > 0) &&
+		!(entry->secrets_failed && entry->key_state != secrets_key_state()))
 		return entry->ig;
 	if (found)
 	{
 		http_pool_destroy(entry->ig->pool);
+		/* the decrypted secrets do not outlive the cache entry */
+		explicit_bzero(entry->ig->credentials, VARSIZE(entry->ig->credentials));
 		MemoryContextDelete(entry->ig->context);
 	}
 
@@ -287,12 +293,23 @@ integration_get(IntegrationRow *row)
 	ig->id = row->id;
 	ig->identifier = pstrdup(row->identifier);
 	ig->provider_id = pstrdup(row->provider_id);
-	ig->credentials = palloc(VARSIZE(row->credentials));
-	memcpy(ig->credentials, row->credentials, VARSIZE(row->credentials));
+	/* secrets are decrypted here, once per load of the integration (secrets.c) */
+	ig->credentials = secrets_open_credentials(row->id, row->provider_id, row->credentials, &error);
+	entry->secrets_failed = (ig->credentials == NULL);
+	if (ig->credentials == row->credentials || ig->credentials == NULL)
+	{
+		ig->credentials = palloc(VARSIZE(row->credentials));
+		memcpy(ig->credentials, row->credentials, VARSIZE(row->credentials));
+	}
 	ig->updated_at = pstrdup(row->updated_at);
 	ig->pool = http_pool_create();
 	ig->ops = provider_lookup(row->provider_id);
-	if (ig->ops == NULL)
+	if (entry->secrets_failed)
+	{
+		ig->config_error = psprintf("cannot decrypt its secrets: %s", error);
+		entry->key_state = secrets_key_state();
+	}
+	else if (ig->ops == NULL)
 		ig->config_error = psprintf("provider \"%s\" is not delivered by this version", row->provider_id);
 	else if (!ig->ops->prepare(ig, &error))
 		ig->config_error = pstrdup(error ? error : "unusable credentials");

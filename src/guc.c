@@ -22,6 +22,8 @@ int			novu_retry_max_delay = 3600000;
 char	   *novu_ca_file = NULL;
 int			novu_retention = 30 * 24 * 3600;
 int			novu_expo_receipt_delay = 15 * 60 * 1000;
+char	   *novu_secret_key_file = NULL;
+char	   *novu_previous_secret_key_file = NULL;
 
 /* Define every novu.* GUC; called once from _PG_init. */
 void
@@ -134,6 +136,26 @@ novu_define_gucs(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	/* secrets at rest (secrets.c): superuser-only, never shown to other roles */
+	DefineCustomStringVariable("novu.secret_key_file",
+							   "File holding the key that encrypts integration secrets.",
+							   "64 hex characters (openssl rand -hex 32), owned by the server's OS user, mode 0600. "
+							   "Without it, integrations cannot store secrets.",
+							   &novu_secret_key_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("novu.previous_secret_key_file",
+							   "File holding the key in use before the last rotation, accepted for decryption only.",
+							   "Set it while novu.reencrypt_secrets() moves every secret to novu.secret_key_file, then empty it.",
+							   &novu_previous_secret_key_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("novu");

@@ -19,6 +19,8 @@ extern int	novu_retry_max_delay;
 extern char *novu_ca_file;
 extern int	novu_retention;
 extern int	novu_expo_receipt_delay;
+extern char *novu_secret_key_file;
+extern char *novu_previous_secret_key_file;
 
 extern void novu_define_gucs(void);
 
