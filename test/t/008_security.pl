@@ -176,7 +176,7 @@ ok($peak > 0 && $peak < 150 * 1024, 'a worker\'s memory stays bounded (peak RssA
 NovuTest::reset_mocks($mocks);
 $node->safe_psql('postgres', <<'SQL');
 CREATE SEQUENCE public.fault_seq;
-GRANT USAGE ON SEQUENCE public.fault_seq TO novu_worker;
+GRANT USAGE ON SEQUENCE public.fault_seq TO PUBLIC;
 CREATE FUNCTION public.record_fault() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.status = 'sent' AND OLD.status = 'sending' AND pg_catalog.nextval('public.fault_seq') <= 2 THEN
