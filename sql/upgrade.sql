@@ -48,6 +48,17 @@ SELECT identifier, strpos(credentials::text, 'PLANTED') > 0 AS secret_in_clear,
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'novu.integrations'::regclass AND NOT tgisinternal ORDER BY 1;
 SELECT count(*) AS upgrade_helper_left FROM pg_proc WHERE pronamespace = 'novu'::regnamespace AND proname = '_secrets_upgrade';
 SELECT novu.reencrypt_secrets() AS nothing_left_to_encrypt;
+-- 0.4.0: the workers' role, the caller's row evaluated as the caller, every
+-- definer function pinned, jsonb inputs bounded
+SELECT rolname, rolsuper, rolcanlogin FROM pg_roles WHERE rolname = 'novu_worker';
+SELECT has_database_privilege('novu_worker', current_database(), 'CONNECT') AS worker_connects;
+SELECT prosecdef AS trigger_on_row_is_definer FROM pg_proc WHERE oid = 'novu.trigger_on_row()'::regprocedure;
+SELECT count(*) AS unpinned_definers FROM pg_proc p
+ WHERE p.pronamespace = 'novu'::regnamespace AND p.prosecdef
+   AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%');
+\set VERBOSITY terse
+SELECT novu.trigger('up-wf', '"up-0"', '{}', jsonb_build_object('fcm', jsonb_build_object('x', repeat('a', 70000))));
+\set VERBOSITY default
 -- and the API keeps working
 SELECT (novu.trigger('up-wf', '"up-0"', '{}', '{}', 'up-tx-2')) ->> 'transactionId';
 SELECT count(*) FROM novu.events;
