@@ -71,14 +71,14 @@ novu_register_launcher(void)
 }
 
 /*
- * The OID of novu.database_name, or InvalidOid if there is no such database.
- * Connected to no database, only shared catalogs can be read, and only by a
- * plain heap scan (as the logical replication launcher reads pg_subscription).
+ * Scan a shared catalog in a short transaction, handing each tuple to fn until
+ * it returns true.  Connected to no database, only shared catalogs can be
+ * read, and only by a plain heap scan (as the logical replication launcher
+ * reads pg_subscription).
  */
-static Oid
-lookup_database(void)
+static void
+scan_shared_catalog(Oid relid, bool (*fn) (HeapTuple tup, void *arg), void *arg)
 {
-	Oid			dboid = InvalidOid;
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tup;
@@ -86,22 +86,38 @@ lookup_database(void)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	rel = table_open(DatabaseRelationId, AccessShareLock);
+	rel = table_open(relid, AccessShareLock);
 	scan = table_beginscan_catalog(rel, 0, NULL);
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
-		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
-
-		if (strcmp(NameStr(db->datname), novu_database_name) == 0)
-		{
-			dboid = db->oid;
+		if (fn(tup, arg))
 			break;
-		}
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+}
+
+/* pg_database tuple test: is it novu.database_name?  Sets the Oid at arg. */
+static bool
+match_database(HeapTuple tup, void *arg)
+{
+	Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+	if (strcmp(NameStr(db->datname), novu_database_name) != 0)
+		return false;
+	*(Oid *) arg = db->oid;
+	return true;
+}
+
+/* The OID of novu.database_name, or InvalidOid if there is no such database. */
+static Oid
+lookup_database(void)
+{
+	Oid			dboid = InvalidOid;
+
+	scan_shared_catalog(DatabaseRelationId, match_database, &dboid);
 	return dboid;
 }
 
@@ -114,41 +130,39 @@ typedef enum WorkerRoleState
 	ROLE_NOLOGIN
 } WorkerRoleState;
 
+/* The worker role as found by match_worker_role. */
+typedef struct RoleFound
+{
+	Oid			oid;
+	WorkerRoleState state;
+} RoleFound;
+
+/* pg_authid tuple test: is it the worker role?  Fills the RoleFound at arg. */
+static bool
+match_worker_role(HeapTuple tup, void *arg)
+{
+	Form_pg_authid role = (Form_pg_authid) GETSTRUCT(tup);
+	RoleFound  *found = arg;
+
+	if (strcmp(NameStr(role->rolname), NOVU_WORKER_ROLE) != 0)
+		return false;
+	found->oid = role->oid;
+	found->state = role->rolsuper ? ROLE_SUPERUSER : !role->rolcanlogin ? ROLE_NOLOGIN : ROLE_OK;
+	return true;
+}
+
 /*
- * Look up the delivery workers' role (NOVU_WORKER_ROLE) in pg_authid, a
- * shared catalog, by a plain heap scan.  Sets *roleoid; the state says
- * whether workers may connect as it.
+ * Look up the delivery workers' role (NOVU_WORKER_ROLE) in pg_authid.  Sets
+ * *roleoid; the state says whether workers may connect as it.
  */
 static WorkerRoleState
 lookup_worker_role(Oid *roleoid)
 {
-	WorkerRoleState state = ROLE_MISSING;
-	Relation	rel;
-	TableScanDesc scan;
-	HeapTuple	tup;
+	RoleFound	found = {InvalidOid, ROLE_MISSING};
 
-	*roleoid = InvalidOid;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	rel = table_open(AuthIdRelationId, AccessShareLock);
-	scan = table_beginscan_catalog(rel, 0, NULL);
-	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
-	{
-		Form_pg_authid role = (Form_pg_authid) GETSTRUCT(tup);
-
-		if (strcmp(NameStr(role->rolname), NOVU_WORKER_ROLE) == 0)
-		{
-			*roleoid = role->oid;
-			state = role->rolsuper ? ROLE_SUPERUSER : !role->rolcanlogin ? ROLE_NOLOGIN : ROLE_OK;
-			break;
-		}
-	}
-	table_endscan(scan);
-	table_close(rel, AccessShareLock);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	return state;
+	scan_shared_catalog(AuthIdRelationId, match_worker_role, &found);
+	*roleoid = found.oid;
+	return found.state;
 }
 
 /* Start delivery worker number slot for the database, connecting as the role. */
