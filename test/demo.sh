@@ -85,7 +85,20 @@ SELECT provider_id, status, detail FROM novu.execution_details ORDER BY id;
 SELECT integration_identifier, pending, in_flight, sent, failed FROM novu.stat_providers ORDER BY 1;
 SQL
 
-printf '\n\033[1m6. What the mock providers received\033[0m\n'
+run "6. Security: the secrets are stored encrypted, the workers are no superusers, bad input is refused" <<'SQL'
+SELECT identifier, left(credentials #>> '{serviceAccount,private_key}', 40) AS fcm_private_key_as_stored,
+       left(credentials ->> 'secretKey', 40) AS apns_key_as_stored
+  FROM novu.integrations WHERE provider_id IN ('fcm', 'apns') ORDER BY 1;
+SELECT DISTINCT a.usename AS worker_role, r.rolsuper AS superuser
+  FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid WHERE a.backend_type = 'novu delivery worker';
+\set VERBOSITY terse
+\set ON_ERROR_STOP 0
+SELECT novu.trigger('order-shipped', '"user-42"', '{}', '{"fcm": {"token": "someone-elses-token"}}');
+SELECT novu.set_credentials('user-42', 'apns', '{"deviceTokens": ["../../3/device/x?"]}');
+SELECT novu.create_integration('expo', '{"endpoint": "https://169.254.169.254"}');
+SQL
+
+printf '\n\033[1m7. What the mock providers received\033[0m\n'
 curl -s "$control/requests" | node -e '
 let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
   for (const r of JSON.parse(s).requests) {
