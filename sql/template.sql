@@ -301,6 +301,32 @@ SELECT novu.render('{% for x in xs %}{% for y in xs %}{% endfor %}{% endfor %}',
                    jsonb_build_object('xs', (SELECT jsonb_agg(i) FROM generate_series(1, 320) i)));
 
 --
+-- Hostile templates (DESIGN 5): parsing takes linear time and stops for a
+-- cancel as it runs
+--
+SET statement_timeout = '2s';
+-- 250,000 tag openers inside {% raw %}, unclosed tags inside {% raw %}, and 500,000 more tags
+SELECT length(novu.render('{% raw %}' || repeat('{%', 250000) || ' %}{% endraw %}', '{}'));
+SELECT length(novu.render('{% raw %}' || repeat('{% if x ', 100000) || '%}{% endraw %}{{ x }}', '{"x": "!"}'));
+SELECT novu._check_template('{% raw %}' || repeat('{%', 250000) || ' %}{% endraw %}' || repeat('{{ x }}{% if x %}{% endif %}', 250000), 'content');
+RESET statement_timeout;
+-- a parse stops for a cancel as it runs, not when it ends: with a cancel
+-- already pending as it starts (only the parser's own checks can see it there)
+CREATE FUNCTION pg_temp.canceled_while_running(tpl text, ctx jsonb) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    started timestamptz := clock_timestamp();
+BEGIN
+    PERFORM pg_cancel_backend(pg_backend_pid()), novu.render(tpl, ctx);
+    RETURN 'finished';
+EXCEPTION WHEN query_canceled THEN
+    RETURN CASE WHEN clock_timestamp() - started < interval '1 second'
+                THEN 'canceled while running' ELSE 'canceled only after running for over a second' END;
+END
+$$;
+SELECT pg_temp.canceled_while_running('{% raw %}' || repeat('{%', 100000) || ' %}{% endraw %}', '{}') AS parse;
+
+--
 -- Arguments
 --
 SELECT novu.render('{{ x }}', '[]');

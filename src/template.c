@@ -15,6 +15,10 @@
  * template_render(), which return NULL and a palloc'd message.  Rendering
  * runs no SQL and reads no catalog: a background worker may render outside a
  * transaction.  Each call works in a child memory context of the caller's.
+ *
+ * Hostile templates (DESIGN 5): parsing reads each byte a bounded number of
+ * times (the scans of raw and comment bodies included) and checks for
+ * interrupts as it goes.
  */
 #include "postgres.h"
 
@@ -505,12 +509,17 @@ lex_inside(Parser *p)
 	return t;
 }
 
-/* The next token, without consuming it. */
+/*
+ * The next token, without consuming it.  Lexing a token checks for interrupts
+ * (a load and a branch), so statement_timeout and pg_terminate_backend stop a
+ * long parse.
+ */
 static Token
 peek(Parser *p)
 {
 	if (!p->peeked)
 	{
+		CHECK_FOR_INTERRUPTS();
 		p->next = p->in_tag == TOK_EOF ? lex_outside(p) : lex_inside(p);
 		p->peeked = true;
 	}
@@ -843,15 +852,37 @@ parse_for(Parser *p, int tag_pos, int depth)
 	}
 }
 
+/* Offset of the first "%}" at or after pos, or len. */
+static int
+find_close(Parser *p, int pos)
+{
+	while (pos < p->len)
+	{
+		const char *pct = memchr(p->src + pos, '%', p->len - pos);
+
+		if (pct == NULL)
+			break;
+		pos = pct - p->src;
+		if (pos + 1 < p->len && p->src[pos + 1] == '}')
+			return pos;
+		pos++;
+	}
+	return p->len;
+}
+
 /*
- * Find the next complete {% ... %} at or after pos, setting where it opens,
- * where its tag name starts and where its "%}" starts.  False if none.
+ * Find the next {% ... %} at or after pos, setting where it opens, where its
+ * tag name starts and where the first "%}" after that name starts.  False if
+ * there is none (no "{%", or no "%}" after it).  *close carries the last answer
+ * between calls of one scan (-1 to start): it is still right while it lies
+ * ahead of the new name, so a scan over many tags reads each byte once.
  */
 static bool
 next_tag(Parser *p, int pos, int *open, int *word, int *close)
 {
 	for (*open = find_open(p, pos); *open < p->len; *open = find_open(p, *open + 1))
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (p->src[*open + 1] != '%')
 			continue;
 		*word = *open + 2;
@@ -859,10 +890,9 @@ next_tag(Parser *p, int pos, int *open, int *word, int *close)
 			(*word)++;
 		while (*word < p->len && is_space(p->src[*word]))
 			(*word)++;
-		for (*close = *word; *close < p->len; (*close)++)
-			if (at_pair(p, *close, '%', '}'))
-				return true;
-		return false;
+		if (*close < *word)
+			*close = find_close(p, *word);
+		return *close < p->len;
 	}
 	return false;
 }
@@ -874,7 +904,7 @@ skip_comment(Parser *p, int open_pos)
 	int			depth = 1;
 	int			open;
 	int			word;
-	int			close;
+	int			close = -1;
 
 	while (depth > 0)
 	{
@@ -910,7 +940,7 @@ scan_raw(Parser *p, int open_pos)
 	int			pos = p->pos;
 	int			open;
 	int			word;
-	int			close;
+	int			close = -1;
 
 	for (;;)
 	{
