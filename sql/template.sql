@@ -301,6 +301,56 @@ SELECT novu.render('{% for x in xs %}{% for y in xs %}{% endfor %}{% endfor %}',
                    jsonb_build_object('xs', (SELECT jsonb_agg(i) FROM generate_series(1, 320) i)));
 
 --
+-- Hostile templates (DESIGN 5): parsing takes linear time; a render has a work
+-- and a memory budget; statement_timeout stops a parse or a render as it runs
+--
+-- a loop's values are freed as it goes: 900,000 upcased strings with no output
+-- (900 MB kept until the end before) leave this backend's peak memory low
+SELECT length(novu.render('{% for x in xs %}{% for y in xs %}' || repeat('{% if "a" | upcase == "" %}{% endif %}', 10) || '{% endfor %}{% endfor %}',
+                          jsonb_build_object('xs', (SELECT jsonb_agg(i) FROM generate_series(1, 300) i))));
+SELECT coalesce((regexp_match(pg_read_file('/proc/self/status', 0, 100000, true), 'VmHWM:\s+(\d+) kB'))[1]::bigint < 256 * 1024,
+                true) AS peak_memory_under_256_mb;
+SET statement_timeout = '2s';
+-- one value over the memory budget: 100 elements joined by 1 MB
+SELECT novu.render('{% if a | join: big | size > 0 %}joined{% endif %}',
+                   jsonb_build_object('big', repeat('x', 1000000), 'a', (SELECT jsonb_agg(i) FROM generate_series(1, 100) i)));
+-- nested loops computing large values (900 MB of upcasing) stop at the work budget
+SELECT novu.render('{% for x in xs %}{% for y in xs %}{% if big | upcase == "" %}{% endif %}{% endfor %}{% endfor %}',
+                   jsonb_build_object('big', repeat('x', 10000), 'xs', (SELECT jsonb_agg(i) FROM generate_series(1, 300) i)));
+-- so do many nodes without a loop (200 MB of upcasing)
+SELECT novu.render(repeat('{% if big | upcase == "" %}{% endif %}', 200), jsonb_build_object('big', repeat('x', 1000000)));
+-- 250,000 tag openers inside {% raw %}, unclosed tags inside {% raw %}, and 500,000 more tags
+SELECT length(novu.render('{% raw %}' || repeat('{%', 250000) || ' %}{% endraw %}', '{}'));
+SELECT length(novu.render('{% raw %}' || repeat('{% if x ', 100000) || '%}{% endraw %}{{ x }}', '{"x": "!"}'));
+SELECT novu._check_template('{% raw %}' || repeat('{%', 250000) || ' %}{% endraw %}' || repeat('{{ x }}{% if x %}{% endif %}', 250000), 'content');
+RESET statement_timeout;
+-- a parse and a render stop for a cancel as they run, not when they end: with
+-- a cancel already pending as it starts (only the engine's own checks can see
+-- it there), and for statement_timeout (its input built beforehand)
+CREATE FUNCTION pg_temp.canceled_while_running(tpl text, ctx jsonb, cancel_first boolean) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    started timestamptz := clock_timestamp();
+BEGIN
+    IF cancel_first THEN
+        PERFORM pg_cancel_backend(pg_backend_pid()), novu.render(tpl, ctx);
+    ELSE
+        PERFORM novu.render(tpl, ctx);
+    END IF;
+    RETURN 'finished';
+EXCEPTION WHEN query_canceled THEN
+    RETURN CASE WHEN clock_timestamp() - started < interval '1 second'
+                THEN 'canceled while running' ELSE 'canceled only after running for over a second' END;
+END
+$$;
+SELECT pg_temp.canceled_while_running('{% raw %}' || repeat('{%', 100000) || ' %}{% endraw %}', '{}', true) AS parse;
+CREATE TEMP TABLE big_array AS SELECT jsonb_build_object('a', jsonb_agg(i)) AS ctx FROM generate_series(1, 100000) i;
+SET statement_timeout = '50ms';
+SELECT pg_temp.canceled_while_running(repeat('{% if a | upcase == "" %}{% endif %}', 200), ctx, false) AS render FROM big_array;
+RESET statement_timeout;
+DROP TABLE big_array;
+
+--
 -- Arguments
 --
 SELECT novu.render('{{ x }}', '[]');

@@ -15,6 +15,12 @@
  * template_render(), which return NULL and a palloc'd message.  Rendering
  * runs no SQL and reads no catalog: a background worker may render outside a
  * transaction.  Each call works in a child memory context of the caller's.
+ *
+ * Hostile templates (DESIGN 5): parsing reads each byte a bounded number of
+ * times (the scans of raw and comment bodies included); parser and renderer
+ * check for interrupts as they go; a render frees the values of each node
+ * once used and fails past TEMPLATE_MAX_WORK units of work or
+ * TEMPLATE_MAX_MEMORY bytes held (see "Render budget").
  */
 #include "postgres.h"
 
@@ -224,12 +230,22 @@ typedef struct LoopFrame
 	struct LoopFrame *outer;
 } LoopFrame;
 
+/*
+ * State of one render.  This state and the output live in the caller's
+ * context; values are computed in scratch, a context reset after each output
+ * node and condition, so what a loop computes never accumulates.  Values that
+ * outlive a reset (a loop's collection and item) point into the context jsonb
+ * or the template, never into scratch.
+ */
 typedef struct RenderState
 {
 	StringInfoData out;
 	JsonbContainer *root;		/* context object, or NULL */
 	LoopFrame  *loop;			/* innermost for loop */
+	MemoryContext scratch;
 	int64		iterations;
+	int64		work;			/* units spent, see spend() */
+	int64		next_check;		/* work at which check_budget() runs next */
 	sigjmp_buf	fail;
 	char	   *errmsg;
 } RenderState;
@@ -240,7 +256,7 @@ static void fail_with(sigjmp_buf *jump, char **msg, const char *fmt,...) pg_attr
 #define render_fail(st, ...)	fail_with(&(st)->fail, &(st)->errmsg, __VA_ARGS__)
 
 static List *parse_body(Parser *p, int depth, BlockEnd *end);
-static bool values_equal(TplValue a, TplValue b);
+static bool values_equal(RenderState *st, TplValue a, TplValue b);
 static void render_nodes(RenderState *st, List *nodes);
 
 
@@ -505,12 +521,17 @@ lex_inside(Parser *p)
 	return t;
 }
 
-/* The next token, without consuming it. */
+/*
+ * The next token, without consuming it.  Lexing a token checks for interrupts
+ * (a load and a branch), so statement_timeout and pg_terminate_backend stop a
+ * long parse.
+ */
 static Token
 peek(Parser *p)
 {
 	if (!p->peeked)
 	{
+		CHECK_FOR_INTERRUPTS();
 		p->next = p->in_tag == TOK_EOF ? lex_outside(p) : lex_inside(p);
 		p->peeked = true;
 	}
@@ -843,15 +864,37 @@ parse_for(Parser *p, int tag_pos, int depth)
 	}
 }
 
+/* Offset of the first "%}" at or after pos, or len. */
+static int
+find_close(Parser *p, int pos)
+{
+	while (pos < p->len)
+	{
+		const char *pct = memchr(p->src + pos, '%', p->len - pos);
+
+		if (pct == NULL)
+			break;
+		pos = pct - p->src;
+		if (pos + 1 < p->len && p->src[pos + 1] == '}')
+			return pos;
+		pos++;
+	}
+	return p->len;
+}
+
 /*
- * Find the next complete {% ... %} at or after pos, setting where it opens,
- * where its tag name starts and where its "%}" starts.  False if none.
+ * Find the next {% ... %} at or after pos, setting where it opens, where its
+ * tag name starts and where the first "%}" after that name starts.  False if
+ * there is none (no "{%", or no "%}" after it).  *close carries the last answer
+ * between calls of one scan (-1 to start): it is still right while it lies
+ * ahead of the new name, so a scan over many tags reads each byte once.
  */
 static bool
 next_tag(Parser *p, int pos, int *open, int *word, int *close)
 {
 	for (*open = find_open(p, pos); *open < p->len; *open = find_open(p, *open + 1))
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (p->src[*open + 1] != '%')
 			continue;
 		*word = *open + 2;
@@ -859,10 +902,9 @@ next_tag(Parser *p, int pos, int *open, int *word, int *close)
 			(*word)++;
 		while (*word < p->len && is_space(p->src[*word]))
 			(*word)++;
-		for (*close = *word; *close < p->len; (*close)++)
-			if (at_pair(p, *close, '%', '}'))
-				return true;
-		return false;
+		if (*close < *word)
+			*close = find_close(p, *word);
+		return *close < p->len;
 	}
 	return false;
 }
@@ -874,7 +916,7 @@ skip_comment(Parser *p, int open_pos)
 	int			depth = 1;
 	int			open;
 	int			word;
-	int			close;
+	int			close = -1;
 
 	while (depth > 0)
 	{
@@ -910,7 +952,7 @@ scan_raw(Parser *p, int open_pos)
 	int			pos = p->pos;
 	int			open;
 	int			word;
-	int			close;
+	int			close = -1;
 
 	for (;;)
 	{
@@ -1008,6 +1050,71 @@ stray_tag(Parser *p, BlockEnd *end)
 }
 
 
+/* ---------- Render budget ---------- */
+
+/*
+ * Work units: one per byte that a filter or a comparison reads or writes
+ * (WORK_PER_TEXT_BYTE for JSON text made of a number or a container), and
+ * WORK_PER_STEP per node, loop iteration, variable lookup, filter or container
+ * element compared.  TEMPLATE_MAX_WORK of them bound a render's CPU time.
+ */
+#define WORK_PER_STEP		32
+
+/* Making the JSON text of a number or a container costs this many units a byte */
+#define WORK_PER_TEXT_BYTE	8
+
+/* Interrupts and both budgets are checked at least every this many units */
+#define WORK_CHECK_INTERVAL	65536
+
+/*
+ * Check for interrupts, the work budget, and that the render's memory plus
+ * pending bytes about to be allocated stays within TEMPLATE_MAX_MEMORY.
+ */
+static void
+check_budget(RenderState *st, int64 pending)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (st->work > TEMPLATE_MAX_WORK)
+		render_fail(st, "render work limit exceeded: more than %d units of work in one render",
+					TEMPLATE_MAX_WORK);
+	if ((int64) MemoryContextMemAllocated(st->scratch, true) + st->out.maxlen + pending >
+		TEMPLATE_MAX_MEMORY)
+		render_fail(st, "render memory limit exceeded: more than %d bytes of working memory in one render",
+					TEMPLATE_MAX_MEMORY);
+	st->next_check = st->work + WORK_CHECK_INTERVAL;
+}
+
+/* Spend units of work, checking the budgets every WORK_CHECK_INTERVAL units. */
+static inline void
+spend(RenderState *st, int64 units)
+{
+	st->work += units;
+	if (unlikely(st->work >= st->next_check))
+		check_budget(st, 0);
+}
+
+/*
+ * Spend the work of producing bytes bytes; for a large value, or when a check
+ * is due, first check that memory stays within its budget with them.  (Small
+ * values are counted by the next check: every byte costs a unit, so memory
+ * grows by at most WORK_CHECK_INTERVAL bytes between checks.)
+ */
+static inline void
+reserve(RenderState *st, int64 bytes)
+{
+	st->work += bytes;
+	if (unlikely(st->work >= st->next_check || bytes >= WORK_CHECK_INTERVAL))
+		check_budget(st, bytes);
+}
+
+/* Free the values of the node just rendered. */
+static inline void
+scratch_reset(RenderState *st)
+{
+	MemoryContextReset(st->scratch);
+}
+
+
 /* ---------- Values ---------- */
 
 /* A value from a jsonb value (scalars, or containers as jbvBinary). */
@@ -1039,7 +1146,7 @@ value_int(int64 n)
 
 /* The text a value outputs: strings as is, JSON text for numbers and containers. */
 static const char *
-value_text(TplValue v, int *len)
+value_text(RenderState *st, TplValue v, int *len)
 {
 	const char *s = "";
 
@@ -1048,12 +1155,18 @@ value_text(TplValue v, int *len)
 		*len = v.len;
 		return v.str;
 	}
-	if (v.kind == VAL_NUMBER)
-		s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.number)));
-	else if (v.kind == VAL_BOOL)
+	if (v.kind == VAL_BOOL)
 		s = v.boolean ? "true" : "false";
-	else if (v.kind == VAL_ARRAY || v.kind == VAL_OBJECT)
-		s = JsonbToCString(NULL, v.container, -1);
+	else if (v.kind == VAL_NUMBER || v.kind == VAL_ARRAY || v.kind == VAL_OBJECT)
+	{
+		/* the text's size is known once made: count it then */
+		s = v.kind == VAL_NUMBER
+			? DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.number)))
+			: JsonbToCString(NULL, v.container, -1);
+		*len = strlen(s);
+		spend(st, WORK_PER_STEP + (int64) *len * WORK_PER_TEXT_BYTE);
+		return s;
+	}
 	*len = strlen(s);
 	return s;
 }
@@ -1076,10 +1189,13 @@ value_is_empty(TplValue v)
 
 /* Size as Liquid counts it: characters, elements or pairs; 0 otherwise. */
 static int
-value_size(TplValue v)
+value_size(RenderState *st, TplValue v)
 {
 	if (v.kind == VAL_STRING)
+	{
+		spend(st, v.len);
 		return pg_mbstrlen_with_len(v.str, v.len);
+	}
 	if (v.kind == VAL_ARRAY || v.kind == VAL_OBJECT)
 		return JsonContainerSize(v.container);
 	return 0;
@@ -1087,14 +1203,15 @@ value_size(TplValue v)
 
 /* numeric_cmp of two numbers. */
 static int
-numbers_cmp(Numeric a, Numeric b)
+numbers_cmp(RenderState *st, Numeric a, Numeric b)
 {
+	spend(st, VARSIZE_ANY(a) + VARSIZE_ANY(b));
 	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(a), NumericGetDatum(b)));
 }
 
 /* Deep equality of containers: jsonb keeps object keys sorted, so walk both in step. */
 static bool
-containers_equal(JsonbContainer *a, JsonbContainer *b)
+containers_equal(RenderState *st, JsonbContainer *a, JsonbContainer *b)
 {
 	JsonbIterator *ia;
 	JsonbIterator *ib;
@@ -1111,19 +1228,20 @@ containers_equal(JsonbContainer *a, JsonbContainer *b)
 		JsonbIteratorToken ra = JsonbIteratorNext(&ia, &va, false);
 		JsonbIteratorToken rb = JsonbIteratorNext(&ib, &vb, false);
 
+		spend(st, 2 * WORK_PER_STEP);
 		if (ra != rb)
 			return false;
 		if (ra == WJB_DONE)
 			return true;
 		if ((ra == WJB_KEY || ra == WJB_VALUE || ra == WJB_ELEM) &&
-			!values_equal(value_from_jsonb(&va), value_from_jsonb(&vb)))
+			!values_equal(st, value_from_jsonb(&va), value_from_jsonb(&vb)))
 			return false;
 	}
 }
 
 /* ==: same kind and value (numbers numerically); empty matches "", [] and {}. */
 static bool
-values_equal(TplValue a, TplValue b)
+values_equal(RenderState *st, TplValue a, TplValue b)
 {
 	if (a.kind == VAL_EMPTY || b.kind == VAL_EMPTY)
 		return value_is_empty(a) && value_is_empty(b);
@@ -1134,12 +1252,15 @@ values_equal(TplValue a, TplValue b)
 		case VAL_BOOL:
 			return a.boolean == b.boolean;
 		case VAL_NUMBER:
-			return numbers_cmp(a.number, b.number) == 0;
+			return numbers_cmp(st, a.number, b.number) == 0;
 		case VAL_STRING:
-			return a.len == b.len && memcmp(a.str, b.str, a.len) == 0;
+			if (a.len != b.len)
+				return false;
+			spend(st, a.len);
+			return memcmp(a.str, b.str, a.len) == 0;
 		case VAL_ARRAY:
 		case VAL_OBJECT:
-			return containers_equal(a.container, b.container);
+			return containers_equal(st, a.container, b.container);
 		default:
 			return true;		/* nil == nil */
 	}
@@ -1147,15 +1268,16 @@ values_equal(TplValue a, TplValue b)
 
 /* Order two numbers, or two strings by bytes; false if not comparable. */
 static bool
-values_compare(TplValue a, TplValue b, int *cmp)
+values_compare(RenderState *st, TplValue a, TplValue b, int *cmp)
 {
 	if (a.kind == VAL_NUMBER && b.kind == VAL_NUMBER)
 	{
-		*cmp = numbers_cmp(a.number, b.number);
+		*cmp = numbers_cmp(st, a.number, b.number);
 		return true;
 	}
 	if (a.kind == VAL_STRING && b.kind == VAL_STRING)
 	{
+		spend(st, Min(a.len, b.len));
 		*cmp = memcmp(a.str, b.str, Min(a.len, b.len));
 		if (*cmp == 0)
 			*cmp = (a.len > b.len) - (a.len < b.len);
@@ -1164,21 +1286,22 @@ values_compare(TplValue a, TplValue b, int *cmp)
 	return false;
 }
 
-/* contains: substring of a string, element of an array, key of an object. */
+/*
+ * contains: substring of a string, element of an array, key of an object.
+ * Substrings are found by memmem (linear time, unlike a memcmp at each offset).
+ */
 static bool
-value_contains(TplValue a, TplValue b)
+value_contains(RenderState *st, TplValue a, TplValue b)
 {
 	JsonbValue	jv;
 
 	if (a.kind == VAL_STRING && b.kind != VAL_NIL && b.kind != VAL_EMPTY)
 	{
 		int			len;
-		const char *needle = value_text(b, &len);
-		int			i;
+		const char *needle = value_text(st, b, &len);
 
-		for (i = 0; i + len <= a.len; i++)
-			if (memcmp(a.str + i, needle, len) == 0)
-				return true;
+		spend(st, (int64) a.len + len);
+		return len == 0 || (len <= a.len && memmem(a.str, a.len, needle, len) != NULL);
 	}
 	else if (a.kind == VAL_ARRAY)
 	{
@@ -1186,25 +1309,31 @@ value_contains(TplValue a, TplValue b)
 		JsonbIteratorToken r;
 
 		while ((r = JsonbIteratorNext(&it, &jv, true)) != WJB_DONE)
-			if (r == WJB_ELEM && values_equal(value_from_jsonb(&jv), b))
+		{
+			spend(st, WORK_PER_STEP);
+			if (r == WJB_ELEM && values_equal(st, value_from_jsonb(&jv), b))
 				return true;
+		}
 	}
 	else if (a.kind == VAL_OBJECT && b.kind == VAL_STRING)
+	{
+		spend(st, WORK_PER_STEP + b.len);
 		return getKeyJsonValueFromContainer(a.container, b.str, b.len, &jv) != NULL;
+	}
 	return false;
 }
 
 /* A number rounded to an integer and clamped to +-1e9; false if not a number. */
 static bool
-value_to_int(TplValue v, int *result)
+value_to_int(RenderState *st, TplValue v, int *result)
 {
 	const int	bound = 1000000000;
 
 	if (v.kind != VAL_NUMBER)
 		return false;
-	if (numbers_cmp(v.number, int64_to_numeric(bound)) > 0)
+	if (numbers_cmp(st, v.number, int64_to_numeric(bound)) > 0)
 		*result = bound;
-	else if (numbers_cmp(v.number, int64_to_numeric(-bound)) < 0)
+	else if (numbers_cmp(st, v.number, int64_to_numeric(-bound)) < 0)
 		*result = -bound;
 	else
 		*result = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v.number)));
@@ -1277,30 +1406,65 @@ unicode_case(pg_wchar c, bool upper)
  * databases also Latin, Greek and Cyrillic letters (unicode_case()).
  */
 static TplValue
-change_case(TplValue v, FilterKind filter)
+change_case(RenderState *st, TplValue v, FilterKind filter)
 {
 	int			len;
-	const char *s = value_text(v, &len);
+	const char *s = value_text(st, v, &len);
 	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
 	StringInfoData buf;
 	int			i = 0;
 
-	initStringInfo(&buf);
+	/* mapped text is never longer: size the buffer to the source (and a character) */
+	reserve(st, (int64) len + MAX_MULTIBYTE_CHAR_LEN + 1);
+	buf.maxlen = len + MAX_MULTIBYTE_CHAR_LEN + 1;
+	buf.data = palloc(buf.maxlen);
+	buf.data[0] = '\0';
+	buf.len = 0;
+	buf.cursor = 0;
 	while (i < len)
 	{
 		bool		upper = filter == FILTER_UPCASE || (filter == FILTER_CAPITALIZE && i == 0);
 		unsigned char c = (unsigned char) s[i];
-		int			l = c < 0x80 ? 1 : Min(pg_mblen(s + i), len - i);
+		int			mblen;
+		int			l;
 
 		if (c < 0x80)
-			appendStringInfoChar(&buf, upper ? pg_ascii_toupper(c) : pg_ascii_tolower(c));
-		else if (utf8 && l == pg_utf_mblen((const unsigned char *) s + i))
 		{
-			unsigned char mapped[8];
+			/* a run of ASCII characters: one room check, then a plain loop */
+			int			end = i + 1;
+			char	   *d;
 
+			while (end < len && !IS_HIGHBIT_SET(s[end]))
+				end++;
+			enlargeStringInfo(&buf, end - i);
+			d = buf.data + buf.len;
+			for (; i < end; i++)
+			{
+				char		a = s[i];
+
+				/* pg_ascii_toupper/tolower, inline */
+				if (upper ? (a >= 'a' && a <= 'z') : (a >= 'A' && a <= 'Z'))
+					a ^= 0x20;
+				*d++ = a;
+				upper = filter == FILTER_UPCASE;
+			}
+			buf.len = d - buf.data;
+			buf.data[buf.len] = '\0';
+			continue;
+		}
+		spend(st, WORK_PER_STEP);	/* a non-ASCII character costs like a step */
+		mblen = utf8 ? pg_utf_mblen((const unsigned char *) s + i) : pg_mblen(s + i);
+		l = Min(mblen, len - i);
+		if (utf8 && l == mblen)
+		{
+			unsigned char *mapped;
+
+			enlargeStringInfo(&buf, MAX_MULTIBYTE_CHAR_LEN);
+			mapped = (unsigned char *) buf.data + buf.len;
 			unicode_to_utf8(unicode_case(utf8_to_unicode((const unsigned char *) s + i), upper),
 							mapped);
-			appendBinaryStringInfo(&buf, (char *) mapped, pg_utf_mblen(mapped));
+			buf.len += pg_utf_mblen(mapped);
+			buf.data[buf.len] = '\0';
 		}
 		else
 			appendBinaryStringInfo(&buf, s + i, l);
@@ -1319,6 +1483,7 @@ emit(RenderState *st, const char *s, int len)
 	if ((int64) st->out.len + len > TEMPLATE_MAX_OUTPUT_BYTES)
 		render_fail(st, "rendered output exceeds the limit of 1 MB (%d bytes)",
 					TEMPLATE_MAX_OUTPUT_BYTES);
+	spend(st, len);
 	appendBinaryStringInfo(&st->out, s, len);
 }
 
@@ -1343,20 +1508,32 @@ forloop_attribute(LoopFrame *f, const char *name)
 	return (TplValue) {.kind = VAL_NIL};
 }
 
+/* Element i of an array (the value points into the container). */
+static TplValue
+array_element(JsonbContainer *array, int i)
+{
+	JsonbValue *jv = getIthJsonbValueFromContainer(array, i);
+	TplValue	v = value_from_jsonb(jv);
+
+	pfree(jv);
+	return v;
+}
+
 /* Follow one path step: a key, an index, or size/first/last. */
 static TplValue
-apply_step(TplValue v, PathStep *step)
+apply_step(RenderState *st, TplValue v, PathStep *step)
 {
 	JsonbValue	jv;
 	int			n;
 	int			i = -1;
 
+	spend(st, WORK_PER_STEP + step->keylen);
 	if (v.kind == VAL_OBJECT && step->key != NULL &&
 		getKeyJsonValueFromContainer(v.container, step->key, step->keylen, &jv))
 		return value_from_jsonb(&jv);
 	if (step->key != NULL && strcmp(step->key, "size") == 0 &&
 		(v.kind == VAL_OBJECT || v.kind == VAL_ARRAY || v.kind == VAL_STRING))
-		return value_int(value_size(v));
+		return value_int(value_size(st, v));
 	if (v.kind != VAL_ARRAY)
 		return (TplValue) {.kind = VAL_NIL};
 	n = JsonContainerSize(v.container);
@@ -1368,7 +1545,7 @@ apply_step(TplValue v, PathStep *step)
 		i = n - 1;
 	if (i < 0 || i >= n)
 		return (TplValue) {.kind = VAL_NIL};
-	return value_from_jsonb(getIthJsonbValueFromContainer(v.container, i));
+	return array_element(v.container, i);
 }
 
 /* Evaluate a literal or a path: loop variables, then forloop, then context keys. */
@@ -1382,9 +1559,13 @@ eval_primary(RenderState *st, TplExpr *e)
 
 	if (e->is_literal)
 		return e->literal;
+	spend(st, WORK_PER_STEP);
 	for (f = st->loop; f != NULL; f = f->outer)
+	{
+		spend(st, 1);
 		if (strcmp(f->var, e->name) == 0)
 			break;
+	}
 	if (f != NULL)
 		v = f->item;
 	else if (st->loop != NULL && strcmp(e->name, "forloop") == 0)
@@ -1407,14 +1588,14 @@ eval_primary(RenderState *st, TplExpr *e)
 	{
 		if (v.kind == VAL_NIL)
 			break;
-		v = apply_step(v, lfirst(lc));
+		v = apply_step(st, v, lfirst(lc));
 	}
 	return v;
 }
 
 /* Join the elements of an array with a separator (other values: their text). */
 static TplValue
-join_values(TplValue v, const char *sep, int seplen)
+join_values(RenderState *st, TplValue v, const char *sep, int seplen)
 {
 	StringInfoData buf;
 	JsonbIterator *it;
@@ -1424,7 +1605,7 @@ join_values(TplValue v, const char *sep, int seplen)
 
 	if (v.kind != VAL_ARRAY)
 	{
-		v.str = value_text(v, &v.len);
+		v.str = value_text(st, v, &v.len);
 		v.kind = VAL_STRING;
 		return v;
 	}
@@ -1432,16 +1613,32 @@ join_values(TplValue v, const char *sep, int seplen)
 	it = JsonbIteratorInit(v.container);
 	while ((r = JsonbIteratorNext(&it, &jv, true)) != WJB_DONE)
 	{
+		TplValue	elem;
 		const char *s;
 		int			len;
+		int64		need;
 
 		if (r != WJB_ELEM)
 			continue;
+		elem = value_from_jsonb(&jv);
+		s = value_text(st, elem, &len);
+		need = (int64) buf.len + (first ? 0 : seplen) + len + 1;
+		if (need > buf.maxlen)
+		{
+			/* the buffer is about to double: check the memory that takes first */
+			int64		newlen = buf.maxlen;
+
+			while (newlen < need)
+				newlen *= 2;
+			check_budget(st, newlen);
+		}
+		spend(st, WORK_PER_STEP + seplen + len);
 		if (!first)
 			appendBinaryStringInfo(&buf, sep, seplen);
 		first = false;
-		s = value_text(value_from_jsonb(&jv), &len);
 		appendBinaryStringInfo(&buf, s, len);
+		if (elem.kind == VAL_NUMBER || elem.kind == VAL_ARRAY || elem.kind == VAL_OBJECT)
+			pfree((char *) s);	/* text made for this element */
 	}
 	return (TplValue) {.kind = VAL_STRING, .str = buf.data, .len = buf.len};
 }
@@ -1459,6 +1656,7 @@ eval_expr(RenderState *st, TplExpr *e)
 		const char *sep = " ";
 		int			seplen = 1;
 
+		spend(st, WORK_PER_STEP);
 		switch (f->kind)
 		{
 			case FILTER_DEFAULT:
@@ -1468,15 +1666,15 @@ eval_expr(RenderState *st, TplExpr *e)
 			case FILTER_UPCASE:
 			case FILTER_DOWNCASE:
 			case FILTER_CAPITALIZE:
-				v = change_case(v, f->kind);
+				v = change_case(st, v, f->kind);
 				break;
 			case FILTER_SIZE:
-				v = value_int(value_size(v));
+				v = value_int(value_size(st, v));
 				break;
 			case FILTER_JOIN:
 				if (f->args != NIL)
-					sep = value_text(eval_primary(st, linitial(f->args)), &seplen);
-				v = join_values(v, sep, seplen);
+					sep = value_text(st, eval_primary(st, linitial(f->args)), &seplen);
+				v = join_values(st, v, sep, seplen);
 				break;
 		}
 	}
@@ -1495,10 +1693,10 @@ eval_comparison(RenderState *st, Comparison *c)
 		return value_truthy(a);
 	b = eval_expr(st, c->right);
 	if (c->op == CMP_EQ || c->op == CMP_NE)
-		return values_equal(a, b) == (c->op == CMP_EQ);
+		return values_equal(st, a, b) == (c->op == CMP_EQ);
 	if (c->op == CMP_CONTAINS)
-		return value_contains(a, b);
-	if (!values_compare(a, b, &cmp))
+		return value_contains(st, a, b);
+	if (!values_compare(st, a, b, &cmp))
 		return false;			/* <, >, <=, >= across types */
 	return c->op == CMP_LT ? cmp < 0 : c->op == CMP_GT ? cmp > 0 :
 		c->op == CMP_LE ? cmp <= 0 : cmp >= 0;
@@ -1519,6 +1717,7 @@ eval_condition(RenderState *st, List *terms)
 		if (c->and_next ? !result : result)
 			break;				/* false and ..., true or ... */
 	}
+	scratch_reset(st);
 	return result;
 }
 
@@ -1544,7 +1743,11 @@ render_if(RenderState *st, TplNode *node)
 	render_nodes(st, node->else_body);
 }
 
-/* Render a for loop over an array (the else body when empty or not an array). */
+/*
+ * Render a for loop over an array (the else body when empty or not an array).
+ * The collection is a path without filters, so its container lies in the
+ * context jsonb and survives the resets of scratch done by the body.
+ */
 static void
 render_for(RenderState *st, TplNode *node)
 {
@@ -1556,15 +1759,17 @@ render_for(RenderState *st, TplNode *node)
 
 	if (coll.kind != VAL_ARRAY)
 	{
+		scratch_reset(st);
 		render_nodes(st, node->else_body);
 		return;
 	}
 	count = JsonContainerSize(coll.container);
-	if (node->offset && value_to_int(eval_expr(st, node->offset), &i))
+	if (node->offset && value_to_int(st, eval_expr(st, node->offset), &i))
 		from = Min(Max(i, 0), count);
 	count -= from;
-	if (node->limit && value_to_int(eval_expr(st, node->limit), &i))
+	if (node->limit && value_to_int(st, eval_expr(st, node->limit), &i))
 		count = Min(count, Max(i, 0));
+	scratch_reset(st);
 	if (count == 0)
 	{
 		render_nodes(st, node->else_body);
@@ -1580,14 +1785,15 @@ render_for(RenderState *st, TplNode *node)
 		if (++st->iterations > TEMPLATE_MAX_ITERATIONS)
 			render_fail(st, "loop iteration limit exceeded: more than %d iterations in one render",
 						TEMPLATE_MAX_ITERATIONS);
+		spend(st, WORK_PER_STEP);
 		frame.index0 = i;
-		frame.item = value_from_jsonb(getIthJsonbValueFromContainer(coll.container, from + i));
+		frame.item = array_element(coll.container, from + i);
 		render_nodes(st, node->body);
 	}
 	st->loop = frame.outer;
 }
 
-/* Render a list of nodes. */
+/* Render a list of nodes, freeing each output node's values once emitted. */
 static void
 render_nodes(RenderState *st, List *nodes)
 {
@@ -1599,14 +1805,16 @@ render_nodes(RenderState *st, List *nodes)
 		const char *s;
 		int			len;
 
+		spend(st, WORK_PER_STEP);
 		switch (node->kind)
 		{
 			case NODE_TEXT:
 				emit(st, node->text, node->len);
 				break;
 			case NODE_OUTPUT:
-				s = value_text(eval_expr(st, node->expr), &len);
+				s = value_text(st, eval_expr(st, node->expr), &len);
 				emit(st, s, len);
+				scratch_reset(st);
 				break;
 			case NODE_IF:
 				render_if(st, node);
@@ -1653,33 +1861,41 @@ template_parse(const char *src, int len, char **errmsg)
 	return tpl;
 }
 
-/* Render against a jsonb object; NULL and *errmsg when a limit is exceeded. */
+/*
+ * Render against a jsonb object; NULL and *errmsg when a limit is exceeded.
+ * Values are computed in a scratch context reset node by node; the render's
+ * work and memory are bounded by TEMPLATE_MAX_WORK and TEMPLATE_MAX_MEMORY.
+ */
 char *
 template_render(const Template *tpl, Jsonb *context, char **errmsg)
 {
 	MemoryContext callercxt = CurrentMemoryContext;
-	MemoryContext cxt = AllocSetContextCreate(callercxt, "novu template render",
-											  ALLOCSET_DEFAULT_SIZES);
-	RenderState *st;
+	RenderState *st = palloc0(sizeof(RenderState));
 	char	   *result;
 
 	*errmsg = NULL;
-	MemoryContextSwitchTo(cxt);
-	st = palloc0(sizeof(RenderState));
 	initStringInfo(&st->out);
 	st->root = (context != NULL && JB_ROOT_IS_OBJECT(context)) ? &context->root : NULL;
+	st->scratch = AllocSetContextCreate(callercxt, "novu template render",
+										ALLOCSET_DEFAULT_SIZES);
+	st->next_check = WORK_CHECK_INTERVAL;
 	if (sigsetjmp(st->fail, 0) != 0)
 	{
 		MemoryContextSwitchTo(callercxt);
 		*errmsg = pstrdup(st->errmsg);
-		MemoryContextDelete(cxt);
+		MemoryContextDelete(st->scratch);
+		pfree(st->out.data);
+		pfree(st);
 		return NULL;
 	}
+	MemoryContextSwitchTo(st->scratch);
 	render_nodes(st, tpl->nodes);
 	MemoryContextSwitchTo(callercxt);
+	MemoryContextDelete(st->scratch);
 	result = palloc(st->out.len + 1);
 	memcpy(result, st->out.data, st->out.len + 1);
-	MemoryContextDelete(cxt);
+	pfree(st->out.data);
+	pfree(st);
 	return result;
 }
 
@@ -1731,8 +1947,9 @@ novu_render(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid template: %s", msg),
-				 errhint("Rendering is limited to %d bytes of output and %d loop iterations.",
-						 TEMPLATE_MAX_OUTPUT_BYTES, TEMPLATE_MAX_ITERATIONS)));
+				 errhint("Rendering is limited to %d bytes of output, %d loop iterations, %d units of work (a byte a filter or comparison handles is one) and %d bytes of working memory.",
+						 TEMPLATE_MAX_OUTPUT_BYTES, TEMPLATE_MAX_ITERATIONS,
+						 TEMPLATE_MAX_WORK, TEMPLATE_MAX_MEMORY)));
 	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
 

@@ -6,7 +6,9 @@
  * again by the delivery worker) and rendered against a jsonb context such as
  * {"payload": {...}, "subscriber": {...}}.  Neither call ereports for bad
  * template text or data: errors come back as palloc'd messages.  Rendering
- * runs no SQL and reads no catalog, so it works outside a transaction.
+ * runs no SQL and reads no catalog, so it works outside a transaction.  Both
+ * calls check for interrupts (CHECK_FOR_INTERRUPTS), so a cancel, a timeout or
+ * a terminate request stops a long parse or render with the usual ereport.
  */
 #ifndef NOVU_TEMPLATE_H
 #define NOVU_TEMPLATE_H
@@ -17,6 +19,18 @@
 #define TEMPLATE_MAX_OUTPUT_BYTES	(1024 * 1024)
 #define TEMPLATE_MAX_ITERATIONS		100000
 #define TEMPLATE_MAX_NESTING		100
+
+/*
+ * Work units one render may spend, bounding its CPU time (about 0.3 s at most
+ * on a 2020s server core): a byte that a filter or a comparison reads or
+ * writes is 1 unit (a byte of JSON text made of a number or a container, 8);
+ * a node, a loop iteration, a variable lookup, a filter call or a container
+ * element compared is 32.
+ */
+#define TEMPLATE_MAX_WORK			100000000
+
+/* Memory one render may hold at once: its output and the values in use */
+#define TEMPLATE_MAX_MEMORY			(16 * 1024 * 1024)
 
 /* Opaque compiled template, allocated under CurrentMemoryContext */
 typedef struct Template Template;
