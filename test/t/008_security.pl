@@ -10,6 +10,8 @@
 #     worker's memory bounded, and an unrelated trigger is delivered meanwhile
 #  4. an error while recording answers does not drop them: nothing is sent twice
 #  5. a message whose lease expired at novu.max_attempts fails, it is not sent again
+#  6. a template that would render for minutes stops at the work limit: that
+#     message fails with the reason, the others of its batch are delivered
 use strict;
 use warnings;
 
@@ -227,5 +229,24 @@ is(scalar @{ NovuTest::control($mocks, 'GET', '/requests?provider=fcm&token=fcm-
 	'the provider never received it again');
 like(NovuTest::query($node, q{SELECT string_agg(detail, '|') FROM novu.execution_details WHERE transaction_id = 'lease-tx'}),
 	qr/Failed after 3 attempts: no answer/, 'the activity log says so');
+
+######################################################################
+# 6. one message whose rendering exceeds the template engine's budget
+
+NovuTest::reset_mocks($mocks);
+$node->safe_psql('postgres', q{SELECT novu.create_workflow('heavy', '[{"type": "push", "title": "t",
+    "content": "{% for i in payload.a %}{% for j in payload.a %}{% if payload.s | upcase == \"\" %}{% endif %}{% endfor %}{% endfor %}"}]')});
+my $t6 = time();
+$node->safe_psql('postgres', q{
+SELECT novu.trigger('heavy', '"bystander"', jsonb_build_object('a', (SELECT jsonb_agg(i) FROM generate_series(1, 300) i),
+                                                            's', repeat('x', 10000)), '{}', 'heavy-tx');
+SELECT novu.trigger('heavy', '"bystander"', jsonb_build_object('a', '[1, 2]', 's', 'light'), '{}', 'light-tx');});
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 2 FROM novu.messages WHERE transaction_id IN ('heavy-tx', 'light-tx')
+    AND status IN ('sent', 'failed')}, 30), 'both messages end');
+diag(sprintf('heavy template handled in %.2f s', time() - $t6));
+like(NovuTest::query($node, q{SELECT status || ': ' || last_error FROM novu.messages WHERE transaction_id = 'heavy-tx'}),
+	qr/^failed: Template error: .*render work limit exceeded/, 'the heavy one fails alone, with the reason');
+is(NovuTest::query($node, q{SELECT status FROM novu.messages WHERE transaction_id = 'light-tx'}), 'sent',
+	'the light one of the same batch is delivered');
 
 done_testing();
