@@ -79,6 +79,12 @@ SELECT credentials ->> 'apiKey' = :'before' AS secret_kept FROM novu.integration
 SELECT novu.update_integration('sec-expo', '{"credentials": {"apiKey": "expo-PLANTED-token-2"}}') #>> '{credentials,apiKey}';
 SELECT credentials ->> 'apiKey' <> :'before' AS resealed, strpos(credentials::text, 'PLANTED') = 0 AS no_clear
   FROM novu.integrations WHERE identifier = 'sec-expo';
+-- the mask that list_integrations shows, given back with the rest, keeps the
+-- stored secret; it is never stored as a secret itself
+SELECT credentials ->> 'apiKey' AS before_mask FROM novu.integrations WHERE identifier = 'sec-expo' \gset
+SELECT novu.update_integration('sec-expo', '{"credentials": {"apiKey": "********"}}') #>> '{credentials,apiKey}' AS shown;
+SELECT credentials ->> 'apiKey' = :'before_mask' AS mask_kept_secret FROM novu.integrations WHERE identifier = 'sec-expo';
+SELECT novu.create_integration('expo', '{"apiKey": "********"}', 'sec-expo-mask');
 -- a certificate or a VAPID public key cannot change alone: the stored private half is never decrypted to check it
 SELECT novu.update_integration('sec-apns-cert', jsonb_build_object('credentials', jsonb_build_object('certificate', :'cert2')));
 SELECT novu.update_integration('sec-webpush', jsonb_build_object('credentials', jsonb_build_object('vapidPublicKey', :'vapid_pub2')));

@@ -284,6 +284,7 @@ integration_get(IntegrationRow *row)
 		/* the decrypted secrets do not outlive the cache entry */
 		explicit_bzero(entry->ig->credentials, VARSIZE(entry->ig->credentials));
 		MemoryContextDelete(entry->ig->context);
+		pfree(entry->ig);
 	}
 
 	old = MemoryContextSwitchTo(cache_context);

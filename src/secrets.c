@@ -756,8 +756,26 @@ visit_seal(SecretWalk *w, const SecretField *f, JsonbContainer *parent, const ch
 		return NULL;
 	}
 
-	w->clear++;
 	old_value = credentials_string(w->old, f->object, f->key);
+
+	/*
+	 * The mask list_integrations shows, given back (an admin tool that reads,
+	 * edits and writes the whole object): the stored secret stays.  It is
+	 * never stored as a secret itself.
+	 */
+	if (strcmp(value, MASK) == 0)
+	{
+		if (old_value != NULL && strcmp(old_value, MASK) != 0)
+			return old_value;
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid credentials for provider \"%s\": %s is the mask " MASK ", not a secret",
+						w->provider_id, field_path(f)),
+				 errdetail("Integrations show their secrets masked; there is no stored %s to keep.", field_path(f)),
+				 errhint("Give the secret itself.")));
+	}
+
+	w->clear++;
 	if (!keyring_current(w->ring, &key, &problem))
 	{
 		bool		kept = old_value != NULL && strcmp(old_value, value) == 0;

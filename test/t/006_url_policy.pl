@@ -31,8 +31,8 @@ my %port = %{ $mocks->{ports} };
 sub lit { my ($s) = @_; $s =~ s/'/''/g; return "'$s'"; }
 sub q1 { return NovuTest::query($node, $_[0]); }
 
-# Set the policy (ALTER SYSTEM + reload), wait until new sessions see it and give the
-# workers time to re-read it.  Never dies, so that on a build without the setting the
+# Set the policy (ALTER SYSTEM + reload), wait until new sessions see it and the
+# workers have re-read it.  Never dies, so that on a build without the setting the
 # attacks below still run (and fail one by one).
 sub set_policy
 {
@@ -42,7 +42,7 @@ sub set_policy
 	return if $rc != 0;
 	$node->reload;
 	NovuTest::wait_for($node, 'SELECT current_setting(\'novu.allowed_private_networks\') = ' . lit($value), 20);
-	sleep 2;    # the workers re-read the configuration at their next turn
+	NovuTest::wait_workers_reloaded($node);
 }
 
 # Trigger workflow "ping" for some subscribers in one transaction.

@@ -57,7 +57,7 @@ sub set_keys
 		  : "ALTER SYSTEM RESET novu.$name;\n";
 	}
 	$n->safe_psql('postgres', $sql . 'SELECT pg_reload_conf();');
-	sleep 1;
+	NovuTest::wait_workers_reloaded($n);
 }
 
 # Trigger the workflow for a subscriber; wait until its messages are final; returns { provider => "status: error" }.

@@ -165,6 +165,22 @@ sub wait_for
 	return 0;
 }
 
+# Wait until every delivery worker has re-read the configuration after a
+# reload: a worker re-reads it at the top of each turn of its loop, so once
+# each has begun two turns since now (its pg_stat_activity state changed), it
+# has.  Returns true if they did within the timeout (default 20 s).
+sub wait_workers_reloaded
+{
+	my ($node, $timeout) = @_;
+	for (1 .. 2)
+	{
+		my $t0 = $node->safe_psql('postgres', 'SELECT pg_catalog.now()');
+		return 0 unless wait_for($node, "SELECT count(*) > 0 AND bool_and(state_change > '$t0'::timestamptz)
+		    FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'", $timeout // 20);
+	}
+	return 1;
+}
+
 # A query's single value.
 sub query
 {
