@@ -56,7 +56,9 @@ function create(ctx) {
 
   // mode: "close" (graceful GOAWAY, in-flight streams finish), "hard" (destroy the sockets),
   // "abandon" (GOAWAY with last-stream-id 0 + {"reason":"Shutdown"}, then destroy: every
-  // in-flight stream is unprocessed and must be retried on a new connection).
+  // in-flight stream is unprocessed and must be retried on a new connection), "error"
+  // (GOAWAY INTERNAL_ERROR whose last-stream-id says every stream may have been
+  // processed, then destroy: their answers are lost; resending one is a duplicate).
   function disconnect(provider, mode) {
     let n = 0;
     const hard = mode !== 'close';
@@ -67,6 +69,9 @@ function create(ctx) {
         try {
           if (mode === 'abandon') {
             s.goaway(http2.constants.NGHTTP2_NO_ERROR, 0, Buffer.from('{"reason":"Shutdown"}'));
+            setTimeout(() => { try { s.destroy(); } catch { /* gone */ } }, 50);
+          } else if (mode === 'error') {
+            s.goaway(http2.constants.NGHTTP2_INTERNAL_ERROR, 2147483647);
             setTimeout(() => { try { s.destroy(); } catch { /* gone */ } }, 50);
           } else if (hard) s.destroy();
           else s.close();
@@ -129,7 +134,8 @@ function create(ctx) {
       }
       case 'GET /stats': return [200, stats()];
       case 'POST /disconnect': {
-        const mode = q.get('abandon') === '1' ? 'abandon' : q.get('hard') === '1' ? 'hard' : 'close';
+        const mode = q.get('abandon') === '1' ? 'abandon' : q.get('error') === '1' ? 'error'
+          : q.get('hard') === '1' ? 'hard' : 'close';
         return [200, { ok: true, closed: disconnect(q.get('provider'), mode) }];
       }
       case 'POST /oauth/revoke': { const n = ctx.accessTokens.size; ctx.accessTokens.clear(); return [200, { ok: true, revoked: n }]; }
