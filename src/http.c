@@ -368,37 +368,6 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address
 	return fd;
 }
 
-/*
- * curl's read callback: the request body, handed out once.  With POSTFIELDS
- * curl may resend a request on its own (a reused connection that died before
- * any answer, a refused stream): the provider may already have processed it,
- * and the extension would never know it went out twice.  A body read once
- * cannot be rewound (seek_cb), so such a resend fails the transfer instead,
- * and the extension retries it as an attempt it records (DESIGN 4).
- */
-static size_t
-read_cb(char *buffer, size_t size, size_t nitems, void *arg)
-{
-	HttpRequest *req = arg;
-	size_t		n = Min(size * nitems, req->body_len - req->body_sent);
-
-	if (n > 0)
-		memcpy(buffer, req->body + req->body_sent, n);
-	req->body_sent += n;
-	return n;
-}
-
-/* curl's seek callback: a body already handed out is never sent again (see read_cb). */
-static int
-seek_cb(void *arg, curl_off_t offset, int origin)
-{
-	HttpRequest *req = arg;
-
-	if (origin == SEEK_SET && offset == 0 && req->body_sent == 0)
-		return CURL_SEEKFUNC_OK;
-	return CURL_SEEKFUNC_CANTSEEK;
-}
-
 /* An easy handle from the free list, reset, or a new one. */
 static CURL *
 easy_get(void)
@@ -457,13 +426,7 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers);
 	curl_easy_setopt(h, CURLOPT_POST, 1L);
-	if (req->body == NULL)
-		req->body = "";
-	req->body_sent = 0;
-	curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
-	curl_easy_setopt(h, CURLOPT_READDATA, req);
-	curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, seek_cb);
-	curl_easy_setopt(h, CURLOPT_SEEKDATA, req);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
 	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, req);
@@ -866,9 +829,6 @@ http_transport_error(HttpRequest *req)
 {
 	if (req->policy_refused)
 		return pstrdup(req->error);
-	if (req->result == CURLE_SEND_FAIL_REWIND)
-		return pstrdup("the connection closed before the answer arrived (the provider may have received the request; "
-					   "it is sent again as a new attempt, never silently by the HTTP layer)");
 	if (req->error[0] != '\0')
 		return psprintf("%s (%s)", curl_easy_strerror(req->result), req->error);
 	return pstrdup(curl_easy_strerror(req->result));

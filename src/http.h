@@ -45,7 +45,6 @@ typedef struct HttpRequest
 	HttpPool   *pool;
 	bool		done;
 	int			sockets_opened; /* connections this transfer opened */
-	size_t		body_sent;		/* bytes of body handed to curl (read_cb) */
 	char		refused[NETPOLICY_WHY_LEN]; /* the last address the policy refused */
 } HttpRequest;
 
