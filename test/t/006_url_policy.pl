@@ -53,13 +53,7 @@ sub trigger
 }
 
 # The message of a transaction to one device token, as a hash (empty if none).
-sub msg
-{
-	my ($tx, $token) = @_;
-	my $r = q1('SELECT row_to_json(m) FROM novu.messages m WHERE transaction_id = ' . lit($tx)
-		  . ' AND device_token = ' . lit($token) . ' ORDER BY id LIMIT 1');
-	return $r eq '' ? {} : NovuTest::decode($r);
-}
+sub msg { return NovuTest::message($node, @_); }
 
 # Wait until the message of a transaction to a token is final (sent/failed) or has been retried.
 sub wait_settled

@@ -188,6 +188,16 @@ sub query
 	return $node->safe_psql('postgres', $sql);
 }
 
+# The message of a transaction to one device token, as a hash (empty if none).
+sub message
+{
+	my ($node, $tx, $token) = @_;
+	my $lit = sub { my $v = shift; $v =~ s/'/''/g; "'$v'" };
+	my $r = query($node, 'SELECT row_to_json(m) FROM novu.messages m WHERE transaction_id = ' . $lit->($tx)
+		  . ' AND device_token = ' . $lit->($token) . ' ORDER BY id LIMIT 1');
+	return $r eq '' ? {} : decode($r);
+}
+
 # Decode JSON text (for values read with query()).
 sub decode { return $json->decode($_[0]); }
 
