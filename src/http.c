@@ -368,6 +368,25 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address
 	return fd;
 }
 
+/*
+ * curl's pre-request callback, called each time curl is about to send the
+ * request on a connection.  A second call means curl is resending it on its
+ * own: the connection it was sent on broke before any answer (curl 7.88 then
+ * resends "on a fresh connect", GOAWAY or reset alike), and the provider may
+ * well have processed it.  That resend is refused: the transfer fails, and
+ * the message is retried by the extension as a recorded attempt.  So a request
+ * reaches the provider at most once per attempt the extension records.  Never
+ * ereports: curl is on the stack.
+ */
+static int
+prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+		  int conn_primary_port, int conn_local_port)
+{
+	HttpRequest *req = clientp;
+
+	return ++req->sends > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+}
+
 /* An easy handle from the free list, reset, or a new one. */
 static CURL *
 easy_get(void)
@@ -411,6 +430,7 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	req->apns_id = NULL;
 	req->policy_refused = false;
 	req->sockets_opened = 0;
+	req->sends = 0;
 	req->refused[0] = '\0';
 
 	curl_easy_setopt(h, CURLOPT_PRIVATE, req);
@@ -424,6 +444,8 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
 	curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, req);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, prereq_cb);
+	curl_easy_setopt(h, CURLOPT_PREREQDATA, req);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers);
 	curl_easy_setopt(h, CURLOPT_POST, 1L);
 	curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
@@ -508,6 +530,12 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 		req->policy_refused = true;
 		snprintf(req->error, CURL_ERROR_SIZE,
 				 "address %s refused by the outbound URL policy (novu.allowed_private_networks)", req->refused);
+	}
+	else if (result == CURLE_ABORTED_BY_CALLBACK && req->sends > 1)
+	{
+		/* prereq_cb refused curl's own resend */
+		snprintf(req->error, CURL_ERROR_SIZE,
+				 "connection lost before the answer; the provider may have received the request");
 	}
 	else if (result == CURLE_UNSUPPORTED_PROTOCOL)
 	{
@@ -827,7 +855,7 @@ http_request_free(HttpRequest *req)
 char *
 http_transport_error(HttpRequest *req)
 {
-	if (req->policy_refused)
+	if (req->policy_refused || (req->result == CURLE_ABORTED_BY_CALLBACK && req->sends > 1))
 		return pstrdup(req->error);
 	if (req->error[0] != '\0')
 		return psprintf("%s (%s)", curl_easy_strerror(req->result), req->error);

@@ -45,6 +45,7 @@ typedef struct HttpRequest
 	HttpPool   *pool;
 	bool		done;
 	int			sockets_opened; /* connections this transfer opened */
+	int			sends;			/* times curl was about to send it (see prereq_cb) */
 	char		refused[NETPOLICY_WHY_LEN]; /* the last address the policy refused */
 } HttpRequest;
 

@@ -14,7 +14,7 @@ log() { printf '== %s\n' "$*" >&2; }
 
 # Install the Debian packages the build, the tests and the mocks use.
 ensure_packages() {
-    local pkgs="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev
+    local pkgs="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libnghttp2-dev libssl-dev
                 make gcc openssl nodejs libipc-run-perl curl ca-certificates zlib1g-dev"
     local missing=""
     for p in $pkgs; do

@@ -94,6 +94,15 @@ const server = http2.createSecureServer({
   settings: { maxConcurrentStreams: 1000 },
   maxSessionMemory: 1000,
 }, handle);
+if (process.env.FASTMOCK_DEBUG) {
+  server.on('session', (s) => {
+    s.on('error', (e) => console.error('session error', e.code, e.message));
+    s.on('frameError', (t, c, id) => console.error('frameError', t, c, id));
+    s.on('goaway', (c, l) => console.error('goaway received', c, l));
+    s.on('close', () => console.error('session close'));
+  });
+  server.on('sessionError', (e) => console.error('sessionError', e.code, e.message));
+}
 server.listen(port, '127.0.0.1', () => {
   if (plainPort) {
     const plain = http.createServer({ keepAlive: true }, handle);
