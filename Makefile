@@ -4,14 +4,14 @@
 #   bash test/run-tests.sh          everything, from a fresh machine (see README)
 
 EXTENSION = novu
-EXTVERSION = 0.4.0
+EXTVERSION = 0.5.0
 
 MODULE_big = novu
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
 DATA = $(wildcard sql/novu--*.sql)
 
-REGRESS = setup template crypto integrations secrets subscribers credentials url_policy workflows trigger provider_safety import limits security roles upgrade
+REGRESS = setup template crypto integrations secrets subscribers credentials url_policy workflows trigger provider_safety import limits queue_stats security roles upgrade
 ISOLATION = concurrent_identify concurrent_trigger workflow_cache
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell curl-config --cflags) -DNOVU_EXTVERSION=\"$(EXTVERSION)\"

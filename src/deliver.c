@@ -963,8 +963,13 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 	{
 		long		next_due = -1;
 		int			fanned = 0;
-		int			n = claim_and_send(claim_limit, &next_due, poke || *fanout_more, &fanned);
-		Size		bytes = queue_last_claim_bytes();
+		int			n;
+		Size		bytes;
+
+		/* plans on statistics that still see an empty queue are the slow ones */
+		(void) queue_refresh_stats();
+		n = claim_and_send(claim_limit, &next_due, poke || *fanout_more, &fanned);
+		bytes = queue_last_claim_bytes();
 
 		*fanout_more = (fanned > 0);
 		handled += n + fanned;

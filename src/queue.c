@@ -36,6 +36,7 @@ static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr integrations_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr housekeeping_plan = NULL;
+static SPIPlanPtr refresh_stats_plan = NULL;
 static SPIPlanPtr claim_receipts_plan = NULL;
 static SPIPlanPtr record_receipts_plan = NULL;
 
@@ -647,4 +648,32 @@ novu_housekeeping(void)
 	if (SPI_execute_plan(housekeeping_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "novu: housekeeping failed");
 	novu_end_work();
+}
+
+/*
+ * Keep the queue tables' statistics up with a burst, at most once a second:
+ * novu._refresh_queue_stats() analyzes events or deliveries when they hold
+ * far more live rows than their statistics say (a queue vacuumed while empty
+ * looks empty to the planner until the next autovacuum ANALYZE, and the
+ * claim's joins were then planned as scans of the whole table per row).
+ * Returns the number of tables analyzed.
+ */
+int
+queue_refresh_stats(void)
+{
+	static TimestampTz last = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	int			analyzed = 0;
+	bool		isnull;
+
+	if (last != 0 && !TimestampDifferenceExceeds(last, now, 1000))
+		return 0;
+	last = now;
+	novu_begin_work("novu: checking the queue statistics");
+	novu_prepare_once(&refresh_stats_plan, "SELECT novu._refresh_queue_stats()", 0, NULL);
+	if (SPI_execute_plan(refresh_stats_plan, NULL, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "novu: checking the queue statistics failed");
+	analyzed = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	novu_end_work();
+	return isnull ? 0 : analyzed;
 }

@@ -73,6 +73,7 @@ extern void queue_record(ResultBatch *rb);
 extern int	queue_claim_receipts(int limit, int lease_ms, ReceiptRow **rows);
 extern void queue_record_receipts(ResultBatch *rb);
 extern void novu_housekeeping(void);
+extern int	queue_refresh_stats(void);
 
 /* worker.c / deliver.c */
 extern void novu_begin_work(const char *activity);
