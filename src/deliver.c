@@ -976,6 +976,13 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 		last_claim_full = (n >= claim_limit);
 
 		/*
+		 * More is waiting than this worker takes at once: a commit woke only
+		 * this one, so wake another rather than let it sleep until its poll.
+		 */
+		if (*fanout_more || last_claim_full)
+			novu_wake_other_worker();
+
+		/*
 		 * Memory stays bounded however large the events: while a claim holds
 		 * more event data than the budget, the next one takes fewer rows.
 		 */

@@ -141,6 +141,34 @@ novu_wake_workers(void)
 	SetLatch(live[turn % nlive]);
 }
 
+/*
+ * Wake one other live delivery worker, in turn (a worker calls this when it
+ * found more work than it can take at once: a commit wakes only one worker,
+ * and the others would otherwise sleep until their poll with work waiting).
+ */
+void
+novu_wake_other_worker(void)
+{
+	Latch	   *live[NOVU_MAX_WORKERS];
+	int			nlive = 0;
+	uint64		turn;
+	int			i;
+
+	if (novu_shared == NULL)
+		return;
+	for (i = 0; i < NOVU_MAX_WORKERS; i++)
+	{
+		Latch	   *latch = novu_shared->worker_latch[i];
+
+		if (latch != NULL && latch != MyLatch)
+			live[nlive++] = latch;
+	}
+	if (nlive == 0)
+		return;
+	turn = pg_atomic_fetch_add_u64(&novu_shared->wakeups, 1);
+	SetLatch(live[turn % nlive]);
+}
+
 /* Publish (or, with NULL, withdraw) a worker's latch in its slot. */
 void
 novu_set_worker_latch(int slot, Latch *latch)

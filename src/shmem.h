@@ -26,6 +26,7 @@ extern void novu_shmem_init(void);
 extern void novu_register_xact_callback(void);
 extern void novu_wake_workers_at_commit(void);
 extern void novu_wake_workers(void);
+extern void novu_wake_other_worker(void);
 extern void novu_set_worker_latch(int slot, Latch *latch);
 extern int	novu_live_worker_pids(int32 *pids, uint32 *generation);
 
