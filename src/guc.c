@@ -12,7 +12,7 @@
 #include "novu.h"
 
 char	   *novu_database_name = NULL;
-int			novu_workers = 1;
+int			novu_workers = 2;
 int			novu_batch_size = 500;
 int			novu_poll_interval = 1000;
 int			novu_request_timeout = 10000;
@@ -42,7 +42,7 @@ novu_define_gucs(void)
 							"Number of delivery worker processes.",
 							NULL,
 							&novu_workers,
-							1, 0, 64,
+							2, 0, 64,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

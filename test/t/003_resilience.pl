@@ -298,8 +298,8 @@ my $NOVU_ERROR = qr/^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:ERROR|FATAL|PANIC):/;
 	diag(sprintf('three workers: 1000 messages in %.1f s, shared %s', $took, $share));
 
 	$node->safe_psql('postgres', q{ALTER SYSTEM RESET novu.workers; ALTER SYSTEM RESET novu.batch_size; SELECT pg_reload_conf();});
-	ok(poll_until($node, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}, 20),
-		'three workers: back to one worker on reload');
+	ok(poll_until($node, q{SELECT count(*) = current_setting('novu.workers')::int FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}, 20),
+		'three workers: back to the default number of workers on reload');
 }
 
 ######################################################################
