@@ -32,6 +32,7 @@
 #include "pgstat.h"
 #include "storage/fd.h"
 #include "storage/latch.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -94,6 +95,15 @@ static WaitEvent *wait_events = NULL;	/* room for every event of wait_set */
 static int	wait_set_size = 0;
 static bool wait_set_stale = true;
 
+/* The requests handed to curl, by easy handle (see http_stream_refused). */
+typedef struct ActiveEntry
+{
+	CURL	   *easy;
+	HttpRequest *req;
+} ActiveEntry;
+
+static HTAB *active_requests = NULL;
+
 /* Set when a wait saw MyLatch set (the latch is reset here; see http_wait). */
 bool		novu_wakeup_pending = false;
 
@@ -102,11 +112,17 @@ void
 http_init(void)
 {
 	static bool initialized = false;
+	HASHCTL		ctl;
 
 	if (initialized)
 		return;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		elog(ERROR, "novu: curl_global_init failed");
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(CURL *);
+	ctl.entrysize = sizeof(ActiveEntry);
+	ctl.hcxt = TopMemoryContext;
+	active_requests = hash_create("novu requests in curl", 512, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	initialized = true;
 }
 
@@ -371,12 +387,13 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address
 /*
  * curl's pre-request callback, called each time curl is about to send the
  * request on a connection.  A second call means curl is resending it on its
- * own: the connection it was sent on broke before any answer (curl 7.88 then
+ * own: the connection it was sent on broke before any answer (curl then
  * resends "on a fresh connect", GOAWAY or reset alike), and the provider may
  * well have processed it.  That resend is refused: the transfer fails, and
- * the message is retried by the extension as a recorded attempt.  So a request
- * reaches the provider at most once per attempt the extension records.  Never
- * ereports: curl is on the stack.
+ * the message is retried by the extension as a recorded attempt.  A stream
+ * the server refused (http_stream_refused) was not processed, and its resend
+ * goes on.  So a request reaches the provider at most once per attempt the
+ * extension records.  Never ereports: curl is on the stack.
  */
 static int
 prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
@@ -384,7 +401,31 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 {
 	HttpRequest *req = clientp;
 
-	return ++req->sends > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+	if (req->sends++ == 0)
+		return CURL_PREREQFUNC_OK;
+	if (req->stream_refused)
+	{
+		req->stream_refused = false;
+		return CURL_PREREQFUNC_OK;
+	}
+	return CURL_PREREQFUNC_ABORT;
+}
+
+/*
+ * The server refused a stream of ours (RST_STREAM(REFUSED_STREAM), or above a
+ * GOAWAY's last-stream-id): called by nghttp2_hooks.c from inside curl, with
+ * the easy handle, which may be another curl user's.  Never ereports.
+ */
+void
+http_stream_refused(void *easy)
+{
+	ActiveEntry *entry;
+
+	if (active_requests == NULL)
+		return;
+	entry = hash_search(active_requests, &easy, HASH_FIND, NULL);
+	if (entry != NULL)
+		entry->req->stream_refused = true;
 }
 
 /* An easy handle from the free list, reset, or a new one. */
@@ -431,6 +472,7 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	req->policy_refused = false;
 	req->sockets_opened = 0;
 	req->sends = 0;
+	req->stream_refused = false;
 	req->refused[0] = '\0';
 
 	curl_easy_setopt(h, CURLOPT_PRIVATE, req);
@@ -483,6 +525,7 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 
 	if (curl_multi_add_handle(pool->multi, h) != CURLM_OK)
 		elog(ERROR, "novu: curl_multi_add_handle failed");
+	((ActiveEntry *) hash_search(active_requests, &h, HASH_ENTER, NULL))->req = req;
 	pool->active++;
 }
 
@@ -559,6 +602,7 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 		snprintf(req->error, CURL_ERROR_SIZE, "HTTP/2 was not negotiated (APNs requires it)");
 	}
 	curl_multi_remove_handle(pool->multi, h);
+	(void) hash_search(active_requests, &h, HASH_REMOVE, NULL);
 	req->easy = NULL;
 	req->done = true;
 	easy_put(h);

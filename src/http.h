@@ -46,12 +46,14 @@ typedef struct HttpRequest
 	bool		done;
 	int			sockets_opened; /* connections this transfer opened */
 	int			sends;			/* times curl was about to send it (see prereq_cb) */
+	bool		stream_refused; /* the server refused its stream: not processed */
 	char		refused[NETPOLICY_WHY_LEN]; /* the last address the policy refused */
 } HttpRequest;
 
 extern bool novu_wakeup_pending;
 
 extern void http_init(void);
+extern void http_stream_refused(void *easy);
 extern HttpPool *http_pool_create(void);
 extern void http_pool_destroy(HttpPool *pool);
 extern HttpRequest *http_request_new(const char *url);
