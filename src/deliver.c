@@ -303,8 +303,8 @@ integration_get(IntegrationRow *row)
 		memcpy(ig->credentials, row->credentials, VARSIZE(row->credentials));
 	}
 	ig->updated_at = pstrdup(row->updated_at);
-	ig->pool = http_pool_create();
 	ig->ops = provider_lookup(row->provider_id);
+	ig->pool = http_pool_create(ig->ops != NULL && ig->ops->warm_up);
 	if (entry->secrets_failed)
 	{
 		ig->config_error = psprintf("cannot decrypt its secrets: %s", error);

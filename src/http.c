@@ -7,7 +7,7 @@
  * binds a connection to one provider token, so two apps of one team must not
  * share one.  HTTP/2 transfers of a pool are multiplexed on a connection
  * (CURLPIPE_MULTIPLEX + PIPEWAIT) and connections per host are bounded, which
- * bounds the requests in flight; beyond HTTP_MAX_ACTIVE a pool's requests wait
+ * bounds the requests in flight; beyond pool_capacity() a pool's requests wait
  * in order.  curl is driven event by event (curl_multi_socket_action): it
  * tells us which sockets to watch and when its next timeout falls, and is
  * called only for the sockets that are ready, so the cost of a wake-up does
@@ -63,7 +63,7 @@ struct HttpPool
 	CURLM	   *multi;
 	int			in_flight;		/* submitted and not finished */
 	int			active;			/* handed to curl */
-	HttpRequest **waiting;		/* submitted beyond HTTP_MAX_ACTIVE, oldest first */
+	HttpRequest **waiting;		/* submitted beyond pool_capacity(), oldest first */
 	int			nwaiting;
 	int			waiting_cap;
 	int			fds;			/* external file descriptors reserved for it */
@@ -71,6 +71,8 @@ struct HttpPool
 	int			nsocks;
 	TimestampTz timer_at;		/* when curl wants its timeout action; 0: none */
 	uint32		policy_generation;	/* netpolicy_generation its connections were opened under */
+	bool		warm_up;		/* one request first on a new connection (see pool_capacity) */
+	bool		warm;			/* a request got an answer on its open connection */
 };
 
 static HttpPool **pools = NULL;
@@ -138,6 +140,23 @@ grow(void *array, int *cap, int n, Size elem)
 	return repalloc(array, *cap * elem);
 }
 
+/*
+ * How many of a pool's requests curl may have at once.  A warm-up pool (APNs
+ * token auth: a new connection allows one stream until a request
+ * authenticated it) has one request in curl's hands until an answer came on
+ * its connection, then as many as one connection carries, so curl never opens
+ * a second, cold connection beside it: curl sends before it reads the
+ * server's SETTINGS, and each stream the server refused closes the connection
+ * it came on (libcurl 7.88), so the resends met cold connections again.
+ */
+static int
+pool_capacity(HttpPool *pool)
+{
+	if (!pool->warm_up)
+		return HTTP_MAX_ACTIVE;
+	return pool->warm ? HTTP_MAX_STREAMS : 1;
+}
+
 /* curl's socket callback: remember which sockets to watch, for what. */
 static int
 socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
@@ -154,6 +173,8 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 			pool->socks[i] = pool->socks[--pool->nsocks];
 			wait_set_stale = true;
 		}
+		if (pool->nsocks == 0)
+			pool->warm = false;	/* its connection is gone: the next one starts cold */
 		return 0;
 	}
 	if (i == pool->nsocks)
@@ -193,7 +214,8 @@ pool_open_multi(HttpPool *pool)
 		elog(ERROR, "novu: curl_multi_init failed");
 	pool->policy_generation = netpolicy_generation;
 	curl_multi_setopt(pool->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
-	curl_multi_setopt(pool->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) pool->fds);
+	/* a warm-up pool keeps to one connection: a second one would start cold */
+	curl_multi_setopt(pool->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) (pool->warm_up ? 1 : pool->fds));
 	curl_multi_setopt(pool->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) pool->fds);
 	curl_multi_setopt(pool->multi, CURLMOPT_MAXCONNECTS, (long) pool->fds);
 	/* streams per connection (the server may allow fewer) */
@@ -217,16 +239,18 @@ pool_renew(HttpPool *pool)
 	pool->multi = NULL;
 	pool->nsocks = 0;
 	pool->timer_at = 0;
+	pool->warm = false;
 	wait_set_stale = true;
 	pool_open_multi(pool);
 }
 
 /* A new pool: its own connections, at most HTTP_MAX_HOST_CONNS per host. */
 HttpPool *
-http_pool_create(void)
+http_pool_create(bool warm_up)
 {
 	HttpPool   *pool = MemoryContextAllocZero(TopMemoryContext, sizeof(HttpPool));
 
+	pool->warm_up = warm_up;
 	/* curl's sockets are invisible to fd.c: reserve room for them */
 	while (pool->fds < HTTP_MAX_HOST_CONNS && AcquireExternalFD())
 		pool->fds++;
@@ -545,7 +569,7 @@ http_submit(HttpPool *pool, HttpRequest *req)
 	/* after a policy change, new transfers wait until the old connections are idle */
 	if (pool->policy_generation != netpolicy_generation && pool->active == 0)
 		pool_renew(pool);
-	if (pool->active < HTTP_MAX_ACTIVE && pool->policy_generation == netpolicy_generation)
+	if (pool->active < pool_capacity(pool) && pool->policy_generation == netpolicy_generation)
 	{
 		start_transfer(pool, req);
 		return;
@@ -601,6 +625,8 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 		req->result = CURLE_HTTP2;
 		snprintf(req->error, CURL_ERROR_SIZE, "HTTP/2 was not negotiated (APNs requires it)");
 	}
+	if (req->status > 0 && pool->nsocks > 0)
+		pool->warm = true;		/* an answer came: the connection is open for more */
 	curl_multi_remove_handle(pool->multi, h);
 	(void) hash_search(active_requests, &h, HASH_REMOVE, NULL);
 	req->easy = NULL;
@@ -624,7 +650,7 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 	}
 	if (pool->nwaiting > 0)
 	{
-		int			k = Min(pool->nwaiting, HTTP_MAX_ACTIVE - pool->active);
+		int			k = Max(Min(pool->nwaiting, pool_capacity(pool) - pool->active), 0);
 		int			i;
 
 		for (i = 0; i < k; i++)

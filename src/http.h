@@ -54,7 +54,7 @@ extern bool novu_wakeup_pending;
 
 extern void http_init(void);
 extern void http_stream_refused(void *easy);
-extern HttpPool *http_pool_create(void);
+extern HttpPool *http_pool_create(bool warm_up);
 extern void http_pool_destroy(HttpPool *pool);
 extern HttpRequest *http_request_new(const char *url);
 extern HttpRequest *http_request_keep(HttpRequest *req);

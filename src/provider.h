@@ -77,12 +77,15 @@ typedef struct Integration
  * sure a usable access token exists (it may perform a request of its own).
  * check() runs before build() on each message: false (with *reason) fails
  * that message alone, e.g. a token or an override stored by an older version
- * that breaks provider_rules.c.
+ * that breaks provider_rules.c.  warm_up: the server allows one stream on a
+ * new connection until a request has authenticated it (APNs token auth), so
+ * its pool sends one request first (http.c).
  */
 typedef struct ProviderOps
 {
 	const char *provider_id;
 	int			max_batch;
+	bool		warm_up;
 	bool		(*prepare) (Integration *ig, char **error);
 	bool		(*authorize) (Integration *ig, bool force, Outcome *failure, char **error);
 	bool		(*check) (Integration *ig, Message *m, char **reason);

@@ -367,6 +367,7 @@ apns_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 const ProviderOps apns_provider = {
 	.provider_id = "apns",
 	.max_batch = 1,
+	.warm_up = true,
 	.prepare = apns_prepare,
 	.authorize = apns_authorize,
 	.check = novu_message_check,

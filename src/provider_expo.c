@@ -330,6 +330,7 @@ expo_receipt(Jsonb *body, const char *id, Outcome *outcome, char **reason)
 const ProviderOps expo_provider = {
 	.provider_id = "expo",
 	.max_batch = 100,
+	.warm_up = false,
 	.prepare = expo_prepare,
 	.authorize = expo_authorize,
 	.check = novu_message_check,

@@ -421,6 +421,7 @@ fcm_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 const ProviderOps fcm_provider = {
 	.provider_id = "fcm",
 	.max_batch = 1,
+	.warm_up = false,
 	.prepare = fcm_prepare,
 	.authorize = fcm_authorize,
 	.check = novu_message_check,
