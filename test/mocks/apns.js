@@ -155,6 +155,9 @@ function create(ctx, { env, auth }) {
     const session = stream.session;
     const state = session[STATE];
     Object.assign(entry, C.bodyForLog(body), { bodyBytes: size });
+    // counted as received whatever is answered: the request has arrived, body and all
+    const path0 = headers[':path'] || '';
+    if (path0.startsWith('/3/device/')) rec.receive('apns', path0.slice('/3/device/'.length));
     const reqId = headers['apns-id'];
     const apnsId = typeof reqId === 'string' && UUID_RE.test(reqId) ? reqId : C.seqUuid(0xa9).toLowerCase();
 
@@ -286,6 +289,16 @@ function create(ctx, { env, auth }) {
           { 'content-type': 'text/html', location: `https://${headers[':authority']}${headers[':path']}` });
       default:
     }
+
+    // faults under load (config.faults), on requests that would otherwise be delivered
+    const fault = st.kind === 'ok' ? C.faultFor(ctx, 'apns', entry, stream) : null;
+    if (fault === 'held') return;                  // its connection is breaking (drop, goaway)
+    if (fault === 'reset') {
+      rec.finish(entry, 'reset', {}, null);
+      try { stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR); } catch { /* gone */ }
+      return;
+    }
+    if (fault === 'slow') await C.sleep(ctx.config.faults.slowMs);
 
     // success: 200, empty body (a client gone during a delay is not a delivery)
     if (stream.destroyed || stream.closed) return rec.finish(entry, 'aborted', {}, null);

@@ -145,6 +145,10 @@ class Recorder {
     this.seq = 0;
     this.stats = {};     // provider -> {requests, byStatus:{}}
     this.accepted = {};  // provider -> {token: count}
+    // provider -> {token: count}: every request received with its body complete, whatever was
+    // answered (or not). Kept apart from the log, so logLimit never makes a count wrong.
+    this.received = {};
+    this.faults = {};    // provider -> {requests, injected, byKind:{}}: see faultFor()
   }
   clearLog() { this.entries = []; this.dropped = 0; }
   begin(provider, fields, limit) {
@@ -168,6 +172,14 @@ class Recorder {
   accept(provider, token) {
     const m = this.accepted[provider] || (this.accepted[provider] = {});
     m[token] = (m[token] || 0) + 1;
+  }
+  receive(provider, token) {
+    if (typeof token !== 'string' || token === '') return;
+    const m = this.received[provider] || (this.received[provider] = {});
+    m[token] = (m[token] || 0) + 1;
+  }
+  faultStats(provider) {
+    return this.faults[provider] || (this.faults[provider] = { requests: 0, injected: 0, byKind: {} });
   }
 }
 
@@ -299,6 +311,7 @@ function trackConnections(server, ctx) {
     ctx.sessions.add(session);
     session.on('close', () => ctx.sessions.delete(session));
     session.on('error', () => {});
+    watchArrivals(session);
   });
   server.on('secureConnection', (sock) => {
     if (sock.alpnProtocol !== 'h2') sock[CONN] = nextConnId();
@@ -360,6 +373,116 @@ function bodyForLog(buf) {
   const text = buf.toString('utf8');
   if (!Buffer.from(text, 'utf8').equals(buf)) return { body: null, bodyBase64: buf.toString('base64') };
   try { return { body: JSON.parse(text), bodyText: text }; } catch { return { body: null, bodyText: text }; }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults under load (config.faults, README "Faults under load"). Every Nth request of a provider
+// that reaches the point where it would be delivered gets the next fault kind in turn:
+//   goaway - GOAWAY(NO_ERROR) whose last-stream-id is below this stream: this stream and every
+//            later one on the connection are refused, unprocessed; earlier ones are answered;
+//   reset  - RST_STREAM(INTERNAL_ERROR) on this stream only;
+//   drop   - the request is processed, then the connection is destroyed: its answer and the
+//            answers of every other request in flight on it are lost;
+//   slow   - the answer comes after faults.slowMs (longer than the client's timeout).
+// goaway and drop break a connection, and a request the client wrote before it learnt of the
+// break but that the server never read is an attempt the mock never saw. So the break waits
+// until the connection is quiet: from the fault on, requests reaching the delivery point on it
+// are held unanswered, and the break happens once no new stream arrived for faults.quietMs and
+// no stream is still receiving its body (at the latest after faults.holdMaxMs). The client
+// cannot open more than its stream limit meanwhile, so the connection does go quiet, and what
+// it sent has arrived and been counted (received) before the break. A client that opens a new
+// stream in the instant of the break still crosses it: Node's HTTP/2 (nghttp2) ignores new
+// streams once it sent GOAWAY and shows nothing of bytes read after a destroy, so such a
+// request is never counted (never counted twice either). On HTTP/1.1 (one request per
+// connection) both kinds just close the connection.
+// ---------------------------------------------------------------------------------------------
+const FAULT_KINDS = ['goaway', 'reset', 'drop', 'slow'];
+const ARRIVALS = Symbol('arrivals');
+const BREAK = Symbol('pendingBreak');
+
+// When the last stream of a session arrived, how many are open and how many still read a body.
+function watchArrivals(session) {
+  const a = session[ARRIVALS] = { last: 0, open: 0, reading: 0 };
+  session.on('stream', (stream) => {
+    a.last = performance.now();
+    a.open++;
+    a.reading++;
+    let reading = true;
+    const bodyDone = () => { if (reading) { reading = false; a.reading--; } };
+    stream.once('end', bodyDone);
+    stream.once('close', () => { bodyDone(); a.open--; });
+  });
+}
+
+// The fault for this request: null (none), 'held' (its connection is breaking: leave it, the
+// break finishes it), 'close' (HTTP/1.1: close the connection), 'reset' or 'slow'. stream: the
+// request's h2 stream, or null on HTTP/1.1.
+function faultFor(ctx, provider, entry, stream) {
+  const session = stream ? stream.session : null;
+  const b = session ? session[BREAK] : null;
+  if (b) {
+    // below a GOAWAY's last-stream-id a stream is still processed and answered
+    if (b.kind === 'goaway' && stream.id < b.from) return null;
+    entry.fault = `held:${b.kind}`;
+    b.held.push(entry);
+    return 'held';
+  }
+  const f = ctx.config.faults;
+  const every = (f.every && f.every[provider]) || 0;
+  const st = ctx.rec.faultStats(provider);
+  st.requests++;
+  if (!(every > 0) || st.requests % every !== 0 || !f.kinds.length) return null;
+  if (f.max > 0 && st.injected >= f.max) return null;
+  const kind = f.kinds[st.injected % f.kinds.length];
+  st.injected++;
+  st.byKind[kind] = (st.byKind[kind] || 0) + 1;
+  entry.fault = kind;
+  if (kind !== 'goaway' && kind !== 'drop') return kind;
+  if (!session) return 'close';
+  session[BREAK] = { kind, provider, from: stream.id, held: [entry], started: performance.now() };
+  breakWhenQuiet(ctx, session);
+  return 'held';
+}
+
+function breakWhenQuiet(ctx, session) {
+  const f = ctx.config.faults;
+  const b = session[BREAK];
+  const a = session[ARRIVALS];
+  if (session.destroyed) {
+    for (const e of b.held) ctx.rec.finish(e, 'aborted', {}, null);
+    return;
+  }
+  const now = performance.now();
+  const quiet = now - a.last >= f.quietMs && a.reading === 0;
+  if (!quiet && now - b.started < f.holdMaxMs) {
+    setTimeout(() => breakWhenQuiet(ctx, session), Math.max(5, f.quietMs / 2));
+    return;
+  }
+  b.broken = true;
+  // the log shows each break: how long it waited, whether the connection had gone quiet
+  const ev = ctx.rec.begin(b.provider, {
+    event: 'break', kind: b.kind, connId: session[CONN], streamId: b.from, held: b.held.length,
+    waitedMs: Math.round(now - b.started), quiet, open: a.open, reading: a.reading,
+  }, ctx.config.logLimit);
+  ctx.rec.finish(ev, b.kind, {}, null);
+  if (b.kind === 'drop') {
+    // processed, never answered
+    for (const e of b.held) ctx.rec.finish(e, 'drop', {}, null);
+    hardClose(session.socket);
+    try { session.destroy(); } catch { /* gone */ }
+    return;
+  }
+  // goaway: the held streams (this one and all later ones) are refused; they did arrive and
+  // stay counted as received. Streams below finish, then the connection is closed.
+  for (const e of b.held) ctx.rec.finish(e, 'refused', {}, null);
+  try { session.goaway(http2.constants.NGHTTP2_NO_ERROR, Math.max(0, b.from - 2)); } catch { /* gone */ }
+  const until = now + f.holdMaxMs;
+  const closeWhenDone = () => {
+    if (session.destroyed) return;
+    if (a.open > 0 && performance.now() < until) { setTimeout(closeWhenDone, 20); return; }
+    try { session.destroy(); } catch { /* gone */ }
+  };
+  setTimeout(closeWhenDone, 20);
 }
 
 // Send a response on a compat request and record it. body: object (JSON), string or Buffer.
@@ -438,6 +561,6 @@ module.exports = {
   parseJson, keysOf, dupKeysOf, isObj,
   b64urlDecode, decodeJwt,
   Recorder, TokenRegistry, parseState,
-  CONN, trackConnections, compatInfo, clientGone, readBody, bodyForLog, sendCompat, abortCompat, hardClose, pairs,
+  CONN, trackConnections, FAULT_KINDS, faultFor, compatInfo, clientGone, readBody, bodyForLog, sendCompat, abortCompat, hardClose, pairs,
   PROXY_502_HTML, REDIRECT_HTML, deepMerge, takeNext, sleep,
 };

@@ -42,7 +42,7 @@ function create(ctx) {
   }
 
   function stats() {
-    const out = { providers: {}, accepted: rec.accepted, logged: rec.entries.length, droppedFromLog: rec.dropped };
+    const out = { providers: {}, accepted: rec.accepted, faults: rec.faults, logged: rec.entries.length, droppedFromLog: rec.dropped };
     for (const p of PROVIDERS) out.providers[p] = rec.stats[p] || { requests: 0, byStatus: {}, events: {} };
     let live = 0;
     const now = C.nowMs();
@@ -116,9 +116,21 @@ function create(ctx) {
         const p = q.get('provider');
         return [200, p ? (rec.accepted[p] || {}) : rec.accepted];
       }
+      case 'GET /received': {
+        const p = q.get('provider');
+        return [200, p ? (rec.received[p] || {}) : rec.received];
+      }
+      case 'GET /faults': {
+        const p = q.get('provider');
+        return [200, p ? rec.faultStats(p) : rec.faults];
+      }
       case 'GET /config': return [200, ctx.config];
       case 'POST /config': {
         checkKeys(body, ctx.defaults, '');
+        const kinds = C.isObj(body.faults) ? body.faults.kinds : undefined;
+        if (kinds !== undefined && !(Array.isArray(kinds) && kinds.every((k) => C.FAULT_KINDS.includes(k)))) {
+          throw new Error(`faults.kinds must be an array of ${C.FAULT_KINDS.join(', ')}`);
+        }
         C.deepMerge(ctx.config, body);
         ctx.applyConfig();
         return [200, ctx.config];

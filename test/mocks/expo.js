@@ -79,6 +79,16 @@ function validateMessage(m, i, cfg) {
   return null;
 }
 
+// The recipients of a send body (a message or an array of them; "to" a token or an array).
+function sendTokens(body) {
+  const out = [];
+  for (const m of Array.isArray(body) ? body : [body]) {
+    if (!C.isObj(m)) continue;
+    for (const t of Array.isArray(m.to) ? m.to : [m.to]) if (typeof t === 'string') out.push(t);
+  }
+  return out;
+}
+
 function create(ctx) {
   const { rec, tokens } = ctx;
   const server = http2.createSecureServer({ ...ctx.tlsOptions(), allowHTTP1: true });
@@ -103,6 +113,8 @@ function create(ctx) {
     else if (ce === 'deflate') { try { buf = zlib.inflateSync(wire); } catch (e) { decodeError = `deflate: ${e.message}`; } }
     else if (ce && ce !== 'identity') decodeError = `unsupported content-encoding "${ce}"`;
     Object.assign(entry, C.bodyForLog(decodeError ? wire : buf), { bodyBytes: wire.length, contentEncoding: ce || null });
+    // each token of a send counts as received, whatever is answered
+    if (req.url.split('?')[0] === SEND) for (const t of sendTokens(entry.body)) rec.receive('expo', t);
 
     const gzipOk = cfg.gzipResponses && /\bgzip\b/i.test(String(req.headers['accept-encoding'] || ''));
     const send = (status, body, headers = {}) => C.sendCompat(rec, req, res, entry, status, headers, body, { gzip: gzipOk && typeof body === 'object' });
@@ -188,7 +200,12 @@ function create(ctx) {
       const code = f.reason || (f.status === 429 ? 'TOO_MANY_REQUESTS' : f.status >= 500 ? 'INTERNAL_SERVER_ERROR' : f.status === 401 ? 'UNAUTHORIZED' : 'VALIDATION_ERROR');
       return send(f.status, requestError(code, `Scripted failure ${f.status}`), h);
     }
-    const delay = Math.max(0, ...states.filter((s) => s.kind === 'slow').map((s) => s.ms));
+    let delay = Math.max(0, ...states.filter((s) => s.kind === 'slow').map((s) => s.ms));
+    // faults under load (config.faults), on sends that would otherwise be delivered
+    const fault = states.every((s) => s.kind === 'ok') ? C.faultFor(ctx, 'expo', entry, req.httpVersionMajor === 2 ? req.stream : null) : null;
+    if (fault === 'held') return;                  // its connection is breaking (drop, goaway)
+    if (fault === 'reset' || fault === 'close') return C.abortCompat(rec, req, entry, fault === 'reset' ? 'reset' : 'drop');
+    if (fault === 'slow') delay = Math.max(delay, ctx.config.faults.slowMs);
     if (delay) await C.sleep(delay);
     if (C.clientGone(req)) return rec.finish(entry, 'aborted', {}, null);
 

@@ -165,6 +165,16 @@ function utf8Len(s) { return typeof s === 'string' ? Buffer.byteLength(s) : 0; }
 
 let msgSeq = 0;
 
+// The key a request is counted under (as in /accepted): its token, or "topic:x"; null if the
+// body names no target.
+function targetKey(body) {
+  const m = C.isObj(body) && C.isObj(body.message) ? body.message : null;
+  if (!m) return null;
+  if (typeof m.token === 'string') return m.token;
+  for (const k of ['topic', 'condition', 'fid']) if (typeof m[k] === 'string') return `${k}:${m[k]}`;
+  return null;
+}
+
 function create(ctx) {
   const { rec, tokens } = ctx;
   const server = http2.createSecureServer({
@@ -191,6 +201,7 @@ function create(ctx) {
     if (ce === 'gzip') { try { buf = zlib.gunzipSync(wire); } catch (e) { decodeError = e.message; } }
     else if (ce && ce !== 'identity') decodeError = `unsupported content-encoding ${ce}`;
     Object.assign(entry, C.bodyForLog(buf), { bodyBytes: wire.length });
+    rec.receive('fcm', targetKey(entry.body));
 
     const send = (status, body, headers = {}) =>
       C.sendCompat(rec, req, res, entry, status, Object.assign({ 'content-type': 'application/json; charset=UTF-8' }, headers), body);
@@ -323,6 +334,12 @@ function create(ctx) {
           { 'content-type': 'text/html', location: `https://${req.headers[':authority'] || req.headers.host}${req.url}` });
       default: // ok and states meant for other providers
     }
+
+    // faults under load (config.faults), on requests that would otherwise be delivered
+    const fault = st.kind === 'ok' ? C.faultFor(ctx, 'fcm', entry, req.httpVersionMajor === 2 ? req.stream : null) : null;
+    if (fault === 'held') return;                  // its connection is breaking (drop, goaway)
+    if (fault === 'reset' || fault === 'close') return C.abortCompat(rec, req, entry, fault === 'reset' ? 'reset' : 'drop');
+    if (fault === 'slow') await C.sleep(cfg.faults.slowMs);
 
     // 10/11. success
     if (C.clientGone(req)) return rec.finish(entry, 'aborted', {}, null);

@@ -8,6 +8,8 @@
 //   selftest-h2.js goaway     PORT CA JWT          one request; reports the response and any GOAWAY
 //   selftest-h2.js noalpn     PORT CA              TLS without ALPN: is the connection closed?
 //   selftest-h2.js certsettings PORT CA CERT KEY   initial SETTINGS on a certificate connection
+//   selftest-h2.js burst      PORT CA JWT N [MS]   one request, then N at once (tokens 00..), each
+//                                                  outcome: status, rst:<code> or lost; after MS ms
 
 const fs = require('fs');
 const http2 = require('http2');
@@ -23,15 +25,17 @@ const HEADERS = (jwt) => ({
   ':method': 'POST', ':path': '/3/device/0123456789abcdef', authorization: `bearer ${jwt}`,
   'apns-topic': 'com.novu.test', 'apns-push-type': 'alert', 'content-type': 'application/json',
 });
-function push(session, jwt) {
+function push(session, jwt, token) {
   return new Promise((resolve) => {
-    const r = session.request(HEADERS(jwt));
+    const h = HEADERS(jwt);
+    if (token) h[':path'] = `/3/device/${token}`;
+    const r = session.request(h);
     let status = null, body = '';
     r.on('response', (h) => { status = h[':status']; });
     r.setEncoding('utf8');
     r.on('data', (d) => { body += d; });
     r.on('error', () => {}); // reported on 'close' with the RST code
-    r.on('close', () => resolve(status === null ? { error: 'closed', rstCode: r.rstCode } : { status, body }));
+    r.on('close', () => resolve(status === null ? { error: 'closed', rstCode: r.rstCode, id: r.id } : { status, body, id: r.id }));
     r.end('{"aps":{"alert":"hi"}}');
   });
 }
@@ -70,6 +74,17 @@ async function main() {
     const res = await push(s, args[0]);
     for (let i = 0; i < 50 && !goaway; i++) await new Promise((r) => setTimeout(r, 20));
     out({ status: res.status, body: res.body, goaway });
+  } else if (cmd === 'burst') {
+    const s = http2.connect(url, { ca });
+    let goaway = null;
+    s.on('goaway', (code, last) => { goaway = { code, lastStreamID: last }; });
+    s.on('error', () => {});
+    await push(s, args[0]);
+    const n = Number(args[1]);
+    const res = await Promise.all(Array.from({ length: n }, (_, i) => push(s, args[0], i.toString(16).padStart(2, '0').repeat(4))));
+    const outcome = res.map((r) => (r.status ? String(r.status) : r.rstCode ? `rst:${r.rstCode}` : 'lost'));
+    await new Promise((r) => setTimeout(r, Number(args[2] || 0)));
+    out({ outcome, ids: res.map((r) => r.id), goaway });
   } else if (cmd === 'noalpn') {
     const sock = tls.connect({ host: '127.0.0.1', port: Number(port), servername: 'localhost', ca });
     let secure = false;

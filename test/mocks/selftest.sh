@@ -649,6 +649,46 @@ sleep 1.2
 eq "control: ... is logged aborted and not counted as accepted" "aborted 0" "$(lastlog apns response.status) $(ctl GET '/accepted?provider=apns' | node -pe "JSON.parse(require('fs').readFileSync(0))['$DT']||0")"
 
 # =============================================================================================
+# per-token received counts and faults under load
+# =============================================================================================
+reset
+cfg '{"logLimit":1}'
+recv() { ctl GET "/received?provider=$1" | node -pe "JSON.parse(require('fs').readFileSync(0))['$2']||0"; }
+tok apns "$DT" 'reset:1'
+apns "$AP" "$DT" --data-binary "$AB"
+tok apns "$DT" dead
+apns "$AP" "$DT" --data-binary "$AB"
+eq "received: counts a request whatever it answered (reset, 410)" "410 2" "$CODE $(recv apns "$DT")"
+expo "$SEND" "[{\"to\":[\"$E1\",\"$E2\"],\"body\":\"b\"},{\"to\":\"$E1\",\"body\":\"c\"}]"
+expo "$SEND" "{\"to\":\"$E1\",\"body\":\"b\"}"
+eq "received: expo counts each token of each send, beyond logLimit" "3 1 1" \
+   "$(recv expo "$E1") $(recv expo "$E2") $(ctl GET /requests | node -pe 'JSON.parse(require("fs").readFileSync(0)).count')"
+eq "config: unknown fault kind -> 400" '"error"' "$(ctl POST /config -d '{"faults":{"kinds":["bogus"]}}' | grep -o '"error"')"
+# burst: one request on a fresh connection, then 6 at once; the 4th request is faulted
+burst() {
+    reset
+    cfg "{\"faults\":{\"every\":{\"apns\":4},\"kinds\":[\"$1\"],\"max\":1,\"slowMs\":300}}"
+    R=$(node "$M/selftest-h2.js" burst "$AP" "$CERTS/ca.pem" "$AJWT" 6 100)
+    FAULTS=$(ctl GET '/faults?provider=apns' | node -pe 'const j=JSON.parse(require("fs").readFileSync(0));j.injected+" "+JSON.stringify(j.byKind)')
+    RECV=$(ctl GET '/received?provider=apns' | node -pe 'const j=JSON.parse(require("fs").readFileSync(0));Object.keys(j).length+" "+Object.values(j).join("")')
+    LOG=$(ctl GET '/requests?provider=apns&events=1' | node -pe 'JSON.parse(require("fs").readFileSync(0)).requests.map(r=>r.event?"break:"+r.held:r.response.status).join()')
+}
+burst goaway
+eq "faults goaway: GOAWAY below received streams, those refused (REFUSED_STREAM)" '200,200,rst:7,rst:7,rst:7,rst:7 5' \
+   "$(js 'j.outcome.join()+" "+j.goaway.lastStreamID' "$R")"
+eq "faults goaway: refused streams count as received; logged refused" '1 {"goaway":1} | 7 1111111 | 200,200,200,refused,refused,refused,refused,break:4' "$FAULTS | $RECV | $LOG"
+burst reset
+eq "faults reset: RST_STREAM(INTERNAL_ERROR) on one stream" '200,200,rst:2,200,200,200' "$(js 'j.outcome.join()' "$R")"
+eq "faults reset: counted as received" '1 {"reset":1} | 7 1111111' "$FAULTS | $RECV"
+burst drop
+eq "faults drop: the connection is destroyed, in-flight answers lost" '200,200 true' \
+   "$(js 'j.outcome.slice(0,2).join()+" "+j.outcome.slice(2).every(o=>!/^2/.test(o))' "$R")"
+eq "faults drop: every request counted as received; logged drop" '1 {"drop":1} | 7 1111111 | 200,200,200,drop,drop,drop,drop,break:4' "$FAULTS | $RECV | $LOG"
+burst slow
+eq "faults slow: answered after slowMs" '200,200,200,200,200,200 | 1 {"slow":1}' "$(js 'j.outcome.join()' "$R") | $FAULTS"
+reset
+
+# =============================================================================================
 # shutdown
 # =============================================================================================
 t0=$(date +%s%N)
