@@ -1,0 +1,252 @@
+# 010_load_faults.pl: a load through each provider while the mocks break
+# connections, and no request reaches a provider more often than the
+# extension recorded an attempt to send it.
+#
+# The issue: a request reaches the provider once per attempt the extension
+# records; at-least-once stays, hidden duplicates go.  The mocks count every
+# request they received, per token, whatever they answered (GET /received),
+# and each message's attempts are novu.deliveries.attempts.
+#
+#  1. No faults, 300 subscribers, each with an APNs, an FCM and an Expo token:
+#     every token is received exactly as often as attempted (once).
+#  2. The load: 2,000 subscribers (6,000 messages, one trigger each) while the
+#     mocks inject a fault into every Nth request they would deliver, the
+#     kinds in turn (test/mocks/README.md, "Faults under load"):
+#       goaway  GOAWAY whose last-stream-id is below streams the mock already
+#               received: those are refused, unprocessed
+#       reset   RST_STREAM on the one stream
+#       drop    the request is processed, then the connection is destroyed:
+#               its answer and those of every request in flight on it are lost
+#       slow    the answer comes after the client's timeout
+#     Every message must end sent (novu.max_attempts is high enough), and no
+#     token may be received more often than attempted: a request curl resends
+#     on its own after a broken connection (libcurl 7.88 does for a refused
+#     stream, and for a request whose connection died before any answer) is
+#     one the mock counts and the extension never recorded.
+#
+# The other direction, an attempt the mock never saw, is no duplicate but
+# cannot be ruled out under faults, so phase 2 checks what can be: a token
+# whose attempts all got an answer was received exactly that often, and any
+# other token at least as often as its attempts that got an answer (each
+# attempt the mock missed ended without one: the history explains it).  Such
+# attempts come from requests crossing a break: the mock holds a breaking
+# connection's requests and breaks it only once no stream arrived for a while,
+# but a stream the client opens in that very instant is still ignored by the
+# server's HTTP/2 library (nghttp2 drops new streams once it sent GOAWAY) or
+# lost with the socket; and from a transfer that timed out before it was
+# written.  The summary prints how many there were.
+#
+# Known (TODO below): APNs opens a connection with one stream allowed until a
+# request authenticates, and refuses the other streams of the first burst with
+# REFUSED_STREAM, unprocessed.  Since the HTTP layer refuses every resend by
+# curl, each of them costs an attempt ("connection lost before the answer; the
+# provider may have received the request") that never reached the provider.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::Bin;
+
+use NovuTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+
+my $CLEAN = 300;    # phase 1 subscribers
+my $N = 2000;       # phase 2 subscribers: one message per provider each
+my @PROVIDERS = qw(apns fcm expo);
+
+my $mocks = NovuTest::start_mocks();
+my $node = NovuTest::new_node('load', $mocks,
+	# a slow answer (3 s) is past the timeout; retries come back quickly
+	'novu.request_timeout' => 2000,
+	'novu.retry_initial_delay' => 200,
+	'novu.retry_max_delay' => 1000,
+	# a message may meet several faults (their number is bounded below)
+	'novu.max_attempts' => 25);
+NovuTest::create_integrations($node, $mocks);
+$node->safe_psql('postgres', q{SELECT novu.create_workflow('load', '[{"type": "push",
+    "title": "Load {{payload.n}}", "content": "for {{subscriber.firstName}}"}]')});
+
+my %ig = (apns => 'apns-mock', fcm => 'fcm-mock', expo => 'expo-mock');
+
+# Subscribers $prefix-1 .. $prefix-$n, each with a token of every provider
+# (named after the prefix and the number), and one trigger each, in one
+# transaction, transaction ids $prefix-<i>.
+sub trigger_load
+{
+	my ($prefix, $n) = @_;
+	my %token_sql = (
+		apns => qq{lpad(to_hex(i), 60, '0') || '$prefix'},
+		fcm => qq{'fcm-$prefix-' || i},
+		expo => qq{'ExponentPushToken[$prefix-' || i || ']'});
+	# APNs tokens are hex: the prefix is too
+	die "prefix must be hex: $prefix" unless $prefix =~ /^[0-9a-f]{4}$/;
+	my $sql = qq{INSERT INTO novu.subscribers (subscriber_id, first_name)
+	    SELECT '$prefix-' || i, 'S' || i FROM generate_series(1, $n) i;\n};
+	for my $p (@PROVIDERS)
+	{
+		$sql .= qq{INSERT INTO novu.subscriber_channels (subscriber_id, integration_id)
+		    SELECT '$prefix-' || i, ig.id FROM generate_series(1, $n) i, novu.integrations ig
+		     WHERE ig.identifier = '$ig{$p}';
+		  INSERT INTO novu.device_tokens (integration_id, device_token, subscriber_id)
+		    SELECT ig.id, $token_sql{$p}, '$prefix-' || i FROM generate_series(1, $n) i, novu.integrations ig
+		     WHERE ig.identifier = '$ig{$p}';\n};
+	}
+	$node->safe_psql('postgres', $sql);
+	NovuTest::query($node, qq{SELECT count(novu.trigger('load', to_jsonb('$prefix-' || i),
+	    jsonb_build_object('n', i), '{}', '$prefix-' || i)) FROM generate_series(1, $n) i});
+}
+
+# Wait until the 3 * $n messages of $prefix are final (Expo receipts checked too).
+sub wait_final
+{
+	my ($prefix, $n, $timeout) = @_;
+	my $total = 3 * $n;
+	ok( NovuTest::wait_for($node, qq{SELECT count(*) = $total AND count(*) FILTER (WHERE status IN ('pending', 'sending')
+		    OR receipt_at IS NOT NULL) = 0 FROM novu.deliveries WHERE transaction_id LIKE '$prefix-%'}, $timeout),
+		"$prefix: all $total messages are final within $timeout s");
+	is( NovuTest::query($node, qq{SELECT string_agg(s, ', ') FROM (SELECT provider_id || ' ' || status || ': ' || count(*) AS s
+	    FROM novu.deliveries WHERE transaction_id LIKE '$prefix-%' AND status <> 'sent'
+	    GROUP BY provider_id, status ORDER BY 1) x}),
+		'', "$prefix: every message was sent");
+}
+
+# A retry for a transport error (the messages of http.c and curl's), not for
+# an HTTP status: that attempt ended without an answer.
+my $NO_ANSWER = "'^Retry \\d+ scheduled in [0-9.]+ s: ("
+  . join('|',
+	'connection lost before the answer', 'Timeout was reached', 'Transferred a partial file',
+	'Stream error in the HTTP/2 framing layer', 'Error in the HTTP2 framing layer',
+	'Failure when receiving data', 'Failed sending data', 'Server returned nothing',
+	'SSL connect error', q{Couldn''t connect}) . ")'";
+
+# Compare, per token of $provider, what the mock received with the attempts
+# recorded for the messages of $prefix.  Returns a hash: tokens received more
+# often than attempted (dup), less often (unseen, with the missing total in
+# missing), less often than their answered attempts (unexplained), received
+# without a message (unknown), and the retries recorded.
+sub compare_counts
+{
+	my ($prefix, $provider) = @_;
+	my $received = NovuTest::control($mocks, 'GET', "/received?provider=$provider");
+	my %r = (dup => [], unseen => [], unexplained => [], unknown => [], missing => 0, retries => 0);
+	my %attempts;
+	for my $row (split /\n/, NovuTest::query($node, qq{
+	    SELECT d.device_token, d.attempts, coalesce(e.lost, 0), d.id
+	      FROM novu.deliveries d
+	      LEFT JOIN (SELECT message_id, count(*) AS lost FROM novu.execution_details
+	                  WHERE transaction_id LIKE '$prefix-%' AND detail ~ $NO_ANSWER
+	                  GROUP BY message_id) e ON e.message_id = d.id
+	     WHERE d.transaction_id LIKE '$prefix-%' AND d.provider_id = '$provider'}))
+	{
+		my ($token, $n, $lost, $id) = split /\|/, $row;
+		my $got = $received->{$token} // 0;
+		$attempts{$token} = $n;
+		$r{retries} += $n - 1;
+		my $what = "$token: received $got, attempts $n (message $id)";
+		if ($got > $n) { push @{ $r{dup} }, $what; }
+		elsif ($got < $n)
+		{
+			push @{ $r{unseen} }, $what;
+			$r{missing} += $n - $got;
+			push @{ $r{unexplained} }, $what if $n - $got > $lost;
+		}
+	}
+	$r{unknown} = [ grep { !exists $attempts{$_} } sort keys %$received ];
+	return \%r;
+}
+
+# Up to 5 examples, each with its message's history.
+sub examples
+{
+	my @list = @_;
+	my $out = '';
+	for my $what (@list[ 0 .. ($#list < 4 ? $#list : 4) ])
+	{
+		my ($id) = $what =~ /\(message (\d+)\)$/;
+		$out .= "  $what\n    "
+		  . NovuTest::query($node, qq{SELECT string_agg(to_char(created_at, 'HH24:MI:SS.MS') || ' ' || detail, E'\\n    '
+		       ORDER BY id) FROM novu.execution_details WHERE message_id = $id}) . "\n";
+	}
+	return $out;
+}
+
+######################################################################
+# 1. no faults: exact counts
+
+trigger_load('c1ea', $CLEAN);
+wait_final('c1ea', $CLEAN, 60);
+for my $p (@PROVIDERS)
+{
+	my $r = compare_counts('c1ea', $p);
+	is(scalar(@{ $r->{unknown} }), 0, "no faults, $p: no token received without a message");
+	is(scalar(@{ $r->{dup} }), 0, "no faults, $p: no token received more often than attempted")
+	  or diag(examples(@{ $r->{dup} }));
+	local $TODO = $p eq 'apns'
+	  ? 'the streams a fresh APNs connection refuses (REFUSED_STREAM, unprocessed) each cost an attempt'
+	  : undef;
+	is(scalar(@{ $r->{unseen} }), 0, "no faults, $p: every token received exactly as often as attempted")
+	  or diag("$p: " . scalar(@{ $r->{unseen} }) . " tokens attempted more often than received, e.g.\n"
+		  . examples(@{ $r->{unseen} }));
+}
+
+######################################################################
+# 2. the load, with faults
+
+# About one request in 50 of APNs and FCM (an Expo request carries up to 100
+# messages: one in 3), the four kinds in turn.  A broken connection makes up
+# to 100 requests fail and be retried, and retries meet faults too: at most
+# 16 faults per provider keep that from growing without end.
+NovuTest::reset_mocks($mocks);
+NovuTest::control($mocks, 'POST', '/config', {
+	faults => {
+		every => { apns => 50, fcm => 50, expo => 3 },
+		kinds => [qw(goaway reset drop slow)],
+		max => 16,
+		slowMs => 3000 } });
+
+my $t0 = time();
+trigger_load('10ad', $N);
+wait_final('10ad', $N, 100);
+my $elapsed = time() - $t0;
+
+my $faults = NovuTest::control($mocks, 'GET', '/faults');
+my ($retries, $missing, @unseen) = (0, 0);
+for my $p (@PROVIDERS)
+{
+	my $r = compare_counts('10ad', $p);
+	is(scalar(@{ $r->{unknown} }), 0, "faults, $p: no token received without a message");
+	is(scalar(@{ $r->{dup} }), 0, "faults, $p: no token received more often than attempted (no hidden resend)")
+	  or diag("$p: " . scalar(@{ $r->{dup} }) . " tokens received more often than attempted, e.g.\n"
+		  . examples(@{ $r->{dup} }));
+	is(scalar(@{ $r->{unexplained} }), 0,
+		"faults, $p: each token was received at least as often as its attempts that got an answer")
+	  or diag("$p: " . scalar(@{ $r->{unexplained} }) . " tokens, e.g.\n" . examples(@{ $r->{unexplained} }));
+	for my $kind (qw(goaway reset drop slow))
+	{
+		cmp_ok($faults->{$p}{byKind}{$kind} // 0, '>', 0, "faults, $p: $kind faults were injected");
+	}
+	$retries += $r->{retries};
+	$missing += $r->{missing};
+	push @unseen, "$p " . scalar(@{ $r->{unseen} });
+}
+cmp_ok($retries, '>', 0, 'faults: the extension recorded retries');
+
+diag(sprintf("%d messages in %.1f s; faults injected: %s;\nretries recorded: %d (at most %s attempts for a message); "
+	  . 'attempts the mocks never saw: %d (tokens: %s)',
+	3 * $N, $elapsed,
+	join(', ', map {
+		my $f = $faults->{$_};
+		"$_ $f->{injected} (" . join(' ', map { "$_ $f->{byKind}{$_}" } sort keys %{ $f->{byKind} }) . ')'
+	} @PROVIDERS),
+	$retries, NovuTest::query($node, q{SELECT max(attempts) FROM novu.deliveries WHERE transaction_id LIKE '10ad-%'}),
+	$missing, join(', ', @unseen)));
+diag("retries by reason:\n" . NovuTest::query($node, q{
+    SELECT provider_id || ' ' || count(*) || ' ' || reason FROM (
+      SELECT provider_id, regexp_replace(regexp_replace(detail, '^Retry \d+ scheduled in [0-9.]+ s: ', ''),
+               '\d+', 'N', 'g') AS reason
+        FROM novu.execution_details WHERE transaction_id LIKE '10ad-%' AND detail ~ '^Retry') r
+     GROUP BY provider_id, reason ORDER BY provider_id, count(*) DESC}));
+
+done_testing();
