@@ -387,8 +387,9 @@ function bodyForLog(buf) {
 // goaway and drop break a connection, and a request the client wrote before it learnt of the
 // break but that the server never read is an attempt the mock never saw. So the break waits
 // until the connection is quiet: from the fault on, requests reaching the delivery point on it
-// are held unanswered, and the break happens once no new stream arrived for faults.quietMs and
-// no stream is still receiving its body (at the latest after faults.holdMaxMs). The client
+// are held unanswered, and the break happens once no new stream arrived for faults.quietMs, no
+// stream is still receiving its body and one more read of the socket brought nothing new (at
+// the latest after faults.holdMaxMs). The client
 // cannot open more than its stream limit meanwhile, so the connection does go quiet, and what
 // it sent has arrived and been counted (received) before the break. A client that opens a new
 // stream in the instant of the break still crosses it: Node's HTTP/2 (nghttp2) ignores new
@@ -456,6 +457,16 @@ function breakWhenQuiet(ctx, session) {
   const quiet = now - a.last >= f.quietMs && a.reading === 0;
   if (!quiet && now - b.started < f.holdMaxMs) {
     setTimeout(() => breakWhenQuiet(ctx, session), Math.max(5, f.quietMs / 2));
+    return;
+  }
+  // Timers run before the event loop reads its sockets: let it read once more what already
+  // arrived (setImmediate runs after that), and break only if that brought no new stream.
+  if (quiet && !b.confirmed) {
+    const seen = a.last;
+    setImmediate(() => {
+      if (a.last === seen && a.reading === 0) b.confirmed = true;
+      breakWhenQuiet(ctx, session);
+    });
     return;
   }
   b.broken = true;

@@ -29,12 +29,18 @@
 # whose attempts all got an answer was received exactly that often, and any
 # other token at least as often as its attempts that got an answer (each
 # attempt the mock missed ended without one: the history explains it).  Such
-# attempts come from requests crossing a break: the mock holds a breaking
-# connection's requests and breaks it only once no stream arrived for a while,
-# but a stream the client opens in that very instant is still ignored by the
-# server's HTTP/2 library (nghttp2 drops new streams once it sent GOAWAY) or
-# lost with the socket; and from a transfer that timed out before it was
-# written.  The summary prints how many there were.
+# attempts come from
+#   - requests crossing a break: the mock holds a breaking connection's
+#     requests and breaks it only once no stream arrived for a while, but the
+#     workers send continuously, and a stream written just as the mock breaks
+#     the connection is ignored by the server's HTTP/2 library (nghttp2 drops
+#     new streams once it sent GOAWAY) or lost with the socket;
+#   - requests libcurl never wrote, which the HTTP layer records as attempts
+#     all the same (it refuses every second send of a transfer): a stream the
+#     server refused unprocessed (see the TODO below), a transfer that timed
+#     out waiting for a connection, and probably a stream started on a
+#     connection that already got GOAWAY (nghttp2 refuses to send it).
+# The summary prints how many there were.
 #
 # Known (TODO below): APNs opens a connection with one stream allowed until a
 # request authenticates, and refuses the other streams of the first burst with
