@@ -157,7 +157,7 @@ function create(ctx, { env, auth }) {
     Object.assign(entry, C.bodyForLog(body), { bodyBytes: size });
     // counted as received whatever is answered: the request has arrived, body and all
     const path0 = headers[':path'] || '';
-    if (path0.startsWith('/3/device/')) rec.receive('apns', path0.slice('/3/device/'.length));
+    if (path0.startsWith('/3/device/')) rec.receive('apns', path0.slice('/3/device/'.length), entry);
     const reqId = headers['apns-id'];
     const apnsId = typeof reqId === 'string' && UUID_RE.test(reqId) ? reqId : C.seqUuid(0xa9).toLowerCase();
 

@@ -173,13 +173,22 @@ class Recorder {
     const m = this.accepted[provider] || (this.accepted[provider] = {});
     m[token] = (m[token] || 0) + 1;
   }
-  receive(provider, token) {
+  // entry: the request's log entry, which remembers the tokens it was counted under
+  receive(provider, token, entry) {
     if (typeof token !== 'string' || token === '') return;
     const m = this.received[provider] || (this.received[provider] = {});
     m[token] = (m[token] || 0) + 1;
+    if (entry) (entry.counted || (entry.counted = [])).push(token);
+  }
+  // A request refused unprocessed (above a GOAWAY's last-stream-id) was not received after all:
+  // a client may resend it (RFC 9113 8.7), and the resend is the one that counts.
+  unreceive(provider, entry) {
+    const m = this.received[provider] || {};
+    for (const t of entry.counted || []) if (m[t] > 0 && --m[t] === 0) delete m[t];
+    entry.counted = [];
   }
   faultStats(provider) {
-    return this.faults[provider] || (this.faults[provider] = { requests: 0, injected: 0, byKind: {} });
+    return this.faults[provider] || (this.faults[provider] = { requests: 0, injected: 0, byKind: {}, refused: 0 });
   }
 }
 
@@ -379,7 +388,8 @@ function bodyForLog(buf) {
 // Faults under load (config.faults, README "Faults under load"). Every Nth request of a provider
 // that reaches the point where it would be delivered gets the next fault kind in turn:
 //   goaway - GOAWAY(NO_ERROR) whose last-stream-id is below this stream: this stream and every
-//            later one on the connection are refused, unprocessed; earlier ones are answered;
+//            later one on the connection are refused, unprocessed (not counted as received, so
+//            a client may resend them); earlier ones are answered;
 //   reset  - RST_STREAM(INTERNAL_ERROR) on this stream only;
 //   drop   - the request is processed, then the connection is destroyed: its answer and the
 //            answers of every other request in flight on it are lost;
@@ -425,7 +435,9 @@ function faultFor(ctx, provider, entry, stream) {
     // below a GOAWAY's last-stream-id a stream is still processed and answered
     if (b.kind === 'goaway' && stream.id < b.from) return null;
     entry.fault = `held:${b.kind}`;
-    b.held.push(entry);
+    // a stream that came in as the GOAWAY went out is refused like the held ones
+    if (b.broken) refuse(ctx, provider, entry);
+    else b.held.push(entry);
     return 'held';
   }
   const f = ctx.config.faults;
@@ -443,6 +455,12 @@ function faultFor(ctx, provider, entry, stream) {
   session[BREAK] = { kind, provider, from: stream.id, held: [entry], started: performance.now() };
   breakWhenQuiet(ctx, session);
   return 'held';
+}
+
+function refuse(ctx, provider, entry) {
+  ctx.rec.unreceive(provider, entry);
+  ctx.rec.faultStats(provider).refused++;
+  ctx.rec.finish(entry, 'refused', {}, null);
 }
 
 function breakWhenQuiet(ctx, session) {
@@ -483,9 +501,9 @@ function breakWhenQuiet(ctx, session) {
     try { session.destroy(); } catch { /* gone */ }
     return;
   }
-  // goaway: the held streams (this one and all later ones) are refused; they did arrive and
-  // stay counted as received. Streams below finish, then the connection is closed.
-  for (const e of b.held) ctx.rec.finish(e, 'refused', {}, null);
+  // goaway: the held streams (this one and all later ones) are refused, unprocessed: they do
+  // not count as received. Streams below finish, then the connection is closed.
+  for (const e of b.held) refuse(ctx, b.provider, e);
   try { session.goaway(http2.constants.NGHTTP2_NO_ERROR, Math.max(0, b.from - 2)); } catch { /* gone */ }
   const until = now + f.holdMaxMs;
   const closeWhenDone = () => {

@@ -114,7 +114,7 @@ function create(ctx) {
     else if (ce && ce !== 'identity') decodeError = `unsupported content-encoding "${ce}"`;
     Object.assign(entry, C.bodyForLog(decodeError ? wire : buf), { bodyBytes: wire.length, contentEncoding: ce || null });
     // each token of a send counts as received, whatever is answered
-    if (req.url.split('?')[0] === SEND) for (const t of sendTokens(entry.body)) rec.receive('expo', t);
+    if (req.url.split('?')[0] === SEND) for (const t of sendTokens(entry.body)) rec.receive('expo', t, entry);
 
     const gzipOk = cfg.gzipResponses && /\bgzip\b/i.test(String(req.headers['accept-encoding'] || ''));
     const send = (status, body, headers = {}) => C.sendCompat(rec, req, res, entry, status, headers, body, { gzip: gzipOk && typeof body === 'object' });

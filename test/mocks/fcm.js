@@ -201,7 +201,7 @@ function create(ctx) {
     if (ce === 'gzip') { try { buf = zlib.gunzipSync(wire); } catch (e) { decodeError = e.message; } }
     else if (ce && ce !== 'identity') decodeError = `unsupported content-encoding ${ce}`;
     Object.assign(entry, C.bodyForLog(buf), { bodyBytes: wire.length });
-    rec.receive('fcm', targetKey(entry.body));
+    rec.receive('fcm', targetKey(entry.body), entry);
 
     const send = (status, body, headers = {}) =>
       C.sendCompat(rec, req, res, entry, status, Object.assign({ 'content-type': 'application/json; charset=UTF-8' }, headers), body);

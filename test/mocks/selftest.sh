@@ -669,23 +669,23 @@ burst() {
     reset
     cfg "{\"faults\":{\"every\":{\"apns\":4},\"kinds\":[\"$1\"],\"max\":1,\"slowMs\":300}}"
     R=$(node "$M/selftest-h2.js" burst "$AP" "$CERTS/ca.pem" "$AJWT" 6 100)
-    FAULTS=$(ctl GET '/faults?provider=apns' | node -pe 'const j=JSON.parse(require("fs").readFileSync(0));j.injected+" "+JSON.stringify(j.byKind)')
+    FAULTS=$(ctl GET '/faults?provider=apns' | node -pe 'const j=JSON.parse(require("fs").readFileSync(0));j.injected+" "+JSON.stringify(j.byKind)+" "+j.refused')
     RECV=$(ctl GET '/received?provider=apns' | node -pe 'const j=JSON.parse(require("fs").readFileSync(0));Object.keys(j).length+" "+Object.values(j).join("")')
     LOG=$(ctl GET '/requests?provider=apns&events=1' | node -pe 'JSON.parse(require("fs").readFileSync(0)).requests.map(r=>r.event?"break:"+r.held:r.response.status).join()')
 }
 burst goaway
 eq "faults goaway: GOAWAY below received streams, those refused (REFUSED_STREAM)" '200,200,rst:7,rst:7,rst:7,rst:7 5' \
    "$(js 'j.outcome.join()+" "+j.goaway.lastStreamID' "$R")"
-eq "faults goaway: refused streams count as received; logged refused" '1 {"goaway":1} | 7 1111111 | 200,200,200,refused,refused,refused,refused,break:4' "$FAULTS | $RECV | $LOG"
+eq "faults goaway: refused streams (unprocessed) do not count as received; logged refused" '1 {"goaway":1} 4 | 3 111 | 200,200,200,refused,refused,refused,refused,break:4' "$FAULTS | $RECV | $LOG"
 burst reset
 eq "faults reset: RST_STREAM(INTERNAL_ERROR) on one stream" '200,200,rst:2,200,200,200' "$(js 'j.outcome.join()' "$R")"
-eq "faults reset: counted as received" '1 {"reset":1} | 7 1111111' "$FAULTS | $RECV"
+eq "faults reset: counted as received" '1 {"reset":1} 0 | 7 1111111' "$FAULTS | $RECV"
 burst drop
 eq "faults drop: the connection is destroyed, in-flight answers lost" '200,200 true' \
    "$(js 'j.outcome.slice(0,2).join()+" "+j.outcome.slice(2).every(o=>!/^2/.test(o))' "$R")"
-eq "faults drop: every request counted as received; logged drop" '1 {"drop":1} | 7 1111111 | 200,200,200,drop,drop,drop,drop,break:4' "$FAULTS | $RECV | $LOG"
+eq "faults drop: every request counted as received; logged drop" '1 {"drop":1} 0 | 7 1111111 | 200,200,200,drop,drop,drop,drop,break:4' "$FAULTS | $RECV | $LOG"
 burst slow
-eq "faults slow: answered after slowMs" '200,200,200,200,200,200 | 1 {"slow":1}' "$(js 'j.outcome.join()' "$R") | $FAULTS"
+eq "faults slow: answered after slowMs" '200,200,200,200,200,200 | 1 {"slow":1} 0' "$(js 'j.outcome.join()' "$R") | $FAULTS"
 reset
 
 # =============================================================================================

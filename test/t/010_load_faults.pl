@@ -5,7 +5,8 @@
 # The issue: a request reaches the provider once per attempt the extension
 # records; at-least-once stays, hidden duplicates go.  The mocks count every
 # request they received, per token, whatever they answered (GET /received),
-# and each message's attempts are novu.deliveries.attempts.
+# except a stream they refused unprocessed, which a client may resend
+# (RFC 9113 8.7); each message's attempts are novu.deliveries.attempts.
 #
 #  1. No faults, 300 subscribers, each with an APNs, an FCM and an Expo token:
 #     every token is received exactly as often as attempted (once).
@@ -13,16 +14,16 @@
 #     mocks inject a fault into every Nth request they would deliver, the
 #     kinds in turn (test/mocks/README.md, "Faults under load"):
 #       goaway  GOAWAY whose last-stream-id is below streams the mock already
-#               received: those are refused, unprocessed
+#               received: those are refused, unprocessed (and resent by curl)
 #       reset   RST_STREAM on the one stream
 #       drop    the request is processed, then the connection is destroyed:
 #               its answer and those of every request in flight on it are lost
 #       slow    the answer comes after the client's timeout
 #     Every message must end sent (novu.max_attempts is high enough), and no
 #     token may be received more often than attempted: a request curl resends
-#     on its own after a broken connection (libcurl 7.88 does for a refused
-#     stream, and for a request whose connection died before any answer) is
-#     one the mock counts and the extension never recorded.
+#     on its own after its connection broke before the answer (libcurl 7.88
+#     does, "Connection died, retrying a fresh connect") may well have been
+#     processed already, and the extension never recorded it.
 #
 # The other direction, an attempt the mock never saw, is no duplicate but
 # cannot be ruled out under faults, so phase 2 checks what can be: a token
@@ -35,18 +36,9 @@
 #     workers send continuously, and a stream written just as the mock breaks
 #     the connection is ignored by the server's HTTP/2 library (nghttp2 drops
 #     new streams once it sent GOAWAY) or lost with the socket;
-#   - requests libcurl never wrote, which the HTTP layer records as attempts
-#     all the same (it refuses every second send of a transfer): a stream the
-#     server refused unprocessed (see the TODO below), a transfer that timed
-#     out waiting for a connection, and probably a stream started on a
-#     connection that already got GOAWAY (nghttp2 refuses to send it).
+#   - requests libcurl never wrote that still ended an attempt, such as a
+#     transfer that timed out waiting for a connection.
 # The summary prints how many there were.
-#
-# Known (TODO below): APNs opens a connection with one stream allowed until a
-# request authenticates, and refuses the other streams of the first burst with
-# REFUSED_STREAM, unprocessed.  Since the HTTP layer refuses every resend by
-# curl, each of them costs an attempt ("connection lost before the answer; the
-# provider may have received the request") that never reached the provider.
 use strict;
 use warnings;
 
@@ -189,8 +181,14 @@ for my $p (@PROVIDERS)
 	is(scalar(@{ $r->{unknown} }), 0, "no faults, $p: no token received without a message");
 	is(scalar(@{ $r->{dup} }), 0, "no faults, $p: no token received more often than attempted")
 	  or diag(examples(@{ $r->{dup} }));
+	# APNs refuses all but one stream of a fresh connection until a request
+	# authenticates it.  Those are resent, and should cost no attempt; but
+	# libcurl 7.88 closes the connection on each refused stream and resends on
+	# a fresh one, which refuses again, and gives up after 5 tries ("Connection
+	# died, tried 5 times before giving up"): an attempt that never reached
+	# APNs.  It happens in most runs.
 	local $TODO = $p eq 'apns'
-	  ? 'the streams a fresh APNs connection refuses (REFUSED_STREAM, unprocessed) each cost an attempt'
+	  ? 'libcurl 7.88 gives up on a stream a fresh APNs connection refused 5 times, and that costs an attempt'
 	  : undef;
 	is(scalar(@{ $r->{unseen} }), 0, "no faults, $p: every token received exactly as often as attempted")
 	  or diag("$p: " . scalar(@{ $r->{unseen} }) . " tokens attempted more often than received, e.g.\n"
@@ -239,13 +237,16 @@ for my $p (@PROVIDERS)
 }
 cmp_ok($retries, '>', 0, 'faults: the extension recorded retries');
 
-diag(sprintf("%d messages in %.1f s; faults injected: %s;\nretries recorded: %d (at most %s attempts for a message); "
-	  . 'attempts the mocks never saw: %d (tokens: %s)',
+my $refused = 0;
+$refused += $faults->{$_}{refused} // 0 for @PROVIDERS;
+diag(sprintf("%d messages in %.1f s; faults injected: %s;\nrequests refused unprocessed (resent by curl): %d; "
+	  . "retries recorded: %d (at most %s attempts for a message);\nattempts the mocks never saw: %d (tokens: %s)",
 	3 * $N, $elapsed,
 	join(', ', map {
 		my $f = $faults->{$_};
 		"$_ $f->{injected} (" . join(' ', map { "$_ $f->{byKind}{$_}" } sort keys %{ $f->{byKind} }) . ')'
 	} @PROVIDERS),
+	$refused,
 	$retries, NovuTest::query($node, q{SELECT max(attempts) FROM novu.deliveries WHERE transaction_id LIKE '10ad-%'}),
 	$missing, join(', ', @unseen)));
 diag("retries by reason:\n" . NovuTest::query($node, q{
