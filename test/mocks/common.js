@@ -393,29 +393,34 @@ function bodyForLog(buf) {
 //   reset  - RST_STREAM(INTERNAL_ERROR) on this stream only;
 //   drop   - the request is processed, then the connection is destroyed: its answer and the
 //            answers of every other request in flight on it are lost;
+//   error  - as drop, but first GOAWAY(INTERNAL_ERROR) whose last-stream-id is the last stream
+//            received: every request in flight may have been processed (what an nghttp2 server
+//            does after too many resets). A client that resends them silently makes duplicates;
 //   slow   - the answer comes after faults.slowMs (longer than the client's timeout).
-// goaway and drop break a connection, and a request the client wrote before it learnt of the
-// break but that the server never read is an attempt the mock never saw. So the break waits
-// until the connection is quiet: from the fault on, requests reaching the delivery point on it
-// are held unanswered, and the break happens once no new stream arrived for faults.quietMs, no
-// stream is still receiving its body and one more read of the socket brought nothing new (at
-// the latest after faults.holdMaxMs). The client
-// cannot open more than its stream limit meanwhile, so the connection does go quiet, and what
-// it sent has arrived and been counted (received) before the break. A client that opens a new
-// stream in the instant of the break still crosses it: Node's HTTP/2 (nghttp2) ignores new
-// streams once it sent GOAWAY and shows nothing of bytes read after a destroy, so such a
-// request is never counted (never counted twice either). On HTTP/1.1 (one request per
-// connection) both kinds just close the connection.
+// goaway, drop and error break a connection, and a request the client wrote before it learnt
+// of the break but that the server never read is an attempt the mock never saw. So the break
+// waits until the connection is quiet: from the fault on, requests reaching the delivery point
+// on it are held unanswered, and the break happens once no new stream arrived for
+// faults.quietMs, no stream is still receiving its body and one more read of the socket
+// brought nothing new (at the latest after faults.holdMaxMs). The client cannot open more than
+// its stream limit meanwhile, so the connection does go quiet, and what it sent has arrived and
+// been counted (received) before the break. A client that opens a new stream in the instant of
+// the break still crosses it: Node's HTTP/2 (nghttp2) ignores new streams once it sent GOAWAY
+// and shows nothing of bytes read after a destroy, so such a request is never counted (never
+// counted twice either). On HTTP/1.1 (one request per connection) all three just close the
+// connection.
 // ---------------------------------------------------------------------------------------------
-const FAULT_KINDS = ['goaway', 'reset', 'drop', 'slow'];
+const FAULT_KINDS = ['goaway', 'reset', 'drop', 'error', 'slow'];
+const BREAKS = new Set(['goaway', 'drop', 'error']);
 const ARRIVALS = Symbol('arrivals');
 const BREAK = Symbol('pendingBreak');
 
 // When the last stream of a session arrived, how many are open and how many still read a body.
 function watchArrivals(session) {
-  const a = session[ARRIVALS] = { last: 0, open: 0, reading: 0 };
+  const a = session[ARRIVALS] = { last: 0, open: 0, reading: 0, maxId: 0 };
   session.on('stream', (stream) => {
     a.last = performance.now();
+    a.maxId = Math.max(a.maxId, stream.id);
     a.open++;
     a.reading++;
     let reading = true;
@@ -435,9 +440,10 @@ function faultFor(ctx, provider, entry, stream) {
     // below a GOAWAY's last-stream-id a stream is still processed and answered
     if (b.kind === 'goaway' && stream.id < b.from) return null;
     entry.fault = `held:${b.kind}`;
-    // a stream that came in as the GOAWAY went out is refused like the held ones
-    if (b.broken) refuse(ctx, provider, entry);
-    else b.held.push(entry);
+    if (!b.broken) b.held.push(entry);
+    // a stream that came in as the GOAWAY went out: above its last-stream-id it is refused
+    else if (stream.id > b.last) refuse(ctx, provider, entry);
+    else ctx.rec.finish(entry, b.kind, {}, null);
     return 'held';
   }
   const f = ctx.config.faults;
@@ -450,7 +456,7 @@ function faultFor(ctx, provider, entry, stream) {
   st.injected++;
   st.byKind[kind] = (st.byKind[kind] || 0) + 1;
   entry.fault = kind;
-  if (kind !== 'goaway' && kind !== 'drop') return kind;
+  if (!BREAKS.has(kind)) return kind;
   if (!session) return 'close';
   session[BREAK] = { kind, provider, from: stream.id, held: [entry], started: performance.now() };
   breakWhenQuiet(ctx, session);
@@ -501,10 +507,19 @@ function breakWhenQuiet(ctx, session) {
     try { session.destroy(); } catch { /* gone */ }
     return;
   }
+  if (b.kind === 'error') {
+    // processed, never answered; the GOAWAY says so, then the connection goes
+    for (const e of b.held) ctx.rec.finish(e, 'error', {}, null);
+    b.last = a.maxId;
+    try { session.goaway(http2.constants.NGHTTP2_INTERNAL_ERROR, b.last); } catch { /* gone */ }
+    setTimeout(() => { hardClose(session.socket); try { session.destroy(); } catch { /* gone */ } }, 20);
+    return;
+  }
   // goaway: the held streams (this one and all later ones) are refused, unprocessed: they do
   // not count as received. Streams below finish, then the connection is closed.
   for (const e of b.held) refuse(ctx, b.provider, e);
-  try { session.goaway(http2.constants.NGHTTP2_NO_ERROR, Math.max(0, b.from - 2)); } catch { /* gone */ }
+  b.last = Math.max(0, b.from - 2);
+  try { session.goaway(http2.constants.NGHTTP2_NO_ERROR, b.last); } catch { /* gone */ }
   const until = now + f.holdMaxMs;
   const closeWhenDone = () => {
     if (session.destroyed) return;

@@ -49,7 +49,7 @@ call() {
 ctl() { local m=$1 p=$2; shift 2; curl -s -X "$m" "$CTL$p" -H 'content-type: application/json' "$@"; }
 tok() { local r; r=$(ctl POST /tokens -d "{\"provider\":\"$1\",\"token\":\"$2\",\"state\":\"$3\"}")
         case $r in *'"ok":true'*) ;; *) fail "POST /tokens $*" "$r" ;; esac; }
-cfg() { local r; r=$(ctl POST /config -d "$1"); case $r in *'"error"'*) fail "POST /config $1" "$r" ;; esac; }
+cfg() { local r; r=$(ctl POST /config -d "$1"); case $r in '{"error":'*) fail "POST /config $1" "$r" ;; esac; }
 reset() { ctl POST /reset > /dev/null; }
 lastlog() { ctl GET "/requests?provider=$1&limit=1${3:-}" > "$T/log.json"; jv "$T/log.json" "j.requests[0].$2"; }
 
@@ -684,6 +684,10 @@ burst drop
 eq "faults drop: the connection is destroyed, in-flight answers lost" '200,200 true' \
    "$(js 'j.outcome.slice(0,2).join()+" "+j.outcome.slice(2).every(o=>!/^2/.test(o))' "$R")"
 eq "faults drop: every request counted as received; logged drop" '1 {"drop":1} 0 | 7 1111111 | 200,200,200,drop,drop,drop,drop,break:4' "$FAULTS | $RECV | $LOG"
+burst error
+eq "faults error: GOAWAY(INTERNAL_ERROR) covering every stream, then the connection is destroyed" '2 13 200,200 true' \
+   "$(js 'j.goaway.code+" "+j.goaway.lastStreamID+" "+j.outcome.slice(0,2).join()+" "+j.outcome.slice(2).every(o=>!/^2/.test(o))' "$R")"
+eq "faults error: every request counted as received; logged error" '1 {"error":1} 0 | 7 1111111 | 200,200,200,error,error,error,error,break:4' "$FAULTS | $RECV | $LOG"
 burst slow
 eq "faults slow: answered after slowMs" '200,200,200,200,200,200 | 1 {"slow":1} 0' "$(js 'j.outcome.join()' "$R") | $FAULTS"
 reset

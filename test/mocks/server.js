@@ -27,7 +27,7 @@ const DEFAULTS = {
   logLimit: 50000,         // request-log entries kept (oldest dropped first); raise/lower for benchmarks
   faults: {                // faults under load (README "Faults under load"; common.js faultFor)
     every: { fcm: 0, apns: 0, expo: 0 }, // every Nth deliverable request of the provider gets a fault; 0 = off
-    kinds: ['goaway', 'reset', 'drop', 'slow'], // taken in turn
+    kinds: ['goaway', 'reset', 'drop', 'error', 'slow'], // taken in turn
     max: 0,                // faults per provider at most; 0 = no limit
     slowMs: 5000,          // how late a "slow" answer comes (make it longer than the client's timeout)
     quietMs: 50,           // a breaking connection breaks once no stream arrived for this long ...

@@ -18,6 +18,9 @@
 #       reset   RST_STREAM on the one stream
 #       drop    the request is processed, then the connection is destroyed:
 #               its answer and those of every request in flight on it are lost
+#       error   the same after a GOAWAY(INTERNAL_ERROR) saying every request in
+#               flight may have been processed (nghttp2 servers send it after
+#               too many resets)
 #       slow    the answer comes after the client's timeout
 #     Every message must end sent (novu.max_attempts is high enough), and no
 #     token may be received more often than attempted: a request curl resends
@@ -199,15 +202,15 @@ for my $p (@PROVIDERS)
 # 2. the load, with faults
 
 # About one request in 50 of APNs and FCM (an Expo request carries up to 100
-# messages: one in 3), the four kinds in turn.  A broken connection makes up
+# messages: one in 3), the five kinds in turn.  A broken connection makes up
 # to 100 requests fail and be retried, and retries meet faults too: at most
-# 16 faults per provider keep that from growing without end.
+# 30 faults per provider keep that from growing without end.
 NovuTest::reset_mocks($mocks);
 NovuTest::control($mocks, 'POST', '/config', {
 	faults => {
 		every => { apns => 50, fcm => 50, expo => 3 },
-		kinds => [qw(goaway reset drop slow)],
-		max => 16,
+		kinds => [qw(goaway reset drop error slow)],
+		max => 30,
 		slowMs => 3000 } });
 
 my $t0 = time();
@@ -227,7 +230,7 @@ for my $p (@PROVIDERS)
 	is(scalar(@{ $r->{unexplained} }), 0,
 		"faults, $p: each token was received at least as often as its attempts that got an answer")
 	  or diag("$p: " . scalar(@{ $r->{unexplained} }) . " tokens, e.g.\n" . examples(@{ $r->{unexplained} }));
-	for my $kind (qw(goaway reset drop slow))
+	for my $kind (qw(goaway reset drop error slow))
 	{
 		cmp_ok($faults->{$p}{byKind}{$kind} // 0, '>', 0, "faults, $p: $kind faults were injected");
 	}
