@@ -9,7 +9,8 @@
 # (RFC 9113 8.7); each message's attempts are novu.deliveries.attempts.
 #
 #  1. No faults, 300 subscribers, each with an APNs, an FCM and an Expo token:
-#     every token is received exactly as often as attempted (once).
+#     every token is received exactly as often as attempted (TODO for APNs,
+#     see there).
 #  2. The load: 2,000 subscribers (6,000 messages, one trigger each) while the
 #     mocks inject a fault into every Nth request they would deliver, the
 #     kinds in turn (test/mocks/README.md, "Faults under load"):
@@ -39,8 +40,9 @@
 #     workers send continuously, and a stream written just as the mock breaks
 #     the connection is ignored by the server's HTTP/2 library (nghttp2 drops
 #     new streams once it sent GOAWAY) or lost with the socket;
-#   - requests libcurl never wrote that still ended an attempt, such as a
-#     transfer that timed out waiting for a connection.
+#   - requests libcurl never wrote that still ended an attempt: a stream
+#     refused 5 times (see phase 1), a transfer that timed out waiting for a
+#     connection.
 # The summary prints how many there were.
 use strict;
 use warnings;
