@@ -382,8 +382,8 @@ $node->stop;
 
 	my $off = log_size($later);
 	$later->safe_psql('postgres', 'CREATE DATABASE later_db');
-	ok(poll_until($later, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'novu delivery worker' AND datname = 'later_db'}, 15),
-		'missing database: a delivery worker starts once it exists');
+	ok(poll_until($later, q{SELECT count(*) = current_setting('novu.workers')::int FROM pg_stat_activity WHERE backend_type = 'novu delivery worker' AND datname = 'later_db'}, 15),
+		'missing database: the delivery workers start once it exists');
 	$later->safe_psql('later_db', 'CREATE EXTENSION novu');
 	my $sa = slurp_file("$mocks->{dir}/fcm-service-account.json");
 	$later->safe_psql('later_db', sprintf(q{SELECT novu.create_integration('fcm', jsonb_build_object('serviceAccount', $sa$%s$sa$::jsonb,
