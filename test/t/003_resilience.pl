@@ -26,8 +26,10 @@ my $mocks = NovuTest::start_mocks();
 
 # Node for sections 1-4, 6, 7: a crashed worker must reinitialize the cluster
 # instead of shutting it down (PostgreSQL::Test::Cluster turns that off).
+# one worker (sections 1-3 kill and follow it; section 4 runs three)
 my $node = NovuTest::new_node('resilience', $mocks,
 	restart_after_crash => 'on',
+	'novu.workers' => 1,
 	'novu.batch_size' => 50);
 NovuTest::create_integrations($node, $mocks);
 
