@@ -228,6 +228,10 @@ sum_short=$(s "SELECT coalesce(sum(attempts - received), 0) FROM cmp WHERE recei
 sum_short_crash=$(s "SELECT coalesce(sum(attempts - received), 0) FROM cmp WHERE received < attempts AND conn_lost = 0 AND received >= outcomes")
 sum_short_conn=$(s "SELECT coalesce(sum(attempts - received), 0) FROM cmp WHERE received < attempts AND attempts = outcomes AND received >= outcomes - conn_lost")
 sum_lost_outcome=$(s "SELECT sum(attempts - outcomes) FROM cmp")
+# tokens with an attempt whose outcome was lost at the crash or restart: sent again after recovery
+crash_tokens=$(s "SELECT count(*) FROM cmp WHERE attempts > outcomes")
+crash_equal=$(s "SELECT count(*) FROM cmp WHERE attempts > outcomes AND received = attempts")
+crash_short=$(s "SELECT count(*) FROM cmp WHERE attempts > outcomes AND received < attempts")
 pending=$(s "SELECT count(*) FROM novu.deliveries WHERE status IN ('pending', 'sending')")
 events_open=$(s "SELECT count(*) FROM novu.events WHERE status IN ('pending', 'processing')")
 orders=$(s "SELECT count(*) FROM app_orders")
@@ -298,7 +302,7 @@ with $(mjq 'faults.incomplete') request bodies incomplete (not counted by the mo
 | check | result |
 |---|---|
 | drained | $([ "$drained_ok" = 1 ] && echo "yes, nothing pending" || echo "NO: $pending messages pending or sending, $events_open outbox rows open after $DRAIN s") |
-| orders committed (app table) / their trigger events / orders without event | $orders / $order_events / $orders_without_event (pgbench counted $pgbench_ok successful transactions in $pgbench_runs runs; its clients lost $pgbench_aborted connections at the crash and restart) |
+| orders committed (app table) / their trigger events / orders without event | $orders / $order_events / $orders_without_event (pgbench counted $pgbench_ok successful transactions in $pgbench_runs runs: a commit whose answer was lost at the crash or restart is in the table, not in pgbench's count; its clients lost $pgbench_aborted connections) |
 | orders not fanned out to exactly one delivery of their provider | $orders_bad_fanout |
 | broadcast deliveries / distinct devices / devices at broadcast time | $bc_deliveries / $bc_distinct / $bc_devices |
 | deliveries by status | $statuses (of $deliveries_total) |
@@ -307,6 +311,7 @@ with $(mjq 'faults.incomplete') request bodies incomplete (not counted by the mo
 | retries recorded, top reasons | $retry_reasons |
 | device tokens compared | $tokens_total |
 | tokens where the mock's count = recorded attempts | $tokens_equal |
+| tokens with an attempt whose outcome was lost at the crash or restart (and were sent again) | $crash_tokens: the mock's count equals the attempts for $crash_equal (the lost request had gone out: request and resend both counted), is lower for $crash_short (claimed, never sent) |
 | tokens with more requests than attempts (hidden duplicates) | $tokens_dup (excess requests: $sum_excess) |
 | tokens with fewer requests than attempts | $tokens_short ($sum_short attempts the mock never received) |
 | ... explained by attempts whose outcome was lost at the crash or restart (claimed, not sent) | $tokens_short_crash tokens, $sum_short_crash attempts ($sum_lost_outcome attempts in all have no recorded outcome) |
