@@ -369,8 +369,10 @@ p2p3_verdict() {
 
 # --- the long mixed run, on its own cluster and mock
 if want mixed; then
-    MIXED_NO_BUILD=1 MIXED_RESULTS="$tmp/mixed.md" BENCH_MOCK_PORT=${BENCH_MOCK_PORT:-18600} bash test/bench/mixed.sh
-    { echo; cat "$tmp/mixed.md"; } >> "$RESULTS.tmp"
+    mixed_rc=0
+    MIXED_NO_BUILD=1 MIXED_RESULTS="$tmp/mixed.md" BENCH_MOCK_PORT=${BENCH_MOCK_PORT:-18600} bash test/bench/mixed.sh || mixed_rc=$?
+    if [ -s "$tmp/mixed.md" ]; then { echo; cat "$tmp/mixed.md"; } >> "$RESULTS.tmp"
+    else printf '\n## Mixed run\n\nmixed.sh failed (exit %s) before writing its results; see the log above.\n' "$mixed_rc" >> "$RESULTS.tmp"; fi
 fi
 took=$(awk -v a="$started" -v b="$(now)" 'BEGIN { printf "%.1f", (b - a) / 60 }')
 echo >> "$RESULTS.tmp"
@@ -378,3 +380,4 @@ echo "make bench took $took minutes (build included)." >> "$RESULTS.tmp"
 mv "$RESULTS.tmp" "$RESULTS"
 log "results written to $RESULTS"
 cat "$RESULTS"
+[ "${mixed_rc:-0}" = 0 ]
