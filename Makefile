@@ -27,6 +27,7 @@ include $(PGXS)
 test:
 	bash test/run-tests.sh
 
-# measurements, never part of the tests (see test/bench/run.sh for BENCH_SCALE, PG_NET_SRC)
+# measurements, never part of the tests (see test/bench/run.sh for BENCH_SCALE, BENCH_RUNS,
+# BENCH_ONLY, PG_NET_SRC, and test/bench/mixed.sh for MIXED_SECONDS)
 bench:
 	bash test/bench/run.sh

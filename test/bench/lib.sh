@@ -1,0 +1,109 @@
+# test/bench/lib.sh: helpers shared by run.sh and mixed.sh (sourced after test/lib.sh).
+#   bench_start_mock DIR PORT   certificates in DIR/certs, the fast mock on PORT (https)
+#                               and PORT+1 (plain); sets mock, mock_pid
+#   bench_setup                 CREATE EXTENSION, integrations on the mock, workflows
+#                               bench-fcm, bench-apns, bench-expo (one provider each) and
+#                               bench-all (every push device of the subscriber)
+#   load_subscribers FROM TO [PROVIDERS]   sub-FROM..sub-TO, one token per provider
+#   workers N|default           set novu.workers (ALTER SYSTEM) and wait for that many
+#   drained [SLEEP]             wait until nothing is pending, processing or sending
+#   hog_start / hog_stop        the CPU hog: one busy loop per core (see hog_start)
+
+q() { psql -XAtq -v ON_ERROR_STOP=1 "$@"; }
+now() { date +%s.%N; }
+rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n / t }'; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { print b - a }'; }
+ctl() { curl -s --cacert "$BENCH_CERTS/ca.pem" "$mock/$1" -X "${2:-GET}" ${3:+-d "$3"}; }
+jq_() { node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const o=JSON.parse(s);console.log(eval("o."+process.argv[1]))})' "$1"; }
+
+bench_start_mock() {
+    local dir=$1 port=$2
+    BENCH_CERTS="$dir/certs"
+    sh test/certs/make-certs.sh "$BENCH_CERTS" "$port" >/dev/null
+    chmod -R a+rX "$BENCH_CERTS"
+    node test/bench/fastmock.js --certs "$BENCH_CERTS" --port "$port" --plain-port $((port + 1)) > "$dir/mock.out" 2>&1 &
+    mock_pid=$!
+    for _ in $(seq 100); do [ -s "$dir/mock.out" ] && break; sleep 0.1; done
+    grep -q ready "$dir/mock.out" || { cat "$dir/mock.out" >&2; log "the fast mock did not start"; exit 1; }
+    mock="https://127.0.0.1:$port"
+}
+
+bench_setup() {
+    q -c "CREATE EXTENSION novu"
+    q -v sa="$(cat "$BENCH_CERTS/fcm-service-account.json")" -v p8="$(cat "$BENCH_CERTS/apns-key.p8")" -v mock="$mock" >/dev/null <<'SQL'
+SELECT novu.create_integration('fcm', jsonb_build_object('serviceAccount',
+    (:'sa'::jsonb) || jsonb_build_object('token_uri', :'mock' || '/token'), 'endpoint', :'mock'), 'fcm-bench');
+SELECT novu.create_integration('apns', jsonb_build_object('secretKey', :'p8', 'apiKey', 'ABC123DEFG',
+    'projectName', 'TEAM123456', 'applicationId', 'com.novu.bench', 'endpoint', :'mock'), 'apns-bench');
+SELECT novu.create_integration('expo', jsonb_build_object('endpoint', :'mock'), 'expo-bench');
+SELECT novu.create_workflow('bench-' || p, jsonb_build_array(jsonb_build_object('type', 'push',
+    'title', 'Order {{payload.orderId}}', 'content', 'Hi {{subscriber.firstName}}', 'providers', jsonb_build_array(p))))
+  FROM unnest(ARRAY['fcm', 'apns', 'expo']) p;
+SELECT novu.create_workflow('bench-all', jsonb_build_array(jsonb_build_object('type', 'push',
+    'title', 'News {{payload.orderId}}', 'content', 'Hi {{subscriber.firstName}}')));
+CREATE TABLE bench_plain (id bigserial PRIMARY KEY, payload jsonb NOT NULL);
+SQL
+}
+
+# bulk-load subscribers sub-FROM..sub-TO with one token per provider given (set-based, not the API)
+load_subscribers() {
+    local from=$1 to=$2 providers=${3:-fcm,apns,expo}
+    q <<SQL
+INSERT INTO novu.subscribers (subscriber_id, first_name)
+SELECT 'sub-' || i, 'User' || i FROM generate_series($from, $to) i ON CONFLICT DO NOTHING;
+INSERT INTO novu.subscriber_channels (subscriber_id, integration_id)
+SELECT 'sub-' || i, ig.id FROM generate_series($from, $to) i, novu.integrations ig
+ WHERE ig.provider_id = ANY (string_to_array('$providers', ',')) ON CONFLICT DO NOTHING;
+INSERT INTO novu.device_tokens (integration_id, device_token, subscriber_id)
+SELECT ig.id, CASE ig.provider_id WHEN 'apns' THEN md5(i::text) || md5(ig.provider_id)
+                                  WHEN 'expo' THEN 'ExponentPushToken[' || i || ']'
+                                  ELSE 'fcm-' || i END, 'sub-' || i
+  FROM generate_series($from, $to) i, novu.integrations ig
+ WHERE ig.provider_id = ANY (string_to_array('$providers', ',')) ON CONFLICT DO NOTHING;
+SQL
+}
+
+# stop/start delivery (the launcher follows novu.workers on reload); "default" resets it
+workers() {
+    local want=$1
+    if [ "$want" = default ]; then
+        q -c "ALTER SYSTEM RESET novu.workers" -c "SELECT pg_reload_conf()" >/dev/null
+        sleep 0.2
+        want=$(q -c "SHOW novu.workers")
+    else
+        q -c "ALTER SYSTEM SET novu.workers = $want" -c "SELECT pg_reload_conf()" >/dev/null
+    fi
+    for _ in $(seq 100); do
+        [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'")" = "$want" ] && return
+        sleep 0.1
+    done
+    log "WARNING: novu.workers = $want did not take effect in 10 s"
+}
+
+# wait until every outbox row is fanned out and every message is final (partial indexes: cheap)
+drained() {
+    until [ "$(q -c "SELECT NOT EXISTS (SELECT FROM novu.events WHERE status IN ('pending', 'processing'))
+                        AND NOT EXISTS (SELECT FROM novu.deliveries WHERE status IN ('pending', 'sending'))")" = t ]; do
+        sleep "${1:-0.1}"
+    done
+}
+
+# The CPU hog: one busy loop per core, each `nice -n 0 bash -c 'while :; do :; done'`
+# (same priority as PostgreSQL and the mock), started before a measurement and
+# killed (by pid) after it.
+HOG_CMD="nice -n 0 bash -c 'while :; do :; done'"
+hog_pids=""
+hog_start() {
+    local i
+    for i in $(seq "$(nproc)"); do
+        nice -n 0 bash -c 'while :; do :; done' &
+        hog_pids="$hog_pids $!"
+    done
+    sleep 1
+}
+hog_stop() {
+    local p
+    for p in $hog_pids; do kill "$p" 2>/dev/null || true; done
+    for p in $hog_pids; do wait "$p" 2>/dev/null || true; done
+    hog_pids=""
+}
