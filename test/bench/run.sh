@@ -331,7 +331,7 @@ p2p3_verdict() {
         echo
         echo "## P2 and P3 at default settings"
         echo
-        echo "Every PostgreSQL and novu setting at its default (novu.workers 1, novu.batch_size 500, shared_buffers 128MB, fsync on);"
+        echo "Every PostgreSQL and novu setting at its default (novu.workers 2, novu.batch_size 500, shared_buffers 128MB, fsync on);"
         echo "set are only shared_preload_libraries, novu.database_name, novu.ca_file, novu.secret_key_file,"
         echo "novu.allowed_private_networks (the local mock) and novu.expo_receipt_delay 1h (receipts are not measured)."
         echo "P2: $N_DELIVERY triggers (one device each) in one commit, timed from the commit until all are sent (fan-out included)."
