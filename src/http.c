@@ -73,6 +73,7 @@ struct HttpPool
 	uint32		policy_generation;	/* netpolicy_generation its connections were opened under */
 	bool		warm_up;		/* one request first on a new connection (see pool_capacity) */
 	bool		warm;			/* a request got an answer on its open connection */
+	int			open_conns;		/* connections curl opened and has not closed */
 };
 
 static HttpPool **pools = NULL;
@@ -173,8 +174,6 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 			pool->socks[i] = pool->socks[--pool->nsocks];
 			wait_set_stale = true;
 		}
-		if (pool->nsocks == 0)
-			pool->warm = false;	/* its connection is gone: the next one starts cold */
 		return 0;
 	}
 	if (i == pool->nsocks)
@@ -240,6 +239,7 @@ pool_renew(HttpPool *pool)
 	pool->nsocks = 0;
 	pool->timer_at = 0;
 	pool->warm = false;
+	pool->open_conns = 0;
 	wait_set_stale = true;
 	pool_open_multi(pool);
 }
@@ -331,7 +331,9 @@ header_cb(char *data, size_t size, size_t nmemb, void *arg)
 	size_t		n = size * nmemb;
 	char	   *v;
 
-	if ((v = header_value(GetMemoryChunkContext(req), data, n, "retry-after")) != NULL)
+	if (n <= 2 && (n == 0 || data[0] == '\r' || data[0] == '\n'))
+		req->headers_done = true;	/* the blank line ending the answer's headers */
+	else if ((v = header_value(GetMemoryChunkContext(req), data, n, "retry-after")) != NULL)
 		req->retry_after = v;
 	else if ((v = header_value(GetMemoryChunkContext(req), data, n, "apns-id")) != NULL)
 		req->apns_id = v;
@@ -404,8 +406,27 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address
 		return CURL_SOCKET_BAD;
 	fd = socket(address->family, address->socktype, address->protocol);
 	if (fd != CURL_SOCKET_BAD)
+	{
 		req->sockets_opened++;
+		req->pool->open_conns++;
+	}
 	return fd;
+}
+
+/*
+ * curl's close-socket callback: a connection of the pool closed.  Once none is
+ * left, the next one starts cold (see pool_capacity).  curl stops watching an
+ * idle connection's socket, so this, not the socket callback, tells when a
+ * connection is gone.
+ */
+static int
+closesocket_cb(void *clientp, curl_socket_t fd)
+{
+	HttpPool   *pool = clientp;
+
+	if (pool->open_conns > 0 && --pool->open_conns == 0)
+		pool->warm = false;
+	return close(fd);
 }
 
 /*
@@ -433,6 +454,22 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 		return CURL_PREREQFUNC_OK;
 	}
 	return CURL_PREREQFUNC_ABORT;
+}
+
+/*
+ * Whether the transfer on an easy handle got its answer's headers: called by
+ * nghttp2_hooks.c from inside curl (the handle may be another curl user's).
+ * Never ereports.
+ */
+bool
+http_answer_started(void *easy)
+{
+	ActiveEntry *entry;
+
+	if (active_requests == NULL)
+		return false;
+	entry = hash_search(active_requests, &easy, HASH_FIND, NULL);
+	return entry != NULL && entry->req->headers_done;
 }
 
 /*
@@ -497,6 +534,7 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	req->sockets_opened = 0;
 	req->sends = 0;
 	req->stream_refused = false;
+	req->headers_done = false;
 	req->refused[0] = '\0';
 
 	curl_easy_setopt(h, CURLOPT_PRIVATE, req);
@@ -509,6 +547,8 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	curl_easy_setopt(h, CURLOPT_PROXY, "");	/* no proxy from the environment */
 	curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
 	curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, req);
+	curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb);
+	curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, pool);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, prereq_cb);
 	curl_easy_setopt(h, CURLOPT_PREREQDATA, req);
@@ -625,7 +665,7 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 		req->result = CURLE_HTTP2;
 		snprintf(req->error, CURL_ERROR_SIZE, "HTTP/2 was not negotiated (APNs requires it)");
 	}
-	if (req->status > 0 && pool->nsocks > 0)
+	if (req->status > 0 && pool->open_conns > 0)
 		pool->warm = true;		/* an answer came: the connection is open for more */
 	curl_multi_remove_handle(pool->multi, h);
 	(void) hash_search(active_requests, &h, HASH_REMOVE, NULL);

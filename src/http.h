@@ -47,6 +47,7 @@ typedef struct HttpRequest
 	int			sockets_opened; /* connections this transfer opened */
 	int			sends;			/* times curl was about to send it (see prereq_cb) */
 	bool		stream_refused; /* the server refused its stream: not processed */
+	bool		headers_done;	/* the answer's headers arrived */
 	char		refused[NETPOLICY_WHY_LEN]; /* the last address the policy refused */
 } HttpRequest;
 
@@ -54,6 +55,7 @@ extern bool novu_wakeup_pending;
 
 extern void http_init(void);
 extern void http_stream_refused(void *easy);
+extern bool http_answer_started(void *easy);
 extern HttpPool *http_pool_create(bool warm_up);
 extern void http_pool_destroy(HttpPool *pool);
 extern HttpRequest *http_request_new(const char *url);

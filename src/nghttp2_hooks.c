@@ -28,8 +28,13 @@
  * count resets since the 2023 "rapid reset" attack: nghttp2 (nghttpx, Apache,
  * Node.js) allows a burst of 1,000 then 33 a second, then sends
  * GOAWAY(INTERNAL_ERROR).  Every APNs connection was cut after about 1,000
- * messages, with up to 100 requests in flight on it.  A reset of a stream
- * nghttp2 no longer tracks is dropped here.
+ * messages, with up to 100 requests in flight on it.  It also resets a stream
+ * whose answer reached its Content-Length before the server's END_STREAM came
+ * (Node.js sends END_STREAM in a frame of its own): FCM connections were cut
+ * the same way.  So a reset is dropped here when the stream is closed, or when
+ * our request went out whole and its answer's headers came (nothing is left to
+ * cancel; the server's END_STREAM closes the stream).  A reset of a request
+ * still waiting for its answer (a timeout) goes out as before.
  */
 #include "postgres.h"
 
@@ -82,7 +87,7 @@ nghttp2_session_callbacks_set_on_stream_close_callback(nghttp2_session_callbacks
 
 typedef int (*submit_rst_stream_fn) (nghttp2_session *, uint8_t, int32_t, uint32_t);
 
-/* Submit RST_STREAM unless the stream is already closed. */
+/* Submit RST_STREAM unless the stream ended or its answer came. */
 PGDLLEXPORT int
 nghttp2_submit_rst_stream(nghttp2_session *session, uint8_t flags, int32_t stream_id, uint32_t error_code)
 {
@@ -95,6 +100,10 @@ nghttp2_submit_rst_stream(nghttp2_session *session, uint8_t flags, int32_t strea
 	{
 		stream = nghttp2_session_find_stream(session, stream_id);
 		if (stream == NULL || nghttp2_stream_get_state(stream) == NGHTTP2_STREAM_STATE_CLOSED)
+			return 0;
+		/* our request was sent whole and its answer came: nothing to cancel */
+		if (nghttp2_stream_get_state(stream) == NGHTTP2_STREAM_STATE_HALF_CLOSED_LOCAL &&
+			http_answer_started(nghttp2_session_get_stream_user_data(session, stream_id)))
 			return 0;
 	}
 	if (real == NULL)
