@@ -115,39 +115,9 @@ novu_wake_workers_at_commit(void)
 	wake_at_commit = true;
 }
 
-/*
- * Wake one live delivery worker, in turn: one is enough to fan out and claim
- * what the commit wrote (it claims again at once while batches are full), and
- * waking them all would make each pay a transaction for the same rows.
- */
-void
-novu_wake_workers(void)
-{
-	Latch	   *live[NOVU_MAX_WORKERS];
-	int			nlive = 0;
-	uint64		turn;
-	int			i;
-
-	if (novu_shared == NULL)
-		return;
-	for (i = 0; i < NOVU_MAX_WORKERS; i++)
-	{
-		if (novu_shared->worker_latch[i] != NULL)
-			live[nlive++] = novu_shared->worker_latch[i];
-	}
-	if (nlive == 0)
-		return;
-	turn = pg_atomic_fetch_add_u64(&novu_shared->wakeups, 1);
-	SetLatch(live[turn % nlive]);
-}
-
-/*
- * Wake one other live delivery worker, in turn (a worker calls this when it
- * found more work than it can take at once: a commit wakes only one worker,
- * and the others would otherwise sleep until their poll with work waiting).
- */
-void
-novu_wake_other_worker(void)
+/* Set the latch of one live delivery worker, in turn, other than "except" (or NULL). */
+static void
+wake_one(Latch *except)
 {
 	Latch	   *live[NOVU_MAX_WORKERS];
 	int			nlive = 0;
@@ -160,13 +130,36 @@ novu_wake_other_worker(void)
 	{
 		Latch	   *latch = novu_shared->worker_latch[i];
 
-		if (latch != NULL && latch != MyLatch)
+		if (latch != NULL && latch != except)
 			live[nlive++] = latch;
 	}
 	if (nlive == 0)
 		return;
 	turn = pg_atomic_fetch_add_u64(&novu_shared->wakeups, 1);
 	SetLatch(live[turn % nlive]);
+}
+
+/*
+ * Wake one live delivery worker, in turn: one is enough to fan out and claim
+ * what the commit wrote (it wakes another when there is more than it takes at
+ * once), and waking them all would make each pay a transaction for the same
+ * rows.
+ */
+void
+novu_wake_workers(void)
+{
+	wake_one(NULL);
+}
+
+/*
+ * Wake one other live delivery worker, in turn (a worker calls this when it
+ * found more work than it can take at once: a commit wakes only one worker,
+ * and the others would otherwise sleep until their poll with work waiting).
+ */
+void
+novu_wake_other_worker(void)
+{
+	wake_one(MyLatch);
 }
 
 /* Publish (or, with NULL, withdraw) a worker's latch in its slot. */

@@ -34,7 +34,8 @@
 // was already in the socket; after maxHoldMs it happens anyway, and the streams
 // still incomplete then are counted in faults.incomplete (otherwise invisible).
 // Held answers of a GOAWAY'd connection are then sent (those at or below its
-// last-stream-id; nghttp2 refuses the others: faults.refused).  A destroy first
+// last-stream-id; the others are refused, unprocessed, and taken back out of the
+// per-token counts, since the client may send them again: faults.refused).  A destroy first
 // says GOAWAY so the client starts nothing more on it (a stream that still came is
 // counted in faults.lateStreams).  What no server can see: a request the client
 // never sends.  libcurl 7.88 keeps starting requests on a connection after its
@@ -157,7 +158,13 @@ function drainFire(s, quiet) {
   } else {
     try { s.goaway(http2.constants.NGHTTP2_NO_ERROR, d.lastStreamId); } catch { /* gone */ }
     for (const h of d.held) {
-      if (h.id <= d.lastStreamId) h.answer(); else faultCounts.refused++;
+      if (h.id <= d.lastStreamId) h.answer();
+      else {
+        // refused above the last-stream-id: not processed, so not received (the
+        // client may send it again, RFC 9113 8.7)
+        faultCounts.refused++;
+        for (const tok of h.toks || []) tokens.set(tok, (tokens.get(tok) || 1) - 1);
+      }
     }
     st.drain = null;
   }
@@ -172,10 +179,10 @@ function answer503(res, kind) {
 }
 
 // Answer a message request, unless a fault says otherwise.
-function deliver(req, res, st, kind, answer) {
+function deliver(req, res, st, kind, answer, toks) {
   if (faultsOn && st) {
     if (st.drain) {
-      st.drain.held.push({ id: req.stream.id, answer });
+      st.drain.held.push({ id: req.stream.id, answer, toks });
       return;
     }
     let r = Math.random();
@@ -194,7 +201,7 @@ function deliver(req, res, st, kind, answer) {
     if (kind2) {
       faultCounts[kind2]++;
       startDrain(req.stream.session, kind2, req.stream.id);
-      st.drain.held.push({ id: req.stream.id, answer });
+      st.drain.held.push({ id: req.stream.id, answer, toks });
       return;
     }
   }
@@ -228,7 +235,7 @@ function handle(req, res) {
       if (k) noteToken(k[1], now);
       const m = /"t": ?"([0-9.]+)"/.exec(body);
       if (m) noteLatency(m[1]);
-      return deliver(req, res, st, 'fcm', () => json(res, 200, { name: `projects/bench/messages/${++seq}` }));
+      return deliver(req, res, st, 'fcm', () => json(res, 200, { name: `projects/bench/messages/${++seq}` }), k ? [k[1]] : []);
     }
     if (url.startsWith('/3/device/')) {
       counts.apns++; counts.messages++;
@@ -239,7 +246,7 @@ function handle(req, res) {
         if (res.stream && (res.stream.destroyed || res.stream.closed)) return;
         res.writeHead(200, { 'apns-id': `00000000-0000-4000-8000-${String(++seq).padStart(12, '0')}` });
         res.end();
-      });
+      }, [url.slice(10)]);
     }
     if (url === '/--/api/v2/push/send') {
       counts.expo++;
@@ -247,11 +254,12 @@ function handle(req, res) {
       try { msgs = JSON.parse(body); } catch { /* counted as zero */ }
       if (!Array.isArray(msgs)) msgs = [msgs];
       counts.messages += msgs.length;
+      const toks = [];
       for (const m of msgs) {
-        for (const to of Array.isArray(m.to) ? m.to : [m.to]) noteToken(String(to), now);
+        for (const to of Array.isArray(m.to) ? m.to : [m.to]) { noteToken(String(to), now); toks.push(String(to)); }
         if (m.data && m.data.t) noteLatency(m.data.t);
       }
-      return deliver(req, res, st, 'expo', () => json(res, 200, { data: msgs.map(() => ({ status: 'ok', id: `r-${++seq}` })) }));
+      return deliver(req, res, st, 'expo', () => json(res, 200, { data: msgs.map(() => ({ status: 'ok', id: `r-${++seq}` })) }), toks);
     }
     if (url === '/--/api/v2/push/getReceipts') { counts.receipts++; return json(res, 200, { data: {} }); }
     counts.plain++; counts.messages++;
