@@ -36,8 +36,9 @@
 // Held answers of a GOAWAY'd connection are then sent (those at or below its
 // last-stream-id; the others are refused, unprocessed, and taken back out of the
 // per-token counts, since the client may send them again: faults.refused).  A destroy first
-// says GOAWAY so the client starts nothing more on it (a stream that still came is
-// counted in faults.lateStreams).  What no server can see: a request the client
+// says GOAWAY so the client starts nothing more on it.  A stream that crossed a
+// GOAWAY (above its last-stream-id) is refused as far as the client knows and may be
+// sent again: it is not counted, only noted in faults.lateStreams.  What no server can see: a request the client
 // never sends.  libcurl 7.88 keeps starting requests on a connection after its
 // GOAWAY; nghttp2 does not send them (see test/bench/mixed.sh).
 const http2 = require('http2');
@@ -104,7 +105,7 @@ function setFaults(cfg) {
 function connState(req) {
   if (req.httpVersionMajor !== 2) return null;
   const s = req.stream.session;
-  if (!s.__novu) s.__novu = { open: 0, incomplete: 0, lastNewAt: 0, maxId: 0, drain: null };
+  if (!s.__novu) s.__novu = { open: 0, incomplete: 0, lastNewAt: 0, maxId: 0, drain: null, goawayLast: -1 };
   return s.__novu;
 }
 
@@ -145,10 +146,9 @@ function drainFire(s, quiet) {
   if (d.kind === 'destroy') {
     // announce the close (so the client starts nothing more on it), then destroy it
     // unanswered once the GOAWAY had time to arrive
+    st.goawayLast = st.maxId;
     try { s.goaway(http2.constants.NGHTTP2_NO_ERROR, st.maxId); } catch { /* gone */ }
-    const seen = st.lastNewAt;
     setTimeout(() => {
-      if (st.lastNewAt !== seen) faultCounts.lateStreams++;
       try {
         const sock = s.socket;
         if (sock && typeof sock.resetAndDestroy === 'function') sock.resetAndDestroy();
@@ -156,6 +156,7 @@ function drainFire(s, quiet) {
       } catch { try { s.destroy(); } catch { /* gone */ } }
     }, 50);
   } else {
+    st.goawayLast = d.lastStreamId;
     try { s.goaway(http2.constants.NGHTTP2_NO_ERROR, d.lastStreamId); } catch { /* gone */ }
     for (const h of d.held) {
       if (h.id <= d.lastStreamId) h.answer();
@@ -220,6 +221,12 @@ function handle(req, res) {
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
     settle();
+    // a stream that crossed this connection's GOAWAY (above its last-stream-id) is
+    // refused as far as the client knows, which may send it again: not counted
+    if (st && st.goawayLast >= 0 && req.stream.id > st.goawayLast) {
+      faultCounts.lateStreams++;
+      return;
+    }
     const url = req.url;
     const now = Date.now();
     if (url.startsWith('/_')) return control(req, res, url, chunks);

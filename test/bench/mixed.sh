@@ -293,7 +293,7 @@ ord-<id>) for a random subscriber of $NSUBS, on FCM, APNs or Expo at random. A b
 every subscriber) at $T_BROADCAST s, kill -9 of a delivery worker at $T_KILL s, pg_ctl restart at $T_RESTART s.
 Faults (share of message requests, fastmock.js): $FAULTS.
 Injected: $(mjq 'faults.rst') RST_STREAM, $(mjq 'faults.e5xx') 503 + Retry-After, $(mjq 'faults.slow') slow answers,
-$(mjq 'faults.goaway') GOAWAY ($(mjq 'faults.refused') held streams refused above a last-stream-id), $(mjq 'faults.destroy') destroyed
+$(mjq 'faults.goaway') GOAWAY ($(mjq 'faults.refused') held streams refused above a last-stream-id, $(mjq 'faults.lateStreams') streams that crossed a GOAWAY, not counted), $(mjq 'faults.destroy') destroyed
 connections; connections drained before a GOAWAY or destroy: $(mjq 'faults.drainedQuiet') quiet, $(mjq 'faults.drainedTimeout') at the hold limit
 with $(mjq 'faults.incomplete') request bodies incomplete (not counted by the mock).
 
