@@ -456,6 +456,18 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 	return CURL_PREREQFUNC_ABORT;
 }
 
+/* Our request on an easy handle, or NULL (the handle may be another curl user's). */
+static HttpRequest *
+active_request(void *easy)
+{
+	ActiveEntry *entry;
+
+	if (active_requests == NULL)
+		return NULL;
+	entry = hash_search(active_requests, &easy, HASH_FIND, NULL);
+	return entry != NULL ? entry->req : NULL;
+}
+
 /*
  * Whether the transfer on an easy handle got its answer's headers: called by
  * nghttp2_hooks.c from inside curl (the handle may be another curl user's).
@@ -464,12 +476,9 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 bool
 http_answer_started(void *easy)
 {
-	ActiveEntry *entry;
+	HttpRequest *req = active_request(easy);
 
-	if (active_requests == NULL)
-		return false;
-	entry = hash_search(active_requests, &easy, HASH_FIND, NULL);
-	return entry != NULL && entry->req->headers_done;
+	return req != NULL && req->headers_done;
 }
 
 /*
@@ -480,13 +489,10 @@ http_answer_started(void *easy)
 void
 http_stream_refused(void *easy)
 {
-	ActiveEntry *entry;
+	HttpRequest *req = active_request(easy);
 
-	if (active_requests == NULL)
-		return;
-	entry = hash_search(active_requests, &easy, HASH_FIND, NULL);
-	if (entry != NULL)
-		entry->req->stream_refused = true;
+	if (req != NULL)
+		req->stream_refused = true;
 }
 
 /* An easy handle from the free list, reset, or a new one. */
