@@ -7,7 +7,7 @@ EXTENSION = novu
 EXTVERSION = 0.5.0
 
 MODULE_big = novu
-OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/*/*.c)))
 
 DATA = $(wildcard sql/novu--*.sql)
 

@@ -8,7 +8,7 @@
 
 #include "utils/guc.h"
 
-#include "netpolicy.h"
+#include "net/netpolicy.h"
 #include "novu.h"
 
 char	   *novu_database_name = NULL;

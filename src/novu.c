@@ -8,8 +8,8 @@
 #include "miscadmin.h"
 
 #include "novu.h"
-#include "shmem.h"
-#include "worker.h"
+#include "bgw/shmem.h"
+#include "bgw/worker.h"
 
 PG_MODULE_MAGIC;
 

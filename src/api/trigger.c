@@ -1,0 +1,533 @@
+/*
+ * trigger.c
+ *		novu.trigger() and novu.broadcast(): validate the call, then write one
+ *		outbox row in the caller's transaction.
+ *
+ * This is the path applications run inside their own transactions, so it is
+ * kept to a workflow probe, an "ensure the recipients exist" probe and one
+ * outbox insert, all through plans prepared once per backend.  Fan-out to
+ * devices happens later, in the delivery workers.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "port.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "novu.h"
+#include "common/jsonb_util.h"
+#include "outbox/lookup.h"
+#include "outbox/outbox.h"
+#include "providers/rules.h"
+#include "bgw/shmem.h"
+#include "outbox/workflow_cache.h"
+
+PG_FUNCTION_INFO_V1(novu_trigger);
+PG_FUNCTION_INFO_V1(novu_broadcast);
+
+/* One recipient of a trigger: a subscriberId and, for inline subscribers, its profile. */
+typedef struct Recipient
+{
+	char	   *subscriber_id;
+	Jsonb	   *profile;		/* NULL when only the subscriberId was given */
+} Recipient;
+
+/* Plans prepared once per backend (SPI_keepplan). */
+static SPIPlanPtr ensure_subscribers_plan = NULL;
+static SPIPlanPtr upsert_profile_plan = NULL;
+
+/* Raise unless the identifier has 1 to 255 characters and no control characters. */
+void
+novu_check_identifier(const char *value, const char *field)
+{
+	const unsigned char *p;
+
+	if (value == NULL || value[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", field),
+				 errhint("Give a %s of 1 to 255 characters.", field)));
+	if (pg_mbstrlen(value) > NOVU_MAX_ID_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too long (%d characters)", field, pg_mbstrlen(value)),
+				 errhint("A %s has at most 255 characters.", field)));
+	for (p = (const unsigned char *) value; *p; p++)
+	{
+		if (*p < 0x20 || *p == 0x7f)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must not contain control characters", field),
+					 errhint("Use printable characters in %s.", field)));
+	}
+}
+
+/* Raise unless the argument is a JSON object; NULL means the empty object. */
+static Jsonb *
+check_object_arg(Jsonb *value, const char *field)
+{
+	if (value == NULL)
+		return NULL;
+	if (!JB_ROOT_IS_OBJECT(value) || JB_ROOT_IS_SCALAR(value))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", field),
+				 errhint("Pass an object, e.g. '{\"orderId\": 42}'::jsonb.")));
+	return value;
+}
+
+/*
+ * Fill buf with len bytes from the strong random source (OpenSSL's CSPRNG
+ * behind pg_strong_random), drawn a few kilobytes at a time per backend:
+ * generated transactionIds are unguessable, and one call of the source serves
+ * hundreds of triggers.
+ */
+static void
+strong_random_bytes(unsigned char *buf, int len)
+{
+	static unsigned char pool[4096];
+	static int	left = 0;
+
+	if (left < len)
+	{
+		if (!pg_strong_random(pool, sizeof(pool)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random transactionId")));
+		left = sizeof(pool);
+	}
+	memcpy(buf, pool + sizeof(pool) - left, len);
+	memset(pool + sizeof(pool) - left, 0, len);
+	left -= len;
+}
+
+/*
+ * A time-ordered (version 7) UUID as text, for generated transactionIds:
+ * Unix milliseconds then 74 bits from the strong random source.  Consecutive
+ * ids sort together, so the outbox's primary key grows at its right edge
+ * instead of dirtying a random leaf per trigger.
+ */
+static char *
+random_uuid_text(void)
+{
+	unsigned char b[16];
+	uint64		ms = (uint64) ((GetCurrentTimestamp() / 1000) + (uint64) 946684800000);	/* Unix ms */
+	int			i;
+
+	for (i = 0; i < 6; i++)
+		b[i] = (unsigned char) (ms >> (40 - 8 * i));
+	strong_random_bytes(b + 6, 10);
+	b[6] = (b[6] & 0x0f) | 0x70;	/* version 7 */
+	b[8] = (b[8] & 0x3f) | 0x80;	/* RFC 9562 variant */
+	return psprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+					b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+					b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+/* Parse one element of "to" (a subscriberId string or a subscriber object). */
+static Recipient *
+parse_recipient(JsonbValue *v, const char *field)
+{
+	Recipient  *r = palloc0(sizeof(Recipient));
+	JsonbValue	sid;
+
+	if (v->type == jbvString)
+	{
+		r->subscriber_id = pnstrdup(v->val.string.val, v->val.string.len);
+		novu_check_identifier(r->subscriber_id, "subscriberId");
+		return r;
+	}
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a subscriberId string or a subscriber object", field),
+				 errhint("Example: \"user-1\" or {\"subscriberId\": \"user-1\", \"email\": \"a@b.co\"}.")));
+
+	if (jsonb_container_get(v->val.binary.data, "topicKey", NULL) ||
+		jsonb_container_get_string(v->val.binary.data, "type") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s: topics are not supported yet", field),
+				 errhint("Address subscribers by subscriberId, or use novu.broadcast() for everyone.")));
+
+	if (!jsonb_container_get(v->val.binary.data, "subscriberId", &sid) || sid.type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s.subscriberId is required and must be a string", field),
+				 errhint("A subscriber object has a subscriberId and optional profile keys and channels.")));
+	r->subscriber_id = pnstrdup(sid.val.string.val, sid.val.string.len);
+	novu_check_identifier(r->subscriber_id, "subscriberId");
+
+	/* Anything besides subscriberId is an inline profile to upsert. */
+	if (JsonContainerSize(v->val.binary.data) > 1)
+	{
+		r->profile = JsonbValueToJsonb(v);
+		novu_check_json_size(r->profile, field, NOVU_MAX_PROFILE_BYTES);
+	}
+	return r;
+}
+
+/* Order recipients by subscriberId (qsort comparator). */
+static int
+recipient_cmp(const void *a, const void *b)
+{
+	return strcmp((*(Recipient *const *) a)->subscriber_id,
+				  (*(Recipient *const *) b)->subscriber_id);
+}
+
+/* Parse "to" into a list of recipients, in the order given (repeats included). */
+static List *
+parse_to(Jsonb *to)
+{
+	List	   *result = NIL;
+	JsonbValue	v;
+
+	if (to == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("to must not be null"),
+				 errhint("Pass a subscriberId, a subscriber object, or an array of them.")));
+	novu_check_json_size(to, "to", NOVU_MAX_TO_BYTES);
+	if (JB_ROOT_IS_ARRAY(to) && !JB_ROOT_IS_SCALAR(to) && JB_ROOT_COUNT(to) > NOVU_MAX_RECIPIENTS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("to names too many recipients (%u)", JB_ROOT_COUNT(to)),
+				 errdetail("The limit is %d recipients per trigger.", NOVU_MAX_RECIPIENTS),
+				 errhint("Use a topic or novu.broadcast() for larger audiences, or split the trigger.")));
+
+	if (JB_ROOT_IS_SCALAR(to))
+	{
+		JsonbExtractScalar(&to->root, &v);
+		return list_make1(parse_recipient(&v, "to"));
+	}
+	if (JB_ROOT_IS_OBJECT(to))
+	{
+		v.type = jbvBinary;
+		v.val.binary.data = &to->root;
+		v.val.binary.len = VARSIZE(to) - VARHDRSZ;
+		return list_make1(parse_recipient(&v, "to"));
+	}
+	else
+	{
+		JsonbIterator *it = JsonbIteratorInit(&to->root);
+		JsonbIteratorToken tok;
+		int			i = 0;
+
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok == WJB_ELEM)
+				result = lappend(result, parse_recipient(&v, psprintf("to[%d]", i++)));
+		}
+	}
+	if (result == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("to must name at least one subscriber"),
+				 errhint("Pass a subscriberId, a subscriber object, or a non-empty array of them; novu.broadcast() reaches everyone.")));
+	return result;
+}
+
+/*
+ * The distinct subscriberIds of the recipients as a text[], sorted, so that
+ * concurrent triggers creating the same new subscribers lock them in one order.
+ */
+static ArrayType *
+recipient_id_array(List *recipients)
+{
+	int			n = list_length(recipients);
+	Recipient **sorted = palloc(sizeof(Recipient *) * n);
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	int			nids = 0;
+	int			i = 0;
+	ListCell   *lc;
+
+	foreach(lc, recipients)
+		sorted[i++] = lfirst(lc);
+	if (n > 1)
+		qsort(sorted, n, sizeof(Recipient *), recipient_cmp);
+	for (i = 0; i < n; i++)
+	{
+		if (i > 0 && strcmp(sorted[i]->subscriber_id, sorted[i - 1]->subscriber_id) == 0)
+			continue;
+		ids[nids++] = CStringGetTextDatum(sorted[i]->subscriber_id);
+	}
+	return construct_array(ids, nids, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+/*
+ * Probe the workflow: raise if unknown, else say whether it can run.  In READ
+ * COMMITTED the answer comes from the backend's cache (workflow_cache.c), and
+ * a miss is probed under the latest snapshot, which is what the cache needs;
+ * with a transaction snapshot (REPEATABLE READ, SERIALIZABLE) the probe reads
+ * under it and the cache is left alone.
+ */
+static WorkflowState
+probe_workflow(const char *workflow_id)
+{
+	AttrNumber	attnums[2];
+	Datum		values[2];
+	bool		isnull[2];
+	Jsonb	   *steps;
+	WorkflowState state;
+	bool		cacheable = !IsolationUsesXactSnapshot();
+	bool		found;
+
+	if (cacheable && novu_workflow_cache_get(workflow_id, &state))
+		return state;
+	attnums[0] = novu_attnum("workflows", "active");
+	attnums[1] = novu_attnum("workflows", "steps");
+	if (cacheable)
+		PushActiveSnapshot(GetLatestSnapshot());
+	found = novu_pk_fetch("workflows", workflow_id, 2, attnums, values, isnull);
+	if (cacheable)
+		PopActiveSnapshot();
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" not found", workflow_id),
+				 errhint("Create it with novu.create_workflow(); workflow ids are case sensitive.")));
+	steps = isnull[1] ? NULL : DatumGetJsonbP(values[1]);
+	if (isnull[0] || !DatumGetBool(values[0]))
+		state = WORKFLOW_NOT_ACTIVE;
+	else if (steps == NULL || !JB_ROOT_IS_ARRAY(steps) || JB_ROOT_COUNT(steps) == 0)
+		state = WORKFLOW_NO_STEPS;
+	else
+		state = WORKFLOW_OK;
+	if (cacheable)
+		novu_workflow_cache_put(workflow_id, state);
+	return state;
+}
+
+/*
+ * Create the subscribers of a trigger that do not exist yet (empty profile).
+ * Existing ones, the usual case, cost one index probe each; only when some
+ * are missing does it run the insert (ON CONFLICT: a concurrent trigger may
+ * create the same one).
+ */
+static void
+ensure_subscribers(ArrayType *ids)
+{
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	Datum		values[1];
+	SPIPlanPtr	plan;
+	Datum	   *elems;
+	int			nelems;
+	int			i;
+	AttrNumber	attnum = 1;
+	Datum		value;
+	bool		isnull;
+
+	deconstruct_array(ids, TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &nelems);
+	for (i = 0; i < nelems; i++)
+	{
+		if (!novu_pk_fetch("subscribers", TextDatumGetCString(elems[i]), 1, &attnum, &value, &isnull))
+			break;
+	}
+	if (i == nelems)
+		return;
+
+	plan = novu_prepare_once(&ensure_subscribers_plan,
+						"INSERT INTO novu.subscribers (subscriber_id) SELECT pg_catalog.unnest($1) "
+						"ON CONFLICT (subscriber_id) DO NOTHING",
+						1, argtypes);
+	values[0] = PointerGetDatum(ids);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "novu: subscriber insert failed");
+}
+
+/* Upsert an inline subscriber profile (and append its channels). */
+static void
+upsert_profile(const char *subscriber_id, Jsonb *profile)
+{
+	Oid			argtypes[2] = {TEXTOID, JSONBOID};
+	Datum		values[2];
+	SPIPlanPtr	plan;
+
+	plan = novu_prepare_once(&upsert_profile_plan,
+						"SELECT novu._upsert_subscriber($1, $2)",
+						2, argtypes);
+	values[0] = CStringGetTextDatum(subscriber_id);
+	values[1] = JsonbPGetDatum(profile);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "novu: subscriber upsert failed");
+}
+
+/* Build Novu's trigger response {acknowledged, status, transactionId}. */
+static Jsonb *
+trigger_result(const char *status, const char *transaction_id)
+{
+	JsonbParseState *state = NULL;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	jsonb_push_bool(&state, "acknowledged", true);
+	jsonb_push_string(&state, "status", status);
+	jsonb_push_string(&state, "transactionId", transaction_id);
+	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+}
+
+/* Validate the arguments common to trigger and broadcast; returns the transactionId. */
+static char *
+check_common_args(const char *workflow_id, Jsonb **payload, Jsonb **overrides, char *transaction_id,
+				  bool *generated)
+{
+	if (workflow_id == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("workflow_id must not be null"),
+				 errhint("Pass the identifier given to novu.create_workflow().")));
+	novu_check_identifier(workflow_id, "workflow_id");
+
+	*payload = check_object_arg(*payload, "payload");
+	if (*payload == NULL)
+		*payload = jsonb_empty_object();
+	novu_check_json_size(*payload, "payload", NOVU_MAX_PAYLOAD_BYTES);
+	*overrides = check_object_arg(*overrides, "overrides");
+	if (*overrides == NULL)
+		*overrides = jsonb_empty_object();
+	novu_check_json_size(*overrides, "overrides", NOVU_MAX_OVERRIDES_BYTES);
+	novu_check_overrides(*overrides, "overrides");	/* no retargeting, no header injection */
+
+	*generated = (transaction_id == NULL);
+	if (transaction_id == NULL)
+		return random_uuid_text();
+	novu_check_identifier(transaction_id, "transactionId");
+	return transaction_id;
+}
+
+/* Status text of a workflow that cannot run, or NULL. */
+static const char *
+workflow_status(WorkflowState state)
+{
+	switch (state)
+	{
+		case WORKFLOW_NOT_ACTIVE:
+			return "trigger_not_active";
+		case WORKFLOW_NO_STEPS:
+			return "no_workflow_steps_defined";
+		case WORKFLOW_OK:
+			break;
+	}
+	return NULL;
+}
+
+/*
+ * novu.trigger(workflow_id, to, payload, overrides, transaction_id, actor)
+ *		Enqueue a workflow run for the recipients in the caller's transaction.
+ */
+Datum
+novu_trigger(PG_FUNCTION_ARGS)
+{
+	char	   *workflow_id = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Jsonb	   *to = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	Jsonb	   *payload = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	Jsonb	   *overrides = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+	char	   *transaction_id = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	Jsonb	   *actor = PG_ARGISNULL(5) ? NULL : PG_GETARG_JSONB_P(5);
+	Recipient  *actor_profile = NULL;
+	List	   *recipients;
+	ListCell   *lc;
+	ArrayType  *id_array;
+	const char *status;
+	bool		generated;
+
+	transaction_id = check_common_args(workflow_id, &payload, &overrides, transaction_id, &generated);
+	recipients = parse_to(to);
+
+	if (actor != NULL)
+	{
+		JsonbValue	v;
+
+		novu_check_json_size(actor, "actor", NOVU_MAX_ACTOR_BYTES);
+		if (JB_ROOT_IS_SCALAR(actor))
+		{
+			JsonbExtractScalar(&actor->root, &v);
+			if (v.type == jbvNull)
+				actor = NULL;
+		}
+		else if (JB_ROOT_IS_OBJECT(actor))
+		{
+			v.type = jbvBinary;
+			v.val.binary.data = &actor->root;
+			v.val.binary.len = VARSIZE(actor) - VARHDRSZ;
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("actor must be a subscriberId string or a subscriber object"),
+					 errhint("The actor is the subscriber shown as the notification's author.")));
+		if (actor != NULL)
+			actor_profile = parse_recipient(&v, "actor");
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "novu: SPI_connect failed");
+
+	status = workflow_status(probe_workflow(workflow_id));
+	if (status == NULL)
+	{
+		id_array = recipient_id_array(recipients);
+
+		if (!novu_outbox_insert(transaction_id, generated, "trigger", workflow_id, id_array, payload, overrides, actor))
+			status = "duplicate";
+		else
+		{
+			/* Inline profiles and channels change in the caller's transaction. */
+			foreach(lc, recipients)
+			{
+				Recipient  *r = lfirst(lc);
+
+				if (r->profile != NULL)
+					upsert_profile(r->subscriber_id, r->profile);
+			}
+			if (actor_profile != NULL && actor_profile->profile != NULL)
+				upsert_profile(actor_profile->subscriber_id, actor_profile->profile);
+			ensure_subscribers(id_array);
+			novu_wake_workers_at_commit();
+			status = "processed";
+		}
+	}
+
+	SPI_finish();
+	PG_RETURN_JSONB_P(trigger_result(status, transaction_id));
+}
+
+/*
+ * novu.broadcast(workflow_id, payload, overrides, transaction_id)
+ *		Enqueue a workflow run for every subscriber; the workers fan it out.
+ */
+Datum
+novu_broadcast(PG_FUNCTION_ARGS)
+{
+	char	   *workflow_id = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Jsonb	   *payload = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	Jsonb	   *overrides = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	char	   *transaction_id = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	const char *status;
+	bool		generated;
+
+	transaction_id = check_common_args(workflow_id, &payload, &overrides, transaction_id, &generated);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "novu: SPI_connect failed");
+	status = workflow_status(probe_workflow(workflow_id));
+	if (status == NULL)
+	{
+		if (novu_outbox_insert(transaction_id, generated, "broadcast", workflow_id, NULL, payload, overrides, NULL))
+		{
+			novu_wake_workers_at_commit();
+			status = "processed";
+		}
+		else
+			status = "duplicate";
+	}
+	SPI_finish();
+	PG_RETURN_JSONB_P(trigger_result(status, transaction_id));
+}

@@ -1,0 +1,200 @@
+/*
+ * shmem.c
+ *		Shared state of the delivery workers, and the wake-up at commit.
+ *
+ * Each delivery worker publishes its latch here.  novu.trigger() marks the
+ * transaction; a transaction callback sets the workers' latches when (and only
+ * when) that transaction commits, so a committed trigger reaches a worker within
+ * milliseconds without polling.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+
+#include "delivery/breaker.h"
+#include "novu.h"
+#include "bgw/shmem.h"
+
+NovuShared *novu_shared = NULL;
+
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+
+/* Set by novu.trigger(): this transaction enqueued something. */
+static bool wake_at_commit = false;
+
+/* Ask for our shared memory (shmem_request_hook on 15+, _PG_init before). */
+static void
+novu_shmem_request(void)
+{
+#if PG_VERSION_NUM >= 150000
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	RequestAddinShmemSpace(MAXALIGN(sizeof(NovuShared)));
+	novu_breaker_shmem_request();
+}
+
+/* Create or attach the shared struct at postmaster start. */
+static void
+novu_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	novu_shared = ShmemInitStruct("novu", sizeof(NovuShared), &found);
+	if (!found)
+	{
+		memset(novu_shared, 0, sizeof(NovuShared));
+		SpinLockInit(&novu_shared->mutex);
+		pg_atomic_init_u64(&novu_shared->wakeups, 0);
+	}
+	novu_breaker_shmem_startup();
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Wake every delivery worker if this transaction enqueued something and committed. */
+static void
+novu_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+				novu_wake_workers();
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* a prepared transaction is found by the workers' poll */
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* Install the hooks; called from _PG_init when preloaded. */
+void
+novu_shmem_init(void)
+{
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = novu_shmem_request;
+#else
+	novu_shmem_request();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = novu_shmem_startup;
+}
+
+/* Register the commit callback in this backend (any backend that loads the library). */
+void
+novu_register_xact_callback(void)
+{
+	RegisterXactCallback(novu_xact_callback, NULL);
+}
+
+/* Remember to wake the workers when the current transaction commits. */
+void
+novu_wake_workers_at_commit(void)
+{
+	wake_at_commit = true;
+}
+
+/* Set the latch of one live delivery worker, in turn, other than "except" (or NULL). */
+static void
+wake_one(Latch *except)
+{
+	Latch	   *live[NOVU_MAX_WORKERS];
+	int			nlive = 0;
+	uint64		turn;
+	int			i;
+
+	if (novu_shared == NULL)
+		return;
+	for (i = 0; i < NOVU_MAX_WORKERS; i++)
+	{
+		Latch	   *latch = novu_shared->worker_latch[i];
+
+		if (latch != NULL && latch != except)
+			live[nlive++] = latch;
+	}
+	if (nlive == 0)
+		return;
+	turn = pg_atomic_fetch_add_u64(&novu_shared->wakeups, 1);
+	SetLatch(live[turn % nlive]);
+}
+
+/*
+ * Wake one live delivery worker, in turn: one is enough to fan out and claim
+ * what the commit wrote (it wakes another when there is more than it takes at
+ * once), and waking them all would make each pay a transaction for the same
+ * rows.
+ */
+void
+novu_wake_workers(void)
+{
+	wake_one(NULL);
+}
+
+/*
+ * Wake one other live delivery worker, in turn (a worker calls this when it
+ * found more work than it can take at once: a commit wakes only one worker,
+ * and the others would otherwise sleep until their poll with work waiting).
+ */
+void
+novu_wake_other_worker(void)
+{
+	wake_one(MyLatch);
+}
+
+/* Publish (or, with NULL, withdraw) a worker's latch in its slot. */
+void
+novu_set_worker_latch(int slot, Latch *latch)
+{
+	if (novu_shared == NULL || slot < 0 || slot >= NOVU_MAX_WORKERS)
+		return;
+	SpinLockAcquire(&novu_shared->mutex);
+	novu_shared->worker_latch[slot] = latch;
+	novu_shared->worker_pid[slot] = latch ? MyProcPid : 0;
+	novu_shared->generation++;
+	SpinLockRelease(&novu_shared->mutex);
+}
+
+/*
+ * The PIDs of the delivery workers running now, and the generation of that
+ * set (it changes whenever a worker starts or stops); returns how many.
+ */
+int
+novu_live_worker_pids(int32 *pids, uint32 *generation)
+{
+	int			n = 0;
+	int			i;
+
+	*generation = 0;
+	if (novu_shared == NULL)
+		return 0;
+	SpinLockAcquire(&novu_shared->mutex);
+	*generation = novu_shared->generation;
+	for (i = 0; i < NOVU_MAX_WORKERS; i++)
+	{
+		if (novu_shared->worker_pid[i] != 0)
+			pids[n++] = novu_shared->worker_pid[i];
+	}
+	SpinLockRelease(&novu_shared->mutex);
+	return n;
+}

@@ -1,0 +1,339 @@
+/*
+ * worker.c
+ *		The delivery worker: the main loop around fan-out, delivery and
+ *		housekeeping.
+ *
+ * The loop is the canonical one (worker_spi): SIGTERM runs die(), the worker
+ * waits only on MyLatch with WL_EXIT_ON_PM_DEATH, and every unit of work is a
+ * short transaction.  An ERROR is caught here, reported, and the loop goes on
+ * after a pause: one bad row or a missing extension never crash-loops the
+ * worker.  Network I/O happens only between transactions (deliver.c).
+ */
+#include "postgres.h"
+
+#include <setjmp.h>
+
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "storage/lmgr.h"
+#include "executor/spi.h"
+#include "libpq/pqsignal.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/ps_status.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "net/http.h"
+#include "novu.h"
+#include "queue/queue.h"
+#include "bgw/shmem.h"
+#include "bgw/worker.h"
+
+PGDLLEXPORT void novu_worker_main(Datum main_arg);
+
+/* SQLSTATE of the quiet error ending a unit of work whose extension is gone */
+#define EXTENSION_GONE ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+
+/* This worker's slot number (0 .. novu.workers - 1). */
+int			novu_worker_slot = -1;
+
+/* Withdraw the worker's latch from shared memory at exit. */
+static void
+worker_shmem_exit(int code, Datum arg)
+{
+	novu_set_worker_latch(DatumGetInt32(arg), NULL);
+}
+
+/* The memory context that was current when the unit of work began. */
+static MemoryContext work_outer_cxt = NULL;
+
+/* Where results of a unit of work are copied to outlive its transaction. */
+MemoryContext
+novu_work_outer_context(void)
+{
+	return work_outer_cxt;
+}
+
+/*
+ * Begin a short transaction for one unit of work, with SPI and a snapshot.
+ *
+ * It first takes a share lock on the extension itself: DROP EXTENSION locks
+ * the extension before its tables, so it waits for this unit of work (or this
+ * one waits for it) instead of deadlocking on the tables in another order.
+ * If the extension went away meanwhile, the unit of work ends with a quiet
+ * error (EXTENSION_GONE) and the loop waits for it to come back.
+ */
+static void
+begin_work(const char *activity, bool need_extension)
+{
+	Oid			ext;
+
+	work_outer_cxt = CurrentMemoryContext;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (need_extension)
+	{
+		ext = get_extension_oid("novu", true);
+		if (OidIsValid(ext))
+			LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
+		if (!OidIsValid(ext) || !OidIsValid(get_extension_oid("novu", true)))
+			ereport(ERROR,
+					(errcode(EXTENSION_GONE),
+					 errmsg("novu: extension \"novu\" is gone")));
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "novu: SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* Begin a unit of work on the extension's tables (see begin_work). */
+void
+novu_begin_work(const char *activity)
+{
+	begin_work(activity, true);
+}
+
+/* Commit the unit of work and report it to the statistics system. */
+void
+novu_end_work(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(work_outer_cxt);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Whether the extension is installed in this database at the version this
+ * library serves.  Logs once per change of state; the caller waits and asks
+ * again, so CREATE/DROP/ALTER EXTENSION at any time are fine.
+ */
+/* When extension_ready() last looked (0: look at the next cycle). */
+static TimestampTz extension_checked_at = 0;
+
+static bool
+extension_ready(void)
+{
+	static int	last_state = -1;
+	int			state;
+	char	   *version = NULL;
+
+	/*
+	 * Once ready, look again only every few seconds: each unit of work locks
+	 * the extension and stops quietly if it is gone (see begin_work).
+	 */
+	if (last_state == 2 && extension_checked_at != 0 &&
+		!TimestampDifferenceExceeds(extension_checked_at, GetCurrentTimestamp(), 5000))
+		return true;
+	extension_checked_at = GetCurrentTimestamp();
+	begin_work("novu: checking the extension", false);
+	if (!OidIsValid(get_extension_oid("novu", true)))
+		state = 0;
+	else
+	{
+		if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'novu'",
+						true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+			version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		state = (version != NULL && strcmp(version, NOVU_EXTVERSION) == 0) ? 2 : 1;
+	}
+	if (state != last_state)
+	{
+		if (state == 0)
+			ereport(LOG,
+					(errmsg("novu: extension \"novu\" is not installed in database \"%s\"; delivery waits",
+							get_database_name(MyDatabaseId)),
+					 errhint("Run CREATE EXTENSION novu in that database, or set novu.database_name.")));
+		else if (state == 1)
+			ereport(LOG,
+					(errmsg("novu: extension version %s does not match the library (%s); delivery waits",
+							version ? version : "?", NOVU_EXTVERSION),
+					 errhint("Run ALTER EXTENSION novu UPDATE, or install the matching library.")));
+		else if (last_state != -1)
+			ereport(LOG, (errmsg("novu: extension ready, delivery resumes")));
+	}
+	last_state = state;
+	novu_end_work();
+	return state == 2;
+}
+
+/*
+ * One turn of work: fan out new triggers (when woken, when the poll is due,
+ * or while there are more), let the delivery pipeline claim, send and record,
+ * check Expo receipts and tidy up now and then.  Returns the number of rows
+ * handled, so the loop knows whether to go on at once or wait.
+ */
+static int
+worker_cycle(long *sleep_ms)
+{
+	static TimestampTz last_poll = 0;
+	static TimestampTz last_receipts = 0;
+	static bool fanout_more = false;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		woken = novu_wakeup_pending;
+	bool		poll_due = TimestampDifferenceExceeds(last_poll, now, novu_poll_interval);
+	int			done = 0;
+
+	novu_wakeup_pending = false;
+	*sleep_ms = novu_poll_interval;
+	if (poll_due)
+		last_poll = now;
+
+	/* fan-out, claim and record share one short transaction per step */
+	done += novu_deliver(woken || poll_due, &fanout_more, fanout_more ? 0 : 200, sleep_ms);
+	CHECK_FOR_INTERRUPTS();
+
+	if (TimestampDifferenceExceeds(last_receipts, now, 1000))
+	{
+		last_receipts = now;
+		done += novu_expo_receipts();
+	}
+	novu_housekeeping();
+	return done;
+}
+
+/* Entry point of a delivery worker. */
+void
+novu_worker_main(Datum main_arg)
+{
+	sigjmp_buf	local_sigjmp_buf;
+	Oid			dboid;
+	Oid			roleoid;
+	bool		running_as_superuser;
+	int			consecutive_errors = 0;
+	MemoryContext cycle_context;
+
+	novu_worker_slot = DatumGetInt32(main_arg);
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	/*
+	 * Connect as the worker role, never as a superuser (DESIGN 5): whatever a
+	 * database or table owner puts in the database runs, if at all, with the
+	 * worker role's few rights.  The launcher checked the role; check again,
+	 * as it may have changed since.
+	 */
+	memcpy(&roleoid, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(Oid));
+	BackgroundWorkerInitializeConnectionByOid(dboid, roleoid, 0);
+	StartTransactionCommand();
+	running_as_superuser = superuser() || GetUserId() != roleoid;
+	CommitTransactionCommand();
+	if (running_as_superuser)
+		ereport(FATAL,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("novu: a delivery worker must run as role \"%s\" and never as a superuser",
+						NOVU_WORKER_ROLE),
+				 errhint("ALTER ROLE %s NOSUPERUSER;", NOVU_WORKER_ROLE)));
+	pgstat_report_appname(psprintf("novu delivery worker %d", novu_worker_slot));
+
+	/*
+	 * Names resolve in pg_catalog only (pg_temp is never searched for
+	 * functions or operators), whatever ALTER DATABASE ... SET search_path
+	 * says: a "public" operator or function can never be picked by a worker
+	 * statement.  The statements name the novu objects with their schema.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * The worker's own commits need not wait for the WAL flush: a lost claim
+	 * or fan-out leaves rows pending (done again), and a lost result only means
+	 * the message is sent again, as for a request in flight at a crash.  The
+	 * application's trigger commits keep their own setting.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/* short keyed statements on small batches: compiling them never pays */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Every statement here reaches a batch of rows by key.  The queue tables
+	 * grow from empty faster than ANALYZE follows, and a plan made on "0 pages"
+	 * statistics scans the whole table once per row of the batch (a 2,000-row
+	 * fan-out once took 24 s that way): an index is always the right path.
+	 */
+	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	novu_set_worker_latch(novu_worker_slot, MyLatch);
+	on_shmem_exit(worker_shmem_exit, Int32GetDatum(novu_worker_slot));
+
+	novu_deliver_init();
+
+	cycle_context = AllocSetContextCreate(TopMemoryContext, "novu worker cycle",
+										  ALLOCSET_DEFAULT_SIZES);
+
+	/*
+	 * Errors come back here: report, abort the transaction, pause (longer
+	 * after repeated errors), and go on.
+	 */
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		long		pause_ms;
+
+		error_context_stack = NULL;
+		HOLD_INTERRUPTS();
+		/* the extension being dropped is not an error worth a log line */
+		if (geterrcode() != EXTENSION_GONE)
+			EmitErrorReport();
+		AbortOutOfAnyTransaction();
+		SPI_finish();			/* no-op unless still connected */
+		MemoryContextSwitchTo(TopMemoryContext);
+		FlushErrorState();
+		MemoryContextReset(cycle_context);
+		novu_deliver_abandon();
+		extension_checked_at = 0;	/* dropped or updated? look again */
+		pgstat_report_activity(STATE_IDLE, NULL);
+		RESUME_INTERRUPTS();
+
+		consecutive_errors++;
+		pause_ms = Min(1000L << Min(consecutive_errors - 1, 5), 30000L);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 pause_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	PG_exception_stack = &local_sigjmp_buf;
+
+	for (;;)
+	{
+		long		sleep_ms = novu_poll_interval;
+		int			done = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		MemoryContextSwitchTo(cycle_context);
+		if (extension_ready())
+			done = worker_cycle(&sleep_ms);
+		else
+			sleep_ms = Max(novu_poll_interval, 5000L);
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(cycle_context);
+		consecutive_errors = 0;
+
+		if (done > 0 || novu_deliver_busy() || novu_wakeup_pending)
+			continue;			/* more may be waiting: go on at once */
+
+		if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					  Max(sleep_ms, 1L), PG_WAIT_EXTENSION) & WL_LATCH_SET)
+			novu_wakeup_pending = true;
+		ResetLatch(MyLatch);
+	}
+}

@@ -1,0 +1,1199 @@
+/*
+ * deliver.c
+ *		The delivery pipeline: claim batches, render, send through the
+ *		providers, classify the answers as they arrive, record the results.
+ *
+ * Claim and record are short transactions (queue.c); rendering and all network
+ * I/O happen between them, with no transaction, snapshot or lock held.  The
+ * pipeline never waits for a whole round: requests stay in flight across calls,
+ * answers are classified as they arrive and recorded in batches, and new batches
+ * are claimed while others are still in flight, so a slow provider delays only
+ * its own messages.
+ * Outcomes follow PROTOCOLS.md section 7: sent; token removed; retried with
+ * exponential backoff and jitter (Retry-After honoured) up to novu.max_attempts;
+ * credential renewed once then retried; configuration error (tokens kept, logged
+ * once per integration); dropped.  A circuit breaker shared by all workers
+ * (breaker.c) decides whether a dead-token answer removes its token.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "delivery/breaker.h"
+#include "net/http.h"
+#include "common/jsonb_util.h"
+#include "net/netpolicy.h"
+#include "novu.h"
+#include "providers/provider.h"
+#include "queue/queue.h"
+#include "delivery/render.h"
+#include "crypto/secrets.h"
+#include "bgw/shmem.h"
+
+#define RESULTS_FLUSH_AT		1000	/* record at least this many results at once ... */
+#define RESULTS_FLUSH_MS		20		/* ... or whatever waited this long */
+#define REAUTH_INTERVAL_MS		10000	/* renew a credential at most this often on 401 */
+#define BREAKER_SETTLE_MS		1000	/* dead-token answers wait this long for a sample */
+#define CLAIM_BYTES_BUDGET		(32 * 1024 * 1024)	/* event data one claim may hold */
+
+/* Cached integrations, by id. */
+typedef struct IntegrationEntry
+{
+	int64		id;
+	Integration *ig;
+	bool		secrets_failed; /* its secrets did not decrypt ... */
+	uint32		key_state;		/* ... with the key settings and files in this state */
+} IntegrationEntry;
+
+/* The memory of one claimed batch, freed once all its messages are recorded. */
+typedef struct Batch
+{
+	MemoryContext context;
+	int			unrecorded;
+} Batch;
+
+/* One request in flight with the messages it carries. */
+typedef struct InFlight
+{
+	Integration *ig;
+	HttpRequest *req;
+	Message   **msgs;
+	int			n;
+	Batch	   *batch;
+} InFlight;
+
+static HTAB *integration_cache = NULL;
+static MemoryContext cache_context = NULL;
+
+/*
+ * Rendering, building a request and reading an answer make garbage many times
+ * the size of what they keep (about 30 kB per FCM message): they run here, the
+ * context is reset after each message or request, and what is kept is copied
+ * into the batch.  Without it a batch of 1,000 messages held 33 MB until its
+ * last answer was recorded.
+ */
+static MemoryContext scratch_context = NULL;
+
+/* Answered messages waiting to be recorded, and the batches they point into. */
+static MemoryContext results_context = NULL;
+static Message **answered = NULL;	/* in results_context */
+static int	nanswered = 0;
+static int	answered_cap = 0;
+static List *finished_batches = NIL;	/* in TopMemoryContext */
+static TimestampTz results_since = 0;
+
+/* Messages claimed and not answered yet (in flight or waiting to be resent). */
+static int	messages_in_flight = 0;
+
+/* Claim scheduling: claim again at once after a full batch, else when due. */
+static bool last_claim_full = false;
+static TimestampTz next_claim_at = 0;
+
+/* Rows the next claim may take: novu.batch_size, less while events are large. */
+static int	claim_limit = 0;
+
+/* Errors in a row while answers waited to be recorded (see novu_deliver_abandon). */
+static int	record_errors = 0;
+
+static const ProviderOps *const providers[] = {&fcm_provider, &apns_provider, &expo_provider};
+
+/* The provider implementation for a provider id, or NULL. */
+const ProviderOps *
+provider_lookup(const char *provider_id)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(providers); i++)
+	{
+		if (strcmp(providers[i]->provider_id, provider_id) == 0)
+			return providers[i];
+	}
+	return NULL;
+}
+
+/*
+ * Set a message's outcome and reason.  Every reason passes here, and so
+ * through the one sanitiser: text from a provider's answer is stored (and
+ * logged) only as a short reason without control characters.
+ */
+void
+message_set(Message *m, Outcome outcome, const char *reason)
+{
+	m->outcome = outcome;
+	m->reason = netpolicy_reason(reason);
+}
+
+/* Set the same outcome on several messages. */
+void
+messages_set(Message **msgs, int n, Outcome outcome, const char *reason)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		message_set(msgs[i], outcome, reason);
+}
+
+/*
+ * Run fn(arg), turning an ERROR it raises into a false return with the
+ * error's message (in the caller's memory context): rendering, building or
+ * reading one message's request must fail that message alone, never the
+ * worker and the answers it holds (DESIGN 5).  Only used between transactions;
+ * cancel and shutdown requests go on to the worker's handler.
+ */
+static bool
+run_guarded(void (*fn) (void *), void *arg, char **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorContextCallback *errstack = error_context_stack;
+	volatile bool ok = true;
+
+	Assert(!IsTransactionState());
+	PG_TRY();
+	{
+		fn(arg);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN ||
+			IsTransactionState())
+			PG_RE_THROW();
+		FlushErrorState();
+		error_context_stack = errstack;
+		*error = edata->message;
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/* A copy of a jsonb value in the current memory context. */
+static Jsonb *
+jsonb_copy(Jsonb *j)
+{
+	return j ? memcpy(palloc(VARSIZE(j)), j, VARSIZE(j)) : NULL;
+}
+
+/*
+ * Copy a message's rendered content out of the scratch context.  The
+ * provider's overrides depend only on the event, the step and the provider:
+ * a message following one of the same (prev) shares its copy.
+ */
+static void
+keep_rendered(Message *m, ClaimedRow *r, Message *prev, ClaimedRow *prev_row)
+{
+	m->title = pstrdup(m->title);
+	m->body = pstrdup(m->body);
+	if (m->data != r->payload)
+		m->data = jsonb_copy(m->data);
+	if (prev != NULL && prev_row->trigger_overrides == r->trigger_overrides && prev_row->step == r->step &&
+		prev->integration != NULL && m->integration != NULL &&
+		strcmp(prev->integration->provider_id, m->integration->provider_id) == 0)
+		m->overrides = prev->overrides;
+	else
+		m->overrides = jsonb_copy(m->overrides);
+}
+
+/* Copy what a provider set on messages (reason, message id) out of the scratch context. */
+static void
+keep_answers(Message **msgs, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (msgs[i]->reason)
+			msgs[i]->reason = pstrdup(msgs[i]->reason);
+		if (msgs[i]->provider_message_id)
+			msgs[i]->provider_message_id = netpolicy_reason(msgs[i]->provider_message_id);
+	}
+}
+
+/*
+ * Outcome of a request that got no HTTP answer: worth a retry, unless the
+ * outbound URL policy stopped it (a refused address, a redirect): that is the
+ * integration's configuration, and retrying cannot help.
+ */
+void
+classify_transport(HttpRequest *req, Message **msgs, int n)
+{
+	messages_set(msgs, n, req->policy_refused ? OUTCOME_CONFIG_ERROR : OUTCOME_RETRY, http_transport_error(req));
+}
+
+/* The integration's endpoint override without a trailing slash, or the default. */
+char *
+integration_base_url(Integration *ig, const char *default_base)
+{
+	char	   *endpoint = jsonb_container_get_string(&ig->credentials->root, "endpoint");
+	size_t		len;
+
+	if (endpoint == NULL || endpoint[0] == '\0')
+		return pstrdup(default_base);
+	len = strlen(endpoint);
+	while (len > 0 && endpoint[len - 1] == '/')
+		endpoint[--len] = '\0';
+	return endpoint;
+}
+
+/* Create the HTTP engine and the integration cache; once per worker. */
+void
+novu_deliver_init(void)
+{
+	HASHCTL		ctl;
+
+	http_init();
+	results_context = AllocSetContextCreate(TopMemoryContext, "novu results", ALLOCSET_DEFAULT_SIZES);
+	cache_context = AllocSetContextCreate(TopMemoryContext, "novu integrations", ALLOCSET_DEFAULT_SIZES);
+	scratch_context = AllocSetContextCreate(TopMemoryContext, "novu scratch", ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(IntegrationEntry);
+	ctl.hcxt = cache_context;
+	integration_cache = hash_create("novu integrations", 32, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/* The cached integration for a row, rebuilt when its credentials changed. */
+static Integration *
+integration_get(IntegrationRow *row)
+{
+	IntegrationEntry *entry;
+	bool		found;
+	Integration *ig;
+	MemoryContext old;
+	char	   *error = NULL;
+
+	entry = hash_search(integration_cache, &row->id, HASH_ENTER, &found);
+	/* changed credentials take effect once its requests in flight are answered */
+	if (found && (strcmp(entry->ig->updated_at, row->updated_at) == 0 || entry->ig->in_flight > 0) &&
+		!(entry->secrets_failed && entry->key_state != secrets_key_state()))
+		return entry->ig;
+	if (found)
+	{
+		http_pool_destroy(entry->ig->pool);
+		/* the decrypted secrets do not outlive the cache entry */
+		explicit_bzero(entry->ig->credentials, VARSIZE(entry->ig->credentials));
+		MemoryContextDelete(entry->ig->context);
+		pfree(entry->ig);
+	}
+
+	old = MemoryContextSwitchTo(cache_context);
+	ig = palloc0(sizeof(Integration));
+	ig->context = AllocSetContextCreate(cache_context, "novu integration", ALLOCSET_SMALL_SIZES);
+	MemoryContextSwitchTo(ig->context);
+	ig->id = row->id;
+	ig->identifier = pstrdup(row->identifier);
+	ig->provider_id = pstrdup(row->provider_id);
+	/* secrets are decrypted here, once per load of the integration (secrets.c) */
+	ig->credentials = secrets_open_credentials(row->id, row->provider_id, row->credentials, &error);
+	entry->secrets_failed = (ig->credentials == NULL);
+	if (ig->credentials == row->credentials || ig->credentials == NULL)
+	{
+		ig->credentials = palloc(VARSIZE(row->credentials));
+		memcpy(ig->credentials, row->credentials, VARSIZE(row->credentials));
+	}
+	ig->updated_at = pstrdup(row->updated_at);
+	ig->ops = provider_lookup(row->provider_id);
+	ig->pool = http_pool_create(ig->ops != NULL && ig->ops->warm_up);
+	if (entry->secrets_failed)
+	{
+		ig->config_error = psprintf("cannot decrypt its secrets: %s", error);
+		entry->key_state = secrets_key_state();
+	}
+	else if (ig->ops == NULL)
+		ig->config_error = psprintf("provider \"%s\" is not delivered by this version", row->provider_id);
+	else if (!ig->ops->prepare(ig, &error))
+		ig->config_error = pstrdup(error ? error : "unusable credentials");
+	MemoryContextSwitchTo(old);
+	entry->ig = ig;
+	return ig;
+}
+
+/* Exponential backoff with jitter, at least Retry-After. */
+static int64
+retry_delay_ms(Message *m)
+{
+	double		delay = (double) novu_retry_initial_delay;
+	int			i;
+
+	for (i = 1; i < m->attempts && delay < novu_retry_max_delay; i++)
+		delay *= 2;
+	delay = Min(delay, (double) novu_retry_max_delay);
+	delay *= 0.5 + pg_prng_double(&pg_global_prng_state);	/* jitter: 0.5x .. 1.5x */
+	if (m->retry_after >= 0)
+		delay = Max(delay, m->retry_after * 1000.0);
+	return (int64) Max(delay, 1.0);
+}
+
+/* Log a configuration error once per integration (not once per message). */
+static void
+log_config_error(Integration *ig, const char *reason)
+{
+	if (ig->config_error_logged)
+		return;
+	ig->config_error_logged = true;
+	ereport(WARNING,
+			(errmsg("novu: integration \"%s\" (%s) is misconfigured: %s",
+					ig->identifier, ig->provider_id, reason ? reason : "unknown error"),
+			 errdetail("Its messages fail and its device tokens are kept."),
+			 errhint("Fix it with novu.update_integration(); this is logged once per worker until its credentials change.")));
+}
+
+/* Turn a message's outcome into its recorded status. */
+static void
+record_outcome(ResultBatch *rb, Message *m)
+{
+	Integration *ig = m->integration;
+	const char *reason = m->reason ? m->reason : "unknown error";
+
+	switch (m->outcome)
+	{
+		case OUTCOME_SENT:
+			result_add(rb, m, "sent", NULL, 0, m->receipt ? (int64) novu_expo_receipt_delay : -1,
+					   "Message sent");
+			break;
+		case OUTCOME_REMOVE_TOKEN:
+			result_prune(rb, ig->id, m->device_token);
+			result_add(rb, m, "failed", reason, 0, -1, psprintf("Token removed: %s", reason));
+			break;
+		case OUTCOME_CONFIG_ERROR:
+			log_config_error(ig, reason);
+			result_add(rb, m, "failed", reason, 0, -1,
+					   psprintf("Integration configuration error: %s", reason));
+			break;
+		case OUTCOME_DROP:
+			result_add(rb, m, "failed", reason, 0, -1, psprintf("Message dropped: %s", reason));
+			break;
+		case OUTCOME_NONE:
+		case OUTCOME_REAUTH:
+		case OUTCOME_RETRY:
+			if (m->attempts >= novu_max_attempts)
+				result_add(rb, m, "failed", reason, 0, -1,
+						   psprintf("Failed after %d attempts: %s", m->attempts, reason));
+			else
+			{
+				int64		delay = retry_delay_ms(m);
+
+				result_add(rb, m, "pending", reason, delay, -1,
+						   psprintf("Retry %d scheduled in %.1f s: %s", m->attempts + 1, delay / 1000.0, reason));
+			}
+			break;
+	}
+}
+
+/* A new batch context (a child of TopMemoryContext: it outlives worker cycles). */
+static Batch *
+batch_create(void)
+{
+	Batch	   *b = MemoryContextAllocZero(TopMemoryContext, sizeof(Batch));
+
+	b->context = AllocSetContextCreate(TopMemoryContext, "novu batch", ALLOCSET_DEFAULT_SIZES);
+	return b;
+}
+
+/* One message of a batch is recorded; a batch with none left waits for the flush. */
+static void
+batch_done(Batch *b, int n)
+{
+	b->unrecorded -= n;
+	if (b->unrecorded == 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		finished_batches = lappend(finished_batches, b);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/* Queue an answered (or failed-before-sending) message to be recorded. */
+static void
+add_result(Message *m, Batch *b)
+{
+	if (nanswered == answered_cap)
+	{
+		answered_cap = Max(256, answered_cap * 2);
+		answered = answered == NULL
+			? MemoryContextAlloc(results_context, sizeof(Message *) * answered_cap)
+			: repalloc(answered, sizeof(Message *) * answered_cap);
+	}
+	if (nanswered == 0)
+		results_since = GetCurrentTimestamp();
+	answered[nanswered++] = m;
+	batch_done(b, 1);
+}
+
+/*
+ * Turn some answered messages into results (into *rb, in results_context).
+ * The circuit breaker looks at each integration's answers together, before
+ * any token is pruned, and counts each answer once even when a failed
+ * transaction makes the results be built again.
+ */
+static void
+build_results_of(Message **msgs, int n, ResultBatch *rb)
+{
+	MemoryContext old = MemoryContextSwitchTo(results_context);
+	int			i;
+
+	memset(rb, 0, sizeof(*rb));
+	for (i = 0; i < n; i++)
+	{
+		Integration *ig = msgs[i]->integration;
+		Message   **same;
+		int			k = 0;
+		int			j;
+
+		/* once per integration: its answers not judged yet */
+		if (ig == NULL || msgs[i]->judged)
+			continue;
+		same = palloc(sizeof(Message *) * n);
+		for (j = i; j < n; j++)
+		{
+			if (msgs[j]->integration == ig && !msgs[j]->judged)
+				same[k++] = msgs[j];
+		}
+		novu_breaker_apply(ig, same, k);
+		for (j = 0; j < k; j++)
+			same[j]->judged = true;
+	}
+	for (i = 0; i < n; i++)
+	{
+		Message    *m = msgs[i];
+
+		if (m->integration == NULL)
+			result_add(rb, m, "failed", m->reason, 0, -1, psprintf("Message dropped: %s", m->reason));
+		else
+			record_outcome(rb, m);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* Turn all the answered messages into results (see build_results_of). */
+static void
+build_results(ResultBatch *rb)
+{
+	build_results_of(answered, nanswered, rb);
+}
+
+/* After the results are committed: forget them and free the finished batches. */
+static void
+results_recorded(void)
+{
+	ListCell   *lc;
+
+	answered = NULL;
+	nanswered = answered_cap = 0;
+	MemoryContextReset(results_context);
+	foreach(lc, finished_batches)
+	{
+		Batch	   *b = lfirst(lc);
+
+		MemoryContextDelete(b->context);
+		pfree(b);
+	}
+	list_free(finished_batches);
+	finished_batches = NIL;
+}
+
+/*
+ * Whether the answered messages can be recorded now.  Dead-token answers of an
+ * integration whose shared breaker window (all workers) has too few answers
+ * wait (up to BREAKER_SETTLE_MS) for more, so that a burst of them is judged
+ * as a whole by the circuit breaker before any token is pruned.
+ */
+static bool
+results_ready(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Integration *settled = NULL;
+	int			i;
+
+	if (nanswered == 0)
+		return false;
+	if (nanswered >= RESULTS_FLUSH_AT || TimestampDifferenceExceeds(results_since, now, BREAKER_SETTLE_MS))
+		return true;
+	for (i = 0; i < nanswered; i++)
+	{
+		Integration *ig = answered[i]->integration;
+
+		if (ig == NULL || ig == settled || answered[i]->outcome != OUTCOME_REMOVE_TOKEN)
+			continue;
+		if (!novu_breaker_settled(ig))
+			return false;
+		settled = ig;
+	}
+	return true;
+}
+
+/*
+ * Record each answered message in a transaction of its own, after recording
+ * them together failed twice: one result that cannot be written must not keep
+ * the others from being recorded (they would be sent again).  A message whose
+ * result cannot be recorded stays leased; when the lease expires it is claimed
+ * again and counts as an attempt, up to novu.max_attempts.
+ */
+static void
+flush_results_one_by_one(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile int lost = 0;
+	volatile int i;
+
+	for (i = 0; i < nanswered; i++)
+	{
+		ResultBatch rb;
+
+		PG_TRY();
+		{
+			build_results_of(&answered[(int) i], 1, &rb);
+			queue_record(&rb);
+		}
+		PG_CATCH();
+		{
+			HOLD_INTERRUPTS();
+			MemoryContextSwitchTo(cxt);
+			EmitErrorReport();
+			AbortOutOfAnyTransaction();
+			MemoryContextSwitchTo(cxt);
+			FlushErrorState();
+			RESUME_INTERRUPTS();
+			lost++;
+		}
+		PG_END_TRY();
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (lost > 0)
+		ereport(WARNING,
+				(errmsg("novu: the results of %d message(s) could not be recorded", lost),
+				 errdetail("Their messages stay leased; once the lease expires they are sent again, counting as an attempt.")));
+	results_recorded();
+}
+
+/* Record the answered messages in their own transaction. */
+static int
+flush_results(void)
+{
+	int			n = nanswered;
+	ResultBatch rb;
+
+	if (n == 0)
+		return 0;
+	if (record_errors >= 2)
+		flush_results_one_by_one();
+	else
+	{
+		build_results(&rb);
+		queue_record(&rb);
+		results_recorded();
+	}
+	record_errors = 0;
+	return n;
+}
+
+/* A guarded call of a provider's build() or classify() (see run_guarded). */
+typedef struct ProviderCall
+{
+	Integration *ig;
+	HttpRequest *req;
+	Message   **msgs;
+	int			n;
+} ProviderCall;
+
+/* Build one request (run_guarded body). */
+static void
+build_call(void *arg)
+{
+	ProviderCall *c = arg;
+
+	c->req = c->ig->ops->build(c->ig, c->msgs, c->n);
+}
+
+/* Classify one answer (run_guarded body). */
+static void
+classify_call(void *arg)
+{
+	ProviderCall *c = arg;
+
+	c->ig->ops->classify(c->ig, c->req, c->msgs, c->n);
+}
+
+/*
+ * Build and submit the requests of some messages of one integration.  A
+ * request that cannot be built fails its messages, not the others.
+ */
+static void
+submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
+{
+	int			i;
+	int			per = Max(ig->ops->max_batch, 1);
+
+	/* a message the provider refuses to build (bad token, bad override) fails alone */
+	if (ig->ops->check != NULL)
+	{
+		int			kept = 0;
+
+		for (i = 0; i < n; i++)
+		{
+			char	   *reason = NULL;
+
+			if (ig->ops->check(ig, msgs[i], &reason))
+				msgs[kept++] = msgs[i];
+			else
+			{
+				message_set(msgs[i], OUTCOME_DROP, reason);
+				add_result(msgs[i], b);
+			}
+		}
+		n = kept;
+	}
+
+	for (i = 0; i < n; i += per)
+	{
+		int			k = Min(per, n - i);
+		MemoryContext keep = MemoryContextSwitchTo(scratch_context);
+		ProviderCall call = {ig, NULL, msgs + i, k};
+		char	   *error = NULL;
+		HttpRequest *req = NULL;
+		InFlight   *f;
+		int			j;
+
+		if (run_guarded(build_call, &call, &error))
+			req = call.req;
+		else
+		{
+			MemoryContextSwitchTo(keep);
+			messages_set(msgs + i, k, OUTCOME_DROP, psprintf("Could not build the request: %s", error));
+			MemoryContextSwitchTo(scratch_context);
+		}
+		MemoryContextSwitchTo(keep);
+		if (req != NULL)
+			req = http_request_keep(req);
+		keep_answers(msgs + i, k);
+		MemoryContextReset(scratch_context);
+		if (req == NULL)
+		{
+			/* build() decided their outcomes (e.g. PayloadTooLarge) */
+			for (j = 0; j < k; j++)
+				add_result(msgs[i + j], b);
+			continue;
+		}
+		f = palloc(sizeof(InFlight));
+		f->ig = ig;
+		f->req = req;
+		f->msgs = msgs + i;
+		f->n = k;
+		f->batch = b;
+		req->owner = f;
+		http_submit(ig->pool, req);
+		ig->in_flight++;
+		messages_in_flight += k;
+	}
+}
+
+/* Send the messages of one integration, or fail them if it cannot be used. */
+static void
+send_group(Integration *ig, Message **msgs, int n, Batch *b)
+{
+	Outcome		failure = OUTCOME_RETRY;
+	char	   *error = NULL;
+	int			i;
+
+	if (ig->config_error != NULL)
+		messages_set(msgs, n, OUTCOME_CONFIG_ERROR, ig->config_error);
+	else if (!ig->ops->authorize(ig, false, &failure, &error))
+		messages_set(msgs, n, failure, error);
+	else
+	{
+		submit_messages(ig, msgs, n, b);
+		return;
+	}
+	for (i = 0; i < n; i++)
+		add_result(msgs[i], b);
+}
+
+/* A guarded call of render_message() (see run_guarded). */
+typedef struct RenderCall
+{
+	RenderCache *cache;
+	ClaimedRow *row;
+	bool		rendered;
+	char	   *error;
+} RenderCall;
+
+/* Render one message (run_guarded body). */
+static void
+render_call(void *arg)
+{
+	RenderCall *c = arg;
+
+	c->rendered = render_message(c->cache, c->row, &c->error);
+}
+
+/*
+ * In one short transaction, record the answered messages, fan out new
+ * triggers (if fanout), and claim a batch; then render it and submit its
+ * requests.  Messages that cannot be sent (deleted integration, render
+ * error, ...) get their result at once.  Returns the number of messages
+ * claimed; *next_due_ms says when more is due, *fanned how many rows the
+ * fan-out handled.
+ */
+static int
+claim_and_send(int limit, long *next_due_ms, bool fanout, int *fanned)
+{
+	Batch	   *b = batch_create();
+	MemoryContext old = MemoryContextSwitchTo(b->context);
+	ClaimedRow *rows;
+	IntegrationRow *irows = NULL;
+	int			nirows = 0;
+	int64	   *ids;
+	int			nids = 0;
+	int			n;
+	int			i;
+	int			g;
+	Message  ***groups;
+	int		   *ngroup;
+	RenderCache *step_cache;
+	Message    *prev_kept;
+	ClaimedRow *prev_row;
+	int			lease_ms = novu_request_timeout * 3 + 30000;
+
+	{
+		ResultBatch rb;
+		bool		recording = record_errors == 0 && results_ready();
+
+		if (recording)
+			build_results(&rb);
+		n = queue_claim(limit, lease_ms, &rows, next_due_ms, recording ? &rb : NULL, fanout, fanned);
+		if (recording)
+			results_recorded();
+	}
+	if (n == 0)
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(b->context);
+		pfree(b);
+		return 0;
+	}
+	b->unrecorded = n;
+
+	/* the batch's integrations, from the cache (refreshed if changed) */
+	ids = palloc(sizeof(int64) * n);
+	for (i = 0; i < n; i++)
+	{
+		int			j;
+
+		if (rows[i].integration_id == 0)
+			continue;
+		for (j = 0; j < nids && ids[j] != rows[i].integration_id; j++)
+			;
+		if (j == nids)
+			ids[nids++] = rows[i].integration_id;
+	}
+	if (nids > 0)
+		nirows = queue_load_integrations(ids, nids, &irows);
+	groups = palloc0(sizeof(Message **) * Max(nirows, 1));
+	ngroup = palloc0(sizeof(int) * Max(nirows, 1));
+	for (g = 0; g < nirows; g++)
+		groups[g] = palloc(sizeof(Message *) * n);
+
+	/* resolve and render every message; failures get their result now */
+	step_cache = render_cache_create();
+	prev_kept = NULL;
+	prev_row = NULL;
+	for (i = 0; i < n; i++)
+	{
+		ClaimedRow *r = &rows[i];
+		Message    *m = r->msg;
+		char	   *error = NULL;
+		int			j;
+
+		for (j = 0; j < nirows && irows[j].id != r->integration_id; j++)
+			;
+		if (j == nirows)
+			message_set(m, OUTCOME_DROP, "Integration deleted");
+		else
+		{
+			m->integration = integration_get(&irows[j]);
+			if (!irows[j].active)
+				message_set(m, OUTCOME_DROP, "Integration is not active");
+			else if (r->step == NULL)
+				message_set(m, OUTCOME_DROP, "Workflow not found");
+			else if (r->subscriber == NULL)
+				message_set(m, OUTCOME_DROP, "Subscriber not found");
+			else
+			{
+				MemoryContext keep = MemoryContextSwitchTo(scratch_context);
+				RenderCall	call = {step_cache, r, false, NULL};
+				bool		rendered = run_guarded(render_call, &call, &error) && call.rendered;
+
+				MemoryContextSwitchTo(keep);
+				if (call.error != NULL)
+					error = call.error;
+				if (rendered)
+				{
+					keep_rendered(m, r, prev_kept, prev_row);
+					prev_kept = m;
+					prev_row = r;
+				}
+				else
+					message_set(m, OUTCOME_DROP, psprintf("Template error: %s", error ? error : "unknown"));
+				MemoryContextReset(scratch_context);
+				if (rendered)
+				{
+					groups[j][ngroup[j]++] = m;
+					continue;
+				}
+			}
+		}
+		add_result(m, b);
+	}
+
+	/* every integration's requests go out together, multiplexed */
+	for (g = 0; g < nirows; g++)
+	{
+		if (ngroup[g] > 0)
+			send_group(integration_get(&irows[g]), groups[g], ngroup[g], b);
+	}
+	MemoryContextSwitchTo(old);
+	return n;
+}
+
+/*
+ * A request was answered: classify its messages and queue their results; a
+ * credential the provider rejected is renewed once and the messages resent.
+ */
+static void
+handle_answer(HttpRequest *req)
+{
+	InFlight   *f = req->owner;
+	Integration *ig = f->ig;
+	MemoryContext old = MemoryContextSwitchTo(f->batch->context);
+	Message   **again;
+	int			nagain = 0;
+	int			i;
+
+	ig->in_flight--;
+	messages_in_flight -= f->n;
+	MemoryContextSwitchTo(scratch_context);
+	{
+		ProviderCall call = {ig, req, f->msgs, f->n};
+		char	   *error = NULL;
+
+		/* an answer that cannot be read is retried like a lost one */
+		if (!run_guarded(classify_call, &call, &error))
+			messages_set(f->msgs, f->n, OUTCOME_RETRY, psprintf("Could not read the answer: %s", error));
+	}
+	novu_breaker_note(ig, f->msgs, f->n);
+	MemoryContextSwitchTo(f->batch->context);
+	keep_answers(f->msgs, f->n);
+	MemoryContextReset(scratch_context);
+	http_request_free(req);
+
+	/* REAUTH_THEN_RETRY: renew the credential (at most every 10 s) and resend */
+	again = palloc(sizeof(Message *) * f->n);
+	for (i = 0; i < f->n; i++)
+	{
+		if (f->msgs[i]->outcome == OUTCOME_REAUTH)
+			again[nagain++] = f->msgs[i];
+	}
+	if (nagain > 0)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		Outcome		failure = OUTCOME_RETRY;
+		char	   *error = NULL;
+
+		if (ig->reauth_at == 0 || TimestampDifferenceExceeds(ig->reauth_at, now, REAUTH_INTERVAL_MS))
+		{
+			ig->reauth_at = now;
+			if (ig->ops->authorize(ig, true, &failure, &error))
+			{
+				messages_set(again, nagain, OUTCOME_NONE, NULL);
+				submit_messages(ig, again, nagain, f->batch);
+			}
+			else
+				messages_set(again, nagain, failure, error);
+		}
+	}
+
+	for (i = 0; i < f->n; i++)
+	{
+		if (f->msgs[i]->outcome != OUTCOME_NONE || nagain == 0)
+			add_result(f->msgs[i], f->batch);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * One step of the pipeline: if poked (a commit, the poll) or work is known to
+ * wait, and there is room, run one short transaction that records answered
+ * messages, fans out new triggers and claims a batch, and send it; let the
+ * requests in flight progress (waiting at most wait_ms, less if something is
+ * answered or the latch is set); classify the answers; record results that
+ * waited long enough.  Returns the number of rows claimed, fanned out or
+ * answered; *sleep_ms is shortened when something falls due before the next
+ * poll; *fanout_more says the fan-out may have more to do.
+ */
+int
+novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			handled = 0;
+	HttpRequest *req;
+
+	/* answers held back by an error are recorded first, on their own */
+	if (record_errors > 0 && nanswered > 0)
+		handled += flush_results();
+
+	/* keep the network busy before a transaction: answers keep flowing */
+	if (http_in_flight() > 0 && messages_in_flight >= novu_batch_size / 2)
+		(void) http_wait(0);
+	if (claim_limit <= 0 || claim_limit > novu_batch_size)
+		claim_limit = novu_batch_size;
+	if ((poke || *fanout_more || last_claim_full || now >= next_claim_at) &&
+		messages_in_flight < novu_batch_size)
+	{
+		long		next_due = -1;
+		int			fanned = 0;
+		int			n;
+		Size		bytes;
+
+		/* plans on statistics that still see an empty queue are the slow ones */
+		(void) queue_refresh_stats();
+		n = claim_and_send(claim_limit, &next_due, poke || *fanout_more, &fanned);
+		bytes = queue_last_claim_bytes();
+
+		*fanout_more = (fanned > 0);
+		handled += n + fanned;
+		last_claim_full = (n >= claim_limit);
+
+		/*
+		 * More is waiting than this worker takes at once: a commit woke only
+		 * this one, so wake another rather than let it sleep until its poll.
+		 */
+		if (*fanout_more || last_claim_full)
+			novu_wake_other_worker();
+
+		/*
+		 * Memory stays bounded however large the events: while a claim holds
+		 * more event data than the budget, the next one takes fewer rows.
+		 */
+		if (bytes > CLAIM_BYTES_BUDGET && n > 1)
+			claim_limit = Max(1, (int) ((double) n * CLAIM_BYTES_BUDGET / bytes));
+		else if (claim_limit < novu_batch_size)
+			claim_limit = Min(novu_batch_size, claim_limit * 2);
+		if (!last_claim_full)
+			next_claim_at = TimestampTzPlusMilliseconds(now, next_due >= 0 ? Min(next_due, novu_poll_interval)
+														: novu_poll_interval);
+	}
+
+	/*
+	 * Wait for answers: not at all after a claim (more may be claimed at
+	 * once), but for one answer at least when no claim was possible because
+	 * enough messages are in flight, or this would spin until one came.
+	 */
+	if (http_in_flight() > 0)
+		(void) http_wait(handled > 0 ? 0 : messages_in_flight >= novu_batch_size ? Max(wait_ms, 200L) : wait_ms);
+	while ((req = http_take_done()) != NULL)
+	{
+		handle_answer(req);
+		handled++;
+	}
+
+	/* record in batches: enough results, or the oldest waited long enough, or all answered */
+	if ((nanswered >= RESULTS_FLUSH_AT || messages_in_flight == 0 ||
+		 (nanswered > 0 && TimestampDifferenceExceeds(results_since, GetCurrentTimestamp(), RESULTS_FLUSH_MS))) &&
+		results_ready())
+		flush_results();
+	if (nanswered > 0)
+		*sleep_ms = Min(*sleep_ms, 50L);	/* held answers: look again soon */
+
+	if (!last_claim_full)
+	{
+		long		until_claim = (long) ((next_claim_at - GetCurrentTimestamp()) / 1000);
+
+		*sleep_ms = Min(*sleep_ms, Max(until_claim, 1L));
+	}
+	return handled;
+}
+
+/* Whether requests are in flight or results wait to be recorded. */
+bool
+novu_deliver_busy(void)
+{
+	return messages_in_flight > 0 || results_ready();
+}
+
+/*
+ * After an error: keep the answers not recorded yet (dropping them would send
+ * their messages again once their leases expired).  The next cycle records
+ * them on their own, and one by one if that fails again.  Requests still in
+ * flight go on and are recorded as usual.
+ */
+void
+novu_deliver_abandon(void)
+{
+	if (nanswered > 0)
+		record_errors++;
+}
+
+/*
+ * Check the Expo receipts that are due: a ticket "ok" only meant Expo accepted
+ * the message; the receipt says whether APNs/FCM took it.  DeviceNotRegistered
+ * prunes the token and turns the message failed.  Returns receipts handled.
+ */
+int
+novu_expo_receipts(void)
+{
+	ReceiptRow *rows;
+	int			n;
+	int			i;
+	int			g;
+	int64	   *ids;
+	int			nids = 0;
+	IntegrationRow *irows = NULL;
+	int			nirows = 0;
+	Integration **igs;
+	Message   **msgs;
+	HttpRequest **reqs;
+	ResultBatch rb;
+	int64		later_ms = Max((int64) novu_expo_receipt_delay, 1000);
+
+	n = queue_claim_receipts(1000, novu_request_timeout * 3 + 30000, &rows);
+	if (n == 0)
+		return 0;
+
+	ids = palloc(sizeof(int64) * n);
+	for (i = 0; i < n; i++)
+	{
+		int			j;
+
+		for (j = 0; j < nids && ids[j] != rows[i].integration_id; j++)
+			;
+		if (j == nids && rows[i].integration_id != 0)
+			ids[nids++] = rows[i].integration_id;
+	}
+	if (nids > 0)
+		nirows = queue_load_integrations(ids, nids, &irows);
+	igs = palloc0(sizeof(Integration *) * Max(nirows, 1));
+	reqs = palloc0(sizeof(HttpRequest *) * Max(nirows, 1));
+	msgs = palloc0(sizeof(Message *) * n);
+
+	/* one getReceipts request per Expo integration (at most 1000 ids were claimed) */
+	for (g = 0; g < nirows; g++)
+	{
+		char	  **tickets = palloc(sizeof(char *) * n);
+		int			k = 0;
+
+		igs[g] = integration_get(&irows[g]);
+		if (igs[g]->ops != &expo_provider || igs[g]->config_error != NULL)
+			continue;
+		for (i = 0; i < n; i++)
+		{
+			if (rows[i].integration_id == irows[g].id && rows[i].ticket != NULL)
+				tickets[k++] = rows[i].ticket;
+		}
+		if (k == 0)
+			continue;
+		reqs[g] = expo_receipts_request(igs[g], tickets, k);
+		http_run_one(igs[g]->pool, reqs[g]);
+	}
+
+	memset(&rb, 0, sizeof(rb));
+	for (g = 0; g < nirows; g++)
+	{
+		Jsonb	   *body = NULL;
+		Message   **group = palloc(sizeof(Message *) * n);
+		int			k = 0;
+
+		if (reqs[g] != NULL && reqs[g]->result == CURLE_OK && reqs[g]->status == 200)
+			body = jsonb_parse_or_null(reqs[g]->response.data, reqs[g]->response.len);
+		else if (reqs[g] != NULL && reqs[g]->policy_refused)
+			log_config_error(igs[g], netpolicy_reason(http_transport_error(reqs[g])));
+		for (i = 0; i < n; i++)
+		{
+			Message    *m;
+			Outcome		outcome;
+			char	   *reason;
+
+			if (rows[i].integration_id != irows[g].id)
+				continue;
+			m = palloc0(sizeof(Message));
+			m->id = rows[i].id;
+			m->attempts = rows[i].attempts;
+			m->device_token = rows[i].device_token;
+			m->integration = igs[g];
+			m->retry_after = -1;
+			msgs[i] = m;
+			if (body != NULL && rows[i].ticket != NULL && expo_receipt(body, rows[i].ticket, &outcome, &reason))
+			{
+				message_set(m, outcome, reason);
+				group[k++] = m;
+			}
+		}
+		novu_breaker_note(igs[g], group, k);
+		novu_breaker_apply(igs[g], group, k);
+		if (reqs[g] != NULL)
+			http_request_free(reqs[g]);
+	}
+
+	for (i = 0; i < n; i++)
+	{
+		Message    *m = msgs[i];
+		const char *reason;
+
+		if (m == NULL)
+		{
+			/* the integration is gone: nothing left to check */
+			Message		gone = {.id = rows[i].id, .attempts = rows[i].attempts};
+
+			result_add(&rb, &gone, "expired", NULL, 0, -1, NULL);
+			continue;
+		}
+		reason = m->reason ? m->reason : "unknown error";
+		switch (m->outcome)
+		{
+			case OUTCOME_SENT:
+				result_add(&rb, m, "ok", NULL, 0, -1, NULL);
+				break;
+			case OUTCOME_NONE:
+				/* no receipt yet: look again later, for up to a day */
+				if (rows[i].sent_age_s > 24 * 3600)
+					result_add(&rb, m, "expired", NULL, 0, -1, NULL);
+				else
+					result_add(&rb, m, "later", NULL, later_ms, -1, NULL);
+				break;
+			case OUTCOME_REMOVE_TOKEN:
+				result_prune(&rb, m->integration->id, m->device_token);
+				result_add(&rb, m, "failed", reason, 0, -1, psprintf("Token removed: %s (receipt)", reason));
+				break;
+			case OUTCOME_RETRY:
+			case OUTCOME_REAUTH:
+				if (m->attempts >= novu_max_attempts)
+					result_add(&rb, m, "failed", reason, 0, -1,
+							   psprintf("Failed after %d attempts: %s (receipt)", m->attempts, reason));
+				else
+					result_add(&rb, m, "pending", reason, retry_delay_ms(m), -1,
+							   psprintf("Receipt says %s: sending again", reason));
+				break;
+			case OUTCOME_CONFIG_ERROR:
+				log_config_error(m->integration, reason);
+				result_add(&rb, m, "failed", reason, 0, -1,
+						   psprintf("Integration configuration error: %s (receipt)", reason));
+				break;
+			case OUTCOME_DROP:
+				result_add(&rb, m, "failed", reason, 0, -1, psprintf("Message dropped: %s (receipt)", reason));
+				break;
+		}
+	}
+	queue_record_receipts(&rb);
+	return n;
+}

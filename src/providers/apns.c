@@ -1,0 +1,376 @@
+/*
+ * provider_apns.c
+ *		Apple Push Notification service: HTTP/2 only, token auth (ES256 provider
+ *		JWT with a raw R||S signature, renewed every 50 minutes, shared by every
+ *		request) or certificate auth (TLS client certificate).
+ *
+ * Request: POST /3/device/<token> with apns-topic = applicationId,
+ * apns-push-type: alert, apns-priority: 10; body {"aps": {"alert": {"title",
+ * "body"}}, ...payload keys} then overrides.apns deep-merged (its "headers"
+ * object, if any, become request headers: only those of provider_rules.c's
+ * allowlist, each once, without control characters).  Payloads over 4096
+ * bytes fail before any request (PayloadTooLarge).  A token that is not hex
+ * never reaches the URL path: its message fails.
+ * A token is removed only on the dead-token reasons with their HTTP status
+ * (410 Unregistered / ExpiredToken, 400 BadDeviceToken / DeviceTokenNotForTopic).
+ */
+#include "postgres.h"
+
+#include <time.h>
+
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "crypto/crypto.h"
+#include "net/http.h"
+#include "common/jsonb_util.h"
+#include "providers/provider.h"
+#include "providers/rules.h"
+
+#define APNS_PRODUCTION		"https://api.push.apple.com"
+#define APNS_SANDBOX		"https://api.sandbox.push.apple.com"
+#define APNS_MAX_PAYLOAD	4096
+#define APNS_JWT_LIFETIME_S	(50 * 60)	/* Apple: renew between 20 and 60 minutes */
+
+/* What the APNs provider keeps per integration. */
+typedef struct ApnsState
+{
+	EVP_PKEY   *key;			/* token auth */
+	char	   *key_id;
+	char	   *team_id;
+	char	   *certificate;	/* certificate auth */
+	char	   *private_key;
+	char	   *topic;
+	char	   *base_url;
+	char	   *jwt;			/* in the integration's context */
+	long		jwt_iat;
+} ApnsState;
+
+/* Free the OpenSSL key with the integration's context. */
+static void
+apns_state_free(void *arg)
+{
+	ApnsState  *st = arg;
+
+	if (st->key)
+		EVP_PKEY_free(st->key);
+	st->key = NULL;
+}
+
+/* Parse the credentials once; false with *error if they cannot be used. */
+static bool
+apns_prepare(Integration *ig, char **error)
+{
+	ApnsState  *st = palloc0(sizeof(ApnsState));
+	JsonbContainer *c = &ig->credentials->root;
+	JsonbValue	secure;
+	char	   *pem;
+
+	st->topic = jsonb_container_get_string(c, "applicationId");
+	if (st->topic == NULL)
+	{
+		*error = "applicationId (the bundle id) is missing";
+		return false;
+	}
+	st->certificate = jsonb_container_get_string(c, "certificate");
+	st->private_key = jsonb_container_get_string(c, "privateKey");
+	pem = jsonb_container_get_string(c, "secretKey");
+	if (pem != NULL)
+	{
+		MemoryContextCallback *cb;
+
+		st->key_id = jsonb_container_get_string(c, "apiKey");
+		st->team_id = jsonb_container_get_string(c, "projectName");
+		if (st->key_id == NULL || st->team_id == NULL)
+		{
+			*error = "token auth needs apiKey (Key ID) and projectName (Team ID)";
+			return false;
+		}
+		st->key = crypto_load_private_key_pem(pem, error);
+		if (st->key == NULL)
+			return false;
+		cb = palloc(sizeof(MemoryContextCallback));
+		cb->func = apns_state_free;
+		cb->arg = st;
+		MemoryContextRegisterResetCallback(ig->context, cb);
+	}
+	else if (st->certificate == NULL || st->private_key == NULL)
+	{
+		*error = "neither token auth (secretKey) nor certificate auth (certificate, privateKey) is configured";
+		return false;
+	}
+
+	/* secure = production host; endpoint replaces either */
+	st->base_url = integration_base_url(ig, jsonb_container_get(c, "secure", &secure) &&
+										secure.type == jbvBool && secure.val.boolean
+										? APNS_PRODUCTION : APNS_SANDBOX);
+	ig->state = st;
+	return true;
+}
+
+/* Mint (or reuse) the provider token; certificate auth needs none. */
+static bool
+apns_authorize(Integration *ig, bool force, Outcome *failure, char **error)
+{
+	ApnsState  *st = ig->state;
+	long		now = (long) time(NULL);
+	char	   *header;
+	char	   *claims;
+	char	   *jwt;
+	StringInfoData buf;
+	MemoryContext old;
+
+	if (st->key == NULL)
+		return true;
+	if (st->jwt != NULL && !force && now - st->jwt_iat < APNS_JWT_LIFETIME_S)
+		return true;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"alg\":\"ES256\",\"kid\":");
+	escape_json(&buf, st->key_id);
+	appendStringInfoChar(&buf, '}');
+	header = pstrdup(buf.data);
+	resetStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"iss\":");
+	escape_json(&buf, st->team_id);
+	appendStringInfo(&buf, ",\"iat\":%ld}", now);
+	claims = buf.data;
+
+	jwt = jwt_sign_es256(st->key, header, claims, error);
+	if (jwt == NULL)
+	{
+		*failure = OUTCOME_CONFIG_ERROR;
+		return false;
+	}
+	old = MemoryContextSwitchTo(ig->context);
+	if (st->jwt)
+		pfree(st->jwt);
+	st->jwt = pstrdup(jwt);
+	MemoryContextSwitchTo(old);
+	st->jwt_iat = now;
+	return true;
+}
+
+/* Build the request of one message; payloads over the limit fail here. */
+static HttpRequest *
+apns_build(Integration *ig, Message **msgs, int n)
+{
+	ApnsState  *st = ig->state;
+	Message    *m = msgs[0];
+	JsonbParseState *state = NULL;
+	JsonbValue	v;
+	Jsonb	   *payload;
+	Jsonb	   *overrides = m->overrides;
+	JsonbValue	headers;
+	bool		have_headers = false;
+	HttpRequest *req;
+	char	   *body;
+	const char *problem;
+	bool		have_push_type = false;
+	bool		have_priority = false;
+
+	/* the token becomes the URL path: hex only, whatever an older version stored */
+	if (!novu_device_token_valid("apns", m->device_token, &problem))
+	{
+		message_set(m, OUTCOME_DROP, psprintf("Invalid device token: the token %s", problem));
+		return NULL;
+	}
+
+	/* {"aps": {"alert": {"title", "body"}}} */
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	jsonb_push_key(&state, "aps");
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	jsonb_push_key(&state, "alert");
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	jsonb_push_string(&state, "title", m->title);
+	jsonb_push_string(&state, "body", m->body);
+	pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	payload = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+
+	/* custom keys: the payload (an "aps" key there cannot replace ours) */
+	if (m->data != NULL)
+	{
+		Jsonb	   *custom = DatumGetJsonbP(DirectFunctionCall2(jsonb_delete,
+																JsonbPGetDatum(m->data),
+																CStringGetTextDatum("aps")));
+
+		payload = jsonb_deep_merge(custom, payload);
+	}
+	/* overrides.apns: "headers" are request headers, the rest is payload */
+	if (overrides != NULL)
+	{
+		if (jsonb_container_get(&overrides->root, "headers", &headers) && headers.type == jbvBinary &&
+			JsonContainerIsObject(headers.val.binary.data))
+			have_headers = true;
+		payload = jsonb_deep_merge(payload, DatumGetJsonbP(DirectFunctionCall2(jsonb_delete,
+																				JsonbPGetDatum(overrides),
+																				CStringGetTextDatum("headers"))));
+	}
+
+	body = JsonbToCString(NULL, &payload->root, VARSIZE(payload));
+	if (strlen(body) > APNS_MAX_PAYLOAD)
+	{
+		message_set(m, OUTCOME_DROP, psprintf("PayloadTooLarge: %zu bytes (APNs accepts %d)", strlen(body), APNS_MAX_PAYLOAD));
+		return NULL;
+	}
+
+	req = http_request_new(psprintf("%s/3/device/%s", st->base_url, m->device_token));
+	req->body = body;
+	req->body_len = strlen(body);
+	req->require_h2 = true;
+	req->owner = ig;
+	http_add_header(req, "Content-Type: application/json");
+	http_add_header(req, psprintf("apns-topic: %s", st->topic));
+	if (have_headers)
+	{
+		JsonbIterator *it = JsonbIteratorInit(headers.val.binary.data);
+		JsonbIteratorToken tok;
+		JsonbValue	k;
+		const char *seen[8];
+		int			nseen = 0;
+
+		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+		{
+			const char *name;
+			char	   *value;
+			int			i;
+
+			if (tok != WJB_KEY)
+				continue;
+			(void) JsonbIteratorNext(&it, &v, true);
+			/* allowlisted names, each once, clean values (checked before; never inject) */
+			name = novu_apns_header_name(k.val.string.val, k.val.string.len);
+			value = v.type == jbvString || v.type == jbvNumeric ? jsonb_value_to_text(&v) : NULL;
+			for (i = 0; name != NULL && i < nseen && seen[i] != name; i++)
+				;
+			if (name == NULL || i < nseen || nseen == lengthof(seen) || value == NULL ||
+				!novu_header_value_clean(value, strlen(value)))
+			{
+				message_set(m, OUTCOME_DROP,
+							psprintf("Override refused: overrides.apns.headers.%.*s is not an allowed header, repeats one or has a bad value",
+									 k.val.string.len, k.val.string.val));
+				http_request_free(req);
+				return NULL;
+			}
+			seen[nseen++] = name;
+			have_push_type |= strcmp(name, "apns-push-type") == 0;
+			have_priority |= strcmp(name, "apns-priority") == 0;
+			http_add_header(req, psprintf("%s: %s", name, value));
+		}
+	}
+	if (!have_push_type)
+		http_add_header(req, "apns-push-type: alert");
+	if (!have_priority)
+		http_add_header(req, "apns-priority: 10");
+	if (st->key != NULL)
+		http_add_header(req, psprintf("authorization: bearer %s", st->jwt));
+	else
+	{
+		req->client_cert = st->certificate;
+		req->client_key = st->private_key;
+	}
+	return req;
+}
+
+/*
+ * APNs reasons and their outcomes (PROTOCOLS.md 2.6 and 7).  A dead-token
+ * reason counts only with the HTTP status APNs gives it (status 0: any); the
+ * same words with another status are not APNs speaking, so the integration's
+ * endpoint is wrong.
+ */
+typedef struct ApnsReason
+{
+	const char *reason;
+	long		status;
+	Outcome		outcome;
+} ApnsReason;
+
+static const ApnsReason apns_reasons[] = {
+	{"Unregistered", 410, OUTCOME_REMOVE_TOKEN},
+	{"ExpiredToken", 410, OUTCOME_REMOVE_TOKEN},
+	{"BadDeviceToken", 400, OUTCOME_REMOVE_TOKEN},
+	{"DeviceTokenNotForTopic", 400, OUTCOME_REMOVE_TOKEN},
+	{"ExpiredProviderToken", 0, OUTCOME_REAUTH},
+	{"InvalidProviderToken", 0, OUTCOME_CONFIG_ERROR},
+	{"MissingProviderToken", 0, OUTCOME_CONFIG_ERROR},
+	{"BadCertificate", 0, OUTCOME_CONFIG_ERROR},
+	{"BadCertificateEnvironment", 0, OUTCOME_CONFIG_ERROR},
+	{"BadEnvironmentKeyIdInToken", 0, OUTCOME_CONFIG_ERROR},
+	{"BadEnvironmentKeyInToken", 0, OUTCOME_CONFIG_ERROR},
+	{"UnrelatedKeyIdInToken", 0, OUTCOME_CONFIG_ERROR},
+	{"BadTopic", 0, OUTCOME_CONFIG_ERROR},
+	{"TopicDisallowed", 0, OUTCOME_CONFIG_ERROR},
+	{"MissingTopic", 0, OUTCOME_CONFIG_ERROR},
+	{"Forbidden", 0, OUTCOME_CONFIG_ERROR},
+	{"TooManyProviderTokenUpdates", 0, OUTCOME_CONFIG_ERROR},
+	{"BadPath", 0, OUTCOME_CONFIG_ERROR},
+	{"MethodNotAllowed", 0, OUTCOME_CONFIG_ERROR},
+	{"TooManyRequests", 0, OUTCOME_RETRY},
+	{"IdleTimeout", 0, OUTCOME_RETRY},
+	{"InternalServerError", 0, OUTCOME_RETRY},
+	{"ServiceUnavailable", 0, OUTCOME_RETRY},
+	{"Shutdown", 0, OUTCOME_RETRY},
+};
+
+/* Classify APNs's answer (PROTOCOLS.md 2.6 and 7). */
+static void
+apns_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
+{
+	Message    *m = msgs[0];
+	Jsonb	   *body;
+	char	   *reason;
+	int			i;
+
+	if (req->result != CURLE_OK)
+	{
+		classify_transport(req, msgs, n);
+		return;
+	}
+	if (req->status == 200)
+	{
+		m->provider_message_id = req->apns_id;
+		message_set(m, OUTCOME_SENT, NULL);
+		return;
+	}
+	body = jsonb_parse_or_null(req->response.data, req->response.len);
+	reason = body ? jsonb_container_get_string(&body->root, "reason") : NULL;
+	m->retry_after = http_retry_after_seconds(req->retry_after);
+
+	for (i = 0; reason != NULL && i < lengthof(apns_reasons); i++)
+	{
+		const ApnsReason *r = &apns_reasons[i];
+
+		if (strcmp(reason, r->reason) != 0)
+			continue;
+		if (r->status != 0 && r->status != req->status)
+			message_set(m, OUTCOME_CONFIG_ERROR,
+						psprintf("%s with HTTP %ld (APNs answers it with %ld: check the endpoint)",
+								 reason, req->status, r->status));
+		else
+			message_set(m, r->outcome, reason);
+		return;
+	}
+	if (reason == NULL)
+		reason = psprintf("HTTP %ld", req->status);
+	if (req->status == 429 || req->status >= 500)
+		message_set(m, OUTCOME_RETRY, reason);
+	else if (req->status == 401 || req->status == 403 || req->status == 404)
+		message_set(m, OUTCOME_CONFIG_ERROR, reason);	/* no APNs reason: wrong endpoint */
+	else
+		message_set(m, OUTCOME_DROP, reason);
+}
+
+const ProviderOps apns_provider = {
+	.provider_id = "apns",
+	.max_batch = 1,
+	.warm_up = true,
+	.prepare = apns_prepare,
+	.authorize = apns_authorize,
+	.check = novu_message_check,
+	.build = apns_build,
+	.classify = apns_classify,
+};

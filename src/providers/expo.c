@@ -1,0 +1,339 @@
+/*
+ * provider_expo.c
+ *		Expo push service: up to 100 messages per request, tickets mapped back
+ *		to their messages in order, optional bearer access token, gzip bodies,
+ *		and receipts (getReceipts, up to 1000 ids a call) checked later to catch
+ *		DeviceNotRegistered after acceptance.
+ *
+ * Message: {"to", "title", "body", "data": payload}, then overrides.expo
+ * deep-merged into each message (only the fields of provider_rules.c's
+ * allowlist; "to" is set last, so nothing can retarget it).  A token is
+ * removed only on a DeviceNotRegistered ticket or receipt of that token, never
+ * on a request-level error.
+ */
+#include "postgres.h"
+
+#include <zlib.h>
+
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+
+#include "net/http.h"
+#include "common/jsonb_util.h"
+#include "providers/provider.h"
+
+#define EXPO_DEFAULT_BASE	"https://exp.host"
+#define EXPO_GZIP_OVER		1024
+
+/* What the Expo provider keeps per integration. */
+typedef struct ExpoState
+{
+	char	   *send_url;
+	char	   *receipts_url;
+	char	   *auth_header;	/* NULL without an access token */
+} ExpoState;
+
+/* Read the optional access token and the base URL. */
+static bool
+expo_prepare(Integration *ig, char **error)
+{
+	ExpoState  *st = palloc0(sizeof(ExpoState));
+	char	   *base = integration_base_url(ig, EXPO_DEFAULT_BASE);
+	char	   *token = jsonb_container_get_string(&ig->credentials->root, "apiKey");
+
+	st->send_url = psprintf("%s/--/api/v2/push/send", base);
+	st->receipts_url = psprintf("%s/--/api/v2/push/getReceipts", base);
+	if (token != NULL && token[0] != '\0')
+		st->auth_header = psprintf("Authorization: Bearer %s", token);
+	ig->state = st;
+	return true;
+}
+
+/* Expo needs no token exchange. */
+static bool
+expo_authorize(Integration *ig, bool force, Outcome *failure, char **error)
+{
+	return true;
+}
+
+/* gzip a body (Expo accepts Content-Encoding: gzip); NULL if zlib fails. */
+static char *
+gzip_body(const char *data, size_t len, size_t *outlen)
+{
+	z_stream	zs;
+	size_t		cap = compressBound(len) + 32;
+	char	   *out = palloc(cap);
+
+	memset(&zs, 0, sizeof(zs));
+	if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		return NULL;
+	zs.next_in = (Bytef *) data;
+	zs.avail_in = len;
+	zs.next_out = (Bytef *) out;
+	zs.avail_out = cap;
+	if (deflate(&zs, Z_FINISH) != Z_STREAM_END)
+	{
+		deflateEnd(&zs);
+		return NULL;
+	}
+	*outlen = zs.total_out;
+	deflateEnd(&zs);
+	return out;
+}
+
+/* Set the common headers and the (possibly gzipped) JSON body of a request. */
+static void
+expo_set_body(HttpRequest *req, ExpoState *st, char *json)
+{
+	size_t		len = strlen(json);
+	size_t		zlen;
+	char	   *z;
+
+	http_add_header(req, "Content-Type: application/json");
+	http_add_header(req, "Accept: application/json");
+	if (st->auth_header)
+		http_add_header(req, st->auth_header);
+	if (len > EXPO_GZIP_OVER && (z = gzip_body(json, len, &zlen)) != NULL)
+	{
+		http_add_header(req, "Content-Encoding: gzip");
+		req->body = z;
+		req->body_len = zlen;
+	}
+	else
+	{
+		req->body = json;
+		req->body_len = len;
+	}
+}
+
+/* Build one send request for up to 100 messages. */
+static HttpRequest *
+expo_build(Integration *ig, Message **msgs, int n)
+{
+	ExpoState  *st = ig->state;
+	StringInfoData buf;
+	HttpRequest *req;
+	int			i;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	for (i = 0; i < n; i++)
+	{
+		Message    *m = msgs[i];
+		JsonbParseState *state = NULL;
+		JsonbValue	v;
+		Jsonb	   *message;
+
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		jsonb_push_string(&state, "title", m->title);
+		jsonb_push_string(&state, "body", m->body);
+		jsonb_push_key(&state, "data");
+		v.type = jbvBinary;
+		v.val.binary.data = &m->data->root;
+		v.val.binary.len = VARSIZE(m->data) - VARHDRSZ;
+		pushJsonbValue(&state, WJB_VALUE, &v);
+		message = jsonb_deep_merge(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)),
+								   m->overrides);
+		/* the target last: whatever was merged, the message goes to this token */
+		state = NULL;
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		jsonb_push_string(&state, "to", m->device_token);
+		message = jsonb_deep_merge(message, JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		appendStringInfoString(&buf, JsonbToCString(NULL, &message->root, VARSIZE(message)));
+	}
+	appendStringInfoChar(&buf, ']');
+
+	req = http_request_new(st->send_url);
+	req->owner = ig;
+	expo_set_body(req, st, buf.data);
+	return req;
+}
+
+/* Outcome of an Expo error code (tickets, receipts and request errors). */
+static Outcome
+expo_error_outcome(const char *code)
+{
+	if (code == NULL)
+		return OUTCOME_DROP;
+	if (strcmp(code, "DeviceNotRegistered") == 0)
+		return OUTCOME_REMOVE_TOKEN;
+	if (strcmp(code, "MessageRateExceeded") == 0 || strcmp(code, "TOO_MANY_REQUESTS") == 0)
+		return OUTCOME_RETRY;
+	if (strcmp(code, "InvalidCredentials") == 0 || strcmp(code, "MismatchSenderId") == 0 ||
+		strcmp(code, "UNAUTHORIZED") == 0 || strcmp(code, "PUSH_TOO_MANY_EXPERIENCE_IDS") == 0)
+		return OUTCOME_CONFIG_ERROR;
+	return OUTCOME_DROP;
+}
+
+/* The first request-level error {"errors": [{"code", "message"}]} of a body. */
+static bool
+expo_request_error(Jsonb *body, char **code, char **message)
+{
+	JsonbValue	errors;
+	JsonbValue	first;
+
+	if (body == NULL || !JB_ROOT_IS_OBJECT(body) ||
+		!jsonb_container_get(&body->root, "errors", &errors) || errors.type != jbvBinary ||
+		!JsonContainerIsArray(errors.val.binary.data) ||
+		getIthJsonbValueFromContainer(errors.val.binary.data, 0) == NULL)
+		return false;
+	first = *getIthJsonbValueFromContainer(errors.val.binary.data, 0);
+	*code = first.type == jbvBinary ? jsonb_container_get_string(first.val.binary.data, "code") : NULL;
+	*message = first.type == jbvBinary ? jsonb_container_get_string(first.val.binary.data, "message") : NULL;
+	return true;
+}
+
+/* Map the tickets of a send answer back to the messages, in order. */
+static void
+expo_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
+{
+	Jsonb	   *body;
+	JsonbValue	data;
+	char	   *code = NULL;
+	char	   *message = NULL;
+	int			i;
+
+	if (req->result != CURLE_OK)
+	{
+		classify_transport(req, msgs, n);
+		return;
+	}
+	body = jsonb_parse_or_null(req->response.data, req->response.len);
+	for (i = 0; i < n; i++)
+		msgs[i]->retry_after = http_retry_after_seconds(req->retry_after);
+
+	if (expo_request_error(body, &code, &message))
+	{
+		Outcome		o = expo_error_outcome(code);
+
+		/* a request-level error is never about one token: a dead-token code there is not Expo speaking */
+		if (o == OUTCOME_REMOVE_TOKEN)
+			o = OUTCOME_CONFIG_ERROR;
+		if (req->status == 429 || req->status >= 500)
+			o = OUTCOME_RETRY;
+		messages_set(msgs, n, o, psprintf("%s: %s", code ? code : "error", message ? message : ""));
+		return;
+	}
+	if (req->status == 429 || req->status >= 500 || body == NULL)
+	{
+		/* rate limit, server error, or a proxy's HTML page: try again later */
+		messages_set(msgs, n, OUTCOME_RETRY,
+					 psprintf("HTTP %ld%s", req->status, body == NULL ? " (not JSON)" : ""));
+		return;
+	}
+	if (req->status != 200)
+	{
+		messages_set(msgs, n, req->status == 401 || req->status == 403 ? OUTCOME_CONFIG_ERROR : OUTCOME_DROP,
+					 psprintf("HTTP %ld", req->status));
+		return;
+	}
+	if (!jsonb_container_get(&body->root, "data", &data) || data.type != jbvBinary ||
+		!JsonContainerIsArray(data.val.binary.data) || JsonContainerSize(data.val.binary.data) != n)
+	{
+		messages_set(msgs, n, OUTCOME_RETRY, "tickets do not match the messages sent");
+		return;
+	}
+	for (i = 0; i < n; i++)
+	{
+		JsonbValue *t = getIthJsonbValueFromContainer(data.val.binary.data, i);
+		char	   *status = t && t->type == jbvBinary ? jsonb_container_get_string(t->val.binary.data, "status") : NULL;
+
+		if (status != NULL && strcmp(status, "ok") == 0)
+		{
+			msgs[i]->provider_message_id = jsonb_container_get_string(t->val.binary.data, "id");
+			msgs[i]->receipt = (msgs[i]->provider_message_id != NULL);
+			message_set(msgs[i], OUTCOME_SENT, NULL);
+		}
+		else
+		{
+			JsonbValue	details;
+			char	   *error = NULL;
+			char	   *named = NULL;
+			char	   *text = t && t->type == jbvBinary ? jsonb_container_get_string(t->val.binary.data, "message") : NULL;
+			Outcome		o;
+
+			if (t && t->type == jbvBinary && jsonb_container_get(t->val.binary.data, "details", &details) &&
+				details.type == jbvBinary)
+			{
+				error = jsonb_container_get_string(details.val.binary.data, "error");
+				named = jsonb_container_get_string(details.val.binary.data, "expoPushToken");
+			}
+			o = expo_error_outcome(error);
+			/* tickets come in request order; one naming another token is not about this one */
+			if (o == OUTCOME_REMOVE_TOKEN && named != NULL && strcmp(named, msgs[i]->device_token) != 0)
+				o = OUTCOME_CONFIG_ERROR;
+			message_set(msgs[i], o,
+						psprintf("%s%s%s", error ? error : "error", text ? ": " : "", text ? text : ""));
+		}
+	}
+}
+
+/* Build a getReceipts request for up to 1000 receipt ids. */
+HttpRequest *
+expo_receipts_request(Integration *ig, char **ids, int n)
+{
+	ExpoState  *st = ig->state;
+	StringInfoData buf;
+	HttpRequest *req;
+	int			i;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"ids\":[");
+	for (i = 0; i < n; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		escape_json(&buf, ids[i]);
+	}
+	appendStringInfoString(&buf, "]}");
+	req = http_request_new(st->receipts_url);
+	req->owner = ig;
+	expo_set_body(req, st, buf.data);
+	return req;
+}
+
+/*
+ * Read one receipt from a getReceipts answer: true if present, with its
+ * outcome (SENT for ok) and reason; false if Expo has none for it yet.
+ */
+bool
+expo_receipt(Jsonb *body, const char *id, Outcome *outcome, char **reason)
+{
+	JsonbValue	data;
+	JsonbValue	r;
+	JsonbValue	details;
+	char	   *status;
+	char	   *error = NULL;
+	char	   *text;
+
+	if (body == NULL || !jsonb_container_get(&body->root, "data", &data) || data.type != jbvBinary ||
+		!jsonb_container_get(data.val.binary.data, id, &r) || r.type != jbvBinary)
+		return false;
+	status = jsonb_container_get_string(r.val.binary.data, "status");
+	if (status != NULL && strcmp(status, "ok") == 0)
+	{
+		*outcome = OUTCOME_SENT;
+		*reason = NULL;
+		return true;
+	}
+	if (jsonb_container_get(r.val.binary.data, "details", &details) && details.type == jbvBinary)
+		error = jsonb_container_get_string(details.val.binary.data, "error");
+	text = jsonb_container_get_string(r.val.binary.data, "message");
+	*outcome = expo_error_outcome(error);
+	*reason = psprintf("%s%s%s", error ? error : "error", text ? ": " : "", text ? text : "");
+	return true;
+}
+
+const ProviderOps expo_provider = {
+	.provider_id = "expo",
+	.max_batch = 100,
+	.warm_up = false,
+	.prepare = expo_prepare,
+	.authorize = expo_authorize,
+	.check = novu_message_check,
+	.build = expo_build,
+	.classify = expo_classify,
+};
