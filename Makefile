@@ -15,7 +15,7 @@ REGRESS = setup template crypto integrations secrets subscribers credentials url
 ISOLATION = concurrent_identify concurrent_trigger workflow_cache
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell curl-config --cflags) -DNOVU_EXTVERSION=\"$(EXTVERSION)\"
-SHLIB_LINK = $(shell curl-config --libs) -lnghttp2 -lssl -lcrypto -lz
+SHLIB_LINK = $(shell curl-config --libs) -lnghttp2 -lssl -lcrypto -lz -Wl,--version-script=$(srcdir)/src/exports.map
 
 EXTRA_CLEAN = build
 

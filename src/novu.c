@@ -8,7 +8,8 @@
 #include "miscadmin.h"
 
 #include "novu.h"
-#include "bgw/shmem.h"
+#include "common/shmem.h"
+#include "delivery/breaker.h"
 #include "bgw/worker.h"
 
 PG_MODULE_MAGIC;
@@ -31,6 +32,7 @@ _PG_init(void)
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
+	novu_shmem_register(novu_breaker_shmem_request, novu_breaker_shmem_startup);
 	novu_shmem_init();
 	novu_register_launcher();
 }

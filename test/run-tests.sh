@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 . test/lib.sh
 
 ensure_packages
+log "source layout: includes point one way"
+bash test/layers.sh
 build_and_install
 
 tmp=$(mktemp -d /tmp/novu-test.XXXXXX)

@@ -27,7 +27,7 @@
 #include "outbox/lookup.h"
 #include "outbox/outbox.h"
 #include "providers/rules.h"
-#include "bgw/shmem.h"
+#include "common/shmem.h"
 #include "outbox/workflow_cache.h"
 
 PG_FUNCTION_INFO_V1(novu_trigger);

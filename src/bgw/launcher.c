@@ -38,7 +38,7 @@
 #include "utils/snapmgr.h"
 
 #include "novu.h"
-#include "bgw/shmem.h"
+#include "common/shmem.h"
 #include "bgw/worker.h"
 
 PGDLLEXPORT void novu_launcher_main(Datum main_arg);

@@ -36,85 +36,20 @@
 
 #include "net/http.h"
 #include "novu.h"
+#include "delivery/deliver.h"
 #include "queue/queue.h"
-#include "bgw/shmem.h"
+#include "queue/work.h"
+#include "common/shmem.h"
 #include "bgw/worker.h"
 
 PGDLLEXPORT void novu_worker_main(Datum main_arg);
 
-/* SQLSTATE of the quiet error ending a unit of work whose extension is gone */
-#define EXTENSION_GONE ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
-
-/* This worker's slot number (0 .. novu.workers - 1). */
-int			novu_worker_slot = -1;
 
 /* Withdraw the worker's latch from shared memory at exit. */
 static void
 worker_shmem_exit(int code, Datum arg)
 {
 	novu_set_worker_latch(DatumGetInt32(arg), NULL);
-}
-
-/* The memory context that was current when the unit of work began. */
-static MemoryContext work_outer_cxt = NULL;
-
-/* Where results of a unit of work are copied to outlive its transaction. */
-MemoryContext
-novu_work_outer_context(void)
-{
-	return work_outer_cxt;
-}
-
-/*
- * Begin a short transaction for one unit of work, with SPI and a snapshot.
- *
- * It first takes a share lock on the extension itself: DROP EXTENSION locks
- * the extension before its tables, so it waits for this unit of work (or this
- * one waits for it) instead of deadlocking on the tables in another order.
- * If the extension went away meanwhile, the unit of work ends with a quiet
- * error (EXTENSION_GONE) and the loop waits for it to come back.
- */
-static void
-begin_work(const char *activity, bool need_extension)
-{
-	Oid			ext;
-
-	work_outer_cxt = CurrentMemoryContext;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (need_extension)
-	{
-		ext = get_extension_oid("novu", true);
-		if (OidIsValid(ext))
-			LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
-		if (!OidIsValid(ext) || !OidIsValid(get_extension_oid("novu", true)))
-			ereport(ERROR,
-					(errcode(EXTENSION_GONE),
-					 errmsg("novu: extension \"novu\" is gone")));
-	}
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "novu: SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-/* Begin a unit of work on the extension's tables (see begin_work). */
-void
-novu_begin_work(const char *activity)
-{
-	begin_work(activity, true);
-}
-
-/* Commit the unit of work and report it to the statistics system. */
-void
-novu_end_work(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(work_outer_cxt);
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 /*
@@ -134,13 +69,13 @@ extension_ready(void)
 
 	/*
 	 * Once ready, look again only every few seconds: each unit of work locks
-	 * the extension and stops quietly if it is gone (see begin_work).
+	 * the extension and stops quietly if it is gone (see novu_begin_work_on).
 	 */
 	if (last_state == 2 && extension_checked_at != 0 &&
 		!TimestampDifferenceExceeds(extension_checked_at, GetCurrentTimestamp(), 5000))
 		return true;
 	extension_checked_at = GetCurrentTimestamp();
-	begin_work("novu: checking the extension", false);
+	novu_begin_work_on("novu: checking the extension", false);
 	if (!OidIsValid(get_extension_oid("novu", true)))
 		state = 0;
 	else
@@ -199,7 +134,7 @@ worker_cycle(long *sleep_ms)
 	if (TimestampDifferenceExceeds(last_receipts, now, 1000))
 	{
 		last_receipts = now;
-		done += novu_expo_receipts();
+		done += novu_check_receipts();
 	}
 	novu_housekeeping();
 	return done;
@@ -287,7 +222,7 @@ novu_worker_main(Datum main_arg)
 		error_context_stack = NULL;
 		HOLD_INTERRUPTS();
 		/* the extension being dropped is not an error worth a log line */
-		if (geterrcode() != EXTENSION_GONE)
+		if (geterrcode() != NOVU_EXTENSION_GONE)
 			EmitErrorReport();
 		AbortOutOfAnyTransaction();
 		SPI_finish();			/* no-op unless still connected */

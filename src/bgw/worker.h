@@ -8,9 +8,7 @@
 /* The role the delivery workers connect as (created by CREATE EXTENSION). */
 #define NOVU_WORKER_ROLE "novu_worker"
 
-extern int	novu_worker_slot;
 
 extern void novu_register_launcher(void);
-extern MemoryContext novu_work_outer_context(void);
 
 #endif							/* NOVU_WORKER_H */

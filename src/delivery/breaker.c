@@ -203,9 +203,9 @@ novu_breaker_note(Integration *ig, Message **msgs, int n)
 	{
 		if (msgs[i]->outcome == OUTCOME_SENT)
 			sent++;
-		else if (msgs[i]->outcome == OUTCOME_REMOVE_TOKEN && msgs[i]->device_token != NULL)
-			dead[ndead++] = hash_bytes((const unsigned char *) msgs[i]->device_token,
-									   strlen(msgs[i]->device_token));
+		else if (msgs[i]->outcome == OUTCOME_REMOVE_TOKEN && msgs[i]->target != NULL)
+			dead[ndead++] = hash_bytes((const unsigned char *) msgs[i]->target,
+									   strlen(msgs[i]->target));
 	}
 	if (sent + ndead > 0)
 	{
@@ -307,11 +307,11 @@ novu_breaker_apply(Integration *ig, Message **msgs, int n)
 		if (m->outcome != OUTCOME_REMOVE_TOKEN)
 			continue;
 		if (tripped)
-			message_set(m, OUTCOME_CONFIG_ERROR,
+			novu_message_set(m, OUTCOME_CONFIG_ERROR,
 						psprintf("%s (pruning suspended: most answers of this integration reported different tokens dead at once)",
 								 reason));
 		else if (!trusted)
-			message_set(m, OUTCOME_DROP,
+			novu_message_set(m, OUTCOME_DROP,
 						psprintf("%s (token kept, pruning suspended: this integration has not delivered a message in the last hour, so the answer may mean a misconfiguration)",
 								 reason));
 	}

@@ -28,6 +28,7 @@
 #include "utils/timestamp.h"
 
 #include "delivery/breaker.h"
+#include "delivery/deliver.h"
 #include "net/http.h"
 #include "common/jsonb_util.h"
 #include "net/netpolicy.h"
@@ -35,8 +36,8 @@
 #include "providers/provider.h"
 #include "queue/queue.h"
 #include "delivery/render.h"
-#include "crypto/secrets.h"
-#include "bgw/shmem.h"
+#include "integrations/secrets.h"
+#include "common/shmem.h"
 
 #define RESULTS_FLUSH_AT		1000	/* record at least this many results at once ... */
 #define RESULTS_FLUSH_MS		20		/* ... or whatever waited this long */
@@ -102,44 +103,6 @@ static int	claim_limit = 0;
 
 /* Errors in a row while answers waited to be recorded (see novu_deliver_abandon). */
 static int	record_errors = 0;
-
-static const ProviderOps *const providers[] = {&fcm_provider, &apns_provider, &expo_provider};
-
-/* The provider implementation for a provider id, or NULL. */
-const ProviderOps *
-provider_lookup(const char *provider_id)
-{
-	int			i;
-
-	for (i = 0; i < lengthof(providers); i++)
-	{
-		if (strcmp(providers[i]->provider_id, provider_id) == 0)
-			return providers[i];
-	}
-	return NULL;
-}
-
-/*
- * Set a message's outcome and reason.  Every reason passes here, and so
- * through the one sanitiser: text from a provider's answer is stored (and
- * logged) only as a short reason without control characters.
- */
-void
-message_set(Message *m, Outcome outcome, const char *reason)
-{
-	m->outcome = outcome;
-	m->reason = netpolicy_reason(reason);
-}
-
-/* Set the same outcome on several messages. */
-void
-messages_set(Message **msgs, int n, Outcome outcome, const char *reason)
-{
-	int			i;
-
-	for (i = 0; i < n; i++)
-		message_set(msgs[i], outcome, reason);
-}
 
 /*
  * Run fn(arg), turning an ERROR it raises into a false return with the
@@ -220,32 +183,6 @@ keep_answers(Message **msgs, int n)
 	}
 }
 
-/*
- * Outcome of a request that got no HTTP answer: worth a retry, unless the
- * outbound URL policy stopped it (a refused address, a redirect): that is the
- * integration's configuration, and retrying cannot help.
- */
-void
-classify_transport(HttpRequest *req, Message **msgs, int n)
-{
-	messages_set(msgs, n, req->policy_refused ? OUTCOME_CONFIG_ERROR : OUTCOME_RETRY, http_transport_error(req));
-}
-
-/* The integration's endpoint override without a trailing slash, or the default. */
-char *
-integration_base_url(Integration *ig, const char *default_base)
-{
-	char	   *endpoint = jsonb_container_get_string(&ig->credentials->root, "endpoint");
-	size_t		len;
-
-	if (endpoint == NULL || endpoint[0] == '\0')
-		return pstrdup(default_base);
-	len = strlen(endpoint);
-	while (len > 0 && endpoint[len - 1] == '/')
-		endpoint[--len] = '\0';
-	return endpoint;
-}
-
 /* Create the HTTP engine and the integration cache; once per worker. */
 void
 novu_deliver_init(void)
@@ -303,16 +240,16 @@ integration_get(IntegrationRow *row)
 		memcpy(ig->credentials, row->credentials, VARSIZE(row->credentials));
 	}
 	ig->updated_at = pstrdup(row->updated_at);
-	ig->ops = provider_lookup(row->provider_id);
+	ig->ops = novu_provider_lookup(row->provider_id);
 	ig->pool = http_pool_create(ig->ops != NULL && ig->ops->warm_up);
 	if (entry->secrets_failed)
 	{
 		ig->config_error = psprintf("cannot decrypt its secrets: %s", error);
 		entry->key_state = secrets_key_state();
 	}
-	else if (ig->ops == NULL)
+	else if (ig->ops == NULL || ig->ops->build == NULL)
 		ig->config_error = psprintf("provider \"%s\" is not delivered by this version", row->provider_id);
-	else if (!ig->ops->prepare(ig, &error))
+	else if (ig->ops->prepare != NULL && !ig->ops->prepare(ig, &error))
 		ig->config_error = pstrdup(error ? error : "unusable credentials");
 	MemoryContextSwitchTo(old);
 	entry->ig = ig;
@@ -363,7 +300,7 @@ record_outcome(ResultBatch *rb, Message *m)
 					   "Message sent");
 			break;
 		case OUTCOME_REMOVE_TOKEN:
-			result_prune(rb, ig->id, m->device_token);
+			result_prune(rb, ig->id, m->target);
 			result_add(rb, m, "failed", reason, 0, -1, psprintf("Token removed: %s", reason));
 			break;
 		case OUTCOME_CONFIG_ERROR:
@@ -649,7 +586,7 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 				msgs[kept++] = msgs[i];
 			else
 			{
-				message_set(msgs[i], OUTCOME_DROP, reason);
+				novu_message_set(msgs[i], OUTCOME_DROP, reason);
 				add_result(msgs[i], b);
 			}
 		}
@@ -671,7 +608,7 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 		else
 		{
 			MemoryContextSwitchTo(keep);
-			messages_set(msgs + i, k, OUTCOME_DROP, psprintf("Could not build the request: %s", error));
+			novu_messages_set(msgs + i, k, OUTCOME_DROP, psprintf("Could not build the request: %s", error));
 			MemoryContextSwitchTo(scratch_context);
 		}
 		MemoryContextSwitchTo(keep);
@@ -708,9 +645,9 @@ send_group(Integration *ig, Message **msgs, int n, Batch *b)
 	int			i;
 
 	if (ig->config_error != NULL)
-		messages_set(msgs, n, OUTCOME_CONFIG_ERROR, ig->config_error);
-	else if (!ig->ops->authorize(ig, false, &failure, &error))
-		messages_set(msgs, n, failure, error);
+		novu_messages_set(msgs, n, OUTCOME_CONFIG_ERROR, ig->config_error);
+	else if (ig->ops->authorize != NULL && !ig->ops->authorize(ig, false, &failure, &error))
+		novu_messages_set(msgs, n, failure, error);
 	else
 	{
 		submit_messages(ig, msgs, n, b);
@@ -819,16 +756,16 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, int *fanned)
 		for (j = 0; j < nirows && irows[j].id != r->integration_id; j++)
 			;
 		if (j == nirows)
-			message_set(m, OUTCOME_DROP, "Integration deleted");
+			novu_message_set(m, OUTCOME_DROP, "Integration deleted");
 		else
 		{
 			m->integration = integration_get(&irows[j]);
 			if (!irows[j].active)
-				message_set(m, OUTCOME_DROP, "Integration is not active");
+				novu_message_set(m, OUTCOME_DROP, "Integration is not active");
 			else if (r->step == NULL)
-				message_set(m, OUTCOME_DROP, "Workflow not found");
+				novu_message_set(m, OUTCOME_DROP, "Workflow not found");
 			else if (r->subscriber == NULL)
-				message_set(m, OUTCOME_DROP, "Subscriber not found");
+				novu_message_set(m, OUTCOME_DROP, "Subscriber not found");
 			else
 			{
 				MemoryContext keep = MemoryContextSwitchTo(scratch_context);
@@ -845,7 +782,7 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, int *fanned)
 					prev_row = r;
 				}
 				else
-					message_set(m, OUTCOME_DROP, psprintf("Template error: %s", error ? error : "unknown"));
+					novu_message_set(m, OUTCOME_DROP, psprintf("Template error: %s", error ? error : "unknown"));
 				MemoryContextReset(scratch_context);
 				if (rendered)
 				{
@@ -890,7 +827,7 @@ handle_answer(HttpRequest *req)
 
 		/* an answer that cannot be read is retried like a lost one */
 		if (!run_guarded(classify_call, &call, &error))
-			messages_set(f->msgs, f->n, OUTCOME_RETRY, psprintf("Could not read the answer: %s", error));
+			novu_messages_set(f->msgs, f->n, OUTCOME_RETRY, psprintf("Could not read the answer: %s", error));
 	}
 	novu_breaker_note(ig, f->msgs, f->n);
 	MemoryContextSwitchTo(f->batch->context);
@@ -914,13 +851,13 @@ handle_answer(HttpRequest *req)
 		if (ig->reauth_at == 0 || TimestampDifferenceExceeds(ig->reauth_at, now, REAUTH_INTERVAL_MS))
 		{
 			ig->reauth_at = now;
-			if (ig->ops->authorize(ig, true, &failure, &error))
+			if (ig->ops->authorize == NULL || ig->ops->authorize(ig, true, &failure, &error))
 			{
-				messages_set(again, nagain, OUTCOME_NONE, NULL);
+				novu_messages_set(again, nagain, OUTCOME_NONE, NULL);
 				submit_messages(ig, again, nagain, f->batch);
 			}
 			else
-				messages_set(again, nagain, failure, error);
+				novu_messages_set(again, nagain, failure, error);
 		}
 	}
 
@@ -1046,12 +983,13 @@ novu_deliver_abandon(void)
 }
 
 /*
- * Check the Expo receipts that are due: a ticket "ok" only meant Expo accepted
- * the message; the receipt says whether APNs/FCM took it.  DeviceNotRegistered
- * prunes the token and turns the message failed.  Returns receipts handled.
+ * Check the receipts that are due (providers with ProviderOps.receipts, e.g.
+ * Expo: a ticket "ok" only meant Expo accepted the message; the receipt says
+ * whether APNs/FCM took it).  A dead-token receipt prunes the token and turns
+ * the message failed.  Returns receipts handled.
  */
 int
-novu_expo_receipts(void)
+novu_check_receipts(void)
 {
 	ReceiptRow *rows;
 	int			n;
@@ -1094,16 +1032,16 @@ novu_expo_receipts(void)
 		int			k = 0;
 
 		igs[g] = integration_get(&irows[g]);
-		if (igs[g]->ops != &expo_provider || igs[g]->config_error != NULL)
+		if (igs[g]->ops == NULL || igs[g]->ops->receipts == NULL || igs[g]->config_error != NULL)
 			continue;
-		for (i = 0; i < n; i++)
+		for (i = 0; i < n && k < igs[g]->ops->receipts->max_batch; i++)
 		{
 			if (rows[i].integration_id == irows[g].id && rows[i].ticket != NULL)
 				tickets[k++] = rows[i].ticket;
 		}
 		if (k == 0)
 			continue;
-		reqs[g] = expo_receipts_request(igs[g], tickets, k);
+		reqs[g] = igs[g]->ops->receipts->request(igs[g], tickets, k);
 		http_run_one(igs[g]->pool, reqs[g]);
 	}
 
@@ -1129,13 +1067,13 @@ novu_expo_receipts(void)
 			m = palloc0(sizeof(Message));
 			m->id = rows[i].id;
 			m->attempts = rows[i].attempts;
-			m->device_token = rows[i].device_token;
+			m->target = rows[i].device_token;
 			m->integration = igs[g];
 			m->retry_after = -1;
 			msgs[i] = m;
-			if (body != NULL && rows[i].ticket != NULL && expo_receipt(body, rows[i].ticket, &outcome, &reason))
+			if (body != NULL && rows[i].ticket != NULL && igs[g]->ops->receipts->read(body, rows[i].ticket, &outcome, &reason))
 			{
-				message_set(m, outcome, reason);
+				novu_message_set(m, outcome, reason);
 				group[k++] = m;
 			}
 		}
@@ -1172,7 +1110,7 @@ novu_expo_receipts(void)
 					result_add(&rb, m, "later", NULL, later_ms, -1, NULL);
 				break;
 			case OUTCOME_REMOVE_TOKEN:
-				result_prune(&rb, m->integration->id, m->device_token);
+				result_prune(&rb, m->integration->id, m->target);
 				result_add(&rb, m, "failed", reason, 0, -1, psprintf("Token removed: %s (receipt)", reason));
 				break;
 			case OUTCOME_RETRY:

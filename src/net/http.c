@@ -335,8 +335,9 @@ header_cb(char *data, size_t size, size_t nmemb, void *arg)
 		req->headers_done = true;	/* the blank line ending the answer's headers */
 	else if ((v = header_value(GetMemoryChunkContext(req), data, n, "retry-after")) != NULL)
 		req->retry_after = v;
-	else if ((v = header_value(GetMemoryChunkContext(req), data, n, "apns-id")) != NULL)
-		req->apns_id = v;
+	else if (req->id_header != NULL &&
+			 (v = header_value(GetMemoryChunkContext(req), data, n, req->id_header)) != NULL)
+		req->id_value = v;
 	return n;
 }
 
@@ -535,7 +536,7 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	req->error[0] = '\0';
 	resetStringInfo(&req->response);
 	req->retry_after = NULL;
-	req->apns_id = NULL;
+	req->id_value = NULL;
 	req->policy_refused = false;
 	req->sockets_opened = 0;
 	req->sends = 0;
@@ -667,9 +668,9 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 	}
 	else if (result == CURLE_OK && req->require_h2 && req->http_version != CURL_HTTP_VERSION_2_0)
 	{
-		/* APNs speaks HTTP/2 only: a fallback to HTTP/1.1 is a failure */
+		/* the provider speaks HTTP/2 only: a fallback to HTTP/1.1 is a failure */
 		req->result = CURLE_HTTP2;
-		snprintf(req->error, CURL_ERROR_SIZE, "HTTP/2 was not negotiated (APNs requires it)");
+		snprintf(req->error, CURL_ERROR_SIZE, "HTTP/2 was not negotiated (the provider requires it)");
 	}
 	if (req->status > 0 && pool->open_conns > 0)
 		pool->warm = true;		/* an answer came: the connection is open for more */
@@ -966,7 +967,7 @@ http_request_free(HttpRequest *req)
 /*
  * A short text for a transport failure (no HTTP response), or for a transfer
  * the outbound URL policy stopped.  It may hold a host name or an address;
- * callers store it through netpolicy_reason() (deliver.c's message_set).
+ * callers store it through netpolicy_reason() (providers/message.c's novu_message_set).
  */
 char *
 http_transport_error(HttpRequest *req)

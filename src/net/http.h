@@ -24,7 +24,8 @@ typedef struct HttpRequest
 	struct curl_slist *headers;
 	const char *body;
 	size_t		body_len;
-	bool		require_h2;		/* APNs: anything but HTTP/2 is an error */
+	bool		require_h2;		/* anything but HTTP/2 is an error (a provider speaking only HTTP/2) */
+	const char *id_header;		/* lowercase name of an answer header to keep (the message id), or NULL */
 	const char *client_cert;	/* PEM client certificate (APNs certificate auth) */
 	const char *client_key;		/* PEM private key of client_cert */
 	void	   *owner;			/* the caller's context for this request */
@@ -35,7 +36,7 @@ typedef struct HttpRequest
 	long		http_version;	/* CURL_HTTP_VERSION_* negotiated */
 	StringInfoData response;	/* response body */
 	char	   *retry_after;	/* Retry-After header, or NULL */
-	char	   *apns_id;		/* apns-id header, or NULL */
+	char	   *id_value;		/* the id_header of the answer, or NULL */
 	char		error[CURL_ERROR_SIZE]; /* curl's message on transport errors */
 	bool		policy_refused; /* the outbound URL policy stopped it (error says why) */
 	double		elapsed_ms;

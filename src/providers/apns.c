@@ -1,5 +1,5 @@
 /*
- * provider_apns.c
+ * apns.c
  *		Apple Push Notification service: HTTP/2 only, token auth (ES256 provider
  *		JWT with a raw R||S signature, renewed every 50 minutes, shared by every
  *		request) or certificate auth (TLS client certificate).
@@ -7,7 +7,7 @@
  * Request: POST /3/device/<token> with apns-topic = applicationId,
  * apns-push-type: alert, apns-priority: 10; body {"aps": {"alert": {"title",
  * "body"}}, ...payload keys} then overrides.apns deep-merged (its "headers"
- * object, if any, become request headers: only those of provider_rules.c's
+ * object, if any, become request headers: only those of its own
  * allowlist, each once, without control characters).  Payloads over 4096
  * bytes fail before any request (PayloadTooLarge).  A token that is not hex
  * never reaches the URL path: its message fails.
@@ -28,6 +28,8 @@
 #include "net/http.h"
 #include "common/jsonb_util.h"
 #include "providers/provider.h"
+#include "providers/validate.h"
+#include "crypto/envelope.h"
 #include "providers/rules.h"
 
 #define APNS_PRODUCTION		"https://api.push.apple.com"
@@ -104,7 +106,7 @@ apns_prepare(Integration *ig, char **error)
 	}
 
 	/* secure = production host; endpoint replaces either */
-	st->base_url = integration_base_url(ig, jsonb_container_get(c, "secure", &secure) &&
+	st->base_url = novu_integration_base_url(ig, jsonb_container_get(c, "secure", &secure) &&
 										secure.type == jbvBool && secure.val.boolean
 										? APNS_PRODUCTION : APNS_SANDBOX);
 	ig->state = st;
@@ -173,9 +175,9 @@ apns_build(Integration *ig, Message **msgs, int n)
 	bool		have_priority = false;
 
 	/* the token becomes the URL path: hex only, whatever an older version stored */
-	if (!novu_device_token_valid("apns", m->device_token, &problem))
+	if (!novu_device_token_valid("apns", m->target, &problem))
 	{
-		message_set(m, OUTCOME_DROP, psprintf("Invalid device token: the token %s", problem));
+		novu_message_set(m, OUTCOME_DROP, psprintf("Invalid device token: the token %s", problem));
 		return NULL;
 	}
 
@@ -214,14 +216,15 @@ apns_build(Integration *ig, Message **msgs, int n)
 	body = JsonbToCString(NULL, &payload->root, VARSIZE(payload));
 	if (strlen(body) > APNS_MAX_PAYLOAD)
 	{
-		message_set(m, OUTCOME_DROP, psprintf("PayloadTooLarge: %zu bytes (APNs accepts %d)", strlen(body), APNS_MAX_PAYLOAD));
+		novu_message_set(m, OUTCOME_DROP, psprintf("PayloadTooLarge: %zu bytes (APNs accepts %d)", strlen(body), APNS_MAX_PAYLOAD));
 		return NULL;
 	}
 
-	req = http_request_new(psprintf("%s/3/device/%s", st->base_url, m->device_token));
+	req = http_request_new(psprintf("%s/3/device/%s", st->base_url, m->target));
 	req->body = body;
 	req->body_len = strlen(body);
 	req->require_h2 = true;
+	req->id_header = "apns-id";
 	req->owner = ig;
 	http_add_header(req, "Content-Type: application/json");
 	http_add_header(req, psprintf("apns-topic: %s", st->topic));
@@ -235,6 +238,7 @@ apns_build(Integration *ig, Message **msgs, int n)
 
 		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
 		{
+			const HeaderRule *rule;
 			const char *name;
 			char	   *value;
 			int			i;
@@ -243,14 +247,15 @@ apns_build(Integration *ig, Message **msgs, int n)
 				continue;
 			(void) JsonbIteratorNext(&it, &v, true);
 			/* allowlisted names, each once, clean values (checked before; never inject) */
-			name = novu_apns_header_name(k.val.string.val, k.val.string.len);
+			rule = novu_header_rule(novu_apns_headers, k.val.string.val, k.val.string.len);
+			name = rule ? rule->name : NULL;
 			value = v.type == jbvString || v.type == jbvNumeric ? jsonb_value_to_text(&v) : NULL;
 			for (i = 0; name != NULL && i < nseen && seen[i] != name; i++)
 				;
 			if (name == NULL || i < nseen || nseen == lengthof(seen) || value == NULL ||
 				!novu_header_value_clean(value, strlen(value)))
 			{
-				message_set(m, OUTCOME_DROP,
+				novu_message_set(m, OUTCOME_DROP,
 							psprintf("Override refused: overrides.apns.headers.%.*s is not an allowed header, repeats one or has a bad value",
 									 k.val.string.len, k.val.string.val));
 				http_request_free(req);
@@ -327,13 +332,13 @@ apns_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 
 	if (req->result != CURLE_OK)
 	{
-		classify_transport(req, msgs, n);
+		novu_classify_transport(req, msgs, n);
 		return;
 	}
 	if (req->status == 200)
 	{
-		m->provider_message_id = req->apns_id;
-		message_set(m, OUTCOME_SENT, NULL);
+		m->provider_message_id = req->id_value;
+		novu_message_set(m, OUTCOME_SENT, NULL);
 		return;
 	}
 	body = jsonb_parse_or_null(req->response.data, req->response.len);
@@ -347,25 +352,204 @@ apns_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 		if (strcmp(reason, r->reason) != 0)
 			continue;
 		if (r->status != 0 && r->status != req->status)
-			message_set(m, OUTCOME_CONFIG_ERROR,
+			novu_message_set(m, OUTCOME_CONFIG_ERROR,
 						psprintf("%s with HTTP %ld (APNs answers it with %ld: check the endpoint)",
 								 reason, req->status, r->status));
 		else
-			message_set(m, r->outcome, reason);
+			novu_message_set(m, r->outcome, reason);
 		return;
 	}
 	if (reason == NULL)
 		reason = psprintf("HTTP %ld", req->status);
 	if (req->status == 429 || req->status >= 500)
-		message_set(m, OUTCOME_RETRY, reason);
+		novu_message_set(m, OUTCOME_RETRY, reason);
 	else if (req->status == 401 || req->status == 403 || req->status == 404)
-		message_set(m, OUTCOME_CONFIG_ERROR, reason);	/* no APNs reason: wrong endpoint */
+		novu_message_set(m, OUTCOME_CONFIG_ERROR, reason);	/* no APNs reason: wrong endpoint */
 	else
-		message_set(m, OUTCOME_DROP, reason);
+		novu_message_set(m, OUTCOME_DROP, reason);
 }
 
-const ProviderOps apns_provider = {
+/* ---------------------------------------------------------------------------
+ * SQL time: credentials, device tokens, overrides
+ * ------------------------------------------------------------------------- */
+
+#define APNS_TOKEN_MIN_HEX		64		/* 32 bytes: a physical device's token */
+#define APNS_TOKEN_MAX_HEX		200		/* simulators' tokens are longer; Apple fixes no length */
+#define APNS_AUTH_HINT \
+	"Give secretKey (the .p8 PEM), apiKey (Key ID) and projectName (Team ID) for token auth, " \
+	"or certificate and privateKey (PEM) for certificate auth, plus applicationId (the bundle id)."
+
+static const char *const apns_keys[] = {
+	"secretKey", "apiKey", "projectName", "applicationId", "secure",
+	"certificate", "privateKey", "endpoint", NULL
+};
+
+/* apns: token auth (secretKey/apiKey/projectName) or certificate auth (certificate/privateKey), applicationId, secure. */
+static void
+apns_validate(CredCheck *c)
+{
+	bool		token_auth;
+	bool		cert_auth;
+	bool		secure = false;
+	JsonbValue	v;
+	char	   *s;
+	char	   *err = NULL;
+	EVP_PKEY   *key;
+
+	cred_check_keys(c);
+	token_auth = cred_has(c, "secretKey") || cred_has(c, "apiKey") || cred_has(c, "projectName");
+	cert_auth = cred_has(c, "certificate") || cred_has(c, "privateKey");
+	if (token_auth && cert_auth)
+		cred_fail(c, NULL,
+				  "both token auth (secretKey, apiKey, projectName) and certificate auth (certificate, privateKey) are given",
+				  NULL,
+				  "Give the keys of one of the two; set the other's keys to null to remove them.");
+	if (!token_auth && !cert_auth)
+		cred_fail(c, NULL, "no authentication given", NULL, APNS_AUTH_HINT);
+
+	if (token_auth)
+	{
+		static const char *p8_hint =
+			"secretKey is the .p8 signing key from Apple: a PEM EC P-256 private key (-----BEGIN PRIVATE KEY-----).";
+
+		s = cred_string(c, "secretKey", true, p8_hint);
+		if (secrets_is_sealed(s))
+			cred_push_string(c, "secretKey", s);	/* stored sealed, validated then */
+		else
+		{
+			key = cred_private_key(c, "secretKey", s, "an EC P-256 private key", p8_hint);
+			if (!crypto_key_is_p256(key))
+			{
+				char	   *detail = psprintf("It is an %s key.", crypto_key_description(key));
+
+				EVP_PKEY_free(key);
+				cred_fail(c, "secretKey", "does not parse as an EC P-256 private key", detail, p8_hint);
+			}
+			EVP_PKEY_free(key);
+			cred_push_string(c, "secretKey", crypto_pem_unescape(s));
+		}
+		cred_push_string(c, "apiKey",
+						 cred_string(c, "apiKey", true, "apiKey is the Key ID of the .p8 key (10 characters)."));
+		cred_push_string(c, "projectName",
+						 cred_string(c, "projectName", true, "projectName is the Apple Developer Team ID (10 characters)."));
+	}
+	else
+	{
+		static const char *cert_hint =
+			"Give certificate (the APNs client certificate, PEM) and privateKey (its PEM private key, unencrypted).";
+		char	   *cert_pem = cred_string(c, "certificate", true, cert_hint);
+		char	   *key_pem = cred_string(c, "privateKey", true, cert_hint);
+		X509	   *cert;
+		bool		match;
+
+		cert = crypto_load_certificate_pem(cert_pem, &err);
+		if (cert == NULL)
+			cred_fail(c, "certificate", "does not parse as a PEM X.509 certificate", err, cert_hint);
+		if (secrets_is_sealed(key_pem))
+		{
+			/* stored sealed: the trigger refuses a new certificate without a new key */
+			X509_free(cert);
+			cred_push_string(c, "certificate", crypto_pem_unescape(cert_pem));
+			cred_push_string(c, "privateKey", key_pem);
+		}
+		else
+		{
+			key = crypto_load_private_key_pem(key_pem, &err);
+			if (key == NULL)
+			{
+				X509_free(cert);
+				cred_fail(c, "privateKey", "does not parse as a private key", err, cert_hint);
+			}
+			match = crypto_certificate_matches_key(cert, key, &err);
+			X509_free(cert);
+			EVP_PKEY_free(key);
+			if (!match)
+				cred_fail(c, "privateKey", "does not match certificate", err,
+						  "Give the private key the certificate was issued for.");
+			cred_push_string(c, "certificate", crypto_pem_unescape(cert_pem));
+			cred_push_string(c, "privateKey", crypto_pem_unescape(key_pem));
+		}
+	}
+
+	cred_push_string(c, "applicationId",
+					 cred_string(c, "applicationId", true,
+								 "applicationId is the app's bundle id (the apns-topic), e.g. com.example.app."));
+
+	if (cred_get(c, "secure", &v))
+	{
+		if (v.type == jbvBool)
+			secure = v.val.boolean;
+		else if (v.type == jbvString && v.val.string.len == 4 &&
+				 strncmp(v.val.string.val, "true", 4) == 0)
+			secure = true;
+		else if (v.type == jbvString && v.val.string.len == 5 &&
+				 strncmp(v.val.string.val, "false", 5) == 0)
+			secure = false;
+		else
+			cred_fail(c, "secure", "must be a boolean", NULL,
+					  "true sends to the production APNs host, false (the default) to the sandbox.");
+	}
+	jsonb_push_bool(c->state, "secure", secure);
+
+	cred_endpoint(c);
+}
+
+/* APNs: the hex text of the token bytes; it becomes the URL path /3/device/<token>. */
+static bool
+apns_token_check(const char *t, size_t len, const char **problem)
+{
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+	{
+		if (!is_hex(t[i]))
+		{
+			*problem = "contains a character that is not a hex digit";
+			return false;
+		}
+	}
+	if (len < APNS_TOKEN_MIN_HEX || len > APNS_TOKEN_MAX_HEX)
+	{
+		*problem = "does not have " CppAsString2(APNS_TOKEN_MIN_HEX) " to " CppAsString2(APNS_TOKEN_MAX_HEX) " hex digits";
+		return false;
+	}
+	if (len % 2 != 0)
+	{
+		*problem = "has an odd number of hex digits";
+		return false;
+	}
+	return true;
+}
+
+/* APNs: "headers" become request headers, every other key merges into the JSON body. */
+static const FieldRule apns_fields[] = {
+	HEADERS("headers", novu_apns_headers),
+	ALLOW("aps", FIELD_OBJECT),
+	REFUSE("topic", "the apns-topic is the integration's applicationId (its bundle id)"),
+	REFUSE("token", WHY_TOKEN),
+	REFUSE("deviceToken", WHY_TOKEN),
+	OTHERS(FIELD_ANY)
+};
+
+/* the .p8 signing key and the certificate's private key are secrets */
+static const SecretField apns_secrets[] = {
+	{NULL, "secretKey", NULL},
+	{NULL, "privateKey", "certificate"},
+	{NULL, NULL, NULL}
+};
+
+const ProviderOps novu_apns_provider = {
 	.provider_id = "apns",
+	.label = "APNs",
+	.channel = CHANNEL_PUSH,
+	.credential_keys = apns_keys,
+	.validate = apns_validate,
+	.secrets = apns_secrets,
+	.token_check = apns_token_check,
+	.token_form = "An APNs device token is the hex text of the token's bytes: an even number of 64 to 200 hex digits.",
+	.overrides = apns_fields,
+	.overrides_hint = "APNs overrides may set aps, custom payload keys, and the headers apns-priority, "
+	"apns-expiration, apns-collapse-id and apns-push-type (alert or background).",
 	.max_batch = 1,
 	.warm_up = true,
 	.prepare = apns_prepare,

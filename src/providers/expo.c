@@ -1,12 +1,12 @@
 /*
- * provider_expo.c
+ * expo.c
  *		Expo push service: up to 100 messages per request, tickets mapped back
  *		to their messages in order, optional bearer access token, gzip bodies,
  *		and receipts (getReceipts, up to 1000 ids a call) checked later to catch
  *		DeviceNotRegistered after acceptance.
  *
  * Message: {"to", "title", "body", "data": payload}, then overrides.expo
- * deep-merged into each message (only the fields of provider_rules.c's
+ * deep-merged into each message (only the fields of its own
  * allowlist; "to" is set last, so nothing can retarget it).  A token is
  * removed only on a DeviceNotRegistered ticket or receipt of that token, never
  * on a request-level error.
@@ -22,6 +22,9 @@
 #include "net/http.h"
 #include "common/jsonb_util.h"
 #include "providers/provider.h"
+#include "providers/rules.h"
+#include "providers/validate.h"
+#include "crypto/envelope.h"
 
 #define EXPO_DEFAULT_BASE	"https://exp.host"
 #define EXPO_GZIP_OVER		1024
@@ -39,7 +42,7 @@ static bool
 expo_prepare(Integration *ig, char **error)
 {
 	ExpoState  *st = palloc0(sizeof(ExpoState));
-	char	   *base = integration_base_url(ig, EXPO_DEFAULT_BASE);
+	char	   *base = novu_integration_base_url(ig, EXPO_DEFAULT_BASE);
 	char	   *token = jsonb_container_get_string(&ig->credentials->root, "apiKey");
 
 	st->send_url = psprintf("%s/--/api/v2/push/send", base);
@@ -138,7 +141,7 @@ expo_build(Integration *ig, Message **msgs, int n)
 		/* the target last: whatever was merged, the message goes to this token */
 		state = NULL;
 		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-		jsonb_push_string(&state, "to", m->device_token);
+		jsonb_push_string(&state, "to", m->target);
 		message = jsonb_deep_merge(message, JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
 		if (i > 0)
 			appendStringInfoChar(&buf, ',');
@@ -198,7 +201,7 @@ expo_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 
 	if (req->result != CURLE_OK)
 	{
-		classify_transport(req, msgs, n);
+		novu_classify_transport(req, msgs, n);
 		return;
 	}
 	body = jsonb_parse_or_null(req->response.data, req->response.len);
@@ -214,26 +217,26 @@ expo_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 			o = OUTCOME_CONFIG_ERROR;
 		if (req->status == 429 || req->status >= 500)
 			o = OUTCOME_RETRY;
-		messages_set(msgs, n, o, psprintf("%s: %s", code ? code : "error", message ? message : ""));
+		novu_messages_set(msgs, n, o, psprintf("%s: %s", code ? code : "error", message ? message : ""));
 		return;
 	}
 	if (req->status == 429 || req->status >= 500 || body == NULL)
 	{
 		/* rate limit, server error, or a proxy's HTML page: try again later */
-		messages_set(msgs, n, OUTCOME_RETRY,
+		novu_messages_set(msgs, n, OUTCOME_RETRY,
 					 psprintf("HTTP %ld%s", req->status, body == NULL ? " (not JSON)" : ""));
 		return;
 	}
 	if (req->status != 200)
 	{
-		messages_set(msgs, n, req->status == 401 || req->status == 403 ? OUTCOME_CONFIG_ERROR : OUTCOME_DROP,
+		novu_messages_set(msgs, n, req->status == 401 || req->status == 403 ? OUTCOME_CONFIG_ERROR : OUTCOME_DROP,
 					 psprintf("HTTP %ld", req->status));
 		return;
 	}
 	if (!jsonb_container_get(&body->root, "data", &data) || data.type != jbvBinary ||
 		!JsonContainerIsArray(data.val.binary.data) || JsonContainerSize(data.val.binary.data) != n)
 	{
-		messages_set(msgs, n, OUTCOME_RETRY, "tickets do not match the messages sent");
+		novu_messages_set(msgs, n, OUTCOME_RETRY, "tickets do not match the messages sent");
 		return;
 	}
 	for (i = 0; i < n; i++)
@@ -245,7 +248,7 @@ expo_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 		{
 			msgs[i]->provider_message_id = jsonb_container_get_string(t->val.binary.data, "id");
 			msgs[i]->receipt = (msgs[i]->provider_message_id != NULL);
-			message_set(msgs[i], OUTCOME_SENT, NULL);
+			novu_message_set(msgs[i], OUTCOME_SENT, NULL);
 		}
 		else
 		{
@@ -263,16 +266,16 @@ expo_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 			}
 			o = expo_error_outcome(error);
 			/* tickets come in request order; one naming another token is not about this one */
-			if (o == OUTCOME_REMOVE_TOKEN && named != NULL && strcmp(named, msgs[i]->device_token) != 0)
+			if (o == OUTCOME_REMOVE_TOKEN && named != NULL && strcmp(named, msgs[i]->target) != 0)
 				o = OUTCOME_CONFIG_ERROR;
-			message_set(msgs[i], o,
+			novu_message_set(msgs[i], o,
 						psprintf("%s%s%s", error ? error : "error", text ? ": " : "", text ? text : ""));
 		}
 	}
 }
 
 /* Build a getReceipts request for up to 1000 receipt ids. */
-HttpRequest *
+static HttpRequest *
 expo_receipts_request(Integration *ig, char **ids, int n)
 {
 	ExpoState  *st = ig->state;
@@ -299,7 +302,7 @@ expo_receipts_request(Integration *ig, char **ids, int n)
  * Read one receipt from a getReceipts answer: true if present, with its
  * outcome (SENT for ok) and reason; false if Expo has none for it yet.
  */
-bool
+static bool
 expo_receipt(Jsonb *body, const char *id, Outcome *outcome, char **reason)
 {
 	JsonbValue	data;
@@ -327,8 +330,113 @@ expo_receipt(Jsonb *body, const char *id, Outcome *outcome, char **reason)
 	return true;
 }
 
-const ProviderOps expo_provider = {
+/* ---------------------------------------------------------------------------
+ * SQL time: credentials, device tokens, overrides
+ * ------------------------------------------------------------------------- */
+
+#define EXPO_TOKEN_INNER_MAX	256
+
+static const char *const expo_keys[] = {"apiKey", "endpoint", NULL};
+
+/* expo: optional apiKey (access token), optional endpoint. */
+static void
+expo_validate(CredCheck *c)
+{
+	char	   *s;
+
+	cred_check_keys(c);
+	s = cred_string(c, "apiKey", false,
+					"apiKey is an Expo access token (enhanced push security); omit it if not used.");
+	if (s != NULL)
+		cred_push_string(c, "apiKey", s);
+	cred_endpoint(c);
+}
+
+/* Expo: ExponentPushToken[...] or ExpoPushToken[...] (or a bare UUID, as Expo's SDK accepts). */
+static bool
+expo_token_check(const char *t, size_t len, const char **problem)
+{
+	static const char *const prefixes[] = {"ExponentPushToken[", "ExpoPushToken["};
+	int			p;
+
+	if (novu_is_uuid(t, len))
+		return true;
+	for (p = 0; p < lengthof(prefixes); p++)
+	{
+		size_t		plen = strlen(prefixes[p]);
+		size_t		i;
+
+		if (len <= plen || strncmp(t, prefixes[p], plen) != 0)
+			continue;
+		if (t[len - 1] != ']' || len - plen - 1 < 1 || len - plen - 1 > EXPO_TOKEN_INNER_MAX)
+		{
+			*problem = "does not have 1 to " CppAsString2(EXPO_TOKEN_INNER_MAX) " characters between its brackets";
+			return false;
+		}
+		for (i = plen; i < len - 1; i++)
+		{
+			if (!is_b64url(t[i]))
+			{
+				*problem = "has a character other than letters, digits, '-' and '_' between its brackets";
+				return false;
+			}
+		}
+		return true;
+	}
+	*problem = "is not of the form ExponentPushToken[...] or ExpoPushToken[...]";
+	return false;
+}
+
+/* Expo: overrides.expo merges into each push message (PROTOCOLS.md 3.1). */
+static const FieldRule expo_fields[] = {
+	REFUSE("to", "the Expo push token is the message's target"),
+	ALLOW("title", FIELD_ANY),
+	ALLOW("body", FIELD_ANY),
+	ALLOW("subtitle", FIELD_ANY),
+	ALLOW("data", FIELD_OBJECT),
+	ALLOW("sound", FIELD_ANY),
+	ALLOW("badge", FIELD_ANY),
+	ALLOW("ttl", FIELD_ANY),
+	ALLOW("expiration", FIELD_ANY),
+	ALLOW("priority", FIELD_ANY),
+	ALLOW("channelId", FIELD_ANY),
+	ALLOW("categoryId", FIELD_ANY),
+	ALLOW("mutableContent", FIELD_ANY),
+	ALLOW("interruptionLevel", FIELD_ANY),
+	ALLOW("richContent", FIELD_OBJECT),
+	ALLOW("icon", FIELD_ANY),
+	ALLOW("collapseId", FIELD_ANY),
+	ALLOW("tag", FIELD_ANY),
+	ALLOW("_contentAvailable", FIELD_ANY),
+	ALLOW("_displayInForeground", FIELD_ANY),
+	OTHERS(FIELD_REFUSED)
+};
+
+/* the access token is the secret */
+static const SecretField expo_secrets[] = {
+	{NULL, "apiKey", NULL},
+	{NULL, NULL, NULL}
+};
+
+static const ReceiptOps expo_receipts = {
+	.max_batch = 1000,
+	.request = expo_receipts_request,
+	.read = expo_receipt,
+};
+
+const ProviderOps novu_expo_provider = {
 	.provider_id = "expo",
+	.label = "Expo",
+	.channel = CHANNEL_PUSH,
+	.credential_keys = expo_keys,
+	.validate = expo_validate,
+	.secrets = expo_secrets,
+	.token_check = expo_token_check,
+	.token_form = "An Expo push token looks like ExponentPushToken[xxxxxxxxxxxxxxxxxxxxxx] or ExpoPushToken[...] (letters, digits, '-' and '_' between the brackets).",
+	.overrides = expo_fields,
+	.overrides_hint = "Expo overrides may set title, body, subtitle, data, sound, badge, ttl, expiration, priority, "
+	"channelId, categoryId, mutableContent, interruptionLevel, richContent, icon, collapseId, tag, "
+	"_contentAvailable and _displayInForeground.",
 	.max_batch = 100,
 	.warm_up = false,
 	.prepare = expo_prepare,
@@ -336,4 +444,5 @@ const ProviderOps expo_provider = {
 	.check = novu_message_check,
 	.build = expo_build,
 	.classify = expo_classify,
+	.receipts = &expo_receipts,
 };

@@ -1,12 +1,12 @@
 /*
- * provider_fcm.c
+ * fcm.c
  *		Firebase Cloud Messaging, HTTP v1 API, with the OAuth2 service-account
  *		flow (RS256 JWT assertion, access token cached until shortly before it
  *		expires, renewed once on a plain 401).
  *
  * Message: {"message": {"token", "notification": {"title", "body"},
  * "data": payload with every value a string}} then overrides.fcm deep-merged
- * (only the fields of provider_rules.c's allowlist; the token is set last, so
+ * (only the fields of its own allowlist; the token is set last, so
  * nothing can retarget the message).
  * A token is removed only on FCM's explicit dead-token answers (PROTOCOLS.md
  * section 7): a bare 404 or NOT_FOUND without UNREGISTERED is a wrong project or
@@ -27,6 +27,10 @@
 #include "net/http.h"
 #include "common/jsonb_util.h"
 #include "providers/provider.h"
+#include "providers/rules.h"
+#include "providers/validate.h"
+#include "crypto/envelope.h"
+#include "net/netpolicy.h"
 
 #define FCM_DEFAULT_BASE	"https://fcm.googleapis.com"
 #define FCM_DEFAULT_TOKEN_URI "https://oauth2.googleapis.com/token"
@@ -93,7 +97,7 @@ fcm_prepare(Integration *ig, char **error)
 	MemoryContextRegisterResetCallback(ig->context, cb);
 
 	st->send_url = psprintf("%s/v1/projects/%s/messages:send",
-							integration_base_url(ig, FCM_DEFAULT_BASE), st->project_id);
+							novu_integration_base_url(ig, FCM_DEFAULT_BASE), st->project_id);
 	ig->state = st;
 	return true;
 }
@@ -274,7 +278,7 @@ fcm_build(Integration *ig, Message **msgs, int n)
 		JsonbParseState *ts = NULL;
 
 		pushJsonbValue(&ts, WJB_BEGIN_OBJECT, NULL);
-		jsonb_push_string(&ts, "token", m->device_token);
+		jsonb_push_string(&ts, "token", m->target);
 		message = jsonb_deep_merge(message, JsonbValueToJsonb(pushJsonbValue(&ts, WJB_END_OBJECT, NULL)));
 	}
 
@@ -383,14 +387,14 @@ fcm_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 
 	if (req->result != CURLE_OK)
 	{
-		classify_transport(req, msgs, n);
+		novu_classify_transport(req, msgs, n);
 		return;
 	}
 	body = jsonb_parse_or_null(req->response.data, req->response.len);
 	if (req->status == 200)
 	{
 		m->provider_message_id = body ? jsonb_container_get_string(&body->root, "name") : NULL;
-		message_set(m, OUTCOME_SENT, NULL);
+		novu_message_set(m, OUTCOME_SENT, NULL);
 		return;
 	}
 
@@ -406,20 +410,209 @@ fcm_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 		/* QUOTA_EXCEEDED without Retry-After: back off a minute (Firebase's guidance) */
 		if (code && strcmp(code, "QUOTA_EXCEEDED") == 0 && m->retry_after < 0)
 			m->retry_after = 60;
-		message_set(m, OUTCOME_RETRY, reason);
+		novu_message_set(m, OUTCOME_RETRY, reason);
 	}
 	else if (fcm_token_dead(req->status, code, message, apns_status, apns_reason))
-		message_set(m, OUTCOME_REMOVE_TOKEN, reason);
+		novu_message_set(m, OUTCOME_REMOVE_TOKEN, reason);
 	else if (req->status == 401 && code == NULL)
-		message_set(m, OUTCOME_REAUTH, reason);	/* our access token: renew once */
+		novu_message_set(m, OUTCOME_REAUTH, reason);	/* our access token: renew once */
 	else if (req->status == 401 || req->status == 403 || req->status == 404)
-		message_set(m, OUTCOME_CONFIG_ERROR, reason);	/* wrong project, endpoint or credentials */
+		novu_message_set(m, OUTCOME_CONFIG_ERROR, reason);	/* wrong project, endpoint or credentials */
 	else
-		message_set(m, OUTCOME_DROP, reason);
+		novu_message_set(m, OUTCOME_DROP, reason);
 }
 
-const ProviderOps fcm_provider = {
+/* ---------------------------------------------------------------------------
+ * SQL time: credentials, device tokens, overrides
+ * ------------------------------------------------------------------------- */
+
+#define FCM_TOKEN_URI_DEFAULT	"https://oauth2.googleapis.com/token"
+#define FCM_TOKEN_MAX_LEN		4096
+
+static const char *const fcm_keys[] = {"serviceAccount", "endpoint", NULL};
+static const char *const fcm_sa_keys[] = {
+	"type", "project_id", "private_key_id", "private_key", "client_email",
+	"client_id", "auth_uri", "token_uri", "auth_provider_x509_cert_url",
+	"client_x509_cert_url", "universe_domain", NULL
+};
+
+/* fcm: serviceAccount (object or JSON string) with an RSA private_key; optional endpoint. */
+static void
+fcm_validate(CredCheck *c)
+{
+	static const char *sa_hint =
+		"Give the Firebase service-account key file (JSON) as an object or as a string; "
+		"it needs project_id, client_email and private_key.";
+	JsonbValue	v;
+	JsonbContainer *sa;
+	CredCheck	sc;
+	char	   *s;
+	EVP_PKEY   *key;
+	int			i;
+
+	cred_check_keys(c);
+	if (!cred_get(c, "serviceAccount", &v))
+		cred_fail(c, "serviceAccount", "is required", NULL, sa_hint);
+	if (v.type == jbvString)
+	{
+		char	   *detail = NULL;
+		Jsonb	   *jb = cred_parse_json_object(v.val.string.val, v.val.string.len, &detail);
+
+		if (jb == NULL)
+			cred_fail(c, "serviceAccount", "is not a JSON object", detail, sa_hint);
+		sa = &jb->root;
+	}
+	else if (v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
+		sa = v.val.binary.data;
+	else
+		cred_fail(c, "serviceAccount", "is not a JSON object", NULL, sa_hint);
+
+	sc.provider = c->provider;
+	sc.container = sa;
+	sc.prefix = "serviceAccount.";
+	sc.accepted = fcm_sa_keys;
+	sc.state = c->state;
+	cred_check_keys(&sc);
+
+	jsonb_push_key(c->state, "serviceAccount");
+	pushJsonbValue(c->state, WJB_BEGIN_OBJECT, NULL);
+
+	cred_push_string(&sc, "project_id", cred_string(&sc, "project_id", true, sa_hint));
+	cred_push_string(&sc, "client_email", cred_string(&sc, "client_email", true, sa_hint));
+
+	s = cred_string(&sc, "private_key", true, sa_hint);
+	if (secrets_is_sealed(s))
+		cred_push_string(&sc, "private_key", s);	/* stored sealed, validated then */
+	else
+	{
+		key = cred_private_key(&sc, "private_key", s, "an RSA private key",
+							   "Give the service account's private_key: a PEM RSA private key (-----BEGIN PRIVATE KEY-----).");
+		if (!crypto_key_is_rsa(key))
+		{
+			char	   *detail = psprintf("It is an %s key.", crypto_key_description(key));
+
+			EVP_PKEY_free(key);
+			cred_fail(&sc, "private_key", "does not parse as an RSA private key", detail,
+					  "Give the service account's private_key: a PEM RSA private key (-----BEGIN PRIVATE KEY-----).");
+		}
+		EVP_PKEY_free(key);
+		cred_push_string(&sc, "private_key", crypto_pem_unescape(s));
+	}
+
+	s = cred_string(&sc, "private_key_id", false, "private_key_id is the key's id (the JWT kid); omit it or give a string.");
+	if (s != NULL)
+		cred_push_string(&sc, "private_key_id", s);
+
+	s = cred_string(&sc, "token_uri", false, "Omit token_uri for " FCM_TOKEN_URI_DEFAULT ", or give an https URL.");
+	if (s != NULL)
+	{
+		UrlProblem	err;
+		char	   *url = netpolicy_check_url(s, false, &err);
+
+		if (url == NULL)
+			cred_fail(&sc, "token_uri", err.problem, err.detail, err.hint ? err.hint :
+					  "Omit token_uri for " FCM_TOKEN_URI_DEFAULT ", or give an https URL.");
+		cred_push_string(&sc, "token_uri", url);
+	}
+	else
+		cred_push_string(&sc, "token_uri", FCM_TOKEN_URI_DEFAULT);
+
+	/* the other keys of the key file are kept as they are */
+	for (i = 0; fcm_sa_keys[i] != NULL; i++)
+	{
+		const char *k = fcm_sa_keys[i];
+
+		if (strcmp(k, "project_id") == 0 || strcmp(k, "client_email") == 0 ||
+			strcmp(k, "private_key") == 0 || strcmp(k, "private_key_id") == 0 ||
+			strcmp(k, "token_uri") == 0)
+			continue;
+		if (cred_get(&sc, k, &v))
+		{
+			jsonb_push_key(c->state, k);
+			pushJsonbValue(c->state, WJB_VALUE, &v);
+		}
+	}
+	pushJsonbValue(c->state, WJB_END_OBJECT, NULL);
+
+	cred_endpoint(c);
+}
+
+/* FCM: a registration token (base64url characters and ':'). */
+static bool
+fcm_token_check(const char *t, size_t len, const char **problem)
+{
+	size_t		i;
+
+	if (len == 0 || len > FCM_TOKEN_MAX_LEN)
+	{
+		*problem = "does not have 1 to " CppAsString2(FCM_TOKEN_MAX_LEN) " characters";
+		return false;
+	}
+	for (i = 0; i < len; i++)
+	{
+		if (!is_b64url(t[i]) && t[i] != ':')
+		{
+			*problem = "contains a character other than letters, digits, '-', '_' and ':'";
+			return false;
+		}
+	}
+	return true;
+}
+
+/* FCM: overrides.fcm merges into the HTTP v1 "message" (PROTOCOLS.md 1.5). */
+static const FieldRule fcm_apns_fields[] = {
+	HEADERS("headers", novu_apns_headers),
+	ALLOW("payload", FIELD_OBJECT),
+	ALLOW("fcm_options", FIELD_OBJECT),
+	ALLOW("fcmOptions", FIELD_OBJECT),
+	REFUSE("live_activity_token", "a Live Activity token is a target"),
+	REFUSE("liveActivityToken", "a Live Activity token is a target"),
+	OTHERS(FIELD_REFUSED)
+};
+
+static const FieldRule fcm_webpush_fields[] = {
+	HEADERS("headers", novu_webpush_headers),
+	ALLOW("data", FIELD_OBJECT),
+	ALLOW("notification", FIELD_OBJECT),
+	ALLOW("fcm_options", FIELD_OBJECT),
+	ALLOW("fcmOptions", FIELD_OBJECT),
+	OTHERS(FIELD_REFUSED)
+};
+
+static const FieldRule fcm_fields[] = {
+	REFUSE("token", WHY_TOKEN),
+	REFUSE("topic", "a topic would send it to every subscriber of that topic"),
+	REFUSE("condition", "a condition would send it to every device matching it"),
+	REFUSE("fid", "a Firebase installation id is a target"),
+	REFUSE("name", "the message name is set by FCM"),
+	ALLOW("notification", FIELD_OBJECT),
+	ALLOW("data", FIELD_OBJECT),
+	ALLOW("android", FIELD_OBJECT),
+	NESTED("apns", fcm_apns_fields),
+	NESTED("webpush", fcm_webpush_fields),
+	ALLOW("fcm_options", FIELD_OBJECT),
+	ALLOW("fcmOptions", FIELD_OBJECT),
+	OTHERS(FIELD_REFUSED)
+};
+
+/* the service account's private key is the secret */
+static const SecretField fcm_secrets[] = {
+	{"serviceAccount", "private_key", NULL},
+	{NULL, NULL, NULL}
+};
+
+const ProviderOps novu_fcm_provider = {
 	.provider_id = "fcm",
+	.label = "FCM",
+	.channel = CHANNEL_PUSH,
+	.credential_keys = fcm_keys,
+	.validate = fcm_validate,
+	.secrets = fcm_secrets,
+	.token_check = fcm_token_check,
+	.token_form = "An FCM registration token has 1 to 4096 letters, digits, '-', '_' and ':'.",
+	.overrides = fcm_fields,
+	.overrides_hint = "FCM overrides may set notification, data, android, apns (headers, payload, fcm_options), "
+	"webpush (headers, data, notification, fcm_options) and fcm_options.",
 	.max_batch = 1,
 	.warm_up = false,
 	.prepare = fcm_prepare,

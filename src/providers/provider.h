@@ -1,7 +1,13 @@
 /*
  * provider.h
- *		The small interface every push provider implements (provider_*.c), and
- *		the message and integration structures the delivery cycle hands them.
+ *		The small interface every provider implements (one file each in
+ *		providers/), the channel-neutral message and the integration the
+ *		delivery pipeline hands them.
+ *
+ * A provider is its file plus one line in registry.c.  Everything that knows
+ * a provider by name reads its ProviderOps: the SQL-time checks (credentials,
+ * device tokens, overrides, which credential fields are secrets) and the
+ * delivery pipeline.  Nothing else names a provider.
  */
 #ifndef NOVU_PROVIDER_H
 #define NOVU_PROVIDER_H
@@ -11,34 +17,49 @@
 
 #include "net/http.h"
 
+/* The channel a provider delivers on (Novu's channel names). */
+typedef enum Channel
+{
+	CHANNEL_PUSH = 0,			/* "push": device tokens, web-push subscriptions */
+	CHANNEL_CHAT,				/* "chat": a subscriber's webhook URL */
+	CHANNEL_IN_APP				/* "in_app": the feed (comes with the engine) */
+} Channel;
+
 /* How a provider's answer is classified (PROTOCOLS.md section 7). */
 typedef enum Outcome
 {
 	OUTCOME_NONE = 0,			/* not answered yet */
 	OUTCOME_SENT,				/* DELIVERED / ACCEPTED */
-	OUTCOME_REMOVE_TOKEN,		/* the token is dead: prune it, fail the message */
+	OUTCOME_REMOVE_TOKEN,		/* the target is gone: prune it, fail the message */
 	OUTCOME_RETRY,				/* RETRY_BACKOFF: 429, 5xx, transport errors */
 	OUTCOME_REAUTH,				/* REAUTH_THEN_RETRY: renew our credential once */
-	OUTCOME_CONFIG_ERROR,		/* the integration is misconfigured: fail, keep tokens */
+	OUTCOME_CONFIG_ERROR,		/* the integration is misconfigured: fail, keep targets */
 	OUTCOME_DROP				/* DROP_MESSAGE: this message can never succeed */
 } Outcome;
 
 struct Integration;
+struct CredCheck;
+struct FieldRule;
 
-/* One claimed delivery: a message to one device token. */
+/*
+ * One claimed delivery: a message to one target on one channel.  The target
+ * is what the subscriber's credential holds for the provider: a device token,
+ * a web-push subscription (JSON text) or a chat webhook URL.
+ */
 typedef struct Message
 {
 	int64		id;
 	int32		attempts;		/* including this one */
+	Channel		channel;
 	char	   *transaction_id;
 	char	   *workflow_id;
 	char	   *subscriber_id;
-	char	   *device_token;
+	char	   *target;
 	struct Integration *integration;
 
 	/* rendered content */
-	char	   *title;
-	char	   *body;
+	char	   *title;			/* push: the title; chat: NULL */
+	char	   *body;			/* push: the body; chat: the message text */
 	Jsonb	   *data;			/* trigger payload merged with the step's rendered data */
 	Jsonb	   *overrides;		/* this provider's overrides: step, then trigger (trigger wins) */
 
@@ -47,7 +68,7 @@ typedef struct Message
 	char	   *reason;			/* provider's reason, e.g. "UNREGISTERED" or "Unregistered" */
 	char	   *provider_message_id;
 	int			retry_after;	/* seconds, -1 if none given */
-	bool		receipt;		/* Expo: a receipt is to be checked later */
+	bool		receipt;		/* a receipt is to be checked later (ProviderOps.receipts) */
 	bool		judged;			/* the circuit breaker has counted this answer */
 } Message;
 
@@ -71,19 +92,68 @@ typedef struct Integration
 } Integration;
 
 /*
- * A provider.  build() turns up to max_batch messages into one request (or
- * marks them DROP and returns NULL); classify() sets every message's outcome
- * from the answer.  prepare() parses the credentials once; authorize() makes
- * sure a usable access token exists (it may perform a request of its own).
- * check() runs before build() on each message: false (with *reason) fails
- * that message alone, e.g. a token or an override stored by an older version
- * that breaks provider_rules.c.  warm_up: the server allows one stream on a
- * new connection until a request has authenticated it (APNs token auth), so
- * its pool sends one request first (http.c).
+ * A credential field that is a secret (integrations/secrets.c seals it at
+ * rest).  object names the nested object holding it (NULL: top level); pair
+ * names a public setting that must match it (a certificate, a public key):
+ * when that changes, the secret must be given again.  A list ends with key NULL.
+ */
+typedef struct SecretField
+{
+	const char *object;
+	const char *key;
+	const char *pair;
+} SecretField;
+
+/* Checks one device token of len bytes; false with *problem ("contains ..."). */
+typedef bool (*TokenCheck) (const char *token, size_t len, const char **problem);
+
+/*
+ * Receipts checked some time after a send was accepted (Expo): request()
+ * asks about up to max_batch receipt ids (the provider_message_id of each
+ * message marked receipt), read() finds one id in the answer.
+ */
+typedef struct ReceiptOps
+{
+	int			max_batch;
+	HttpRequest *(*request) (struct Integration *ig, char **ids, int n);
+	bool		(*read) (Jsonb *body, const char *id, Outcome *outcome, char **reason);
+} ReceiptOps;
+
+/*
+ * A provider.
+ *
+ * SQL time (raising, naming the field): validate() checks the integration's
+ * credentials (the keys in credential_keys) and pushes them normalized;
+ * token_check (NULL: any text without control characters) and overrides (a
+ * field list, see rules.h) guard what the app role stores.
+ *
+ * Delivery (never raising for bad data): prepare() parses the credentials
+ * once; authorize() makes sure a usable access token exists (it may perform a
+ * request of its own); check() runs before build() on each message: false
+ * (with *reason) fails that message alone.  build() turns up to max_batch
+ * messages into one request (or marks them DROP and returns NULL);
+ * classify() sets every message's outcome from the answer.  warm_up: the
+ * server allows one stream on a new connection until a request has
+ * authenticated it (APNs token auth), so its pool sends one request first.
+ * A provider whose build is NULL is accepted but not delivered by this
+ * version: its messages fail with a configuration error.
  */
 typedef struct ProviderOps
 {
 	const char *provider_id;
+	const char *label;			/* as messages name it, e.g. "FCM" */
+	Channel		channel;
+
+	/* SQL time */
+	const char *const *credential_keys;
+	void		(*validate) (struct CredCheck *c);
+	const SecretField *secrets;
+	TokenCheck	token_check;
+	const char *token_form;		/* the accepted target form, in words (hints) */
+	const struct FieldRule *overrides;
+	const char *overrides_hint;
+
+	/* delivery */
 	int			max_batch;
 	bool		warm_up;
 	bool		(*prepare) (Integration *ig, char **error);
@@ -91,26 +161,20 @@ typedef struct ProviderOps
 	bool		(*check) (Integration *ig, Message *m, char **reason);
 	HttpRequest *(*build) (Integration *ig, Message **msgs, int n);
 	void		(*classify) (Integration *ig, HttpRequest *req, Message **msgs, int n);
+	const ReceiptOps *receipts;
 } ProviderOps;
 
-extern const ProviderOps fcm_provider;
-extern const ProviderOps apns_provider;
-extern const ProviderOps expo_provider;
+/* registry.c: the providers of this version */
+extern const ProviderOps *novu_provider_lookup(const char *provider_id);
+extern int	novu_provider_count(void);
+extern const ProviderOps *novu_provider_at(int i);
+extern const char *novu_provider_list(void);	/* "fcm, apns, ..." for hints */
+extern const char *novu_channel_name(Channel channel);
 
-extern const ProviderOps *provider_lookup(const char *provider_id);
-
-/* Expo receipts (provider_expo.c) and the round that checks them (deliver.c) */
-extern HttpRequest *expo_receipts_request(Integration *ig, char **ids, int n);
-extern bool expo_receipt(Jsonb *body, const char *id, Outcome *outcome, char **reason);
-extern int	novu_expo_receipts(void);
-
-/* helpers shared by the providers (deliver.c) */
-extern void message_set(Message *m, Outcome outcome, const char *reason);
-extern void messages_set(Message **msgs, int n, Outcome outcome, const char *reason);
-extern void classify_transport(HttpRequest *req, Message **msgs, int n);
-extern char *integration_base_url(Integration *ig, const char *default_base);
-
-/* provider_rules.c: the token form and the overrides allowlist of the message's provider */
-extern bool novu_message_check(Integration *ig, Message *m, char **reason);
+/* message.c: helpers the providers share */
+extern void novu_message_set(Message *m, Outcome outcome, const char *reason);
+extern void novu_messages_set(Message **msgs, int n, Outcome outcome, const char *reason);
+extern void novu_classify_transport(HttpRequest *req, Message **msgs, int n);
+extern char *novu_integration_base_url(Integration *ig, const char *default_base);
 
 #endif							/* NOVU_PROVIDER_H */

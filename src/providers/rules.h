@@ -1,17 +1,104 @@
 /*
- * provider_rules.h
- *		What a caller may give each push provider (DESIGN.md section 5): the
- *		device-token forms it accepts, and the override fields that shape a
- *		notification without changing its target or its authentication.
+ * rules.h
+ *		What a caller may give a provider (DESIGN.md section 5): the target
+ *		forms it accepts, and the override fields that shape a notification
+ *		without changing its target or its authentication.
  *
- * The same tables serve the SQL functions (raise before anything is stored)
- * and the delivery worker (a message stored by an older version that breaks
- * them fails alone, with the reason).
+ * Each provider declares its rules in its own file (ProviderOps.token_check,
+ * .overrides); this is the vocabulary they use and the engine that applies
+ * them.  The same rules serve the SQL functions (raise before anything is
+ * stored) and the delivery worker (a message stored by an older version that
+ * breaks them fails alone, with the reason).
  */
-#ifndef NOVU_PROVIDER_RULES_H
-#define NOVU_PROVIDER_RULES_H
+#ifndef NOVU_RULES_H
+#define NOVU_RULES_H
 
 #include "utils/jsonb.h"
+
+#include "providers/provider.h"
+
+#define NOVU_MAX_HEADER_RULES	8	/* headers one allowlist may name */
+
+/* ASCII letter or digit (locale-independent). */
+static inline bool
+is_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* ASCII hex digit. */
+static inline bool
+is_hex(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* A base64url character (RFC 4648 section 5). */
+static inline bool
+is_b64url(char c)
+{
+	return is_alnum(c) || c == '-' || c == '_';
+}
+
+extern bool novu_is_uuid(const char *s, size_t len);
+extern bool novu_digits_valid(const char *v, int len, int max_digits);
+extern bool novu_word_in(const char *v, int len, const char *const *words);
+
+/* A request header an override may set, with the rule of its values. */
+typedef bool (*HeaderValueCheck) (const char *value, int len);
+
+typedef struct HeaderRule
+{
+	const char *name;			/* lowercase */
+	HeaderValueCheck check;
+	const char *form;			/* what valid values are */
+} HeaderRule;
+
+/*
+ * The protocols' overridable headers: APNs (PROTOCOLS.md 2.2) and Web Push
+ * (RFC 8030).  Shared because FCM's message carries both an APNs and a Web
+ * Push section.  Each list ends with name NULL.
+ */
+extern const HeaderRule novu_apns_headers[];
+extern const HeaderRule novu_webpush_headers[];
+
+/* The rule of a header name (any case) in a list, or NULL. */
+extern const HeaderRule *novu_header_rule(const HeaderRule *rules, const char *name, int len);
+
+/* Whether a header value is free of control characters (CR and LF included). */
+extern bool novu_header_value_clean(const char *value, int len);
+
+typedef enum FieldKind
+{
+	FIELD_ANY,					/* any JSON value */
+	FIELD_OBJECT,				/* a JSON object, its contents free */
+	FIELD_NESTED,				/* a JSON object whose keys have rules of their own */
+	FIELD_HEADERS,				/* request headers, checked against a header list */
+	FIELD_REFUSED				/* targets or authenticates: never overridable */
+} FieldKind;
+
+/*
+ * One field of an override object.  A list ends with an entry whose name is
+ * NULL; its kind says what happens to fields not listed (FIELD_ANY: allowed,
+ * FIELD_REFUSED: refused).  A name ending in '*' matches a prefix.
+ */
+typedef struct FieldRule
+{
+	const char *name;
+	FieldKind	kind;
+	const struct FieldRule *fields; /* FIELD_NESTED */
+	const HeaderRule *headers;	/* FIELD_HEADERS */
+	const char *why;			/* FIELD_REFUSED: what the field is */
+} FieldRule;
+
+/* list entries: an allowed field, a nested object, headers, a refused field, the rule of unlisted fields */
+#define ALLOW(name, kind)		{name, kind, NULL, NULL, NULL}
+#define NESTED(name, fields)	{name, FIELD_NESTED, fields, NULL, NULL}
+#define HEADERS(name, rules)	{name, FIELD_HEADERS, NULL, rules, NULL}
+#define REFUSE(name, why)		{name, FIELD_REFUSED, NULL, NULL, why}
+#define OTHERS(kind)			{NULL, kind, NULL, NULL, NULL}
+
+#define WHY_TOKEN	"the device token is the message's target"
 
 /*
  * Whether a device token has the form its provider accepts; false with a
@@ -38,21 +125,15 @@ extern void novu_check_overrides(Jsonb *overrides, const char *field);
  */
 extern bool novu_provider_overrides_valid(const char *provider_id, Jsonb *overrides, char **reason);
 
-/*
- * The canonical (lowercase) name of an APNs request header an override may
- * set, or NULL when it is not in the allowlist; name need not be terminated.
- */
-extern const char *novu_apns_header_name(const char *name, int len);
-
-/* Whether a header value is free of control characters (CR and LF included). */
-extern bool novu_header_value_clean(const char *value, int len);
+/* The check a provider runs on a message before building it (its check op). */
+extern bool novu_message_check(Integration *ig, Message *m, char **reason);
 
 /*
- * SQL-callable (prototypes come from PG_FUNCTION_INFO_V1 in provider_rules.c):
+ * SQL-callable (prototypes come from PG_FUNCTION_INFO_V1 in rules.c):
  *   novu._check_device_token(provider_id text, token text, field text) RETURNS void
  *		C symbol novu_check_device_token
  *   novu._check_overrides(overrides jsonb, field text) RETURNS void
  *		C symbol novu_check_overrides_sql
  */
 
-#endif							/* NOVU_PROVIDER_RULES_H */
+#endif							/* NOVU_RULES_H */

@@ -22,8 +22,8 @@
 
 #include "novu.h"
 #include "queue/queue.h"
-#include "bgw/shmem.h"
-#include "bgw/worker.h"
+#include "common/shmem.h"
+#include "queue/work.h"
 
 #define FANOUT_LIMIT		1000
 #define HOUSEKEEPING_LIMIT	5000
@@ -153,7 +153,7 @@ read_claimed(ClaimedRow *r, HeapTuple tup, TupleDesc desc)
 	r->msg->transaction_id = copy_text(tup, desc, 3);
 	r->msg->workflow_id = copy_text(tup, desc, 4);
 	r->msg->subscriber_id = copy_text(tup, desc, 5);
-	r->msg->device_token = copy_text(tup, desc, 6);
+	r->msg->target = copy_text(tup, desc, 6);
 	r->msg->retry_after = -1;
 	d = SPI_getbinval(tup, desc, 7, &isnull);
 	r->integration_id = isnull ? 0 : DatumGetInt64(d);

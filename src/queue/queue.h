@@ -75,12 +75,5 @@ extern void queue_record_receipts(ResultBatch *rb);
 extern void novu_housekeeping(void);
 extern int	queue_refresh_stats(void);
 
-/* worker.c / deliver.c */
-extern void novu_begin_work(const char *activity);
-extern void novu_end_work(void);
-extern void novu_deliver_init(void);
-extern int	novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms);
-extern bool novu_deliver_busy(void);
-extern void novu_deliver_abandon(void);
 
 #endif							/* NOVU_QUEUE_H */

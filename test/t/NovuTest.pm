@@ -30,14 +30,14 @@ my $json = JSON::PP->new->canonical->allow_nonref;
 sub start_mocks
 {
 	my $dir = PostgreSQL::Test::Utils::tempdir();
-	my $base = $ENV{NOVU_MOCK_PORT_BASE} // (20000 + ($$ % 2000) * 10);
+	my $base = $ENV{NOVU_MOCK_PORT_BASE} // (20000 + ($$ % 600) * 20);
 	chmod 0755, $dir;
 	system('sh', "$ROOT/test/certs/make-certs.sh", $dir, $base + 1) == 0
 	  or die "make-certs.sh failed";
 	my ($in, $out, $err) = ('', '', '');
 	my $h = IPC::Run::start([ 'node', "$ROOT/test/mocks/server.js", '--certs', $dir, '--port-base', $base ],
 		\$in, \$out, \$err, IPC::Run::timeout(30));
-	$h->pump until $out =~ /\n/;
+	eval { $h->pump until $out =~ /\n/; 1 } or die "mock providers did not start (port base $base): $@ $err";
 	my $ready = decode_json((split /\n/, $out)[0]);
 	die "mocks not ready: $err" unless $ready->{ready};
 	my $mocks = {

@@ -17,9 +17,8 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 
-#include "delivery/breaker.h"
 #include "novu.h"
-#include "bgw/shmem.h"
+#include "common/shmem.h"
 
 NovuShared *novu_shared = NULL;
 
@@ -28,19 +27,43 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 #endif
 
+/* Other modules' shared memory, requested and attached with ours (novu_shmem_register). */
+#define MAX_SHMEM_USERS 4
+static void (*shmem_requests[MAX_SHMEM_USERS]) (void);
+static void (*shmem_startups[MAX_SHMEM_USERS]) (void);
+static int	nshmem_users = 0;
+
 /* Set by novu.trigger(): this transaction enqueued something. */
 static bool wake_at_commit = false;
+
+/*
+ * Have another module's shared memory requested and attached with ours
+ * (before novu_shmem_init; the layers below the worker cannot be called
+ * from here, so they register).
+ */
+void
+novu_shmem_register(void (*request) (void), void (*startup) (void))
+{
+	if (nshmem_users >= MAX_SHMEM_USERS)
+		elog(ERROR, "novu: too many shared memory users");
+	shmem_requests[nshmem_users] = request;
+	shmem_startups[nshmem_users] = startup;
+	nshmem_users++;
+}
 
 /* Ask for our shared memory (shmem_request_hook on 15+, _PG_init before). */
 static void
 novu_shmem_request(void)
 {
+	int			i;
+
 #if PG_VERSION_NUM >= 150000
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
 	RequestAddinShmemSpace(MAXALIGN(sizeof(NovuShared)));
-	novu_breaker_shmem_request();
+	for (i = 0; i < nshmem_users; i++)
+		shmem_requests[i] ();
 }
 
 /* Create or attach the shared struct at postmaster start. */
@@ -48,6 +71,7 @@ static void
 novu_shmem_startup(void)
 {
 	bool		found;
+	int			i;
 
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
@@ -60,7 +84,8 @@ novu_shmem_startup(void)
 		SpinLockInit(&novu_shared->mutex);
 		pg_atomic_init_u64(&novu_shared->wakeups, 0);
 	}
-	novu_breaker_shmem_startup();
+	for (i = 0; i < nshmem_users; i++)
+		shmem_startups[i] ();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -9,12 +9,7 @@
 
 #include "utils/jsonb.h"
 
-/* the envelope of a sealed secret: "novu:v1:<key id>:<base64url(nonce || ciphertext || tag)>" */
-#define SECRETS_PREFIX			"novu:v1:"
-#define SECRETS_KEY_ID_LEN		16	/* hex characters */
-
-/* True if the value is a sealed secret (the envelope's exact shape), not a clear one. */
-extern bool secrets_is_sealed(const char *value);
+#include "crypto/envelope.h"
 
 /*
  * The delivery worker's view of an integration's credentials: every sealed

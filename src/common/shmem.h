@@ -22,6 +22,7 @@ typedef struct NovuShared
 
 extern NovuShared *novu_shared;
 
+extern void novu_shmem_register(void (*request) (void), void (*startup) (void));
 extern void novu_shmem_init(void);
 extern void novu_register_xact_callback(void);
 extern void novu_wake_workers_at_commit(void);

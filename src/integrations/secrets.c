@@ -3,8 +3,8 @@
  *		Integration secrets at rest (DESIGN.md section 5): AES-256-GCM under a
  *		key that lives outside the database.
  *
- * Which credential fields are secrets is listed once, in secret_fields[]
- * below; every other setting of an integration stays readable jsonb.  A
+ * Which credential fields are secrets each provider lists once, in its
+ * ProviderOps.secrets; every other setting of an integration stays readable jsonb.  A
  * secret is stored in place of its clear value as the string
  *
  *		novu:v1:<key id>:<base64url(nonce || ciphertext || tag)>
@@ -58,7 +58,9 @@
 
 #include "crypto/crypto.h"
 #include "novu.h"
-#include "crypto/secrets.h"
+#include "crypto/envelope.h"
+#include "integrations/secrets.h"
+#include "providers/provider.h"
 
 PG_FUNCTION_INFO_V1(novu_seal_secrets);
 PG_FUNCTION_INFO_V1(novu_mask_secrets);
@@ -78,24 +80,6 @@ PG_FUNCTION_INFO_V1(novu_secrets_upgrade);
  * header) and the certificate is public; secretKey (.p8) and privateKey are
  * secret.
  */
-typedef struct SecretField
-{
-	const char *provider;
-	const char *object;
-	const char *key;
-	const char *pair;
-} SecretField;
-
-static const SecretField secret_fields[] = {
-	{"fcm", "serviceAccount", "private_key", NULL},
-	{"apns", NULL, "secretKey", NULL},
-	{"apns", NULL, "privateKey", "certificate"},
-	{"expo", NULL, "apiKey", NULL},
-	{"one-signal", NULL, "apiKey", NULL},
-	{"push-webhook", NULL, "secretKey", NULL},
-	{"web-push", NULL, "vapidPrivateKey", "vapidPublicKey"},
-	{"chat-webhook", NULL, "hmacSecretKey", NULL},
-};
 
 #define KEY_FILE_MAX		1024	/* bytes read from a key file at most */
 #define KEY_HEX_LEN			64
@@ -165,18 +149,24 @@ typedef struct SecretWalk
 
 static void keyring_load(KeyRing *ring);
 
+/* The secret fields of a provider (its ProviderOps.secrets), or NULL. */
+static const SecretField *
+provider_secrets(const char *provider_id)
+{
+	const ProviderOps *ops = novu_provider_lookup(provider_id);
+
+	return ops ? ops->secrets : NULL;
+}
 
 /* The secret field of a provider named key inside object (NULL: top level), or NULL. */
 static const SecretField *
 secret_field(const char *provider_id, const char *object, const char *key)
 {
-	int			i;
+	const SecretField *f;
 
-	for (i = 0; i < lengthof(secret_fields); i++)
+	for (f = provider_secrets(provider_id); f != NULL && f->key != NULL; f++)
 	{
-		const SecretField *f = &secret_fields[i];
-
-		if (strcmp(f->provider, provider_id) == 0 && strcmp(f->key, key) == 0 &&
+		if (strcmp(f->key, key) == 0 &&
 			((f->object == NULL && object == NULL) ||
 			 (f->object != NULL && object != NULL && strcmp(f->object, object) == 0)))
 			return f;
@@ -188,11 +178,10 @@ secret_field(const char *provider_id, const char *object, const char *key)
 static bool
 secret_object(const char *provider_id, const char *key)
 {
-	int			i;
+	const SecretField *f;
 
-	for (i = 0; i < lengthof(secret_fields); i++)
-		if (strcmp(secret_fields[i].provider, provider_id) == 0 &&
-			secret_fields[i].object != NULL && strcmp(secret_fields[i].object, key) == 0)
+	for (f = provider_secrets(provider_id); f != NULL && f->key != NULL; f++)
+		if (f->object != NULL && strcmp(f->object, key) == 0)
 			return true;
 	return false;
 }
@@ -201,12 +190,9 @@ secret_object(const char *provider_id, const char *key)
 static bool
 provider_has_secrets(const char *provider_id)
 {
-	int			i;
+	const SecretField *f = provider_secrets(provider_id);
 
-	for (i = 0; i < lengthof(secret_fields); i++)
-		if (strcmp(secret_fields[i].provider, provider_id) == 0)
-			return true;
-	return false;
+	return f != NULL && f->key != NULL;
 }
 
 /* The field's name in messages and in the associated data, e.g. "serviceAccount.private_key". */
@@ -537,55 +523,6 @@ keyring_find(KeyRing *ring, const char *id, const char *what, SecretKey **key, K
  * ---------------------------------------------------------------------------
  */
 
-/*
- * Parse an envelope: the key id into kid (17 bytes) and the decoded
- * nonce || ciphertext || tag into *blob.  False if value is not one.
- */
-static bool
-envelope_parse(const char *value, char *kid, unsigned char **blob, size_t *bloblen)
-{
-	const char *p;
-	const char *b64;
-	int			i;
-	unsigned char *bytes;
-	size_t		len = 0;
-
-	if (strncmp(value, SECRETS_PREFIX, strlen(SECRETS_PREFIX)) != 0)
-		return false;
-	p = value + strlen(SECRETS_PREFIX);
-	for (i = 0; i < SECRETS_KEY_ID_LEN; i++)
-		if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
-			return false;
-	if (p[SECRETS_KEY_ID_LEN] != ':')
-		return false;
-	b64 = p + SECRETS_KEY_ID_LEN + 1;
-	if (strspn(b64, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != strlen(b64))
-		return false;
-	bytes = base64url_decode(b64, &len);
-	if (bytes == NULL || len < CRYPTO_GCM_NONCE_LEN + CRYPTO_GCM_TAG_LEN)
-		return false;
-	if (kid != NULL)
-	{
-		memcpy(kid, p, SECRETS_KEY_ID_LEN);
-		kid[SECRETS_KEY_ID_LEN] = '\0';
-	}
-	if (blob != NULL)
-	{
-		*blob = bytes;
-		*bloblen = len;
-	}
-	else
-		pfree(bytes);
-	return true;
-}
-
-/* True if the value is a sealed secret (the envelope's exact shape), not a clear one. */
-bool
-secrets_is_sealed(const char *value)
-{
-	return value != NULL && envelope_parse(value, NULL, NULL, NULL);
-}
-
 /* The associated data binding a ciphertext to its key, integration and field. */
 static StringInfo
 envelope_aad(const char *kid, int64 id, const char *provider_id, const SecretField *f)
@@ -654,7 +591,7 @@ envelope_open(SecretWalk *w, const SecretField *f, const char *value, KeyProblem
 	char	   *path = field_path(f);
 	char	   *what;
 
-	if (!envelope_parse(value, kid, &blob, &bloblen))
+	if (!secrets_envelope_parse(value, kid, &blob, &bloblen))
 	{
 		problem_set(problem, ERRCODE_DATA_CORRUPTED,
 					psprintf("secret %s is not a valid novu:v1 envelope", path), NULL, NULL);
