@@ -1,5 +1,6 @@
 # test/lib.sh: shared shell helpers of the test, demo and bench scripts.
-#   ensure_packages         apt-get what the build and tests need (once)
+#   ensure_packages         apt-get what the build and tests need (once), and the npm packages
+#                           the mocks' selftest cross-checks the Web Push mock with
 #   build_and_install       make (warnings are errors) && make install
 #   start_cluster DIR CONF  a throwaway cluster as an unprivileged user, socket in DIR
 #   stop_cluster            stop it (also registered as an EXIT trap by start_cluster)
@@ -28,6 +29,25 @@ ensure_packages() {
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
     fi
     # Debian's postgresql-common may create and start a default cluster; it is not ours and not needed.
+    ensure_npm_packages
+}
+
+# The npm packages web-push and http_ece (exact versions: test/mocks/.npm/package-lock.json)
+# into test/mocks/.npm/node_modules (not committed), for test/mocks/selftest-webpush.js. The
+# mocks themselves use Node's built-in modules only, so without npm or the registry this warns
+# and the tests go on.
+ensure_npm_packages() {
+    local dir
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/mocks/.npm"
+    [ -d "$dir/node_modules/web-push" ] && [ -d "$dir/node_modules/http_ece" ] && return 0
+    if ! command -v npm >/dev/null 2>&1; then
+        log "npm not found: the Web Push mock's cross-check (test/mocks/selftest-webpush.js) cannot run"
+        return 0
+    fi
+    log "installing the npm packages of the Web Push cross-check into $dir"
+    timeout 300 npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null 2>&1 ||
+        log "npm ci failed (offline?): the Web Push mock's cross-check cannot run"
+    return 0
 }
 
 # Build warning-free and install into the PostgreSQL tree.

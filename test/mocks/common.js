@@ -194,7 +194,7 @@ class Recorder {
 
 // ---------------------------------------------------------------------------------------------
 // Token behaviour registry. A state is given as a string or as an object:
-//   ok | dead | bad | mismatch | expired | sandbox-only | production-only | apns-dead | apns-auth
+//   ok | dead | gone | bad | mismatch | expired | sandbox-only | production-only | apns-dead | apns-auth
 //   receipt-dead | receipt-error:<Code> | ticket-error:<Code> | project:<experienceId>
 //   fail:<status>[:<retryAfter>][:<count>][:<reason>]   slow:<ms>[:<count>]
 //   reset[:<count>]   drop[:<count>]   redirect[:<status>][:<count>] (FCM, APNs: a 3xx to the same URL)
@@ -205,7 +205,7 @@ class Recorder {
 // it sends the request again, which the log shows).
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const SIMPLE_STATES = new Set(['ok', 'dead', 'bad', 'mismatch', 'expired', 'sandbox-only', 'production-only',
-  'apns-dead', 'apns-auth', 'receipt-dead']);
+  'apns-dead', 'apns-auth', 'receipt-dead', 'gone']);
 
 function parseState(spec) {
   if (isObj(spec)) {

@@ -5,7 +5,7 @@ const http = require('http');
 const http2 = require('http2');
 const C = require('./common');
 
-const PROVIDERS = ['fcm', 'apns', 'expo', 'oauth'];
+const PROVIDERS = ['fcm', 'apns', 'expo', 'oauth', 'webpush'];
 
 // Reject config keys that do not exist in the defaults (typos would silently do nothing).
 // Keys whose default is null accept any value.
@@ -89,6 +89,8 @@ function create(ctx) {
   async function route(req, url, body) {
     const q = url.searchParams;
     const key = `${req.method} ${url.pathname}`;
+    // routes a provider module adds (webpush.js: /webpush/...); null = not theirs
+    for (const extra of ctx.controlRoutes || []) { const r = await extra(req.method, url, body); if (r) return r; }
     switch (key) {
       case 'GET /health': return [200, { ready: true, ports: ctx.ports }];
       case 'GET /requests': {

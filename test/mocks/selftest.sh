@@ -693,6 +693,37 @@ eq "faults slow: answered after slowMs" '200,200,200,200,200,200 | 1 {"slow":1} 
 reset
 
 # =============================================================================================
+# Web Push (PROTOCOLS 5, 6.6): a few curl checks here, the rest in selftest-webpush.js, which
+# cross-checks the mock with the npm packages web-push and http_ece (test/mocks/.npm)
+# =============================================================================================
+reset
+WPS=$(ctl POST /webpush/subscriptions -d '{"service":"mozilla","count":2}')
+WP1=$(js 'j.subscriptions[0].endpoint' "$WPS")
+eq "webpush: POST /webpush/subscriptions gives browser JSON" "87 22 true" \
+   "$(js '[j.subscriptions[1].keys.p256dh.length,j.subscriptions[1].keys.auth.length,j.subscriptions[1].endpoint!==j.subscriptions[0].endpoint].join(" ")' "$WPS")"
+call "$WP1" -H 'content-encoding: aes128gcm' --data-binary x
+status_body "webpush: mozilla, no TTL" 400 '{"code":400,"errno":111,"error":"Bad Request","message":"Missing TTL Header: the TTL header is required (RFC 8030 5.2)","more_info":"http://autopush.readthedocs.io/en/latest/http.html#error-codes"}'
+eq "webpush: served over h2" 2 "$HVER"
+WPH=$(ctl POST /webpush/subscriptions -d '{"service":"apple","http1":true}')
+call "$(js 'j.subscriptions[0].endpoint' "$WPH")" --http2 -H 'ttl: 60' -H 'content-encoding: aes128gcm' --data-binary x
+eq "webpushH1: curl offering h2 gets http/1.1; no Authorization -> Apple 403 BadJwtToken" '1.1 403 {"reason":"BadJwtToken"}' "$HVER $CODE $(cat "$B")"
+tok webpush "$WP1" gone
+eq "webpush: POST /tokens takes the endpoint as token" gone "$(ctl GET /tokens | node -pe 'JSON.parse(require("fs").readFileSync(0)).tokens[0].state')"
+eq "webpush: received counts per endpoint" 1 "$(ctl GET '/received?provider=webpush' | node -pe "JSON.parse(require('fs').readFileSync(0))['$WP1']")"
+if [ ! -d "$M/.npm/node_modules/web-push" ] && command -v npm >/dev/null 2>&1; then
+    npm ci --prefix "$M/.npm" --no-audit --no-fund --loglevel=error >/dev/null 2>&1
+fi
+node "$M/selftest-webpush.js" --ready "$T/ready" --ca "$CERTS/ca.pem" > "$T/webpush.out" 2>&1
+grep -v '^[0-9]* passed, [0-9]* failed$' "$T/webpush.out"
+read -r wp_pass wp_fail <<< "$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$T/webpush.out" | tail -1)"
+if [ -n "${wp_pass:-}" ]; then
+    PASS=$((PASS + wp_pass)) FAILN=$((FAILN + wp_fail))
+else
+    fail "selftest-webpush.js" "no summary line"
+fi
+reset
+
+# =============================================================================================
 # shutdown
 # =============================================================================================
 t0=$(date +%s%N)

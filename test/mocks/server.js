@@ -11,7 +11,8 @@
 // close everything and exit 0.
 //
 // Port layout: base+0 control, +1 oauth, +2 fcm, +3 apns (production, token auth),
-// +4 apnsSandbox (token), +5 apnsCert (production, certificate auth), +6 apnsCertSandbox, +7 expo.
+// +4 apnsSandbox (token), +5 apnsCert (production, certificate auth), +6 apnsCertSandbox, +7 expo,
+// +8 webpush (Web Push services, h2 + http/1.1), +9 webpushH1 (the same, http/1.1 only).
 // --port-base 0 picks free ports (read them from the ready line).
 
 const fs = require('fs');
@@ -19,14 +20,14 @@ const path = require('path');
 const crypto = require('crypto');
 const C = require('./common');
 
-const PORT_NAMES = ['control', 'oauth', 'fcm', 'apns', 'apnsSandbox', 'apnsCert', 'apnsCertSandbox', 'expo'];
+const PORT_NAMES = ['control', 'oauth', 'fcm', 'apns', 'apnsSandbox', 'apnsCert', 'apnsCertSandbox', 'expo', 'webpush', 'webpushH1'];
 
 // Global configuration; POST /config deep-merges into it, POST /reset restores it.
 const DEFAULTS = {
   clockOffset: 0,          // seconds added to the mock clock (JWT iat/exp, token expiry, receipts)
   logLimit: 50000,         // request-log entries kept (oldest dropped first); raise/lower for benchmarks
   faults: {                // faults under load (README "Faults under load"; common.js faultFor)
-    every: { fcm: 0, apns: 0, expo: 0 }, // every Nth deliverable request of the provider gets a fault; 0 = off
+    every: { fcm: 0, apns: 0, expo: 0, webpush: 0 }, // every Nth deliverable request of the provider gets a fault; 0 = off
     kinds: ['goaway', 'reset', 'drop', 'error', 'slow'], // taken in turn
     max: 0,                // faults per provider at most; 0 = no limit
     slowMs: 5000,          // how late a "slow" answer comes (make it longer than the client's timeout)
@@ -78,6 +79,7 @@ const DEFAULTS = {
     dropTicketNext: 0,     // next N sends: one ticket fewer than recipients
     proxy502Next: 0,
   },
+  webpush: require('./webpush').DEFAULTS, // the Web Push mock (webpush.js)
 };
 
 function usage(msg) {
@@ -183,6 +185,8 @@ function main() {
     apnsCert: () => require('./apns').create(ctx, { env: 'production', auth: 'cert' }),
     apnsCertSandbox: () => require('./apns').create(ctx, { env: 'sandbox', auth: 'cert' }),
     expo: () => require('./expo').create(ctx),
+    webpush: () => require('./webpush').create(ctx, { portName: 'webpush' }),
+    webpushH1: () => require('./webpush').create(ctx, { portName: 'webpushH1' }),
   };
 
   const listens = PORT_NAMES.map((name, i) => {
@@ -214,6 +218,7 @@ function main() {
         apns: `https://${h}:${p.apns}`, apnsSandbox: `https://${h}:${p.apnsSandbox}`,
         apnsCert: `https://${h}:${p.apnsCert}`, apnsCertSandbox: `https://${h}:${p.apnsCertSandbox}`,
         expo: `https://${h}:${p.expo}`,
+        webpush: `https://${h}:${p.webpush}`, webpushH1: `https://${h}:${p.webpushH1}`,
       },
     };
     process.stdout.write(`${JSON.stringify(ready)}\n`);
