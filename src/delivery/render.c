@@ -199,6 +199,7 @@ render_message(RenderCache *cache, ClaimedRow *r, char **error)
 	if (*error != NULL)
 		return false;
 	m->data = r->payload ? r->payload : jsonb_empty_object();
+	m->subscriber = r->subscriber;
 	if (step_data != NULL)
 		m->data = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(m->data),
 													 JsonbPGetDatum(step_data)));

@@ -57,3 +57,33 @@ novu_integration_base_url(Integration *ig, const char *default_base)
 		endpoint[--len] = '\0';
 	return endpoint;
 }
+
+/*
+ * A JSON body {key: text} with the message's overrides deep-merged into it
+ * (the chat providers: Discord "content", Slack "text", ...).
+ */
+Jsonb *
+novu_text_body(const char *key, const char *text, Jsonb *overrides)
+{
+	JsonbParseState *state = NULL;
+	Jsonb	   *body;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	jsonb_push_string(&state, key, text ? text : "");
+	body = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+	return overrides ? jsonb_deep_merge(body, overrides) : body;
+}
+
+/* A POST of a JSON body to url, owned by the integration. */
+HttpRequest *
+novu_json_request(Integration *ig, const char *url, Jsonb *body)
+{
+	HttpRequest *req = http_request_new(url);
+	char	   *text = JsonbToCString(NULL, &body->root, VARSIZE(body));
+
+	req->owner = ig;
+	http_add_header(req, "Content-Type: application/json");
+	req->body = text;
+	req->body_len = strlen(text);
+	return req;
+}

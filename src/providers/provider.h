@@ -62,6 +62,7 @@ typedef struct Message
 	char	   *body;			/* push: the body; chat: the message text */
 	Jsonb	   *data;			/* trigger payload merged with the step's rendered data */
 	Jsonb	   *overrides;		/* this provider's overrides: step, then trigger (trigger wins) */
+	Jsonb	   *subscriber;		/* the subscriber's profile as templates see it (may be NULL) */
 
 	/* the answer */
 	Outcome		outcome;
@@ -176,5 +177,7 @@ extern void novu_message_set(Message *m, Outcome outcome, const char *reason);
 extern void novu_messages_set(Message **msgs, int n, Outcome outcome, const char *reason);
 extern void novu_classify_transport(HttpRequest *req, Message **msgs, int n);
 extern char *novu_integration_base_url(Integration *ig, const char *default_base);
+extern Jsonb *novu_text_body(const char *key, const char *text, Jsonb *overrides);
+extern HttpRequest *novu_json_request(Integration *ig, const char *url, Jsonb *body);
 
 #endif							/* NOVU_PROVIDER_H */

@@ -23,6 +23,11 @@ extern const ProviderOps novu_expo_provider;
 extern const ProviderOps novu_onesignal_provider;
 extern const ProviderOps novu_push_webhook_provider;
 extern const ProviderOps novu_webpush_provider;
+extern const ProviderOps novu_discord_provider;
+extern const ProviderOps novu_slack_provider;
+extern const ProviderOps novu_msteams_provider;
+extern const ProviderOps novu_mattermost_provider;
+extern const ProviderOps novu_chat_webhook_provider;
 
 static const ProviderOps *const registry[] = {
 	&novu_fcm_provider,
@@ -31,6 +36,11 @@ static const ProviderOps *const registry[] = {
 	&novu_onesignal_provider,
 	&novu_push_webhook_provider,
 	&novu_webpush_provider,
+	&novu_discord_provider,
+	&novu_slack_provider,
+	&novu_msteams_provider,
+	&novu_mattermost_provider,
+	&novu_chat_webhook_provider,
 };
 
 /* The provider of an id, or NULL. */

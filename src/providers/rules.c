@@ -29,6 +29,7 @@
 #include "common/jsonb_util.h"
 #include "providers/provider.h"
 #include "providers/rules.h"
+#include "net/netpolicy.h"
 
 PG_FUNCTION_INFO_V1(novu_check_device_token);
 PG_FUNCTION_INFO_V1(novu_check_overrides_sql);
@@ -64,6 +65,25 @@ novu_is_uuid(const char *s, size_t len)
 		}
 		else if (!is_hex(s[i]))
 			return false;
+	}
+	return true;
+}
+
+/* A webhook URL target: https and allowed by the outbound URL policy; false with *problem. */
+bool
+novu_webhook_url_check(const char *url, size_t len, const char **problem)
+{
+	UrlProblem	err;
+
+	if (len > NOVU_URL_MAX_LEN)
+	{
+		*problem = "is longer than " CppAsString2(NOVU_URL_MAX_LEN) " bytes";
+		return false;
+	}
+	if (netpolicy_check_url(url, false, &err) == NULL)
+	{
+		*problem = err.problem;
+		return false;
 	}
 	return true;
 }

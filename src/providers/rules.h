@@ -41,6 +41,13 @@ is_b64url(char c)
 }
 
 extern bool novu_is_uuid(const char *s, size_t len);
+
+/*
+ * A webhook URL as a target (chat providers): https, and allowed by the
+ * outbound URL policy (no credentials in it, no private address unless
+ * novu.allowed_private_networks says so).
+ */
+extern bool novu_webhook_url_check(const char *url, size_t len, const char **problem);
 extern bool novu_digits_valid(const char *v, int len, int max_digits);
 extern bool novu_word_in(const char *v, int len, const char *const *words);
 

@@ -2,10 +2,26 @@
  * webpush.c
  *		Web Push (RFC 8030, RFC 8291 encryption, RFC 8292 VAPID; PROTOCOLS.md
  *		section 5): the target is the browser's PushSubscription JSON.
+ *
+ * Each message is one POST to the subscription's endpoint: the notification
+ * JSON {"title", "body", "data"} with the overrides merged in (all but
+ * "headers"), encrypted for the browser (aes128gcm: a fresh ECDH key and salt
+ * per message, crypto.c), with the headers TTL (default 4 weeks), Urgency and
+ * Topic from overrides.headers, and Authorization: vapid t=<JWT>, k=<public
+ * key>.  The JWT (ES256; aud the endpoint's origin, exp 12 hours ahead, sub
+ * the integration's subject) is made once per origin and reused for an hour
+ * less than it lives.  201 (any 2xx) is accepted; 404 and 410 mean the
+ * subscription expired or was withdrawn: it is removed; 413 and a notification
+ * over 3993 bytes (one 4096-byte record) fail at once; 429 and 5xx retry
+ * (Retry-After honoured); 401/403 are the VAPID configuration.
  */
 #include "postgres.h"
 
+#include <time.h>
+
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 
 #include "common/jsonb_util.h"
@@ -75,9 +91,10 @@ webpush_validate(CredCheck *c)
 		EVP_PKEY_free(key);
 	}
 
-	if (!((pg_strncasecmp(subject, "mailto:", 7) == 0 && subject[7] != '\0') ||
-		  (pg_strncasecmp(subject, "https:", 6) == 0 && subject[6] != '\0')))
-		cred_fail(c, "subject", "must be a mailto: or https: URI", NULL, subject_hint);
+	if (!((pg_strncasecmp(subject, "mailto:", 7) == 0 && subject[7] != '@' && strchr(subject + 7, '@') != NULL &&
+		   strchr(subject + 7, '@')[1] != '\0') ||
+		  (pg_strncasecmp(subject, "https://", 8) == 0 && subject[8] != '\0')))
+		cred_fail(c, "subject", "must be a mailto:user@host or https:// URI", NULL, subject_hint);
 
 	cred_push_string(c, "vapidPublicKey", base64url_encode(pub, publen));
 	cred_push_string(c, "vapidPrivateKey", priv ? base64url_encode(priv, privlen) : priv_b64);
@@ -136,12 +153,43 @@ webpush_token_check(const char *t, size_t len, const char **problem)
 			return false;
 		}
 	}
+	{
+		char	   *endpoint = pnstrdup(v.val.string.val, v.val.string.len);
+		UrlProblem	err;
+
+		if (netpolicy_check_url(endpoint, false, &err) == NULL)
+		{
+			*problem = psprintf("has an endpoint that %s", err.problem);
+			return false;
+		}
+	}
 	if (!jsonb_container_get(&sub->root, "keys", &v) || v.type != jbvBinary ||
 		!JsonContainerIsObject(v.val.binary.data) ||
 		!b64url_member(v.val.binary.data, "p256dh") || !b64url_member(v.val.binary.data, "auth"))
 	{
 		*problem = "lacks keys.p256dh and keys.auth as base64url strings";
 		return false;
+	}
+	{
+		JsonbContainer *keys = v.val.binary.data;
+		size_t		plen = 0;
+		size_t		alen = 0;
+		unsigned char *p256dh = base64url_decode(jsonb_container_get_string(keys, "p256dh"), &plen);
+		unsigned char *auth = base64url_decode(jsonb_container_get_string(keys, "auth"), &alen);
+		EVP_PKEY   *key;
+
+		if (auth == NULL || alen != CRYPTO_WEBPUSH_AUTH_LEN)
+		{
+			*problem = "has a keys.auth that is not 16 bytes";
+			return false;
+		}
+		if (p256dh == NULL || plen != CRYPTO_P256_PUBLIC_LEN || p256dh[0] != 0x04 ||
+			(key = crypto_p256_key_from_raw(p256dh, plen, NULL, 0, NULL)) == NULL)
+		{
+			*problem = "has a keys.p256dh that is not a point on P-256 (65 bytes, uncompressed)";
+			return false;
+		}
+		EVP_PKEY_free(key);
 	}
 	return true;
 }
@@ -162,6 +210,292 @@ static const SecretField webpush_secrets[] = {
 	{NULL, NULL, NULL}
 };
 
+/* ---------------------------------------------------------------------------
+ * Delivery
+ * ------------------------------------------------------------------------- */
+
+#define WEBPUSH_DEFAULT_TTL		2419200 /* seconds: 4 weeks, as push services keep at most */
+#define VAPID_LIFETIME_S		(12 * 3600) /* exp this far ahead (RFC 8292: at most 24 h) */
+#define VAPID_RENEW_S			3600	/* made anew this long before it expires */
+#define VAPID_MAX_ORIGINS		64		/* JWTs kept per integration */
+
+/* A VAPID JWT made for one origin. */
+typedef struct VapidToken
+{
+	char	   *origin;
+	char	   *header;			/* "Authorization: vapid t=<jwt>, k=<key>" */
+	long		exp;
+} VapidToken;
+
+/* What Web Push keeps per integration. */
+typedef struct WebPushState
+{
+	EVP_PKEY   *key;
+	char	   *public_b64;
+	char	   *subject;
+	VapidToken	tokens[VAPID_MAX_ORIGINS];
+	int			ntokens;
+	MemoryContext context;		/* the integration's: where tokens live */
+} WebPushState;
+
+/* Load the VAPID key pair and the subject. */
+static bool
+webpush_prepare(Integration *ig, char **error)
+{
+	WebPushState *st = palloc0(sizeof(WebPushState));
+	char	   *pub = jsonb_container_get_string(&ig->credentials->root, "vapidPublicKey");
+	char	   *priv = jsonb_container_get_string(&ig->credentials->root, "vapidPrivateKey");
+
+	st->subject = jsonb_container_get_string(&ig->credentials->root, "subject");
+	if (pub == NULL || priv == NULL || st->subject == NULL)
+	{
+		*error = pstrdup("vapidPublicKey, vapidPrivateKey and subject are required");
+		return false;
+	}
+	st->key = crypto_vapid_key(pub, priv, error);
+	if (st->key == NULL)
+		return false;
+	st->public_b64 = pub;
+	st->context = CurrentMemoryContext;
+	ig->state = st;
+	return true;
+}
+
+/* The origin (scheme://host[:port]) of an https URL, or NULL. */
+static char *
+url_origin(const char *url)
+{
+	const char *host;
+	size_t		len;
+
+	if (pg_strncasecmp(url, "https://", 8) != 0)
+		return NULL;
+	host = url + 8;
+	len = strcspn(host, "/?#");
+	if (len == 0)
+		return NULL;
+	return psprintf("https://%.*s", (int) len, host);
+}
+
+/* The Authorization header for an origin: a cached JWT, or a new one. */
+static const char *
+vapid_header(WebPushState *st, const char *origin, char **error)
+{
+	long		now = (long) time(NULL);
+	VapidToken *t = NULL;
+	StringInfoData claims;
+	char	   *jwt;
+	MemoryContext old;
+	int			i;
+
+	for (i = 0; i < st->ntokens; i++)
+	{
+		if (strcmp(st->tokens[i].origin, origin) == 0)
+		{
+			t = &st->tokens[i];
+			if (now < t->exp - VAPID_RENEW_S)
+				return t->header;
+			break;
+		}
+	}
+	initStringInfo(&claims);
+	appendStringInfoString(&claims, "{\"aud\":");
+	escape_json(&claims, origin);
+	appendStringInfo(&claims, ",\"exp\":%ld,\"sub\":", now + VAPID_LIFETIME_S);
+	escape_json(&claims, st->subject);
+	appendStringInfoChar(&claims, '}');
+	jwt = jwt_sign_es256(st->key, "{\"typ\":\"JWT\",\"alg\":\"ES256\"}", claims.data, error);
+	if (jwt == NULL)
+		return NULL;
+
+	old = MemoryContextSwitchTo(st->context);
+	if (t == NULL)
+	{
+		/* a full cache starts over: origins are few (one per push service) */
+		if (st->ntokens == VAPID_MAX_ORIGINS)
+			st->ntokens = 0;
+		t = &st->tokens[st->ntokens++];
+		t->origin = pstrdup(origin);
+	}
+	else
+		pfree(t->header);
+	t->header = psprintf("Authorization: vapid t=%s, k=%s", jwt, st->public_b64);
+	t->exp = now + VAPID_LIFETIME_S;
+	MemoryContextSwitchTo(old);
+	return t->header;
+}
+
+/* The notification the browser decrypts: title, body, data, then the overrides but headers. */
+static char *
+webpush_plaintext(Message *m)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue	v;
+	Jsonb	   *note;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	jsonb_push_string(&state, "title", m->title ? m->title : "");
+	jsonb_push_string(&state, "body", m->body ? m->body : "");
+	if (m->data != NULL)
+	{
+		jsonb_push_key(&state, "data");
+		v.type = jbvBinary;
+		v.val.binary.data = &m->data->root;
+		v.val.binary.len = VARSIZE(m->data) - VARHDRSZ;
+		pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	note = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+	if (m->overrides != NULL)
+	{
+		Jsonb	   *ov = DatumGetJsonbP(DirectFunctionCall2(jsonb_delete, JsonbPGetDatum(m->overrides),
+															CStringGetTextDatum("headers")));
+
+		note = jsonb_deep_merge(note, ov);
+	}
+	return JsonbToCString(NULL, &note->root, VARSIZE(note));
+}
+
+/* Add TTL (always), Urgency and Topic from overrides.headers (names any case, checked before). */
+static void
+webpush_headers(HttpRequest *req, Message *m)
+{
+	JsonbValue	headers;
+	bool		ttl = false;
+
+	if (m->overrides != NULL &&
+		jsonb_container_get(&m->overrides->root, "headers", &headers) && headers.type == jbvBinary &&
+		JsonContainerIsObject(headers.val.binary.data))
+	{
+		JsonbIterator *it = JsonbIteratorInit(headers.val.binary.data);
+		JsonbIteratorToken tok;
+		JsonbValue	k;
+		JsonbValue	v;
+
+		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+		{
+			const HeaderRule *rule;
+			char	   *value;
+
+			if (tok != WJB_KEY)
+				continue;
+			(void) JsonbIteratorNext(&it, &v, true);
+			rule = novu_header_rule(novu_webpush_headers, k.val.string.val, k.val.string.len);
+			value = v.type == jbvString || v.type == jbvNumeric ? jsonb_value_to_text(&v) : NULL;
+			if (rule == NULL || value == NULL || !novu_header_value_clean(value, strlen(value)) ||
+				!rule->check(value, strlen(value)))
+				continue;		/* stored by an older version: check() refused it already */
+			http_add_header(req, psprintf("%s: %s", rule->name, value));
+			if (strcmp(rule->name, "ttl") == 0)
+				ttl = true;
+		}
+	}
+	if (!ttl)
+		http_add_header(req, "TTL: " CppAsString2(WEBPUSH_DEFAULT_TTL));
+}
+
+/* Build the encrypted, VAPID-signed request of one message. */
+static HttpRequest *
+webpush_build(Integration *ig, Message **msgs, int n)
+{
+	WebPushState *st = ig->state;
+	Message    *m = msgs[0];
+	Jsonb	   *sub = jsonb_parse_or_null(m->target, strlen(m->target));
+	JsonbValue	keys;
+	char	   *endpoint;
+	char	   *origin;
+	unsigned char *p256dh;
+	unsigned char *auth;
+	size_t		plen = 0;
+	size_t		alen = 0;
+	char	   *plaintext;
+	unsigned char *body;
+	size_t		body_len = 0;
+	const char *authorization;
+	char	   *error = NULL;
+	HttpRequest *req;
+
+	endpoint = sub ? jsonb_container_get_string(&sub->root, "endpoint") : NULL;
+	origin = endpoint ? url_origin(endpoint) : NULL;
+	if (origin == NULL || !jsonb_container_get(&sub->root, "keys", &keys) || keys.type != jbvBinary)
+	{
+		novu_message_set(m, OUTCOME_DROP, "Invalid subscription: no https endpoint or no keys");
+		return NULL;
+	}
+	p256dh = base64url_decode(jsonb_container_get_string(keys.val.binary.data, "p256dh"), &plen);
+	auth = base64url_decode(jsonb_container_get_string(keys.val.binary.data, "auth"), &alen);
+	if (p256dh == NULL || auth == NULL)
+	{
+		novu_message_set(m, OUTCOME_DROP, "Invalid subscription: keys.p256dh or keys.auth is not base64url");
+		return NULL;
+	}
+
+	plaintext = webpush_plaintext(m);
+	if (strlen(plaintext) > CRYPTO_WEBPUSH_MAX_PLAINTEXT)
+	{
+		novu_message_set(m, OUTCOME_DROP,
+						 psprintf("PayloadTooLarge: the notification is %zu bytes; one Web Push record holds %d",
+								  strlen(plaintext), CRYPTO_WEBPUSH_MAX_PLAINTEXT));
+		return NULL;
+	}
+	body = crypto_webpush_encrypt(p256dh, plen, auth, alen, (unsigned char *) plaintext, strlen(plaintext),
+								  &body_len, &error);
+	if (body == NULL)
+	{
+		novu_message_set(m, OUTCOME_DROP, psprintf("Invalid subscription: %s", error ? error : "encryption failed"));
+		return NULL;
+	}
+	authorization = vapid_header(st, origin, &error);
+	if (authorization == NULL)
+	{
+		novu_message_set(m, OUTCOME_CONFIG_ERROR, psprintf("VAPID JWT: %s", error ? error : "signing failed"));
+		return NULL;
+	}
+
+	req = http_request_new(endpoint);
+	req->owner = ig;
+	req->id_header = "location";
+	http_add_header(req, authorization);
+	http_add_header(req, "Content-Encoding: aes128gcm");
+	http_add_header(req, "Content-Type: application/octet-stream");
+	webpush_headers(req, m);
+	req->body = (char *) body;
+	req->body_len = body_len;
+	return req;
+}
+
+/* Outcome of the push service's answer. */
+static void
+webpush_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
+{
+	Message    *m = msgs[0];
+	char	   *text;
+
+	if (req->result != CURLE_OK)
+	{
+		novu_classify_transport(req, msgs, n);
+		return;
+	}
+	text = pnstrdup(req->response.data, Min(req->response.len, 120));
+	m->retry_after = http_retry_after_seconds(req->retry_after);
+	if (req->status >= 200 && req->status < 300)
+	{
+		m->provider_message_id = req->id_value;
+		novu_message_set(m, OUTCOME_SENT, NULL);
+	}
+	else if (req->status == 404 || req->status == 410)
+		novu_message_set(m, OUTCOME_REMOVE_TOKEN,
+						 psprintf("HTTP %ld: the subscription %s", req->status,
+								  req->status == 404 ? "expired" : "was withdrawn"));
+	else if (req->status == 413)
+		novu_message_set(m, OUTCOME_DROP, psprintf("PayloadTooLarge: HTTP 413 %s", text));
+	else if (req->status == 429 || req->status >= 500)
+		novu_message_set(m, OUTCOME_RETRY, psprintf("HTTP %ld %s", req->status, text));
+	else if (req->status == 401 || req->status == 403)
+		novu_message_set(m, OUTCOME_CONFIG_ERROR, psprintf("HTTP %ld (VAPID refused) %s", req->status, text));
+	else
+		novu_message_set(m, OUTCOME_DROP, psprintf("HTTP %ld %s", req->status, text));
+}
+
 const ProviderOps novu_webpush_provider = {
 	.provider_id = "web-push",
 	.label = "web-push",
@@ -173,4 +507,9 @@ const ProviderOps novu_webpush_provider = {
 	.token_form = "A web-push token is the browser's PushSubscription JSON: {\"endpoint\": \"https://...\", \"keys\": {\"p256dh\": \"...\", \"auth\": \"...\"}}.",
 	.overrides = webpush_fields,
 	.overrides_hint = "Web Push overrides may set notification fields and the headers TTL, Urgency and Topic.",
+	.max_batch = 1,
+	.prepare = webpush_prepare,
+	.check = novu_message_check,
+	.build = webpush_build,
+	.classify = webpush_classify,
 };

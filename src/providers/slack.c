@@ -1,0 +1,98 @@
+/*
+ * slack.c
+ *		Slack incoming webhooks (PROTOCOLS.md section 4b), the chat channel.
+ *
+ * The target is the subscriber's credential webhookUrl; the integration needs
+ * no keys.  POST <webhookUrl> with {"text": text} and the overrides (blocks,
+ * attachments, ...); 200 answers "ok".  404 no_team / channel_not_found,
+ * 403 invalid_token and 410 channel_is_archived mean the webhook cannot be
+ * used again: the credential is removed.  400 invalid_payload drops the
+ * message; 429 and 5xx retry (Retry-After honoured).
+ */
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "common/jsonb_util.h"
+#include "crypto/crypto.h"
+#include "crypto/envelope.h"
+#include "providers/provider.h"
+#include "providers/rules.h"
+#include "providers/validate.h"
+
+static const char *const slack_keys[] = {NULL};
+
+/* Slack incoming webhooks need no integration keys: the webhook URL is the credential. */
+static void
+slack_validate(CredCheck *c)
+{
+	cred_check_keys(c);
+}
+
+/* Slack message fields an override may set; the webhook's channel is fixed. */
+static const FieldRule slack_fields[] = {
+	ALLOW("text", FIELD_ANY),
+	ALLOW("blocks", FIELD_ANY),
+	ALLOW("attachments", FIELD_ANY),
+	ALLOW("username", FIELD_ANY),
+	ALLOW("icon_emoji", FIELD_ANY),
+	ALLOW("icon_url", FIELD_ANY),
+	ALLOW("mrkdwn", FIELD_ANY),
+	ALLOW("unfurl_links", FIELD_ANY),
+	ALLOW("unfurl_media", FIELD_ANY),
+	ALLOW("thread_ts", FIELD_ANY),
+	REFUSE("channel", "an incoming webhook posts to its own channel"),
+	REFUSE("webhookUrl", "the subscriber's webhook URL is the message's target"),
+	OTHERS(FIELD_REFUSED)
+};
+
+/* Build the webhook call of one message. */
+static HttpRequest *
+slack_build(Integration *ig, Message **msgs, int n)
+{
+	Message    *m = msgs[0];
+
+	return novu_json_request(ig, m->target, novu_text_body("text", m->body, m->overrides));
+}
+
+/* Outcome of Slack's answer (a short text body: "ok" or an error code). */
+static void
+slack_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
+{
+	Message    *m = msgs[0];
+	char	   *text;
+
+	if (req->result != CURLE_OK)
+	{
+		novu_classify_transport(req, msgs, n);
+		return;
+	}
+	text = pnstrdup(req->response.data, Min(req->response.len, 100));
+	m->retry_after = http_retry_after_seconds(req->retry_after);
+	if (req->status >= 200 && req->status < 300)
+		novu_message_set(m, OUTCOME_SENT, NULL);
+	else if (req->status == 429 || req->status >= 500)
+		novu_message_set(m, OUTCOME_RETRY, psprintf("HTTP %ld: %s", req->status, text));
+	else if (req->status == 404 || req->status == 403 || req->status == 410)
+		novu_message_set(m, OUTCOME_REMOVE_TOKEN, psprintf("%s (the webhook cannot be used)", text));
+	else
+		novu_message_set(m, OUTCOME_DROP, psprintf("HTTP %ld: %s", req->status, text));
+}
+
+const ProviderOps novu_slack_provider = {
+	.provider_id = "slack",
+	.label = "Slack",
+	.channel = CHANNEL_CHAT,
+	.credential_keys = slack_keys,
+	.validate = slack_validate,
+	.token_check = novu_webhook_url_check,
+	.token_form = "A Slack incoming webhook URL: https://hooks.slack.com/services/T.../B.../....",
+	.overrides = slack_fields,
+	.overrides_hint = "Slack overrides may set text, blocks, attachments, username, icon_emoji, icon_url, mrkdwn, unfurl_links, unfurl_media and thread_ts.",
+	.max_batch = 1,
+	.check = novu_message_check,
+	.build = slack_build,
+	.classify = slack_classify,
+};
