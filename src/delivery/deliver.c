@@ -571,6 +571,7 @@ static void
 submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 {
 	int			i;
+	int			k;
 	int			per = Max(ig->ops->max_batch, 1);
 
 	/* a message the provider refuses to build (bad token, bad override) fails alone */
@@ -593,15 +594,27 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 		n = kept;
 	}
 
-	for (i = 0; i < n; i += per)
+	for (i = 0; i < n; i += k)
 	{
-		int			k = Min(per, n - i);
 		MemoryContext keep = MemoryContextSwitchTo(scratch_context);
-		ProviderCall call = {ig, NULL, msgs + i, k};
+		ProviderCall call;
 		char	   *error = NULL;
 		HttpRequest *req = NULL;
 		InFlight   *f;
 		int			j;
+
+		/* a request carries messages the provider lets share it (adjacent ones) */
+		k = Min(per, n - i);
+		if (ig->ops->same_request != NULL)
+		{
+			for (j = 1; j < k && ig->ops->same_request(msgs[i], msgs[i + j]); j++)
+				;
+			k = j;
+		}
+		call.ig = ig;
+		call.req = NULL;
+		call.msgs = msgs + i;
+		call.n = k;
 
 		if (run_guarded(build_call, &call, &error))
 			req = call.req;

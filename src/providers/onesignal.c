@@ -1,10 +1,27 @@
 /*
  * onesignal.c
  *		OneSignal (PROTOCOLS.md section 4): the integration's App ID and REST
- *		API key; recipients are OneSignal subscription ids.
+ *		API key; a subscriber's device tokens are OneSignal subscription ids.
+ *
+ * Messages with identical content (title, body, data, overrides, attempt)
+ * share one request of up to 2000 include_subscription_ids: {"app_id",
+ * "include_subscription_ids", "headings": {"en"}, "contents": {"en"}, "data",
+ * "idempotency_key"} with overrides.one-signal merged in (targeting fields are
+ * refused) and the target fields set last.  The idempotency key is derived
+ * from the integration and the deliveries the request carries, so the same
+ * request sent again is the same notification to OneSignal (deduplicated for
+ * 30 days).  Keys of the current form (os_v2_...) go to
+ * https://api.onesignal.com/notifications with "Authorization: Key"; others to
+ * the legacy https://onesignal.com/api/v1/notifications with "Basic".
+ *
+ * 200 with an id is accepted; its errors.invalid_player_ids are pruned, only
+ * those.  200 without an id ("All included players are not subscribed")
+ * drops the messages; 400 drops them, 401/403 are the configuration, 429 and
+ * 5xx retry (Retry-After honoured).
  */
 #include "postgres.h"
 
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
@@ -40,11 +57,263 @@ static const FieldRule onesignal_fields[] = {
 	OTHERS(FIELD_ANY)
 };
 
+/* OneSignal: a subscription id is a UUID. */
+static bool
+onesignal_token_check(const char *t, size_t len, const char **problem)
+{
+	if (!novu_is_uuid(t, len))
+	{
+		*problem = "is not a UUID (8-4-4-4-12 hex digits)";
+		return false;
+	}
+	return true;
+}
+
 /* the REST API key is the secret */
 static const SecretField onesignal_secrets[] = {
 	{NULL, "apiKey", NULL},
 	{NULL, NULL, NULL}
 };
+
+/* ---------------------------------------------------------------------------
+ * Delivery
+ * ------------------------------------------------------------------------- */
+
+#define ONESIGNAL_DEFAULT_BASE		"https://api.onesignal.com"
+#define ONESIGNAL_LEGACY_BASE		"https://onesignal.com"
+#define ONESIGNAL_MAX_IDS			2000
+
+/* What OneSignal keeps per integration. */
+typedef struct OneSignalState
+{
+	char	   *url;
+	char	   *auth_header;
+	char	   *app_id;
+	int64		integration_id;
+} OneSignalState;
+
+/* Read the App ID and the key; the key's form says which API it belongs to. */
+static bool
+onesignal_prepare(Integration *ig, char **error)
+{
+	OneSignalState *st = palloc0(sizeof(OneSignalState));
+	char	   *key = jsonb_container_get_string(&ig->credentials->root, "apiKey");
+	bool		current;
+
+	st->app_id = jsonb_container_get_string(&ig->credentials->root, "applicationId");
+	if (key == NULL || st->app_id == NULL)
+	{
+		*error = pstrdup("applicationId and apiKey are required");
+		return false;
+	}
+	current = strncmp(key, "os_v2_", 6) == 0;
+	st->url = current
+		? psprintf("%s/notifications", novu_integration_base_url(ig, ONESIGNAL_DEFAULT_BASE))
+		: psprintf("%s/api/v1/notifications", novu_integration_base_url(ig, ONESIGNAL_LEGACY_BASE));
+	st->auth_header = psprintf("Authorization: %s %s", current ? "Key" : "Basic", key);
+	st->integration_id = ig->id;
+	ig->state = st;
+	return true;
+}
+
+/* Whether two jsonb values are the same (NULL equals NULL). */
+static bool
+jsonb_same(Jsonb *a, Jsonb *b)
+{
+	if (a == b)
+		return true;
+	if (a == NULL || b == NULL || VARSIZE(a) != VARSIZE(b))
+		return false;
+	return memcmp(a, b, VARSIZE(a)) == 0;
+}
+
+/* Messages share a request when their content and attempt are the same. */
+static bool
+onesignal_same_request(Message *a, Message *b)
+{
+	return a->attempts == b->attempts &&
+		strcmp(a->title ? a->title : "", b->title ? b->title : "") == 0 &&
+		strcmp(a->body ? a->body : "", b->body ? b->body : "") == 0 &&
+		jsonb_same(a->data, b->data) && jsonb_same(a->overrides, b->overrides);
+}
+
+/* A language map {"en": text}. */
+static void
+push_language_map(JsonbParseState **state, const char *key, const char *text)
+{
+	jsonb_push_key(state, key);
+	pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
+	jsonb_push_string(state, "en", text);
+	pushJsonbValue(state, WJB_END_OBJECT, NULL);
+}
+
+/*
+ * The idempotency key of a request: a UUID from HMAC-SHA-256 over the
+ * integration and the delivery ids it carries, in order.
+ */
+static char *
+idempotency_key(OneSignalState *st, Message **msgs, int n)
+{
+	StringInfoData buf;
+	unsigned char mac[CRYPTO_SHA256_LEN];
+	static const char *const key = "novu one-signal idempotency v1";
+	int			i;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, INT64_FORMAT, st->integration_id);
+	for (i = 0; i < n; i++)
+		appendStringInfo(&buf, ":" INT64_FORMAT, msgs[i]->id);
+	if (!crypto_hmac_sha256((const unsigned char *) key, strlen(key), (unsigned char *) buf.data, buf.len, mac))
+		return NULL;
+	mac[6] = (mac[6] & 0x0f) | 0x40;	/* the form of a version 4 UUID */
+	mac[8] = (mac[8] & 0x3f) | 0x80;
+	return psprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+					mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], mac[6], mac[7],
+					mac[8], mac[9], mac[10], mac[11], mac[12], mac[13], mac[14], mac[15]);
+}
+
+/* Build one notification for up to 2000 messages of identical content. */
+static HttpRequest *
+onesignal_build(Integration *ig, Message **msgs, int n)
+{
+	OneSignalState *st = ig->state;
+	Message    *m = msgs[0];
+	JsonbParseState *state = NULL;
+	JsonbValue	v;
+	Jsonb	   *body;
+	char	   *key = idempotency_key(st, msgs, n);
+	HttpRequest *req;
+	int			i;
+
+	if (key == NULL)
+	{
+		novu_messages_set(msgs, n, OUTCOME_RETRY, "could not derive the idempotency key");
+		return NULL;
+	}
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	if (m->title != NULL && m->title[0] != '\0')
+		push_language_map(&state, "headings", m->title);
+	push_language_map(&state, "contents", m->body ? m->body : "");
+	if (m->data != NULL)
+	{
+		jsonb_push_key(&state, "data");
+		v.type = jbvBinary;
+		v.val.binary.data = &m->data->root;
+		v.val.binary.len = VARSIZE(m->data) - VARHDRSZ;
+		pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	body = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+	if (m->overrides != NULL)
+		body = jsonb_deep_merge(body, m->overrides);
+
+	/* the app, the recipients and the key last: nothing merged can change them */
+	state = NULL;
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	jsonb_push_string(&state, "app_id", st->app_id);
+	jsonb_push_key(&state, "include_subscription_ids");
+	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+	for (i = 0; i < n; i++)
+	{
+		v.type = jbvString;
+		v.val.string.val = msgs[i]->target;
+		v.val.string.len = strlen(msgs[i]->target);
+		pushJsonbValue(&state, WJB_ELEM, &v);
+	}
+	pushJsonbValue(&state, WJB_END_ARRAY, NULL);
+	jsonb_push_string(&state, "idempotency_key", key);
+	body = jsonb_deep_merge(body, JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
+
+	req = novu_json_request(ig, st->url, body);
+	http_add_header(req, "Accept: application/json");
+	http_add_header(req, st->auth_header);
+	return req;
+}
+
+/* The first text of an "errors" array, or NULL. */
+static char *
+first_error(Jsonb *body)
+{
+	JsonbValue	errors;
+	JsonbValue *first;
+
+	if (body == NULL || !jsonb_container_get(&body->root, "errors", &errors) || errors.type != jbvBinary ||
+		!JsonContainerIsArray(errors.val.binary.data))
+		return NULL;
+	first = getIthJsonbValueFromContainer(errors.val.binary.data, 0);
+	return first != NULL && first->type == jbvString ? pnstrdup(first->val.string.val, first->val.string.len) : NULL;
+}
+
+/* Whether a subscription id is listed in errors.invalid_player_ids. */
+static bool
+listed_invalid(Jsonb *body, const char *id)
+{
+	JsonbValue	errors;
+	JsonbValue	ids;
+	JsonbValue	want;
+
+	if (body == NULL || !jsonb_container_get(&body->root, "errors", &errors) || errors.type != jbvBinary ||
+		!JsonContainerIsObject(errors.val.binary.data) ||
+		!jsonb_container_get(errors.val.binary.data, "invalid_player_ids", &ids) || ids.type != jbvBinary ||
+		!JsonContainerIsArray(ids.val.binary.data))
+		return false;
+	want.type = jbvString;
+	want.val.string.val = (char *) id;
+	want.val.string.len = strlen(id);
+	return findJsonbValueFromContainer(ids.val.binary.data, JB_FARRAY, &want) != NULL;
+}
+
+/* Outcome of OneSignal's answer, per subscription id. */
+static void
+onesignal_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
+{
+	Jsonb	   *body;
+	char	   *id;
+	char	   *error;
+	int			i;
+
+	if (req->result != CURLE_OK)
+	{
+		novu_classify_transport(req, msgs, n);
+		return;
+	}
+	body = jsonb_parse_or_null(req->response.data, req->response.len);
+	if (body != NULL && (JB_ROOT_IS_SCALAR(body) || !JB_ROOT_IS_OBJECT(body)))
+		body = NULL;
+	error = first_error(body);
+	for (i = 0; i < n; i++)
+		msgs[i]->retry_after = http_retry_after_seconds(req->retry_after);
+	if (req->status == 429 || req->status >= 500 || (req->status == 200 && body == NULL))
+	{
+		novu_messages_set(msgs, n, OUTCOME_RETRY,
+						  psprintf("HTTP %ld%s%s", req->status, error ? ": " : "", error ? error : ""));
+		return;
+	}
+	if (req->status == 401 || req->status == 403)
+	{
+		novu_messages_set(msgs, n, OUTCOME_CONFIG_ERROR,
+						  psprintf("HTTP %ld%s%s", req->status, error ? ": " : "", error ? error : ""));
+		return;
+	}
+	if (req->status != 200)
+	{
+		novu_messages_set(msgs, n, OUTCOME_DROP,
+						  psprintf("HTTP %ld%s%s", req->status, error ? ": " : "", error ? error : ""));
+		return;
+	}
+	id = jsonb_container_get_string(&body->root, "id");
+	for (i = 0; i < n; i++)
+	{
+		if (listed_invalid(body, msgs[i]->target))
+			novu_message_set(msgs[i], OUTCOME_REMOVE_TOKEN, "invalid_player_ids: the subscription id is not valid");
+		else if (id == NULL || id[0] == '\0')
+			novu_message_set(msgs[i], OUTCOME_DROP, error ? error : "no notification was created");
+		else
+		{
+			msgs[i]->provider_message_id = id;
+			novu_message_set(msgs[i], OUTCOME_SENT, NULL);
+		}
+	}
+}
 
 const ProviderOps novu_onesignal_provider = {
 	.provider_id = "one-signal",
@@ -55,4 +324,12 @@ const ProviderOps novu_onesignal_provider = {
 	.secrets = onesignal_secrets,
 	.overrides = onesignal_fields,
 	.overrides_hint = "OneSignal overrides may set content fields (headings, contents, data, ...), not targeting fields.",
+	.token_check = onesignal_token_check,
+	.token_form = "A OneSignal subscription id: a UUID such as 1dd608f2-c6a1-11e3-851d-000c2940e62c.",
+	.max_batch = ONESIGNAL_MAX_IDS,
+	.prepare = onesignal_prepare,
+	.check = novu_message_check,
+	.build = onesignal_build,
+	.classify = onesignal_classify,
+	.same_request = onesignal_same_request,
 };

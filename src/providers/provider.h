@@ -136,7 +136,9 @@ typedef struct ReceiptOps
  * classify() sets every message's outcome from the answer.  warm_up: the
  * server allows one stream on a new connection until a request has
  * authenticated it (APNs token auth), so its pool sends one request first.
- * A provider whose build is NULL is accepted but not delivered by this
+ * same_request (optional): two messages may share a request only if it says
+ * so (OneSignal: identical content); the pipeline cuts a batch where it does
+ * not.  A provider whose build is NULL is accepted but not delivered by this
  * version: its messages fail with a configuration error.
  */
 typedef struct ProviderOps
@@ -162,6 +164,7 @@ typedef struct ProviderOps
 	bool		(*check) (Integration *ig, Message *m, char **reason);
 	HttpRequest *(*build) (Integration *ig, Message **msgs, int n);
 	void		(*classify) (Integration *ig, HttpRequest *req, Message **msgs, int n);
+	bool		(*same_request) (Message *a, Message *b);
 	const ReceiptOps *receipts;
 } ProviderOps;
 
