@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 'use strict';
-// Fast mock provider for `make bench`: answers FCM, OAuth, APNs and Expo at once
+// Fast mock provider for `make bench`: answers FCM, OAuth, APNs, Expo, OneSignal
+// (/notifications, /api/v1/notifications: one id per request, each subscription id
+// counted) and Web Push (POST /push/<id>: 201, nothing decrypted) at once
 // over HTTP/2 + TLS (h2 and http/1.1 via ALPN), plus plain HTTP/1.1 for pg_net.
 // It checks nothing beyond what it needs to answer.  It counts requests, every
 // message per device token (counted when its request body is complete, whatever
@@ -52,7 +54,7 @@ const certs = opt('--certs');
 const port = Number(opt('--port', 0));
 const plainPort = Number(opt('--plain-port', 0));
 
-const newCounts = () => ({ oauth: 0, fcm: 0, apns: 0, expo: 0, receipts: 0, plain: 0, messages: 0 });
+const newCounts = () => ({ oauth: 0, fcm: 0, apns: 0, expo: 0, receipts: 0, onesignal: 0, webpush: 0, plain: 0, messages: 0 });
 const newFaultCounts = () => ({ rst: 0, e5xx: 0, slow: 0, goaway: 0, destroy: 0, drainedQuiet: 0, drainedTimeout: 0, incomplete: 0, refused: 0, lateStreams: 0 });
 let counts = newCounts();
 let faultCounts = newFaultCounts();
@@ -176,6 +178,8 @@ function answer503(res, kind) {
   const headers = { 'retry-after': String(faults.retryAfter) };
   if (kind === 'fcm') return json(res, 503, { error: { code: 503, message: 'The service is currently unavailable.', status: 'UNAVAILABLE' } }, headers);
   if (kind === 'apns') return json(res, 503, { reason: 'ServiceUnavailable' }, headers);
+  if (kind === 'onesignal') return json(res, 503, { errors: ['Service temporarily unavailable'] }, headers);
+  if (kind === 'webpush') return json(res, 503, { code: 503, errno: 999, error: 'Service Unavailable', message: 'Service temporarily unavailable' }, headers);
   return json(res, 503, { errors: [{ code: 'INTERNAL_SERVER_ERROR', message: 'An unknown error occurred.' }] }, headers);
 }
 
@@ -269,6 +273,29 @@ function handle(req, res) {
       return deliver(req, res, st, 'expo', () => json(res, 200, { data: msgs.map(() => ({ status: 'ok', id: `r-${++seq}` })) }), toks);
     }
     if (url === '/--/api/v2/push/getReceipts') { counts.receipts++; return json(res, 200, { data: {} }); }
+    if (url === '/notifications' || url === '/api/v1/notifications') {
+      // OneSignal: one notification id per request; each subscription id is a message
+      counts.onesignal++;
+      let m = {};
+      try { m = JSON.parse(body); } catch { /* counted as zero */ }
+      const ids = m && Array.isArray(m.include_subscription_ids) ? m.include_subscription_ids.map(String) : [];
+      counts.messages += ids.length;
+      for (const id of ids) noteToken(id, now);
+      if (m && m.data && m.data.t) noteLatency(m.data.t);
+      return deliver(req, res, st, 'onesignal', () => json(res, 200, { id: `00000000-0000-4000-8000-${String(++seq).padStart(12, '0')}`, external_id: null }), ids);
+    }
+    if (url.startsWith('/push/')) {
+      // Web Push: the body is encrypted (aes128gcm) and not decrypted here: the bench measures
+      // the client; the subscription id of the endpoint URL is the token
+      counts.webpush++; counts.messages++;
+      const sub = url.slice(6).split('?')[0];
+      noteToken(sub, now);
+      return deliver(req, res, st, 'webpush', () => {
+        if (res.stream && (res.stream.destroyed || res.stream.closed)) return;
+        res.writeHead(201, { location: `https://${req.headers[':authority'] || req.headers.host}/message/${++seq}`, 'content-length': '0' });
+        res.end();
+      }, [sub]);
+    }
     counts.plain++; counts.messages++;
     return json(res, 200, { ok: true });
   });

@@ -206,6 +206,9 @@ class Recorder {
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const SIMPLE_STATES = new Set(['ok', 'dead', 'bad', 'mismatch', 'expired', 'sandbox-only', 'production-only',
   'apns-dead', 'apns-auth', 'receipt-dead', 'gone']);
+// OneSignal (unsubscribed, invalid), push webhook (not-found) and chat webhooks (deleted, archived,
+// no-team, channel-not-found, invalid-token): what each one answers is in README.md.
+for (const s of ['unsubscribed', 'invalid', 'not-found', 'deleted', 'archived', 'no-team', 'channel-not-found', 'invalid-token']) SIMPLE_STATES.add(s);
 
 function parseState(spec) {
   if (isObj(spec)) {

@@ -6,6 +6,9 @@ const http2 = require('http2');
 const C = require('./common');
 
 const PROVIDERS = ['fcm', 'apns', 'expo', 'oauth', 'webpush'];
+PROVIDERS.push('onesignal', 'webhook', 'chat');
+// Config maps whose keys are free (app ids, URL paths); their values are strings (null removes).
+const FREE_MAPS = new Set(['onesignal.apps', 'webhook.secrets', 'chat.secrets']);
 
 // Reject config keys that do not exist in the defaults (typos would silently do nothing).
 // Keys whose default is null accept any value.
@@ -13,7 +16,9 @@ function checkKeys(src, def, path) {
   if (!C.isObj(src)) throw new Error(`${path || 'config'} must be an object`);
   for (const k of Object.keys(src)) {
     if (!Object.prototype.hasOwnProperty.call(def, k)) throw new Error(`unknown config key "${path}${k}"`);
-    if (C.isObj(def[k])) checkKeys(src[k], def[k], `${path}${k}.`);
+    if (FREE_MAPS.has(`${path}${k}`)) {
+      if (!C.isObj(src[k]) || Object.values(src[k]).some((v) => v !== null && typeof v !== 'string')) throw new Error(`config key "${path}${k}" must be an object of strings`);
+    } else if (C.isObj(def[k])) checkKeys(src[k], def[k], `${path}${k}.`);
     else if (def[k] !== null && src[k] !== null && typeof src[k] !== typeof def[k]) {
       throw new Error(`config key "${path}${k}" must be of type ${typeof def[k]}`);
     }
@@ -141,6 +146,7 @@ function create(ctx) {
         rec.reset();
         tokens.clear();
         ctx.expoReceipts.clear();
+        for (const pr of ctx.providers) if (pr.reset) pr.reset();
         ctx.resetConfig();
         if (body && body.oauthTokens) ctx.accessTokens.clear();
         if (body && body.disconnect) disconnect(null, 'close');

@@ -562,10 +562,10 @@ expo "$RCPT" "$IDS"
 status_body "expo: > 1000 receipt ids" 400 '{"errors":[{"code":"PUSH_TOO_MANY_RECEIPTS","message":"You are trying to get more than 1000 receipts in one request"}]}'
 expo "$RCPT" "$(js '({ids:j.ids.slice(0,1000)})' "$IDS")"
 eq "expo: 1000 receipt ids accepted" "200 {}" "$CODE $(jv "$B" j.data)"
-cfg '{"expo":{"receiptDelayMs":300}}'
+cfg '{"expo":{"receiptDelayMs":1500}}'
 expo "$SEND" "[{\"to\":\"ExponentPushToken[delayed]\"}]"; ID4=$(jv "$B" 'j.data[0].id')
 expo "$RCPT" "{\"ids\":[\"$ID4\"]}"; early=$(jv "$B" 'Object.keys(j.data).length')
-sleep 0.35
+sleep 1.55
 expo "$RCPT" "{\"ids\":[\"$ID4\"]}"
 eq "expo: receipts appear after receiptDelayMs" "0 ok" "$early $(jv "$B" "j.data['$ID4'].status")"
 cfg '{"clockOffset":86401}'
@@ -611,6 +611,505 @@ cfg '{"expo":{"rateLimit":3}}'
 expo "$SEND" "[{\"to\":\"$E1\"},{\"to\":\"$E1\"},{\"to\":\"$E1\"}]"; c1=$CODE
 expo "$SEND" "[{\"to\":\"$E1\"}]"
 eq "expo: rate limit -> 429 TOO_MANY_REQUESTS" "200 429 TOO_MANY_REQUESTS" "$c1 $CODE $(jv "$B" 'j.errors[0].code')"
+
+# =============================================================================================
+# OneSignal
+# =============================================================================================
+reset
+OSP=https://localhost:$(P onesignal)
+OS_APP=0b5e1a2c-3d4f-4a6b-8c7d-9e0f1a2b3c4d
+OS_KEY=os_v2_app_novutestrestapikey0000000000000000000000
+S1=11111111-1111-4111-8111-111111111111 S2=22222222-2222-4222-8222-222222222222 S3=33333333-3333-4333-8333-333333333333
+IK1=aaaaaaaa-0000-4000-8000-000000000001
+# onesig BODY [curl args]: current API with the test key; osl: legacy API
+onesig() { call "$OSP/notifications" -H "authorization: Key $OS_KEY" -H 'content-type: application/json; charset=utf-8' --data-binary "$1" "${@:2}"; }
+osl() { call "$OSP/api/v1/notifications" -H "authorization: Basic $OS_KEY" -H 'content-type: application/json' --data-binary "$1" "${@:2}"; }
+# osb [IDS-JSON] [EXTRA-FIELDS]: a valid body
+osb() { echo "{\"app_id\":\"$OS_APP\",\"include_subscription_ids\":${1:-[\"$S1\"]},\"contents\":{\"en\":\"hello\"},\"headings\":{\"en\":\"t\"}${2:+,$2}}"; }
+os_err() { eq "$1" "$2 $3" "$CODE $(jv "$B" 'JSON.stringify(j.errors)')"; }
+INVALID_KEY='["Access denied.  Please include an '"'"'Authorization: ...'"'"' header with a valid API key (https://documentation.onesignal.com/docs/en/keys-and-ids#api-keys)."]'
+onesig "$(osb '' '"data":{"k":{"n":1}},"url":"https://x.test/a","ttl":60,"priority":10')"
+eq "onesignal: valid send -> 200 over h2" "200 2" "$CODE $HVER"
+eq "onesignal: answer {id: uuid, external_id: null}" 'true null id,external_id' "$(jv "$B" '/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(j.id)+" "+j.external_id+" "+Object.keys(j)')"
+eq "onesignal: log has provider/api/app/parsed body/headers" "current $OS_APP $S1 Key" \
+   "$(lastlog onesignal api) $(lastlog onesignal appId) $(lastlog onesignal 'body.include_subscription_ids[0]') $(lastlog onesignal 'headers.authorization.split(" ")[0]')"
+onesig "$(osb)" --http1.1
+eq "onesignal: http/1.1 works too" "200 1.1" "$CODE $HVER"
+osl "$(osb)"
+eq "onesignal: legacy /api/v1/notifications with Basic <key> -> 200" "200 legacy" "$CODE $(lastlog onesignal api)"
+call "$OSP/notifications" -H "authorization: Basic $OS_KEY" -H 'content-type: application/json' --data-binary "$(osb)"
+os_err "onesignal: Basic on the current API -> 401" 401 "$INVALID_KEY"
+eq "onesignal: ... authError names the scheme" 'scheme "Basic" on /notifications, expected "Key" (case-sensitive)' "$(lastlog onesignal authError)"
+call "$OSP/api/v1/notifications" -H "authorization: Key $OS_KEY" -H 'content-type: application/json' --data-binary "$(osb)"
+os_err "onesignal: Key on the legacy API -> 401" 401 "$INVALID_KEY"
+call "$OSP/notifications" -H 'content-type: application/json' --data-binary "$(osb)"
+os_err "onesignal: no Authorization -> 401" 401 "$INVALID_KEY"
+call "$OSP/notifications" -H 'authorization: Key wrong-key' -H 'content-type: application/json' --data-binary "$(osb)"
+os_err "onesignal: wrong key -> 403" 403 "$INVALID_KEY"
+call "$OSP/api/v1/notifications" -H "authorization: Basic $(printf '%s:' "$OS_KEY" | base64 -w0)" -H 'content-type: application/json' --data-binary "$(osb)"
+eq "onesignal: legacy key base64-encoded (user:pass style) -> 403, explained" "403 the key was base64-encoded: send the REST API key itself after \"Basic\"" "$CODE $(lastlog onesignal authError)"
+onesig "$(osb | sed "s/$OS_APP/44444444-4444-4444-8444-444444444444/")"
+eq "onesignal: unknown app_id -> 403" "403 unknown app_id 44444444-4444-4444-8444-444444444444" "$CODE $(lastlog onesignal authError)"
+cfg '{"onesignal":{"apps":{"44444444-4444-4444-8444-444444444444":"second-app-key"}}}'
+call "$OSP/notifications" -H 'authorization: Key second-app-key' -H 'content-type: application/json' --data-binary "$(osb | sed "s/$OS_APP/44444444-4444-4444-8444-444444444444/")"
+eq "onesignal: app added with POST /config -> 200" 200 "$CODE"
+call "$OSP/notifications" -H 'authorization: Key second-app-key' -H 'content-type: application/json' --data-binary "$(osb)"
+eq "onesignal: a key of another app -> 403" 403 "$CODE"
+cfg '{"onesignal":{"apps":{"44444444-4444-4444-8444-444444444444":null}}}'
+call "$OSP/notifications" -H 'authorization: Key second-app-key' -H 'content-type: application/json' --data-binary "$(osb | sed "s/$OS_APP/44444444-4444-4444-8444-444444444444/")"
+eq "onesignal: app removed with null -> 403" 403 "$CODE"
+eq "onesignal: apps values must be strings" 400 "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$CTL/config" -d '{"onesignal":{"apps":{"x":1}}}')"
+onesig "$(osb)" -X GET
+eq "onesignal: GET -> 405" 405 "$CODE"
+call "$OSP/api/v1/players" -H "authorization: Key $OS_KEY" -H 'content-type: application/json' --data-binary "$(osb)"
+eq "onesignal: unknown path -> 404" 404 "$CODE"
+call "$OSP/notifications" -H "authorization: Key $OS_KEY" --data-binary "$(osb)"
+os_err "onesignal: form content-type -> 400 app_id not found" 400 '["app_id not found. You may be missing a Content-Type: application/json header."]'
+eq "onesignal: payloadError logged" "app_id not found. You may be missing a Content-Type: application/json header." "$(lastlog onesignal payloadError)"
+onesig '{"app_id":'
+eq "onesignal: invalid JSON -> 400" 400 "$CODE"
+onesig '[1]'
+eq "onesignal: non-object body -> 400" 400 "$CODE"
+onesig "{\"include_subscription_ids\":[\"$S1\"],\"contents\":{\"en\":\"x\"}}"
+os_err "onesignal: no app_id -> 400" 400 '["app_id not found. You may be missing a Content-Type: application/json header."]'
+onesig "$(osb | sed "s/$OS_APP/not-a-uuid/")"
+os_err "onesignal: app_id not a UUID -> 400" 400 '["app_id \"not-a-uuid\" is not a valid UUID"]'
+onesig "{\"app_id\":\"$OS_APP\",\"contents\":{\"en\":\"x\"}}"
+os_err "onesignal: no targeting -> 400" 400 '["You must include which players, segments, or tags you wish to send this notification to."]'
+onesig "$(osb '' '"included_segments":["Active Users"]')"
+os_err "onesignal: two targeting styles -> 400" 400 '["Only one targeting style may be used per request; got include_subscription_ids, included_segments"]'
+onesig "{\"app_id\":\"$OS_APP\",\"include_player_ids\":[\"$S1\"],\"contents\":{\"en\":\"x\"}}"
+eq "onesignal: another targeting style -> 400" "400 include_player_ids is not implemented by the mock: target subscriptions with include_subscription_ids" "$CODE $(jv "$B" 'j.errors[0]')"
+onesig "$(osb "\"$S1\"")"
+eq "onesignal: include_subscription_ids not an array -> 400" 400 "$CODE"
+onesig "$(osb '[]')"
+os_err "onesignal: empty include_subscription_ids -> 400" 400 '["You must include which players, segments, or tags you wish to send this notification to."]'
+IDS2001=$(node -e 'console.log(JSON.stringify(Array.from({length:2001},(_,i)=>`00000000-0000-4000-8000-${String(i).padStart(12,"0")}`)))')
+onesig "$(osb "$IDS2001")"
+os_err "onesignal: 2001 subscription ids -> 400" 400 '["include_subscription_ids must have at most 2000 entries, got 2001"]'
+onesig "$(osb "$(js 'JSON.stringify(j.slice(1))' "$IDS2001")")"
+eq "onesignal: 2000 subscription ids -> 200; every id of both requests counted" "200 2001 1 2 2" "$CODE $(ctl GET '/received?provider=onesignal' | node -pe 'const j=JSON.parse(require("fs").readFileSync(0)),k=Object.keys(j).filter(k=>k.startsWith("00000000-"));[k.length,j[k[0]],j[k[1]],j[k[2000]]].join(" ")')"
+onesig "$(osb '["not-a-uuid"]')"
+os_err "onesignal: subscription id not a UUID -> 400" 400 '["Incorrect subscription id format in include_subscription_ids (not a valid UUID): \"not-a-uuid\""]'
+onesig "{\"app_id\":\"$OS_APP\",\"include_subscription_ids\":[\"$S1\"]}"
+eq "onesignal: no contents -> 400" "400 contents is required unless content_available is true or template_id is set" "$CODE $(jv "$B" 'j.errors[0]')"
+onesig "{\"app_id\":\"$OS_APP\",\"include_subscription_ids\":[\"$S1\"],\"content_available\":true,\"data\":{\"a\":1}}"
+eq "onesignal: content_available without contents -> 200" 200 "$CODE"
+onesig "{\"app_id\":\"$OS_APP\",\"include_subscription_ids\":[\"$S1\"],\"template_id\":\"$S2\"}"
+eq "onesignal: template_id without contents -> 200" 200 "$CODE"
+onesig "{\"app_id\":\"$OS_APP\",\"include_subscription_ids\":[\"$S1\"],\"contents\":{\"de\":\"hallo\"}}"
+os_err "onesignal: contents without en -> 400" 400 '["Message Notifications must have English language content"]'
+onesig "{\"app_id\":\"$OS_APP\",\"include_subscription_ids\":[\"$S1\"],\"contents\":{\"en\":5}}"
+eq "onesignal: contents value not a string -> 400" "400 contents.en must be a string" "$CODE $(jv "$B" 'j.errors[0]')"
+onesig "{\"app_id\":\"$OS_APP\",\"include_subscription_ids\":[\"$S1\"],\"contents\":\"hello\"}"
+eq "onesignal: contents a string -> 400" 400 "$CODE"
+onesig "$(osb | sed 's/"headings":{"en":"t"}/"headings":"t"/')"
+eq "onesignal: headings not a language map -> 400" 400 "$CODE"
+onesig "$(osb '' '"data":[1]')"
+eq "onesignal: data an array -> 400" "400 data must be a JSON object" "$CODE $(jv "$B" 'j.errors[0]')"
+onesig "$(osb '' '"url":7')"
+eq "onesignal: url not a string -> 400" 400 "$CODE"
+for t in -1 2419201 1.5 '"60"'; do
+    onesig "$(osb '' "\"ttl\":$t")"
+    eq "onesignal: ttl $t -> 400" "400 ttl must be an integer between 0 and 2419200 seconds" "$CODE $(jv "$B" 'j.errors[0]')"
+done
+onesig "$(osb '' '"ttl":2419200')"
+eq "onesignal: ttl 2419200 -> 200" 200 "$CODE"
+onesig "$(osb '' '"priority":11')"
+eq "onesignal: priority 11 -> 400" 400 "$CODE"
+onesig "$(osb '' '"idempotency_key":"retry-1"')"
+eq "onesignal: idempotency_key not a UUID -> 400" "400 idempotency_key must be a UUID" "$CODE $(jv "$B" 'j.errors[0]')"
+onesig "$(osb '' '"target_channel":"pigeon"')"
+eq "onesignal: bad target_channel -> 400" 400 "$CODE"
+onesig "$(osb '' "\"app_id\":\"$OS_APP\"")"
+eq "onesignal: duplicate key -> 400" "400 duplicate key \"app_id\" in the request body" "$CODE $(jv "$B" 'j.errors[0]')"
+reset
+tok onesignal "$S2" unsubscribed
+onesig "$(osb "[\"$S1\",\"$S2\"]")"
+eq "onesignal: one unsubscribed -> 200, id, invalid_player_ids lists it" "200 true [\"$S2\"]" "$CODE $(jv "$B" 'j.id.length===36') $(jv "$B" 'j.errors.invalid_player_ids')"
+eq "onesignal: ... the others still get it (delivered counts)" "{\"$S1\":1}" "$(ctl GET '/received?provider=onesignal-delivered')"
+eq "onesignal: ... accepted counts the delivered one only" "{\"$S1\":1}" "$(ctl GET '/accepted?provider=onesignal')"
+onesig "$(osb "[\"$S2\"]")"
+status_body "onesignal: nobody subscribed" 200 '{"id":"","errors":["All included players are not subscribed"]}'
+tok onesignal "$S3" invalid
+onesig "$(osb "[\"$S3\"]")"
+status_body "onesignal: only unknown (invalid) ids" 200 "{\"id\":\"\",\"errors\":{\"invalid_player_ids\":[\"$S3\"]}}"
+onesig "$(osb "[\"$S1\",\"$S3\"]")"
+eq "onesignal: invalid + ok -> id and invalid_player_ids" "true [\"$S3\"]" "$(jv "$B" 'j.id.length===36') $(jv "$B" 'j.errors.invalid_player_ids')"
+eq "onesignal: received counts every id of every request" "{\"$S1\":2,\"$S2\":2,\"$S3\":2}" "$(ctl GET '/received?provider=onesignal')"
+reset
+onesig "$(osb "[\"$S1\"]" "\"idempotency_key\":\"$IK1\"")"; FIRST=$(cat "$B")
+onesig "$(osb "[\"$S1\"]" "\"idempotency_key\":\"$IK1\"")"
+eq "onesignal: repeated idempotency_key -> the same answer" "200 $FIRST" "$CODE $(cat "$B")"
+eq "onesignal: ... delivered once, replay counted apart, both received" "{\"$S1\":1} {\"$S1\":1} {\"$S1\":2}" \
+   "$(ctl GET '/received?provider=onesignal-delivered') $(ctl GET '/received?provider=onesignal-replayed') $(ctl GET '/received?provider=onesignal')"
+eq "onesignal: ... replay marked in the log" true "$(lastlog onesignal idempotentReplay)"
+onesig "$(osb "[\"$S1\"]" "\"idempotency_key\":\"aaaaaaaa-0000-4000-8000-000000000002\"")"
+ok "onesignal: another key -> a new notification id" test "$(jv "$B" j.id)" != "$(js j.id "$FIRST")"
+tok onesignal "$S2" 'fail:503::1'
+onesig "$(osb "[\"$S2\"]" '"idempotency_key":"aaaaaaaa-0000-4000-8000-000000000003"')"
+os_err "onesignal: fail:503 -> 503" 503 '["Service temporarily unavailable"]'
+onesig "$(osb "[\"$S2\"]" '"idempotency_key":"aaaaaaaa-0000-4000-8000-000000000003"')"
+eq "onesignal: a failed request is not remembered: the retry delivers" "200 {\"$S2\":1}" "$CODE $(ctl GET '/received?provider=onesignal-delivered' | node -pe "JSON.stringify({'$S2':JSON.parse(require('fs').readFileSync(0))['$S2']})")"
+tok onesignal "$S2" 'fail:429:7:1'
+onesig "$(osb "[\"$S2\"]")"
+eq "onesignal: fail:429:7 -> 429 {errors, limit}" '429 ["API rate limit exceeded"] true' "$CODE $(jv "$B" 'JSON.stringify(j.errors)') $(jv "$B" 'typeof j.limit==="string"')"
+hdr_has "onesignal: 429 Retry-After" "retry-after: 7"
+tok onesignal "$S2" 'fail:500::1'; onesig "$(osb "[\"$S2\"]")"
+eq "onesignal: fail:500 -> 500 errors" "500 1" "$CODE $(jv "$B" j.errors.length)"
+tok onesignal "$S2" 'slow:300:1'; onesig "$(osb "[\"$S2\"]")"
+ok "onesignal: slow:300 delays >= 0.3 s" node -e "process.exit($TIME>=0.3&&$CODE===200?0:1)"
+tok onesignal "$S2" 'reset:1'; onesig "$(osb "[\"$S2\"]")"
+eq "onesignal: reset -> RST_STREAM (curl 92)" 92 "$RC"
+cfg '{"onesignal":{"proxy502Next":1}}'
+onesig "$(osb)"
+eq "onesignal: proxy502Next -> HTML 502" "502 text/html" "$CODE $(grep -i '^content-type' "$H" | tr -d '\r' | awk '{print $2}')"
+reset
+cfg '{"faults":{"every":{"onesignal":1},"kinds":["drop"],"max":1}}'
+onesig "$(osb "[\"$S1\"]" "\"idempotency_key\":\"$IK1\"")"
+ok "onesignal: fault drop -> the answer is lost" test "$RC" -ne 0
+onesig "$(osb "[\"$S1\"]" "\"idempotency_key\":\"$IK1\"")"
+eq "onesignal: the retry with the same key -> 200, not delivered twice" "200 {\"$S1\":1} {\"$S1\":1} {\"$S1\":2}" \
+   "$CODE $(ctl GET '/received?provider=onesignal-delivered') $(ctl GET '/received?provider=onesignal-replayed') $(ctl GET '/received?provider=onesignal')"
+reset
+onesig "$(osb "[\"$S1\"]" "\"idempotency_key\":\"$IK1\"")"
+eq "onesignal: /reset forgets idempotency keys" "{\"$S1\":1}" "$(ctl GET '/received?provider=onesignal-delivered')"
+reset
+
+# =============================================================================================
+# push webhook (Novu's push-webhook)
+# =============================================================================================
+WHP=https://localhost:$(P webhook)
+WHS=novu-push-webhook-secret
+hsig() { printf '%s' "$2" | openssl dgst -sha256 -hmac "$1" | awk '{print $NF}'; }
+# whb TOKEN [STEP-JSON] [EXTRA]: a valid body;  wh PATH BODY [SECRET] [curl args]
+whb() { local step=${2:-'{"digest":false,"events":[],"total_count":0}'}
+        echo "{\"target\":[\"$1\"],\"title\":\"T\",\"content\":\"C é\",\"overrides\":{},\"payload\":{\"k\":1,\"subscriber\":{\"subscriberId\":\"u1\",\"email\":\"u1@x.test\"},\"step\":$step}${3:+,$3}}"; }
+wh() { call "$WHP$1" -H 'content-type: application/json' -H "x-novu-signature: $(hsig "${3:-$WHS}" "$2")" --data-binary "$2" "${@:4}"; }
+wh /push/novu "$(whb wtok1)"
+eq "webhook: signed valid body -> 200 {id} over h2" "200 2 true" "$CODE $HVER $(jv "$B" '/^wh-\d+$/.test(j.id)&&Object.keys(j).length===1')"
+eq "webhook: log has parsed body, signature header, token" "wtok1 u1 true wtok1" \
+   "$(lastlog webhook 'body.target[0]') $(lastlog webhook 'body.payload.subscriber.subscriberId') $(lastlog webhook 'headers["x-novu-signature"].match(/^[0-9a-f]{64}$/)!==null') $(lastlog webhook token)"
+wh /any/other/path "$(whb wtok1)" "$WHS" --http1.1
+eq "webhook: any path, http/1.1" "200 1.1" "$CODE $HVER"
+SP='{ "target" : ["wtok1"], "title":"T","content":"C","overrides":{},"payload":{"subscriber":{"subscriberId":"u1"},"step":{"digest":false}} }'
+wh /p "$SP"
+eq "webhook: signature over the exact bytes (spaces kept); non-digest step without events/total_count" 200 "$CODE"
+call "$WHP/p" -H 'content-type: application/json' -H "x-novu-signature: $(hsig "$WHS" "$(js 'JSON.stringify(j)' "$SP")")" --data-binary "$SP"
+eq "webhook: signature of a re-serialised body -> 401" "401 X-Novu-Signature does not match the HMAC-SHA256 of the body bytes" "$CODE $(jv "$B" j.error)"
+call "$WHP/p" -H 'content-type: application/json' --data-binary "$(whb wtok1)"
+status_body "webhook: no signature" 401 '{"error":"no X-Novu-Signature header"}'
+call "$WHP/p" -H 'content-type: application/json' -H "x-novu-signature: $(hsig "$WHS" "$(whb wtok1)" | tr a-f A-F)" --data-binary "$(whb wtok1)"
+eq "webhook: uppercase hex -> 401" "401 X-Novu-Signature is not lowercase hex" "$CODE $(lastlog webhook authError)"
+call "$WHP/p" -H 'content-type: application/json' -H "x-novu-signature: sha256=$(hsig "$WHS" "$(whb wtok1)")" --data-binary "$(whb wtok1)"
+eq "webhook: prefixed signature -> 401" 401 "$CODE"
+wh /p "$(whb wtok1)" wrong-secret
+eq "webhook: wrong secret -> 401" 401 "$CODE"
+cfg '{"webhook":{"secrets":{"/p2":"path-secret"}}}'
+wh /p2 "$(whb wtok1)"
+eq "webhook: per-path secret: the default one -> 401" 401 "$CODE"
+wh /p2 "$(whb wtok1)" path-secret
+eq "webhook: per-path secret -> 200" 200 "$CODE"
+call "$WHP/p" -H 'content-type: text/plain' -H "x-novu-signature: $(hsig "$WHS" "$(whb wtok1)")" --data-binary "$(whb wtok1)"
+eq "webhook: text/plain -> 415" 415 "$CODE"
+call "$WHP/p" -H "x-novu-signature: $(hsig "$WHS" "")"
+eq "webhook: GET -> 405" 405 "$CODE"
+wh /p '{"target":["wtok1"],'
+eq "webhook: signed non-JSON -> 400 payloadError" "400 true" "$CODE $(lastlog webhook 'payloadError.startsWith("the body is not JSON")')"
+wh_shape() { wh /p "$2"; eq "webhook: $1 -> 400" "400 $3" "$CODE $(lastlog webhook payloadError)"; }
+wh_shape "two targets" "$(whb wtok1 | sed 's/\["wtok1"\]/["wtok1","wtok2"]/')" '"target" must be an array of exactly one non-empty token string'
+wh_shape "target a string" "$(whb wtok1 | sed 's/\["wtok1"\]/"wtok1"/')" '"target" must be an array of exactly one non-empty token string'
+wh_shape "no title" "$(whb wtok1 | sed 's/"title":"T",//')" '"title" must be a string'
+wh_shape "content a number" "$(whb wtok1 | sed 's/"content":"C é"/"content":5/')" '"content" must be a string'
+wh_shape "overrides an array" "$(whb wtok1 | sed 's/"overrides":{}/"overrides":[]/')" '"overrides" must be an object'
+wh_shape "no payload.subscriber" "$(whb wtok1 | sed 's/"subscriber":{[^}]*},//')" '"payload.subscriber" must be an object'
+wh_shape "subscriber without subscriberId" "$(whb wtok1 | sed 's/"subscriberId":"u1",//')" '"payload.subscriber.subscriberId" must be a non-empty string'
+wh_shape "no payload.step" "$(whb wtok1 | sed 's/,"step":{[^}]*}//')" '"payload.step" must be an object'
+wh_shape "step without digest" "$(whb wtok1 '{"events":[],"total_count":0}')" '"payload.step.digest" must be a boolean'
+wh_shape "digest step without events" "$(whb wtok1 '{"digest":true,"total_count":2}')" '"payload.step.events" must be an array'
+wh_shape "total_count -1" "$(whb wtok1 '{"digest":true,"events":[],"total_count":-1}')" '"payload.step.total_count" must be a non-negative integer'
+wh_shape "unknown top-level key" "$(whb wtok1 '' '"extra":1')" 'unexpected top-level key "extra" (expected target, title, content, overrides, payload)'
+wh /p "$(whb wtok1 '{"digest":true,"events":[{"a":1},{"a":2}],"total_count":2}')"
+eq "webhook: digest step with events + total_count -> 200" 200 "$CODE"
+tok webhook wdead dead; wh /p "$(whb wdead)"
+status_body "webhook: dead target" 410 '{"error":"gone","target":"wdead"}'
+tok webhook wnf not-found; wh /p "$(whb wnf)"
+status_body "webhook: not-found target" 404 '{"error":"not found","target":"wnf"}'
+tok webhook wfail 'fail:429:3:1'; wh /p "$(whb wfail)"
+eq "webhook: fail:429:3 -> 429" 429 "$CODE"
+hdr_has "webhook: 429 Retry-After" "retry-after: 3"
+wh /p "$(whb wfail)"
+eq "webhook: ... then 200" 200 "$CODE"
+tok webhook wfail 'fail:503::1'; wh /p "$(whb wfail)"
+eq "webhook: fail:503 -> 503" 503 "$CODE"
+tok webhook wfail 'slow:300:1'; wh /p "$(whb wfail)"
+ok "webhook: slow:300 delays >= 0.3 s" node -e "process.exit($TIME>=0.3&&$CODE===200?0:1)"
+tok webhook wfail 'reset:1'; wh /p "$(whb wfail)"
+eq "webhook: reset -> RST_STREAM (curl 92)" 92 "$RC"
+tok webhook wfail 'redirect:307:1'; wh /p "$(whb wfail)"
+eq "webhook: redirect:307 -> Location the same URL" "307 $WHP/p" "$CODE $(grep -i '^location' "$H" | tr -d '\r' | awk '{print $2}')"
+cfg '{"faults":{"every":{"webhook":1},"kinds":["reset"],"max":1}}'
+wh /p "$(whb wfault)"; rc1=$RC; wh /p "$(whb wfault)"
+eq "webhook: faults under load (reset), then 200" "92 200 reset" "$rc1 $CODE $(ctl GET '/faults?provider=webhook' | node -pe 'Object.keys(JSON.parse(require("fs").readFileSync(0)).byKind).join()')"
+eq "webhook: received per target token, whatever answered" '{"wdead":1,"wnf":1,"wfail":6,"wfault":2}' \
+   "$(ctl GET '/received?provider=webhook' | node -pe 'const j=JSON.parse(require("fs").readFileSync(0));JSON.stringify({wdead:j.wdead,wnf:j.wnf,wfail:j.wfail,wfault:j.wfault})')"
+reset
+
+# =============================================================================================
+# chat webhooks: Discord, Slack, MS Teams, Mattermost, generic chat-webhook
+# =============================================================================================
+CHP=https://localhost:$(P chat)
+chat() { call "$CHP$1" -H 'content-type: application/json' --data-binary "$2" "${@:3}"; }
+DW=/api/webhooks/123456789012345678/tok-en_1
+chat "$DW?wait=true" '{"content":"hello","username":"Novu","avatar_url":"https://x.test/a.png"}'
+eq "discord: ?wait=true -> 200 message over h2" "200 2 hello 123456789012345678 Novu" "$CODE $HVER $(jv "$B" j.content) $(jv "$B" j.webhook_id) $(jv "$B" j.author.username)"
+eq "discord: snowflake id, ISO timestamp" "true true" "$(jv "$B" '/^\d{17,20}$/.test(j.id)') $(jv "$B" '/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$/.test(j.timestamp)')"
+eq "chat: log has kind, token = path, parsed body" "discord $DW hello" "$(lastlog chat kind) $(lastlog chat token) $(lastlog chat body.content)"
+chat "/api/v10/webhooks/1/x?wait=true" '{"content":"v10"}' --http1.1
+eq "discord: versioned path, http/1.1" "200 1.1" "$CODE $HVER"
+chat "$DW" '{"content":"hello"}'
+eq "discord: no ?wait=true -> 400 (the mock needs the message id)" "400 50035 MOCK_WAIT_REQUIRED" "$CODE $(jv "$B" j.code) $(jv "$B" 'j.errors.wait._errors[0].code')"
+chat "$DW?wait=maybe" '{"content":"hello"}'
+eq "discord: ?wait=maybe -> 400" 400 "$CODE"
+cfg '{"chat":{"discordRequireWait":false}}'
+chat "$DW" '{"content":"hello"}'
+eq "discord: discordRequireWait=false -> 204 without a body" "204 " "$CODE $(cat "$B")"
+cfg '{"chat":{"discordRequireWait":true}}'
+chat "/api/webhooks/abc/tok?wait=true" '{"content":"x"}'
+status_body "discord: id not a snowflake" 400 '{"webhook_id":["Value \"abc\" is not snowflake."]}'
+chat "$DW?wait=true" '{"content":"x"}' -X PUT
+status_body "discord: PUT" 405 '{"message":"405: Method Not Allowed","code":0}'
+call "$CHP$DW?wait=true" --data-binary 'content=x'
+status_body "discord: form body" 400 '{"message":"Cannot send an empty message","code":50006}'
+chat "$DW?wait=true" '{"content":'
+status_body "discord: invalid JSON" 400 '{"message":"The request body contains invalid JSON.","code":50109}'
+LONG=$(head -c 2001 /dev/zero | tr '\0' a)
+chat "$DW?wait=true" "{\"content\":\"$LONG\"}"
+status_body "discord: content of 2001 characters" 400 '{"message":"Invalid Form Body","code":50035,"errors":{"content":{"_errors":[{"code":"BASE_TYPE_MAX_LENGTH","message":"Must be 2000 or fewer in length."}]}}}'
+chat "$DW?wait=true" "{\"content\":\"${LONG:1}\"}"
+eq "discord: content of 2000 characters -> 200" 200 "$CODE"
+chat "$DW?wait=true" "{\"content\":\"$(head -c 2000 /dev/zero | sed 's/\x0/é/g')\"}"
+eq "discord: 2000 characters counted as characters, not bytes" 200 "$CODE"
+chat "$DW?wait=true" '{"content":""}'
+status_body "discord: empty content" 400 '{"message":"Cannot send an empty message","code":50006}'
+chat "$DW?wait=true" '{"text":"slack style"}'
+eq "discord: {text} -> empty message, unknown field logged" '400 50006 ["text"]' "$CODE $(jv "$B" j.code) $(lastlog chat unknownFields)"
+chat "$DW?wait=true" '{"embeds":[{"title":"t","description":"d"}]}'
+eq "discord: embeds only -> 200" 200 "$CODE"
+chat "$DW?wait=true" "{\"content\":\"x\",\"embeds\":$(node -e 'console.log(JSON.stringify(Array(11).fill({title:"t"})))')}"
+eq "discord: 11 embeds -> 400" "400 BASE_TYPE_MAX_LENGTH" "$CODE $(jv "$B" 'j.errors.embeds._errors[0].code')"
+chat "$DW?wait=true" '{"content":"x","username":"my Discord bot"}'
+eq "discord: username containing discord -> 400" "400 USERNAME_INVALID_CONTAINS" "$CODE $(jv "$B" 'j.errors.username._errors[0].code')"
+chat "$DW?wait=true" "{\"content\":\"x\",\"username\":\"$(head -c 81 /dev/zero | tr '\0' u)\"}"
+eq "discord: username of 81 characters -> 400" 400 "$CODE"
+chat "$DW?wait=true" '{"content":"x","avatar_url":"not a url"}'
+eq "discord: bad avatar_url -> 400" "400 URL_TYPE_INVALID_URL" "$CODE $(jv "$B" 'j.errors.avatar_url._errors[0].code')"
+tok chat "$DW" deleted
+chat "$DW?wait=true" '{"content":"x"}'
+status_body "discord: deleted webhook" 404 '{"message":"Unknown Webhook","code":10015}'
+tok chat "$DW" invalid-token
+chat "$DW?wait=true" '{"content":"x"}'
+status_body "discord: invalid token" 401 '{"message":"Invalid Webhook Token","code":50027}'
+tok chat "$DW" 'fail:429::1'
+chat "$DW?wait=true" '{"content":"x"}'
+status_body "discord: rate limited" 429 '{"message":"You are being rate limited.","retry_after":0.5,"global":false}'
+hdr_has "discord: 429 Retry-After" "retry-after: 1"
+tok chat "$DW" 'fail:429:2:1'
+chat "$DW?wait=true" '{"content":"x"}'
+eq "discord: fail:429:2 -> retry_after 2" "429 2" "$CODE $(jv "$B" j.retry_after)"
+tok chat "$DW" 'fail:500::1'
+chat "$DW?wait=true" '{"content":"x"}'
+status_body "discord: fail:500" 500 '{"message":"500: Internal Server Error","code":0}'
+cfg '{"chat":{"rateLimit":2,"rateWindowMs":800}}'
+chat "$DW?wait=true" '{"content":"1"}'; c1=$CODE; chat "$DW?wait=true" '{"content":"2"}'; c2=$CODE; chat "$DW?wait=true" '{"content":"3"}'
+eq "chat: rateLimit 2 per window -> the 3rd gets Discord's 429 with retry_after <= the window" "200 200 429 true" "$c1 $c2 $CODE $(jv "$B" 'j.retry_after>0&&j.retry_after<=0.8')"
+cfg '{"chat":{"rateLimit":0}}'
+
+SW=/services/T0123ABCD/B0456EFGH/abcdefghijklmnopqrstuvwx
+chat "$SW" '{"text":"hello"}'
+eq "slack: {text} -> 200 ok text/plain + x-slack-req-id" "200 ok text/plain;" "$CODE $(cat "$B") $(grep -i '^content-type' "$H" | tr -d '\r' | awk '{print $2}')"
+hdr_has "slack: x-slack-req-id" "x-slack-req-id:"
+chat "$SW" '{"blocks":[{"type":"section","text":{"type":"mrkdwn","text":"hi"}}]}' --http1.1
+eq "slack: blocks only, http/1.1" "200 1.1 ok" "$CODE $HVER $(cat "$B")"
+chat /services/T0123ABCD/B0456EFGH '{"text":"x"}'
+status_body "slack: incomplete path" 404 no_service
+call "$CHP$SW" --data-urlencode 'payload={"text":"x"}'
+status_body "slack: form body" 400 invalid_payload
+chat "$SW" '{"text":'
+status_body "slack: invalid JSON" 400 invalid_payload
+chat "$SW" '{}'
+status_body "slack: neither text nor blocks" 400 no_text
+chat "$SW" '{"text":5}'
+status_body "slack: text not a string" 400 invalid_payload
+chat "$SW" '{"blocks":[{"text":"no type"}]}'
+status_body "slack: block without type" 400 invalid_blocks
+chat "$SW" '{"text":"x"}' -X GET
+eq "slack: GET -> 405" 405 "$CODE"
+for s in deleted:404:no_service no-team:404:no_team channel-not-found:404:channel_not_found invalid-token:403:invalid_token archived:410:channel_is_archived; do
+    IFS=: read -r st code word <<< "$s"
+    tok chat "$SW" "$st"; chat "$SW" '{"text":"x"}'
+    status_body "slack: state $st" "$code" "$word"
+done
+tok chat "$SW" 'fail:429:5:1'; chat "$SW" '{"text":"x"}'
+status_body "slack: fail:429:5" 429 rate_limited
+hdr_has "slack: 429 Retry-After" "retry-after: 5"
+tok chat "$SW" 'fail:500::1'; chat "$SW" '{"text":"x"}'
+status_body "slack: fail:500" 500 rollup_error
+tok chat "$SW" ok
+
+TW=/webhookb2/11111111-2222-4333-8444-555555555555@66666666-7777-4888-9999-000000000000/IncomingWebhook/0123456789abcdef0123456789abcdef/aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee
+TF='/workflows/0123456789abcdef0123456789abcdef/triggers/manual/paths/invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=mocksig'
+CARD='{"type":"message","attachments":[{"contentType":"application/vnd.microsoft.card.adaptive","content":{"type":"AdaptiveCard","version":"1.4","body":[{"type":"TextBlock","text":"hi"}]}}]}'
+chat "$TW" '{"text":"hello"}'
+eq "msteams connector: {text} -> 200 \"1\"" "200 1 connector" "$CODE $(cat "$B") $(lastlog chat flavor)"
+chat "$TW" '{"@type":"MessageCard","@context":"http://schema.org/extensions","summary":"s","text":"t"}'
+eq "msteams connector: MessageCard -> 200" 200 "$CODE"
+chat "$TW" "$CARD" --http1.1
+eq "msteams connector: adaptive card message, http/1.1" "200 1.1" "$CODE $HVER"
+chat /webhookb2/not-a-webhook '{"text":"x"}'
+eq "msteams connector: bad path -> 404" 404 "$CODE"
+chat "$TW" '{}'
+status_body "msteams connector: no text" 400 'Summary or Text is required.'
+eq "msteams connector: payloadError logged" '"text" must be a non-empty string' "$(lastlog chat payloadError)"
+call "$CHP$TW" --data-binary 'text=x'
+eq "msteams connector: form body -> 400" 400 "$CODE"
+chat "$TF" "$CARD"
+eq "msteams workflow: adaptive card -> 202, empty, run id" "202  workflow" "$CODE $(cat "$B") $(lastlog chat flavor)"
+hdr_has "msteams workflow: x-ms-workflow-run-id" "x-ms-workflow-run-id:"
+chat "/powerautomate/automations/direct$TF" '{"text":"hello"}'
+eq "msteams workflow: power platform path, {text} -> 202" 202 "$CODE"
+chat "${TF%&sig=*}" "$CARD"
+eq "msteams workflow: no sig -> 401" "401 DirectApiAuthorizationRequired" "$CODE $(jv "$B" j.error.code)"
+chat "${TF%%\?*}?sig=x" "$CARD"
+eq "msteams workflow: no api-version -> 400" "400 MissingApiVersionParameter" "$CODE $(jv "$B" j.error.code)"
+chat "$TF" '{"type":"message","attachments":[{"contentType":"application/vnd.microsoft.card.adaptive","content":{"type":"Card"}}]}'
+eq "msteams workflow: not an AdaptiveCard -> 400" "400 InvalidTemplate" "$CODE $(jv "$B" j.error.code)"
+chat "$TF" '{"type":"message","attachments":[]}'
+eq "msteams workflow: no attachments -> 400" 400 "$CODE"
+call "$CHP$TF" -H 'content-type: text/plain' --data-binary "$CARD"
+eq "msteams workflow: text/plain -> 415" 415 "$CODE"
+tok chat "$TW" deleted; chat "$TW" '{"text":"x"}'
+eq "msteams connector: deleted -> 404" 404 "$CODE"
+tok chat "${TF%%\?*}" archived; chat "$TF" "$CARD"
+eq "msteams workflow: archived (disabled) -> 410" "410 WorkflowDisabled" "$CODE $(jv "$B" j.error.code)"
+tok chat "$TW" 'fail:429:4:1'; chat "$TW" '{"text":"x"}'
+eq "msteams connector: fail:429:4 -> 429" 429 "$CODE"
+hdr_has "msteams: 429 Retry-After" "retry-after: 4"
+
+MW=/hooks/abcdefghijklmnopqrstuvwxyz
+chat "$MW" '{"text":"hello","channel":"town-square"}'
+eq "mattermost: {text, channel} -> 200 ok" "200 ok town-square" "$CODE $(cat "$B") $(lastlog chat body.channel)"
+ok "mattermost: x-request-id of 26 characters" grep -qiE '^x-request-id: [a-z0-9]{26}' "$H"
+chat "$MW" '{"text":"hello"}' --http1.1
+eq "mattermost: without channel, http/1.1" "200 1.1" "$CODE $HVER"
+chat /hooks/short '{"text":"x"}'
+eq "mattermost: hook id not 26 characters -> 400 invalid webhook" "400 web.incoming_webhook.invalid.app_error" "$CODE $(jv "$B" j.id)"
+chat "$MW" '{"channel":"town-square"}'
+eq "mattermost: no text -> 400" "400 web.incoming_webhook.text.app_error No text specified. 400" "$CODE $(jv "$B" j.id) $(jv "$B" j.message) $(jv "$B" j.status_code)"
+chat "$MW" '{"text":"x","channel":""}'
+eq "mattermost: empty channel -> 400" 400 "$CODE"
+call "$CHP$MW" --data-urlencode 'payload={"text":"x"}'
+eq "mattermost: form body -> 400 parse error" "400 web.incoming_webhook.parse.app_error" "$CODE $(jv "$B" j.id)"
+tok chat "$MW" deleted; chat "$MW" '{"text":"x"}'
+eq "mattermost: deleted -> 400 invalid webhook" "400 Invalid webhook." "$CODE $(jv "$B" j.message)"
+tok chat "$MW" channel-not-found; chat "$MW" '{"text":"x"}'
+eq "mattermost: channel-not-found -> 400" "400 web.incoming_webhook.channel.app_error" "$CODE $(jv "$B" j.id)"
+tok chat "$MW" 'fail:429:2:1'; chat "$MW" '{"text":"x"}'
+status_body "mattermost: fail:429:2" 429 'limit exceeded'
+hdr_has "mattermost: 429 Retry-After" "retry-after: 2"
+
+GW=/chat/room-1
+gbody() { echo "{\"content\":\"hello\",\"webhookUrl\":\"$CHP${1:-$GW}\",\"channel\":\"general\"}"; }
+chat "$GW" "$(gbody)"
+eq "chat-webhook: no secret configured -> 200 {id}, unsigned" "200 true none" "$CODE $(jv "$B" '/^chat-\d+$/.test(j.id)') $(lastlog chat signature)"
+chat "$GW" "{\"content\":\"hello\",\"webhookUrl\":\"$CHP$GW\"}" --http1.1
+eq "chat-webhook: without channel, http/1.1" "200 1.1" "$CODE $HVER"
+chat "$GW" "$(gbody /chat/other)"
+eq "chat-webhook: webhookUrl of another webhook -> 400" 400 "$CODE"
+chat "$GW" "$(gbody | sed 's/"hello"/""/')"
+eq "chat-webhook: empty content -> 400" "400 \"content\" must be a non-empty string" "$CODE $(jv "$B" j.error)"
+chat "$GW" "$(gbody | sed 's/"channel"/"chan"/')"
+eq "chat-webhook: unknown key -> 400" 400 "$CODE"
+call "$CHP$GW" -H 'content-type: text/plain' --data-binary "$(gbody)"
+eq "chat-webhook: text/plain -> 415" 415 "$CODE"
+cfg "{\"chat\":{\"secrets\":{\"$GW\":\"chat-secret\"}}}"
+chat "$GW" "$(gbody)"
+status_body "chat-webhook: secret configured, no signature" 401 '{"error":"no X-Novu-Signature header"}'
+chat "$GW" "$(gbody)" -H "x-novu-signature: $(hsig wrong "$(gbody)")"
+eq "chat-webhook: wrong signature -> 401" 401 "$CODE"
+chat "$GW" "$(gbody)" -H "x-novu-signature: $(hsig chat-secret "$(gbody)")"
+eq "chat-webhook: right signature -> 200" "200 ok" "$CODE $(lastlog chat signature)"
+tok chat "$GW" deleted; chat "$GW" "$(gbody)" -H "x-novu-signature: $(hsig chat-secret "$(gbody)")"
+status_body "chat-webhook: deleted" 404 '{"error":"not found"}'
+tok chat "$GW" archived; chat "$GW" "$(gbody)" -H "x-novu-signature: $(hsig chat-secret "$(gbody)")"
+status_body "chat-webhook: archived" 410 '{"error":"gone"}'
+chat /elsewhere '{"text":"x"}'
+eq "chat: unknown path -> 404" "404 null" "$CODE $(lastlog chat kind)"
+cfg '{"chat":{"proxy502Next":1}}'
+chat "$SW" '{"text":"x"}'
+eq "chat: proxy502Next -> 502" 502 "$CODE"
+eq "chat: received per webhook path, whatever answered" "{\"$DW\":25,\"$SW\":16,\"$MW\":8,\"$GW\":11}" \
+   "$(ctl GET '/received?provider=chat' | node -pe "const j=JSON.parse(require('fs').readFileSync(0));JSON.stringify({'$DW':j['$DW'],'$SW':j['$SW'],'$MW':j['$MW'],'$GW':j['$GW']})")"
+eq "chat: /requests?token=<path>" 11 "$(ctl GET "/requests?provider=chat&token=$GW" | node -pe 'JSON.parse(require("fs").readFileSync(0)).count')"
+eq "chat: accepted counts successes only" 3 "$(ctl GET '/accepted?provider=chat' | node -pe "JSON.parse(require('fs').readFileSync(0))['$GW']")"
+eq "control: chat states listed with their path" "$GW archived" "$(ctl GET /tokens | node -pe "const t=JSON.parse(require('fs').readFileSync(0)).tokens.find(t=>t.token==='$GW');t.token+' '+t.state")"
+reset
+
+# each remaining strict check rejecting one bad request: NAME URL BODY STATUS [curl args]
+rej() {
+    local n=$1 u=$2 b=$3 st=$4 p; shift 4
+    case $u in "$OSP"*) p=onesignal ;; "$WHP"*) p=webhook ;; *) p=chat ;; esac
+    call "$u" -H 'content-type: application/json' --data-binary "$b" "$@"
+    ctl GET "/requests?provider=$p&limit=1" > "$T/log.json"
+    eq "$n -> $st, reason logged" "$st true" "$CODE $(jv "$T/log.json" '!!(j.requests[0].payloadError||j.requests[0].authError)')"
+}
+OSA=(-H "authorization: Key $OS_KEY")
+rej "onesignal: content_available not a boolean" "$OSP/notifications" "$(osb '' '"content_available":"yes"')" 400 "${OSA[@]}"
+rej "onesignal: mutable_content not a boolean" "$OSP/notifications" "$(osb '' '"mutable_content":1')" 400 "${OSA[@]}"
+rej "onesignal: template_id not a UUID" "$OSP/notifications" "$(osb '' '"template_id":"welcome"')" 400 "${OSA[@]}"
+rej "onesignal: external_id not a UUID" "$OSP/notifications" "$(osb '' '"external_id":"x"')" 400 "${OSA[@]}"
+rej "onesignal: subtitle not a language map" "$OSP/notifications" "$(osb '' '"subtitle":{"en":1}')" 400 "${OSA[@]}"
+rej "onesignal: name not a string" "$OSP/notifications" "$(osb '' '"name":5')" 400 "${OSA[@]}"
+node -e 'console.log(JSON.stringify({pad:"x".repeat(5<<20)}))' > "$T/big.json"
+rej "onesignal: body over 4 MiB" "$OSP/notifications" "@$T/big.json" 413 "${OSA[@]}"
+rej "webhook: payload an array" "$WHP/p" '{"target":["w"],"title":"T","content":"C","overrides":{},"payload":[]}' 400 \
+    -H "x-novu-signature: $(hsig "$WHS" '{"target":["w"],"title":"T","content":"C","overrides":{},"payload":[]}')"
+rej "webhook: body an array" "$WHP/p" '[1]' 400 -H "x-novu-signature: $(hsig "$WHS" '[1]')"
+rej "discord: body an array" "$CHP$DW?wait=true" '[1]' 400
+rej "discord: content not a string" "$CHP$DW?wait=true" '{"content":5}' 400
+rej "discord: embeds not an array" "$CHP$DW?wait=true" '{"content":"x","embeds":{}}' 400
+rej "discord: an embed not an object" "$CHP$DW?wait=true" '{"content":"x","embeds":["e"]}' 400
+rej "discord: not a webhook path" "$CHP/api/webhooks/1" '{"content":"x"}' 404
+rej "slack: 51 blocks" "$CHP$SW" "{\"blocks\":$(node -e 'console.log(JSON.stringify(Array(51).fill({type:"divider"})))')}" 400
+rej "slack: body an array" "$CHP$SW" '[{"text":"x"}]' 400
+rej "msteams: MessageCard without text or summary" "$CHP$TW" '{"@type":"MessageCard","title":"t"}' 400
+rej "msteams: @type other than MessageCard" "$CHP$TW" '{"@type":"Card","text":"t"}' 400
+rej "msteams: attachments without type message" "$CHP$TW" "$(js '({attachments:j.attachments})' "$CARD")" 400
+rej "msteams: attachment without contentType" "$CHP$TF" '{"type":"message","attachments":[{"content":{}}]}' 400
+rej "msteams: adaptive body not an array" "$CHP$TF" '{"type":"message","attachments":[{"contentType":"application/vnd.microsoft.card.adaptive","content":{"type":"AdaptiveCard","body":{}}}]}' 400
+rej "msteams: adaptive version not a string" "$CHP$TF" '{"type":"message","attachments":[{"contentType":"application/vnd.microsoft.card.adaptive","content":{"type":"AdaptiveCard","version":1.4}}]}' 400
+rej "msteams: text empty" "$CHP$TW" '{"text":""}' 400
+rej "msteams: not a workflow trigger path" "$CHP/workflows/abc/run?api-version=1&sig=x" '{"text":"x"}' 404
+rej "msteams: bad JSON" "$CHP$TF" '{"text":' 400
+rej "mattermost: text not a string" "$CHP$MW" '{"text":5}' 400
+rej "mattermost: props not an object" "$CHP$MW" '{"text":"x","props":[]}' 400
+rej "mattermost: username empty" "$CHP$MW" '{"text":"x","username":""}' 400
+rej "mattermost: body an array" "$CHP$MW" '[{"text":"x"}]' 400
+rej "mattermost: bad JSON" "$CHP$MW" '{"text"' 400
+rej "mattermost: not a hook path" "$CHP/hooks/abcdefghijklmnopqrstuvwxyz/x" '{"text":"x"}' 404
+rej "chat-webhook: webhookUrl not a URL" "$CHP$GW" '{"content":"x","webhookUrl":"room-1"}' 400
+rej "chat-webhook: webhookUrl not http(s)" "$CHP$GW" '{"content":"x","webhookUrl":"ftp://localhost/chat/room-1"}' 400
+rej "chat-webhook: channel not a string" "$CHP$GW" "{\"content\":\"x\",\"webhookUrl\":\"$CHP$GW\",\"channel\":5}" 400
+rej "chat-webhook: phoneNumber not a string" "$CHP$GW" "{\"content\":\"x\",\"webhookUrl\":\"$CHP$GW\",\"phoneNumber\":5}" 400
+rej "chat-webhook: body an array" "$CHP$GW" '[]' 400
+rej "chat-webhook: bad JSON" "$CHP$GW" '{' 400
+rej "chat-webhook: not a chat path" "$CHP/chat/a/b" '{"content":"x"}' 404
+for u in "$CHP$SW" "$CHP$TW" "$CHP$TF" "$CHP$MW" "$CHP$GW"; do
+    call "$u" -X GET
+    eq "chat: GET on $(lastlog chat kind) -> 405" 405 "$CODE"
+done
+reset
+
 
 # =============================================================================================
 # control API

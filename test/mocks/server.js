@@ -5,7 +5,8 @@
 //   node test/mocks/server.js --certs DIR [--port-base N] [--config FILE.json] [--host 127.0.0.1] [--verbose]
 //
 // Starts, on 127.0.0.1 only: the control API (plain HTTP), the Google OAuth token endpoint, FCM
-// HTTP v1, APNs (production/sandbox x token/certificate auth) and Expo, then prints ONE line
+// HTTP v1, APNs (production/sandbox x token/certificate auth), Expo, OneSignal, a push-webhook
+// receiver and the chat webhooks, then prints ONE line
 //   {"ready":true,"ports":{...},...}
 // to stdout. Nothing else goes to stdout; --verbose logs each request to stderr. SIGTERM/SIGINT
 // close everything and exit 0.
@@ -13,6 +14,7 @@
 // Port layout: base+0 control, +1 oauth, +2 fcm, +3 apns (production, token auth),
 // +4 apnsSandbox (token), +5 apnsCert (production, certificate auth), +6 apnsCertSandbox, +7 expo,
 // +8 webpush (Web Push services, h2 + http/1.1), +9 webpushH1 (the same, http/1.1 only).
+// +10 onesignal, +11 webhook (Novu's push webhook), +12 chat (chat incoming webhooks).
 // --port-base 0 picks free ports (read them from the ready line).
 
 const fs = require('fs');
@@ -21,13 +23,15 @@ const crypto = require('crypto');
 const C = require('./common');
 
 const PORT_NAMES = ['control', 'oauth', 'fcm', 'apns', 'apnsSandbox', 'apnsCert', 'apnsCertSandbox', 'expo', 'webpush', 'webpushH1'];
+// Mocks on fixed offsets (+8/+9 are Web Push's): OneSignal, Novu's push webhook, chat webhooks.
+const FIXED_PORTS = { onesignal: 10, webhook: 11, chat: 12 };
 
 // Global configuration; POST /config deep-merges into it, POST /reset restores it.
 const DEFAULTS = {
   clockOffset: 0,          // seconds added to the mock clock (JWT iat/exp, token expiry, receipts)
   logLimit: 50000,         // request-log entries kept (oldest dropped first); raise/lower for benchmarks
   faults: {                // faults under load (README "Faults under load"; common.js faultFor)
-    every: { fcm: 0, apns: 0, expo: 0, webpush: 0 }, // every Nth deliverable request of the provider gets a fault; 0 = off
+    every: { fcm: 0, apns: 0, expo: 0, webpush: 0, onesignal: 0, webhook: 0, chat: 0 }, // every Nth deliverable request of the provider gets a fault; 0 = off
     kinds: ['goaway', 'reset', 'drop', 'error', 'slow'], // taken in turn
     max: 0,                // faults per provider at most; 0 = no limit
     slowMs: 5000,          // how late a "slow" answer comes (make it longer than the client's timeout)
@@ -80,6 +84,7 @@ const DEFAULTS = {
     proxy502Next: 0,
   },
   webpush: require('./webpush').DEFAULTS, // the Web Push mock (webpush.js)
+  ...require('./onesignal').DEFAULTS, ...require('./webhook').DEFAULTS, ...require('./chat').DEFAULTS,
 };
 
 function usage(msg) {
@@ -114,7 +119,7 @@ function parseArgs(argv) {
   }
   if (!o.certs) usage('--certs DIR is required');
   if (o.portBase === null) o.portBase = 8000;
-  if (!Number.isInteger(o.portBase) || o.portBase < 0 || o.portBase > 65527) usage('bad --port-base');
+  if (!Number.isInteger(o.portBase) || o.portBase < 0 || o.portBase > 65523) usage('bad --port-base');
   return o;
 }
 
@@ -187,13 +192,16 @@ function main() {
     expo: () => require('./expo').create(ctx),
     webpush: () => require('./webpush').create(ctx, { portName: 'webpush' }),
     webpushH1: () => require('./webpush').create(ctx, { portName: 'webpushH1' }),
+    onesignal: () => require('./onesignal').create(ctx),
+    webhook: () => require('./webhook').create(ctx),
+    chat: () => require('./chat').create(ctx),
   };
 
-  const listens = PORT_NAMES.map((name, i) => {
+  const listens = PORT_NAMES.concat(Object.keys(FIXED_PORTS)).map((name, i) => {
     const pr = mk[name]();
     pr.portName = name;
     if (name !== 'control') ctx.providers.push(pr);
-    const port = args.ports[name] !== undefined ? args.ports[name] : (args.portBase === 0 ? 0 : args.portBase + i);
+    const port = args.ports[name] !== undefined ? args.ports[name] : (args.portBase === 0 ? 0 : args.portBase + (FIXED_PORTS[name] ?? i));
     return new Promise((resolve, reject) => {
       pr.server.once('error', (e) => reject(new Error(`${name}: cannot listen on ${args.host}:${port}: ${e.message}`)));
       pr.server.listen(port, args.host, () => { ctx.ports[name] = pr.server.address().port; resolve(pr); });
@@ -219,6 +227,7 @@ function main() {
         apnsCert: `https://${h}:${p.apnsCert}`, apnsCertSandbox: `https://${h}:${p.apnsCertSandbox}`,
         expo: `https://${h}:${p.expo}`,
         webpush: `https://${h}:${p.webpush}`, webpushH1: `https://${h}:${p.webpushH1}`,
+        onesignal: `https://${h}:${p.onesignal}`, webhook: `https://${h}:${p.webhook}`, chat: `https://${h}:${p.chat}`,
       },
     };
     process.stdout.write(`${JSON.stringify(ready)}\n`);
