@@ -5,8 +5,10 @@
  *
  * The target is the subscriber's credential webhookUrl; the integration needs
  * no keys.  POST <webhookUrl> with {"text": text} and the overrides; 200
- * answers "ok" and the x-request-id header is the message id.  404 and 410
- * mean the webhook was removed: the credential is removed.  429 and 5xx
+ * answers "ok" and the x-request-id header is the message id.  Mattermost
+ * says a webhook is gone with its error ids: web.incoming_webhook.invalid
+ * (400, the hook was deleted) or can_not_post_to_deleted (403, its channel
+ * was archived); those and 404/410 remove the credential.  429 and 5xx
  * retry, other 4xx drop.
  */
 #include "postgres.h"
@@ -57,6 +59,20 @@ mattermost_build(Integration *ig, Message **msgs, int n)
 	return req;
 }
 
+/* Whether Mattermost's error id says the webhook or its channel is gone. */
+static bool
+webhook_gone(HttpRequest *req)
+{
+	Jsonb	   *body = jsonb_parse_or_null(req->response.data, req->response.len);
+	char	   *id;
+
+	if (body == NULL || JB_ROOT_IS_SCALAR(body) || !JB_ROOT_IS_OBJECT(body))
+		return false;
+	id = jsonb_container_get_string(&body->root, "id");
+	return id != NULL && (strstr(id, "incoming_webhook.invalid") != NULL ||
+						  strstr(id, "can_not_post_to_deleted") != NULL);
+}
+
 /* Outcome of Mattermost's answer. */
 static void
 mattermost_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
@@ -78,8 +94,8 @@ mattermost_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 	}
 	else if (req->status == 429 || req->status >= 500)
 		novu_message_set(m, OUTCOME_RETRY, psprintf("HTTP %ld: %s", req->status, text));
-	else if (req->status == 404 || req->status == 410)
-		novu_message_set(m, OUTCOME_REMOVE_TOKEN, psprintf("HTTP %ld (the webhook was removed)", req->status));
+	else if (req->status == 404 || req->status == 410 || webhook_gone(req))
+		novu_message_set(m, OUTCOME_REMOVE_TOKEN, psprintf("HTTP %ld %s (the webhook cannot be used)", req->status, text));
 	else
 		novu_message_set(m, OUTCOME_DROP, psprintf("HTTP %ld: %s", req->status, text));
 }
