@@ -4,12 +4,14 @@
 #   bash test/run-tests.sh          everything, from a fresh machine (see README)
 
 EXTENSION = novu
-EXTVERSION = 0.5.0
+EXTVERSION = 0.6.0
 
 MODULE_big = novu
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/*/*.c)))
 
-DATA = $(wildcard sql/novu--*.sql)
+# sql/novu.sql is the one source of the schema, shipped as novu--$(EXTVERSION).sql (made
+# below); databases of older versions go through the committed upgrade scripts.
+DATA = sql/novu--0.1.0.sql $(wildcard sql/novu--*--*.sql) sql/novu--$(EXTVERSION).sql
 
 REGRESS = setup template crypto integrations secrets subscribers credentials url_policy workflows trigger provider_safety import limits queue_stats security roles upgrade
 ISOLATION = concurrent_identify concurrent_trigger workflow_cache
@@ -17,11 +19,23 @@ ISOLATION = concurrent_identify concurrent_trigger workflow_cache
 PG_CPPFLAGS = -I$(srcdir)/src $(shell curl-config --cflags) -DNOVU_EXTVERSION=\"$(EXTVERSION)\"
 SHLIB_LINK = $(shell curl-config --libs) -lnghttp2 -lssl -lcrypto -lz -Wl,--version-script=$(srcdir)/src/exports.map
 
-EXTRA_CLEAN = build
+EXTRA_CLEAN = build sql/novu--$(EXTVERSION).sql
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+all: sql/novu--$(EXTVERSION).sql
+
+# The install script of this version is sql/novu.sql, copied; novu.control must name
+# the same version.
+sql/novu--$(EXTVERSION).sql: sql/novu.sql novu.control
+	@grep -q "^default_version = '$(EXTVERSION)'" novu.control || \
+		{ echo "novu.control: default_version is not $(EXTVERSION) (Makefile EXTVERSION)" >&2; exit 1; }
+	cp $< $@
+
+# the objects embed EXTVERSION (NOVU_EXTVERSION: the workers wait for the SQL of this version)
+$(OBJS): Makefile
 
 .PHONY: test bench
 test:

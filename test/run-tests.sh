@@ -2,7 +2,7 @@
 # The README's test command: everything, from a fresh Debian 12 machine.
 # Installs packages, builds with warnings as errors, installs, starts a throwaway
 # cluster as an unprivileged user with shared_preload_libraries = 'novu', runs every
-# suite (pg_regress, isolation), stops the cluster.
+# suite (schema equivalence, pg_regress, isolation), stops the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib.sh
@@ -17,6 +17,12 @@ chmod 755 "$tmp"
 start_cluster "$tmp/pg"
 
 status=0
+# First, while no database uses the extension's roles: each path creates them itself.
+log "schema: a fresh install (sql/novu.sql) = every upgrade path from 0.1.0"
+if ! bash test/schema/compare.sh "$tmp/schema"; then
+    status=1
+fi
+
 log "pg_regress and isolation suites"
 if ! make -s installcheck with_llvm=no; then
     status=1

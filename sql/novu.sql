@@ -1,0 +1,2396 @@
+/*
+ * novu.sql
+ *		The SQL of the novu extension, whole and current: roles, tables, views, the
+ *		SQL API and the delivery workers' functions, each object written once, as it is.
+ *
+ * This is the one source of the schema.  make ships it as novu--$(EXTVERSION).sql,
+ * the script CREATE EXTENSION novu runs.  Databases created by an older version
+ * reach the same schema through the upgrade scripts novu--A--B.sql, which hold
+ * only deltas: a schema change is written here and, as a delta, in the newest
+ * upgrade script; test/schema/compare.sh checks that a fresh install and every
+ * upgrade path end with the same schema.
+ *
+ * Everything the application calls is a SECURITY DEFINER function with a pinned
+ * search_path; tables are reachable only through those functions (and a few read
+ * grants), so the roles below decide who can do what.
+ */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION novu" to load this file. \quit
+
+------------------------------------------------------------------------------
+-- Roles and the schema
+-- Roles are cluster-wide: each is created only if missing, so a second database
+-- works.  The delivery workers connect as novu_worker, never as a superuser.  It is
+-- a LOGIN role only because PostgreSQL 15 lets a background worker connect as no
+-- other kind; it has no password, so password authentication never admits it; an
+-- existing superuser of that name is refused.
+------------------------------------------------------------------------------
+
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'novu_app') THEN
+        CREATE ROLE novu_app NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'novu_admin') THEN
+        CREATE ROLE novu_admin NOLOGIN;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('novu_admin', 'novu_app', 'MEMBER') THEN
+        GRANT novu_app TO novu_admin;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'novu_worker') THEN
+        CREATE ROLE novu_worker LOGIN NOINHERIT;
+    ELSIF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = 'novu_worker') THEN
+        RAISE EXCEPTION 'role "novu_worker" exists and is a superuser'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'The delivery workers never run as a superuser: ALTER ROLE novu_worker NOSUPERUSER, then try again.';
+    END IF;
+    EXECUTE pg_catalog.format('GRANT CONNECT ON DATABASE %I TO novu_worker', pg_catalog.current_database());
+END
+$roles$;
+
+GRANT USAGE ON SCHEMA novu TO novu_app, novu_admin, novu_worker;
+
+------------------------------------------------------------------------------
+-- Tables
+-- Identifiers compare byte by byte (COLLATE "C"): subscriberIds, transactionIds,
+-- workflow and integration identifiers and device tokens are keys, not words, and
+-- every index probe and insert on them would pay for a linguistic collation.
+------------------------------------------------------------------------------
+
+-- Provider integrations (admin only: credentials hold secrets).
+CREATE TABLE novu.integrations (
+    id              bigserial PRIMARY KEY,
+    identifier      text COLLATE "C" NOT NULL UNIQUE,
+    provider_id     text NOT NULL,
+    channel         text NOT NULL DEFAULT 'push',
+    name            text NOT NULL,
+    credentials     jsonb NOT NULL,
+    active          boolean NOT NULL DEFAULT true,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX integrations_provider_idx ON novu.integrations (provider_id, created_at DESC, id DESC);
+COMMENT ON TABLE novu.integrations IS 'Provider integrations (FCM, APNs, Expo, ...); credentials are secrets, readable by novu_admin only';
+
+-- Subscribers (Novu's profile).
+CREATE TABLE novu.subscribers (
+    subscriber_id   text COLLATE "C" PRIMARY KEY,
+    email           text,
+    first_name      text,
+    last_name       text,
+    phone           text,
+    avatar          text,
+    locale          text,
+    timezone        text,
+    data            jsonb NOT NULL DEFAULT '{}',
+    is_online       boolean NOT NULL DEFAULT false,
+    last_online_at  timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE novu.subscribers IS 'Subscribers: the recipients of notifications, keyed by the application''s subscriberId';
+
+-- One row per (subscriber, integration) that has credentials.
+CREATE TABLE novu.subscriber_channels (
+    subscriber_id   text COLLATE "C" NOT NULL REFERENCES novu.subscribers ON DELETE CASCADE,
+    integration_id  bigint NOT NULL REFERENCES novu.integrations ON DELETE CASCADE,
+    webhook_url     text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (subscriber_id, integration_id)
+);
+CREATE INDEX subscriber_channels_integration_idx ON novu.subscriber_channels (integration_id);
+COMMENT ON TABLE novu.subscriber_channels IS 'Subscriber credentials per integration (the "channels" of a Novu subscriber)';
+
+-- Device tokens: a token belongs to one subscriber per integration.
+CREATE TABLE novu.device_tokens (
+    integration_id  bigint NOT NULL,
+    device_token    text COLLATE "C" NOT NULL,
+    subscriber_id   text COLLATE "C" NOT NULL,
+    seq             bigserial NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (integration_id, device_token),
+    FOREIGN KEY (subscriber_id, integration_id)
+        REFERENCES novu.subscriber_channels (subscriber_id, integration_id) ON DELETE CASCADE
+);
+CREATE INDEX device_tokens_subscriber_idx ON novu.device_tokens (subscriber_id, integration_id);
+COMMENT ON TABLE novu.device_tokens IS 'Push device tokens; storing a token for a subscriber removes it from any other subscriber of the same integration';
+
+-- Workflows and their steps.
+CREATE TABLE novu.workflows (
+    workflow_id     text COLLATE "C" PRIMARY KEY,
+    name            text NOT NULL,
+    steps           jsonb NOT NULL DEFAULT '[]',
+    critical        boolean NOT NULL DEFAULT false,
+    active          boolean NOT NULL DEFAULT true,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE novu.workflows IS 'Workflows: ordered steps, validated (templates parsed) at creation';
+
+-- Subscriber preferences: a NULL workflow_id is the global preference.
+CREATE TABLE novu.preferences (
+    subscriber_id   text COLLATE "C" NOT NULL REFERENCES novu.subscribers ON DELETE CASCADE,
+    workflow_id     text COLLATE "C" REFERENCES novu.workflows ON DELETE CASCADE,
+    enabled         boolean NOT NULL DEFAULT true,
+    channels        jsonb NOT NULL DEFAULT '{}',
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT preferences_key UNIQUE NULLS NOT DISTINCT (subscriber_id, workflow_id)
+);
+CREATE INDEX preferences_workflow_idx ON novu.preferences (workflow_id);
+COMMENT ON TABLE novu.preferences IS 'Subscriber preferences; workflow_id NULL = global';
+
+-- The outbox: one row per trigger or broadcast, written in the caller's transaction.
+CREATE TABLE novu.events (
+    transaction_id  text COLLATE "C" PRIMARY KEY,
+    id              bigserial NOT NULL,
+    kind            text NOT NULL DEFAULT 'trigger',        -- trigger | broadcast
+    workflow_id     text COLLATE "C" NOT NULL,
+    recipients      text[] COLLATE "C",
+    payload         jsonb NOT NULL DEFAULT '{}',
+    overrides       jsonb NOT NULL DEFAULT '{}',
+    actor           jsonb,
+    status          text NOT NULL DEFAULT 'pending',        -- pending | processing | processed | canceled
+    cursor          text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    processed_at    timestamptz
+) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
+CREATE INDEX events_pending_idx ON novu.events (id) WHERE status IN ('pending', 'processing');
+-- the next broadcast to fan out, without walking the pending triggers
+CREATE INDEX events_broadcast_idx ON novu.events (id) WHERE kind = 'broadcast' AND status IN ('pending', 'processing');
+COMMENT ON TABLE novu.events IS 'Trigger outbox: committed with the caller''s transaction, fanned out by the delivery workers; keeps transactionId idempotency while retained';
+-- (no CHECK constraints here: this insert runs inside application transactions,
+-- and only novu.trigger/novu.broadcast and the workers write this table)
+
+-- One row per (notification, step, delivery target); the queue the workers drain.
+CREATE TABLE novu.deliveries (
+    id                      bigserial PRIMARY KEY,
+    transaction_id          text COLLATE "C" NOT NULL,
+    workflow_id             text COLLATE "C" NOT NULL,
+    subscriber_id           text COLLATE "C" NOT NULL,
+    step_index              integer NOT NULL DEFAULT 0,
+    channel                 text NOT NULL,
+    integration_id          bigint REFERENCES novu.integrations ON DELETE SET NULL,
+    provider_id             text,
+    integration_identifier  text COLLATE "C",
+    device_token            text COLLATE "C",
+    status                  text NOT NULL DEFAULT 'pending'
+                            CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'canceled', 'skipped')),
+    attempts                integer NOT NULL DEFAULT 0,
+    last_error              text,
+    provider_message_id     text,
+    next_attempt_at         timestamptz NOT NULL DEFAULT now(),
+    lease_until             timestamptz,
+    claimed_by              integer,
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    updated_at              timestamptz NOT NULL DEFAULT now(),
+    sent_at                 timestamptz,
+    receipt_at              timestamptz
+) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
+CREATE INDEX deliveries_receipt_idx ON novu.deliveries (receipt_at) WHERE receipt_at IS NOT NULL;
+-- the queue index holds pending messages only; leases have their own index (the
+-- claim reads due messages from the first, expired leases from the second)
+CREATE INDEX deliveries_due_idx ON novu.deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_lease_idx ON novu.deliveries (lease_until) WHERE status = 'sending';
+CREATE INDEX deliveries_transaction_idx ON novu.deliveries (transaction_id);
+-- pending deliveries of a subscriber (delete_subscriber cancels them); partial, so
+-- sent and failed row versions cost no entry here
+CREATE INDEX deliveries_subscriber_idx ON novu.deliveries (subscriber_id) WHERE status = 'pending';
+COMMENT ON TABLE novu.deliveries IS 'Delivery queue and history: one row per message to one device token or webhook';
+
+-- The activity log (Novu's execution details).
+CREATE TABLE novu.execution_details (
+    id              bigserial PRIMARY KEY,
+    transaction_id  text COLLATE "C" NOT NULL,
+    message_id      bigint,
+    subscriber_id   text COLLATE "C",
+    workflow_id     text COLLATE "C",
+    channel         text,
+    provider_id     text,
+    status          text NOT NULL CHECK (status IN ('Success', 'Pending', 'Warning', 'Failed')),
+    detail          text NOT NULL,
+    raw             jsonb,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX execution_details_transaction_idx ON novu.execution_details (transaction_id);
+-- housekeeping deletes by age: rows arrive in time order, a BRIN index is nearly free to maintain
+CREATE INDEX execution_details_created_idx ON novu.execution_details USING brin (created_at);
+COMMENT ON TABLE novu.execution_details IS 'Activity log: one row per step event ("Message sent", "Token removed: Unregistered", ...)';
+
+-- Counters per integration that the deliveries table cannot give (retries, pruned
+-- tokens), one row per delivery worker: two workers recording results at once never
+-- wait for each other's transaction on one row.
+CREATE TABLE novu.provider_stats (
+    integration_id  bigint NOT NULL REFERENCES novu.integrations ON DELETE CASCADE,
+    sent            bigint NOT NULL DEFAULT 0,
+    failed          bigint NOT NULL DEFAULT 0,
+    retried         bigint NOT NULL DEFAULT 0,
+    tokens_pruned   bigint NOT NULL DEFAULT 0,
+    last_error      text,
+    last_error_at   timestamptz,
+    worker          integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (integration_id, worker)
+);
+COMMENT ON TABLE novu.provider_stats IS 'Delivery counters per integration (see novu.stat_providers)';
+COMMENT ON COLUMN novu.provider_stats.worker IS 'Delivery worker slot that counted these (novu.stat_providers sums them)';
+
+-- CSV import: COPY into this staging table of text columns, then call novu.import_subscribers().
+-- It is UNLOGGED on purpose: it only holds rows between a COPY and the import call.
+CREATE UNLOGGED TABLE novu.subscriber_import (
+    "subscriberId"  text,
+    "firstName"     text,
+    "lastName"      text,
+    email           text,
+    phone           text,
+    locale          text,
+    avatar          text,
+    timezone        text,
+    data            text,
+    line            bigserial
+);
+COMMENT ON TABLE novu.subscriber_import IS 'CSV import staging area: COPY (columns "subscriberId","firstName","lastName",email,phone,locale,avatar[,timezone,data]) then SELECT novu.import_subscribers()';
+
+CREATE TABLE novu.subscriber_import_rejects (
+    line            bigint,
+    subscriber_id   text,
+    reason          text NOT NULL,
+    row_data        jsonb NOT NULL,
+    rejected_at     timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE novu.subscriber_import_rejects IS 'Rows rejected by novu.import_subscribers(), with the reason';
+
+-- pg_dump keeps user data of extension tables only when registered.
+SELECT pg_catalog.pg_extension_config_dump('novu.integrations', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.integrations_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.subscribers', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.subscriber_channels', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.device_tokens', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.device_tokens_seq_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.workflows', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.preferences', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.events', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.deliveries_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.execution_details', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.execution_details_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.subscriber_import_rejects', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.provider_stats', '');
+
+------------------------------------------------------------------------------
+-- Views
+-- They read the tables only; SQL functions below read them.
+------------------------------------------------------------------------------
+
+-- Messages: delivery rows, plus committed triggers not yet fanned out (one row per
+-- recipient and step, status pending or canceled), so a trigger shows at once.
+CREATE VIEW novu.messages AS
+    SELECT d.id, d.transaction_id, d.workflow_id, d.subscriber_id, d.channel,
+           d.provider_id, d.integration_identifier, d.device_token, d.status,
+           d.attempts, d.last_error, d.provider_message_id,
+           d.created_at, d.updated_at, d.sent_at
+      FROM novu.deliveries d
+    UNION ALL
+    SELECT NULL::bigint, e.transaction_id, e.workflow_id, r.subscriber_id,
+           s.step ->> 'type', NULL::text, NULL::text, NULL::text,
+           CASE e.status WHEN 'canceled' THEN 'canceled' ELSE 'pending' END,
+           0, NULL::text, NULL::text, e.created_at, e.created_at, NULL::timestamptz
+      FROM novu.events e
+      LEFT JOIN novu.workflows w ON w.workflow_id = e.workflow_id
+      CROSS JOIN LATERAL unnest(COALESCE(e.recipients, ARRAY[NULL::text])) AS r(subscriber_id)
+      CROSS JOIN LATERAL jsonb_array_elements(COALESCE(w.steps, '[{}]'::jsonb)) AS s(step)
+     WHERE e.status IN ('pending', 'canceled');
+COMMENT ON VIEW novu.messages IS 'One row per (notification, step, delivery target); status pending, sending, sent, failed, canceled or skipped';
+
+-- Notifications: one row per (transaction, subscriber).
+CREATE VIEW novu.notifications AS
+    SELECT e.transaction_id, e.workflow_id, r.subscriber_id, e.kind, e.status,
+           e.payload, e.overrides, e.actor, e.created_at, e.processed_at
+      FROM novu.events e
+      CROSS JOIN LATERAL unnest(e.recipients) AS r(subscriber_id)
+     WHERE e.kind = 'trigger'
+    UNION ALL
+    SELECT e.transaction_id, e.workflow_id, d.subscriber_id, e.kind, e.status,
+           e.payload, e.overrides, e.actor, e.created_at, e.processed_at
+      FROM novu.events e
+      CROSS JOIN LATERAL (SELECT DISTINCT dd.subscriber_id
+                            FROM novu.deliveries dd
+                           WHERE dd.transaction_id = e.transaction_id) AS d
+     WHERE e.kind = 'broadcast';
+COMMENT ON VIEW novu.notifications IS 'One row per (transaction, subscriber); a broadcast lists its subscribers once fanned out';
+
+-- pg_stat-style delivery statistics per integration (the workers' counter rows summed).
+CREATE VIEW novu.stat_providers AS
+    SELECT i.identifier AS integration_identifier, i.provider_id, i.active,
+           (SELECT count(*) FROM novu.deliveries d WHERE d.integration_id = i.id AND d.status = 'pending') AS pending,
+           (SELECT count(*) FROM novu.deliveries d WHERE d.integration_id = i.id AND d.status = 'sending') AS in_flight,
+           COALESCE(p.sent, 0) AS sent,
+           COALESCE(p.failed, 0) AS failed,
+           COALESCE(p.retried, 0) AS retried,
+           COALESCE(p.tokens_pruned, 0) AS tokens_pruned,
+           p.last_error, p.last_error_at
+      FROM novu.integrations i
+      LEFT JOIN LATERAL (
+          SELECT sum(s.sent)::bigint AS sent, sum(s.failed)::bigint AS failed,
+                 sum(s.retried)::bigint AS retried, sum(s.tokens_pruned)::bigint AS tokens_pruned,
+                 (array_agg(s.last_error ORDER BY s.last_error_at DESC NULLS LAST))[1] AS last_error,
+                 max(s.last_error_at) AS last_error_at
+            FROM novu.provider_stats s
+           WHERE s.integration_id = i.id) p ON true;
+COMMENT ON VIEW novu.stat_providers IS 'Per integration: pending, in flight, sent, failed, retried, tokens pruned, last error and when';
+
+------------------------------------------------------------------------------
+-- Internal helpers in C (validation, templates, JSON)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu._check_template(template text, field text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'novu_check_template'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION novu._check_template(text, text) IS 'Internal: raise a syntax error naming the field if the template does not parse';
+
+CREATE FUNCTION novu._validate_integration(provider_id text, credentials jsonb)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'novu_validate_integration'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION novu._validate_integration(text, jsonb) IS 'Internal: validate and normalize integration credentials of a provider (keys parsed with OpenSSL)';
+
+CREATE FUNCTION novu._jwt_selftest(alg text, pem text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'novu_jwt_selftest'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION novu._jwt_selftest(text, text) IS 'Internal test helper: sign a fixed JWT with the key (RS256 or ES256) and verify it with its public half';
+
+CREATE FUNCTION novu._parse_object(value text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'novu_parse_object'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION novu._parse_object(text) IS 'Internal: the text as a jsonb object, or NULL if it is not a valid JSON object (never raises)';
+
+-- Every jsonb argument has a size limit, checked before anything is stored
+-- (the README lists them); C code checks the trigger's arguments itself.
+CREATE FUNCTION novu._check_size(value jsonb, field text, max_bytes integer)
+RETURNS jsonb
+LANGUAGE C STRICT IMMUTABLE
+AS 'MODULE_PATHNAME', 'novu_check_size';
+COMMENT ON FUNCTION novu._check_size(jsonb, text, integer) IS 'Internal: raise unless the value''s JSON text has at most max_bytes bytes and nests at most 64 levels; returns the value';
+
+-- Subscriber webhook URLs get the check of integration URLs (netpolicy.c): https
+-- only, no user:password@, no fragment, at most 2048 bytes, no literal address
+-- that novu.allowed_private_networks does not allow (so STABLE: it reads the
+-- setting).  The error never repeats the URL: it may hold a secret.
+CREATE FUNCTION novu._check_url(value text, field text)
+RETURNS void
+LANGUAGE C STABLE
+AS 'MODULE_PATHNAME', 'novu_check_url';
+COMMENT ON FUNCTION novu._check_url(text, text) IS 'Internal: raise unless the value is a URL the outbound URL policy accepts (https, no user:password@ or fragment, at most 2048 bytes, no refused literal address)';
+
+-- Device tokens have their provider's form before they are stored (APNs hex,
+-- FCM and Expo character sets, web-push subscription JSON), and overrides keep
+-- to each provider's allowlist: they shape the notification, never its target
+-- or its authentication (provider_rules.c; the workers check both again
+-- before sending, for rows stored by an older version).
+CREATE FUNCTION novu._check_device_token(provider_id text, token text, field text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'novu_check_device_token'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION novu._check_device_token(text, text, text) IS 'Internal: raise naming the field unless the device token has its provider''s form';
+
+CREATE FUNCTION novu._check_overrides(overrides jsonb, field text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'novu_check_overrides_sql'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION novu._check_overrides(jsonb, text) IS 'Internal: raise naming the field unless every provider''s overrides keep to its allowlist (no token, topic, condition, "to", apns-topic, authorization; header values without control characters)';
+
+------------------------------------------------------------------------------
+-- Internal helpers (no grants: reached only through the API functions)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu._iso(ts timestamptz)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') $$;
+COMMENT ON FUNCTION novu._iso(timestamptz) IS 'Internal: ISO 8601 UTC text of a timestamp, as Novu prints dates';
+
+CREATE FUNCTION novu._push_providers()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT ARRAY['fcm', 'apns', 'expo', 'one-signal', 'push-webhook', 'web-push'] $$;
+COMMENT ON FUNCTION novu._push_providers() IS 'Internal: the provider ids this version delivers to';
+
+CREATE FUNCTION novu._check_provider(provider_id text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF provider_id IS NULL OR NOT provider_id = ANY (novu._push_providers()) THEN
+        RAISE EXCEPTION 'unknown provider_id "%"', provider_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known providers: ' || array_to_string(novu._push_providers(), ', ') || '.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_provider(text) IS 'Internal: raise unless the provider id is known';
+
+CREATE FUNCTION novu._check_id(value text, field text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL OR value = '' THEN
+        RAISE EXCEPTION '% must not be empty', field
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Give a %s of 1 to 255 characters.', field);
+    END IF;
+    IF length(value) > 255 THEN
+        RAISE EXCEPTION '% is too long (% characters)', field, length(value)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('A %s has at most 255 characters.', field);
+    END IF;
+    IF value ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION '% must not contain control characters', field
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Use printable characters in %s.', field);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_id(text, text) IS 'Internal: raise unless the identifier has 1 to 255 characters and no control characters';
+
+-- Validate a Novu subscriber profile (at most 64 KiB); what = the argument name used in messages.
+CREATE FUNCTION novu._check_profile(profile jsonb, what text, allow_channels boolean)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    v jsonb;
+    i integer := 0;
+    ch jsonb;
+BEGIN
+    IF profile IS NULL OR jsonb_typeof(profile) <> 'object' THEN
+        RAISE EXCEPTION '% must be a JSON object', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass Novu profile keys, e.g. {"email": "a@b.co", "firstName": "Ada"}.';
+    END IF;
+    PERFORM novu._check_size(profile, what, 65536);
+    FOR k, v IN SELECT * FROM jsonb_each(profile) LOOP
+        CASE
+        WHEN k IN ('email', 'firstName', 'lastName', 'phone', 'avatar', 'locale', 'timezone', 'subscriberId') THEN
+            IF jsonb_typeof(v) NOT IN ('string', 'null') THEN
+                RAISE EXCEPTION '%.% must be a string', what, k
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Profile fields are strings (or null to clear them).';
+            END IF;
+        WHEN k = 'data' THEN
+            IF jsonb_typeof(v) NOT IN ('object', 'null') THEN
+                RAISE EXCEPTION '%.data must be a JSON object', what
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Custom data is a JSON object of key-value pairs.';
+            END IF;
+        WHEN k = 'channels' AND allow_channels THEN
+            IF jsonb_typeof(v) <> 'array' THEN
+                RAISE EXCEPTION '%.channels must be an array', what
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'channels is an array of {"providerId", "integrationIdentifier", "credentials"}.';
+            END IF;
+            FOR ch IN SELECT * FROM jsonb_array_elements(v) LOOP
+                IF jsonb_typeof(ch) <> 'object' OR jsonb_typeof(ch -> 'providerId') IS DISTINCT FROM 'string'
+                   OR jsonb_typeof(ch -> 'credentials') IS DISTINCT FROM 'object'
+                   OR jsonb_typeof(ch -> 'integrationIdentifier') NOT IN ('string', 'null')
+                   OR EXISTS (SELECT FROM jsonb_object_keys(ch) x WHERE x NOT IN ('providerId', 'integrationIdentifier', 'credentials')) THEN
+                    RAISE EXCEPTION '%.channels[%] must be an object with providerId and credentials', what, i
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'Example: {"providerId": "fcm", "credentials": {"deviceTokens": ["token"]}}.';
+                END IF;
+                i := i + 1;
+            END LOOP;
+        ELSE
+            RAISE EXCEPTION 'unknown key "%" in %', k, what
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Profile keys: subscriberId, email, firstName, lastName, phone, avatar, locale, timezone, data'
+                             || CASE WHEN allow_channels THEN ', channels.' ELSE '.' END;
+        END CASE;
+    END LOOP;
+
+    IF profile ->> 'email' IS NOT NULL
+       AND profile ->> 'email' !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$' THEN
+        RAISE EXCEPTION 'invalid email "%" in %', profile ->> 'email', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'An email looks like name@example.com.';
+    END IF;
+    IF profile ->> 'locale' IS NOT NULL
+       AND profile ->> 'locale' !~ '^[a-zA-Z]{2}(-[a-zA-Z]{2})?$' THEN
+        RAISE EXCEPTION 'invalid locale "%" in %', profile ->> 'locale', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A locale is a language code with an optional region, e.g. "en" or "en-US".';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_profile(jsonb, text, boolean) IS 'Internal: raise unless the jsonb is a valid Novu subscriber profile';
+
+-- The Novu JSON shape of a subscriber, with its channels.
+CREATE FUNCTION novu._subscriber_json(s novu.subscribers)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'subscriberId', s.subscriber_id,
+        'firstName', s.first_name,
+        'lastName', s.last_name,
+        'email', s.email,
+        'phone', s.phone,
+        'avatar', s.avatar,
+        'locale', s.locale,
+        'timezone', s.timezone,
+        'data', s.data,
+        'channels', COALESCE((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'providerId', i.provider_id,
+                       'integrationIdentifier', i.identifier,
+                       'credentials', jsonb_strip_nulls(jsonb_build_object(
+                           'deviceTokens', COALESCE((SELECT jsonb_agg(t.device_token ORDER BY t.seq)
+                                                       FROM novu.device_tokens t
+                                                      WHERE t.subscriber_id = c.subscriber_id
+                                                        AND t.integration_id = c.integration_id), '[]'::jsonb),
+                           'webhookUrl', c.webhook_url)))
+                     ORDER BY i.provider_id, i.identifier)
+              FROM novu.subscriber_channels c
+              JOIN novu.integrations i ON i.id = c.integration_id
+             WHERE c.subscriber_id = s.subscriber_id), '[]'::jsonb),
+        'isOnline', s.is_online,
+        'lastOnlineAt', novu._iso(s.last_online_at),
+        'deleted', false,
+        'createdAt', novu._iso(s.created_at),
+        'updatedAt', novu._iso(s.updated_at))
+$$;
+COMMENT ON FUNCTION novu._subscriber_json(novu.subscribers) IS 'Internal: Novu''s JSON shape of a subscriber, channels included';
+
+-- Upsert a subscriber from a profile; returns true if it was created.
+CREATE FUNCTION novu._upsert_subscriber(p_subscriber_id text, p_profile jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p jsonb := COALESCE(p_profile, '{}');
+    created boolean;
+    ch jsonb;
+BEGIN
+    PERFORM novu._check_id(p_subscriber_id, 'subscriberId');
+    PERFORM novu._check_profile(p, 'profile', true);
+    IF p ? 'subscriberId' AND p ->> 'subscriberId' IS DISTINCT FROM p_subscriber_id THEN
+        RAISE EXCEPTION 'profile.subscriberId "%" differs from subscriber_id "%"', p ->> 'subscriberId', p_subscriber_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A subscriber is renamed by creating the new one and deleting the old one.';
+    END IF;
+
+    INSERT INTO novu.subscribers AS s
+           (subscriber_id, email, first_name, last_name, phone, avatar, locale, timezone, data)
+    VALUES (p_subscriber_id, p ->> 'email', p ->> 'firstName', p ->> 'lastName', p ->> 'phone',
+            p ->> 'avatar', p ->> 'locale', p ->> 'timezone',
+            CASE WHEN jsonb_typeof(p -> 'data') = 'object' THEN p -> 'data' ELSE '{}'::jsonb END)
+    ON CONFLICT (subscriber_id) DO UPDATE SET
+        email      = CASE WHEN p ? 'email'     THEN excluded.email      ELSE s.email END,
+        first_name = CASE WHEN p ? 'firstName' THEN excluded.first_name ELSE s.first_name END,
+        last_name  = CASE WHEN p ? 'lastName'  THEN excluded.last_name  ELSE s.last_name END,
+        phone      = CASE WHEN p ? 'phone'     THEN excluded.phone      ELSE s.phone END,
+        avatar     = CASE WHEN p ? 'avatar'    THEN excluded.avatar     ELSE s.avatar END,
+        locale     = CASE WHEN p ? 'locale'    THEN excluded.locale     ELSE s.locale END,
+        timezone   = CASE WHEN p ? 'timezone'  THEN excluded.timezone   ELSE s.timezone END,
+        data       = CASE WHEN p ? 'data'      THEN excluded.data       ELSE s.data END,
+        updated_at = now()
+    RETURNING (xmax = 0) INTO created;
+
+    FOR ch IN SELECT * FROM jsonb_array_elements(COALESCE(p -> 'channels', '[]')) LOOP
+        PERFORM novu._store_credentials(p_subscriber_id, ch ->> 'providerId', ch -> 'credentials',
+                                        ch ->> 'integrationIdentifier', false);
+    END LOOP;
+    RETURN created;
+END
+$$;
+COMMENT ON FUNCTION novu._upsert_subscriber(text, jsonb) IS 'Internal: create or update a subscriber from a Novu profile (channels appended); true if created';
+
+-- Resolve the integration credentials are stored for.
+CREATE FUNCTION novu._resolve_integration(p_provider_id text, p_identifier text)
+RETURNS novu.integrations
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i novu.integrations;
+BEGIN
+    PERFORM novu._check_provider(p_provider_id);
+    IF p_identifier IS NOT NULL THEN
+        SELECT * INTO i FROM novu.integrations WHERE identifier = p_identifier;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'integration "%" not found', p_identifier
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'integration_identifier names an integration created with novu.create_integration().';
+        END IF;
+        IF i.provider_id <> p_provider_id THEN
+            RAISE EXCEPTION 'integration "%" is of provider "%", not "%"', p_identifier, i.provider_id, p_provider_id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass the provider_id of that integration, or another integration_identifier.';
+        END IF;
+        RETURN i;
+    END IF;
+    SELECT * INTO i FROM novu.integrations
+     WHERE provider_id = p_provider_id AND active
+     ORDER BY created_at DESC, id DESC
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no active integration for provider "%"', p_provider_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('An administrator creates one with novu.create_integration(%L, credentials).', p_provider_id);
+    END IF;
+    RETURN i;
+END
+$$;
+COMMENT ON FUNCTION novu._resolve_integration(text, text) IS 'Internal: the named integration of the provider, else its newest active one';
+
+-- Validate subscriber credentials for a provider, every device token checked for
+-- its provider's form; returns the de-duplicated token list.
+CREATE FUNCTION novu._check_credentials(p_provider_id text, p_credentials jsonb)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    t jsonb;
+    i integer := 0;
+BEGIN
+    IF p_credentials IS NULL OR jsonb_typeof(p_credentials) <> 'object' THEN
+        RAISE EXCEPTION 'credentials must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: {"deviceTokens": ["token-1"]}.';
+    END IF;
+    PERFORM novu._check_size(p_credentials, 'credentials', 65536);
+    FOR k IN SELECT jsonb_object_keys(p_credentials) LOOP
+        IF k = 'webhookUrl' AND p_provider_id <> 'push-webhook' THEN
+            RAISE EXCEPTION 'credentials.webhookUrl is not used by provider "%"', p_provider_id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Push providers take deviceTokens; webhookUrl is for push-webhook.';
+        ELSIF k NOT IN ('deviceTokens', 'webhookUrl') THEN
+            RAISE EXCEPTION 'unknown key "%" in credentials', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Subscriber credentials take deviceTokens (and webhookUrl for push-webhook).';
+        END IF;
+    END LOOP;
+    IF p_credentials ? 'webhookUrl' THEN
+        PERFORM novu._check_url(p_credentials ->> 'webhookUrl', 'credentials.webhookUrl');
+    END IF;
+    IF NOT p_credentials ? 'deviceTokens' THEN
+        RETURN '{}';
+    END IF;
+    IF jsonb_typeof(p_credentials -> 'deviceTokens') <> 'array' THEN
+        RAISE EXCEPTION 'credentials.deviceTokens must be an array of non-empty strings'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: {"deviceTokens": ["token-1", "token-2"]}.';
+    END IF;
+    IF jsonb_array_length(p_credentials -> 'deviceTokens') > 100 THEN
+        RAISE EXCEPTION 'credentials.deviceTokens has too many tokens (%)', jsonb_array_length(p_credentials -> 'deviceTokens')
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Store at most 100 device tokens per call.';
+    END IF;
+    FOR t IN SELECT * FROM jsonb_array_elements(p_credentials -> 'deviceTokens') LOOP
+        IF jsonb_typeof(t) <> 'string' OR t #>> '{}' = '' THEN
+            RAISE EXCEPTION 'credentials.deviceTokens[%] must be a non-empty string', i
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'deviceTokens is an array of non-empty strings.';
+        END IF;
+        IF length(t #>> '{}') > 4096 THEN
+            RAISE EXCEPTION 'credentials.deviceTokens[%] is too long (% characters)', i, length(t #>> '{}')
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A device token has at most 4096 characters.';
+        END IF;
+        PERFORM novu._check_device_token(p_provider_id, t #>> '{}', format('credentials.deviceTokens[%s]', i));
+        i := i + 1;
+    END LOOP;
+    RETURN ARRAY(SELECT tok FROM jsonb_array_elements_text(p_credentials -> 'deviceTokens') WITH ORDINALITY a(tok, n)
+                 GROUP BY tok ORDER BY min(n));
+END
+$$;
+COMMENT ON FUNCTION novu._check_credentials(text, jsonb) IS 'Internal: validate subscriber credentials; returns the de-duplicated device tokens in order';
+
+-- Store credentials of one subscriber for one integration (replace or append).
+CREATE FUNCTION novu._store_credentials(p_subscriber_id text, p_provider_id text, p_credentials jsonb,
+                                        p_identifier text, p_replace boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    integ novu.integrations;
+    tokens text[];
+BEGIN
+    PERFORM novu._check_id(p_subscriber_id, 'subscriberId');
+    integ := novu._resolve_integration(p_provider_id, p_identifier);
+    tokens := novu._check_credentials(p_provider_id, p_credentials);
+    PERFORM FROM novu.subscribers WHERE subscriber_id = p_subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', p_subscriber_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it first with novu.identify().';
+    END IF;
+
+    INSERT INTO novu.subscriber_channels AS c (subscriber_id, integration_id, webhook_url)
+    VALUES (p_subscriber_id, integ.id, p_credentials ->> 'webhookUrl')
+    ON CONFLICT (subscriber_id, integration_id) DO UPDATE SET
+        webhook_url = CASE WHEN p_replace OR p_credentials ? 'webhookUrl' THEN excluded.webhook_url
+                           ELSE c.webhook_url END,
+        updated_at = now();
+
+    IF p_replace THEN
+        DELETE FROM novu.device_tokens
+         WHERE subscriber_id = p_subscriber_id AND integration_id = integ.id
+           AND device_token <> ALL (tokens);
+    END IF;
+
+    -- A token belongs to one subscriber per integration: take it over from anyone else.
+    INSERT INTO novu.device_tokens AS d (integration_id, device_token, subscriber_id)
+    SELECT integ.id, tok, p_subscriber_id
+      FROM unnest(tokens) WITH ORDINALITY AS u(tok, n)
+     ORDER BY n
+    ON CONFLICT (integration_id, device_token) DO UPDATE SET
+        subscriber_id = excluded.subscriber_id,
+        created_at = now()
+     WHERE d.subscriber_id <> excluded.subscriber_id;
+END
+$$;
+COMMENT ON FUNCTION novu._store_credentials(text, text, jsonb, text, boolean) IS 'Internal: store subscriber credentials for an integration, replacing (PUT) or appending (PATCH)';
+
+------------------------------------------------------------------------------
+-- Subscribers API
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu.get_subscriber(subscriber_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s novu.subscribers;
+BEGIN
+    SELECT * INTO s FROM novu.subscribers x WHERE x.subscriber_id = get_subscriber.subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', get_subscriber.subscriber_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with novu.identify().';
+    END IF;
+    RETURN novu._subscriber_json(s);
+END
+$$;
+COMMENT ON FUNCTION novu.get_subscriber(text) IS 'Get a subscriber (Novu shape, with channels); unknown subscriberId is an error';
+
+CREATE FUNCTION novu.identify(subscriber_id text, profile jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._upsert_subscriber(identify.subscriber_id, COALESCE(profile, '{}'));
+    RETURN novu.get_subscriber(identify.subscriber_id);
+END
+$$;
+COMMENT ON FUNCTION novu.identify(text, jsonb) IS 'Create or update a subscriber (upsert); only given keys change, data is replaced whole, channels are appended';
+
+CREATE FUNCTION novu.update_subscriber(subscriber_id text, profile jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_id(update_subscriber.subscriber_id, 'subscriberId');
+    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = update_subscriber.subscriber_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', update_subscriber.subscriber_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with novu.identify().';
+    END IF;
+    PERFORM novu._upsert_subscriber(update_subscriber.subscriber_id, profile);
+    RETURN novu.get_subscriber(update_subscriber.subscriber_id);
+END
+$$;
+COMMENT ON FUNCTION novu.update_subscriber(text, jsonb) IS 'Update an existing subscriber; only given keys change; unknown subscriberId is an error';
+
+CREATE FUNCTION novu.delete_subscriber(subscriber_id text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_it boolean;
+BEGIN
+    DELETE FROM novu.subscribers s WHERE s.subscriber_id = delete_subscriber.subscriber_id;
+    found_it := FOUND;
+    IF found_it THEN
+        -- Pending deliveries to it are canceled; sent history stays.
+        WITH c AS (
+            UPDATE novu.deliveries d SET status = 'canceled', updated_at = now(),
+                   last_error = 'Subscriber deleted'
+             WHERE d.subscriber_id = delete_subscriber.subscriber_id AND d.status = 'pending'
+            RETURNING d.id, d.transaction_id, d.workflow_id, d.channel, d.provider_id)
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id,
+                                            channel, provider_id, status, detail)
+        SELECT c.transaction_id, c.id, delete_subscriber.subscriber_id, c.workflow_id, c.channel,
+               c.provider_id, 'Warning', 'Message canceled: subscriber deleted'
+          FROM c;
+    END IF;
+    RETURN found_it;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_subscriber(text) IS 'Delete a subscriber with its credentials and preferences; pending deliveries are canceled, history stays; false if unknown';
+
+CREATE FUNCTION novu.list_subscribers(page integer DEFAULT 0, page_size integer DEFAULT 10)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF page IS NULL OR page < 0 THEN
+        RAISE EXCEPTION 'page must be 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pages are numbered from 0.';
+    END IF;
+    IF page_size IS NULL OR page_size < 1 OR page_size > 100 THEN
+        RAISE EXCEPTION 'page_size must be between 1 and 100'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default page size is 10.';
+    END IF;
+    RETURN jsonb_build_object(
+        'page', page,
+        'totalCount', (SELECT count(*) FROM novu.subscribers),
+        'pageSize', page_size,
+        'data', COALESCE((SELECT jsonb_agg(novu._subscriber_json(s) ORDER BY s.created_at, s.subscriber_id)
+                            FROM (SELECT * FROM novu.subscribers
+                                   ORDER BY created_at, subscriber_id
+                                   OFFSET page::bigint * page_size LIMIT page_size) s), '[]'::jsonb));
+END
+$$;
+COMMENT ON FUNCTION novu.list_subscribers(integer, integer) IS 'List subscribers by creation order: {page, totalCount, pageSize, data}';
+
+CREATE FUNCTION novu.bulk_identify(subscribers jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    item jsonb;
+    sid text;
+    created jsonb := '[]';
+    updated jsonb := '[]';
+    failed jsonb := '[]';
+    msg text;
+BEGIN
+    IF subscribers IS NULL OR jsonb_typeof(subscribers) <> 'array' THEN
+        RAISE EXCEPTION 'subscribers must be a JSON array'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass an array of profiles, each with a subscriberId.';
+    END IF;
+    IF jsonb_array_length(subscribers) > 500 THEN
+        RAISE EXCEPTION 'too many subscribers: % (at most 500 per call)', jsonb_array_length(subscribers)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Split the array, or use the CSV import (novu.subscriber_import) for large loads.';
+    END IF;
+    FOR item IN SELECT * FROM jsonb_array_elements(subscribers) LOOP
+        sid := CASE WHEN jsonb_typeof(item) = 'object' THEN item ->> 'subscriberId' END;
+        BEGIN
+            IF jsonb_typeof(item) IS DISTINCT FROM 'object' THEN
+                RAISE EXCEPTION 'each item must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF jsonb_typeof(item -> 'subscriberId') IS DISTINCT FROM 'string' THEN
+                RAISE EXCEPTION 'subscriberId is required' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF novu._upsert_subscriber(sid, item) THEN
+                created := created || jsonb_build_array(jsonb_build_object('subscriberId', sid));
+            ELSE
+                updated := updated || jsonb_build_array(jsonb_build_object('subscriberId', sid));
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+            failed := failed || jsonb_build_array(jsonb_build_object('subscriberId', sid, 'message', msg));
+        END;
+    END LOOP;
+    RETURN jsonb_build_object('created', created, 'updated', updated, 'failed', failed);
+END
+$$;
+COMMENT ON FUNCTION novu.bulk_identify(jsonb) IS 'Create or update up to 500 subscribers; per-item created/updated/failed, a bad item never fails the others';
+
+CREATE FUNCTION novu.set_online_status(subscriber_id text, is_online boolean)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF is_online IS NULL THEN
+        RAISE EXCEPTION 'is_online must not be null'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+    END IF;
+    UPDATE novu.subscribers s
+       SET is_online = set_online_status.is_online,
+           last_online_at = CASE WHEN s.is_online AND NOT set_online_status.is_online THEN now()
+                                 ELSE s.last_online_at END,
+           updated_at = now()
+     WHERE s.subscriber_id = set_online_status.subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', set_online_status.subscriber_id
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.identify().';
+    END IF;
+    RETURN novu.get_subscriber(set_online_status.subscriber_id);
+END
+$$;
+COMMENT ON FUNCTION novu.set_online_status(text, boolean) IS 'Set isOnline; going offline records lastOnlineAt';
+
+-- CSV import: a row of more than 64 KiB is rejected, not parsed; a row whose data
+-- novu._parse_object cannot hold (numbers such as 1e1000000, nesting past 64
+-- levels) is rejected alone.
+CREATE FUNCTION novu.import_subscribers()
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n_total bigint;
+    n_rejected bigint;
+    n_created bigint;
+    n_updated bigint;
+BEGIN
+    -- Wait for COPYs in progress; block new ones until this transaction ends.
+    LOCK TABLE novu.subscriber_import IN EXCLUSIVE MODE;
+
+    CREATE TEMP TABLE pg_temp.novu_import_checked ON COMMIT DROP AS
+    SELECT i.line, i.sid, i.first_name, i.last_name, i.email, i.phone, i.locale, i.avatar,
+           i.timezone, i.data_text,
+           CASE WHEN i.row_bytes <= 65536 THEN novu._parse_object(i.data_text) END AS data,
+           CASE
+               WHEN i.sid IS NULL THEN 'missing subscriberId'
+               WHEN i.row_bytes > 65536 THEN 'row is larger than 64 KiB'
+               WHEN length(i.sid) > 255 THEN 'subscriberId longer than 255 characters'
+               WHEN i.sid ~ '[[:cntrl:]]' THEN 'subscriberId contains control characters'
+               WHEN i.email IS NOT NULL AND i.email !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$'
+                   THEN 'invalid email format'
+               WHEN i.locale IS NOT NULL AND i.locale !~ '^[a-zA-Z]{2}(-[a-zA-Z]{2})?$'
+                   THEN 'invalid locale format'
+               WHEN i.data_text IS NOT NULL AND novu._parse_object(i.data_text) IS NULL
+                   THEN 'data is not a JSON object'
+           END AS reason
+      FROM (SELECT line,
+                   nullif(btrim(s."subscriberId"), '') AS sid,
+                   nullif(btrim(s."firstName"), '') AS first_name,
+                   nullif(btrim(s."lastName"), '') AS last_name,
+                   nullif(btrim(s.email), '') AS email,
+                   nullif(btrim(s.phone), '') AS phone,
+                   nullif(btrim(s.locale), '') AS locale,
+                   nullif(btrim(s.avatar), '') AS avatar,
+                   nullif(btrim(s.timezone), '') AS timezone,
+                   nullif(btrim(s.data), '') AS data_text,
+                   COALESCE(octet_length(s."subscriberId"), 0) + COALESCE(octet_length(s."firstName"), 0)
+                   + COALESCE(octet_length(s."lastName"), 0) + COALESCE(octet_length(s.email), 0)
+                   + COALESCE(octet_length(s.phone), 0) + COALESCE(octet_length(s.locale), 0)
+                   + COALESCE(octet_length(s.avatar), 0) + COALESCE(octet_length(s.timezone), 0)
+                   + COALESCE(octet_length(s.data), 0) AS row_bytes
+              FROM novu.subscriber_import s) i;
+    GET DIAGNOSTICS n_total = ROW_COUNT;
+
+    -- A subscriberId appearing twice: the last line wins, earlier ones are rejected.
+    UPDATE pg_temp.novu_import_checked c
+       SET reason = 'duplicate subscriberId (a later line wins)'
+      FROM (SELECT sid, max(line) AS last_line
+              FROM pg_temp.novu_import_checked
+             WHERE reason IS NULL
+             GROUP BY sid HAVING count(*) > 1) d
+     WHERE c.reason IS NULL AND c.sid = d.sid AND c.line < d.last_line;
+
+    INSERT INTO novu.subscriber_import_rejects (line, subscriber_id, reason, row_data)
+    SELECT line, sid, reason,
+           jsonb_strip_nulls(jsonb_build_object('subscriberId', sid, 'firstName', first_name,
+               'lastName', last_name, 'email', email, 'phone', phone, 'locale', locale,
+               'avatar', avatar, 'timezone', timezone, 'data', data_text))
+      FROM pg_temp.novu_import_checked
+     WHERE reason IS NOT NULL;
+    GET DIAGNOSTICS n_rejected = ROW_COUNT;
+
+    WITH up AS (
+        INSERT INTO novu.subscribers AS s
+               (subscriber_id, email, first_name, last_name, phone, avatar, locale, timezone, data)
+        SELECT sid, email, first_name, last_name, phone, avatar, locale, timezone, COALESCE(data, '{}')
+          FROM pg_temp.novu_import_checked
+         WHERE reason IS NULL
+        ON CONFLICT (subscriber_id) DO UPDATE SET
+            email      = COALESCE(excluded.email, s.email),
+            first_name = COALESCE(excluded.first_name, s.first_name),
+            last_name  = COALESCE(excluded.last_name, s.last_name),
+            phone      = COALESCE(excluded.phone, s.phone),
+            avatar     = COALESCE(excluded.avatar, s.avatar),
+            locale     = COALESCE(excluded.locale, s.locale),
+            timezone   = COALESCE(excluded.timezone, s.timezone),
+            data       = CASE WHEN excluded.data = '{}' THEN s.data ELSE excluded.data END,
+            updated_at = now()
+        RETURNING (xmax = 0) AS created)
+    SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created)
+      INTO n_created, n_updated
+      FROM up;
+
+    TRUNCATE novu.subscriber_import RESTART IDENTITY;
+    DROP TABLE pg_temp.novu_import_checked;
+
+    RETURN jsonb_build_object('total', n_total, 'created', n_created, 'updated', n_updated,
+                              'rejected', n_rejected);
+END
+$$;
+COMMENT ON FUNCTION novu.import_subscribers() IS 'Validate and upsert every row COPYed into novu.subscriber_import, set-based; bad rows go to novu.subscriber_import_rejects with the reason';
+
+------------------------------------------------------------------------------
+-- Credentials API
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu.set_credentials(subscriber_id text, provider_id text, credentials jsonb,
+                                     integration_identifier text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._store_credentials(set_credentials.subscriber_id, provider_id, credentials,
+                                    integration_identifier, true);
+    RETURN novu.get_subscriber(set_credentials.subscriber_id);
+END
+$$;
+COMMENT ON FUNCTION novu.set_credentials(text, text, jsonb, text) IS 'Replace a subscriber''s credentials for one integration (REST PUT); default: the newest active integration of the provider';
+
+CREATE FUNCTION novu.add_credentials(subscriber_id text, provider_id text, credentials jsonb,
+                                     integration_identifier text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._store_credentials(add_credentials.subscriber_id, provider_id, credentials,
+                                    integration_identifier, false);
+    RETURN novu.get_subscriber(add_credentials.subscriber_id);
+END
+$$;
+COMMENT ON FUNCTION novu.add_credentials(text, text, jsonb, text) IS 'Append device tokens to a subscriber''s credentials, de-duplicated (REST PATCH)';
+
+CREATE FUNCTION novu.remove_device_token(subscriber_id text, provider_id text, token text,
+                                         integration_identifier text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_provider(provider_id);
+    IF integration_identifier IS NOT NULL THEN
+        PERFORM novu._resolve_integration(provider_id, integration_identifier);
+    END IF;
+    DELETE FROM novu.device_tokens d
+     USING novu.integrations i
+     WHERE i.id = d.integration_id
+       AND d.subscriber_id = remove_device_token.subscriber_id
+       AND d.device_token = token
+       AND i.provider_id = remove_device_token.provider_id
+       AND (remove_device_token.integration_identifier IS NULL
+            OR i.identifier = remove_device_token.integration_identifier);
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION novu.remove_device_token(text, text, text, text) IS 'Remove one device token of a subscriber (all integrations of the provider unless one is named); true if removed';
+
+CREATE FUNCTION novu.delete_credentials(subscriber_id text, provider_id text,
+                                        integration_identifier text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_provider(provider_id);
+    IF integration_identifier IS NOT NULL THEN
+        PERFORM novu._resolve_integration(provider_id, integration_identifier);
+    END IF;
+    DELETE FROM novu.subscriber_channels c
+     USING novu.integrations i
+     WHERE i.id = c.integration_id
+       AND c.subscriber_id = delete_credentials.subscriber_id
+       AND i.provider_id = delete_credentials.provider_id
+       AND (delete_credentials.integration_identifier IS NULL
+            OR i.identifier = delete_credentials.integration_identifier);
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_credentials(text, text, text) IS 'Delete a subscriber''s credentials of a provider, or of one integration; true if any were deleted';
+
+------------------------------------------------------------------------------
+-- Secrets at rest
+-- Integration secrets (the fields listed in secrets.c: serviceAccount.private_key,
+-- apns secretKey and privateKey, expo and one-signal apiKey, push-webhook secretKey,
+-- web-push vapidPrivateKey, chat-webhook hmacSecretKey) are stored in place as
+-- AES-256-GCM envelopes "novu:v1:<key id>:<base64url(nonce || ciphertext || tag)>"
+-- under the key of novu.secret_key_file, bound to their integration's id and field.
+-- Only C code decrypts them: the delivery workers, and novu.reencrypt_secrets()
+-- (superuser only).
+------------------------------------------------------------------------------
+
+-- Every write of a row encrypts its clear secrets; without a key, storing one is refused.
+CREATE FUNCTION novu._seal_secrets()
+RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'novu_seal_secrets';
+COMMENT ON FUNCTION novu._seal_secrets() IS 'Internal: trigger encrypting the secrets of novu.integrations rows (AES-256-GCM, novu.secret_key_file)';
+CREATE TRIGGER seal_secrets BEFORE INSERT OR UPDATE OF id, provider_id, credentials ON novu.integrations
+    FOR EACH ROW EXECUTE FUNCTION novu._seal_secrets();
+
+-- The one list of secret fields also masks what the API returns.
+CREATE FUNCTION novu._mask_secrets(provider_id text, credentials jsonb)
+RETURNS jsonb
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'novu_mask_secrets';
+COMMENT ON FUNCTION novu._mask_secrets(text, jsonb) IS 'Internal: credentials with every secret field shown as ********';
+
+-- Rotation and the move out of clear text: superuser only (it decrypts every secret).
+CREATE FUNCTION novu.reencrypt_secrets()
+RETURNS integer
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'novu_reencrypt_secrets';
+COMMENT ON FUNCTION novu.reencrypt_secrets() IS 'Superuser: encrypt every integration secret under novu.secret_key_file (re-encrypting those of novu.previous_secret_key_file, encrypting clear ones); returns the number of integrations rewritten';
+
+------------------------------------------------------------------------------
+-- Integrations API (admin)
+------------------------------------------------------------------------------
+
+-- JSON of an integration with secret values masked.
+CREATE FUNCTION novu._integration_json(i novu.integrations)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'identifier', i.identifier,
+        'providerId', i.provider_id,
+        'channel', i.channel,
+        'name', i.name,
+        'active', i.active,
+        'credentials', novu._mask_secrets(i.provider_id, i.credentials),
+        'createdAt', novu._iso(i.created_at),
+        'updatedAt', novu._iso(i.updated_at))
+$$;
+COMMENT ON FUNCTION novu._integration_json(novu.integrations) IS 'Internal: JSON of an integration, secrets masked';
+
+CREATE FUNCTION novu._check_identifier(value text, field text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_id(value, field);
+    IF value !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' THEN
+        RAISE EXCEPTION 'invalid % "%"', field, value
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use letters, digits and _ . : - (starting with a letter or digit).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_identifier(text, text) IS 'Internal: raise unless the value is a slug-like identifier';
+
+CREATE FUNCTION novu.create_integration(provider_id text, credentials jsonb, identifier text DEFAULT NULL,
+                                        name text DEFAULT NULL, active boolean DEFAULT true)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    creds jsonb;
+    ident text := identifier;
+    new_id bigint;
+BEGIN
+    PERFORM novu._check_provider(provider_id);
+    creds := novu._validate_integration(provider_id, credentials);
+    IF active IS NULL THEN
+        RAISE EXCEPTION 'active must not be null'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+    END IF;
+    IF ident IS NULL THEN
+        -- Novu-style generated identifier, e.g. fcm-Ab12Cd34x
+        LOOP
+            ident := translate(encode(uuid_send(gen_random_uuid()), 'base64'), '+/=', '');
+            EXIT WHEN length(ident) >= 9;
+        END LOOP;
+        ident := provider_id || '-' || substr(ident, 1, 9);
+    ELSE
+        PERFORM novu._check_identifier(ident, 'identifier');
+    END IF;
+    IF name IS NOT NULL AND (name = '' OR length(name) > 255) THEN
+        RAISE EXCEPTION 'name must have 1 to 255 characters'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave it null to use the provider id.';
+    END IF;
+
+    INSERT INTO novu.integrations (identifier, provider_id, name, credentials, active)
+    VALUES (ident, provider_id, COALESCE(name, provider_id), creds, active)
+    ON CONFLICT ON CONSTRAINT integrations_identifier_key DO NOTHING
+    RETURNING id INTO new_id;
+    IF new_id IS NULL THEN
+        RAISE EXCEPTION 'integration "%" already exists', ident
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Choose another identifier, or change that one with novu.update_integration().';
+    END IF;
+    RETURN ident;
+END
+$$;
+COMMENT ON FUNCTION novu.create_integration(text, jsonb, text, text, boolean) IS 'Create a provider integration (admin); credentials validated per provider; returns its identifier (generated like fcm-Ab12Cd34x when not given)';
+
+CREATE FUNCTION novu.update_integration(identifier text, changes jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i novu.integrations;
+    k text;
+BEGIN
+    SELECT * INTO i FROM novu.integrations x WHERE x.identifier = update_integration.identifier FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'integration "%" not found', update_integration.identifier
+            USING ERRCODE = 'undefined_object', HINT = 'List integrations with novu.list_integrations().';
+    END IF;
+    IF changes IS NULL OR jsonb_typeof(changes) <> 'object' THEN
+        RAISE EXCEPTION 'changes must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Keys: name, active, credentials, identifier.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(changes) LOOP
+        IF k NOT IN ('name', 'active', 'credentials', 'identifier') THEN
+            RAISE EXCEPTION 'unknown key "%" in changes', k
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Keys: name, active, credentials, identifier.';
+        END IF;
+    END LOOP;
+    IF changes ? 'name' THEN
+        IF jsonb_typeof(changes -> 'name') <> 'string' OR changes ->> 'name' = '' THEN
+            RAISE EXCEPTION 'changes.name must be a non-empty string'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Give a display name.';
+        END IF;
+        i.name := changes ->> 'name';
+    END IF;
+    IF changes ? 'active' THEN
+        IF jsonb_typeof(changes -> 'active') <> 'boolean' THEN
+            RAISE EXCEPTION 'changes.active must be a boolean'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+        END IF;
+        i.active := (changes ->> 'active')::boolean;
+    END IF;
+    IF changes ? 'credentials' THEN
+        IF jsonb_typeof(changes -> 'credentials') <> 'object' THEN
+            RAISE EXCEPTION 'changes.credentials must be a JSON object'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Given keys replace the stored ones; the result is validated again.';
+        END IF;
+        i.credentials := novu._validate_integration(i.provider_id, i.credentials || (changes -> 'credentials'));
+    END IF;
+    IF changes ? 'identifier' THEN
+        PERFORM novu._check_identifier(changes ->> 'identifier', 'identifier');
+        IF changes ->> 'identifier' <> i.identifier
+           AND EXISTS (SELECT FROM novu.integrations x WHERE x.identifier = changes ->> 'identifier') THEN
+            RAISE EXCEPTION 'integration "%" already exists', changes ->> 'identifier'
+                USING ERRCODE = 'duplicate_object', HINT = 'Choose another identifier.';
+        END IF;
+        i.identifier := changes ->> 'identifier';
+    END IF;
+    UPDATE novu.integrations x
+       SET identifier = i.identifier, name = i.name, active = i.active,
+           credentials = i.credentials, updated_at = now()
+     WHERE x.id = i.id
+    RETURNING * INTO i;
+    RETURN novu._integration_json(i);
+END
+$$;
+COMMENT ON FUNCTION novu.update_integration(text, jsonb) IS 'Change an integration (admin): name, active, credentials (merged, validated again), identifier; returns it without secrets';
+
+CREATE FUNCTION novu.delete_integration(identifier text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM novu.integrations x WHERE x.identifier = delete_integration.identifier;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_integration(text) IS 'Delete an integration (admin) and the device tokens stored for it; false if unknown';
+
+CREATE FUNCTION novu.list_integrations()
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(jsonb_agg(novu._integration_json(i) ORDER BY i.provider_id, i.created_at, i.id), '[]'::jsonb)
+      FROM novu.integrations i
+$$;
+COMMENT ON FUNCTION novu.list_integrations() IS 'All integrations (admin), secrets masked';
+
+------------------------------------------------------------------------------
+-- Workflows API (admin)
+------------------------------------------------------------------------------
+
+-- Validate a step array; raises naming steps[i].field.  A step's overrides keep to
+-- the providers' allowlists too.
+CREATE FUNCTION novu._check_steps(steps jsonb)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    step jsonb;
+    i integer := 0;
+    k text;
+    v jsonb;
+    f text;
+BEGIN
+    IF steps IS NULL OR jsonb_typeof(steps) <> 'array' THEN
+        RAISE EXCEPTION 'steps must be a JSON array'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: [{"type": "push", "title": "Hi {{subscriber.firstName}}", "content": "{{payload.text}}"}].';
+    END IF;
+    PERFORM novu._check_size(steps, 'steps', 262144);
+    IF jsonb_array_length(steps) > 50 THEN
+        RAISE EXCEPTION 'a workflow has at most 50 steps, got %', jsonb_array_length(steps)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Split the workflow.';
+    END IF;
+    FOR step IN SELECT * FROM jsonb_array_elements(steps) LOOP
+        f := format('steps[%s]', i);
+        IF jsonb_typeof(step) <> 'object' THEN
+            RAISE EXCEPTION '% must be a JSON object', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Each step is an object with a "type".';
+        END IF;
+        IF jsonb_typeof(step -> 'type') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION '%.type is required', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push.';
+        END IF;
+        IF step ->> 'type' IN ('in_app', 'chat', 'delay', 'digest', 'email', 'sms') THEN
+            RAISE EXCEPTION '%.type "%" is not supported yet', f, step ->> 'type'
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'This version executes push steps only; nothing is accepted that would not run.';
+        ELSIF step ->> 'type' <> 'push' THEN
+            RAISE EXCEPTION '%.type "%" is unknown', f, step ->> 'type'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push.';
+        END IF;
+        IF step ? 'if' THEN
+            RAISE EXCEPTION '%.if (step conditions) is not supported yet', f
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'Use {% if %} inside the templates meanwhile.';
+        END IF;
+        FOR k, v IN SELECT * FROM jsonb_each(step) LOOP
+            CASE k
+            WHEN 'type' THEN NULL;
+            WHEN 'name' THEN
+                IF jsonb_typeof(v) <> 'string' THEN
+                    RAISE EXCEPTION '%.name must be a string', f
+                        USING ERRCODE = 'invalid_parameter_value', HINT = 'A step name is free text.';
+                END IF;
+            WHEN 'title', 'content' THEN
+                IF jsonb_typeof(v) <> 'string' THEN
+                    RAISE EXCEPTION '%.% must be a string', f, k
+                        USING ERRCODE = 'invalid_parameter_value', HINT = 'title and content are template strings.';
+                END IF;
+                PERFORM novu._check_template(v #>> '{}', f || '.' || k);
+            WHEN 'data' THEN
+                IF jsonb_typeof(v) <> 'object' THEN
+                    RAISE EXCEPTION '%.data must be a JSON object', f
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'data maps keys to values; string values are templates.';
+                END IF;
+                PERFORM novu._check_template(d.value #>> '{}', f || '.data.' || d.key)
+                   FROM jsonb_each(v) d WHERE jsonb_typeof(d.value) = 'string';
+            WHEN 'overrides' THEN
+                IF jsonb_typeof(v) <> 'object' THEN
+                    RAISE EXCEPTION '%.overrides must be a JSON object', f
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'Provider overrides, e.g. {"fcm": {"android": {"priority": "HIGH"}}}.';
+                END IF;
+                PERFORM novu._check_overrides(v, f || '.overrides');
+            WHEN 'providers' THEN
+                IF jsonb_typeof(v) <> 'array'
+                   OR EXISTS (SELECT FROM jsonb_array_elements(v) p
+                               WHERE jsonb_typeof(p) <> 'string' OR NOT (p #>> '{}') = ANY (novu._push_providers())) THEN
+                    RAISE EXCEPTION '%.providers must be an array of provider ids', f
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'Known providers: ' || array_to_string(novu._push_providers(), ', ') || '.';
+                END IF;
+            ELSE
+                RAISE EXCEPTION 'unknown key "%" in %', k, f
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'A push step has type, name, title, content, data, overrides, providers.';
+            END CASE;
+        END LOOP;
+        IF NOT step ? 'content' OR step ->> 'content' = '' THEN
+            RAISE EXCEPTION '%.content is required', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'A push step needs a non-empty content template.';
+        END IF;
+        i := i + 1;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION novu._check_steps(jsonb) IS 'Internal: validate a workflow''s steps; templates are parsed now so a syntax error is an error at creation';
+
+CREATE FUNCTION novu._workflow_json(w novu.workflows)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'workflowId', w.workflow_id,
+        'name', w.name,
+        'critical', w.critical,
+        'active', w.active,
+        'steps', w.steps,
+        'createdAt', novu._iso(w.created_at),
+        'updatedAt', novu._iso(w.updated_at))
+$$;
+COMMENT ON FUNCTION novu._workflow_json(novu.workflows) IS 'Internal: JSON of a workflow';
+
+CREATE FUNCTION novu.create_workflow(identifier text, steps jsonb, name text DEFAULT NULL,
+                                     critical boolean DEFAULT false, active boolean DEFAULT true)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    w novu.workflows;
+BEGIN
+    PERFORM novu._check_identifier(identifier, 'workflow identifier');
+    PERFORM novu._check_steps(steps);
+    IF critical IS NULL OR active IS NULL THEN
+        RAISE EXCEPTION 'critical and active must not be null'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+    END IF;
+    INSERT INTO novu.workflows (workflow_id, name, steps, critical, active)
+    VALUES (identifier, COALESCE(name, identifier), steps, critical, active)
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING * INTO w;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workflow "%" already exists', identifier
+            USING ERRCODE = 'duplicate_object', HINT = 'Change it with novu.update_workflow().';
+    END IF;
+    RETURN novu._workflow_json(w);
+END
+$$;
+COMMENT ON FUNCTION novu.create_workflow(text, jsonb, text, boolean, boolean) IS 'Create a workflow (admin) from an ordered step array; templates are parsed now';
+
+CREATE FUNCTION novu.update_workflow(identifier text, changes jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    w novu.workflows;
+    k text;
+BEGIN
+    SELECT * INTO w FROM novu.workflows x WHERE x.workflow_id = identifier FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workflow "%" not found', identifier
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.create_workflow().';
+    END IF;
+    IF changes IS NULL OR jsonb_typeof(changes) <> 'object' THEN
+        RAISE EXCEPTION 'changes must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Keys: name, steps, critical, active.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(changes) LOOP
+        IF k NOT IN ('name', 'steps', 'critical', 'active') THEN
+            RAISE EXCEPTION 'unknown key "%" in changes', k
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Keys: name, steps, critical, active.';
+        END IF;
+        IF k IN ('critical', 'active') AND jsonb_typeof(changes -> k) <> 'boolean' THEN
+            RAISE EXCEPTION 'changes.% must be a boolean', k
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+        END IF;
+        IF k = 'name' AND (jsonb_typeof(changes -> k) <> 'string' OR changes ->> k = '') THEN
+            RAISE EXCEPTION 'changes.name must be a non-empty string'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Give a display name.';
+        END IF;
+    END LOOP;
+    IF changes ? 'steps' THEN
+        PERFORM novu._check_steps(changes -> 'steps');
+        w.steps := changes -> 'steps';
+    END IF;
+    UPDATE novu.workflows x
+       SET name = COALESCE(changes ->> 'name', w.name),
+           steps = w.steps,
+           critical = COALESCE((changes ->> 'critical')::boolean, w.critical),
+           active = COALESCE((changes ->> 'active')::boolean, w.active),
+           updated_at = now()
+     WHERE x.workflow_id = identifier
+    RETURNING * INTO w;
+    RETURN novu._workflow_json(w);
+END
+$$;
+COMMENT ON FUNCTION novu.update_workflow(text, jsonb) IS 'Change a workflow (admin): name, steps (validated again), critical, active';
+
+CREATE FUNCTION novu.delete_workflow(identifier text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM novu.workflows x WHERE x.workflow_id = identifier;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_workflow(text) IS 'Delete a workflow (admin); false if unknown';
+
+CREATE FUNCTION novu.get_workflow(identifier text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    w novu.workflows;
+BEGIN
+    SELECT * INTO w FROM novu.workflows x WHERE x.workflow_id = identifier;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workflow "%" not found', identifier
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.create_workflow().';
+    END IF;
+    RETURN novu._workflow_json(w);
+END
+$$;
+COMMENT ON FUNCTION novu.get_workflow(text) IS 'Get a workflow with its steps';
+
+-- Every write to novu.workflows sends a relcache invalidation of the table:
+-- each backend caches the state of the workflows it triggers (is it there,
+-- active, with steps) and drops that cache when it receives one.
+CREATE FUNCTION novu._workflows_changed() RETURNS trigger
+LANGUAGE C AS 'MODULE_PATHNAME', 'novu_workflows_changed';
+COMMENT ON FUNCTION novu._workflows_changed() IS 'Internal: invalidates the backends'' workflow caches after a write to novu.workflows';
+CREATE TRIGGER workflows_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON novu.workflows
+    FOR EACH STATEMENT EXECUTE FUNCTION novu._workflows_changed();
+
+------------------------------------------------------------------------------
+-- Trigger API (the outbox)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu.trigger(workflow_id text, "to" jsonb, payload jsonb DEFAULT '{}',
+                             overrides jsonb DEFAULT '{}', transaction_id text DEFAULT NULL,
+                             actor jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'novu_trigger'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION novu.trigger(text, jsonb, jsonb, jsonb, text, jsonb) IS 'Trigger a workflow for subscribers inside the caller''s transaction: {acknowledged, status, transactionId}; status processed, duplicate, trigger_not_active or no_workflow_steps_defined';
+
+CREATE FUNCTION novu.broadcast(workflow_id text, payload jsonb DEFAULT '{}', overrides jsonb DEFAULT '{}',
+                               transaction_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'novu_broadcast'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION novu.broadcast(text, jsonb, jsonb, text) IS 'Trigger a workflow for every subscriber; recorded now, fanned out by the workers in chunks';
+
+CREATE FUNCTION novu.bulk_trigger(events jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ev jsonb;
+    k text;
+    res jsonb;
+    results jsonb := '[]';
+    msg text;
+BEGIN
+    IF events IS NULL OR jsonb_typeof(events) <> 'array' THEN
+        RAISE EXCEPTION 'events must be a JSON array'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Each event: {"workflowId", "to", "payload", "overrides", "transactionId", "actor"}.';
+    END IF;
+    IF jsonb_array_length(events) > 100 THEN
+        RAISE EXCEPTION 'too many events: % (at most 100 per call)', jsonb_array_length(events)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Split the array into calls of 100 events.';
+    END IF;
+    FOR ev IN SELECT * FROM jsonb_array_elements(events) LOOP
+        BEGIN
+            IF jsonb_typeof(ev) <> 'object' THEN
+                RAISE EXCEPTION 'event must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            FOR k IN SELECT jsonb_object_keys(ev) LOOP
+                IF k NOT IN ('workflowId', 'name', 'to', 'payload', 'overrides', 'transactionId', 'actor') THEN
+                    RAISE EXCEPTION 'unknown key "%" in event', k USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+            END LOOP;
+            IF jsonb_typeof(COALESCE(ev -> 'workflowId', ev -> 'name')) IS DISTINCT FROM 'string' THEN
+                RAISE EXCEPTION 'workflowId (or name) is required' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF jsonb_typeof(ev -> 'transactionId') NOT IN ('string', 'null') THEN
+                RAISE EXCEPTION 'transactionId must be a string' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            res := novu.trigger(COALESCE(ev ->> 'workflowId', ev ->> 'name'), ev -> 'to',
+                                COALESCE(ev -> 'payload', '{}'), COALESCE(ev -> 'overrides', '{}'),
+                                ev ->> 'transactionId', ev -> 'actor');
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+            res := jsonb_build_object('acknowledged', true, 'status', 'error',
+                                      'error', jsonb_build_array(msg),
+                                      'transactionId', CASE WHEN jsonb_typeof(ev) = 'object' THEN ev ->> 'transactionId' END);
+        END;
+        results := results || jsonb_build_array(res);
+    END LOOP;
+    RETURN results;
+END
+$$;
+COMMENT ON FUNCTION novu.bulk_trigger(jsonb) IS 'Trigger up to 100 events; one result per event in order; a bad event gives status "error" and the others still run';
+
+CREATE FUNCTION novu.cancel(transaction_id text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n_events bigint;
+    n_messages bigint;
+BEGIN
+    UPDATE novu.events e SET status = 'canceled', processed_at = now()
+     WHERE e.transaction_id = cancel.transaction_id AND e.status IN ('pending', 'processing');
+    GET DIAGNOSTICS n_events = ROW_COUNT;
+    WITH c AS (
+        UPDATE novu.deliveries d SET status = 'canceled', updated_at = now(), last_error = 'Canceled'
+         WHERE d.transaction_id = cancel.transaction_id AND d.status = 'pending'
+        RETURNING d.id, d.subscriber_id, d.workflow_id, d.channel, d.provider_id)
+    INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id,
+                                        channel, provider_id, status, detail)
+    SELECT cancel.transaction_id, c.id, c.subscriber_id, c.workflow_id, c.channel, c.provider_id,
+           'Warning', 'Message canceled'
+      FROM c;
+    GET DIAGNOSTICS n_messages = ROW_COUNT;
+    RETURN n_events + n_messages > 0;
+END
+$$;
+COMMENT ON FUNCTION novu.cancel(text) IS 'Cancel every message of a transaction not yet claimed for sending; true if anything was canceled';
+
+-- trigger_on_row turns the caller's row into JSON: a row may hold values of
+-- the caller's own types, whose casts and output functions are the caller's
+-- code.  It runs as the caller (SECURITY INVOKER), so that code runs with the
+-- caller's rights; only the finished jsonb crosses into novu.trigger, the
+-- definer function, which the caller must be allowed to execute (novu_app).
+CREATE FUNCTION novu.trigger_on_row()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb;
+BEGIN
+    IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'ROW' THEN
+        RAISE EXCEPTION 'novu.trigger_on_row() must be an AFTER ... FOR EACH ROW trigger'
+            USING ERRCODE = 'invalid_object_definition',
+                  HINT = 'CREATE TRIGGER t AFTER INSERT ON tbl FOR EACH ROW EXECUTE FUNCTION novu.trigger_on_row(''workflow-id'', ''subscriber_column'').';
+    END IF;
+    IF TG_NARGS <> 2 THEN
+        RAISE EXCEPTION 'novu.trigger_on_row() takes 2 arguments, got %', TG_NARGS
+            USING ERRCODE = 'invalid_object_definition',
+                  HINT = 'EXECUTE FUNCTION novu.trigger_on_row(''workflow-id'', ''subscriber_column'').';
+    END IF;
+    r := pg_catalog.to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END);
+    IF NOT r ? TG_ARGV[1] THEN
+        RAISE EXCEPTION 'column "%" not found in table %.%', TG_ARGV[1], TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'The second argument of novu.trigger_on_row() names the column holding the subscriberId.';
+    END IF;
+    -- A row without a recipient notifies nobody.
+    IF r ->> TG_ARGV[1] IS NOT NULL THEN
+        PERFORM novu.trigger(TG_ARGV[0], pg_catalog.to_jsonb(r ->> TG_ARGV[1]), r);
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION novu.trigger_on_row() IS 'Row trigger: AFTER INSERT/UPDATE/DELETE ... EXECUTE FUNCTION novu.trigger_on_row(''workflow-id'', ''subscriber_column''); payload = the row as JSON (OLD for DELETE); runs as the caller, who needs novu_app';
+
+------------------------------------------------------------------------------
+-- Templates
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu.render(template text, context jsonb)
+RETURNS text
+AS 'MODULE_PATHNAME', 'novu_render'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION novu.render(text, jsonb) IS 'Render a Liquid-style template against a JSON context (the engine workflows use), for previews and tests';
+
+------------------------------------------------------------------------------
+-- Preferences
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu._preference_json(enabled boolean, channels jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'enabled', COALESCE(enabled, true),
+        'channels', jsonb_build_object('push', true, 'in_app', true, 'chat', true, 'email', true, 'sms', true)
+                    || COALESCE(channels, '{}'))
+$$;
+COMMENT ON FUNCTION novu._preference_json(boolean, jsonb) IS 'Internal: a preference with every channel defaulting to enabled';
+
+CREATE FUNCTION novu.get_preferences(subscriber_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = get_preferences.subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', get_preferences.subscriber_id
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.identify().';
+    END IF;
+    RETURN jsonb_build_object(
+        'global', (SELECT novu._preference_json(p.enabled, p.channels)
+                     FROM (SELECT NULL) x
+                     LEFT JOIN novu.preferences p
+                       ON p.subscriber_id = get_preferences.subscriber_id AND p.workflow_id IS NULL),
+        'workflows', COALESCE((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'workflowId', w.workflow_id, 'name', w.name, 'critical', w.critical,
+                       'preference', novu._preference_json(p.enabled, p.channels))
+                     ORDER BY w.workflow_id)
+              FROM novu.workflows w
+              LEFT JOIN novu.preferences p
+                ON p.subscriber_id = get_preferences.subscriber_id AND p.workflow_id = w.workflow_id), '[]'::jsonb));
+END
+$$;
+COMMENT ON FUNCTION novu.get_preferences(text) IS 'A subscriber''s global and per-workflow preferences (defaults: everything enabled)';
+
+CREATE FUNCTION novu.set_preference(subscriber_id text, workflow_id text DEFAULT NULL,
+                                    enabled boolean DEFAULT NULL, channels jsonb DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    v jsonb;
+    p novu.preferences;
+BEGIN
+    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = set_preference.subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', set_preference.subscriber_id
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.identify().';
+    END IF;
+    IF set_preference.workflow_id IS NOT NULL THEN
+        PERFORM FROM novu.workflows w WHERE w.workflow_id = set_preference.workflow_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'workflow "%" not found', set_preference.workflow_id
+                USING ERRCODE = 'undefined_object', HINT = 'Pass NULL for the global preference.';
+        END IF;
+    END IF;
+    IF channels IS NOT NULL THEN
+        IF jsonb_typeof(channels) <> 'object' THEN
+            RAISE EXCEPTION 'channels must be a JSON object'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Example: {"push": false}.';
+        END IF;
+        FOR k, v IN SELECT * FROM jsonb_each(channels) LOOP
+            IF k NOT IN ('push', 'in_app', 'chat', 'email', 'sms') THEN
+                RAISE EXCEPTION 'unknown channel "%" in channels', k
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Channels: push, in_app, chat, email, sms.';
+            END IF;
+            IF jsonb_typeof(v) <> 'boolean' THEN
+                RAISE EXCEPTION 'channels.% must be a boolean', k
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+            END IF;
+        END LOOP;
+    END IF;
+    INSERT INTO novu.preferences AS x (subscriber_id, workflow_id, enabled, channels)
+    VALUES (set_preference.subscriber_id, set_preference.workflow_id, COALESCE(enabled, true), COALESCE(channels, '{}'))
+    ON CONFLICT ON CONSTRAINT preferences_key DO UPDATE SET
+        enabled = COALESCE(set_preference.enabled, x.enabled),
+        channels = x.channels || COALESCE(set_preference.channels, '{}'),
+        updated_at = now()
+    RETURNING * INTO p;
+    RETURN jsonb_build_object('workflowId', p.workflow_id,
+                              'preference', novu._preference_json(p.enabled, p.channels));
+END
+$$;
+COMMENT ON FUNCTION novu.set_preference(text, text, boolean, jsonb) IS 'Set a subscriber''s preference: global (workflow_id NULL) or per workflow; enabled and/or channels such as {"push": false}; critical workflows ignore preferences';
+
+------------------------------------------------------------------------------
+-- Statistics
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu.notification_stats()
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'weeklySent', count(*) FILTER (WHERE n.created_at > now() - interval '7 days'),
+        'monthlySent', count(*) FILTER (WHERE n.created_at > now() - interval '1 month'),
+        'yearlySent', count(*) FILTER (WHERE n.created_at > now() - interval '1 year'))
+      FROM novu.notifications n
+     WHERE n.created_at > now() - interval '1 year'
+$$;
+COMMENT ON FUNCTION novu.notification_stats() IS 'Notifications triggered in the last week, month and year: {weeklySent, monthlySent, yearlySent}';
+
+------------------------------------------------------------------------------
+-- Worker side (called by the delivery workers, as novu_worker, in short transactions)
+------------------------------------------------------------------------------
+
+-- Expand (transaction, workflow, subscriber) triples into delivery rows: one per
+-- step and device token; preferences, missing subscribers and missing tokens give
+-- skipped rows with the reason, logged in the activity log.  The first
+-- p_lease_limit deliverable rows are leased to the calling worker (status
+-- 'sending', attempt 1) and returned with their rendering context; the others
+-- wait in the queue as 'pending'.
+--
+-- Every join here is by key on a batch of at most a few thousand rows: index
+-- nested loops always win, and the queue tables' statistics change too fast for
+-- the planner to know it (it hashed whole tables), hence the SET clauses.
+CREATE FUNCTION novu._expand(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[],
+                             p_lease_limit integer, p_lease_ms integer)
+RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
+               device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
+               step jsonb, step_key text, subscriber jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH input AS (
+        SELECT x.transaction_id, x.workflow_id, x.subscriber_id
+          FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids) AS x(transaction_id, workflow_id, subscriber_id)
+    ),
+    targets AS (
+        SELECT i.transaction_id, i.workflow_id, i.subscriber_id,
+               (s.n - 1)::integer AS step_index, s.step, s.step ->> 'type' AS channel,
+               s.step -> 'providers' AS providers,
+               i.workflow_id || '/' || (s.n - 1) || '/' || w.updated_at AS step_key,
+               sub.subscriber_id IS NOT NULL AS subscriber_exists,
+               CASE WHEN sub.subscriber_id IS NOT NULL THEN jsonb_build_object(
+                   'subscriberId', sub.subscriber_id, 'firstName', sub.first_name, 'lastName', sub.last_name,
+                   'email', sub.email, 'phone', sub.phone, 'avatar', sub.avatar, 'locale', sub.locale,
+                   'timezone', sub.timezone, 'data', sub.data) END AS subscriber,
+               w.critical OR pref.blocked IS NULL AS allowed
+          FROM input i
+          JOIN novu.workflows w ON w.workflow_id = i.workflow_id
+          CROSS JOIN LATERAL jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
+          LEFT JOIN novu.subscribers sub ON sub.subscriber_id = i.subscriber_id
+          LEFT JOIN LATERAL (
+              SELECT true AS blocked FROM novu.preferences p
+               WHERE p.subscriber_id = i.subscriber_id
+                 AND (p.workflow_id IS NULL OR p.workflow_id = i.workflow_id)
+                 AND (NOT p.enabled OR (p.channels ->> (s.step ->> 'type'))::boolean IS FALSE)
+               LIMIT 1) pref ON true
+    ),
+    expanded AS (
+        SELECT t.*, tok.integration_id, tok.provider_id, tok.identifier, tok.device_token,
+               nextval('novu.deliveries_id_seq') AS id,
+               tok.device_token IS NOT NULL
+                 AND sum((tok.device_token IS NOT NULL)::integer) OVER (ROWS UNBOUNDED PRECEDING) <= p_lease_limit
+                 AS leased
+          FROM targets t
+          LEFT JOIN LATERAL (
+              SELECT d.integration_id, ig.provider_id, ig.identifier, d.device_token
+                FROM novu.device_tokens d
+                JOIN novu.integrations ig ON ig.id = d.integration_id
+               WHERE d.subscriber_id = t.subscriber_id
+                 AND ig.active AND ig.channel = t.channel
+                 AND (t.providers IS NULL OR t.providers ? ig.provider_id)
+          ) tok ON t.subscriber_exists AND t.allowed
+    ),
+    inserted AS (
+        INSERT INTO novu.deliveries (id, transaction_id, workflow_id, subscriber_id, step_index, channel,
+                                     integration_id, provider_id, integration_identifier, device_token,
+                                     status, last_error, attempts, claimed_by, lease_until)
+        SELECT e.id, e.transaction_id, e.workflow_id, e.subscriber_id, e.step_index, e.channel,
+               e.integration_id, e.provider_id, e.identifier, e.device_token,
+               CASE WHEN e.device_token IS NULL THEN 'skipped' WHEN e.leased THEN 'sending' ELSE 'pending' END,
+               CASE WHEN NOT e.subscriber_exists THEN 'Subscriber not found'
+                    WHEN NOT e.allowed THEN 'Disabled by subscriber preferences'
+                    WHEN e.device_token IS NULL THEN 'Subscriber has no device token' END,
+               CASE WHEN e.leased THEN 1 ELSE 0 END,
+               CASE WHEN e.leased THEN pg_backend_pid() END,
+               CASE WHEN e.leased THEN now() + p_lease_ms * interval '1 millisecond' END
+          FROM expanded e
+        RETURNING novu.deliveries.id, novu.deliveries.transaction_id, novu.deliveries.workflow_id,
+                  novu.deliveries.subscriber_id, novu.deliveries.channel, novu.deliveries.status,
+                  novu.deliveries.last_error
+    ),
+    skipped AS (
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id, channel, status, detail)
+        SELECT k.transaction_id, k.id, k.subscriber_id, k.workflow_id, k.channel, 'Warning', k.last_error
+          FROM inserted k WHERE k.status = 'skipped'
+    ),
+    no_workflow AS (
+        INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, status, detail)
+        SELECT i.transaction_id, i.subscriber_id, i.workflow_id, 'Failed', 'Workflow not found'
+          FROM input i
+         WHERE NOT EXISTS (SELECT FROM novu.workflows w WHERE w.workflow_id = i.workflow_id)
+    )
+    SELECT e.id, 1, e.transaction_id, e.workflow_id, e.subscriber_id, e.device_token,
+           e.integration_id, ev.payload, ev.overrides, ev.actor, e.step, e.step_key, e.subscriber
+      FROM expanded e
+      LEFT JOIN novu.events ev ON ev.transaction_id = e.transaction_id
+     WHERE e.leased;
+END
+$$;
+COMMENT ON FUNCTION novu._expand(text[], text[], text[], integer, integer) IS 'Internal (workers): expand notifications into delivery rows, one per step and device token; the first ones leased to the caller and returned for sending';
+
+-- Mark locked outbox rows processed, reached by TID.  Only the TID scan is left
+-- to the planner: with "0 pages" statistics it preferred scanning the pending
+-- index and comparing every row with every TID of the batch.
+CREATE FUNCTION novu._take_events(p_tids tid[])
+RETURNS TABLE (transaction_id text, workflow_id text, recipients text[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_indexscan = off
+SET enable_bitmapscan = off
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    UPDATE novu.events ev SET status = 'processed', processed_at = now()
+     WHERE ev.ctid = ANY (p_tids) AND ev.status = 'pending'
+    RETURNING ev.transaction_id, ev.workflow_id, ev.recipients;
+END
+$$;
+COMMENT ON FUNCTION novu._take_events(tid[]) IS 'Internal (workers): mark locked outbox rows processed, by TID';
+
+-- Fan out pending outbox rows: trigger events in one set-based statement (one by
+-- one if that fails, so a bad event cannot block the others), then one chunk of
+-- at most p_limit subscribers of one broadcast.  Returns the rows leased to the
+-- caller (at most p_lease_limit, see _expand); *handled (OUT) is the number of
+-- outbox rows and broadcast subscribers handled.
+CREATE FUNCTION novu._fanout(p_limit integer, p_lease_limit integer, p_lease_ms integer,
+                             p_slot integer, p_nslots integer)
+RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
+               device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
+               step jsonb, step_key text, subscriber jsonb, handled integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    txids text[];
+    wfids text[];
+    subids text[];
+    one text;
+    msg text;
+    done integer := 0;
+    leased integer := 0;
+    n integer;
+    b novu.events;
+    chunk text[];
+    pass integer;
+    tids tid[];
+BEGIN
+    -- claim pending triggers, then mark them processed.  Each worker takes its
+    -- own share first (id modulo the workers): workers that scan the same rows
+    -- would each try the other's row locks, one by one, to skip them.  With its
+    -- share empty, it helps with the others'.  The rows are locked first and
+    -- updated by TID after (_take_events): a join of the locking subquery with
+    -- the table can be planned (on an outbox analyzed while empty) as a nested
+    -- loop that locks and scans again for every row, which took 24 s for a
+    -- batch of 10,000.
+    FOR pass IN 1..2 LOOP
+        SELECT array_agg(c.ctid) INTO tids
+          FROM (SELECT x.ctid FROM novu.events x
+                 WHERE x.status = 'pending' AND x.kind = 'trigger'
+                   AND (pass = 2 OR p_nslots <= 1 OR x.id % p_nslots = p_slot)
+                 ORDER BY x.id LIMIT p_limit
+                 FOR UPDATE SKIP LOCKED) c;
+        EXIT WHEN tids IS NOT NULL OR p_nslots <= 1;
+    END LOOP;
+    IF tids IS NOT NULL THEN
+        SELECT array_agg(e.transaction_id), array_agg(e.workflow_id), array_agg(r.subscriber_id),
+               count(DISTINCT e.transaction_id)
+          INTO txids, wfids, subids, done
+          FROM novu._take_events(tids) e CROSS JOIN LATERAL unnest(e.recipients) AS r(subscriber_id);
+    END IF;
+    IF txids IS NOT NULL THEN
+        BEGIN
+            RETURN QUERY SELECT x.*, 0 FROM novu._expand(txids, wfids, subids, p_lease_limit, p_lease_ms) x;
+            GET DIAGNOSTICS leased = ROW_COUNT;
+        EXCEPTION WHEN OTHERS THEN
+            -- one bad event (and nothing it returned) is undone; the others go on one by one
+            leased := 0;
+            FOREACH one IN ARRAY ARRAY(SELECT DISTINCT u FROM unnest(txids) u) LOOP
+                BEGIN
+                    RETURN QUERY
+                    SELECT x.*, 0 FROM novu._expand(
+                        ARRAY(SELECT t FROM unnest(txids, wfids, subids) AS z(t, w, s) WHERE t = one),
+                        ARRAY(SELECT w FROM unnest(txids, wfids, subids) AS z(t, w, s) WHERE t = one),
+                        ARRAY(SELECT s FROM unnest(txids, wfids, subids) AS z(t, w, s) WHERE t = one),
+                        GREATEST(p_lease_limit - leased, 0), p_lease_ms) x;
+                    GET DIAGNOSTICS n = ROW_COUNT;
+                    leased := leased + n;
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+                    INSERT INTO novu.execution_details (transaction_id, workflow_id, status, detail)
+                    SELECT e.transaction_id, e.workflow_id, 'Failed', 'Fan-out failed: ' || msg
+                      FROM novu.events e WHERE e.transaction_id = one;
+                END;
+            END LOOP;
+        END;
+    END IF;
+
+    -- one chunk of one broadcast, in subscriberId order from its cursor
+    SELECT * INTO b FROM novu.events ev
+     WHERE ev.status IN ('pending', 'processing') AND ev.kind = 'broadcast'
+     ORDER BY ev.id LIMIT 1
+     FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        SELECT array_agg(s.subscriber_id ORDER BY s.subscriber_id) INTO chunk
+          FROM (SELECT sub.subscriber_id FROM novu.subscribers sub
+                 WHERE b.cursor IS NULL OR sub.subscriber_id > b.cursor
+                 ORDER BY sub.subscriber_id LIMIT p_limit) s;
+        IF chunk IS NOT NULL THEN
+            RETURN QUERY
+            SELECT x.*, 0 FROM novu._expand(array_fill(b.transaction_id, ARRAY[cardinality(chunk)]),
+                                            array_fill(b.workflow_id, ARRAY[cardinality(chunk)]), chunk,
+                                            GREATEST(p_lease_limit - leased, 0), p_lease_ms) x;
+            done := done + cardinality(chunk);
+        END IF;
+        IF chunk IS NULL OR cardinality(chunk) < p_limit THEN
+            UPDATE novu.events SET status = 'processed', processed_at = now(), cursor = NULL WHERE novu.events.id = b.id;
+        ELSE
+            UPDATE novu.events SET status = 'processing', cursor = chunk[cardinality(chunk)] WHERE novu.events.id = b.id;
+        END IF;
+        done := done + 1;
+    END IF;
+
+    -- the count of handled outbox rows travels in one extra row with no message
+    RETURN QUERY SELECT NULL::bigint, NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text, NULL::bigint,
+                        NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb, done;
+END
+$$;
+COMMENT ON FUNCTION novu._fanout(integer, integer, integer, integer, integer) IS 'Internal (workers): fan out pending triggers and one chunk of a broadcast into deliveries; returns the messages leased to the caller, then one row with the count handled';
+
+-- Recording: each result finds its row by primary key, in a lateral probe the
+-- planner cannot turn into a scan of every leased row (see _expand; the
+-- status test is written "status || ''" so that the partial index of leased
+-- rows, whose statistics are always stale, is never chosen instead), and the
+-- row is updated by its tuple id: a row updated meanwhile by anyone else (a
+-- new lease, a cancel) no longer matches and is left alone.  Counters go to
+-- the worker's own row.
+--
+-- Record a batch of delivery results in one statement: statuses, the activity
+-- log, pruned tokens and the counters of worker p_worker.  A row is updated only
+-- if it is still the attempt this worker claimed (a lease that expired and was
+-- claimed again is left to its new owner).
+CREATE FUNCTION novu._record(p_worker integer, p_ids bigint[], p_attempts integer[], p_statuses text[],
+                             p_errors text[], p_message_ids text[], p_delays_ms bigint[], p_receipt_ms bigint[],
+                             p_details text[], p_prune_integrations bigint[], p_prune_tokens text[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+    n integer;
+BEGIN
+
+    WITH r AS (
+        SELECT * FROM unnest(p_ids, p_attempts, p_statuses, p_errors, p_message_ids, p_delays_ms, p_receipt_ms, p_details)
+                 AS r(id, attempts, status, error, message_id, delay_ms, receipt_ms, detail)
+    ),
+    upd AS (
+        UPDATE novu.deliveries d
+           SET status = r.status,
+               last_error = COALESCE(r.error, CASE WHEN r.status = 'sent' THEN NULL ELSE d.last_error END),
+               provider_message_id = COALESCE(r.message_id, d.provider_message_id),
+               next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.delay_ms * interval '1 millisecond'
+                                      ELSE d.next_attempt_at END,
+               sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END,
+               receipt_at = CASE WHEN r.receipt_ms IS NOT NULL THEN now() + r.receipt_ms * interval '1 millisecond' END,
+               lease_until = NULL,
+               updated_at = now()
+          FROM r CROSS JOIN LATERAL (SELECT x.ctid AS tid FROM novu.deliveries x
+                                      WHERE x.id = r.id AND x.attempts = r.attempts
+                                        AND x.status || '' = 'sending'
+                                      OFFSET 0) l
+         WHERE d.ctid = l.tid
+        RETURNING d.id, d.transaction_id, d.subscriber_id, d.workflow_id, d.channel, d.provider_id,
+                  d.integration_id, r.status, r.error, r.detail
+    ),
+    log AS (
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id, channel,
+                                            provider_id, status, detail)
+        SELECT transaction_id, id, subscriber_id, workflow_id, channel, provider_id,
+               CASE status WHEN 'sent' THEN 'Success' WHEN 'pending' THEN 'Pending' ELSE 'Failed' END,
+               detail
+          FROM upd WHERE detail IS NOT NULL
+    ),
+    pruned AS (
+        DELETE FROM novu.device_tokens t
+         USING unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+         WHERE t.integration_id = x.integration_id AND t.device_token = x.token
+        RETURNING t.integration_id
+    ),
+    counts AS (
+        SELECT integration_id,
+               count(*) FILTER (WHERE status = 'sent') AS sent,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               count(*) FILTER (WHERE status = 'pending') AS retried,
+               max(error) FILTER (WHERE status <> 'sent') AS last_error
+          FROM upd WHERE integration_id IS NOT NULL GROUP BY integration_id
+    ),
+    prune_counts AS (
+        SELECT integration_id, count(*) AS n FROM pruned GROUP BY integration_id
+    ),
+    stats AS (
+        INSERT INTO novu.provider_stats AS s (integration_id, worker, sent, failed, retried, tokens_pruned,
+                                              last_error, last_error_at)
+        SELECT COALESCE(c.integration_id, p.integration_id), p_worker, COALESCE(c.sent, 0), COALESCE(c.failed, 0),
+               COALESCE(c.retried, 0), COALESCE(p.n, 0), c.last_error,
+               CASE WHEN c.last_error IS NOT NULL THEN now() END
+          FROM counts c FULL JOIN prune_counts p ON p.integration_id = c.integration_id
+         WHERE EXISTS (SELECT FROM novu.integrations i WHERE i.id = COALESCE(c.integration_id, p.integration_id))
+        ON CONFLICT (integration_id, worker) DO UPDATE SET
+            sent = s.sent + excluded.sent,
+            failed = s.failed + excluded.failed,
+            retried = s.retried + excluded.retried,
+            tokens_pruned = s.tokens_pruned + excluded.tokens_pruned,
+            last_error = COALESCE(excluded.last_error, s.last_error),
+            last_error_at = COALESCE(excluded.last_error_at, s.last_error_at)
+    )
+    SELECT count(*)::integer INTO n FROM upd;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record a batch of delivery results, the activity log, pruned tokens and counters in one statement';
+
+-- Claim Expo receipts that are due (leased, so two workers never check one twice).
+CREATE FUNCTION novu._claim_receipts(p_limit integer, p_lease_ms integer)
+RETURNS TABLE (id bigint, integration_id bigint, ticket text, device_token text, attempts integer, sent_age double precision)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    UPDATE novu.deliveries d
+       SET receipt_at = now() + p_lease_ms * interval '1 millisecond'
+      FROM (SELECT x.id FROM novu.deliveries x
+             WHERE x.receipt_at <= now()
+             ORDER BY x.receipt_at
+             LIMIT p_limit
+             FOR UPDATE SKIP LOCKED) c
+     WHERE d.id = c.id
+    RETURNING d.id, COALESCE(d.integration_id, 0), d.provider_message_id, d.device_token, d.attempts,
+              extract(epoch FROM now() - d.sent_at)::double precision;
+END
+$$;
+COMMENT ON FUNCTION novu._claim_receipts(integer, integer) IS 'Internal (workers): lease Expo receipts that are due for checking';
+
+-- Record checked receipts: ok (done), failed (a sent message turns failed),
+-- pending (to be sent again), later (check again), expired (no receipt came).
+CREATE FUNCTION novu._record_receipts(p_worker integer, p_ids bigint[], p_statuses text[], p_errors text[],
+                                      p_delays_ms bigint[], p_details text[], p_prune_integrations bigint[],
+                                      p_prune_tokens text[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+    n integer;
+BEGIN
+
+    WITH r AS (
+        SELECT * FROM unnest(p_ids, p_statuses, p_errors, p_delays_ms, p_details)
+                 AS r(id, status, error, delay_ms, detail)
+    ),
+    upd AS (
+        UPDATE novu.deliveries d
+           SET status = CASE WHEN r.status IN ('failed', 'pending') THEN r.status ELSE d.status END,
+               last_error = CASE WHEN r.status IN ('failed', 'pending') THEN r.error ELSE d.last_error END,
+               next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.delay_ms * interval '1 millisecond'
+                                      ELSE d.next_attempt_at END,
+               receipt_at = CASE WHEN r.status = 'later' THEN now() + r.delay_ms * interval '1 millisecond' END,
+               updated_at = now()
+          FROM r CROSS JOIN LATERAL (SELECT x.ctid AS tid FROM novu.deliveries x
+                                      WHERE x.id = r.id AND x.status || '' = 'sent' OFFSET 0) l
+         WHERE d.ctid = l.tid
+        RETURNING d.id, d.transaction_id, d.subscriber_id, d.workflow_id, d.channel, d.provider_id,
+                  d.integration_id, r.status, r.detail
+    ),
+    log AS (
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id, channel,
+                                            provider_id, status, detail)
+        SELECT transaction_id, id, subscriber_id, workflow_id, channel, provider_id,
+               CASE status WHEN 'pending' THEN 'Pending' ELSE 'Failed' END, detail
+          FROM upd WHERE detail IS NOT NULL
+    ),
+    pruned AS (
+        DELETE FROM novu.device_tokens t
+         USING unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+         WHERE t.integration_id = x.integration_id AND t.device_token = x.token
+        RETURNING t.integration_id
+    ),
+    counts AS (
+        SELECT integration_id,
+               count(*) FILTER (WHERE status IN ('failed', 'pending')) AS turned,
+               count(*) FILTER (WHERE status = 'failed') AS failed
+          FROM upd WHERE integration_id IS NOT NULL GROUP BY integration_id
+    ),
+    stats AS (
+        -- a sent message that turned failed or pending is no longer counted as sent
+        INSERT INTO novu.provider_stats AS s (integration_id, worker, sent, failed, tokens_pruned)
+        SELECT c.integration_id, p_worker, -c.turned, c.failed,
+               (SELECT count(*) FROM pruned p WHERE p.integration_id = c.integration_id)
+          FROM counts c
+         WHERE EXISTS (SELECT FROM novu.integrations i WHERE i.id = c.integration_id)
+        ON CONFLICT (integration_id, worker) DO UPDATE SET
+            sent = s.sent + excluded.sent,
+            failed = s.failed + excluded.failed,
+            tokens_pruned = s.tokens_pruned + excluded.tokens_pruned
+    )
+    SELECT count(*)::integer INTO n FROM upd;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION novu._record_receipts(integer, bigint[], text[], text[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record checked Expo receipts in one statement';
+
+-- Delete finished history older than the retention, in bounded batches.
+CREATE FUNCTION novu._housekeeping(p_retention interval, p_limit integer)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+    total integer := 0;
+BEGIN
+    DELETE FROM novu.deliveries WHERE id IN (
+        SELECT id FROM novu.deliveries
+         WHERE status IN ('sent', 'failed', 'canceled', 'skipped') AND updated_at < now() - p_retention
+         LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    DELETE FROM novu.execution_details WHERE id IN (
+        SELECT id FROM novu.execution_details WHERE created_at < now() - p_retention LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    DELETE FROM novu.events e WHERE e.transaction_id IN (
+        SELECT x.transaction_id FROM novu.events x
+         WHERE x.status IN ('processed', 'canceled') AND x.created_at < now() - p_retention
+           AND NOT EXISTS (SELECT FROM novu.deliveries d
+                            WHERE d.transaction_id = x.transaction_id AND d.status IN ('pending', 'sending'))
+         LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION novu._housekeeping(interval, integer) IS 'Internal (workers): delete finished messages, activity and outbox rows older than the retention, in batches';
+
+-- The queue tables' statistics, kept up with a burst.  A queue drained to
+-- empty and vacuumed has reltuples = 0 over its old pages, and the planner then
+-- believes the table empty however many rows arrive, until autovacuum's next
+-- ANALYZE (a minute or more later): every plan of the workers' keyed
+-- statements costs the same, and a claim of 500 rows was once planned as a
+-- nested loop over the whole table, 7 s instead of 20 ms.  The workers call
+-- this when they start work and then at most once a second; it analyzes a
+-- table only when it holds far more live rows than its statistics say.
+-- SECURITY DEFINER because ANALYZE needs the tables' owner; it takes no
+-- argument and evaluates nothing the caller controls.
+CREATE FUNCTION novu._refresh_queue_stats() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass;
+    analyzed integer := 0;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['novu.events'::regclass, 'novu.deliveries'::regclass] LOOP
+        -- one worker analyzes a table at a time; the others go on
+        IF pg_stat_get_live_tuples(t) > 2 * GREATEST((SELECT c.reltuples FROM pg_class c WHERE c.oid = t), 0) + 1000
+           AND pg_try_advisory_xact_lock(pg_catalog.hashtext('novu._refresh_queue_stats'), t::oid::integer) THEN
+            IF t = 'novu.events'::regclass THEN
+                ANALYZE novu.events (id, transaction_id, status, kind);
+            ELSE
+                ANALYZE novu.deliveries;
+            END IF;
+            analyzed := analyzed + 1;
+        END IF;
+    END LOOP;
+    RETURN analyzed;
+END
+$$;
+COMMENT ON FUNCTION novu._refresh_queue_stats() IS 'Worker helper: ANALYZE the outbox and the delivery queue when they hold far more rows than their statistics say';
+
+------------------------------------------------------------------------------
+-- Privileges: nothing for PUBLIC, then per role
+------------------------------------------------------------------------------
+
+REVOKE ALL ON ALL TABLES IN SCHEMA novu FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA novu FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA novu FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    novu.identify(text, jsonb),
+    novu.update_subscriber(text, jsonb),
+    novu.get_subscriber(text),
+    novu.delete_subscriber(text),
+    novu.list_subscribers(integer, integer),
+    novu.bulk_identify(jsonb),
+    novu.set_online_status(text, boolean),
+    novu.import_subscribers(),
+    novu.set_credentials(text, text, jsonb, text),
+    novu.add_credentials(text, text, jsonb, text),
+    novu.remove_device_token(text, text, text, text),
+    novu.delete_credentials(text, text, text),
+    novu.trigger(text, jsonb, jsonb, jsonb, text, jsonb),
+    novu.bulk_trigger(jsonb),
+    novu.broadcast(text, jsonb, jsonb, text),
+    novu.cancel(text),
+    novu.trigger_on_row(),
+    novu.render(text, jsonb),
+    novu.get_workflow(text),
+    novu.get_preferences(text),
+    novu.set_preference(text, text, boolean, jsonb),
+    novu.notification_stats()
+TO novu_app;
+
+GRANT EXECUTE ON FUNCTION
+    novu.create_integration(text, jsonb, text, text, boolean),
+    novu.update_integration(text, jsonb),
+    novu.delete_integration(text),
+    novu.list_integrations(),
+    novu.create_workflow(text, jsonb, text, boolean, boolean),
+    novu.update_workflow(text, jsonb),
+    novu.delete_workflow(text)
+TO novu_admin;
+
+GRANT SELECT ON novu.subscribers, novu.subscriber_channels, novu.device_tokens, novu.workflows,
+                novu.preferences, novu.messages, novu.notifications, novu.execution_details, novu.stat_providers,
+                novu.subscriber_import_rejects
+    TO novu_app;
+GRANT INSERT, SELECT ON novu.subscriber_import TO novu_app;
+GRANT USAGE ON SEQUENCE novu.subscriber_import_line_seq TO novu_app;
+GRANT DELETE ON novu.subscriber_import_rejects TO novu_app;
+GRANT SELECT ON novu.integrations, novu.events, novu.deliveries, novu.provider_stats, novu.stat_providers TO novu_admin;
+
+-- The delivery workers: only what delivery needs (read the model, write the queue
+-- and the history, prune dead tokens).
+GRANT SELECT ON novu.integrations, novu.subscribers, novu.subscriber_channels, novu.workflows,
+                novu.preferences
+    TO novu_worker;
+GRANT SELECT, DELETE ON novu.device_tokens TO novu_worker;
+GRANT SELECT, UPDATE, DELETE ON novu.events TO novu_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON novu.deliveries TO novu_worker;
+GRANT SELECT, INSERT, DELETE ON novu.execution_details TO novu_worker;
+GRANT SELECT, INSERT, UPDATE ON novu.provider_stats TO novu_worker;
+GRANT USAGE ON SEQUENCE novu.deliveries_id_seq, novu.execution_details_id_seq TO novu_worker;
+GRANT EXECUTE ON FUNCTION
+    novu._expand(text[], text[], text[], integer, integer),
+    novu._fanout(integer, integer, integer, integer, integer),
+    novu._take_events(tid[]),
+    novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]),
+    novu._claim_receipts(integer, integer),
+    novu._record_receipts(integer, bigint[], text[], text[], bigint[], text[], bigint[], text[]),
+    novu._housekeeping(interval, integer),
+    novu._refresh_queue_stats()
+TO novu_worker;
