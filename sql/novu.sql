@@ -414,11 +414,24 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') $$;
 COMMENT ON FUNCTION novu._iso(timestamptz) IS 'Internal: ISO 8601 UTC text of a timestamp, as Novu prints dates';
 
+-- The providers are listed once, in the library (src/providers/registry.c).
+CREATE FUNCTION novu._providers(channel text DEFAULT NULL)
+RETURNS text[]
+LANGUAGE C STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'novu_providers_sql';
+COMMENT ON FUNCTION novu._providers(text) IS 'Internal: the provider ids this version delivers to, of one channel (push, chat) or of all';
+
 CREATE FUNCTION novu._push_providers()
 RETURNS text[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT ARRAY['fcm', 'apns', 'expo', 'one-signal', 'push-webhook', 'web-push'] $$;
-COMMENT ON FUNCTION novu._push_providers() IS 'Internal: the provider ids this version delivers to';
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT novu._providers() $$;
+COMMENT ON FUNCTION novu._push_providers() IS 'Internal: the provider ids this version delivers to (every channel; the name is kept from 0.1.0)';
+
+CREATE FUNCTION novu._provider_channel(provider_id text)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT CASE WHEN provider_id = ANY (novu._providers('chat')) THEN 'chat' ELSE 'push' END $$;
+COMMENT ON FUNCTION novu._provider_channel(text) IS 'Internal: the channel a provider delivers on (push or chat)';
 
 CREATE FUNCTION novu._check_provider(provider_id text)
 RETURNS void
@@ -665,6 +678,7 @@ DECLARE
     k text;
     t jsonb;
     i integer := 0;
+    chat boolean;
 BEGIN
     IF p_credentials IS NULL OR jsonb_typeof(p_credentials) <> 'object' THEN
         RAISE EXCEPTION 'credentials must be a JSON object'
@@ -672,19 +686,32 @@ BEGIN
                   HINT = 'Example: {"deviceTokens": ["token-1"]}.';
     END IF;
     PERFORM novu._check_size(p_credentials, 'credentials', 65536);
+    chat := novu._provider_channel(p_provider_id) = 'chat';
     FOR k IN SELECT jsonb_object_keys(p_credentials) LOOP
-        IF k = 'webhookUrl' AND p_provider_id <> 'push-webhook' THEN
+        IF k = 'webhookUrl' AND p_provider_id <> 'push-webhook' AND NOT chat THEN
             RAISE EXCEPTION 'credentials.webhookUrl is not used by provider "%"', p_provider_id
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Push providers take deviceTokens; webhookUrl is for push-webhook.';
+                      HINT = 'Push providers take deviceTokens; webhookUrl is for chat providers and push-webhook.';
+        ELSIF k = 'deviceTokens' AND chat THEN
+            RAISE EXCEPTION 'credentials.deviceTokens is not used by provider "%"', p_provider_id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A chat provider takes the webhook URL: {"webhookUrl": "https://..."}.';
         ELSIF k NOT IN ('deviceTokens', 'webhookUrl') THEN
             RAISE EXCEPTION 'unknown key "%" in credentials', k
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Subscriber credentials take deviceTokens (and webhookUrl for push-webhook).';
+                      HINT = 'Subscriber credentials take deviceTokens (push) or webhookUrl (chat providers, push-webhook).';
         END IF;
     END LOOP;
     IF p_credentials ? 'webhookUrl' THEN
+        IF jsonb_typeof(p_credentials -> 'webhookUrl') <> 'string' THEN
+            RAISE EXCEPTION 'credentials.webhookUrl must be a string'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the https URL of the webhook.';
+        END IF;
         PERFORM novu._check_url(p_credentials ->> 'webhookUrl', 'credentials.webhookUrl');
+    ELSIF chat THEN
+        RAISE EXCEPTION 'credentials.webhookUrl is required for provider "%"', p_provider_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A chat provider takes the webhook URL: {"webhookUrl": "https://..."}.';
     END IF;
     IF NOT p_credentials ? 'deviceTokens' THEN
         RETURN '{}';
@@ -1229,8 +1256,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave it null to use the provider id.';
     END IF;
 
-    INSERT INTO novu.integrations (identifier, provider_id, name, credentials, active)
-    VALUES (ident, provider_id, COALESCE(name, provider_id), creds, active)
+    INSERT INTO novu.integrations (identifier, provider_id, channel, name, credentials, active)
+    VALUES (ident, provider_id, novu._provider_channel(provider_id), COALESCE(name, provider_id), creds, active)
     ON CONFLICT ON CONSTRAINT integrations_identifier_key DO NOTHING
     RETURNING id INTO new_id;
     IF new_id IS NULL THEN
@@ -1367,15 +1394,19 @@ BEGIN
         END IF;
         IF jsonb_typeof(step -> 'type') IS DISTINCT FROM 'string' THEN
             RAISE EXCEPTION '%.type is required', f
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push.';
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push, chat.';
         END IF;
-        IF step ->> 'type' IN ('in_app', 'chat', 'delay', 'digest', 'email', 'sms') THEN
+        IF step ->> 'type' IN ('in_app', 'delay', 'digest', 'email', 'sms') THEN
             RAISE EXCEPTION '%.type "%" is not supported yet', f, step ->> 'type'
                 USING ERRCODE = 'feature_not_supported',
-                      HINT = 'This version executes push steps only; nothing is accepted that would not run.';
-        ELSIF step ->> 'type' <> 'push' THEN
+                      HINT = 'This version executes push and chat steps only; nothing is accepted that would not run.';
+        ELSIF step ->> 'type' NOT IN ('push', 'chat') THEN
             RAISE EXCEPTION '%.type "%" is unknown', f, step ->> 'type'
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push.';
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push, chat.';
+        END IF;
+        IF step ->> 'type' = 'chat' AND step ? 'title' THEN
+            RAISE EXCEPTION '%.title is not used by chat steps', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'A chat step sends its content template as the message text.';
         END IF;
         IF step ? 'if' THEN
             RAISE EXCEPTION '%.if (step conditions) is not supported yet', f
@@ -1419,15 +1450,21 @@ BEGIN
                         USING ERRCODE = 'invalid_parameter_value',
                               HINT = 'Known providers: ' || array_to_string(novu._push_providers(), ', ') || '.';
                 END IF;
+                IF EXISTS (SELECT FROM jsonb_array_elements_text(v) p WHERE novu._provider_channel(p) <> step ->> 'type') THEN
+                    RAISE EXCEPTION '%.providers names a provider of another channel than %', f, step ->> 'type'
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'Chat providers: ' || array_to_string(novu._providers('chat'), ', ')
+                                     || '; push providers: ' || array_to_string(novu._providers('push'), ', ') || '.';
+                END IF;
             ELSE
                 RAISE EXCEPTION 'unknown key "%" in %', k, f
                     USING ERRCODE = 'invalid_parameter_value',
-                          HINT = 'A push step has type, name, title, content, data, overrides, providers.';
+                          HINT = 'A push step has type, name, title, content, data, overrides, providers; a chat step the same without title.';
             END CASE;
         END LOOP;
         IF NOT step ? 'content' OR step ->> 'content' = '' THEN
             RAISE EXCEPTION '%.content is required', f
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'A push step needs a non-empty content template.';
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'A push or chat step needs a non-empty content template.';
         END IF;
         i := i + 1;
     END LOOP;
@@ -1898,6 +1935,14 @@ BEGIN
                WHERE d.subscriber_id = t.subscriber_id
                  AND ig.active AND ig.channel = t.channel
                  AND (t.providers IS NULL OR t.providers ? ig.provider_id)
+              UNION ALL
+              -- chat: the webhook URL a subscriber stored for a chat integration
+              SELECT c.integration_id, ig.provider_id, ig.identifier, c.webhook_url
+                FROM novu.subscriber_channels c
+                JOIN novu.integrations ig ON ig.id = c.integration_id
+               WHERE t.channel = 'chat' AND c.subscriber_id = t.subscriber_id AND c.webhook_url IS NOT NULL
+                 AND ig.active AND ig.channel = 'chat'
+                 AND (t.providers IS NULL OR t.providers ? ig.provider_id)
           ) tok ON t.subscriber_exists AND t.allowed
     ),
     inserted AS (
@@ -1909,6 +1954,7 @@ BEGIN
                CASE WHEN e.device_token IS NULL THEN 'skipped' WHEN e.leased THEN 'sending' ELSE 'pending' END,
                CASE WHEN NOT e.subscriber_exists THEN 'Subscriber not found'
                     WHEN NOT e.allowed THEN 'Disabled by subscriber preferences'
+                    WHEN e.device_token IS NULL AND e.channel = 'chat' THEN 'Subscriber has no chat webhook URL'
                     WHEN e.device_token IS NULL THEN 'Subscriber has no device token' END,
                CASE WHEN e.leased THEN 1 ELSE 0 END,
                CASE WHEN e.leased THEN pg_backend_pid() END,
@@ -2125,11 +2171,22 @@ BEGIN
                detail
           FROM upd WHERE detail IS NOT NULL
     ),
-    pruned AS (
+    pruned_tokens AS (
         DELETE FROM novu.device_tokens t
          USING unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
          WHERE t.integration_id = x.integration_id AND t.device_token = x.token
         RETURNING t.integration_id
+    ),
+    pruned_webhooks AS (
+        -- a deleted chat webhook: the subscriber's credential goes
+        UPDATE novu.subscriber_channels c SET webhook_url = NULL, updated_at = now()
+          FROM unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+         WHERE c.integration_id = x.integration_id AND c.webhook_url = x.token
+           AND EXISTS (SELECT FROM novu.integrations ig WHERE ig.id = c.integration_id AND ig.channel = 'chat')
+        RETURNING c.integration_id
+    ),
+    pruned AS (
+        SELECT integration_id FROM pruned_tokens UNION ALL SELECT integration_id FROM pruned_webhooks
     ),
     counts AS (
         SELECT integration_id,
@@ -2226,11 +2283,22 @@ BEGIN
                CASE status WHEN 'pending' THEN 'Pending' ELSE 'Failed' END, detail
           FROM upd WHERE detail IS NOT NULL
     ),
-    pruned AS (
+    pruned_tokens AS (
         DELETE FROM novu.device_tokens t
          USING unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
          WHERE t.integration_id = x.integration_id AND t.device_token = x.token
         RETURNING t.integration_id
+    ),
+    pruned_webhooks AS (
+        -- a deleted chat webhook: the subscriber's credential goes
+        UPDATE novu.subscriber_channels c SET webhook_url = NULL, updated_at = now()
+          FROM unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+         WHERE c.integration_id = x.integration_id AND c.webhook_url = x.token
+           AND EXISTS (SELECT FROM novu.integrations ig WHERE ig.id = c.integration_id AND ig.channel = 'chat')
+        RETURNING c.integration_id
+    ),
+    pruned AS (
+        SELECT integration_id FROM pruned_tokens UNION ALL SELECT integration_id FROM pruned_webhooks
     ),
     counts AS (
         SELECT integration_id,
@@ -2379,6 +2447,7 @@ GRANT SELECT ON novu.integrations, novu.subscribers, novu.subscriber_channels, n
                 novu.preferences
     TO novu_worker;
 GRANT SELECT, DELETE ON novu.device_tokens TO novu_worker;
+GRANT UPDATE (webhook_url, updated_at) ON novu.subscriber_channels TO novu_worker;
 GRANT SELECT, UPDATE, DELETE ON novu.events TO novu_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON novu.deliveries TO novu_worker;
 GRANT SELECT, INSERT, DELETE ON novu.execution_details TO novu_worker;

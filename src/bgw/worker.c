@@ -258,7 +258,11 @@ novu_worker_main(Datum main_arg)
 		if (extension_ready())
 			done = worker_cycle(&sleep_ms);
 		else
+		{
+			/* nothing to do until the extension is there: a wakeup meanwhile is spent */
+			novu_wakeup_pending = false;
 			sleep_ms = Max(novu_poll_interval, 5000L);
+		}
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(cycle_context);
 		consecutive_errors = 0;

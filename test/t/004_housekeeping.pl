@@ -9,7 +9,7 @@ use lib $FindBin::Bin;
 use NovuTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+use Time::HiRes qw(usleep time);
 
 my $mocks = NovuTest::start_mocks();
 my $node = NovuTest::new_node('housekeeping', $mocks, 'novu.retention' => "'3s'");
@@ -44,6 +44,40 @@ is(NovuTest::query($node, q{SELECT count(*) FROM novu.events WHERE transaction_i
 	'1', 'and so is its outbox row (its transactionId stays taken)');
 is(NovuTest::query($node, q{SELECT novu.trigger('w', '"h2"', '{}', '{}', 'tx-pending') ->> 'status'}),
 	'duplicate', 'a retained transactionId is still a duplicate');
+
+# Workers of a database without the extension wait for it (the role exists once any
+# database has the extension): they must not spin.  Measured as the workers' CPU time
+# over a window of two seconds (spinning workers used one core each).
+sub workers_cpu_s
+{
+	my $pids = $node->safe_psql('postgres', q{SELECT string_agg(pid::text, ' ') FROM pg_stat_activity
+	    WHERE backend_type = 'novu delivery worker' AND datname = 'other'});
+	my ($ticks, $n) = (0, 0);
+	for my $pid (split / /, $pids)
+	{
+		open(my $fh, '<', "/proc/$pid/stat") or next;
+		my @f = split / /, (split /\) /, <$fh>)[1];
+		close $fh;
+		$ticks += $f[11] + $f[12];		# utime + stime (fields 14 and 15)
+		$n++;
+	}
+	return ($ticks / 100.0, $n);
+}
+$node->safe_psql('postgres', q{CREATE DATABASE other});
+$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.database_name = 'other'});
+$node->safe_psql('postgres', q{SELECT pg_reload_conf()});
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 2 FROM pg_stat_activity
+    WHERE backend_type = 'novu delivery worker' AND datname = 'other'}, 30),
+	'the delivery workers move to a database without the extension');
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 2 FROM pg_stat_activity
+    WHERE backend_type = 'novu delivery worker' AND datname = 'other' AND state_change < now() - interval '1 second'}, 10),
+	'and settle');
+my ($cpu0, $nw) = workers_cpu_s();
+my $t0 = time();
+select(undef, undef, undef, 2.0);	# the measurement window
+my ($cpu1) = workers_cpu_s();
+cmp_ok($cpu1 - $cpu0, '<', 0.3, sprintf('they wait for the extension: %.2f s of CPU in %.1f s (%d workers)',
+	$cpu1 - $cpu0, time() - $t0, $nw));
 
 $node->stop;
 done_testing();
