@@ -297,3 +297,22 @@ SELECT novu._validate_integration('web-push', '{"vapidPublicKey": "BCVxsr7N_eNgV
 SELECT novu._validate_integration('web-push', '{"vapidPublicKey": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "vapidPrivateKey": "q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94", "subject": "http://example.com"}');
 SELECT novu._validate_integration('web-push', '{"vapidPublicKey": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "vapidPrivateKey": "q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94", "subject": "mailto:"}');
 SELECT novu._validate_integration('web-push', '{"vapidPublicKey": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "vapidPrivateKey": "q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94", "subject": 1}');
+
+-- RFC 8291 Appendix A: the fixed sender key and salt give the RFC's body, byte for byte
+SELECT novu._webpush_selftest();
+-- a VAPID subject is mailto:user@host or an https:// URL
+SELECT novu._validate_integration('web-push', '{"vapidPublicKey": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "vapidPrivateKey": "q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94", "subject": "mailto:ops"}');
+-- the providers of this version, listed by the library, and their channels
+SELECT novu._providers() AS all_providers;
+SELECT novu._providers('chat') AS chat_providers;
+SELECT p, novu._provider_channel(p) FROM unnest(ARRAY['fcm', 'web-push', 'discord', 'chat-webhook']) p;
+-- target forms of the new providers
+\set VERBOSITY default
+SELECT novu._check_device_token('one-signal', '1dd608f2-c6a1-11e3-851d-000c2940e62c', 'credentials.deviceTokens[0]');
+SELECT novu._check_device_token('one-signal', 'player-1', 'credentials.deviceTokens[0]');
+SELECT novu._check_device_token('discord', 'http://discord.com/api/webhooks/1/x', 'credentials.webhookUrl');
+SELECT novu._check_device_token('web-push', '{"endpoint": "https://push.example.com/x", "keys": {"p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}', 'sub');
+SELECT novu._check_device_token('web-push', '{"endpoint": "https://push.example.com/x", "keys": {"p256dh": "BAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}', 'sub');
+SELECT novu._check_device_token('web-push', '{"endpoint": "https://push.example.com/x", "keys": {"p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "auth": "BTBZMqHH6r4Tts7J_aSI"}}', 'sub');
+SELECT novu._check_device_token('web-push', '{"endpoint": "https://user:pw@push.example.com/x", "keys": {"p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}', 'sub');
+\set VERBOSITY terse

@@ -554,6 +554,12 @@ END
 $$;
 COMMENT ON FUNCTION novu._record_receipts(integer, bigint[], text[], text[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record checked Expo receipts in one statement';
 
-REVOKE ALL ON FUNCTION novu._providers(text), novu._provider_channel(text) FROM PUBLIC;
+CREATE FUNCTION novu._webpush_selftest()
+RETURNS text
+AS 'MODULE_PATHNAME', 'novu_webpush_selftest'
+LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION novu._webpush_selftest() IS 'Internal test helper: RFC 8291 Appendix A encrypted with its fixed key and salt equals the RFC''s body byte for byte';
+
+REVOKE ALL ON FUNCTION novu._providers(text), novu._provider_channel(text), novu._webpush_selftest() FROM PUBLIC;
 -- the workers clear a deleted chat webhook
 GRANT UPDATE (webhook_url, updated_at) ON novu.subscriber_channels TO novu_worker;

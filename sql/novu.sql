@@ -362,6 +362,12 @@ AS 'MODULE_PATHNAME', 'novu_jwt_selftest'
 LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION novu._jwt_selftest(text, text) IS 'Internal test helper: sign a fixed JWT with the key (RS256 or ES256) and verify it with its public half';
 
+CREATE FUNCTION novu._webpush_selftest()
+RETURNS text
+AS 'MODULE_PATHNAME', 'novu_webpush_selftest'
+LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION novu._webpush_selftest() IS 'Internal test helper: RFC 8291 Appendix A encrypted with its fixed key and salt equals the RFC''s body byte for byte';
+
 CREATE FUNCTION novu._parse_object(value text)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'novu_parse_object'

@@ -11,6 +11,7 @@
 #include "crypto/crypto.h"
 
 PG_FUNCTION_INFO_V1(novu_jwt_selftest);
+PG_FUNCTION_INFO_V1(novu_webpush_selftest);
 
 /*
  * novu._jwt_selftest(alg text, pem text) RETURNS text: sign a fixed JWT with
@@ -114,4 +115,50 @@ novu_jwt_selftest(PG_FUNCTION_ARGS)
 				 errmsg("a tampered %s JWT verifies", alg)));
 
 	PG_RETURN_TEXT_P(cstring_to_text(psprintf("ok: %zu", siglen)));
+}
+
+/*
+ * novu._webpush_selftest() RETURNS text: encrypt RFC 8291 Appendix A's
+ * plaintext with its fixed sender key and salt and compare the body byte for
+ * byte with the RFC's; 'ok: <bytes>' or an error naming the first difference.
+ */
+Datum
+novu_webpush_selftest(PG_FUNCTION_ARGS)
+{
+	static const char *const plaintext = "When I grow up, I want to be a watermelon";
+	static const char *const as_public = "BP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A8";
+	static const char *const as_private = "yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw";
+	static const char *const ua_public = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
+	static const char *const salt = "DGv6ra1nlYgDCS1FRnbzlw";
+	static const char *const auth = "BTBZMqHH6r4Tts7J_aSIgg";
+	static const char *const expected =
+		"DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_y"
+		"l95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN";
+	size_t		ua_len = 0;
+	size_t		auth_len = 0;
+	size_t		salt_len = 0;
+	size_t		out_len = 0;
+	unsigned char *ua = base64url_decode(ua_public, &ua_len);
+	unsigned char *auth_bytes = base64url_decode(auth, &auth_len);
+	unsigned char *salt_bytes = base64url_decode(salt, &salt_len);
+	char	   *err = NULL;
+	EVP_PKEY   *as_key = crypto_vapid_key(as_public, as_private, &err);
+	unsigned char *body;
+	char	   *got;
+
+	if (as_key == NULL)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not load the RFC 8291 sender key: %s", err)));
+	body = crypto_webpush_encrypt_with(ua, ua_len, auth_bytes, auth_len,
+									   (const unsigned char *) plaintext, strlen(plaintext),
+									   as_key, salt_bytes, &out_len, &err);
+	EVP_PKEY_free(as_key);
+	if (body == NULL)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("RFC 8291 encryption failed: %s", err)));
+	got = base64url_encode(body, out_len);
+	if (strcmp(got, expected) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("the RFC 8291 Appendix A body differs"),
+				 errdetail("Got %s, expected %s.", got, expected)));
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("ok: %zu bytes", out_len)));
 }

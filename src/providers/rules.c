@@ -159,8 +159,9 @@ novu_check_device_token(PG_FUNCTION_ARGS)
 	if (!novu_device_token_valid(provider_id, token, &problem))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is not a valid %s device token", field, ops ? ops->label : "device"),
-				 errdetail("The token %s.", problem),
+				 errmsg("%s is not a valid %s %s", field, ops ? ops->label : "device",
+						ops && ops->channel == CHANNEL_CHAT ? "webhook URL" : "device token"),
+				 errdetail("The %s %s.", ops && ops->channel == CHANNEL_CHAT ? "URL" : "token", problem),
 				 errhint("%s", novu_device_token_form(provider_id))));
 	PG_RETURN_VOID();
 }
