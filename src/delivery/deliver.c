@@ -266,7 +266,8 @@ retry_delay_ms(Message *m)
 	for (i = 1; i < m->attempts && delay < novu_retry_max_delay; i++)
 		delay *= 2;
 	delay = Min(delay, (double) novu_retry_max_delay);
-	delay *= 0.5 + pg_prng_double(&pg_global_prng_state);	/* jitter: 0.5x .. 1.5x */
+	/* jitter 0.5x .. 1.5x, the same for the messages of one request (so they come due together) */
+	delay *= m->jitter > 0 ? m->jitter : 0.5 + pg_prng_double(&pg_global_prng_state);
 	if (m->retry_after >= 0)
 		delay = Max(delay, m->retry_after * 1000.0);
 	return (int64) Max(delay, 1.0);
@@ -841,6 +842,12 @@ handle_answer(HttpRequest *req)
 		/* an answer that cannot be read is retried like a lost one */
 		if (!run_guarded(classify_call, &call, &error))
 			novu_messages_set(f->msgs, f->n, OUTCOME_RETRY, psprintf("Could not read the answer: %s", error));
+	}
+	{
+		double		jitter = 0.5 + pg_prng_double(&pg_global_prng_state);
+
+		for (i = 0; i < f->n; i++)
+			f->msgs[i]->jitter = jitter;
 	}
 	novu_breaker_note(ig, f->msgs, f->n);
 	MemoryContextSwitchTo(f->batch->context);

@@ -2,8 +2,10 @@
 #   bench_start_mock DIR PORT   certificates in DIR/certs, the fast mock on PORT (https)
 #                               and PORT+1 (plain); sets mock, mock_pid
 #   bench_setup                 CREATE EXTENSION, integrations on the mock, workflows
-#                               bench-fcm, bench-apns, bench-expo (one provider each) and
-#                               bench-all (every push device of the subscriber)
+#                               bench-fcm, bench-apns, bench-expo, bench-web-push and
+#                               bench-one-signal (one provider each; OneSignal's content is
+#                               the same for everyone, as a campaign's) and bench-all
+#                               (every push device of the subscriber)
 #   load_subscribers FROM TO [PROVIDERS]   sub-FROM..sub-TO, one token per provider
 #   workers N|default           set novu.workers (ALTER SYSTEM) and wait for that many
 #   drained [SLEEP]             wait until nothing is pending, processing or sending
@@ -29,16 +31,25 @@ bench_start_mock() {
 }
 
 bench_setup() {
+    local vapid
+    vapid=$(node -e "const e=require('crypto').createECDH('prime256v1');e.generateKeys();console.log(e.getPublicKey('base64url')+' '+e.getPrivateKey('base64url'))")
     q -c "CREATE EXTENSION novu"
-    q -v sa="$(cat "$BENCH_CERTS/fcm-service-account.json")" -v p8="$(cat "$BENCH_CERTS/apns-key.p8")" -v mock="$mock" >/dev/null <<'SQL'
+    q -v sa="$(cat "$BENCH_CERTS/fcm-service-account.json")" -v p8="$(cat "$BENCH_CERTS/apns-key.p8")" -v mock="$mock" \
+      -v vapid_pub="${vapid% *}" -v vapid_priv="${vapid#* }" >/dev/null <<'SQL'
 SELECT novu.create_integration('fcm', jsonb_build_object('serviceAccount',
     (:'sa'::jsonb) || jsonb_build_object('token_uri', :'mock' || '/token'), 'endpoint', :'mock'), 'fcm-bench');
 SELECT novu.create_integration('apns', jsonb_build_object('secretKey', :'p8', 'apiKey', 'ABC123DEFG',
     'projectName', 'TEAM123456', 'applicationId', 'com.novu.bench', 'endpoint', :'mock'), 'apns-bench');
 SELECT novu.create_integration('expo', jsonb_build_object('endpoint', :'mock'), 'expo-bench');
+SELECT novu.create_integration('web-push', jsonb_build_object('vapidPublicKey', :'vapid_pub', 'vapidPrivateKey', :'vapid_priv',
+    'subject', 'mailto:bench@example.com'), 'web-push-bench');
+SELECT novu.create_integration('one-signal', jsonb_build_object('applicationId', '0b5e1a2c-3d4f-4a6b-8c7d-9e0f1a2b3c4d',
+    'apiKey', 'os_v2_app_novubench', 'endpoint', :'mock'), 'one-signal-bench');
 SELECT novu.create_workflow('bench-' || p, jsonb_build_array(jsonb_build_object('type', 'push',
     'title', 'Order {{payload.orderId}}', 'content', 'Hi {{subscriber.firstName}}', 'providers', jsonb_build_array(p))))
-  FROM unnest(ARRAY['fcm', 'apns', 'expo']) p;
+  FROM unnest(ARRAY['fcm', 'apns', 'expo', 'web-push']) p;
+SELECT novu.create_workflow('bench-one-signal', '[{"type": "push", "title": "Flash sale",
+    "content": "Everything is 20% off today", "providers": ["one-signal"]}]');
 SELECT novu.create_workflow('bench-all', jsonb_build_array(jsonb_build_object('type', 'push',
     'title', 'News {{payload.orderId}}', 'content', 'Hi {{subscriber.firstName}}')));
 CREATE TABLE bench_plain (id bigserial PRIMARY KEY, payload jsonb NOT NULL);
@@ -48,6 +59,9 @@ SQL
 # bulk-load subscribers sub-FROM..sub-TO with one token per provider given (set-based, not the API)
 load_subscribers() {
     local from=$1 to=$2 providers=${3:-fcm,apns,expo}
+    # a browser subscription per subscriber: its own endpoint on the mock; the keys (a
+    # P-256 point and an auth secret, RFC 8291's) may be shared: each message still gets
+    # its own ECDH key and salt
     q <<SQL
 INSERT INTO novu.subscribers (subscriber_id, first_name)
 SELECT 'sub-' || i, 'User' || i FROM generate_series($from, $to) i ON CONFLICT DO NOTHING;
@@ -57,6 +71,10 @@ SELECT 'sub-' || i, ig.id FROM generate_series($from, $to) i, novu.integrations 
 INSERT INTO novu.device_tokens (integration_id, device_token, subscriber_id)
 SELECT ig.id, CASE ig.provider_id WHEN 'apns' THEN md5(i::text) || md5(ig.provider_id)
                                   WHEN 'expo' THEN 'ExponentPushToken[' || i || ']'
+                                  WHEN 'web-push' THEN jsonb_build_object('endpoint', '$mock/push/' || i, 'keys', jsonb_build_object(
+                                      'p256dh', 'BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4',
+                                      'auth', 'BTBZMqHH6r4Tts7J_aSIgg'))::text
+                                  WHEN 'one-signal' THEN '00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0')
                                   ELSE 'fcm-' || i END, 'sub-' || i
   FROM generate_series($from, $to) i, novu.integrations ig
  WHERE ig.provider_id = ANY (string_to_array('$providers', ',')) ON CONFLICT DO NOTHING;
