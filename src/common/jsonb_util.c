@@ -385,3 +385,27 @@ novu_parse_object(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	PG_RETURN_JSONB_P(result);
 }
+
+/* Push "key": value (a whole jsonb; NULL pushes {}) into an object under construction. */
+void
+jsonb_push_jsonb(JsonbParseState **state, const char *key, Jsonb *value)
+{
+	JsonbValue	v;
+
+	jsonb_push_key(state, key);
+	if (value == NULL)
+		value = jsonb_empty_object();
+	v.type = jbvBinary;
+	v.val.binary.data = &value->root;
+	v.val.binary.len = VARSIZE(value) - VARHDRSZ;
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+/* A provider's answer parsed as a JSON object, or NULL (not JSON, or not an object). */
+Jsonb *
+jsonb_parse_object_or_null(const char *text, int len)
+{
+	Jsonb	   *j = jsonb_parse_or_null(text, len);
+
+	return j != NULL && JB_ROOT_IS_OBJECT(j) && !JB_ROOT_IS_SCALAR(j) ? j : NULL;
+}

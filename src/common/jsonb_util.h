@@ -14,6 +14,8 @@ extern void jsonb_push_string(JsonbParseState **state, const char *key, const ch
 extern void jsonb_push_bool(JsonbParseState **state, const char *key, bool value);
 extern Jsonb *jsonb_empty_object(void);
 extern Jsonb *jsonb_parse_or_null(const char *text, int len);
+extern Jsonb *jsonb_parse_object_or_null(const char *text, int len);
+extern void jsonb_push_jsonb(JsonbParseState **state, const char *key, Jsonb *value);
 extern Jsonb *jsonb_deep_merge(Jsonb *a, Jsonb *b);
 extern char *jsonb_value_to_text(JsonbValue *v);
 extern void novu_check_json_size(Jsonb *value, const char *field, int max_bytes);

@@ -67,17 +67,11 @@ chat_webhook_build(Integration *ig, Message **msgs, int n)
 	jsonb_push_string(&state, "webhookUrl", m->target);
 	body = jsonb_deep_merge(body, JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
 	req = novu_json_request(ig, m->target, body);
-	if (secret != NULL && secret[0] != '\0')
+	if (secret != NULL && secret[0] != '\0' && !novu_sign_request(req, secret))
 	{
-		char	   *signature = crypto_hmac_sha256_hex(secret, strlen(secret), req->body, req->body_len);
-
-		if (signature == NULL)
-		{
-			http_request_free(req);
-			novu_message_set(m, OUTCOME_RETRY, "could not compute the HMAC signature");
-			return NULL;
-		}
-		http_add_header(req, psprintf("X-Novu-Signature: %s", signature));
+		http_request_free(req);
+		novu_message_set(m, OUTCOME_RETRY, "could not compute the HMAC signature");
+		return NULL;
 	}
 	return req;
 }
@@ -94,23 +88,10 @@ chat_webhook_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 		novu_classify_transport(req, msgs, n);
 		return;
 	}
-	m->retry_after = http_retry_after_seconds(req->retry_after);
-	if (req->status >= 200 && req->status < 300)
-	{
-		body = jsonb_parse_or_null(req->response.data, req->response.len);
-		if (body != NULL && JB_ROOT_IS_OBJECT(body) && !JB_ROOT_IS_SCALAR(body))
-			m->provider_message_id = jsonb_container_get_string(&body->root, "id");
-		novu_message_set(m, OUTCOME_SENT, NULL);
-	}
-	else if (req->status == 429 || req->status >= 500)
-		novu_message_set(m, OUTCOME_RETRY, psprintf("HTTP %ld", req->status));
-	else if (req->status == 404 || req->status == 410)
-		novu_message_set(m, OUTCOME_REMOVE_TOKEN, psprintf("HTTP %ld (the webhook is gone)", req->status));
-	else if (req->status == 401 || req->status == 403)
-		novu_message_set(m, OUTCOME_CONFIG_ERROR,
-						 psprintf("HTTP %ld: the receiver refused the request (check hmacSecretKey)", req->status));
-	else
-		novu_message_set(m, OUTCOME_DROP, psprintf("HTTP %ld", req->status));
+	novu_webhook_outcome(m, req, req->status == 404 || req->status == 410, true, NULL);
+	body = m->outcome == OUTCOME_SENT ? jsonb_parse_object_or_null(req->response.data, req->response.len) : NULL;
+	if (body != NULL)
+		m->provider_message_id = jsonb_container_get_string(&body->root, "id");
 }
 
 const ProviderOps novu_chat_webhook_provider = {

@@ -80,42 +80,24 @@ discord_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 {
 	Message    *m = msgs[0];
 	Jsonb	   *body;
-	char	   *text = NULL;
+	JsonbValue	v;
 
 	if (req->result != CURLE_OK)
 	{
 		novu_classify_transport(req, msgs, n);
 		return;
 	}
-	body = jsonb_parse_or_null(req->response.data, req->response.len);
-	if (body != NULL && (JB_ROOT_IS_SCALAR(body) || !JB_ROOT_IS_OBJECT(body)))
-		body = NULL;
-	if (body != NULL)
-		text = jsonb_container_get_string(&body->root, "message");
-	m->retry_after = http_retry_after_seconds(req->retry_after);
-	if (m->retry_after < 0 && body != NULL)
-	{
-		JsonbValue	v;
-
-		/* retry_after in the body: seconds as a float */
-		if (jsonb_container_get(&body->root, "retry_after", &v) && v.type == jbvNumeric)
-			m->retry_after = (int) ceil(DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-																		   NumericGetDatum(v.val.numeric))));
-	}
-
-	if (req->status >= 200 && req->status < 300)
-	{
-		if (body != NULL)
-			m->provider_message_id = jsonb_container_get_string(&body->root, "id");
-		novu_message_set(m, OUTCOME_SENT, NULL);
-	}
-	else if (req->status == 429 || req->status >= 500)
-		novu_message_set(m, OUTCOME_RETRY, psprintf("HTTP %ld%s%s", req->status, text ? ": " : "", text ? text : ""));
-	else if (req->status == 404 || req->status == 401)
-		novu_message_set(m, OUTCOME_REMOVE_TOKEN,
-						 psprintf("%s (the webhook was deleted)", text ? text : "Unknown Webhook"));
-	else
-		novu_message_set(m, OUTCOME_DROP, psprintf("HTTP %ld%s%s", req->status, text ? ": " : "", text ? text : ""));
+	body = jsonb_parse_object_or_null(req->response.data, req->response.len);
+	/* 404 Unknown Webhook, 401 Invalid Webhook Token: the webhook was deleted */
+	novu_webhook_outcome(m, req, req->status == 404 || req->status == 401, false,
+						 body ? jsonb_container_get_string(&body->root, "message") : NULL);
+	if (m->outcome == OUTCOME_SENT && body != NULL)
+		m->provider_message_id = jsonb_container_get_string(&body->root, "id");
+	/* a rate limit says retry_after (seconds, a float) in the body too */
+	if (m->retry_after < 0 && body != NULL &&
+		jsonb_container_get(&body->root, "retry_after", &v) && v.type == jbvNumeric)
+		m->retry_after = (int) ceil(DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+																	   NumericGetDatum(v.val.numeric))));
 }
 
 const ProviderOps novu_discord_provider = {

@@ -7,6 +7,7 @@
 #include "postgres.h"
 
 #include "common/jsonb_util.h"
+#include "crypto/crypto.h"
 #include "net/netpolicy.h"
 #include "providers/provider.h"
 
@@ -86,4 +87,43 @@ novu_json_request(Integration *ig, const char *url, Jsonb *body)
 	req->body = text;
 	req->body_len = strlen(text);
 	return req;
+}
+
+/*
+ * The outcome of a webhook-style answer (push webhook, chat webhooks, Web
+ * Push): 2xx sent, 429 and 5xx retried (Retry-After honoured), "gone" (the
+ * provider's own reading of the answer) removes the target, 401/403 are the
+ * integration's configuration when auth_is_config, anything else drops the
+ * message.  what is a short text of the answer for the reason (may be NULL).
+ */
+void
+novu_webhook_outcome(Message *m, HttpRequest *req, bool gone, bool auth_is_config, const char *what)
+{
+	const char *sep = what && what[0] ? ": " : "";
+
+	what = what ? what : "";
+	m->retry_after = http_retry_after_seconds(req->retry_after);
+	if (req->status >= 200 && req->status < 300)
+		novu_message_set(m, OUTCOME_SENT, NULL);
+	else if (req->status == 429 || req->status >= 500)
+		novu_message_set(m, OUTCOME_RETRY, psprintf("HTTP %ld%s%s", req->status, sep, what));
+	else if (gone)
+		novu_message_set(m, OUTCOME_REMOVE_TOKEN, psprintf("HTTP %ld%s%s (the target is gone)", req->status, sep, what));
+	else if (auth_is_config && (req->status == 401 || req->status == 403))
+		novu_message_set(m, OUTCOME_CONFIG_ERROR,
+						 psprintf("HTTP %ld%s%s (the receiver refused our credentials)", req->status, sep, what));
+	else
+		novu_message_set(m, OUTCOME_DROP, psprintf("HTTP %ld%s%s", req->status, sep, what));
+}
+
+/* Add X-Novu-Signature, the lowercase hex HMAC-SHA256 of the request's exact body; false if it cannot be made. */
+bool
+novu_sign_request(HttpRequest *req, const char *secret)
+{
+	char	   *signature = crypto_hmac_sha256_hex(secret, strlen(secret), req->body, req->body_len);
+
+	if (signature == NULL)
+		return false;
+	http_add_header(req, psprintf("X-Novu-Signature: %s", signature));
+	return true;
 }

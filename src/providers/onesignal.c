@@ -195,13 +195,7 @@ onesignal_build(Integration *ig, Message **msgs, int n)
 		push_language_map(&state, "headings", m->title);
 	push_language_map(&state, "contents", m->body ? m->body : "");
 	if (m->data != NULL)
-	{
-		jsonb_push_key(&state, "data");
-		v.type = jbvBinary;
-		v.val.binary.data = &m->data->root;
-		v.val.binary.len = VARSIZE(m->data) - VARHDRSZ;
-		pushJsonbValue(&state, WJB_VALUE, &v);
-	}
+		jsonb_push_jsonb(&state, "data", m->data);
 	body = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
 	if (m->overrides != NULL)
 		body = jsonb_deep_merge(body, m->overrides);
@@ -276,9 +270,7 @@ onesignal_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 		novu_classify_transport(req, msgs, n);
 		return;
 	}
-	body = jsonb_parse_or_null(req->response.data, req->response.len);
-	if (body != NULL && (JB_ROOT_IS_SCALAR(body) || !JB_ROOT_IS_OBJECT(body)))
-		body = NULL;
+	body = jsonb_parse_object_or_null(req->response.data, req->response.len);
 	error = first_error(body);
 	for (i = 0; i < n; i++)
 		msgs[i]->retry_after = http_retry_after_seconds(req->retry_after);

@@ -183,5 +183,7 @@ extern void novu_classify_transport(HttpRequest *req, Message **msgs, int n);
 extern char *novu_integration_base_url(Integration *ig, const char *default_base);
 extern Jsonb *novu_text_body(const char *key, const char *text, Jsonb *overrides);
 extern HttpRequest *novu_json_request(Integration *ig, const char *url, Jsonb *body);
+extern void novu_webhook_outcome(Message *m, HttpRequest *req, bool gone, bool auth_is_config, const char *what);
+extern bool novu_sign_request(HttpRequest *req, const char *secret);
 
 #endif							/* NOVU_PROVIDER_H */

@@ -91,21 +91,6 @@ push_webhook_prepare(Integration *ig, char **error)
 	return true;
 }
 
-/* Push a jsonb value (NULL: an empty object) under key. */
-static void
-push_jsonb(JsonbParseState **state, const char *key, Jsonb *value)
-{
-	JsonbValue	v;
-
-	jsonb_push_key(state, key);
-	if (value == NULL)
-		value = jsonb_empty_object();
-	v.type = jbvBinary;
-	v.val.binary.data = &value->root;
-	v.val.binary.len = VARSIZE(value) - VARHDRSZ;
-	pushJsonbValue(state, WJB_VALUE, &v);
-}
-
 /* The body Novu's push webhook receives for one message. */
 static char *
 push_webhook_body(Message *m)
@@ -117,7 +102,7 @@ push_webhook_body(Message *m)
 
 	/* payload: the trigger payload, then subscriber and step as Novu adds them */
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	push_jsonb(&state, "subscriber", m->subscriber);
+	jsonb_push_jsonb(&state, "subscriber", m->subscriber);
 	jsonb_push_key(&state, "step");
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	jsonb_push_bool(&state, "digest", false);
@@ -143,8 +128,8 @@ push_webhook_body(Message *m)
 	pushJsonbValue(&state, WJB_END_ARRAY, NULL);
 	jsonb_push_string(&state, "title", m->title ? m->title : "");
 	jsonb_push_string(&state, "content", m->body ? m->body : "");
-	push_jsonb(&state, "overrides", m->overrides);
-	push_jsonb(&state, "payload", payload);
+	jsonb_push_jsonb(&state, "overrides", m->overrides);
+	jsonb_push_jsonb(&state, "payload", payload);
 	root = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 	return JsonbToCString(NULL, &JsonbValueToJsonb(root)->root, 0);
 }
@@ -155,20 +140,18 @@ push_webhook_build(Integration *ig, Message **msgs, int n)
 {
 	PushWebhookState *st = ig->state;
 	char	   *body = push_webhook_body(msgs[0]);
-	char	   *signature = crypto_hmac_sha256_hex(st->secret, strlen(st->secret), body, strlen(body));
-	HttpRequest *req;
+	HttpRequest *req = http_request_new(st->url);
 
-	if (signature == NULL)
+	req->owner = ig;
+	http_add_header(req, "Content-Type: application/json");
+	req->body = body;
+	req->body_len = strlen(body);
+	if (!novu_sign_request(req, st->secret))
 	{
+		http_request_free(req);
 		novu_message_set(msgs[0], OUTCOME_RETRY, "could not compute the HMAC signature");
 		return NULL;
 	}
-	req = http_request_new(st->url);
-	req->owner = ig;
-	http_add_header(req, "Content-Type: application/json");
-	http_add_header(req, psprintf("X-Novu-Signature: %s", signature));
-	req->body = body;
-	req->body_len = strlen(body);
 	return req;
 }
 
@@ -184,21 +167,11 @@ push_webhook_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 		novu_classify_transport(req, msgs, n);
 		return;
 	}
-	m->retry_after = http_retry_after_seconds(req->retry_after);
-	if (req->status >= 200 && req->status < 300)
-	{
-		body = jsonb_parse_or_null(req->response.data, req->response.len);
-		if (body != NULL && JB_ROOT_IS_OBJECT(body) && !JB_ROOT_IS_SCALAR(body))
-			m->provider_message_id = jsonb_container_get_string(&body->root, "id");
-		novu_message_set(m, OUTCOME_SENT, NULL);
-	}
-	else if (req->status == 429 || req->status >= 500)
-		novu_message_set(m, OUTCOME_RETRY, psprintf("HTTP %ld", req->status));
-	else if (req->status == 401 || req->status == 403)
-		novu_message_set(m, OUTCOME_CONFIG_ERROR,
-						 psprintf("HTTP %ld: the receiver refused the request (check secretKey)", req->status));
-	else
-		novu_message_set(m, OUTCOME_DROP, psprintf("HTTP %ld", req->status));
+	/* a receiver saying "gone" is not proof the device token is dead: never pruned */
+	novu_webhook_outcome(m, req, false, true, NULL);
+	body = m->outcome == OUTCOME_SENT ? jsonb_parse_object_or_null(req->response.data, req->response.len) : NULL;
+	if (body != NULL)
+		m->provider_message_id = jsonb_container_get_string(&body->root, "id");
 }
 
 const ProviderOps novu_push_webhook_provider = {

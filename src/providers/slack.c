@@ -62,23 +62,15 @@ static void
 slack_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 {
 	Message    *m = msgs[0];
-	char	   *text;
 
 	if (req->result != CURLE_OK)
 	{
 		novu_classify_transport(req, msgs, n);
 		return;
 	}
-	text = pnstrdup(req->response.data, Min(req->response.len, 100));
-	m->retry_after = http_retry_after_seconds(req->retry_after);
-	if (req->status >= 200 && req->status < 300)
-		novu_message_set(m, OUTCOME_SENT, NULL);
-	else if (req->status == 429 || req->status >= 500)
-		novu_message_set(m, OUTCOME_RETRY, psprintf("HTTP %ld: %s", req->status, text));
-	else if (req->status == 404 || req->status == 403 || req->status == 410)
-		novu_message_set(m, OUTCOME_REMOVE_TOKEN, psprintf("%s (the webhook cannot be used)", text));
-	else
-		novu_message_set(m, OUTCOME_DROP, psprintf("HTTP %ld: %s", req->status, text));
+	/* no_team, channel_not_found (404), invalid_token (403), channel_is_archived (410) */
+	novu_webhook_outcome(m, req, req->status == 404 || req->status == 403 || req->status == 410, false,
+						 pnstrdup(req->response.data, Min(req->response.len, 100)));
 }
 
 const ProviderOps novu_slack_provider = {

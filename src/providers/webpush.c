@@ -367,20 +367,13 @@ static char *
 webpush_plaintext(Message *m)
 {
 	JsonbParseState *state = NULL;
-	JsonbValue	v;
 	Jsonb	   *note;
 
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	jsonb_push_string(&state, "title", m->title ? m->title : "");
 	jsonb_push_string(&state, "body", m->body ? m->body : "");
 	if (m->data != NULL)
-	{
-		jsonb_push_key(&state, "data");
-		v.type = jbvBinary;
-		v.val.binary.data = &m->data->root;
-		v.val.binary.len = VARSIZE(m->data) - VARHDRSZ;
-		pushJsonbValue(&state, WJB_VALUE, &v);
-	}
+		jsonb_push_jsonb(&state, "data", m->data);
 	note = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
 	if (m->overrides != NULL)
 	{

@@ -16,6 +16,8 @@
 #   BENCH_SCALE=1      sizes of the issue (100k deliveries, 1M fan-out and import,
 #                      10M backlog); 0.05 for a quick run
 #   BENCH_RUNS=1       how many times P2 and P3 are measured (every run is reported)
+#   BENCH_P2_PROVIDERS="fcm apns expo web-push one-signal"   the P2 rows (each subscriber
+#                      gets one device per provider measured)
 #   BENCH_ONLY=        comma-separated parts to run: p2p3, tuned, p1, p5, p4, p6,
 #                      pgnet, mixed (default: all of them)
 #   BENCH_P3_RATE=200 BENCH_P3_SECONDS=30   the steady trigger rate of P3, per provider
@@ -45,7 +47,7 @@ P1_SECONDS=${BENCH_P1_SECONDS:-15}
 P3_RATE=${BENCH_P3_RATE:-200}
 P3_SECONDS=${BENCH_P3_SECONDS:-30}
 PROVIDERS="fcm apns expo"
-P2_PROVIDERS="fcm apns expo web-push one-signal"
+P2_PROVIDERS=${BENCH_P2_PROVIDERS:-"fcm apns expo web-push one-signal"}
 # what P1 and P4-P6 have always run with (and the optional tuned P2 row)
 TUNED_SETTINGS="shared_buffers = '2GB', max_wal_size = '20GB', checkpoint_timeout = '30min', max_worker_processes = 16, novu.workers = 2, novu.batch_size = 2000"
 
@@ -100,7 +102,7 @@ log "mock ceiling: ${R[mock]} req/s"
 ctl _reset POST >/dev/null
 
 workers 0
-load_subscribers 1 "$N_DELIVERY" fcm,apns,expo,web-push,one-signal
+load_subscribers 1 "$N_DELIVERY" "$(echo $PROVIDERS $P2_PROVIDERS | tr ' ' '\n' | sort -u | paste -sd,)"
 q -c "VACUUM ANALYZE"
 clean() { q -c "TRUNCATE novu.deliveries, novu.execution_details, novu.events" >/dev/null; }
 
