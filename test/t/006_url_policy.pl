@@ -105,6 +105,24 @@ SELECT novu.identify('u-long-fcm', '{"channels": [{"providerId": "fcm", "integra
     "credentials": {"deviceTokens": ["fcm-long"]}}]}');
 SQL
 
+# URLs stored by the application role: a browser's push endpoint and a chat webhook, on a
+# host name (stored: only literal addresses are refused then; connecting: see section 3)
+my ($vapid_pub, $vapid_priv) = split / /,
+  `node -e "const e=require('crypto').createECDH('prime256v1');e.generateKeys();console.log(e.getPublicKey('base64url')+' '+e.getPrivateKey('base64url'))"`;
+chomp $vapid_priv;
+my $wp_local = NovuTest::control($mocks, 'POST', '/webpush/subscriptions',
+	{ service => 'mozilla', host => 'localhost', applicationServerKey => $vapid_pub })->{subscriptions}[0];
+my $chat_port = $port{chat};
+my $discord_local = "https://localhost:$chat_port/api/webhooks/112233445566778899/local";
+q1("SELECT novu.create_integration('web-push', jsonb_build_object('vapidPublicKey', '$vapid_pub', 'vapidPrivateKey', '$vapid_priv',
+    'subject', 'mailto:ops\@example.com'), 'wp-policy') IS NOT NULL");
+q1(q{SELECT novu.create_integration('discord', '{}', 'discord-policy') IS NOT NULL});
+q1(q{SELECT novu.create_workflow('ping-chat', '[{"type": "chat", "content": "pong"}]') IS NOT NULL});
+q1("SELECT novu.identify('u-wp-local', jsonb_build_object('channels', jsonb_build_array(jsonb_build_object(
+    'providerId', 'web-push', 'credentials', jsonb_build_object('deviceTokens', jsonb_build_array(" . lit(JSON::PP->new->canonical->encode($wp_local)) . "))))))");
+q1("SELECT novu.identify('u-chat-local', '{}') IS NOT NULL");
+q1("SELECT novu.set_credentials('u-chat-local', 'discord', jsonb_build_object('webhookUrl', " . lit($discord_local) . ")) IS NOT NULL");
+
 trigger('tx-open', 'u-ok');
 ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.messages WHERE transaction_id = 'tx-open'}),
 	'allowed: FCM delivers (an OAuth token is cached and a connection is open)');
@@ -127,6 +145,20 @@ is(q1(q{SELECT count(*) FROM novu.execution_details e JOIN novu.messages m ON m.
 	'1', 'localhost: the activity log says "Integration configuration error"');
 like(q1(q{SELECT last_error FROM novu.stat_providers WHERE integration_identifier = 'expo-localhost'}),
 	$policy_reason, 'localhost: stat_providers shows the reason');
+
+# the same for a web-push endpoint and a chat webhook URL the application stored
+trigger('tx-wp-local', 'u-wp-local');
+$node->safe_psql('postgres', q{SELECT novu.trigger('ping-chat', '"u-chat-local"', '{}', '{}', 'tx-chat-local')});
+for my $c ([ 'tx-wp-local', JSON::PP->new->canonical->encode($wp_local), 'web-push endpoint', 'webpush' ],
+	[ 'tx-chat-local', $discord_local, 'discord webhook URL', 'chat' ])
+{
+	my ($tx, $target, $what, $mock) = @$c;
+	ok(wait_settled($tx, $target), "$what on localhost: the message settles");
+	my $mm = msg($tx, $target);
+	is($mm->{status} . '/' . $mm->{attempts}, 'failed/1', "$what on localhost: failed at once");
+	like($mm->{last_error} // '', $policy_reason, "$what on localhost: refused by the policy when connecting");
+	is(scalar @{ NovuTest::requests($mocks, $mock) }, 0, "$what on localhost: the mock received nothing");
+}
 
 trigger('tx-reuse', 'u-ok');
 ok(wait_settled('tx-reuse', 'fcm-ok'), 'open connection: the message settles');
