@@ -34,6 +34,8 @@
 PG_FUNCTION_INFO_V1(novu_check_device_token);
 PG_FUNCTION_INFO_V1(novu_check_overrides_sql);
 
+static bool token_valid(const ProviderOps *ops, const char *token, const char **problem);
+
 #define TOKEN_MAX_LEN			4096	/* any provider (README: a device token at most 4096 characters) */
 #define HEADER_VALUE_MAX_LEN	256
 #define APNS_COLLAPSE_ID_MAX	64		/* bytes (PROTOCOLS.md 2.2) */
@@ -119,6 +121,13 @@ token_check(const ProviderOps *ops)
 bool
 novu_device_token_valid(const char *provider_id, const char *token, const char **problem)
 {
+	return token_valid(provider_id ? novu_provider_lookup(provider_id) : NULL, token, problem);
+}
+
+/* Whether a token has the form of a provider (NULL: the plain form); false with *problem. */
+static bool
+token_valid(const ProviderOps *ops, const char *token, const char **problem)
+{
 	size_t		len = token ? strlen(token) : 0;
 
 	if (len == 0)
@@ -131,7 +140,7 @@ novu_device_token_valid(const char *provider_id, const char *token, const char *
 		*problem = "is longer than " CppAsString2(TOKEN_MAX_LEN) " characters";
 		return false;
 	}
-	return token_check(provider_id ? novu_provider_lookup(provider_id) : NULL)(token, len, problem);
+	return token_check(ops)(token, len, problem);
 }
 
 /* The accepted token form of a provider, in words. */
@@ -585,12 +594,20 @@ novu_check_overrides(Jsonb *overrides, const char *field)
 bool
 novu_provider_overrides_valid(const char *provider_id, Jsonb *overrides, char **reason)
 {
+	return novu_overrides_valid(novu_provider_lookup(provider_id), overrides, reason);
+}
+
+/* A provider's merged overrides at build time (ops known): false with *reason. */
+bool
+novu_overrides_valid(const ProviderOps *ops, Jsonb *overrides, char **reason)
+{
 	OverrideProblem p;
 	JsonbValue	v;
-	const ProviderOps *ops = novu_provider_lookup(provider_id);
+	const char *provider_id;
 
 	if (overrides == NULL || ops == NULL || ops->overrides == NULL)
 		return true;
+	provider_id = ops->provider_id;
 	v.type = jbvBinary;
 	v.val.binary.data = &overrides->root;
 	v.val.binary.len = VARSIZE(overrides) - VARHDRSZ;
@@ -630,12 +647,13 @@ novu_message_check(Integration *ig, Message *m, char **reason)
 {
 	const char *problem = NULL;
 
-	if (!novu_device_token_valid(ig->provider_id, m->target, &problem))
+	/* ig->ops is the provider: no lookup per message */
+	if (!token_valid(ig->ops, m->target, &problem))
 	{
 		*reason = psprintf("Invalid device token: the token %s (%s)", problem, novu_device_token_form(ig->provider_id));
 		return false;
 	}
-	if (!novu_provider_overrides_valid(ig->provider_id, m->overrides, reason))
+	if (!novu_overrides_valid(ig->ops, m->overrides, reason))
 	{
 		*reason = psprintf("Override refused: %s", *reason);
 		return false;

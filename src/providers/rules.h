@@ -131,6 +131,7 @@ extern void novu_check_overrides(Jsonb *overrides, const char *field);
  * with *reason ("overrides.fcm.token is not allowed: ...").  NULL passes.
  */
 extern bool novu_provider_overrides_valid(const char *provider_id, Jsonb *overrides, char **reason);
+extern bool novu_overrides_valid(const ProviderOps *ops, Jsonb *overrides, char **reason);
 
 /* The check a provider runs on a message before building it (its check op). */
 extern bool novu_message_check(Integration *ig, Message *m, char **reason);
