@@ -25,7 +25,6 @@
 #include "common/shmem.h"
 #include "queue/work.h"
 
-#define FANOUT_LIMIT		1000
 #define HOUSEKEEPING_LIMIT	5000
 
 static Datum int4_array(int32 *values, int n);
@@ -192,7 +191,14 @@ static int
 fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
 {
 	Oid			argtypes[5] = {INT4OID, INT4OID, INT4OID, INT4OID, INT4OID};
-	Datum		values[5] = {Int32GetDatum(FANOUT_LIMIT), Int32GetDatum(lease_limit), Int32GetDatum(lease_ms),
+	/*
+	 * Fan out as many outbox rows as this claim leases messages: every
+	 * message of a one-device trigger comes back leased from the insert that
+	 * creates it.  (Fanning out more left the rest pending, and claiming
+	 * those later cost a second update of each row, about a sixth of the
+	 * queue's work per message; the other workers fan out their own share.)
+	 */
+	Datum		values[5] = {Int32GetDatum(Max(lease_limit, 1)), Int32GetDatum(lease_limit), Int32GetDatum(lease_ms),
 	Int32GetDatum(novu_worker_slot), Int32GetDatum(novu_workers)};
 	int			handled = 0;
 	int			n;

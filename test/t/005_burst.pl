@@ -62,6 +62,17 @@ my $sends = NovuTest::expo_sends($mocks);
 my %seen;
 $seen{ $_->{to} }++ for map { @{ $_->{body} } } @$sends;
 is(scalar(keys %seen), $N, 'the mock received every token');
-is(scalar(grep { $_ > 1 } values %seen), 0, 'and none twice');
+# every request the provider received is an attempt the extension recorded: a
+# retry (a timeout under load) shows as attempts 2, never as a hidden resend
+my %attempts = map { split /\|/ } split /\n/, NovuTest::query($node,
+	q{SELECT device_token || '|' || attempts FROM novu.deliveries});
+my @unequal = grep { ($seen{$_} // 0) != ($attempts{$_} // 0) } keys %attempts;
+is(scalar(@unequal), 0, 'the mock received each token as many times as attempts were recorded')
+  or diag('for example: ' . join(', ', map { "$_ received " . ($seen{$_} // 0) . ", attempts $attempts{$_}" }
+	  (sort @unequal)[0 .. ($#unequal < 4 ? $#unequal : 4)]));
+my $retried = NovuTest::query($node, q{SELECT string_agg(n || ' x ' || d, '; ')
+    FROM (SELECT detail d, count(*) n FROM novu.execution_details WHERE status = 'Pending' GROUP BY 1) x});
+diag("retried: $retried") if $retried ne '';
+is(scalar(grep { $_ > 1 } values %seen), 0, 'and, with no retry recorded, none twice') if $retried eq '';
 
 done_testing();
