@@ -2446,6 +2446,7 @@ DECLARE
     tids tid[];
     budget integer;
     last_id bigint := 0;
+    state text;
 BEGIN
     -- claim pending triggers, then mark them processed.  Each worker takes its
     -- own share first (id modulo the workers): workers that scan the same rows
@@ -2541,7 +2542,12 @@ BEGIN
                 done := done + cardinality(chunk);
             END IF;
         EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+            -- a transient failure (serialization, deadlock, lock timeout, out of
+            -- resources) ends the call: the worker tries this chunk again later
+            IF left(state, 2) IN ('40', '53', '55', '57', '58') THEN
+                RAISE;
+            END IF;
             UPDATE novu.events SET status = 'processed', processed_at = now(), cursor = NULL WHERE novu.events.id = b.id;
             INSERT INTO novu.execution_details (transaction_id, workflow_id, status, detail)
             VALUES (b.transaction_id, b.workflow_id, 'Failed', 'Fan-out failed: ' || msg);

@@ -207,6 +207,17 @@ SELECT novu.cancel('tp-cancel');
 SELECT count(*) FROM novu._fanout(10, 0, 60000, 0, 1) WHERE transaction_id = 'tp-cancel';
 SELECT status FROM novu.events WHERE transaction_id = 'tp-cancel';
 
+-- a chunk that cannot be expanded fails that row alone, with the reason, and
+-- does not block the rows after it (a workflow broken behind the API's back)
+INSERT INTO novu.workflows (workflow_id, name, steps) VALUES ('tp-broken', 'broken', '{"not": "an array"}');
+INSERT INTO novu.events (transaction_id, kind, workflow_id, recipients, topics) VALUES ('tp-broken-1', 'topic', 'tp-broken', '{tp-a}', '{post:3}');
+SELECT novu.trigger('topic-wf', '{"type": "Topic", "topicKey": "post:3"}', '{}', '{}', 'tp-after-broken') ->> 'status';
+SELECT count(*) FROM novu._fanout(100, 0, 60000, 0, 1) x WHERE x.handled > 0;
+SELECT transaction_id, status FROM novu.events WHERE transaction_id IN ('tp-broken-1', 'tp-after-broken') ORDER BY 1;
+SELECT status, detail FROM novu.execution_details WHERE transaction_id = 'tp-broken-1';
+SELECT count(*) FROM novu.deliveries WHERE transaction_id = 'tp-broken-1';
+SELECT array_agg(subscriber_id ORDER BY subscriber_id) FROM novu.deliveries WHERE transaction_id = 'tp-after-broken';
+
 ------------------------------------------------------------------------------
 -- roles: the app manages topics and reads them; nobody else does
 ------------------------------------------------------------------------------
