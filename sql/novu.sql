@@ -141,11 +141,36 @@ CREATE TABLE novu.preferences (
 CREATE INDEX preferences_workflow_idx ON novu.preferences (workflow_id);
 COMMENT ON TABLE novu.preferences IS 'Subscriber preferences; workflow_id NULL = global';
 
+-- Topics: named groups of subscribers, addressed in a trigger's "to" as
+-- {"type": "Topic", "topicKey": key}.  Members are keyed by the topic's id, not its
+-- key: a membership row stays small however long the key.
+CREATE TABLE novu.topics (
+    id              bigserial PRIMARY KEY,
+    key             text COLLATE "C" NOT NULL UNIQUE,
+    name            text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE novu.topics IS 'Topics: named groups of subscribers a trigger can address as {"type": "Topic", "topicKey": key}';
+
+-- A topic's members.  The primary key lists a topic's members in subscriberId
+-- order (the fan-out walks it by a cursor); the second index lists a
+-- subscriber's topics and serves the cascade when a subscriber is deleted.  A
+-- topic with members cannot be deleted (RESTRICT; novu.delete_topic says so).
+CREATE TABLE novu.topic_subscribers (
+    topic_id        bigint NOT NULL REFERENCES novu.topics ON DELETE RESTRICT,
+    subscriber_id   text COLLATE "C" NOT NULL REFERENCES novu.subscribers ON DELETE CASCADE,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (topic_id, subscriber_id)
+);
+CREATE INDEX topic_subscribers_subscriber_idx ON novu.topic_subscribers (subscriber_id);
+COMMENT ON TABLE novu.topic_subscribers IS 'Topic members: one row per (topic, subscriber)';
+
 -- The outbox: one row per trigger or broadcast, written in the caller's transaction.
 CREATE TABLE novu.events (
     transaction_id  text COLLATE "C" PRIMARY KEY,
     id              bigserial NOT NULL,
-    kind            text NOT NULL DEFAULT 'trigger',        -- trigger | broadcast
+    kind            text NOT NULL DEFAULT 'trigger',        -- trigger | broadcast | topic
     workflow_id     text COLLATE "C" NOT NULL,
     recipients      text[] COLLATE "C",
     payload         jsonb NOT NULL DEFAULT '{}',
@@ -154,11 +179,13 @@ CREATE TABLE novu.events (
     status          text NOT NULL DEFAULT 'pending',        -- pending | processing | processed | canceled
     cursor          text,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    processed_at    timestamptz
+    processed_at    timestamptz,
+    topics          text[] COLLATE "C"                      -- kind topic: the topic keys of "to"
 ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX events_pending_idx ON novu.events (id) WHERE status IN ('pending', 'processing');
--- the next broadcast to fan out, without walking the pending triggers
-CREATE INDEX events_broadcast_idx ON novu.events (id) WHERE kind = 'broadcast' AND status IN ('pending', 'processing');
+-- the next broadcast or topic trigger to fan out in chunks, without walking the
+-- pending triggers
+CREATE INDEX events_chunked_idx ON novu.events (id) WHERE kind <> 'trigger' AND status IN ('pending', 'processing');
 COMMENT ON TABLE novu.events IS 'Trigger outbox: committed with the caller''s transaction, fanned out by the delivery workers; keeps transactionId idempotency while retained';
 -- (no CHECK constraints here: this insert runs inside application transactions,
 -- and only novu.trigger/novu.broadcast and the workers write this table)
@@ -269,6 +296,9 @@ SELECT pg_catalog.pg_extension_config_dump('novu.device_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.device_tokens_seq_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.workflows', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.preferences', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.topics', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.topics_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.topic_subscribers', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.events', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.events_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.deliveries', '');
@@ -317,8 +347,8 @@ CREATE VIEW novu.notifications AS
       CROSS JOIN LATERAL (SELECT DISTINCT dd.subscriber_id
                             FROM novu.deliveries dd
                            WHERE dd.transaction_id = e.transaction_id) AS d
-     WHERE e.kind = 'broadcast';
-COMMENT ON VIEW novu.notifications IS 'One row per (transaction, subscriber); a broadcast lists its subscribers once fanned out';
+     WHERE e.kind IN ('broadcast', 'topic');
+COMMENT ON VIEW novu.notifications IS 'One row per (transaction, subscriber); a broadcast or a trigger naming topics lists its subscribers once fanned out';
 
 -- pg_stat-style delivery statistics per integration (the workers' counter rows summed).
 CREATE VIEW novu.stat_providers AS
@@ -1612,8 +1642,330 @@ CREATE TRIGGER workflows_changed
     FOR EACH STATEMENT EXECUTE FUNCTION novu._workflows_changed();
 
 ------------------------------------------------------------------------------
+-- Topics API
+-- A topic key is 1 to 255 letters, digits and - _ : . @ + ("post:42",
+-- "team-eng", an email); src/api/trigger.c checks topicKey in "to" the same way.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION novu._check_topic_key(value text, field text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL OR value = '' THEN
+        RAISE EXCEPTION '% must not be empty', field
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A topic key has 1 to 255 characters, e.g. "post:42".';
+    END IF;
+    IF length(value) > 255 THEN
+        RAISE EXCEPTION '% is too long (% characters)', field, length(value)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A topic key has at most 255 characters.';
+    END IF;
+    IF value !~ '^[A-Za-z0-9_.:@+-]+$' THEN
+        RAISE EXCEPTION '% may contain only letters, digits and - _ : . @ +', field
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Examples: "post:42", "team-engineering", "ada@example.com".';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_topic_key(text, text) IS 'Internal: raise unless the topic key has 1 to 255 characters, each a letter, digit or one of - _ : . @ +';
+
+CREATE FUNCTION novu._check_topic_name(value text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL OR btrim(value) = '' THEN
+        RAISE EXCEPTION 'name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give a name of 1 to 255 characters (create_topic uses the key when the name is null).';
+    END IF;
+    IF length(value) > 255 THEN
+        RAISE EXCEPTION 'name is too long (% characters)', length(value)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A topic name has at most 255 characters.';
+    END IF;
+    IF value ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'name must not contain control characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use printable characters in name.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_topic_name(text) IS 'Internal: raise unless the topic name has 1 to 255 characters and no control characters';
+
+-- The subscriberIds of an add/remove call: a JSON array of at most 500 strings,
+-- each a valid subscriberId; returns them de-duplicated, in the order given.
+CREATE FUNCTION novu._topic_subscriber_ids(subscriber_ids jsonb)
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v jsonb;
+    i integer := 0;
+BEGIN
+    IF subscriber_ids IS NULL OR jsonb_typeof(subscriber_ids) <> 'array' THEN
+        RAISE EXCEPTION 'subscriber_ids must be a JSON array of subscriberIds'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: ''["user-1", "user-2"]''.';
+    END IF;
+    IF jsonb_array_length(subscriber_ids) > 500 THEN
+        RAISE EXCEPTION 'too many subscriber_ids: % (at most 500 per call)', jsonb_array_length(subscriber_ids)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Split the array into calls of 500.';
+    END IF;
+    FOR v IN SELECT * FROM jsonb_array_elements(subscriber_ids) LOOP
+        IF jsonb_typeof(v) <> 'string' THEN
+            RAISE EXCEPTION 'subscriber_ids[%] must be a string', i
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'subscriber_ids is an array of subscriberId strings.';
+        END IF;
+        PERFORM novu._check_id(v #>> '{}', format('subscriber_ids[%s]', i));
+        i := i + 1;
+    END LOOP;
+    RETURN ARRAY(SELECT x FROM jsonb_array_elements_text(subscriber_ids) WITH ORDINALITY a(x, n)
+                 GROUP BY x ORDER BY min(n));
+END
+$$;
+COMMENT ON FUNCTION novu._topic_subscriber_ids(jsonb) IS 'Internal: validate a JSON array of at most 500 subscriberIds; returns them de-duplicated in order';
+
+-- Novu's JSON shape of a topic.
+CREATE FUNCTION novu._topic_json(t novu.topics)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object('_id', t.id::text, 'key', t.key, 'name', t.name,
+                              'createdAt', novu._iso(t.created_at), 'updatedAt', novu._iso(t.updated_at))
+$$;
+COMMENT ON FUNCTION novu._topic_json(novu.topics) IS 'Internal: Novu''s JSON shape of a topic';
+
+-- The topic of a key, or an error naming it.
+CREATE FUNCTION novu._get_topic(p_key text)
+RETURNS novu.topics
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t novu.topics;
+BEGIN
+    PERFORM novu._check_topic_key(p_key, 'key');
+    SELECT * INTO t FROM novu.topics x WHERE x.key = p_key;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'topic "%" not found', p_key
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with novu.create_topic(); topic keys are case sensitive.';
+    END IF;
+    RETURN t;
+END
+$$;
+COMMENT ON FUNCTION novu._get_topic(text) IS 'Internal: the topic of a key; an unknown key is an error';
+
+CREATE FUNCTION novu.create_topic(key text, name text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t novu.topics;
+BEGIN
+    PERFORM novu._check_topic_key(create_topic.key, 'key');
+    PERFORM novu._check_topic_name(COALESCE(create_topic.name, create_topic.key));
+    INSERT INTO novu.topics AS x (key, name)
+    VALUES (create_topic.key, COALESCE(create_topic.name, create_topic.key))
+    ON CONFLICT DO NOTHING
+    RETURNING x.* INTO t;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'topic "%" already exists', create_topic.key
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Topic keys are unique; rename it with novu.rename_topic() or choose another key.';
+    END IF;
+    RETURN novu._topic_json(t);
+END
+$$;
+COMMENT ON FUNCTION novu.create_topic(text, text) IS 'Create a topic (the name defaults to the key); an existing key is an error';
+
+CREATE FUNCTION novu.get_topic(key text)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT novu._topic_json(novu._get_topic(key)) $$;
+COMMENT ON FUNCTION novu.get_topic(text) IS 'Get a topic {_id, key, name, createdAt, updatedAt}; an unknown key is an error';
+
+CREATE FUNCTION novu.list_topics(page integer DEFAULT 0, page_size integer DEFAULT 10)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF page IS NULL OR page < 0 THEN
+        RAISE EXCEPTION 'page must be 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pages are numbered from 0.';
+    END IF;
+    IF page_size IS NULL OR page_size < 1 OR page_size > 100 THEN
+        RAISE EXCEPTION 'page_size must be between 1 and 100'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default page size is 10.';
+    END IF;
+    RETURN jsonb_build_object(
+        'page', page,
+        'totalCount', (SELECT count(*) FROM novu.topics),
+        'pageSize', page_size,
+        'data', COALESCE((SELECT jsonb_agg(novu._topic_json(t) ORDER BY t.key)
+                            FROM (SELECT * FROM novu.topics ORDER BY key
+                                   OFFSET page::bigint * page_size LIMIT page_size) t), '[]'::jsonb));
+END
+$$;
+COMMENT ON FUNCTION novu.list_topics(integer, integer) IS 'List topics by key: {page, totalCount, pageSize, data}';
+
+CREATE FUNCTION novu.rename_topic(key text, name text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t novu.topics;
+BEGIN
+    PERFORM novu._check_topic_key(rename_topic.key, 'key');
+    PERFORM novu._check_topic_name(rename_topic.name);
+    UPDATE novu.topics x SET name = rename_topic.name, updated_at = now()
+     WHERE x.key = rename_topic.key
+    RETURNING x.* INTO t;
+    IF NOT FOUND THEN
+        PERFORM novu._get_topic(rename_topic.key);  -- raises "not found"
+    END IF;
+    RETURN novu._topic_json(t);
+END
+$$;
+COMMENT ON FUNCTION novu.rename_topic(text, text) IS 'Rename a topic (its key never changes); an unknown key is an error';
+
+-- A topic is deleted only when empty.  Its row is locked first: an add in
+-- progress holds a key-share lock on it (the members' foreign key), so the
+-- check below, a new statement, sees that add's members once it commits.
+CREATE FUNCTION novu.delete_topic(key text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t novu.topics;
+BEGIN
+    PERFORM novu._check_topic_key(delete_topic.key, 'key');
+    SELECT * INTO t FROM novu.topics x WHERE x.key = delete_topic.key FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF EXISTS (SELECT FROM novu.topic_subscribers ts WHERE ts.topic_id = t.id) THEN
+        RAISE EXCEPTION 'topic "%" still has subscribers', delete_topic.key
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Remove them with novu.remove_topic_subscribers() (novu.topic_subscribers() lists them), then delete the topic.';
+    END IF;
+    DELETE FROM novu.topics x WHERE x.id = t.id;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_topic(text) IS 'Delete an empty topic; true if deleted, false if unknown; a topic with subscribers is refused';
+
+-- Add subscribers to a topic: existing subscribers succeed (members already
+-- included), unknown subscriberIds are reported in failed.notFound; nothing is
+-- created.  The subscribers found are key-share locked, so none can be deleted
+-- between this check and the insert.
+CREATE FUNCTION novu.add_topic_subscribers(key text, subscriber_ids jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t novu.topics;
+    ids text[];
+    found_ids text[];
+BEGIN
+    t := novu._get_topic(add_topic_subscribers.key);
+    ids := novu._topic_subscriber_ids(subscriber_ids);
+    found_ids := ARRAY(SELECT s.subscriber_id FROM novu.subscribers s
+                        WHERE s.subscriber_id = ANY (ids)
+                        ORDER BY s.subscriber_id FOR KEY SHARE);
+    INSERT INTO novu.topic_subscribers (topic_id, subscriber_id)
+    SELECT t.id, f FROM unnest(found_ids) AS f
+    ON CONFLICT DO NOTHING;
+    RETURN jsonb_build_object(
+        'succeeded', to_jsonb(ARRAY(SELECT i FROM unnest(ids) WITH ORDINALITY u(i, n)
+                                     WHERE i = ANY (found_ids) ORDER BY n)),
+        'failed', jsonb_build_object(
+            'notFound', to_jsonb(ARRAY(SELECT i FROM unnest(ids) WITH ORDINALITY u(i, n)
+                                        WHERE NOT i = ANY (found_ids) ORDER BY n))));
+END
+$$;
+COMMENT ON FUNCTION novu.add_topic_subscribers(text, jsonb) IS 'Add up to 500 subscribers to a topic: {succeeded: [...], failed: {notFound: [...]}}; unknown subscriberIds are notFound';
+
+CREATE FUNCTION novu.remove_topic_subscribers(key text, subscriber_ids jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t novu.topics;
+    ids text[];
+    removed text[];
+BEGIN
+    t := novu._get_topic(remove_topic_subscribers.key);
+    ids := novu._topic_subscriber_ids(subscriber_ids);
+    WITH d AS (
+        DELETE FROM novu.topic_subscribers ts
+         WHERE ts.topic_id = t.id AND ts.subscriber_id = ANY (ids)
+        RETURNING ts.subscriber_id)
+    SELECT COALESCE(array_agg(d.subscriber_id), '{}') INTO removed FROM d;
+    RETURN jsonb_build_object(
+        'succeeded', to_jsonb(ARRAY(SELECT i FROM unnest(ids) WITH ORDINALITY u(i, n)
+                                     WHERE i = ANY (removed) ORDER BY n)),
+        'failed', jsonb_build_object(
+            'notFound', to_jsonb(ARRAY(SELECT i FROM unnest(ids) WITH ORDINALITY u(i, n)
+                                        WHERE NOT i = ANY (removed) ORDER BY n))));
+END
+$$;
+COMMENT ON FUNCTION novu.remove_topic_subscribers(text, jsonb) IS 'Remove up to 500 subscribers from a topic: {succeeded: [...], failed: {notFound: [...]}}; ids that were not members are notFound';
+
+CREATE FUNCTION novu.topic_subscribers(key text, page integer DEFAULT 0, page_size integer DEFAULT 10)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t novu.topics;
+BEGIN
+    t := novu._get_topic(topic_subscribers.key);
+    IF page IS NULL OR page < 0 THEN
+        RAISE EXCEPTION 'page must be 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pages are numbered from 0.';
+    END IF;
+    IF page_size IS NULL OR page_size < 1 OR page_size > 100 THEN
+        RAISE EXCEPTION 'page_size must be between 1 and 100'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default page size is 10.';
+    END IF;
+    RETURN jsonb_build_object(
+        'page', page,
+        'totalCount', (SELECT count(*) FROM novu.topic_subscribers ts WHERE ts.topic_id = t.id),
+        'pageSize', page_size,
+        'data', COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                                     '_topicId', t.id::text, 'topicKey', t.key,
+                                     'subscriberId', m.subscriber_id, 'externalSubscriberId', m.subscriber_id,
+                                     'createdAt', novu._iso(m.created_at))
+                                 ORDER BY m.subscriber_id)
+                            FROM (SELECT ts.subscriber_id, ts.created_at FROM novu.topic_subscribers ts
+                                   WHERE ts.topic_id = t.id
+                                   ORDER BY ts.subscriber_id
+                                   OFFSET page::bigint * page_size LIMIT page_size) m), '[]'::jsonb));
+END
+$$;
+COMMENT ON FUNCTION novu.topic_subscribers(text, integer, integer) IS 'List a topic''s subscribers by subscriberId: {page, totalCount, pageSize, data: [{_topicId, topicKey, subscriberId, externalSubscriberId, createdAt}]}';
+
+------------------------------------------------------------------------------
 -- Trigger API (the outbox)
 ------------------------------------------------------------------------------
+
 
 CREATE FUNCTION novu.trigger(workflow_id text, "to" jsonb, payload jsonb DEFAULT '{}',
                              overrides jsonb DEFAULT '{}', transaction_id text DEFAULT NULL,
@@ -2011,9 +2363,63 @@ END
 $$;
 COMMENT ON FUNCTION novu._take_events(tid[]) IS 'Internal (workers): mark locked outbox rows processed, by TID';
 
+-- Topic fan-out.  A trigger whose "to" names topics is written as one outbox
+-- row of kind 'topic' holding its direct recipients (recipients), its topic
+-- keys (topics) and its actor; nothing is expanded in the caller's
+-- transaction, however large the topics.  The workers fan it out like a
+-- broadcast (_fanout), one chunk per turn, by a cursor on the row
+-- (events.cursor: the greatest subscriberId done so far).
+--
+-- A chunk is the next p_limit distinct subscriberIds after the cursor, in
+-- subscriberId order (COLLATE "C", the order of the keys and of the cursor),
+-- of the union of
+--   - the direct recipients (at most 1000, checked by novu.trigger), and
+--   - each topic's members, the actor left out: the actor is never notified
+--     through a topic, only when listed directly.
+-- Walking the union in one order with one cursor de-duplicates it: a
+-- subscriber in two topics and listed directly is one value of the union,
+-- handed out in exactly one chunk.  The chunk is bounded without reading
+-- whole topics: of each source only its first p_limit values after the cursor
+-- can be among the union's first p_limit (a value later in its own source has
+-- p_limit smaller ones before it), so each topic is read by one range scan of
+-- the members' primary key (topic_id, subscriber_id), stopped after p_limit
+-- rows.  A chunk reads at most (topics + 1) * p_limit values whatever the
+-- topics' sizes, and the workers' memory stays flat for topics of millions.
+--
+-- Members are read as of each chunk: a subscriber added to a topic before the
+-- cursor passes its id is notified, one removed before is not; a subscriber
+-- deleted is gone from its topics (ON DELETE CASCADE).
+CREATE FUNCTION novu._topic_chunk(p_recipients text[], p_topics text[], p_actor text, p_cursor text,
+                                  p_limit integer)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(array_agg(c.subscriber_id ORDER BY c.subscriber_id), '{}')
+      FROM (SELECT DISTINCT u.subscriber_id
+              FROM (SELECT r.subscriber_id COLLATE "C" AS subscriber_id
+                      FROM unnest(p_recipients) AS r(subscriber_id)
+                     WHERE r.subscriber_id COLLATE "C" > COALESCE(p_cursor, '') COLLATE "C"
+                    UNION ALL
+                    SELECT m.subscriber_id
+                      FROM novu.topics t
+                      CROSS JOIN LATERAL (
+                          SELECT ts.subscriber_id
+                            FROM novu.topic_subscribers ts
+                           WHERE ts.topic_id = t.id
+                             AND ts.subscriber_id > COALESCE(p_cursor, '') COLLATE "C"
+                             AND ts.subscriber_id <> COALESCE(p_actor, '') COLLATE "C"
+                           ORDER BY ts.subscriber_id
+                           LIMIT p_limit) m
+                     WHERE t.key = ANY (p_topics)) u
+             ORDER BY u.subscriber_id
+             LIMIT p_limit) c
+$$;
+COMMENT ON FUNCTION novu._topic_chunk(text[], text[], text, text, integer) IS 'Internal (workers): the next chunk of a topic trigger''s recipients after the cursor: direct recipients and topic members (the actor left out), de-duplicated, in subscriberId order';
+
 -- Fan out pending outbox rows: trigger events in one set-based statement (one by
--- one if that fails, so a bad event cannot block the others), then one chunk of
--- at most p_limit subscribers of one broadcast.  Returns the rows leased to the
+-- one if that fails, so a bad event cannot block the others), then chunks of at
+-- most p_limit subscribers in all of broadcasts and triggers naming topics.  Returns the rows leased to the
 -- caller (at most p_lease_limit, see _expand); *handled (OUT) is the number of
 -- outbox rows and broadcast subscribers handled.
 CREATE FUNCTION novu._fanout(p_limit integer, p_lease_limit integer, p_lease_ms integer,
@@ -2038,6 +2444,9 @@ DECLARE
     chunk text[];
     pass integer;
     tids tid[];
+    budget integer;
+    last_id bigint := 0;
+    state text;
 BEGIN
     -- claim pending triggers, then mark them processed.  Each worker takes its
     -- own share first (id modulo the workers): workers that scan the same rows
@@ -2089,37 +2498,72 @@ BEGIN
         END;
     END IF;
 
-    -- one chunk of one broadcast, in subscriberId order from its cursor
-    SELECT * INTO b FROM novu.events ev
-     WHERE ev.status IN ('pending', 'processing') AND ev.kind = 'broadcast'
-     ORDER BY ev.id LIMIT 1
-     FOR UPDATE SKIP LOCKED;
-    IF FOUND THEN
-        SELECT array_agg(s.subscriber_id ORDER BY s.subscriber_id) INTO chunk
-          FROM (SELECT sub.subscriber_id FROM novu.subscribers sub
-                 WHERE b.cursor IS NULL OR sub.subscriber_id > b.cursor
-                 ORDER BY sub.subscriber_id LIMIT p_limit) s;
-        IF chunk IS NOT NULL THEN
-            RETURN QUERY
-            SELECT x.*, 0 FROM novu._expand(array_fill(b.transaction_id, ARRAY[cardinality(chunk)]),
-                                            array_fill(b.workflow_id, ARRAY[cardinality(chunk)]), chunk,
-                                            GREATEST(p_lease_limit - leased, 0), p_lease_ms) x;
-            done := done + cardinality(chunk);
-        END IF;
-        IF chunk IS NULL OR cardinality(chunk) < p_limit THEN
+    -- Broadcasts and triggers naming topics (kind 'topic', see _topic_chunk)
+    -- go by chunks, in subscriberId order from the cursor on their outbox row.
+    -- One call hands out at most p_limit subscribers in all (each row costs at
+    -- least one): a big row takes its chunk and ends the call, small topic
+    -- triggers are finished several per call.  The row's cursor moves before
+    -- its chunk is expanded, in the same subtransaction: a chunk that fails
+    -- to expand is undone whole, and its row is marked processed with the
+    -- reason, as a failing trigger is, so that it cannot block the rows after
+    -- it.
+    budget := p_limit;
+    LOOP
+        SELECT * INTO b FROM novu.events ev
+         WHERE ev.status IN ('pending', 'processing') AND ev.kind <> 'trigger' AND ev.id > last_id
+         ORDER BY ev.id LIMIT 1
+         FOR UPDATE SKIP LOCKED;
+        EXIT WHEN NOT FOUND;
+        last_id := b.id;
+        BEGIN
+            IF b.kind = 'broadcast' THEN
+                SELECT array_agg(s.subscriber_id ORDER BY s.subscriber_id) INTO chunk
+                  FROM (SELECT sub.subscriber_id FROM novu.subscribers sub
+                         WHERE b.cursor IS NULL OR sub.subscriber_id > b.cursor
+                         ORDER BY sub.subscriber_id LIMIT budget) s;
+            ELSE
+                chunk := NULLIF(novu._topic_chunk(b.recipients, b.topics,
+                                                  CASE jsonb_typeof(b.actor) WHEN 'string' THEN b.actor #>> '{}'
+                                                       ELSE b.actor ->> 'subscriberId' END,
+                                                  b.cursor, budget), '{}');
+            END IF;
+            IF chunk IS NULL OR cardinality(chunk) < budget THEN
+                UPDATE novu.events SET status = 'processed', processed_at = now(), cursor = NULL WHERE novu.events.id = b.id;
+            ELSE
+                UPDATE novu.events SET status = 'processing', cursor = chunk[cardinality(chunk)] WHERE novu.events.id = b.id;
+            END IF;
+            IF chunk IS NOT NULL THEN
+                RETURN QUERY
+                SELECT x.*, 0 FROM novu._expand(array_fill(b.transaction_id, ARRAY[cardinality(chunk)]),
+                                                array_fill(b.workflow_id, ARRAY[cardinality(chunk)]), chunk,
+                                                GREATEST(p_lease_limit - leased, 0), p_lease_ms) x;
+                GET DIAGNOSTICS n = ROW_COUNT;
+                leased := leased + n;
+                done := done + cardinality(chunk);
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+            -- a transient failure (serialization, deadlock, lock timeout, out of
+            -- resources) ends the call: the worker tries this chunk again later
+            IF left(state, 2) IN ('40', '53', '55', '57', '58') THEN
+                RAISE;
+            END IF;
             UPDATE novu.events SET status = 'processed', processed_at = now(), cursor = NULL WHERE novu.events.id = b.id;
-        ELSE
-            UPDATE novu.events SET status = 'processing', cursor = chunk[cardinality(chunk)] WHERE novu.events.id = b.id;
-        END IF;
+            INSERT INTO novu.execution_details (transaction_id, workflow_id, status, detail)
+            VALUES (b.transaction_id, b.workflow_id, 'Failed', 'Fan-out failed: ' || msg);
+            chunk := NULL;
+        END;
         done := done + 1;
-    END IF;
+        budget := budget - GREATEST(COALESCE(cardinality(chunk), 0), 1);
+        EXIT WHEN budget <= 0;
+    END LOOP;
 
     -- the count of handled outbox rows travels in one extra row with no message
     RETURN QUERY SELECT NULL::bigint, NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text, NULL::bigint,
                         NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb, done;
 END
 $$;
-COMMENT ON FUNCTION novu._fanout(integer, integer, integer, integer, integer) IS 'Internal (workers): fan out pending triggers and one chunk of a broadcast into deliveries; returns the messages leased to the caller, then one row with the count handled';
+COMMENT ON FUNCTION novu._fanout(integer, integer, integer, integer, integer) IS 'Internal (workers): fan out pending triggers, then chunks of broadcasts and topic triggers, into deliveries; returns the messages leased to the caller, then one row with the count handled';
 
 -- Recording: each result finds its row by primary key, in a lateral probe the
 -- planner cannot turn into a scan of every leased row (see _expand; the
@@ -2425,7 +2869,15 @@ GRANT EXECUTE ON FUNCTION
     novu.get_workflow(text),
     novu.get_preferences(text),
     novu.set_preference(text, text, boolean, jsonb),
-    novu.notification_stats()
+    novu.notification_stats(),
+    novu.create_topic(text, text),
+    novu.get_topic(text),
+    novu.list_topics(integer, integer),
+    novu.rename_topic(text, text),
+    novu.delete_topic(text),
+    novu.add_topic_subscribers(text, jsonb),
+    novu.remove_topic_subscribers(text, jsonb),
+    novu.topic_subscribers(text, integer, integer)
 TO novu_app;
 
 GRANT EXECUTE ON FUNCTION
@@ -2440,7 +2892,7 @@ TO novu_admin;
 
 GRANT SELECT ON novu.subscribers, novu.subscriber_channels, novu.device_tokens, novu.workflows,
                 novu.preferences, novu.messages, novu.notifications, novu.execution_details, novu.stat_providers,
-                novu.subscriber_import_rejects
+                novu.subscriber_import_rejects, novu.topics, novu.topic_subscribers
     TO novu_app;
 GRANT INSERT, SELECT ON novu.subscriber_import TO novu_app;
 GRANT USAGE ON SEQUENCE novu.subscriber_import_line_seq TO novu_app;
@@ -2450,7 +2902,7 @@ GRANT SELECT ON novu.integrations, novu.events, novu.deliveries, novu.provider_s
 -- The delivery workers: only what delivery needs (read the model, write the queue
 -- and the history, prune dead tokens).
 GRANT SELECT ON novu.integrations, novu.subscribers, novu.subscriber_channels, novu.workflows,
-                novu.preferences
+                novu.preferences, novu.topics, novu.topic_subscribers
     TO novu_worker;
 GRANT SELECT, DELETE ON novu.device_tokens TO novu_worker;
 GRANT UPDATE (webhook_url, updated_at) ON novu.subscriber_channels TO novu_worker;
@@ -2463,6 +2915,7 @@ GRANT EXECUTE ON FUNCTION
     novu._expand(text[], text[], text[], integer, integer),
     novu._fanout(integer, integer, integer, integer, integer),
     novu._take_events(tid[]),
+    novu._topic_chunk(text[], text[], text, text, integer),
     novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]),
     novu._claim_receipts(integer, integer),
     novu._record_receipts(integer, bigint[], text[], text[], bigint[], text[], bigint[], text[]),

@@ -7,6 +7,12 @@
  * kept to a workflow probe, an "ensure the recipients exist" probe and one
  * outbox insert, all through plans prepared once per backend.  Fan-out to
  * devices happens later, in the delivery workers.
+ *
+ * "to" may also name topics, {"type": "Topic", "topicKey": key}: the keys are
+ * checked here (an unknown topic is an error now, not in the worker) and the
+ * outbox row, of kind "topic", keeps them with the direct recipients; the
+ * workers expand both by a cursor, de-duplicated and without the actor
+ * (novu._topic_chunk).  A trigger naming no topic costs what it did before.
  */
 #include "postgres.h"
 
@@ -33,16 +39,25 @@
 PG_FUNCTION_INFO_V1(novu_trigger);
 PG_FUNCTION_INFO_V1(novu_broadcast);
 
-/* One recipient of a trigger: a subscriberId and, for inline subscribers, its profile. */
+/*
+ * One element of "to": a subscriberId and, for inline subscribers, its
+ * profile; or a topic (topic_key set, subscriber_id NULL).
+ */
 typedef struct Recipient
 {
 	char	   *subscriber_id;
 	Jsonb	   *profile;		/* NULL when only the subscriberId was given */
+	char	   *topic_key;		/* {"type": "Topic", "topicKey": ...} */
 } Recipient;
+
+/* At most this many topics in one trigger: a fan-out chunk reads p_limit rows of each. */
+#define NOVU_MAX_TOPICS				100
 
 /* Plans prepared once per backend (SPI_keepplan). */
 static SPIPlanPtr ensure_subscribers_plan = NULL;
 static SPIPlanPtr upsert_profile_plan = NULL;
+static SPIPlanPtr topics_plan = NULL;
+static SPIPlanPtr actor_plan = NULL;
 
 /* Raise unless the identifier has 1 to 255 characters and no control characters. */
 void
@@ -132,9 +147,86 @@ random_uuid_text(void)
 					b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
-/* Parse one element of "to" (a subscriberId string or a subscriber object). */
+/*
+ * Raise unless the topic key has 1 to 255 characters, each a letter, digit or
+ * one of - _ : . @ + (the rule of novu._check_topic_key).
+ */
+static void
+check_topic_key(const char *key, const char *field)
+{
+	const char *p;
+
+	if (key[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", field),
+				 errhint("A topic key has 1 to 255 characters, e.g. \"post:42\".")));
+	if (strlen(key) > NOVU_MAX_ID_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too long (%zu characters)", field, strlen(key)),
+				 errhint("A topic key has at most 255 characters.")));
+	for (p = key; *p; p++)
+	{
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+			  strchr("-_:.@+", *p) != NULL))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s may contain only letters, digits and - _ : . @ +", field),
+					 errhint("Examples: \"post:42\", \"team-engineering\", \"ada@example.com\".")));
+	}
+}
+
+/*
+ * Parse a topic element of "to", {"type": "Topic", "topicKey": key}, into r;
+ * topics are not allowed where allow_topic is false (the actor).
+ */
+static void
+parse_topic(JsonbContainer *obj, const char *field, Recipient *r, bool allow_topic)
+{
+	JsonbValue	type;
+	JsonbValue	key;
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	v;
+
+	if (!jsonb_container_get(obj, "type", &type) || type.type != jbvString ||
+		type.val.string.len != 5 || memcmp(type.val.string.val, "Topic", 5) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s.type must be \"Topic\"", field),
+				 errhint("A topic recipient is {\"type\": \"Topic\", \"topicKey\": \"post:42\"}; a subscriber has no type.")));
+	if (!allow_topic)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s cannot be a topic", field),
+				 errhint("The actor is one subscriber: a subscriberId or a subscriber object.")));
+	if (!jsonb_container_get(obj, "topicKey", &key) || key.type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s.topicKey is required and must be a string", field),
+				 errhint("A topic recipient is {\"type\": \"Topic\", \"topicKey\": \"post:42\"}.")));
+	it = JsonbIteratorInit(obj);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY &&
+			!(v.val.string.len == 4 && memcmp(v.val.string.val, "type", 4) == 0) &&
+			!(v.val.string.len == 8 && memcmp(v.val.string.val, "topicKey", 8) == 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown key \"%s\" in %s", pnstrdup(v.val.string.val, v.val.string.len), field),
+					 errhint("A topic recipient has only type and topicKey.")));
+	}
+	r->topic_key = pnstrdup(key.val.string.val, key.val.string.len);
+	check_topic_key(r->topic_key, psprintf("%s.topicKey", field));
+}
+
+/*
+ * Parse one element of "to" (a subscriberId string, a subscriber object or,
+ * where allow_topic, a topic).
+ */
 static Recipient *
-parse_recipient(JsonbValue *v, const char *field)
+parse_recipient(JsonbValue *v, const char *field, bool allow_topic)
 {
 	Recipient  *r = palloc0(sizeof(Recipient));
 	JsonbValue	sid;
@@ -152,11 +244,11 @@ parse_recipient(JsonbValue *v, const char *field)
 				 errhint("Example: \"user-1\" or {\"subscriberId\": \"user-1\", \"email\": \"a@b.co\"}.")));
 
 	if (jsonb_container_get(v->val.binary.data, "topicKey", NULL) ||
-		jsonb_container_get_string(v->val.binary.data, "type") != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s: topics are not supported yet", field),
-				 errhint("Address subscribers by subscriberId, or use novu.broadcast() for everyone.")));
+		jsonb_container_get(v->val.binary.data, "type", NULL))
+	{
+		parse_topic(v->val.binary.data, field, r, allow_topic);
+		return r;
+	}
 
 	if (!jsonb_container_get(v->val.binary.data, "subscriberId", &sid) || sid.type != jbvString)
 		ereport(ERROR,
@@ -175,12 +267,11 @@ parse_recipient(JsonbValue *v, const char *field)
 	return r;
 }
 
-/* Order recipients by subscriberId (qsort comparator). */
+/* Order C strings bytewise, as COLLATE "C" does (qsort comparator). */
 static int
-recipient_cmp(const void *a, const void *b)
+cstring_cmp(const void *a, const void *b)
 {
-	return strcmp((*(Recipient *const *) a)->subscriber_id,
-				  (*(Recipient *const *) b)->subscriber_id);
+	return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
 /* Parse "to" into a list of recipients, in the order given (repeats included). */
@@ -206,14 +297,14 @@ parse_to(Jsonb *to)
 	if (JB_ROOT_IS_SCALAR(to))
 	{
 		JsonbExtractScalar(&to->root, &v);
-		return list_make1(parse_recipient(&v, "to"));
+		return list_make1(parse_recipient(&v, "to", true));
 	}
 	if (JB_ROOT_IS_OBJECT(to))
 	{
 		v.type = jbvBinary;
 		v.val.binary.data = &to->root;
 		v.val.binary.len = VARSIZE(to) - VARHDRSZ;
-		return list_make1(parse_recipient(&v, "to"));
+		return list_make1(parse_recipient(&v, "to", true));
 	}
 	else
 	{
@@ -224,42 +315,137 @@ parse_to(Jsonb *to)
 		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 		{
 			if (tok == WJB_ELEM)
-				result = lappend(result, parse_recipient(&v, psprintf("to[%d]", i++)));
+				result = lappend(result, parse_recipient(&v, psprintf("to[%d]", i++), true));
 		}
 	}
 	if (result == NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("to must name at least one subscriber"),
-				 errhint("Pass a subscriberId, a subscriber object, or a non-empty array of them; novu.broadcast() reaches everyone.")));
+				 errhint("Pass a subscriberId, a subscriber object, a topic, or a non-empty array of them; novu.broadcast() reaches everyone.")));
 	return result;
 }
 
 /*
- * The distinct subscriberIds of the recipients as a text[], sorted, so that
- * concurrent triggers creating the same new subscribers lock them in one order.
+ * The distinct subscriberIds (topics false) or topic keys (topics true) of the
+ * recipients as a text[], sorted bytewise (so that concurrent triggers
+ * creating the same new subscribers lock them in one order); NULL if there
+ * are none.
  */
 static ArrayType *
-recipient_id_array(List *recipients)
+recipient_id_array(List *recipients, bool topics)
 {
 	int			n = list_length(recipients);
-	Recipient **sorted = palloc(sizeof(Recipient *) * n);
+	char	  **sorted = palloc(sizeof(char *) * n);
 	Datum	   *ids = palloc(sizeof(Datum) * n);
+	int			nsorted = 0;
 	int			nids = 0;
-	int			i = 0;
+	int			i;
 	ListCell   *lc;
 
 	foreach(lc, recipients)
-		sorted[i++] = lfirst(lc);
-	if (n > 1)
-		qsort(sorted, n, sizeof(Recipient *), recipient_cmp);
-	for (i = 0; i < n; i++)
 	{
-		if (i > 0 && strcmp(sorted[i]->subscriber_id, sorted[i - 1]->subscriber_id) == 0)
-			continue;
-		ids[nids++] = CStringGetTextDatum(sorted[i]->subscriber_id);
+		Recipient  *r = lfirst(lc);
+		char	   *id = topics ? r->topic_key : r->subscriber_id;
+
+		if (id != NULL)
+			sorted[nsorted++] = id;
 	}
+	if (nsorted == 0)
+		return NULL;
+	if (nsorted > 1)
+		qsort(sorted, nsorted, sizeof(char *), cstring_cmp);
+	for (i = 0; i < nsorted; i++)
+	{
+		if (i > 0 && strcmp(sorted[i], sorted[i - 1]) == 0)
+			continue;
+		ids[nids++] = CStringGetTextDatum(sorted[i]);
+	}
+	if (topics && nids > NOVU_MAX_TOPICS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("to names too many topics (%d)", nids),
+				 errdetail("The limit is %d topics per trigger.", NOVU_MAX_TOPICS),
+				 errhint("Split the trigger, or gather the audience in fewer topics.")));
 	return construct_array(ids, nids, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+/*
+ * Raise unless every topic key exists (an unknown topic is an error at trigger
+ * time).  A plain read: the topic row is not locked, so concurrent triggers of
+ * one topic never write to it; a topic deleted meanwhile was empty (novu.
+ * delete_topic refuses others), and the fan-out then finds no member.
+ */
+static void
+check_topics_exist(ArrayType *keys)
+{
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	Datum		values[1];
+	SPIPlanPtr	plan;
+	bool		isnull;
+	char	   *missing;
+
+	plan = novu_prepare_once(&topics_plan,
+						"SELECT k FROM pg_catalog.unnest($1::pg_catalog.text[]) AS k "
+						"WHERE NOT EXISTS (SELECT FROM novu.topics t WHERE t.key OPERATOR(pg_catalog.=) k) "
+						"ORDER BY k COLLATE \"C\" LIMIT 1",
+						1, argtypes);
+	values[0] = PointerGetDatum(keys);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "novu: topic lookup failed");
+	if (SPI_processed == 0)
+		return;
+	missing = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("topic \"%s\" not found", missing),
+			 errhint("Create it with novu.create_topic(); topic keys are case sensitive.")));
+}
+
+/*
+ * The actor as the outbox row keeps it: its profile as it will be once the
+ * trigger's inline profile (if any) is applied, in the shape templates see
+ * the subscriber in ({{actor.firstName}}, {{actor.subscriberId}}).  It is
+ * computed before the outbox insert and the actor upserted after, so that a
+ * duplicate transactionId changes nothing; the merge follows
+ * novu._upsert_subscriber (given keys win, data is replaced whole).  Written
+ * here, not as an SQL function, so that it runs over the schema of any
+ * version (the library may be newer until ALTER EXTENSION novu UPDATE).
+ */
+static Jsonb *
+actor_snapshot(Recipient *actor)
+{
+	Oid			argtypes[2] = {TEXTOID, JSONBOID};
+	Datum		values[2];
+	SPIPlanPtr	plan;
+	bool		isnull;
+	Datum		d;
+
+	plan = novu_prepare_once(&actor_plan,
+						"SELECT pg_catalog.jsonb_build_object("
+						" 'subscriberId', $1::pg_catalog.text,"
+						" 'firstName', CASE WHEN p ? 'firstName' THEN p ->> 'firstName' ELSE s.first_name END,"
+						" 'lastName', CASE WHEN p ? 'lastName' THEN p ->> 'lastName' ELSE s.last_name END,"
+						" 'email', CASE WHEN p ? 'email' THEN p ->> 'email' ELSE s.email END,"
+						" 'phone', CASE WHEN p ? 'phone' THEN p ->> 'phone' ELSE s.phone END,"
+						" 'avatar', CASE WHEN p ? 'avatar' THEN p ->> 'avatar' ELSE s.avatar END,"
+						" 'locale', CASE WHEN p ? 'locale' THEN p ->> 'locale' ELSE s.locale END,"
+						" 'timezone', CASE WHEN p ? 'timezone' THEN p ->> 'timezone' ELSE s.timezone END,"
+						" 'data', CASE WHEN pg_catalog.jsonb_typeof(p -> 'data') = 'object' THEN p -> 'data'"
+						"              WHEN p ? 'data' THEN '{}'::pg_catalog.jsonb"
+						"              ELSE COALESCE(s.data, '{}'::pg_catalog.jsonb) END)"
+						" FROM (SELECT $2::pg_catalog.jsonb AS p) given"
+						" LEFT JOIN novu.subscribers s ON s.subscriber_id = $1",
+						2, argtypes);
+	values[0] = CStringGetTextDatum(actor->subscriber_id);
+	values[1] = actor->profile ? JsonbPGetDatum(actor->profile) : JsonbPGetDatum(jsonb_empty_object());
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "novu: actor lookup failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		elog(ERROR, "novu: actor lookup returned null");
+	/* out of SPI's memory: the outbox insert uses it after more SPI calls */
+	return DatumGetJsonbP(SPI_datumTransfer(d, false, -1));
 }
 
 /*
@@ -435,6 +621,7 @@ novu_trigger(PG_FUNCTION_ARGS)
 	List	   *recipients;
 	ListCell   *lc;
 	ArrayType  *id_array;
+	ArrayType  *topic_array;
 	const char *status;
 	bool		generated;
 
@@ -464,18 +651,28 @@ novu_trigger(PG_FUNCTION_ARGS)
 					 errmsg("actor must be a subscriberId string or a subscriber object"),
 					 errhint("The actor is the subscriber shown as the notification's author.")));
 		if (actor != NULL)
-			actor_profile = parse_recipient(&v, "actor");
+			actor_profile = parse_recipient(&v, "actor", false);
 	}
+	topic_array = recipient_id_array(recipients, true);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "novu: SPI_connect failed");
 
 	status = workflow_status(probe_workflow(workflow_id));
+	if (topic_array != NULL)
+		check_topics_exist(topic_array);
 	if (status == NULL)
 	{
-		id_array = recipient_id_array(recipients);
+		id_array = recipient_id_array(recipients, false);
 
-		if (!novu_outbox_insert(transaction_id, generated, "trigger", workflow_id, id_array, payload, overrides, actor))
+		/*
+		 * The row keeps the actor's profile (templates see it as "actor"); the
+		 * actor itself is upserted below, once the row is in.
+		 */
+		if (actor_profile != NULL)
+			actor = actor_snapshot(actor_profile);
+		if (!novu_outbox_insert(transaction_id, generated, topic_array ? "topic" : "trigger", workflow_id,
+								id_array, topic_array, payload, overrides, actor))
 			status = "duplicate";
 		else
 		{
@@ -489,7 +686,15 @@ novu_trigger(PG_FUNCTION_ARGS)
 			}
 			if (actor_profile != NULL && actor_profile->profile != NULL)
 				upsert_profile(actor_profile->subscriber_id, actor_profile->profile);
-			ensure_subscribers(id_array);
+
+			/*
+			 * Recipients (and an actor given by subscriberId) that do not exist
+			 * are created, in one sorted insert.
+			 */
+			if (actor_profile != NULL)
+				id_array = recipient_id_array(lappend(list_copy(recipients), actor_profile), false);
+			if (id_array != NULL)
+				ensure_subscribers(id_array);
 			novu_wake_workers_at_commit();
 			status = "processed";
 		}
@@ -520,7 +725,7 @@ novu_broadcast(PG_FUNCTION_ARGS)
 	status = workflow_status(probe_workflow(workflow_id));
 	if (status == NULL)
 	{
-		if (novu_outbox_insert(transaction_id, generated, "broadcast", workflow_id, NULL, payload, overrides, NULL))
+		if (novu_outbox_insert(transaction_id, generated, "broadcast", workflow_id, NULL, NULL, payload, overrides, NULL))
 		{
 			novu_wake_workers_at_commit();
 			status = "processed";

@@ -35,7 +35,11 @@
 #include "novu.h"
 #include "outbox/outbox.h"
 
-/* The columns a trigger or broadcast gives; every other one takes its default. */
+/*
+ * The columns a trigger or broadcast gives; every other one takes its default.
+ * topics (0.7.0) is optional: the library may run over an older schema until
+ * ALTER EXTENSION novu UPDATE, and a trigger naming no topic leaves it NULL.
+ */
 enum
 {
 	COL_TRANSACTION_ID,
@@ -45,11 +49,12 @@ enum
 	COL_PAYLOAD,
 	COL_OVERRIDES,
 	COL_ACTOR,
+	COL_TOPICS,
 	NUM_GIVEN
 };
 
 static const char *const given_names[NUM_GIVEN] = {
-	"transaction_id", "kind", "workflow_id", "recipients", "payload", "overrides", "actor"
+	"transaction_id", "kind", "workflow_id", "recipients", "payload", "overrides", "actor", "topics"
 };
 
 /* What the direct insert needs to know of novu.events, kept per backend. */
@@ -68,6 +73,7 @@ static MemoryContext shape_context = NULL;
 static bool callback_registered = false;
 
 static SPIPlanPtr insert_plan = NULL;	/* ON CONFLICT DO NOTHING */
+static SPIPlanPtr insert_topics_plan = NULL;	/* the same, with topics */
 
 /* Forget the shape when novu.events (or every relation) is invalidated. */
 static void
@@ -107,7 +113,7 @@ load_shape(Relation rel)
 			if (!att->attisdropped && strcmp(NameStr(att->attname), given_names[k]) == 0)
 				shape.given[k] = att->attnum;
 		}
-		if (shape.given[k] == InvalidAttrNumber)
+		if (shape.given[k] == InvalidAttrNumber && k != COL_TOPICS)
 			elog(ERROR, "novu: column novu.events.%s is missing", given_names[k]);
 	}
 	shape.default_attnums = palloc(sizeof(AttrNumber) * desc->natts);
@@ -172,6 +178,8 @@ insert_direct(Relation rel, Datum *given, bool *given_null)
 	}
 	for (i = 0; i < NUM_GIVEN; i++)
 	{
+		if (shape.given[i] == InvalidAttrNumber)
+			continue;			/* an optional column absent: its value is NULL */
 		slot->tts_values[shape.given[i] - 1] = given[i];
 		slot->tts_isnull[shape.given[i] - 1] = given_null[i];
 	}
@@ -196,30 +204,41 @@ insert_direct(Relation rel, Datum *given, bool *given_null)
 static bool
 insert_spi(Datum *given, bool *given_null)
 {
-	Oid			argtypes[NUM_GIVEN] = {TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, JSONBOID, JSONBOID, JSONBOID};
+	Oid			argtypes[NUM_GIVEN] = {TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, JSONBOID, JSONBOID, JSONBOID,
+	TEXTARRAYOID};
 	char		nulls[NUM_GIVEN];
+	SPIPlanPtr	plan;
 	int			i;
 
-	novu_prepare_once(&insert_plan,
-					  "INSERT INTO novu.events (transaction_id, kind, workflow_id, recipients, "
-					  "payload, overrides, actor) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-					  "ON CONFLICT (transaction_id) DO NOTHING",
-					  NUM_GIVEN, argtypes);
+	/* a row without topics names no topics column (older schemas have none) */
+	if (given_null[COL_TOPICS])
+		plan = novu_prepare_once(&insert_plan,
+								 "INSERT INTO novu.events (transaction_id, kind, workflow_id, recipients, "
+								 "payload, overrides, actor) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+								 "ON CONFLICT (transaction_id) DO NOTHING",
+								 NUM_GIVEN - 1, argtypes);
+	else
+		plan = novu_prepare_once(&insert_topics_plan,
+								 "INSERT INTO novu.events (transaction_id, kind, workflow_id, recipients, "
+								 "payload, overrides, actor, topics) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+								 "ON CONFLICT (transaction_id) DO NOTHING",
+								 NUM_GIVEN, argtypes);
 	for (i = 0; i < NUM_GIVEN; i++)
 		nulls[i] = given_null[i] ? 'n' : ' ';
-	if (SPI_execute_plan(insert_plan, given, nulls, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(plan, given, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "novu: outbox insert failed");
 	return SPI_processed == 1;
 }
 
 /*
- * Insert the outbox row of a trigger (recipients) or broadcast (recipients
+ * Insert the outbox row of a trigger (recipients), a trigger naming topics
+ * (kind "topic": recipients, possibly NULL, and topics) or a broadcast (both
  * NULL); false if the transactionId was used already.  generated says that we
  * made the transactionId up, so that it cannot be there.  Runs inside SPI.
  */
 bool
 novu_outbox_insert(const char *transaction_id, bool generated, const char *kind, const char *workflow_id,
-				   ArrayType *recipients, Jsonb *payload, Jsonb *overrides, Jsonb *actor)
+				   ArrayType *recipients, ArrayType *topics, Jsonb *payload, Jsonb *overrides, Jsonb *actor)
 {
 	Datum		given[NUM_GIVEN];
 	bool		given_null[NUM_GIVEN] = {false};
@@ -236,6 +255,8 @@ novu_outbox_insert(const char *transaction_id, bool generated, const char *kind,
 	given[COL_OVERRIDES] = JsonbPGetDatum(overrides);
 	given[COL_ACTOR] = PointerGetDatum(actor);
 	given_null[COL_ACTOR] = (actor == NULL);
+	given[COL_TOPICS] = PointerGetDatum(topics);
+	given_null[COL_TOPICS] = (topics == NULL);
 
 	if (!generated)
 		return insert_spi(given, given_null);
@@ -244,6 +265,11 @@ novu_outbox_insert(const char *transaction_id, bool generated, const char *kind,
 	rel = table_open(relid, RowExclusiveLock);
 	if (shape.relid != relid)
 		load_shape(rel);
+	if (topics != NULL && shape.given[COL_TOPICS] == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("topics need the schema of novu %s", NOVU_EXTVERSION),
+				 errhint("Run ALTER EXTENSION novu UPDATE.")));
 	if (shape.direct)
 		insert_direct(rel, given, given_null);
 	else

@@ -9,7 +9,7 @@
 #include "utils/jsonb.h"
 
 extern bool novu_outbox_insert(const char *transaction_id, bool generated, const char *kind,
-							   const char *workflow_id, ArrayType *recipients, Jsonb *payload,
-							   Jsonb *overrides, Jsonb *actor);
+							   const char *workflow_id, ArrayType *recipients, ArrayType *topics,
+							   Jsonb *payload, Jsonb *overrides, Jsonb *actor);
 
 #endif							/* NOVU_OUTBOX_H */
