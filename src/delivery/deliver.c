@@ -35,6 +35,7 @@
 #include "novu.h"
 #include "providers/provider.h"
 #include "queue/queue.h"
+#include "queue/work.h"
 #include "delivery/render.h"
 #include "integrations/secrets.h"
 #include "common/shmem.h"
@@ -996,7 +997,16 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 	 * enough messages are in flight, or this would spin until one came.
 	 */
 	if (http_in_flight() > 0)
-		(void) http_wait(handled > 0 ? 0 : messages_in_flight >= novu_batch_size ? Max(wait_ms, 200L) : wait_ms);
+	{
+		long		timeout = handled > 0 ? 0 : messages_in_flight >= novu_batch_size ? Max(wait_ms, 200L) : wait_ms;
+
+		/* waiting for answers, this worker takes a commit's wake-up at once */
+		if (timeout > 0)
+			novu_set_worker_waiting(novu_worker_slot, true);
+		(void) http_wait(timeout);
+		if (timeout > 0)
+			novu_set_worker_waiting(novu_worker_slot, false);
+	}
 	while ((req = http_take_done()) != NULL)
 	{
 		handle_answer(req);
