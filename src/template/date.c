@@ -558,6 +558,18 @@ tpl_date_filter(RenderState *st, TplValue v, TplValue *args, int nargs)
 	}
 	else if (x.kind == TV_NUM)
 		p.ms = x.num * 1000;
+	else if (x.kind == TV_BOOL)
+		p.ms = x.b ? 1 : 0;		/* new Date(true) */
+	else if (x.kind == TV_ARR)
+	{
+		/* new Date(array) reads String(array) as a date */
+		StringInfoData text;
+
+		initStringInfo(&text);
+		tv_js_string(st, &text, x);
+		if (!parse_iso(text.data, text.len, &p.ms))
+			return v;
+	}
 	else if (x.kind == TV_STR)
 	{
 		bool		all_digits = x.len > 0;

@@ -952,12 +952,7 @@ f_join(RenderState *st, TplValue v, TplValue sepv)
 	{
 		if (i > 0)
 			appendBinaryStringInfo(&buf, sep.str, sep.len);
-		if (!tv_is_nil(a.items[i]) || a.items[i].kind == TV_NILDROP)
-		{
-			if (a.items[i].kind == TV_UNDEF || a.items[i].kind == TV_NULL)
-				continue;
-			tv_js_string(st, &buf, a.items[i]);
-		}
+		tv_js_element_string(st, &buf, a.items[i]);
 		tpl_reserve(st, sep.len);
 	}
 	return buf_value(st, &buf);

@@ -245,6 +245,7 @@ extern TplValue tv_read_property(RenderState *st, TplValue obj, TplValue key);
 extern void tv_stringify(RenderState *st, StringInfo buf, TplValue v);
 extern TplValue tv_stringify_value(RenderState *st, TplValue v);
 extern void tv_js_string(RenderState *st, StringInfo buf, TplValue v);
+extern void tv_js_element_string(RenderState *st, StringInfo buf, TplValue e);
 extern void tv_json(RenderState *st, StringInfo buf, TplValue v, int indent, int level);
 extern void tv_format_number(StringInfo buf, double d);
 extern double tv_to_number(RenderState *st, TplValue v);

@@ -621,6 +621,22 @@ tv_to_number(RenderState *st, TplValue v)
 
 /* ---------- Text of values ---------- */
 
+/*
+ * Append an array element as Array.prototype.join writes it: nothing for
+ * null and undefined, "[object Object]" for the literal drops and forloop
+ * (objects to JavaScript), String(element) otherwise.
+ */
+void
+tv_js_element_string(RenderState *st, StringInfo buf, TplValue e)
+{
+	if (e.kind == TV_UNDEF || e.kind == TV_NULL)
+		return;
+	if (e.kind == TV_NILDROP || e.kind == TV_EMPTY || e.kind == TV_BLANK || e.kind == TV_FORLOOP)
+		appendStringInfoString(buf, "[object Object]");
+	else
+		tv_js_string(st, buf, e);
+}
+
 /* Append JavaScript's String(value). */
 void
 tv_js_string(RenderState *st, StringInfo buf, TplValue v)
@@ -656,8 +672,7 @@ tv_js_string(RenderState *st, StringInfo buf, TplValue v)
 					tpl_spend(st, WORK_PER_STEP);
 				if (i > 0)
 					appendStringInfoChar(buf, ',');
-				if (!tv_is_nil(e))
-					tv_js_string(st, buf, e);
+				tv_js_element_string(st, buf, e);
 			}
 			break;
 		default:
