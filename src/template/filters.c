@@ -179,10 +179,14 @@ join_units(StringInfo buf, const char *s, int len, const char *sep, int seplen)
 		first = false;
 		if (clen == 4)
 		{
-			/* a character outside the BMP is two units: each half alone is U+FFFD */
-			appendStringInfoString(buf, "\xEF\xBF\xBD");
+			/* a character outside the BMP is two UTF-16 units */
+			TplValue	high;
+			TplValue	low;
+
+			split_surrogates(s + i, clen, &high, &low);
+			appendBinaryStringInfo(buf, high.str, high.len);
 			appendBinaryStringInfo(buf, sep, seplen);
-			appendStringInfoString(buf, "\xEF\xBF\xBD");
+			appendBinaryStringInfo(buf, low.str, low.len);
 		}
 		else
 			appendBinaryStringInfo(buf, s + i, clen);
@@ -908,8 +912,8 @@ f_split(RenderState *st, TplValue v, TplValue sepv)
 
 			if (clen == 4)
 			{
-				items[n++] = tv_cstr("\xEF\xBF\xBD");
-				items[n++] = tv_cstr("\xEF\xBF\xBD");
+				split_surrogates(s.str + i, clen, &items[n], &items[n + 1]);
+				n += 2;
 			}
 			else
 				items[n++] = tv_str(s.str + i, clen);

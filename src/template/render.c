@@ -605,6 +605,7 @@ template_render(const Template *tpl, Jsonb *context, char **errmsg)
 	MemoryContextSwitchTo(st->scratch);
 	render_nodes(st, tpl->nodes);
 	MemoryContextSwitchTo(callercxt);
+	st->main_out.len = tv_finish_text(st->main_out.data, st->main_out.len);
 	result = palloc(st->main_out.len + 1);
 	memcpy(result, st->main_out.data, st->main_out.len + 1);
 	MemoryContextDelete(cxt);

@@ -255,6 +255,82 @@ utf16_length(const char *s, int len)
 	return n;
 }
 
+/*
+ * Half of a UTF-16 surrogate pair, as JavaScript strings may hold one (a
+ * string index or split('') inside a character above U+FFFF): kept as its
+ * 3-byte generalized UTF-8 form while rendering; tv_finish_text() joins
+ * pairs back and turns lone halves into U+FFFD, as UTF-8 encoding does.
+ */
+void
+append_surrogate(StringInfo buf, uint32 unit)
+{
+	appendStringInfoChar(buf, (char) (0xE0 | (unit >> 12)));
+	appendStringInfoChar(buf, (char) (0x80 | ((unit >> 6) & 0x3F)));
+	appendStringInfoChar(buf, (char) (0x80 | (unit & 0x3F)));
+}
+
+/* The two surrogate halves of the character above U+FFFF at s, as separate strings. */
+void
+split_surrogates(const char *s, int len, TplValue *high, TplValue *low)
+{
+	pg_wchar	c = len >= 4 ? utf8_to_unicode((const unsigned char *) s) : 0xFFFD;
+	StringInfoData h;
+	StringInfoData l;
+
+	c -= 0x10000;
+	initStringInfo(&h);
+	initStringInfo(&l);
+	append_surrogate(&h, 0xD800 + ((c >> 10) & 0x3FF));
+	append_surrogate(&l, 0xDC00 + (c & 0x3FF));
+	*high = tv_str(h.data, h.len);
+	*low = tv_str(l.data, l.len);
+}
+
+/* Is a surrogate half (3-byte form, see append_surrogate) at s? */
+static inline bool
+surrogate_at(const char *s, int len)
+{
+	return len >= 3 && (unsigned char) s[0] == 0xED && (unsigned char) s[1] >= 0xA0;
+}
+
+/* Final text: surrogate pairs joined into characters, lone halves as U+FFFD (in place). */
+int
+tv_finish_text(char *s, int len)
+{
+	int			i = 0;
+	int			o = 0;
+
+	if (memchr(s, 0xED, len) == NULL)
+		return len;
+	while (i < len)
+	{
+		if (surrogate_at(s + i, len - i))
+		{
+			uint32		hi = ((s[i] & 0x0F) << 12) | ((s[i + 1] & 0x3F) << 6) | (s[i + 2] & 0x3F);
+
+			if (hi < 0xDC00 && surrogate_at(s + i + 3, len - i - 3) &&
+				(unsigned char) s[i + 4] >= 0xB0)
+			{
+				uint32		lo = ((s[i + 3] & 0x0F) << 12) | ((s[i + 4] & 0x3F) << 6) | (s[i + 5] & 0x3F);
+				unsigned char tmp[4];
+
+				unicode_to_utf8(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00), tmp);
+				memcpy(s + o, tmp, 4);
+				o += 4;
+				i += 6;
+				continue;
+			}
+			memcpy(s + o, "\xEF\xBF\xBD", 3);
+			o += 3;
+			i += 3;
+			continue;
+		}
+		s[o++] = s[i++];
+	}
+	s[o] = '\0';
+	return o;
+}
+
 /* Is a JavaScript whitespace character (\s) at s?  Sets its byte length. */
 bool
 js_space_at(const char *s, int len, int *clen)
@@ -780,6 +856,23 @@ json_string(StringInfo buf, const char *s, int len)
 			default:
 				if (c < 0x20)
 					appendStringInfo(buf, "\\u%04x", c);
+				else if (surrogate_at(s + i, len - i))
+				{
+					/* JSON.stringify escapes a lone surrogate; a pair is one character */
+					uint32		u = ((s[i] & 0x0F) << 12) | ((s[i + 1] & 0x3F) << 6) | (s[i + 2] & 0x3F);
+
+					if (u < 0xDC00 && surrogate_at(s + i + 3, len - i - 3) &&
+						(unsigned char) s[i + 4] >= 0xB0)
+					{
+						appendBinaryStringInfo(buf, s + i, 6);
+						i += 5;
+					}
+					else
+					{
+						appendStringInfo(buf, "\\u%04x", u);
+						i += 2;
+					}
+				}
 				else
 					appendStringInfoChar(buf, (char) c);
 		}
@@ -980,9 +1073,13 @@ string_code_unit(const char *s, int len, int index)
 
 		if (index < u + units)
 		{
-			if (units == 2)
-				return tv_cstr("\xEF\xBF\xBD");
-			return tv_str(s + i, clen);
+			TplValue	high;
+			TplValue	low;
+
+			if (units == 1)
+				return tv_str(s + i, clen);
+			split_surrogates(s + i, clen, &high, &low);
+			return index == u ? high : low;
 		}
 		u += units;
 		i += clen;

@@ -20,9 +20,10 @@ for (const [id, c] of cases) {
   const a = act.get(id);
   const same = a && ((e.error !== undefined && a.error !== undefined) ||
     (e.error === undefined && a.error === undefined && e.out === a.out));
-  if (same) agree++;
-  if (same && e.error !== undefined) errors++;
-  else diffs.push({ id, template: c.template, context: c.context, liquidjs: e, engine: a || 'missing' });
+  if (same) {
+    agree++;
+    if (e.error !== undefined) errors++;
+  } else diffs.push({ id, template: c.template, context: c.context, liquidjs: e, engine: a || 'missing' });
 }
 const total = cases.size;
 for (const d of diffs.slice(0, 5)) {

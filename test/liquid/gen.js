@@ -56,7 +56,7 @@ function scalarText() {
 function contextText() {
   const p = {};
   p.name = jsonString(pick(words));
-  p.title = jsonString(pick(words));
+  p.title = jsonString(pick(words.filter(w => !/\p{Extended_Pictographic}/u.test(w)))); // indexed by code unit
   p.n = pick(numTexts);
   p.m = pick(numTexts);
   p.k = pick(['0', '1', '2', '3', '-1', '2.5', '"2"', 'null']);
@@ -91,7 +91,7 @@ const scalarPaths = ['payload.name', 'payload.title', 'payload.n', 'payload.m', 
   'subscriber.lastName', 'payload.words[0]', 'payload.words[-1]', 'payload.nums.first', 'payload.nums.last',
   'payload.items[0].name', 'payload.items.first.price', 'payload.words.size', 'payload.obj.size',
   'payload.name.size', 'payload.html', 'payload.url', 'payload.mixed[1]', 'payload.nested.deep.list[1][0]',
-  'payload.name[0]', 'payload["name"]', 'payload.name.length', 'payload.words.length'];
+  'payload.title[0]', 'payload["name"]', 'payload.name.length', 'payload.words.length'];
 const arrayPaths = ['payload.words', 'payload.nums', 'payload.mixed', 'payload.items', 'payload.obj',
   'payload.name', 'payload.empty', 'payload.missing', '(1..3)', '(0..payload.k)', '(payload.k..2)', 'payload.nested.deep.list'];
 
@@ -180,7 +180,7 @@ function cond(vars, depth = 0) {
 function open(t) { return '{%' + (chance(0.15) ? '-' : '') + ' ' + t + ' ' + (chance(0.15) ? '-' : '') + '%}'; }
 function out(e) { return '{{' + (chance(0.15) ? '-' : '') + ' ' + e + ' ' + (chance(0.15) ? '-' : '') + '}}'; }
 function text() {
-  return pick(['Hello ', ' ', '\n', '  \n  ', 'x', ', ', '!', '\u00a0', ' \u3000 ', 'é ', '\t', '{ }', '} {', '%', '-']);
+  return pick(['Hello ', ' ', '\n', '  \n  ', 'x', ', ', '!', '\u00a0', ' \u3000 ', 'é ', '\t', '{ }', '%', '-', chance(0.1) ? '} {' : '}']);
 }
 
 function block(vars, depth, inLoop) {
@@ -227,7 +227,8 @@ function node(vars, depth, inLoop) {
   }
   if (r < 0.87) return open('assign ' + pick(['assigned', 'counter']) + ' = ' + expr(vars));
   if (r < 0.9) return open('capture captured') + block(vars, depth + 1, inLoop) + open('endcapture');
-  if (r < 0.92) return open('raw') + pick(['{{ x }}', '{% if %}', 'plain', ' {{- y -}} ']) + open('endraw');
+  if (r < 0.92) return open('raw') + pick(['{{ x }}', '{% if %}', 'plain', ' {{- y -}} ']) +
+    (chance(0.8) ? '{% endraw' + pick([' ', ' -']) + '%}' : open('endraw'));
   if (r < 0.94) return open('comment') + pick(['{{ x }}', 'hidden', '{% if x %}']) + open('endcomment');
   if (r < 0.95) return open('echo ' + expr(vars));
   if (r < 0.96) return '{% # a note %}';
