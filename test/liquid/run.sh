@@ -12,12 +12,12 @@ seed=${LIQUID_SEED:-1}
 count=${LIQUID_CASES:-5000}
 db=${LIQUID_DB:-novu_liquid}
 
+psql="${PGBIN:+$PGBIN/}psql"
+. "$here/../lib.sh"
+ensure_liquidjs
 if [ ! -d "$here/.npm/node_modules/liquidjs" ]; then
-    echo "== installing LiquidJS (the reference) into $here/.npm" >&2
-    if ! timeout 300 npm ci --prefix "$here/.npm" --no-audit --no-fund --loglevel=error >/dev/null 2>&1; then
-        echo "liquid: cannot install liquidjs (npm ci failed: offline?)" >&2
-        exit 1
-    fi
+    echo "liquid: FAILED: LiquidJS is not installed in $here/.npm (npm ci --prefix $here/.npm needs npm and the registry)" >&2
+    exit 1
 fi
 
 work=$(mktemp -d /tmp/novu-liquid.XXXXXX)
@@ -36,8 +36,8 @@ for set in cases edge; do
     node "$here/ref.js" < "$work/$set.jsonl" > "$work/$set.expected.jsonl"
 done
 
-psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
-psql -X -q -v ON_ERROR_STOP=1 -d "$db" >/dev/null <<SQL
+"$psql" -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+"$psql" -X -q -v ON_ERROR_STOP=1 -d "$db" >/dev/null <<SQL
 SET client_min_messages = warning;
 CREATE EXTENSION novu CASCADE;
 CREATE FUNCTION pg_temp.try_render(t text, c jsonb) RETURNS jsonb LANGUAGE plpgsql AS \$\$
@@ -53,7 +53,7 @@ TRUNCATE liquid_cases;
 \copy liquid_cases FROM '$work/edge.jsonl' WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02')
 \copy (SELECT (jsonb_build_object('id', line::jsonb->'id') || pg_temp.try_render(line::jsonb->>'template', (line::jsonb->>'context')::jsonb))::text FROM liquid_cases) TO '$work/edge.actual.jsonl' WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02')
 SQL
-psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
+"$psql" -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
 
 status=0
 echo "liquid: seed $seed (LIQUID_SEED=$seed LIQUID_CASES=$count bash test/liquid/run.sh reproduces)"
