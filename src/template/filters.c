@@ -124,12 +124,18 @@ js_truthy(TplValue v)
 	}
 }
 
-/* A new string buffer, charged to the budget for about expected bytes. */
+/* A new string buffer sized for about expected bytes, charged to the budget. */
 static void
 buf_init(RenderState *st, StringInfo buf, int64 expected)
 {
+	int			size = expected < 64 ? 64 : expected < 1024 ? (int) expected + 1 : 1024;
+
 	tpl_reserve(st, expected);
-	initStringInfo(buf);
+	buf->data = palloc(size);
+	buf->maxlen = size;
+	buf->len = 0;
+	buf->cursor = 0;
+	buf->data[0] = '\0';
 }
 
 /* The buffer as a string value (charged for what it holds). */
@@ -580,21 +586,21 @@ static TplValue
 f_sort(RenderState *st, TplValue v, TplValue property, bool natural)
 {
 	TplValue	a = tv_to_array(st, tv_to_value(v));
-	TplValue   *items = palloc(Max(a.n, 1) * sizeof(TplValue));
-	TplValue   *keys = palloc(Max(a.n, 1) * sizeof(TplValue));
+	TplValue   *items = palloc(Max(a.len, 1) * sizeof(TplValue));
+	TplValue   *keys = palloc(Max(a.len, 1) * sizeof(TplValue));
 	TplValue	path = {0};
 	bool		by_property = js_truthy(property);
 	int			i;
 
 	if (by_property)
 		path = S(st, property);
-	for (i = 0; i < a.n; i++)
+	for (i = 0; i < a.len; i++)
 	{
 		items[i] = a.items[i];
 		keys[i] = by_property ? tpl_lookup_path(st, a.items[i], path.str, path.len) : a.items[i];
 	}
-	merge_sort(st, items, keys, a.n, natural ? natural_compare : ordered_compare);
-	return tv_array(items, a.n);
+	merge_sort(st, items, keys, a.len, natural ? natural_compare : ordered_compare);
+	return tv_array(items, a.len);
 }
 
 /* A hash of a value for uniq (SameValueZero: containers by identity). */
@@ -616,7 +622,7 @@ value_hash(TplValue v)
 		case TV_BOOL:
 			return v.b ? 3 : 4;
 		case TV_ARR:
-			return hash_bytes((const unsigned char *) (v.jc ? (void *) &v.jc : (void *) &v.items),
+			return hash_bytes((const unsigned char *) &v.items,
 							  sizeof(void *)) ^ 5;
 		case TV_OBJ:
 			return hash_bytes((const unsigned char *) &v.jc, sizeof(void *)) ^ 6;
@@ -640,7 +646,7 @@ same_value_zero(TplValue a, TplValue b)
 		case TV_BOOL:
 			return a.b == b.b;
 		case TV_ARR:
-			return a.jc ? a.jc == b.jc : (b.jc == NULL && a.items == b.items && a.n == b.n);
+			return a.b == b.b && a.items == b.items && (a.b || a.len == b.len);
 		case TV_OBJ:
 			return a.jc == b.jc;
 		case TV_FORLOOP:
@@ -657,16 +663,16 @@ f_uniq(RenderState *st, TplValue v)
 	TplValue	a = tv_to_array(st, v);
 	int			size = 16;
 	int		   *slots;
-	TplValue   *out = palloc(Max(a.n, 1) * sizeof(TplValue));
+	TplValue   *out = palloc(Max(a.len, 1) * sizeof(TplValue));
 	int			n = 0;
 	int			i;
 
-	while (size < a.n * 2)
+	while (size < a.len * 2)
 		size *= 2;
 	tpl_reserve(st, (int64) size * sizeof(int));
 	slots = palloc(size * sizeof(int));
 	memset(slots, -1, size * sizeof(int));
-	for (i = 0; i < a.n; i++)
+	for (i = 0; i < a.len; i++)
 	{
 		uint32		h = value_hash(a.items[i]) & (size - 1);
 
@@ -688,11 +694,11 @@ f_where(RenderState *st, TplValue v, TplValue property, TplValue expected, bool 
 {
 	TplValue	a = tv_to_array(st, v);
 	TplValue	path = S(st, property);
-	TplValue   *out = palloc(Max(a.n, 1) * sizeof(TplValue));
+	TplValue   *out = palloc(Max(a.len, 1) * sizeof(TplValue));
 	int			n = 0;
 	int			i;
 
-	for (i = 0; i < a.n; i++)
+	for (i = 0; i < a.len; i++)
 	{
 		TplValue	value = path.len > 0 ? tpl_lookup_path(st, a.items[i], path.str, path.len) : tv_undef();
 		bool		match = expected.kind == TV_UNDEF ? tv_truthy(value) : tv_equals(st, value, expected);
@@ -952,7 +958,7 @@ f_join(RenderState *st, TplValue v, TplValue sepv)
 	int			i;
 
 	buf_init(st, &buf, 0);
-	for (i = 0; i < a.n; i++)
+	for (i = 0; i < a.len; i++)
 	{
 		if (i > 0)
 			appendBinaryStringInfo(&buf, sep.str, sep.len);
@@ -1086,11 +1092,11 @@ tpl_apply_filter(RenderState *st, int id, TplValue v, TplValue *args, char **key
 		case F_REVERSE:
 			{
 				TplValue	a = tv_to_array(st, v);
-				TplValue   *items = palloc(Max(a.n, 1) * sizeof(TplValue));
+				TplValue   *items = palloc(Max(a.len, 1) * sizeof(TplValue));
 
-				for (i = 0; i < a.n; i++)
-					items[i] = a.items[a.n - 1 - i];
-				return tv_array(items, a.n);
+				for (i = 0; i < a.len; i++)
+					items[i] = a.items[a.len - 1 - i];
+				return tv_array(items, a.len);
 			}
 		case F_SORT:
 			return f_sort(st, v, a0, false);
@@ -1108,19 +1114,19 @@ tpl_apply_filter(RenderState *st, int id, TplValue v, TplValue *args, char **key
 			{
 				TplValue	a = tv_to_array(st, v);
 				TplValue	path = S(st, a0);
-				TplValue   *items = palloc(Max(a.n, 1) * sizeof(TplValue));
+				TplValue   *items = palloc(Max(a.len, 1) * sizeof(TplValue));
 
-				for (i = 0; i < a.n; i++)
+				for (i = 0; i < a.len; i++)
 					items[i] = tpl_lookup_path(st, a.items[i], path.str, path.len);
-				return tv_array(items, a.n);
+				return tv_array(items, a.len);
 			}
 		case F_COMPACT:
 			{
 				TplValue	a = tv_to_array(st, v);
-				TplValue   *items = palloc(Max(a.n, 1) * sizeof(TplValue));
+				TplValue   *items = palloc(Max(a.len, 1) * sizeof(TplValue));
 				int			n = 0;
 
-				for (i = 0; i < a.n; i++)
+				for (i = 0; i < a.len; i++)
 					if (!tv_is_nil(a.items[i]))
 						items[n++] = a.items[i];
 				return tv_array(items, n);
@@ -1142,25 +1148,25 @@ tpl_apply_filter(RenderState *st, int id, TplValue v, TplValue *args, char **key
 					b = tv_array(palloc(sizeof(TplValue)), 1);
 					b.items[0] = tv_undef();
 				}
-				items = palloc(Max(a.n + b.n + 1, 1) * sizeof(TplValue));
+				items = palloc(Max(a.len + b.len + 1, 1) * sizeof(TplValue));
 				if (id == F_UNSHIFT)
 				{
 					items[0] = a0;
-					memcpy(items + 1, a.items, a.n * sizeof(TplValue));
-					return tv_array(items, a.n + 1);
+					memcpy(items + 1, a.items, a.len * sizeof(TplValue));
+					return tv_array(items, a.len + 1);
 				}
-				memcpy(items, a.items, a.n * sizeof(TplValue));
-				memcpy(items + a.n, b.items, b.n * sizeof(TplValue));
-				return tv_array(items, a.n + b.n);
+				memcpy(items, a.items, a.len * sizeof(TplValue));
+				memcpy(items + a.len, b.items, b.len * sizeof(TplValue));
+				return tv_array(items, a.len + b.len);
 			}
 		case F_POP:
 		case F_SHIFT:
 			{
 				TplValue	a = tv_to_array(st, v);
 
-				if (a.n == 0)
+				if (a.len == 0)
 					return a;
-				return tv_array(a.items + (id == F_SHIFT ? 1 : 0), a.n - 1);
+				return tv_array(a.items + (id == F_SHIFT ? 1 : 0), a.len - 1);
 			}
 		case F_SUM:
 			{
@@ -1169,7 +1175,7 @@ tpl_apply_filter(RenderState *st, int id, TplValue v, TplValue *args, char **key
 				bool		by = js_truthy(a0);
 				TplValue	path = by ? S(st, a0) : tv_str("", 0);
 
-				for (i = 0; i < a.n; i++)
+				for (i = 0; i < a.len; i++)
 				{
 					double		d = tv_js_number(st, tv_to_value(by ? tpl_lookup_path(st, a.items[i], path.str, path.len) : a.items[i]));
 

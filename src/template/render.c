@@ -293,8 +293,8 @@ eval_filtered(RenderState *st, FilteredValue *fv)
 	{
 		FilterCall *f = lfirst(lc);
 		int			nargs = list_length(f->args);
-		TplValue   *args = palloc(Max(nargs, 1) * sizeof(TplValue));
-		char	  **keys = palloc(Max(nargs, 1) * sizeof(char *));
+		TplValue   *args = nargs > 0 ? palloc(nargs * sizeof(TplValue)) : NULL;
+		char	  **keys = nargs > 0 ? palloc(nargs * sizeof(char *)) : NULL;
 		ListCell   *ac;
 		int			i = 0;
 
@@ -460,7 +460,7 @@ render_case(RenderState *st, TplNode *node)
 	TplValue	target = tv_to_value(eval_filtered(st, node->value));
 
 	/* the target must survive the bodies' resets: keep a copy outside scratch */
-	if (target.kind == TV_STR || (target.kind == TV_ARR && target.jc == NULL))
+	if (target.kind == TV_STR || (target.kind == TV_ARR && !target.b))
 	{
 		MemoryContext old = MemoryContextSwitchTo(st->render_cxt);
 
@@ -529,6 +529,12 @@ render_nodes(RenderState *st, List *nodes)
 
 					if (v.kind == TV_STR)
 						emit(st, v.str, v.len);
+					else if (v.kind == TV_NUM)
+					{
+						char		num[48];
+
+						emit(st, num, tv_number_text(num, v.num));
+					}
 					else
 					{
 						StringInfoData buf;

@@ -42,15 +42,17 @@ struct LoopFrame;
 
 typedef struct TplValue
 {
-	TplKind		kind;
-	bool		b;
-	double		num;
-	const char *str;			/* TV_STR: UTF-8, not NUL-terminated */
-	int			len;
-	JsonbContainer *jc;			/* TV_ARR / TV_OBJ of the context */
-	struct TplValue *items;		/* TV_ARR made by the engine (jc == NULL) */
-	int			n;
-	struct LoopFrame *loop;		/* TV_FORLOOP */
+	uint8		kind;			/* TplKind */
+	bool		b;				/* TV_BOOL: the value; TV_ARR: an array of the context (jc) */
+	int32		len;			/* TV_STR: bytes; TV_ARR made by the engine: elements */
+	union
+	{
+		double		num;		/* TV_NUM */
+		const char *str;		/* TV_STR: UTF-8, not NUL-terminated */
+		JsonbContainer *jc;		/* TV_ARR (b) / TV_OBJ of the context */
+		struct TplValue *items; /* TV_ARR made by the engine (!b) */
+		struct LoopFrame *loop; /* TV_FORLOOP */
+	};
 } TplValue;
 
 /* ---------- Compiled template ---------- */
@@ -248,6 +250,7 @@ extern void tv_js_string(RenderState *st, StringInfo buf, TplValue v);
 extern void tv_js_element_string(RenderState *st, StringInfo buf, TplValue e);
 extern void tv_json(RenderState *st, StringInfo buf, TplValue v, int indent, int level);
 extern void tv_format_number(StringInfo buf, double d);
+extern int	tv_number_text(char *out, double d);
 extern double tv_to_number(RenderState *st, TplValue v);
 extern double tv_js_number(RenderState *st, TplValue v);
 extern TplValue tv_object_entries(RenderState *st, TplValue obj);

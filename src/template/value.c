@@ -94,7 +94,7 @@ tv_array(TplValue *items, int n)
 
 	v.kind = TV_ARR;
 	v.items = items;
-	v.n = n;
+	v.len = n;
 	return v;
 }
 
@@ -124,6 +124,7 @@ tv_from_jsonb(RenderState *st, JsonbValue *jv)
 				TplValue	v = {0};
 
 				v.kind = JsonContainerIsArray(jv->val.binary.data) ? TV_ARR : TV_OBJ;
+				v.b = true;		/* a container of the context */
 				v.jc = jv->val.binary.data;
 				return v;
 			}
@@ -185,7 +186,7 @@ tv_truthy(TplValue v)
 int
 tv_arr_len(TplValue v)
 {
-	return v.jc ? JsonContainerSize(v.jc) : v.n;
+	return v.b ? JsonContainerSize(v.jc) : v.len;
 }
 
 /* Element i of an array value (0 <= i < length). */
@@ -195,7 +196,7 @@ tv_arr_get(RenderState *st, TplValue v, int i)
 	JsonbValue *jv;
 	TplValue	r;
 
-	if (v.jc == NULL)
+	if (!v.b)
 		return v.items[i];
 	jv = getIthJsonbValueFromContainer(v.jc, i);
 	r = tv_from_jsonb(st, jv);
@@ -211,7 +212,7 @@ tv_materialize(RenderState *st, TplValue v)
 	TplValue   *items;
 	int			i;
 
-	if (v.jc == NULL)
+	if (!v.b)
 		return v;
 	tpl_reserve(st, (int64) n * sizeof(TplValue));
 	items = palloc(Max(n, 1) * sizeof(TplValue));
@@ -496,9 +497,12 @@ tv_change_case(StringInfo buf, const char *s, int len, bool upper)
 
 /* ---------- Numbers ---------- */
 
-/* Append a number as JavaScript's Number.prototype.toString() writes it. */
-void
-tv_format_number(StringInfo buf, double d)
+/*
+ * Write a number as JavaScript's Number.prototype.toString() does into out
+ * (at least 32 bytes); returns the length.
+ */
+int
+tv_number_text(char *out, double d)
 {
 	char		tmp[40];
 	char		digits[20];
@@ -506,31 +510,20 @@ tv_format_number(StringInfo buf, double d)
 	int			n;
 	int			p;
 	int			i;
+	int			o = 0;
 	char	   *e;
 
 	if (isnan(d))
-	{
-		appendStringInfoString(buf, "NaN");
-		return;
-	}
+		return sprintf(out, "NaN");
 	if (isinf(d))
-	{
-		appendStringInfoString(buf, d > 0 ? "Infinity" : "-Infinity");
-		return;
-	}
+		return sprintf(out, d > 0 ? "Infinity" : "-Infinity");
 	if (d == 0)
-	{
-		appendStringInfoChar(buf, '0');
-		return;
-	}
+		return sprintf(out, "0");
 	if (d == rint(d) && fabs(d) < 9007199254740992.0)
-	{
-		appendStringInfo(buf, "%lld", (long long) d);
-		return;
-	}
+		return sprintf(out, "%lld", (long long) d);
 	if (d < 0)
 	{
-		appendStringInfoChar(buf, '-');
+		out[o++] = '-';
 		d = -d;
 	}
 	/* the shortest digits that read back as d */
@@ -548,33 +541,51 @@ tv_format_number(StringInfo buf, double d)
 	n = atoi(e + 1) + 1;		/* d = 0.digits * 10^n */
 	if (k <= n && n <= 21)
 	{
-		appendBinaryStringInfo(buf, digits, k);
+		memcpy(out + o, digits, k);
+		o += k;
 		for (i = k; i < n; i++)
-			appendStringInfoChar(buf, '0');
+			out[o++] = '0';
 	}
 	else if (0 < n && n <= 21)
 	{
-		appendBinaryStringInfo(buf, digits, n);
-		appendStringInfoChar(buf, '.');
-		appendBinaryStringInfo(buf, digits + n, k - n);
+		memcpy(out + o, digits, n);
+		o += n;
+		out[o++] = '.';
+		memcpy(out + o, digits + n, k - n);
+		o += k - n;
 	}
 	else if (-6 < n && n <= 0)
 	{
-		appendStringInfoString(buf, "0.");
+		out[o++] = '0';
+		out[o++] = '.';
 		for (i = 0; i < -n; i++)
-			appendStringInfoChar(buf, '0');
-		appendBinaryStringInfo(buf, digits, k);
+			out[o++] = '0';
+		memcpy(out + o, digits, k);
+		o += k;
 	}
 	else
 	{
-		appendStringInfoChar(buf, digits[0]);
+		out[o++] = digits[0];
 		if (k > 1)
 		{
-			appendStringInfoChar(buf, '.');
-			appendBinaryStringInfo(buf, digits + 1, k - 1);
+			out[o++] = '.';
+			memcpy(out + o, digits + 1, k - 1);
+			o += k - 1;
 		}
-		appendStringInfo(buf, "e%c%d", n - 1 >= 0 ? '+' : '-', abs(n - 1));
+		o += sprintf(out + o, "e%c%d", n - 1 >= 0 ? '+' : '-', abs(n - 1));
 	}
+	out[o] = '\0';
+	return o;
+}
+
+/* Append a number as JavaScript writes it. */
+void
+tv_format_number(StringInfo buf, double d)
+{
+	char		tmp[48];
+	int			n = tv_number_text(tmp, d);
+
+	appendBinaryStringInfo(buf, tmp, n);
 }
 
 /* JavaScript's StringToNumber (NaN when the text is not a number). */
@@ -1087,23 +1098,36 @@ string_code_unit(const char *s, int len, int index)
 	return tv_undef();
 }
 
-/* A key as a property name, and as an array index if it is one (else -1). */
+/* The array index a property name stands for, or -1. */
 static int
-key_index(RenderState *st, TplValue key, StringInfo name)
+name_index(const char *k, int len)
 {
-	tv_js_string(st, name, key);
-	if (!is_array_index(name->data, name->len))
-		return -1;
-	return atoi(name->data);
+	int			v = 0;
+	int			i;
+
+	if (!is_array_index(k, len) || len > 9)
+		return -1;				/* larger indexes exceed any array here */
+	for (i = 0; i < len; i++)
+		v = v * 10 + (k[i] - '0');
+	return v;
+}
+
+/* Is the name (k, len) the NUL-terminated word w? */
+static inline bool
+name_is(const char *k, int len, const char *w)
+{
+	return strlen(w) == len && memcmp(k, w, len) == 0;
 }
 
 /* LiquidJS's readProperty(): obj[key], with size, first and last. */
 TplValue
 tv_read_property(RenderState *st, TplValue obj, TplValue key)
 {
-	StringInfoData name;
+	const char *k;
+	int			klen;
 	int			index;
 	int			n;
+	char		numbuf[48];
 
 	tpl_spend(st, WORK_PER_STEP);
 	key = tv_to_value(key);
@@ -1122,36 +1146,55 @@ tv_read_property(RenderState *st, TplValue obj, TplValue key)
 			return tv_undef();
 		return tv_arr_get(st, obj, (int) i);
 	}
-	initStringInfo(&name);
-	index = key_index(st, key, &name);
+	/* the property name: String(key) */
+	if (key.kind == TV_STR)
+	{
+		k = key.str;
+		klen = key.len;
+	}
+	else if (key.kind == TV_NUM)
+	{
+		klen = tv_number_text(numbuf, key.num);
+		k = numbuf;
+	}
+	else
+	{
+		StringInfoData name;
+
+		initStringInfo(&name);
+		tv_js_string(st, &name, key);
+		k = name.data;
+		klen = name.len;
+	}
+	index = name_index(k, klen);
 	switch (obj.kind)
 	{
 		case TV_FORLOOP:
 			{
 				LoopFrame  *f = obj.loop;
 
-				if (strcmp(name.data, "index0") == 0 || strcmp(name.data, "i") == 0)
+				if (name_is(k, klen, "index0") || name_is(k, klen, "i"))
 					return tv_num(f->index0);
-				if (strcmp(name.data, "index") == 0)
+				if (name_is(k, klen, "index"))
 					return tv_num(f->index0 + 1);
-				if (strcmp(name.data, "first") == 0)
+				if (name_is(k, klen, "first"))
 					return tv_bool(f->index0 == 0);
-				if (strcmp(name.data, "last") == 0)
+				if (name_is(k, klen, "last"))
 					return tv_bool(f->index0 == f->length - 1);
-				if (strcmp(name.data, "rindex") == 0)
+				if (name_is(k, klen, "rindex"))
 					return tv_num(f->length - f->index0);
-				if (strcmp(name.data, "rindex0") == 0)
+				if (name_is(k, klen, "rindex0"))
 					return tv_num(f->length - f->index0 - 1);
-				if (strcmp(name.data, "length") == 0)
+				if (name_is(k, klen, "length"))
 					return tv_num(f->length);
-				if (strcmp(name.data, "name") == 0)
+				if (name_is(k, klen, "name"))
 					return tv_cstr(f->name);
 				return tv_undef();
 			}
 		case TV_STR:
 			if (index >= 0)
 				return string_code_unit(obj.str, obj.len, index);
-			if (strcmp(name.data, "length") == 0 || strcmp(name.data, "size") == 0)
+			if (name_is(k, klen, "length") || name_is(k, klen, "size"))
 			{
 				tpl_spend(st, obj.len);
 				return tv_num(utf16_length(obj.str, obj.len));
@@ -1161,21 +1204,21 @@ tv_read_property(RenderState *st, TplValue obj, TplValue key)
 			n = tv_arr_len(obj);
 			if (index >= 0)
 				return index < n ? tv_arr_get(st, obj, index) : tv_undef();
-			if (strcmp(name.data, "length") == 0 || strcmp(name.data, "size") == 0)
+			if (name_is(k, klen, "length") || name_is(k, klen, "size"))
 				return tv_num(n);
-			if (strcmp(name.data, "first") == 0)
+			if (name_is(k, klen, "first"))
 				return n > 0 ? tv_arr_get(st, obj, 0) : tv_undef();
-			if (strcmp(name.data, "last") == 0)
+			if (name_is(k, klen, "last"))
 				return n > 0 ? tv_arr_get(st, obj, n - 1) : tv_undef();
 			return tv_undef();
 		case TV_OBJ:
 			{
 				JsonbValue	jv;
 
-				tpl_spend(st, name.len);
-				if (getKeyJsonValueFromContainer(obj.jc, name.data, name.len, &jv))
+				tpl_spend(st, klen);
+				if (getKeyJsonValueFromContainer(obj.jc, k, klen, &jv))
 					return tv_from_jsonb(st, &jv);
-				if (strcmp(name.data, "size") == 0)
+				if (name_is(k, klen, "size"))
 					return tv_num(JsonContainerSize(obj.jc));
 				return tv_undef();
 			}
@@ -1421,11 +1464,11 @@ tv_copy(TplValue v)
 			v.str = pnstrdup(v.str, v.len);
 			break;
 		case TV_ARR:
-			if (v.jc == NULL)
+			if (!v.b)
 			{
-				TplValue   *items = palloc(Max(v.n, 1) * sizeof(TplValue));
+				TplValue   *items = palloc(Max(v.len, 1) * sizeof(TplValue));
 
-				for (i = 0; i < v.n; i++)
+				for (i = 0; i < v.len; i++)
 					items[i] = tv_copy(v.items[i]);
 				v.items = items;
 			}
