@@ -56,7 +56,8 @@ tpl_check_budget(RenderState *st, int64 pending)
 	if (st->work > TEMPLATE_MAX_WORK)
 		tpl_fail(st, "render work limit exceeded: more than %d units of work in one render",
 				 TEMPLATE_MAX_WORK);
-	if ((int64) MemoryContextMemAllocated(st->render_cxt, true) + pending > TEMPLATE_MAX_MEMORY)
+	if ((int64) MemoryContextMemAllocated(st->render_cxt, true) + st->main_out.maxlen + pending >
+		TEMPLATE_MAX_MEMORY)
 		tpl_fail(st, "render memory limit exceeded: more than %d bytes of working memory in one render",
 				 TEMPLATE_MAX_MEMORY);
 	st->next_check = st->work + WORK_CHECK_INTERVAL;
@@ -73,11 +74,21 @@ emit(RenderState *st, const char *s, int len)
 	appendBinaryStringInfo(st->out, s, len);
 }
 
-/* Free the values of the node just rendered. */
+/* Free the values of the node just rendered (not the contexts under it). */
 static inline void
 scratch_reset(RenderState *st)
 {
-	MemoryContextReset(st->scratch);
+	MemoryContextResetOnly(st->scratch);
+}
+
+/* The context of values that outlive a node (created at first use). */
+static MemoryContext
+keep_context(RenderState *st)
+{
+	if (st->keep_cxt == NULL)
+		st->keep_cxt = AllocSetContextCreate(st->render_cxt, "novu template variables",
+											 ALLOCSET_SMALL_SIZES);
+	return st->keep_cxt;
 }
 
 /* ---------- Variables ---------- */
@@ -123,10 +134,7 @@ set_variable(RenderState *st, const char *name, TplValue value)
 	MemoryContext old;
 	Variable   *v;
 
-	if (st->vars_cxt == NULL)
-		st->vars_cxt = AllocSetContextCreate(st->render_cxt, "novu template variables",
-											 ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(st->vars_cxt);
+	old = MemoryContextSwitchTo(keep_context(st));
 	for (v = st->vars; v != NULL; v = v->next)
 		if (strcmp(v->name, name) == 0)
 			break;
@@ -322,6 +330,12 @@ scratch_push(RenderState *st)
 
 	if (d >= MAX_SCRATCH_DEPTH)
 		tpl_fail(st, "nesting too deep");
+	if (st->scratch_stack == NULL)
+	{
+		st->scratch_stack = MemoryContextAllocZero(keep_context(st),
+												   MAX_SCRATCH_DEPTH * sizeof(MemoryContext));
+		st->scratch_stack[0] = st->render_cxt;
+	}
 	if (st->scratch_stack[d] == NULL)
 		st->scratch_stack[d] = AllocSetContextCreate(st->render_cxt, "novu template scratch",
 													 ALLOCSET_SMALL_SIZES);
@@ -333,7 +347,7 @@ scratch_push(RenderState *st)
 static void
 scratch_pop(RenderState *st)
 {
-	MemoryContextReset(st->scratch);
+	MemoryContextResetOnly(st->scratch);
 	st->scratch = st->scratch_stack[--st->scratch_depth];
 	MemoryContextSwitchTo(st->scratch);
 }
@@ -462,7 +476,7 @@ render_case(RenderState *st, TplNode *node)
 	/* the target must survive the bodies' resets: keep a copy outside scratch */
 	if (target.kind == TV_STR || (target.kind == TV_ARR && !target.b))
 	{
-		MemoryContext old = MemoryContextSwitchTo(st->render_cxt);
+		MemoryContext old = MemoryContextSwitchTo(keep_context(st));
 
 		target = tv_copy(target);
 		MemoryContextSwitchTo(old);
@@ -496,7 +510,7 @@ render_capture(RenderState *st, TplNode *node)
 {
 	StringInfo	saved = st->out;
 	StringInfoData buf;
-	MemoryContext old = MemoryContextSwitchTo(st->render_cxt);
+	MemoryContext old = MemoryContextSwitchTo(keep_context(st));
 
 	initStringInfo(&buf);
 	MemoryContextSwitchTo(old);
@@ -585,35 +599,30 @@ char *
 template_render(const Template *tpl, Jsonb *context, char **errmsg)
 {
 	MemoryContext callercxt = CurrentMemoryContext;
-	MemoryContext cxt = AllocSetContextCreate(callercxt, "novu template render",
-											  ALLOCSET_DEFAULT_SIZES);
-	RenderState *st;
-	char	   *result;
+	RenderState state;
+	RenderState *st = &state;
 
 	*errmsg = NULL;
-	MemoryContextSwitchTo(cxt);
-	st = palloc0(sizeof(RenderState));
-	st->render_cxt = cxt;
+	memset(st, 0, offsetof(RenderState, fail));
 	initStringInfo(&st->main_out);
 	st->out = &st->main_out;
 	st->root = (context != NULL && JB_ROOT_IS_OBJECT(context)) ? &context->root : NULL;
-	st->scratch_stack[0] = AllocSetContextCreate(cxt, "novu template scratch",
-												 ALLOCSET_DEFAULT_SIZES);
-	st->scratch = st->scratch_stack[0];
+	st->render_cxt = AllocSetContextCreate(callercxt, "novu template render",
+										   ALLOCSET_DEFAULT_SIZES);
+	st->scratch = st->render_cxt;
 	st->next_check = WORK_CHECK_INTERVAL;
 	if (sigsetjmp(st->fail, 0) != 0)
 	{
 		MemoryContextSwitchTo(callercxt);
 		*errmsg = pstrdup(st->errmsg);
-		MemoryContextDelete(cxt);
+		MemoryContextDelete(st->render_cxt);
+		pfree(st->main_out.data);
 		return NULL;
 	}
 	MemoryContextSwitchTo(st->scratch);
 	render_nodes(st, tpl->nodes);
 	MemoryContextSwitchTo(callercxt);
+	MemoryContextDelete(st->render_cxt);
 	st->main_out.len = tv_finish_text(st->main_out.data, st->main_out.len);
-	result = palloc(st->main_out.len + 1);
-	memcpy(result, st->main_out.data, st->main_out.len + 1);
-	MemoryContextDelete(cxt);
-	return result;
+	return st->main_out.data;
 }

@@ -181,21 +181,20 @@ typedef struct Variable
 typedef struct RenderState
 {
 	StringInfo	out;			/* where output goes (a capture redirects it) */
-	StringInfoData main_out;
+	StringInfoData main_out;	/* the render's output, in the caller's context */
 	JsonbContainer *root;		/* context object, or NULL */
 	LoopFrame  *loop;			/* innermost for loop */
 	Variable   *vars;			/* assigned and captured variables */
-	MemoryContext render_cxt;	/* parent of all the contexts below */
-	MemoryContext vars_cxt;		/* values of variables */
+	MemoryContext render_cxt;	/* scratch of depth 0, parent of the contexts below */
+	MemoryContext keep_cxt;		/* values that outlive a node: variables, captures */
 	MemoryContext scratch;		/* values of the node being rendered */
-	MemoryContext scratch_stack[MAX_SCRATCH_DEPTH];
+	MemoryContext *scratch_stack;	/* scratch contexts by loop depth (made at first loop) */
 	int			scratch_depth;
 	bool		break_called;
 	bool		continue_called;
 	int64		iterations;
 	int64		work;			/* units spent, see tpl_spend() */
 	int64		next_check;
-	const char *timezone;		/* subscriber.timezone, NUL-terminated, or NULL */
 	sigjmp_buf	fail;
 	char	   *errmsg;
 } RenderState;

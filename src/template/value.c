@@ -111,9 +111,19 @@ tv_from_jsonb(RenderState *st, JsonbValue *jv)
 				char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out,
 																	NumericGetDatum(jv->val.numeric)));
 				double		d;
+				int			i = s[0] == '-' ? 1 : 0;
+				int64		v = 0;
 
-				tpl_spend(st, strlen(s));
-				d = strtod(s, NULL);
+				/* small integers exactly without strtod */
+				while (s[i] >= '0' && s[i] <= '9' && i < 16)
+					v = v * 10 + (s[i++] - '0');
+				if (s[i] == '\0' && i > (s[0] == '-'))
+					d = s[0] == '-' ? -(double) v : (double) v;
+				else
+				{
+					tpl_spend(st, strlen(s));
+					d = strtod(s, NULL);
+				}
 				pfree(s);
 				return tv_num(d);
 			}
@@ -472,10 +482,20 @@ tv_change_case(StringInfo buf, const char *s, int len, bool upper)
 
 		if (c < 0x80)
 		{
-			if (upper ? (c >= 'a' && c <= 'z') : (c >= 'A' && c <= 'Z'))
-				c ^= 0x20;
-			appendStringInfoChar(buf, (char) c);
-			i++;
+			/* a run of ASCII: mapped in place, never longer */
+			char	   *d;
+
+			enlargeStringInfo(buf, len - i);
+			d = buf->data + buf->len;
+			while (i < len && !IS_HIGHBIT_SET(s[i]))
+			{
+				c = (unsigned char) s[i++];
+				if (upper ? (c >= 'a' && c <= 'z') : (c >= 'A' && c <= 'Z'))
+					c ^= 0x20;
+				*d++ = (char) c;
+			}
+			buf->len = d - buf->data;
+			buf->data[buf->len] = '\0';
 			continue;
 		}
 		cp = decode_char(s + i, len - i, &clen);
