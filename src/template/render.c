@@ -93,13 +93,18 @@ keep_context(RenderState *st)
 
 /* ---------- Variables ---------- */
 
-/* The value of a variable: loop scopes, then assigned variables, then the context. */
+/*
+ * The value of a variable: loop scopes, then assigned variables, then the
+ * context.  A name that lives in the template (stable) caches its context
+ * value: the context does not change during a render.
+ */
 static TplValue
-lookup_variable(RenderState *st, const char *name, int len)
+lookup_variable(RenderState *st, const char *name, int len, bool stable, bool *from_context)
 {
 	LoopFrame  *f;
 	Variable   *v;
 
+	*from_context = false;
 	tpl_spend(st, WORK_PER_STEP);
 	for (f = st->loop; f != NULL; f = f->outer)
 	{
@@ -117,12 +122,27 @@ lookup_variable(RenderState *st, const char *name, int len)
 	for (v = st->vars; v != NULL; v = v->next)
 		if (strlen(v->name) == len && memcmp(v->name, name, len) == 0)
 			return v->value;
+	*from_context = true;
 	if (st->root != NULL)
 	{
 		JsonbValue	jv;
+		TplValue	r = tv_undef();
+		int			i;
 
+		if (stable)
+			for (i = 0; i < lengthof(st->root_name); i++)
+				if (st->root_name[i] == name)
+					return st->root_value[i];
 		if (getKeyJsonValueFromContainer(st->root, name, len, &jv))
-			return tv_from_jsonb(st, &jv);
+			r = tv_from_jsonb(st, &jv);
+		/* a value of the context lives as long as the render */
+		if (stable)
+		{
+			st->root_name[st->root_next] = name;
+			st->root_value[st->root_next] = r;
+			st->root_next = (st->root_next + 1) % lengthof(st->root_name);
+		}
+		return r;
 	}
 	return tv_undef();
 }
@@ -191,17 +211,37 @@ tpl_eval_token(RenderState *st, ValToken *t)
 	else
 	{
 		ValToken   *first = linitial(t->props);
-		TplValue	key = tv_to_value(tpl_eval_token(st, first));
+		TplValue	key = first->kind == VT_LITERAL ? first->literal :
+			tv_to_value(tpl_eval_token(st, first));
+		bool		from_context;
+		int			i;
 
 		if (key.kind == TV_STR)
-			v = lookup_variable(st, key.str, key.len);
+			v = lookup_variable(st, key.str, key.len, first->kind == VT_LITERAL, &from_context);
 		else
 		{
 			StringInfoData name;
 
 			initStringInfo(&name);
 			tv_js_string(st, &name, key);
-			v = lookup_variable(st, name.data, name.len);
+			v = lookup_variable(st, name.data, name.len, false, &from_context);
+		}
+		/* a constant path into the context reads the same value all render long */
+		if (from_context && t->const_path && list_length(t->props) > 1)
+		{
+			for (i = 0; i < lengthof(st->path_token); i++)
+				if (st->path_token[i] == t)
+					return st->path_value[i];
+			for_each_from(lc, t->props, 1)
+				v = tv_read_property(st, v, ((ValToken *) lfirst(lc))->literal);
+			/* (not a surrogate half: made in scratch, see split_surrogates) */
+			if (!(v.kind == TV_STR && v.len == 3 && (unsigned char) v.str[0] == 0xED))
+			{
+				st->path_token[st->path_next] = t;
+				st->path_value[st->path_next] = v;
+				st->path_next = (st->path_next + 1) % lengthof(st->path_token);
+			}
+			return v;
 		}
 		skip = 1;
 	}
@@ -243,7 +283,9 @@ eval_filtered(RenderState *st, FilteredValue *fv)
 		v = tpl_eval_token(st, fv->items[0].operand);
 	else
 	{
-		TplValue   *stack = palloc(fv->nitems * sizeof(TplValue));
+		TplValue	local[8];
+		TplValue   *stack = fv->nitems <= lengthof(local) ? local :
+			palloc(fv->nitems * sizeof(TplValue));
 		int			sp = 0;
 		int			i;
 
@@ -598,31 +640,48 @@ render_nodes(RenderState *st, List *nodes)
 char *
 template_render(const Template *tpl, Jsonb *context, char **errmsg)
 {
+	/* kept across renders and reset at the start of each: no context to create per render */
+	static MemoryContext render_cxt = NULL;
 	MemoryContext callercxt = CurrentMemoryContext;
 	RenderState state;
 	RenderState *st = &state;
 
 	*errmsg = NULL;
-	memset(st, 0, offsetof(RenderState, fail));
-	initStringInfo(&st->main_out);
+	if (render_cxt == NULL)
+		render_cxt = AllocSetContextCreate(TopMemoryContext, "novu template render",
+										   ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(render_cxt);
 	st->out = &st->main_out;
 	st->root = (context != NULL && JB_ROOT_IS_OBJECT(context)) ? &context->root : NULL;
-	st->render_cxt = AllocSetContextCreate(callercxt, "novu template render",
-										   ALLOCSET_DEFAULT_SIZES);
-	st->scratch = st->render_cxt;
+	st->loop = NULL;
+	st->vars = NULL;
+	st->render_cxt = render_cxt;
+	st->keep_cxt = NULL;
+	st->scratch = render_cxt;
+	st->scratch_stack = NULL;
+	st->scratch_depth = 0;
+	st->break_called = st->continue_called = false;
+	st->iterations = 0;
+	st->work = 0;
 	st->next_check = WORK_CHECK_INTERVAL;
+	memset(st->root_name, 0, sizeof(st->root_name));
+	st->root_next = 0;
+	memset(st->path_token, 0, sizeof(st->path_token));
+	st->path_next = 0;
+	initStringInfo(&st->main_out);
 	if (sigsetjmp(st->fail, 0) != 0)
 	{
 		MemoryContextSwitchTo(callercxt);
 		*errmsg = pstrdup(st->errmsg);
-		MemoryContextDelete(st->render_cxt);
+		MemoryContextReset(render_cxt);
 		pfree(st->main_out.data);
 		return NULL;
 	}
-	MemoryContextSwitchTo(st->scratch);
+	MemoryContextSwitchTo(render_cxt);
 	render_nodes(st, tpl->nodes);
 	MemoryContextSwitchTo(callercxt);
-	MemoryContextDelete(st->render_cxt);
+	MemoryContextReset(render_cxt);
 	st->main_out.len = tv_finish_text(st->main_out.data, st->main_out.len);
 	return st->main_out.data;
 }

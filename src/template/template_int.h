@@ -74,6 +74,7 @@ typedef struct ValToken
 	List	   *props;			/* VT_PROPS: of ValToken (literals are keys) */
 	char	   *text;			/* source text (the forloop name uses it) */
 	int			textlen;
+	bool		const_path;		/* VT_PROPS: a variable then literal keys only */
 } ValToken;
 
 typedef enum OpKind
@@ -195,6 +196,12 @@ typedef struct RenderState
 	int64		iterations;
 	int64		work;			/* units spent, see tpl_spend() */
 	int64		next_check;
+	const char *root_name[4];	/* the last context keys looked up (template-owned names) */
+	TplValue	root_value[4];
+	int			root_next;
+	const ValToken *path_token[4];	/* the last constant paths read from the context */
+	TplValue	path_value[4];
+	int			path_next;
 	sigjmp_buf	fail;
 	char	   *errmsg;
 } RenderState;
@@ -235,7 +242,16 @@ extern TplValue tv_str(const char *s, int len);
 extern TplValue tv_cstr(const char *s);
 extern TplValue tv_array(TplValue *items, int n);
 extern TplValue tv_from_jsonb(RenderState *st, JsonbValue *jv);
-extern TplValue tv_to_value(TplValue v);
+extern TplValue tv_drop_value(TplValue v);
+
+/* LiquidJS's toValue(): the value a literal drop or forloop stands for. */
+static inline TplValue
+tv_to_value(TplValue v)
+{
+	if (likely(v.kind < TV_NILDROP))
+		return v;
+	return tv_drop_value(v);
+}
 extern bool tv_is_nil(TplValue v);
 extern bool tv_truthy(TplValue v);
 extern int	tv_arr_len(TplValue v);

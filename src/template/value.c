@@ -18,6 +18,7 @@
 
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/numeric.h"
 
 #include "template/template_int.h"
@@ -108,22 +109,22 @@ tv_from_jsonb(RenderState *st, JsonbValue *jv)
 			return tv_str(jv->val.string.val, jv->val.string.len);
 		case jbvNumeric:
 			{
-				char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out,
-																	NumericGetDatum(jv->val.numeric)));
+				Numeric		num = jv->val.numeric;
+				char	   *s;
 				double		d;
-				int			i = s[0] == '-' ? 1 : 0;
-				int64		v = 0;
 
-				/* small integers exactly without strtod */
-				while (s[i] >= '0' && s[i] <= '9' && i < 16)
-					v = v * 10 + (s[i++] - '0');
-				if (s[i] == '\0' && i > (s[0] == '-'))
-					d = s[0] == '-' ? -(double) v : (double) v;
-				else
+				/* an integer that fits in 32 bits: exact, without text */
+				if (DatumGetInt32(DirectFunctionCall1(numeric_scale, NumericGetDatum(num))) == 0)
 				{
-					tpl_spend(st, strlen(s));
-					d = strtod(s, NULL);
+					bool		overflow = false;
+					int32		i = numeric_int4_opt_error(num, &overflow);
+
+					if (!overflow)
+						return tv_num((double) i);
 				}
+				s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(num)));
+				tpl_spend(st, strlen(s));
+				d = strtod(s, NULL);
 				pfree(s);
 				return tv_num(d);
 			}
@@ -158,9 +159,9 @@ forloop_json(LoopFrame *f)
 	return tv_str(buf.data, buf.len);
 }
 
-/* LiquidJS's toValue(): the value a literal drop or forloop stands for. */
+/* toValue() of a literal drop or forloop (tv_to_value() does the others inline). */
 TplValue
-tv_to_value(TplValue v)
+tv_drop_value(TplValue v)
 {
 	switch (v.kind)
 	{
@@ -540,7 +541,24 @@ tv_number_text(char *out, double d)
 	if (d == 0)
 		return sprintf(out, "0");
 	if (d == rint(d) && fabs(d) < 9007199254740992.0)
-		return sprintf(out, "%lld", (long long) d);
+	{
+		/* an integer: its digits, without printf */
+		char		rev[24];
+		uint64		u = (uint64) fabs(d);
+		int			r = 0;
+
+		if (d < 0)
+			out[o++] = '-';
+		do
+		{
+			rev[r++] = '0' + (char) (u % 10);
+			u /= 10;
+		} while (u > 0);
+		while (r > 0)
+			out[o++] = rev[--r];
+		out[o] = '\0';
+		return o;
+	}
 	if (d < 0)
 	{
 		out[o++] = '-';
