@@ -823,6 +823,23 @@ f_capitalize(RenderState *st, TplValue v)
 	if (s.len == 0)
 		return s;
 	buf_init(st, &buf, s.len);
+	/* ASCII text: in one pass */
+	for (first = 0; first < s.len && !IS_HIGHBIT_SET(s.str[first]); first++)
+		;
+	if (first == s.len)
+	{
+		char	   *d = buf.data;
+		int			i;
+
+		enlargeStringInfo(&buf, s.len);
+		d = buf.data;
+		d[0] = pg_ascii_toupper(s.str[0]);
+		for (i = 1; i < s.len; i++)
+			d[i] = pg_ascii_tolower(s.str[i]);
+		d[s.len] = '\0';
+		buf.len = s.len;
+		return buf_value(st, &buf);
+	}
 	first = utf8_char_len(s.str, s.len);
 	if (first == 4)
 		appendBinaryStringInfo(&buf, s.str, 4);	/* half a surrogate pair: unchanged */

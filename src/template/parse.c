@@ -674,14 +674,7 @@ read_value(Lex *lx)
 	t->kind = VT_PROPS;
 	t->base = base;
 	t->props = props;
-	t->const_path = base == NULL;
-	{
-		ListCell   *lc;
 
-		foreach(lc, props)
-			if (((ValToken *) lfirst(lc))->kind != VT_LITERAL)
-				t->const_path = false;
-	}
 	t->text = (char *) lx->s + begin;
 	t->textlen = lx->p - begin;
 	return t;

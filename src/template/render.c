@@ -64,21 +64,32 @@ tpl_check_budget(RenderState *st, int64 pending)
 }
 
 /* Append to the current output, failing past TEMPLATE_MAX_OUTPUT_BYTES. */
-static void
+static inline void
 emit(RenderState *st, const char *s, int len)
 {
-	if ((int64) st->out->len + len > TEMPLATE_MAX_OUTPUT_BYTES)
+	StringInfo	out = st->out;
+
+	if (unlikely((int64) out->len + len > TEMPLATE_MAX_OUTPUT_BYTES))
 		tpl_fail(st, "rendered output exceeds the limit of 1 MB (%d bytes)",
 				 TEMPLATE_MAX_OUTPUT_BYTES);
 	tpl_reserve(st, len);
-	appendBinaryStringInfo(st->out, s, len);
+	if (likely(out->len + len < out->maxlen))
+	{
+		/* fits: no call */
+		memcpy(out->data + out->len, s, len);
+		out->len += len;
+		out->data[out->len] = '\0';
+	}
+	else
+		appendBinaryStringInfo(out, s, len);
 }
 
 /* Free the values of the node just rendered (not the contexts under it). */
 static inline void
 scratch_reset(RenderState *st)
 {
-	MemoryContextResetOnly(st->scratch);
+	if (!st->scratch->isReset)
+		MemoryContextResetOnly(st->scratch);
 }
 
 /* The context of values that outlive a node (created at first use). */
@@ -93,18 +104,13 @@ keep_context(RenderState *st)
 
 /* ---------- Variables ---------- */
 
-/*
- * The value of a variable: loop scopes, then assigned variables, then the
- * context.  A name that lives in the template (stable) caches its context
- * value: the context does not change during a render.
- */
+/* The value of a variable: loop scopes, then assigned variables, then the context. */
 static TplValue
-lookup_variable(RenderState *st, const char *name, int len, bool stable, bool *from_context)
+lookup_variable(RenderState *st, const char *name, int len)
 {
 	LoopFrame  *f;
 	Variable   *v;
 
-	*from_context = false;
 	tpl_spend(st, WORK_PER_STEP);
 	for (f = st->loop; f != NULL; f = f->outer)
 	{
@@ -122,27 +128,12 @@ lookup_variable(RenderState *st, const char *name, int len, bool stable, bool *f
 	for (v = st->vars; v != NULL; v = v->next)
 		if (strlen(v->name) == len && memcmp(v->name, name, len) == 0)
 			return v->value;
-	*from_context = true;
 	if (st->root != NULL)
 	{
 		JsonbValue	jv;
-		TplValue	r = tv_undef();
-		int			i;
 
-		if (stable)
-			for (i = 0; i < lengthof(st->root_name); i++)
-				if (st->root_name[i] == name)
-					return st->root_value[i];
 		if (getKeyJsonValueFromContainer(st->root, name, len, &jv))
-			r = tv_from_jsonb(st, &jv);
-		/* a value of the context lives as long as the render */
-		if (stable)
-		{
-			st->root_name[st->root_next] = name;
-			st->root_value[st->root_next] = r;
-			st->root_next = (st->root_next + 1) % lengthof(st->root_name);
-		}
-		return r;
+			return tv_from_jsonb(st, &jv);
 	}
 	return tv_undef();
 }
@@ -213,41 +204,23 @@ tpl_eval_token(RenderState *st, ValToken *t)
 		ValToken   *first = linitial(t->props);
 		TplValue	key = first->kind == VT_LITERAL ? first->literal :
 			tv_to_value(tpl_eval_token(st, first));
-		bool		from_context;
-		int			i;
 
 		if (key.kind == TV_STR)
-			v = lookup_variable(st, key.str, key.len, first->kind == VT_LITERAL, &from_context);
+			v = lookup_variable(st, key.str, key.len);
 		else
 		{
 			StringInfoData name;
 
 			initStringInfo(&name);
 			tv_js_string(st, &name, key);
-			v = lookup_variable(st, name.data, name.len, false, &from_context);
-		}
-		/* a constant path into the context reads the same value all render long */
-		if (from_context && t->const_path && list_length(t->props) > 1)
-		{
-			for (i = 0; i < lengthof(st->path_token); i++)
-				if (st->path_token[i] == t)
-					return st->path_value[i];
-			for_each_from(lc, t->props, 1)
-				v = tv_read_property(st, v, ((ValToken *) lfirst(lc))->literal);
-			/* (not a surrogate half: made in scratch, see split_surrogates) */
-			if (!(v.kind == TV_STR && v.len == 3 && (unsigned char) v.str[0] == 0xED))
-			{
-				st->path_token[st->path_next] = t;
-				st->path_value[st->path_next] = v;
-				st->path_next = (st->path_next + 1) % lengthof(st->path_token);
-			}
-			return v;
+			v = lookup_variable(st, name.data, name.len);
 		}
 		skip = 1;
 	}
 	for_each_from(lc, t->props, skip)
 	{
-		TplValue	key = tv_to_value(tpl_eval_token(st, lfirst(lc)));
+		ValToken   *p = lfirst(lc);
+		TplValue	key = p->kind == VT_LITERAL ? p->literal : tv_to_value(tpl_eval_token(st, p));
 
 		v = tv_read_property(st, v, key);
 	}
@@ -581,7 +554,14 @@ render_nodes(RenderState *st, List *nodes)
 				break;
 			case NODE_OUTPUT:
 				{
-					TplValue	v = tv_to_value(eval_filtered(st, node->value));
+					FilteredValue *fv = node->value;
+					TplValue	v;
+
+					/* a lone value without filters, directly */
+					if (fv->nitems == 1 && fv->filters == NIL)
+						v = tv_to_value(tpl_eval_token(st, fv->items[0].operand));
+					else
+						v = tv_to_value(eval_filtered(st, fv));
 
 					if (v.kind == TV_STR)
 						emit(st, v.str, v.len);
@@ -652,6 +632,7 @@ template_render(const Template *tpl, Jsonb *context, char **errmsg)
 										   ALLOCSET_DEFAULT_SIZES);
 	else
 		MemoryContextReset(render_cxt);
+	tv_surrogates_made = false;
 	st->out = &st->main_out;
 	st->root = (context != NULL && JB_ROOT_IS_OBJECT(context)) ? &context->root : NULL;
 	st->loop = NULL;
@@ -665,10 +646,6 @@ template_render(const Template *tpl, Jsonb *context, char **errmsg)
 	st->iterations = 0;
 	st->work = 0;
 	st->next_check = WORK_CHECK_INTERVAL;
-	memset(st->root_name, 0, sizeof(st->root_name));
-	st->root_next = 0;
-	memset(st->path_token, 0, sizeof(st->path_token));
-	st->path_next = 0;
 	initStringInfo(&st->main_out);
 	if (sigsetjmp(st->fail, 0) != 0)
 	{

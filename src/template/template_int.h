@@ -74,7 +74,6 @@ typedef struct ValToken
 	List	   *props;			/* VT_PROPS: of ValToken (literals are keys) */
 	char	   *text;			/* source text (the forloop name uses it) */
 	int			textlen;
-	bool		const_path;		/* VT_PROPS: a variable then literal keys only */
 } ValToken;
 
 typedef enum OpKind
@@ -196,12 +195,6 @@ typedef struct RenderState
 	int64		iterations;
 	int64		work;			/* units spent, see tpl_spend() */
 	int64		next_check;
-	const char *root_name[4];	/* the last context keys looked up (template-owned names) */
-	TplValue	root_value[4];
-	int			root_next;
-	const ValToken *path_token[4];	/* the last constant paths read from the context */
-	TplValue	path_value[4];
-	int			path_next;
 	sigjmp_buf	fail;
 	char	   *errmsg;
 } RenderState;
@@ -234,13 +227,78 @@ tpl_reserve(RenderState *st, int64 bytes)
 
 /* ---------- value.c ---------- */
 
-extern TplValue tv_undef(void);
-extern TplValue tv_null(void);
-extern TplValue tv_bool(bool b);
-extern TplValue tv_num(double d);
-extern TplValue tv_str(const char *s, int len);
-extern TplValue tv_cstr(const char *s);
-extern TplValue tv_array(TplValue *items, int n);
+/* undefined */
+static inline TplValue
+tv_undef(void)
+{
+	TplValue	v = {0};
+
+	v.kind = TV_UNDEF;
+	return v;
+}
+
+/* null */
+static inline TplValue
+tv_null(void)
+{
+	TplValue	v = {0};
+
+	v.kind = TV_NULL;
+	return v;
+}
+
+/* a boolean */
+static inline TplValue
+tv_bool(bool b)
+{
+	TplValue	v = {0};
+
+	v.kind = TV_BOOL;
+	v.b = b;
+	return v;
+}
+
+/* a number */
+static inline TplValue
+tv_num(double d)
+{
+	TplValue	v = {0};
+
+	v.kind = TV_NUM;
+	v.num = d;
+	return v;
+}
+
+/* a string (not copied) */
+static inline TplValue
+tv_str(const char *s, int len)
+{
+	TplValue	v = {0};
+
+	v.kind = TV_STR;
+	v.str = s;
+	v.len = len;
+	return v;
+}
+
+/* a string from a C string (not copied) */
+static inline TplValue
+tv_cstr(const char *s)
+{
+	return tv_str(s, strlen(s));
+}
+
+/* an engine-made array (items not copied) */
+static inline TplValue
+tv_array(TplValue *items, int n)
+{
+	TplValue	v = {0};
+
+	v.kind = TV_ARR;
+	v.items = items;
+	v.len = n;
+	return v;
+}
 extern TplValue tv_from_jsonb(RenderState *st, JsonbValue *jv);
 extern TplValue tv_drop_value(TplValue v);
 
@@ -279,6 +337,7 @@ extern int	utf16_length(const char *s, int len);
 extern void append_surrogate(StringInfo buf, uint32 unit);
 extern void split_surrogates(const char *s, int len, TplValue *high, TplValue *low);
 extern int	tv_finish_text(char *s, int len);
+extern bool tv_surrogates_made;
 extern int	utf8_char_len(const char *s, int len);
 extern int	blank_len(const char *s, int len);
 extern int	blank_len_before(const char *s, int len);

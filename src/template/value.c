@@ -26,79 +26,6 @@
 
 /* ---------- Constructors ---------- */
 
-/* undefined */
-TplValue
-tv_undef(void)
-{
-	TplValue	v = {0};
-
-	v.kind = TV_UNDEF;
-	return v;
-}
-
-/* null */
-TplValue
-tv_null(void)
-{
-	TplValue	v = {0};
-
-	v.kind = TV_NULL;
-	return v;
-}
-
-/* a boolean */
-TplValue
-tv_bool(bool b)
-{
-	TplValue	v = {0};
-
-	v.kind = TV_BOOL;
-	v.b = b;
-	return v;
-}
-
-/* a number */
-TplValue
-tv_num(double d)
-{
-	TplValue	v = {0};
-
-	v.kind = TV_NUM;
-	v.num = d;
-	return v;
-}
-
-/* a string (not copied) */
-TplValue
-tv_str(const char *s, int len)
-{
-	TplValue	v = {0};
-
-	v.kind = TV_STR;
-	v.str = s;
-	v.len = len;
-	return v;
-}
-
-/* a string from a C string (not copied) */
-TplValue
-tv_cstr(const char *s)
-{
-	return tv_str(s, strlen(s));
-}
-
-/* an engine-made array (items not copied) */
-TplValue
-tv_array(TplValue *items, int n)
-{
-	TplValue	v = {0};
-
-	v.kind = TV_ARR;
-	v.items = items;
-	v.len = n;
-	return v;
-}
-
 /* A value from a jsonb value: scalars, or containers as references. */
 TplValue
 tv_from_jsonb(RenderState *st, JsonbValue *jv)
@@ -114,7 +41,12 @@ tv_from_jsonb(RenderState *st, JsonbValue *jv)
 				double		d;
 
 				/* an integer that fits in 32 bits: exact, without text */
-				if (DatumGetInt32(DirectFunctionCall1(numeric_scale, NumericGetDatum(num))) == 0)
+				LOCAL_FCINFO(fcinfo, 1);
+
+				InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+				fcinfo->args[0].value = NumericGetDatum(num);
+				fcinfo->args[0].isnull = false;
+				if (DatumGetInt32(numeric_scale(fcinfo)) == 0)
 				{
 					bool		overflow = false;
 					int32		i = numeric_int4_opt_error(num, &overflow);
@@ -273,9 +205,12 @@ utf16_length(const char *s, int len)
  * 3-byte generalized UTF-8 form while rendering; tv_finish_text() joins
  * pairs back and turns lone halves into U+FFFD, as UTF-8 encoding does.
  */
+bool		tv_surrogates_made = false;
+
 void
 append_surrogate(StringInfo buf, uint32 unit)
 {
+	tv_surrogates_made = true;
 	appendStringInfoChar(buf, (char) (0xE0 | (unit >> 12)));
 	appendStringInfoChar(buf, (char) (0x80 | ((unit >> 6) & 0x3F)));
 	appendStringInfoChar(buf, (char) (0x80 | (unit & 0x3F)));
@@ -312,6 +247,9 @@ tv_finish_text(char *s, int len)
 	int			i = 0;
 	int			o = 0;
 
+	if (!tv_surrogates_made)
+		return len;
+	tv_surrogates_made = false;
 	if (memchr(s, 0xED, len) == NULL)
 		return len;
 	while (i < len)
@@ -1168,6 +1106,18 @@ tv_read_property(RenderState *st, TplValue obj, TplValue key)
 	char		numbuf[48];
 
 	tpl_spend(st, WORK_PER_STEP);
+	if (obj.kind == TV_OBJ && key.kind == TV_STR)
+	{
+		/* the common case first: a key of an object of the context */
+		JsonbValue	jv;
+
+		tpl_spend(st, key.len);
+		if (getKeyJsonValueFromContainer(obj.jc, key.str, key.len, &jv))
+			return tv_from_jsonb(st, &jv);
+		if (key.len == 4 && memcmp(key.str, "size", 4) == 0)
+			return tv_num(JsonContainerSize(obj.jc));
+		return tv_undef();
+	}
 	key = tv_to_value(key);
 	if (obj.kind == TV_UNDEF || obj.kind == TV_NULL)
 		return obj;
@@ -1204,7 +1154,7 @@ tv_read_property(RenderState *st, TplValue obj, TplValue key)
 		k = name.data;
 		klen = name.len;
 	}
-	index = name_index(k, klen);
+	index = (obj.kind == TV_STR || obj.kind == TV_ARR) ? name_index(k, klen) : -1;
 	switch (obj.kind)
 	{
 		case TV_FORLOOP:
@@ -1421,6 +1371,13 @@ tv_compare(RenderState *st, OpKind op, TplValue a, TplValue b)
 	double		y;
 
 	tpl_spend(st, WORK_PER_STEP);
+	if (a.kind == TV_NUM && b.kind == TV_NUM)
+	{
+		/* the common case, directly (NaN compares false) */
+		x = a.num;
+		y = b.num;
+		return op == OP_LT ? x < y : op == OP_GT ? x > y : op == OP_LE ? x <= y : x >= y;
+	}
 	if (is_comparable_drop(a) || is_comparable_drop(b))
 		return false;
 	a = to_primitive(st, tv_to_value(a));
