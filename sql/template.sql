@@ -422,6 +422,9 @@ SELECT novu.render('{% frobnicate %}', '{}');
 SELECT novu.render('{{ x | default: "a" "b" }}', '{}');
 SELECT novu.render('{{ x | upcase "b" }}', '{}');
 SELECT novu.render('{{ x | }} {{ | }}', '{}');
+SELECT novu.render('{{ x | ! }}', '{}');
+-- many operators in one expression (as LiquidJS: no limit but the template's size)
+SELECT novu.render('{% if ' || repeat('not ', 10001) || 'x %}odd{% endif %}|{{ ' || repeat('x == ', 1000) || 'x }}', '{}');
 -- render errors: what LiquidJS refuses while rendering
 SELECT novu.render('{{ "%E0%A4%A" | url_decode }}', '{}');
 SELECT novu.render('{{ "%00" | url_decode }}', '{}');

@@ -774,7 +774,8 @@ static FilteredValue *
 read_filtered_value(Lex *lx)
 {
 	FilteredValue *fv = palloc0(sizeof(FilteredValue));
-	OpKind		ops[64];
+	int			maxops = 8;
+	OpKind	   *ops = palloc(maxops * sizeof(OpKind));
 	int			nops = 0;
 	int			max = 8;
 	int			begin;
@@ -797,8 +798,11 @@ read_filtered_value(Lex *lx)
 			/* shunting: pop operators of strictly higher precedence */
 			while (nops > 0 && precedence(ops[nops - 1]) > precedence(op))
 				fv->items[fv->nitems++] = (ExprItem) {.op = ops[--nops]};
-			if (nops == lengthof(ops))
-				parse_fail(lx->ps, lx->p, "expression has too many operators");
+			if (nops == maxops)
+			{
+				maxops *= 2;
+				ops = repalloc(ops, maxops * sizeof(OpKind));
+			}
 			ops[nops++] = op;
 			continue;
 		}
