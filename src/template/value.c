@@ -205,8 +205,10 @@ utf16_length(const char *s, int len)
  * 3-byte generalized UTF-8 form while rendering; tv_finish_text() joins
  * pairs back and turns lone halves into U+FFFD, as UTF-8 encoding does.
  */
+/* Set when a surrogate half is made: tv_finish_text() has work to do */
 bool		tv_surrogates_made = false;
 
+/* Append one UTF-16 surrogate half in its 3-byte form. */
 void
 append_surrogate(StringInfo buf, uint32 unit)
 {
