@@ -4,14 +4,14 @@
 # body with 3 variables, one filter and one if, compiled once and rendered as the
 # delivery worker does (template_render against {payload, subscriber, actor}).
 #
-# Measures this tree's engine and "today's" engine (src/template/ at RENDER_BASE, default
-# the merge base with main) side by side in one run: each is built into a small bench
+# Measures this tree's engine and an earlier engine (src/template/ at RENDER_BASE, default
+# 1ecbc63, the 0.6.0 engine before LiquidJS semantics) side by side in one run: each is built into a small bench
 # module (the engine's sources plus a loop function, linked -Bsymbolic so it calls its own
 # engine), loaded into one backend, and run RENDER_ROUNDS times alternately; the best
 # round of each counts.  Prints one markdown table row.  Never part of the tests.
 #
 #   RENDER_N=200000      renders per round      RENDER_ROUNDS=5   rounds per engine
-#   RENDER_BASE=<commit> the engine to compare with
+#   RENDER_BASE=<commit> the engine to compare with (default 1ecbc63: 0.6.0, the engine before LiquidJS semantics)
 #
 # Uses the cluster in PGHOST/PGPORT when one answers, else starts a throwaway one
 # (the extension must be installed: make install).
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/../.."
 PG_CONFIG=${PG_CONFIG:-pg_config}
 N=${RENDER_N:-200000}
 ROUNDS=${RENDER_ROUNDS:-5}
-BASE=${RENDER_BASE:-$(git merge-base HEAD main 2>/dev/null || echo HEAD)}
+BASE=${RENDER_BASE:-1ecbc63}
 
 tmp=$(mktemp -d /tmp/novu-render-bench.XXXXXX)
 chmod 755 "$tmp"
