@@ -182,6 +182,11 @@ if want p1; then
     payload='{"orderId": 1234, "items": ["book", "lamp"], "note": "hello from pgbench", "total": 42.5}'
     echo "SELECT novu.trigger('bench-fcm', '\"sub-1\"', '$payload');" > "$tmp/p1_trigger.sql"
     echo "INSERT INTO bench_plain (payload) VALUES ('$payload');" > "$tmp/p1_insert.sql"
+    # as applications trigger: a recipient drawn at random from N_FANOUT subscribers (1M)
+    [ "$N_FANOUT" -gt "$N_DELIVERY" ] && load_subscribers $((N_DELIVERY + 1)) "$N_FANOUT" fcm && fanout_loaded=1
+    q -c "VACUUM ANALYZE novu.subscribers, novu.device_tokens" >/dev/null
+    printf '%s\n' "\\set sub random(1, $N_FANOUT)" \
+        "SELECT novu.trigger('bench-fcm', to_jsonb('sub-' || :sub), '$payload');" > "$tmp/p1_random.sql"
     p1() {  # p1 SCRIPT SYNC -> tps
         PGOPTIONS="-c synchronous_commit=$2" pgbench -n -c 4 -j 2 -T "$P1_SECONDS" -f "$1" postgres 2>/dev/null \
             | awk '/^tps/ {printf "%.0f", $3}'
@@ -189,8 +194,10 @@ if want p1; then
     for sync in on off; do
         ins=$(p1 "$tmp/p1_insert.sql" $sync)
         trg=$(p1 "$tmp/p1_trigger.sql" $sync)
+        rnd=$(p1 "$tmp/p1_random.sql" $sync)
         R[p1_$sync]="$trg / $ins = $(awk -v a="$trg" -v b="$ins" 'BEGIN { printf "%.2f", a / b }')"
-        log "P1 synchronous_commit=$sync: trigger $trg tps, plain insert $ins tps"
+        R[p1r_$sync]="$rnd / $ins = $(awk -v a="$rnd" -v b="$ins" 'BEGIN { printf "%.2f", a / b }')"
+        log "P1 synchronous_commit=$sync: trigger $trg tps (random recipients $rnd), plain insert $ins tps"
     done
     q -c "TRUNCATE bench_plain" -c "TRUNCATE novu.events"
 fi
@@ -210,7 +217,7 @@ fi
 if want p4; then
     q -c "DELETE FROM novu.device_tokens WHERE integration_id <> (SELECT id FROM novu.integrations WHERE identifier = 'fcm-bench')" \
       -c "DELETE FROM novu.subscribers WHERE subscriber_id LIKE 'imp-%'"
-    [ "$N_FANOUT" -gt "$N_DELIVERY" ] && load_subscribers $((N_DELIVERY + 1)) "$N_FANOUT" fcm
+    [ "$N_FANOUT" -gt "$N_DELIVERY" ] && [ -z "${fanout_loaded:-}" ] && load_subscribers $((N_DELIVERY + 1)) "$N_FANOUT" fcm
     q -c "VACUUM ANALYZE"
     workers 2
     wpids=$(q -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'")
@@ -370,6 +377,8 @@ p2p3_verdict() {
     fi
     want p1 && echo "| P1 trigger cost | pgbench, 4 clients, ${P1_SECONDS} s each: TPS of \`novu.trigger\` to an existing subscriber / TPS of a plain INSERT of the same jsonb into a table with a bigserial primary key; synchronous_commit=on | tuned, workers stopped | ${R[p1_on]} | ratio ≥ 0.8 |"
     want p1 && echo "| P1 (sync off) | the same with synchronous_commit=off | tuned, workers stopped | ${R[p1_off]} | ratio ≥ 0.8 |"
+    want p1 && echo "| P1 random recipients | the same, each trigger to a subscriber drawn at random from $N_FANOUT; synchronous_commit=on | tuned, workers stopped | ${R[p1r_on]} | ratio ≥ 0.8 |"
+    want p1 && echo "| P1 random (sync off) | the same with synchronous_commit=off | tuned, workers stopped | ${R[p1r_off]} | ratio ≥ 0.8 |"
     want pgnet && echo "| P2 baseline | pg_net posting 10k requests to the mock's HTTP/1.1 port, pg_net's default settings | tuned | ${R[pgnet]} | P2 ≥ 50× |"
     want p4 && echo "| P4 fan-out | broadcast to every subscriber ($N_FANOUT, one FCM device each) | tuned | ${R[p4]} | ≥ P2 (tuned row), < 100 MB |"
     want p5 && echo "| P5 import | CSV of $N_IMPORT subscribers: \\copy + novu.import_subscribers() | tuned | ${R[p5]} rows/s | ≥ 100,000/s |"
