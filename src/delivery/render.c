@@ -108,18 +108,29 @@ step_templates(RenderCache *cache, ClaimedRow *r)
 	return st;
 }
 
-/* The rendering context {payload, subscriber, actor} of a message. */
+/*
+ * The rendering context {payload, subscriber, actor} of a message, and "step"
+ * ({digest, events, total_count}) for a step after a digest: the workflow
+ * engine hands it in the step's "_digest" key (novu._digest_context).
+ */
 static Jsonb *
 render_context(ClaimedRow *r)
 {
 	JsonbParseState *state = NULL;
 	JsonbValue	v;
-	Jsonb	   *parts[3] = {r->payload, r->subscriber, r->actor};
-	const char *names[3] = {"payload", "subscriber", "actor"};
+	JsonbValue	digest;
+	Jsonb	   *parts[4] = {r->payload, r->subscriber, r->actor, NULL};
+	const char *names[4] = {"payload", "subscriber", "actor", "step"};
+	int			nparts = 3;
 	int			i;
 
+	if (r->step != NULL && jsonb_container_get(&r->step->root, "_digest", &digest) && digest.type == jbvBinary)
+	{
+		parts[3] = JsonbValueToJsonb(&digest);
+		nparts = 4;
+	}
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < nparts; i++)
 	{
 		jsonb_push_key(&state, names[i]);
 		if (parts[i] == NULL)
