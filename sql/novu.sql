@@ -2833,7 +2833,7 @@ BEGIN
         RETURN true;
     END IF;
     FOR g IN SELECT * FROM jsonb_array_elements(p_filters) LOOP
-        is_or := g ->> 'value' = 'OR';
+        is_or := COALESCE(g ->> 'value' = 'OR', false);
         res := NOT is_or OR jsonb_array_length(g -> 'children') = 0;
         FOR c IN SELECT * FROM jsonb_array_elements(g -> 'children') LOOP
             CASE c ->> 'on'
@@ -3200,7 +3200,7 @@ BEGIN
                 UPDATE novu.step_runs x SET transaction_id = leader WHERE x.id = r.id AND x.transaction_id <> leader;
                 INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
                 SELECT m.transaction_id, r.subscriber_id, r.workflow_id, 'digest', 'Success',
-                       CASE WHEN m.transaction_id = leader THEN format('Digest finished: %s events', total)
+                       CASE WHEN m.transaction_id = leader THEN format('Digest finished: %s event%s', total, CASE WHEN total = 1 THEN '' ELSE 's' END)
                             ELSE 'Digest finished: sent with transaction ' || leader END,
                        jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id, 'digestKey', r.digest_key)
                   FROM novu.digest_events m WHERE m.digest_id = r.id AND m.status = 'merged';
