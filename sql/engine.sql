@@ -232,6 +232,19 @@ SELECT pg_temp.due('eng-g1');
 SELECT pg_temp.cont();
 SELECT * FROM pg_temp.log('eng-g1');
 
+-- a step that cannot run (a workflow broken behind the API's back) fails alone,
+-- with the reason; the other due steps of the batch go on
+SELECT novu.create_workflow('eng-broken', '[{"type": "delay", "amount": 1, "unit": "minutes"}, {"type": "push", "title": "t", "content": "c"}]') ->> 'workflowId';
+SELECT novu.trigger('eng-broken', '"eng-a"', '{}', '{}', 'eng-x1') ->> 'status';
+SELECT novu.trigger('eng-delay', '"eng-b"', '{}', '{}', 'eng-x2') ->> 'status';
+SELECT pg_temp.fan() > 0;
+UPDATE novu.workflows SET steps = '{"not": "an array"}' WHERE workflow_id = 'eng-broken';
+SELECT pg_temp.due('eng-x1'), pg_temp.due('eng-x2');
+SELECT pg_temp.cont() AS handled;
+SELECT transaction_id, status FROM novu.step_runs WHERE transaction_id IN ('eng-x1', 'eng-x2') ORDER BY 1;
+SELECT * FROM pg_temp.log('eng-x1');
+SELECT transaction_id, status FROM novu.deliveries WHERE transaction_id IN ('eng-x1', 'eng-x2');
+
 -- the app reads the activity log; the waiting steps are the admin's
 SET ROLE novu_app;
 SELECT count(*) > 0 FROM novu.execution_details WHERE transaction_id = 'eng-t1';

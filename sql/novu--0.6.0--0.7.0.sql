@@ -1391,14 +1391,75 @@ END
 $$;
 COMMENT ON FUNCTION novu._start(text[], text[], text[], integer, integer) IS 'Internal (workers): start notifications, staged workflows step by step, the others in one statement';
 
--- Go on with delays and digest windows that are due, at most p_limit of them
--- (claimed FOR UPDATE SKIP LOCKED by the due index: the cost is the batch's,
--- however many wait).  Each row turns 'done' in the transaction that runs the
--- steps after it; a digest runs them once, for its oldest event still merged
--- (the leader), with step.events.  Returns the messages leased to the caller
--- (at most p_lease_limit, see novu._expand), then one row with the count of
--- rows handled.  A row that fails (not transiently) is marked failed with the
--- reason and the others go on.
+-- Run the steps after delays and digest windows (ids of novu.step_runs, locked
+-- by the caller, in order): each row turns 'done' and the steps after it run,
+-- in the caller's transaction; a digest runs them once, for its oldest event
+-- still merged (the leader), with step.events.  Returns the messages leased to
+-- the caller (at most p_lease_limit, see novu._expand).
+CREATE FUNCTION novu._run_steps(p_ids bigint[], p_lease_limit integer, p_lease_ms integer)
+RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
+               device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
+               step jsonb, step_key text, subscriber jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    r novu.step_runs;
+    leased integer := 0;
+    n integer;
+    leader text;
+    total integer;
+BEGIN
+    FOR r IN SELECT x.* FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
+               JOIN novu.step_runs x ON x.id = u.id
+              WHERE x.status = 'waiting'
+              ORDER BY u.n LOOP
+        UPDATE novu.step_runs x SET status = 'done', updated_at = now() WHERE x.id = r.id;
+        IF r.kind = 'delay' THEN
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            VALUES (r.transaction_id, r.subscriber_id, r.workflow_id, 'delay', 'Success', 'Delay finished',
+                    jsonb_build_object('stepIndex', r.step_index));
+            RETURN QUERY
+            SELECT * FROM novu._advance(ARRAY[r.transaction_id], ARRAY[r.workflow_id], ARRAY[r.subscriber_id],
+                                        ARRAY[r.step_index + 1], ARRAY[r.digest_id],
+                                        GREATEST(p_lease_limit - leased, 0), p_lease_ms);
+        ELSE
+            leader := NULL;
+            SELECT m.transaction_id, count(*) OVER () INTO leader, total
+              FROM novu.digest_events m WHERE m.digest_id = r.id AND m.status = 'merged'
+             ORDER BY m.event_id LIMIT 1;
+            IF leader IS NULL THEN
+                UPDATE novu.step_runs x SET status = 'canceled' WHERE x.id = r.id;
+                CONTINUE;
+            END IF;
+            UPDATE novu.step_runs x SET transaction_id = leader WHERE x.id = r.id AND x.transaction_id <> leader;
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            SELECT m.transaction_id, r.subscriber_id, r.workflow_id, 'digest', 'Success',
+                   CASE WHEN m.transaction_id = leader
+                        THEN format('Digest finished: %s event%s', total, CASE WHEN total = 1 THEN '' ELSE 's' END)
+                        ELSE 'Digest finished: sent with transaction ' || leader END,
+                   jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id, 'digestKey', r.digest_key)
+              FROM novu.digest_events m WHERE m.digest_id = r.id AND m.status = 'merged';
+            RETURN QUERY
+            SELECT * FROM novu._advance(ARRAY[leader], ARRAY[r.workflow_id], ARRAY[r.subscriber_id],
+                                        ARRAY[r.step_index + 1], ARRAY[r.id],
+                                        GREATEST(p_lease_limit - leased, 0), p_lease_ms);
+        END IF;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        leased := leased + n;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION novu._run_steps(bigint[], integer, integer) IS 'Internal (workers): run the steps after locked delays and digest windows; returns the messages leased to the caller';
+
+-- Go on with delays and digest windows that are due, at most p_limit of them:
+-- claimed FOR UPDATE SKIP LOCKED by the due index (the cost is the batch's,
+-- however many wait), then run by novu._run_steps in the claim's transaction,
+-- the whole batch at once; if that fails, one by one, and a row that fails
+-- (not transiently) is marked failed with the reason while the others go on.
+-- Returns the messages leased to the caller, then one row with the count of
+-- rows handled.
 CREATE FUNCTION novu._continue(p_limit integer, p_lease_limit integer, p_lease_ms integer)
 RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
                device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
@@ -1408,66 +1469,48 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    r novu.step_runs;
-    done integer := 0;
+    ids bigint[];
+    one bigint;
     leased integer := 0;
     n integer;
-    leader text;
-    total integer;
     msg text;
     state text;
 BEGIN
-    FOR r IN SELECT * FROM novu.step_runs x
-              WHERE x.status = 'waiting' AND x.due_at <= now()
-              ORDER BY x.due_at LIMIT p_limit
-              FOR UPDATE SKIP LOCKED LOOP
-        done := done + 1;
+    SELECT array_agg(c.id ORDER BY c.due_at) INTO ids
+      FROM (SELECT x.id, x.due_at FROM novu.step_runs x
+             WHERE x.status = 'waiting' AND x.due_at <= now()
+             ORDER BY x.due_at LIMIT p_limit
+             FOR UPDATE SKIP LOCKED) c;
+    IF ids IS NOT NULL THEN
         BEGIN
-            UPDATE novu.step_runs x SET status = 'done', updated_at = now() WHERE x.id = r.id;
-            IF r.kind = 'delay' THEN
-                INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
-                VALUES (r.transaction_id, r.subscriber_id, r.workflow_id, 'delay', 'Success', 'Delay finished',
-                        jsonb_build_object('stepIndex', r.step_index));
-                RETURN QUERY
-                SELECT x.*, 0 FROM novu._advance(ARRAY[r.transaction_id], ARRAY[r.workflow_id], ARRAY[r.subscriber_id],
-                                                 ARRAY[r.step_index + 1], ARRAY[r.digest_id],
-                                                 GREATEST(p_lease_limit - leased, 0), p_lease_ms) x;
-            ELSE
-                leader := NULL;
-                SELECT m.transaction_id, count(*) OVER () INTO leader, total
-                  FROM novu.digest_events m WHERE m.digest_id = r.id AND m.status = 'merged'
-                 ORDER BY m.event_id LIMIT 1;
-                IF leader IS NULL THEN
-                    UPDATE novu.step_runs x SET status = 'canceled' WHERE x.id = r.id;
-                    CONTINUE;
-                END IF;
-                UPDATE novu.step_runs x SET transaction_id = leader WHERE x.id = r.id AND x.transaction_id <> leader;
-                INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
-                SELECT m.transaction_id, r.subscriber_id, r.workflow_id, 'digest', 'Success',
-                       CASE WHEN m.transaction_id = leader THEN format('Digest finished: %s event%s', total, CASE WHEN total = 1 THEN '' ELSE 's' END)
-                            ELSE 'Digest finished: sent with transaction ' || leader END,
-                       jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id, 'digestKey', r.digest_key)
-                  FROM novu.digest_events m WHERE m.digest_id = r.id AND m.status = 'merged';
-                RETURN QUERY
-                SELECT x.*, 0 FROM novu._advance(ARRAY[leader], ARRAY[r.workflow_id], ARRAY[r.subscriber_id],
-                                                 ARRAY[r.step_index + 1], ARRAY[r.id],
-                                                 GREATEST(p_lease_limit - leased, 0), p_lease_ms) x;
-            END IF;
-            GET DIAGNOSTICS n = ROW_COUNT;
-            leased := leased + n;
+            RETURN QUERY SELECT x.*, 0 FROM novu._run_steps(ids, p_lease_limit, p_lease_ms) x;
         EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+            GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE;
             -- transient (serialization, deadlock, lock timeout, resources): the claim is tried again
             IF left(state, 2) IN ('40', '53', '55', '57', '58') THEN
                 RAISE;
             END IF;
-            UPDATE novu.step_runs x SET status = 'failed', updated_at = now() WHERE x.id = r.id;
-            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail)
-            VALUES (r.transaction_id, r.subscriber_id, r.workflow_id, r.kind, 'Failed', 'Step failed: ' || msg);
+            FOREACH one IN ARRAY ids LOOP
+                BEGIN
+                    RETURN QUERY SELECT x.*, 0 FROM novu._run_steps(ARRAY[one], GREATEST(p_lease_limit - leased, 0), p_lease_ms) x;
+                    GET DIAGNOSTICS n = ROW_COUNT;
+                    leased := leased + n;
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+                    IF left(state, 2) IN ('40', '53', '55', '57', '58') THEN
+                        RAISE;
+                    END IF;
+                    UPDATE novu.step_runs x SET status = 'failed', updated_at = now() WHERE x.id = one;
+                    INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail)
+                    SELECT x.transaction_id, x.subscriber_id, x.workflow_id, x.kind, 'Failed', 'Step failed: ' || msg
+                      FROM novu.step_runs x WHERE x.id = one;
+                END;
+            END LOOP;
         END;
-    END LOOP;
+    END IF;
     RETURN QUERY SELECT NULL::bigint, NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text, NULL::bigint,
-                        NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb, done;
+                        NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb,
+                        COALESCE(cardinality(ids), 0);
 END
 $$;
 COMMENT ON FUNCTION novu._continue(integer, integer, integer) IS 'Internal (workers): go on with due delays and digest windows in the claim''s transaction; returns the messages leased to the caller, then one row with the count handled';
@@ -1837,6 +1880,7 @@ REVOKE EXECUTE ON FUNCTION
     novu._start(text[], text[], text[], integer, integer),
     novu._advance(text[], text[], text[], integer[], bigint[], integer, integer),
     novu._continue(integer, integer, integer),
+    novu._run_steps(bigint[], integer, integer),
     novu._digest_join(text, bigint, text, text, integer, jsonb, jsonb),
     novu._digest_context(bigint),
     novu._filters_pass(jsonb, jsonb, jsonb, jsonb, boolean, timestamptz, text, text),
@@ -1851,6 +1895,7 @@ GRANT EXECUTE ON FUNCTION
     novu._start(text[], text[], text[], integer, integer),
     novu._advance(text[], text[], text[], integer[], bigint[], integer, integer),
     novu._continue(integer, integer, integer),
+    novu._run_steps(bigint[], integer, integer),
     novu._digest_join(text, bigint, text, text, integer, jsonb, jsonb),
     novu._digest_context(bigint),
     novu._filters_pass(jsonb, jsonb, jsonb, jsonb, boolean, timestamptz, text, text),
