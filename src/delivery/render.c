@@ -1,8 +1,9 @@
 /*
  * render.c
  *		Rendering of a claimed message: the step's templates against
- *		{payload, subscriber, actor}, the step's data, and the provider's
- *		overrides (step, then trigger; both Novu forms; deep-merged).
+ *		{payload, subscriber, actor} (and step, after a digest), the step's
+ *		data, and the provider's overrides (step, then trigger, then the
+ *		trigger's overrides.steps.<stepId>; both Novu forms; deep-merged).
  *
  * Runs in the worker between transactions: no SQL, no catalog access.
  */
@@ -74,6 +75,39 @@ provider_overrides(Jsonb *step_overrides, Jsonb *trigger_overrides, const char *
 			result = jsonb_deep_merge(result, JsonbValueToJsonb(&v));
 	}
 	return result;
+}
+
+/*
+ * The trigger's overrides for this step: overrides.steps.<stepId> (Novu), the
+ * step's id being its stepId or "<type>-<index>" (the index from the step key
+ * "workflow/index/..."); NULL if none.
+ */
+static Jsonb *
+trigger_step_overrides(ClaimedRow *r)
+{
+	JsonbValue	steps;
+	JsonbValue	v;
+	char	   *id;
+	const char *slash;
+
+	if (r->trigger_overrides == NULL || !JB_ROOT_IS_OBJECT(r->trigger_overrides) ||
+		!jsonb_container_get(&r->trigger_overrides->root, "steps", &steps) || steps.type != jbvBinary ||
+		!JsonContainerIsObject(steps.val.binary.data))
+		return NULL;
+	id = jsonb_container_get_string(&r->step->root, "stepId");
+	if (id == NULL)
+	{
+		char	   *type = jsonb_container_get_string(&r->step->root, "type");
+
+		slash = r->step_key ? strchr(r->step_key, '/') : NULL;
+		if (type == NULL || slash == NULL)
+			return NULL;
+		id = psprintf("%s-%d", type, atoi(slash + 1));
+	}
+	if (!jsonb_container_get(steps.val.binary.data, id, &v) || v.type != jbvBinary ||
+		!JsonContainerIsObject(v.val.binary.data))
+		return NULL;
+	return JsonbValueToJsonb(&v);
 }
 
 /* Compile a step's title and content, or find them in this batch's cache. */
@@ -190,6 +224,7 @@ render_message(RenderCache *cache, ClaimedRow *r, char **error)
 	StepTemplates *st = step_templates(cache, r);
 	Jsonb	   *context;
 	Jsonb	   *step_data;
+	Jsonb	   *step_ov;
 	JsonbValue	ov;
 
 	if (st->error != NULL)
@@ -218,6 +253,15 @@ render_message(RenderCache *cache, ClaimedRow *r, char **error)
 	m->overrides = provider_overrides(jsonb_container_get(&r->step->root, "overrides", &ov) && ov.type == jbvBinary
 									  ? JsonbValueToJsonb(&ov) : NULL,
 									  r->trigger_overrides, m->integration->provider_id);
+	/* the trigger's overrides.steps.<stepId> last: the most specific */
+	step_ov = trigger_step_overrides(r);
+	if (step_ov != NULL)
+	{
+		Jsonb	   *more = provider_overrides(NULL, step_ov, m->integration->provider_id);
+
+		if (more != NULL)
+			m->overrides = jsonb_deep_merge(m->overrides, more);
+	}
 	return true;
 }
 

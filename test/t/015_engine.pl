@@ -8,6 +8,7 @@
 #  4. backoff: the first event goes at once, the next ones are digested
 #  5. filters each way (payload, subscriber, isOnline)
 #  6. cancel of a delay, of a digest's leader and of a follower
+#  (and a trigger's overrides.steps.<stepId>, in 1)
 # Every wait polls with a deadline; units are seconds.
 use strict;
 use warnings;
@@ -76,7 +77,9 @@ SQL
 
 ######################################################################
 # 1. a 2-second delay fires once, on time
-$q->(q{SELECT novu.trigger('later', '"d1"', '{"n": 1}', '{}', 'delay-1')});
+# (overrides.steps.<stepId>: the push step's default id is push-1)
+$q->(q{SELECT novu.trigger('later', '"d1"', '{"n": 1}', '{"steps": {"push-1": {"fcm": {"android": {"priority": "HIGH"}}},
+    "push-9": {"fcm": {"android": {"ttl": "5s"}}}}}', 'delay-1')});
 ok(poll_until(q{SELECT count(*) = 1 FROM novu.step_runs WHERE transaction_id = 'delay-1' AND status = 'waiting'}, 30),
 	'delay: the notification waits in a step row');
 is($q->(q{SELECT count(*) FROM novu.deliveries WHERE transaction_id = 'delay-1'}), '0', 'delay: no message before it is due');
@@ -89,6 +92,8 @@ is($q->(q{SELECT round(extract(epoch FROM r.due_at - e.created_at))::int FROM no
     JOIN novu.events e ON e.transaction_id = r.transaction_id WHERE r.transaction_id = 'delay-1'}), '2', 'delay: due 2 s after the trigger');
 is(scalar @{ fcm_for('fcm-d1') }, 1, 'delay: FCM received one request');
 is(fcm_for('fcm-d1')->[0]{body}{message}{notification}{title}, 'Later 1', 'delay: rendered with the payload');
+is_deeply(fcm_for('fcm-d1')->[0]{body}{message}{android}, { priority => 'HIGH' },
+	'overrides.steps.<stepId> reach that step only');
 is($q->(q{SELECT string_agg(detail, ' | ' ORDER BY id) FROM novu.execution_details WHERE transaction_id = 'delay-1'}) =~ s/\d{4}-\S+Z/<t>/r,
 	'Step delayed until <t> | Delay finished | Message sent', 'delay: the activity log follows the notification');
 
