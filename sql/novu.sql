@@ -3427,8 +3427,8 @@ DECLARE
     n integer;
     b novu.events;
     chunk text[];
-    pass integer;
     tids tid[];
+    more tid[];
     budget integer;
     last_id bigint := 0;
     state text;
@@ -3436,20 +3436,27 @@ BEGIN
     -- claim pending triggers, then mark them processed.  Each worker takes its
     -- own share first (id modulo the workers): workers that scan the same rows
     -- would each try the other's row locks, one by one, to skip them.  With its
-    -- share empty, it helps with the others'.  The rows are locked first and
+    -- share short of p_limit, it helps with the others' (so one wake-up takes
+    -- every row committed so far, and a call that took fewer than p_limit rows
+    -- tells the worker that nothing more is waiting).  The rows are locked first and
     -- updated by TID after (_take_events): a join of the locking subquery with
     -- the table can be planned (on an outbox analyzed while empty) as a nested
     -- loop that locks and scans again for every row, which took 24 s for a
     -- batch of 10,000.
-    FOR pass IN 1..2 LOOP
-        SELECT array_agg(c.ctid) INTO tids
+    SELECT array_agg(c.ctid) INTO tids
+      FROM (SELECT x.ctid FROM novu.events x
+             WHERE x.status = 'pending' AND x.kind = 'trigger'
+               AND (p_nslots <= 1 OR x.id % p_nslots = p_slot)
+             ORDER BY x.id LIMIT p_limit
+             FOR UPDATE SKIP LOCKED) c;
+    IF p_nslots > 1 AND COALESCE(cardinality(tids), 0) < p_limit THEN
+        SELECT array_agg(c.ctid) INTO more
           FROM (SELECT x.ctid FROM novu.events x
-                 WHERE x.status = 'pending' AND x.kind = 'trigger'
-                   AND (pass = 2 OR p_nslots <= 1 OR x.id % p_nslots = p_slot)
-                 ORDER BY x.id LIMIT p_limit
+                 WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id % p_nslots <> p_slot
+                 ORDER BY x.id LIMIT p_limit - COALESCE(cardinality(tids), 0)
                  FOR UPDATE SKIP LOCKED) c;
-        EXIT WHEN tids IS NOT NULL OR p_nslots <= 1;
-    END LOOP;
+        tids := COALESCE(tids || more, tids, more);
+    END IF;
     IF tids IS NOT NULL THEN
         SELECT array_agg(e.transaction_id), array_agg(e.workflow_id), array_agg(r.subscriber_id),
                count(DISTINCT e.transaction_id)

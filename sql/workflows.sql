@@ -36,7 +36,7 @@ SELECT novu.create_workflow('w1', '[{"type": "push", "title": "t", "content": ""
 SELECT novu.create_workflow('w1', '[{"type": "push", "title": 1, "content": "c"}]');
 SELECT novu.create_workflow('w1', '[{"type": "push", "title": "t", "content": "Hi {{subscriber.firstName"}]');
 SELECT novu.create_workflow('w1', '[{"type": "push", "title": "{% if payload.x %}open", "content": "c"}]');
-SELECT novu.create_workflow('w1', '[{"type": "push", "title": "t", "content": "{{ payload.x | shout }}"}]');
+SELECT novu.create_workflow('w1', '[{"type": "push", "title": "t", "content": "{{ payload.x | sha256 }}"}]');
 SELECT novu.create_workflow('w1', '[{"type": "push", "title": "t", "content": "c", "data": {"k": "{{ oops"}}]');
 SELECT novu.create_workflow('w1', '[{"type": "push", "title": "t", "content": "c", "data": ["x"]}]');
 SELECT novu.create_workflow('w1', '[{"type": "push", "title": "t", "content": "c", "overrides": "x"}]');

@@ -1,6 +1,7 @@
 # test/lib.sh: shared shell helpers of the test, demo and bench scripts.
 #   ensure_packages         apt-get what the build and tests need (once), and the npm packages
-#                           the mocks' selftest cross-checks the Web Push mock with
+#                           the mocks' selftest cross-checks the Web Push mock with, and
+#                           LiquidJS, the reference of the template test (test/liquid/)
 #   build_and_install       make (warnings are errors) && make install
 #   start_cluster DIR CONF  a throwaway cluster as an unprivileged user, socket in DIR
 #   stop_cluster            stop it (also registered as an EXIT trap by start_cluster)
@@ -29,7 +30,28 @@ ensure_packages() {
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
     fi
     # Debian's postgresql-common may create and start a default cluster; it is not ours and not needed.
+    # npm installs the test-only npm packages (Debian packages it apart from nodejs)
+    if ! command -v npm >/dev/null 2>&1; then
+        log "installing: npm"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm >/dev/null || log "npm could not be installed"
+    fi
     ensure_npm_packages
+    ensure_liquidjs
+}
+
+# LiquidJS (exact version: test/liquid/.npm/package-lock.json) into test/liquid/.npm/node_modules
+# (not committed): the reference test/liquid/run.sh renders every case with.  That test
+# fails without it; this only installs it.
+ensure_liquidjs() {
+    local dir
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/liquid/.npm"
+    [ -d "$dir/node_modules/liquidjs" ] && return 0
+    command -v npm >/dev/null 2>&1 || { log "npm not found: test/liquid/run.sh will fail"; return 0; }
+    log "installing LiquidJS (the template engine's reference) into $dir"
+    timeout 300 npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null 2>&1 ||
+        log "npm ci failed (offline?): test/liquid/run.sh will fail"
+    return 0
 }
 
 # The npm packages web-push and http_ece (exact versions: test/mocks/.npm/package-lock.json)

@@ -2,7 +2,8 @@
 # The README's test command: everything, from a fresh Debian 12 machine.
 # Installs packages, builds with warnings as errors, installs, starts a throwaway
 # cluster as an unprivileged user with shared_preload_libraries = 'novu', runs every
-# suite (schema equivalence, pg_regress, isolation), stops the cluster.
+# suite (schema equivalence, pg_regress, isolation, the template engine against
+# LiquidJS), stops the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib.sh
@@ -29,6 +30,13 @@ if ! make -s installcheck with_llvm=no; then
     for f in regression.diffs output_iso/regression.diffs; do
         [ -f "$f" ] && { echo "---- $f"; cat "$f"; }
     done
+fi
+
+# The template engine against LiquidJS, the engine Novu renders with: thousands of
+# random templates and contexts (seeded) and the hand-written edge cases.
+log "templates: differential test against LiquidJS (test/liquid/)"
+if ! bash test/liquid/run.sh; then
+    status=1
 fi
 
 stop_cluster

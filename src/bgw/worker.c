@@ -281,9 +281,11 @@ novu_worker_main(Datum main_arg)
 		if (done > 0 || novu_deliver_busy() || novu_wakeup_pending)
 			continue;			/* more may be waiting: go on at once */
 
+		novu_set_worker_waiting(novu_worker_slot, true);
 		if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					  Max(sleep_ms, 1L), PG_WAIT_EXTENSION) & WL_LATCH_SET)
 			novu_wakeup_pending = true;
+		novu_set_worker_waiting(novu_worker_slot, false);
 		ResetLatch(MyLatch);
 	}
 }

@@ -83,6 +83,8 @@ novu_shmem_startup(void)
 		memset(novu_shared, 0, sizeof(NovuShared));
 		SpinLockInit(&novu_shared->mutex);
 		pg_atomic_init_u64(&novu_shared->wakeups, 0);
+		for (i = 0; i < NOVU_MAX_WORKERS; i++)
+			pg_atomic_init_u32(&novu_shared->waiting[i], 0);
 	}
 	for (i = 0; i < nshmem_users; i++)
 		shmem_startups[i] ();
@@ -140,11 +142,17 @@ novu_wake_workers_at_commit(void)
 	wake_at_commit = true;
 }
 
-/* Set the latch of one live delivery worker, in turn, other than "except" (or NULL). */
+/*
+ * Set the latch of one live delivery worker other than "except" (or NULL):
+ * one that waits for work, if any, else the next in turn.  A worker busy in a
+ * transaction (recording, housekeeping) would see the wake-up only once done,
+ * and the commit-to-provider latency would include the rest of its work.
+ */
 static void
 wake_one(Latch *except)
 {
 	Latch	   *live[NOVU_MAX_WORKERS];
+	int			slot[NOVU_MAX_WORKERS];
 	int			nlive = 0;
 	uint64		turn;
 	int			i;
@@ -156,12 +164,34 @@ wake_one(Latch *except)
 		Latch	   *latch = novu_shared->worker_latch[i];
 
 		if (latch != NULL && latch != except)
-			live[nlive++] = latch;
+		{
+			live[nlive] = latch;
+			slot[nlive++] = i;
+		}
 	}
 	if (nlive == 0)
 		return;
 	turn = pg_atomic_fetch_add_u64(&novu_shared->wakeups, 1);
+	for (i = 0; i < nlive; i++)
+	{
+		int			k = (int) ((turn + i) % nlive);
+
+		if (pg_atomic_read_u32(&novu_shared->waiting[slot[k]]) != 0)
+		{
+			SetLatch(live[k]);
+			return;
+		}
+	}
 	SetLatch(live[turn % nlive]);
+}
+
+/* Say whether this delivery worker now waits for work (its latch wakes it at once). */
+void
+novu_set_worker_waiting(int slot, bool waiting)
+{
+	if (novu_shared == NULL || slot < 0 || slot >= NOVU_MAX_WORKERS)
+		return;
+	pg_atomic_write_u32(&novu_shared->waiting[slot], waiting ? 1 : 0);
 }
 
 /*

@@ -17,6 +17,7 @@ typedef struct NovuShared
 	Latch	   *worker_latch[NOVU_MAX_WORKERS];	/* NULL when the slot's worker is not running */
 	int32		worker_pid[NOVU_MAX_WORKERS];	/* 0 when the slot's worker is not running */
 	pg_atomic_uint64 wakeups;	/* commits that woke the workers */
+	pg_atomic_uint32 waiting[NOVU_MAX_WORKERS];	/* 1 while the slot's worker waits for work */
 	uint32		generation;		/* bumped whenever a worker starts or stops */
 } NovuShared;
 
@@ -29,6 +30,7 @@ extern void novu_wake_workers_at_commit(void);
 extern void novu_wake_workers(void);
 extern void novu_wake_other_worker(void);
 extern void novu_set_worker_latch(int slot, Latch *latch);
+extern void novu_set_worker_waiting(int slot, bool waiting);
 extern int	novu_live_worker_pids(int32 *pids, uint32 *generation);
 
 #endif							/* NOVU_SHMEM_H */

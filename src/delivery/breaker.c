@@ -62,6 +62,7 @@ typedef struct BreakerSlot
 	uint32		ring[BREAKER_RING]; /* hashes of the window's latest dead tokens */
 	TimestampTz last_sent;		/* last accepted message: the integration works */
 	TimestampTz tripped_until;	/* pruning suspended until then */
+	bool		config_error_logged;	/* a worker logged its configuration error */
 } BreakerSlot;
 
 typedef struct BreakerShared
@@ -220,6 +221,27 @@ novu_breaker_note(Integration *ig, Message **msgs, int n)
 		LWLockRelease(breaker->lock);
 	}
 	pfree(dead);
+}
+
+/*
+ * Whether this is the first configuration error of the integration (with its
+ * current credentials) that any worker reports: it is logged once, not once
+ * per worker.
+ */
+bool
+novu_breaker_first_config_error(Integration *ig)
+{
+	BreakerSlot *s;
+	bool		first;
+
+	if (breaker == NULL)
+		return true;
+	LWLockAcquire(breaker->lock, LW_EXCLUSIVE);
+	s = slot_get(ig, GetCurrentTimestamp());
+	first = !s->config_error_logged;
+	s->config_error_logged = true;
+	LWLockRelease(breaker->lock);
+	return first;
 }
 
 /* Whether the integration's window holds enough answers to judge dead-token answers now. */

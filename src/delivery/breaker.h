@@ -17,6 +17,9 @@ extern void novu_breaker_note(Integration *ig, Message **msgs, int n);
 /* Whether the integration's window holds enough answers to judge dead-token answers now. */
 extern bool novu_breaker_settled(Integration *ig);
 
+/* Whether no worker has logged the integration's configuration error yet (and now one has). */
+extern bool novu_breaker_first_config_error(Integration *ig);
+
 /*
  * Decide the dead-token answers among msgs (noted before): pruned, or kept
  * (CONFIG_ERROR when the breaker is tripped, DROP when the integration has

@@ -35,6 +35,7 @@
 #include "novu.h"
 #include "providers/provider.h"
 #include "queue/queue.h"
+#include "queue/work.h"
 #include "delivery/render.h"
 #include "integrations/secrets.h"
 #include "common/shmem.h"
@@ -280,11 +281,13 @@ log_config_error(Integration *ig, const char *reason)
 	if (ig->config_error_logged)
 		return;
 	ig->config_error_logged = true;
+	if (!novu_breaker_first_config_error(ig))
+		return;					/* another worker said it */
 	ereport(WARNING,
 			(errmsg("novu: integration \"%s\" (%s) is misconfigured: %s",
 					ig->identifier, ig->provider_id, reason ? reason : "unknown error"),
 			 errdetail("Its messages fail and its device tokens are kept."),
-			 errhint("Fix it with novu.update_integration(); this is logged once per worker until its credentials change.")));
+			 errhint("Fix it with novu.update_integration(); this is logged once until its credentials change.")));
 }
 
 /* Turn a message's outcome into its recorded status. */
@@ -473,6 +476,30 @@ results_ready(void)
 }
 
 /*
+ * A message recorded for a retry is due after its delay: claim then, not at
+ * the next poll (commits' wake-ups only fan out, see queue_claim).
+ */
+static void
+schedule_retries(ResultBatch *rb)
+{
+	TimestampTz due = 0;
+	int			i;
+
+	for (i = 0; i < rb->n; i++)
+	{
+		if (strcmp(rb->statuses[i], "pending") == 0)
+		{
+			TimestampTz t = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(rb->delays_ms[i], 0));
+
+			if (due == 0 || t < due)
+				due = t;
+		}
+	}
+	if (due != 0 && due < next_claim_at)
+		next_claim_at = due;
+}
+
+/*
  * Record each answered message in a transaction of its own, after recording
  * them together failed twice: one result that cannot be written must not keep
  * the others from being recorded (they would be sent again).  A message whose
@@ -494,6 +521,7 @@ flush_results_one_by_one(void)
 		{
 			build_results_of(&answered[(int) i], 1, &rb);
 			queue_record(&rb);
+			schedule_retries(&rb);
 		}
 		PG_CATCH();
 		{
@@ -531,6 +559,7 @@ flush_results(void)
 	{
 		build_results(&rb);
 		queue_record(&rb);
+		schedule_retries(&rb);
 		results_recorded();
 	}
 	record_errors = 0;
@@ -698,7 +727,7 @@ render_call(void *arg)
  * fan-out handled.
  */
 static int
-claim_and_send(int limit, long *next_due_ms, bool fanout, int *fanned)
+claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *fanned)
 {
 	Batch	   *b = batch_create();
 	MemoryContext old = MemoryContextSwitchTo(b->context);
@@ -723,9 +752,12 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, int *fanned)
 
 		if (recording)
 			build_results(&rb);
-		n = queue_claim(limit, lease_ms, &rows, next_due_ms, recording ? &rb : NULL, fanout, fanned);
+		n = queue_claim(limit, lease_ms, &rows, next_due_ms, recording ? &rb : NULL, fanout, claim_due, fanned);
 		if (recording)
+		{
+			schedule_retries(&rb);
 			results_recorded();
+		}
 	}
 	if (n == 0)
 	{
@@ -920,17 +952,24 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 	{
 		long		next_due = -1;
 		int			fanned = 0;
+		int			limit = claim_limit;
 		int			n;
 		Size		bytes;
 
 		/* plans on statistics that still see an empty queue are the slow ones */
 		(void) queue_refresh_stats();
-		n = claim_and_send(claim_limit, &next_due, poke || *fanout_more, &fanned);
+		n = claim_and_send(limit, &next_due, poke || *fanout_more,
+						   last_claim_full || now >= next_claim_at, &fanned);
 		bytes = queue_last_claim_bytes();
 
-		*fanout_more = (fanned > 0);
+		/*
+		 * A fan-out that took fewer outbox rows than it could saw them all
+		 * (its own share and then the others', see novu._fanout): rows
+		 * committed since come with their own wake-up.
+		 */
+		*fanout_more = (fanned >= limit);
 		handled += n + fanned;
-		last_claim_full = (n >= claim_limit);
+		last_claim_full = (n >= limit);
 
 		/*
 		 * More is waiting than this worker takes at once: a commit woke only
@@ -947,7 +986,7 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 			claim_limit = Max(1, (int) ((double) n * CLAIM_BYTES_BUDGET / bytes));
 		else if (claim_limit < novu_batch_size)
 			claim_limit = Min(novu_batch_size, claim_limit * 2);
-		if (!last_claim_full)
+		if (!last_claim_full && next_due != -2)
 			next_claim_at = TimestampTzPlusMilliseconds(now, next_due >= 0 ? Min(next_due, novu_poll_interval)
 														: novu_poll_interval);
 	}
@@ -958,7 +997,16 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 	 * enough messages are in flight, or this would spin until one came.
 	 */
 	if (http_in_flight() > 0)
-		(void) http_wait(handled > 0 ? 0 : messages_in_flight >= novu_batch_size ? Max(wait_ms, 200L) : wait_ms);
+	{
+		long		timeout = handled > 0 ? 0 : messages_in_flight >= novu_batch_size ? Max(wait_ms, 200L) : wait_ms;
+
+		/* waiting for answers, this worker takes a commit's wake-up at once */
+		if (timeout > 0)
+			novu_set_worker_waiting(novu_worker_slot, true);
+		(void) http_wait(timeout);
+		if (timeout > 0)
+			novu_set_worker_waiting(novu_worker_slot, false);
+	}
 	while ((req = http_take_done()) != NULL)
 	{
 		handle_answer(req);

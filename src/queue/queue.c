@@ -270,15 +270,15 @@ continue_in_tx(int limit, int lease_limit, int lease_ms, ClaimedRow **rows, int 
 /*
  * One short transaction of the pipeline: record the results given (if any),
  * fan out new triggers (if asked; *fanned says how many outbox rows; their
- * first messages come back leased), then claim due messages up to limit in
- * all: pending and due, or leased with the lease expired, or (once after a
- * worker started or stopped) leased by a worker that no longer runs.  The
- * rows come with what their rendering needs.  When nothing is due,
- * *next_due_ms says when something will be.
+ * first messages come back leased), then, if claim_due (or once after a
+ * worker started or stopped), claim due messages up to limit in all: pending
+ * and due, or leased with the lease expired, or leased by a worker that no
+ * longer runs.  The rows come with what their rendering needs.  When nothing
+ * is due, *next_due_ms says when something will be (-2: not looked at).
  */
 int
 queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
-			ResultBatch *record_first, bool fanout_first, int *fanned)
+			ResultBatch *record_first, bool fanout_first, bool claim_due, int *fanned)
 {
 	static uint32 recovered_generation = 0;
 	static bool recovered_once = false;
@@ -302,15 +302,22 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 	/* due delays and digests; counted with the fan-out (more may be due) */
 	*fanned += continue_in_tx(limit, Max(limit - n, 0), lease_ms, &result, &n);
 
-	if (n < limit)
+	/*
+	 * Read the live workers after this transaction's snapshot: a worker that
+	 * starts later leases rows later than lease_until < $5, so its rows are
+	 * never taken for a dead worker's.
+	 */
+	npids = novu_live_worker_pids(pids, &generation);
+	recover = !recovered_once || generation != recovered_generation;
+
+	/*
+	 * Messages already in the queue are claimed when one is due (the caller
+	 * knows when from *next_due_ms), not at every commit's wake-up: a commit
+	 * brings outbox rows, whose messages the fan-out leased above.  Skipping
+	 * the claim then keeps it off the commit-to-provider path.
+	 */
+	if (n < limit && (claim_due || recover))
 	{
-		/*
-		 * Read the live workers after this transaction's snapshot: a worker
-		 * that starts later leases rows later than lease_until < $5, so its
-		 * rows are never taken for a dead worker's.
-		 */
-		npids = novu_live_worker_pids(pids, &generation);
-		recover = !recovered_once || generation != recovered_generation;
 		values[0] = Int32GetDatum(limit - n);
 		values[1] = Int32GetDatum(lease_ms);
 		values[2] = int4_array(pids, npids);
@@ -389,8 +396,10 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 			read_claimed(&result[n++], SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
 	}
 
-	if (n > 0)
+	if (n >= limit)
 		*next_due_ms = 0;
+	else if (!claim_due && !recover)
+		*next_due_ms = -2;		/* not looked at: the caller keeps its schedule */
 	else
 	{
 		bool		isnull;

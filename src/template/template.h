@@ -1,6 +1,7 @@
 /*
  * template.h
- *		The Liquid-style template engine of workflow steps (template.c).
+ *		The Liquid template engine of workflow steps, with LiquidJS's semantics
+ *		(parse.c, value.c, render.c, filters.c, date.c; internals in template_int.h).
  *
  * A template is parsed once (at workflow creation, to reject syntax errors, and
  * again by the delivery worker) and rendered against a jsonb context such as

@@ -18,7 +18,7 @@
 #   BENCH_RUNS=1       how many times P2 and P3 are measured (every run is reported)
 #   BENCH_P2_PROVIDERS="fcm apns expo web-push one-signal"   the P2 rows (each subscriber
 #                      gets one device per provider measured)
-#   BENCH_ONLY=        comma-separated parts to run: p2p3, tuned, p1, p5, p4, p6,
+#   BENCH_ONLY=        comma-separated parts to run: p2p3, tuned, p1, p5, p4, p6, render,
 #                      pgnet, mixed (default: all of them)
 #   BENCH_P3_RATE=200 BENCH_P3_SECONDS=30   the steady trigger rate of P3, per provider
 #   PG_NET_SRC=DIR     a checkout of supabase/pg_net, built outside the project for
@@ -376,6 +376,19 @@ p2p3_verdict() {
     want p6 && echo "| P6 backlog | claim of one batch (2000) with $N_BACKLOG pending vs with 2000 pending (mean of 50) | tuned | ${R[p6]} | ratio ≤ 1.2 |"
     fi
 } > "$RESULTS.tmp"
+
+# --- template render throughput (test/bench/render.sh: this engine and 0.6.0's, one backend)
+if want render; then
+    render_row=$(PGHOST="$PGHOST" PGPORT="$PGPORT" bash test/bench/render.sh 2>/dev/null | grep '^| Template render' || true)
+    {
+        echo
+        echo "## Template render"
+        echo
+        echo "| figure | this engine | earlier engine | ratio | target |"
+        echo "|---|---|---|---|---|"
+        echo "${render_row:-| Template render | render.sh failed | | | |}"
+    } >> "$RESULTS.tmp"
+fi
 
 # --- the long mixed run, on its own cluster and mock
 if want mixed; then

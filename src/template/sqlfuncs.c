@@ -1,0 +1,71 @@
+/*
+ * sqlfuncs.c
+ *		The SQL-callable functions of the template engine: novu.render() for
+ *		previews and tests, and novu._check_template() that workflow creation
+ *		calls so a syntax error is an error at creation.
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "template/template.h"
+
+PG_FUNCTION_INFO_V1(novu_render);
+PG_FUNCTION_INFO_V1(novu_check_template);
+
+#define TEMPLATE_HINT \
+	"Templates use Liquid syntax as LiquidJS reads it: {{ payload.name }}, {% if ... %}...{% endif %}."
+
+/* novu.render(template, context): render a template, for previews and tests. */
+Datum
+novu_render(PG_FUNCTION_ARGS)
+{
+	text	   *src = PG_GETARG_TEXT_PP(0);
+	Jsonb	   *context = PG_GETARG_JSONB_P(1);
+	Template   *tpl;
+	char	   *msg;
+	char	   *out;
+
+	if (!JB_ROOT_IS_OBJECT(context))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("context must be a JSON object"),
+				 errhint("Pass an object such as {\"payload\": {...}, \"subscriber\": {...}}.")));
+	if (template_is_static(VARDATA_ANY(src), VARSIZE_ANY_EXHDR(src)))
+		PG_RETURN_TEXT_P(src);
+
+	tpl = template_parse(VARDATA_ANY(src), VARSIZE_ANY_EXHDR(src), &msg);
+	if (tpl == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("invalid template: %s", msg),
+				 errhint("%s", TEMPLATE_HINT)));
+	out = template_render(tpl, context, &msg);
+	if (out == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid template: %s", msg),
+				 errhint("Rendering is limited to %d bytes of output, %d loop iterations, %d units of work (a byte a filter or comparison handles is one) and %d bytes of working memory.",
+						 TEMPLATE_MAX_OUTPUT_BYTES, TEMPLATE_MAX_ITERATIONS,
+						 TEMPLATE_MAX_WORK, TEMPLATE_MAX_MEMORY)));
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
+
+/* novu._check_template(template, field): raise a syntax error naming the field. */
+Datum
+novu_check_template(PG_FUNCTION_ARGS)
+{
+	text	   *src = PG_GETARG_TEXT_PP(0);
+	char	   *msg;
+
+	if (!template_is_static(VARDATA_ANY(src), VARSIZE_ANY_EXHDR(src)) &&
+		template_parse(VARDATA_ANY(src), VARSIZE_ANY_EXHDR(src), &msg) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("template syntax error in %s: %s",
+						text_to_cstring(PG_GETARG_TEXT_PP(1)), msg),
+				 errhint("%s", TEMPLATE_HINT)));
+	PG_RETURN_VOID();
+}
