@@ -299,8 +299,6 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 	if (record_first != NULL)
 		record_in_tx(record_first);
 	*fanned = fanout_first ? fanout_in_tx(limit, lease_ms, &result, &n) : 0;
-	/* due delays and digests; counted with the fan-out (more may be due) */
-	*fanned += continue_in_tx(limit, Max(limit - n, 0), lease_ms, &result, &n);
 
 	/*
 	 * Read the live workers after this transaction's snapshot: a worker that
@@ -309,6 +307,14 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 	 */
 	npids = novu_live_worker_pids(pids, &generation);
 	recover = !recovered_once || generation != recovered_generation;
+
+	/*
+	 * Delays and digests that are due, when something is (their due times
+	 * are in *next_due_ms), like the queue's messages: not on a commit's
+	 * wake-up path.  Counted with the fan-out: more may be due.
+	 */
+	if (claim_due || recover)
+		*fanned += continue_in_tx(limit, Max(limit - n, 0), lease_ms, &result, &n);
 
 	/*
 	 * Messages already in the queue are claimed when one is due (the caller
