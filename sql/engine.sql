@@ -129,6 +129,8 @@ SELECT step_index, status FROM novu.deliveries WHERE transaction_id = 'eng-t0';
 
 -- a delay: a waiting row, no message until due; then the steps after it
 SELECT novu.trigger('eng-delay', '["eng-a", "eng-b"]', '{}', '{}', 'eng-t1') ->> 'status';
+-- before the fan-out, novu.messages shows the channel steps (a delay is not a message)
+SELECT subscriber_id, channel, status FROM novu.messages WHERE transaction_id = 'eng-t1' ORDER BY 1;
 SELECT pg_temp.fan() > 0;
 SELECT subscriber_id, kind, status, step_index, due_at - created_at AS wait FROM novu.step_runs WHERE transaction_id = 'eng-t1' ORDER BY 1;
 SELECT count(*) AS messages FROM novu.deliveries WHERE transaction_id = 'eng-t1';

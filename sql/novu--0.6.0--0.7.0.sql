@@ -627,6 +627,26 @@ ALTER TABLE novu.workflows ADD COLUMN staged boolean NOT NULL GENERATED ALWAYS A
                         '$[*] ? (@.type == "delay" || @.type == "digest" || exists (@.filters[*]))')) STORED;
 ALTER TABLE novu.deliveries ADD COLUMN digest_id bigint;
 
+CREATE OR REPLACE VIEW novu.messages AS
+    SELECT d.id, d.transaction_id, d.workflow_id, d.subscriber_id, d.channel,
+           d.provider_id, d.integration_identifier, d.device_token, d.status,
+           d.attempts, d.last_error, d.provider_message_id,
+           d.created_at, d.updated_at, d.sent_at
+      FROM novu.deliveries d
+    UNION ALL
+    SELECT NULL::bigint, e.transaction_id, e.workflow_id, r.subscriber_id,
+           s.step ->> 'type', NULL::text, NULL::text, NULL::text,
+           CASE e.status WHEN 'canceled' THEN 'canceled' ELSE 'pending' END,
+           0, NULL::text, NULL::text, e.created_at, e.created_at, NULL::timestamptz
+      FROM novu.events e
+      LEFT JOIN novu.workflows w ON w.workflow_id = e.workflow_id
+      CROSS JOIN LATERAL unnest(COALESCE(e.recipients, ARRAY[NULL::text])) AS r(subscriber_id)
+      CROSS JOIN LATERAL jsonb_array_elements(COALESCE(w.steps, '[{}]'::jsonb)) AS s(step)
+     WHERE e.status IN ('pending', 'canceled')
+       -- a delay or a digest is a step, not a message (novu.step_runs)
+       AND (s.step ->> 'type') IS DISTINCT FROM 'delay' AND (s.step ->> 'type') IS DISTINCT FROM 'digest';
+COMMENT ON VIEW novu.messages IS 'One row per (notification, step, delivery target); status pending, sending, sent, failed, canceled or skipped';
+
 -- Waiting steps of the workflow engine (DESIGN 9): a delay, or a digest window,
 -- with its due time.  The workers claim due rows like messages (FOR UPDATE SKIP
 -- LOCKED, by the due index) and go on with the steps after it, in the claim's

@@ -379,7 +379,9 @@ CREATE VIEW novu.messages AS
       LEFT JOIN novu.workflows w ON w.workflow_id = e.workflow_id
       CROSS JOIN LATERAL unnest(COALESCE(e.recipients, ARRAY[NULL::text])) AS r(subscriber_id)
       CROSS JOIN LATERAL jsonb_array_elements(COALESCE(w.steps, '[{}]'::jsonb)) AS s(step)
-     WHERE e.status IN ('pending', 'canceled');
+     WHERE e.status IN ('pending', 'canceled')
+       -- a delay or a digest is a step, not a message (novu.step_runs)
+       AND (s.step ->> 'type') IS DISTINCT FROM 'delay' AND (s.step ->> 'type') IS DISTINCT FROM 'digest';
 COMMENT ON VIEW novu.messages IS 'One row per (notification, step, delivery target); status pending, sending, sent, failed, canceled or skipped';
 
 -- Notifications: one row per (transaction, subscriber).
