@@ -234,6 +234,21 @@ SELECT pg_temp.due('eng-g1');
 SELECT pg_temp.cont();
 SELECT * FROM pg_temp.log('eng-g1');
 
+-- steps after a digest keep its events through a later delay; a filter after
+-- a delay is evaluated when the delay ends
+SELECT novu.create_workflow('eng-chain', '[{"type": "digest", "amount": 1, "unit": "minutes"},
+    {"type": "delay", "amount": 1, "unit": "minutes"},
+    {"type": "push", "title": "{{step.total_count}}", "content": "c",
+     "filters": [{"children": [{"on": "payload", "field": "x", "operator": "EQUAL", "value": 1}]}]}]') ->> 'workflowId';
+SELECT novu.trigger('eng-chain', '"eng-c"', jsonb_build_object('x', 1, 'i', i), '{}', 'eng-ch' || i) ->> 'status' FROM generate_series(1, 2) i;
+SELECT pg_temp.fan() > 0;
+SELECT pg_temp.due('eng-ch1');
+SELECT pg_temp.cont() AS digest_closed;
+SELECT kind, status, digest_id IS NOT NULL AS keeps_digest FROM novu.step_runs WHERE transaction_id = 'eng-ch1' ORDER BY id;
+SELECT pg_temp.due('eng-ch1');
+SELECT transaction_id, step -> '_digest' -> 'total_count' AS total_count, handled FROM novu._continue(100, 10, 60000);
+SELECT * FROM pg_temp.log('eng-ch1');
+
 -- a step that cannot run (a workflow broken behind the API's back) fails alone,
 -- with the reason; the other due steps of the batch go on
 SELECT novu.create_workflow('eng-broken', '[{"type": "delay", "amount": 1, "unit": "minutes"}, {"type": "push", "title": "t", "content": "c"}]') ->> 'workflowId';

@@ -1437,7 +1437,48 @@ DECLARE
     n integer;
     leader text;
     total integer;
+    plain bigint[];
+    tx text[];
+    wf text[];
+    sub text[];
+    st integer[];
 BEGIN
+    -- Delays followed by channel steps without filters only (the usual "wait,
+    -- then send"): all of them done and expanded together, in one statement
+    -- of novu._expand (a row per notification and step).  The others go one
+    -- by one, step by step (novu._advance).
+    SELECT array_agg(x.id ORDER BY u.n) INTO plain
+      FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
+      JOIN novu.step_runs x ON x.id = u.id
+      JOIN novu.workflows w ON w.workflow_id = x.workflow_id
+     WHERE x.status = 'waiting' AND x.kind = 'delay' AND x.digest_id IS NULL
+       AND jsonb_typeof(w.steps) = 'array'
+       AND NOT EXISTS (SELECT FROM jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
+                        WHERE s.n > x.step_index + 1
+                          AND (s.step ->> 'type' IN ('delay', 'digest') OR s.step ? 'filters'));
+    IF plain IS NOT NULL THEN
+        WITH d AS (
+            UPDATE novu.step_runs x SET status = 'done', updated_at = now()
+             WHERE x.id = ANY (plain)
+            RETURNING x.id, x.transaction_id, x.workflow_id, x.subscriber_id, x.step_index),
+        logged AS (
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            SELECT d.transaction_id, d.subscriber_id, d.workflow_id, 'delay', 'Success', 'Delay finished',
+                   jsonb_build_object('stepIndex', d.step_index)
+              FROM d)
+        SELECT array_agg(d.transaction_id ORDER BY array_position(plain, d.id), s.n),
+               array_agg(d.workflow_id ORDER BY array_position(plain, d.id), s.n),
+               array_agg(d.subscriber_id ORDER BY array_position(plain, d.id), s.n),
+               array_agg((s.n - 1)::integer ORDER BY array_position(plain, d.id), s.n)
+          INTO tx, wf, sub, st
+          FROM d JOIN novu.workflows w ON w.workflow_id = d.workflow_id
+          CROSS JOIN LATERAL jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
+         WHERE s.n > d.step_index + 1;
+        IF tx IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM novu._expand(tx, wf, sub, p_lease_limit, p_lease_ms, st);
+            GET DIAGNOSTICS leased = ROW_COUNT;
+        END IF;
+    END IF;
     FOR r IN SELECT x.* FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
                JOIN novu.step_runs x ON x.id = u.id
               WHERE x.status = 'waiting'
