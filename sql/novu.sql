@@ -3124,6 +3124,7 @@ DECLARE
     sw text[];
     ss text[];
     n integer := 0;
+    done_n bigint[];
 BEGIN
     IF NOT EXISTS (SELECT FROM novu.workflows w WHERE w.workflow_id = ANY (p_workflow_ids) AND w.staged) THEN
         RETURN QUERY SELECT * FROM novu._expand(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_lease_limit, p_lease_ms);
@@ -3141,6 +3142,38 @@ BEGIN
     IF pt IS NOT NULL THEN
         RETURN QUERY SELECT * FROM novu._expand(pt, pw, ps, p_lease_limit, p_lease_ms);
         GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
+    IF st IS NULL THEN
+        RETURN;
+    END IF;
+    -- Workflows that begin with a regular delay (no filters on it, no
+    -- overrides.delay in the trigger): the delay rows of all those
+    -- notifications are written together; the others go step by step.
+    WITH cand AS (
+        SELECT z.t, z.w, z.s, z.n, w.steps -> 0 AS d
+          FROM unnest(st, sw, ss) WITH ORDINALITY AS z(t, w, s, n)
+          JOIN novu.workflows w ON w.workflow_id = z.w
+          LEFT JOIN novu.events e ON e.transaction_id = z.t
+         WHERE jsonb_typeof(w.steps) = 'array' AND w.steps -> 0 ->> 'type' = 'delay'
+           AND NOT (w.steps -> 0) ? 'delayPath' AND NOT (w.steps -> 0) ? 'filters'
+           AND NOT COALESCE(e.overrides ? 'delay', false)),
+    ins AS (
+        INSERT INTO novu.step_runs (kind, transaction_id, workflow_id, subscriber_id, step_index, due_at)
+        SELECT 'delay', c.t, c.w, c.s, 0, now() + novu._step_interval(c.d -> 'amount', c.d -> 'unit')
+          FROM cand c
+        RETURNING novu.step_runs.transaction_id, novu.step_runs.workflow_id, novu.step_runs.subscriber_id,
+                  novu.step_runs.due_at),
+    logged AS (
+        INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+        SELECT i.transaction_id, i.subscriber_id, i.workflow_id, 'delay', 'Pending', 'Step delayed until ' || novu._iso(i.due_at),
+               jsonb_build_object('stepId', novu._step_id(w.steps -> 0, 0), 'stepIndex', 0, 'dueAt', novu._iso(i.due_at))
+          FROM ins i JOIN novu.workflows w ON w.workflow_id = i.workflow_id)
+    SELECT array_agg(c.n) INTO done_n FROM cand c;
+    IF done_n IS NOT NULL THEN
+        SELECT array_agg(z.t ORDER BY z.n), array_agg(z.w ORDER BY z.n), array_agg(z.s ORDER BY z.n)
+          INTO st, sw, ss
+          FROM unnest(st, sw, ss) WITH ORDINALITY AS z(t, w, s, n)
+         WHERE NOT z.n = ANY (done_n);
     END IF;
     IF st IS NOT NULL THEN
         RETURN QUERY SELECT * FROM novu._advance(st, sw, ss, NULL, NULL, GREATEST(p_lease_limit - n, 0), p_lease_ms);
