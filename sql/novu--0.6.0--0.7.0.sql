@@ -1272,7 +1272,24 @@ DECLARE
     t text;
     d interval;
     raw jsonb;
+    h integer;
 BEGIN
+    -- The digest keys these notifications may reach, locked now in one order
+    -- (novu._digest_join takes them again, already held): two workers fanning
+    -- out events of the same keys in different orders never wait on each
+    -- other in a cycle.
+    FOR h IN SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' ||
+                                      CASE WHEN s.step ? 'digestKey'
+                                           THEN COALESCE(e.payload #>> novu._payload_path(s.step ->> 'digestKey'), '')
+                                           ELSE '' END)
+               FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_from_steps) AS z(t, w, s, f)
+               JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
+               CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
+               LEFT JOIN novu.events e ON e.transaction_id = z.t
+              WHERE s.step ->> 'type' = 'digest' AND s.n > COALESCE(z.f, 0)
+              ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(hashtext('novu.digest'), h);
+    END LOOP;
     FOR k IN 1 .. COALESCE(cardinality(p_transaction_ids), 0) LOOP
         v_tx := p_transaction_ids[k];
         v_wf := p_workflow_ids[k];
