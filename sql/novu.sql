@@ -125,7 +125,10 @@ CREATE TABLE novu.workflows (
     critical        boolean NOT NULL DEFAULT false,
     active          boolean NOT NULL DEFAULT true,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- runs step by step (novu._advance): it has a delay, a digest or step filters
+    staged          boolean NOT NULL GENERATED ALWAYS AS (pg_catalog.jsonb_path_exists(steps,
+                        '$[*] ? (@.type == "delay" || @.type == "digest" || exists (@.filters[*]))')) STORED
 );
 COMMENT ON TABLE novu.workflows IS 'Workflows: ordered steps, validated (templates parsed) at creation';
 
@@ -213,7 +216,8 @@ CREATE TABLE novu.deliveries (
     created_at              timestamptz NOT NULL DEFAULT now(),
     updated_at              timestamptz NOT NULL DEFAULT now(),
     sent_at                 timestamptz,
-    receipt_at              timestamptz
+    receipt_at              timestamptz,
+    digest_id               bigint          -- a step after a digest: its window (novu.step_runs), for step.events
 ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX deliveries_receipt_idx ON novu.deliveries (receipt_at) WHERE receipt_at IS NOT NULL;
 -- the queue index holds pending messages only; leases have their own index (the
@@ -225,6 +229,48 @@ CREATE INDEX deliveries_transaction_idx ON novu.deliveries (transaction_id);
 -- sent and failed row versions cost no entry here
 CREATE INDEX deliveries_subscriber_idx ON novu.deliveries (subscriber_id) WHERE status = 'pending';
 COMMENT ON TABLE novu.deliveries IS 'Delivery queue and history: one row per message to one device token or webhook';
+
+-- Waiting steps of the workflow engine (DESIGN 9): a delay, or a digest window,
+-- with its due time.  The workers claim due rows like messages (FOR UPDATE SKIP
+-- LOCKED, by the due index) and go on with the steps after it, in the claim's
+-- transaction: the row turns 'done' in the transaction that creates what follows.
+CREATE TABLE novu.step_runs (
+    id              bigserial PRIMARY KEY,
+    kind            text NOT NULL CHECK (kind IN ('delay', 'digest')),
+    transaction_id  text COLLATE "C" NOT NULL,      -- delay: its notification; digest: the window's leader
+    workflow_id     text COLLATE "C" NOT NULL,
+    subscriber_id   text COLLATE "C" NOT NULL,
+    step_index      integer NOT NULL,               -- the delay or digest step; the steps after it follow
+    digest_key      text COLLATE "C",               -- digest: the digestKey value ('' without one)
+    digest_id       bigint,                         -- the digest whose events the following steps see
+    status          text NOT NULL DEFAULT 'waiting' CHECK (status IN ('waiting', 'done', 'canceled', 'failed')),
+    due_at          timestamptz NOT NULL,
+    last_event_at   timestamptz NOT NULL DEFAULT now(),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
+CREATE INDEX step_runs_due_idx ON novu.step_runs (due_at) WHERE status = 'waiting';
+CREATE INDEX step_runs_transaction_idx ON novu.step_runs (transaction_id);
+-- one open window per (workflow, subscriber, digest step, key); the backoff looks up the last one
+CREATE UNIQUE INDEX step_runs_window_idx ON novu.step_runs (workflow_id, subscriber_id, step_index, digest_key)
+    WHERE kind = 'digest' AND status = 'waiting';
+CREATE INDEX step_runs_digest_idx ON novu.step_runs (workflow_id, subscriber_id, step_index, digest_key, last_event_at)
+    WHERE kind = 'digest';
+COMMENT ON TABLE novu.step_runs IS 'Workflow engine: delays and digest windows waiting for their due time (status waiting, done, canceled, failed)';
+
+-- The events of a digest window, its first (the leader) included; each keeps its
+-- trigger's payload (step.events) and outbox order (oldest first).
+CREATE TABLE novu.digest_events (
+    digest_id       bigint NOT NULL REFERENCES novu.step_runs ON DELETE CASCADE,
+    transaction_id  text COLLATE "C" NOT NULL,
+    event_id        bigint NOT NULL,                -- novu.events.id: trigger order
+    status          text NOT NULL DEFAULT 'merged' CHECK (status IN ('merged', 'canceled')),
+    payload         jsonb NOT NULL DEFAULT '{}',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (digest_id, transaction_id)
+);
+CREATE INDEX digest_events_transaction_idx ON novu.digest_events (transaction_id);
+COMMENT ON TABLE novu.digest_events IS 'Workflow engine: the events merged into a digest window, oldest first by event_id';
 
 -- The activity log (Novu's execution details).
 CREATE TABLE novu.execution_details (
@@ -303,6 +349,9 @@ SELECT pg_catalog.pg_extension_config_dump('novu.events', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.events_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.deliveries_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.step_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.step_runs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.digest_events', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.execution_details', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.execution_details_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.subscriber_import_rejects', '');
@@ -330,7 +379,9 @@ CREATE VIEW novu.messages AS
       LEFT JOIN novu.workflows w ON w.workflow_id = e.workflow_id
       CROSS JOIN LATERAL unnest(COALESCE(e.recipients, ARRAY[NULL::text])) AS r(subscriber_id)
       CROSS JOIN LATERAL jsonb_array_elements(COALESCE(w.steps, '[{}]'::jsonb)) AS s(step)
-     WHERE e.status IN ('pending', 'canceled');
+     WHERE e.status IN ('pending', 'canceled')
+       -- a delay or a digest is a step, not a message (novu.step_runs)
+       AND (s.step ->> 'type') IS DISTINCT FROM 'delay' AND (s.step ->> 'type') IS DISTINCT FROM 'digest';
 COMMENT ON VIEW novu.messages IS 'One row per (notification, step, delivery target); status pending, sending, sent, failed, canceled or skipped';
 
 -- Notifications: one row per (transaction, subscriber).
@@ -1398,6 +1449,324 @@ COMMENT ON FUNCTION novu.list_integrations() IS 'All integrations (admin), secre
 -- Workflows API (admin)
 ------------------------------------------------------------------------------
 
+-- Workflow engine: validation of stepId, filters, delay and digest steps (DESIGN 9)
+
+-- A step's id: its stepId, or "<type>-<index>".
+CREATE FUNCTION novu._step_id(step jsonb, step_index integer)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(step ->> 'stepId', (step ->> 'type') || '-' || step_index)
+$$;
+COMMENT ON FUNCTION novu._step_id(jsonb, integer) IS 'Internal: a step''s id, its stepId or "<type>-<index>"';
+
+-- An amount of a unit (seconds ... months) as an interval; NULL if not one.
+CREATE FUNCTION novu._step_interval(amount jsonb, unit jsonb)
+RETURNS interval
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN jsonb_typeof(amount) = 'number' AND jsonb_typeof(unit) = 'string'
+                     AND (amount #>> '{}') ~ '^[0-9]{1,9}$'
+                     AND unit #>> '{}' IN ('seconds', 'minutes', 'hours', 'days', 'weeks', 'months')
+                THEN (amount #>> '{}')::integer * ('1 ' || (unit #>> '{}'))::interval END
+$$;
+COMMENT ON FUNCTION novu._step_interval(jsonb, jsonb) IS 'Internal: amount and unit of a delay or digest as an interval';
+
+-- Raise unless amount and unit (or their names given) make 1 second to 1 year.
+CREATE FUNCTION novu._check_amount(amount jsonb, unit jsonb, field text, amount_key text, unit_key text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d interval;
+BEGIN
+    IF jsonb_typeof(amount) IS DISTINCT FROM 'number' OR NOT (amount #>> '{}') ~ '^[0-9]{1,9}$' OR (amount #>> '{}')::integer < 1 THEN
+        RAISE EXCEPTION '%.% must be a positive integer', field, amount_key
+            USING ERRCODE = 'invalid_parameter_value', HINT = format('Example: "%s": 5, "%s": "minutes".', amount_key, unit_key);
+    END IF;
+    IF jsonb_typeof(unit) IS DISTINCT FROM 'string'
+       OR NOT unit #>> '{}' IN ('seconds', 'minutes', 'hours', 'days', 'weeks', 'months') THEN
+        RAISE EXCEPTION '%.% must be one of seconds, minutes, hours, days, weeks, months', field, unit_key
+            USING ERRCODE = 'invalid_parameter_value', HINT = format('Example: "%s": 5, "%s": "minutes".', amount_key, unit_key);
+    END IF;
+    d := novu._step_interval(amount, unit);
+    IF d > interval '1 year' THEN
+        RAISE EXCEPTION '%.% is longer than a year', field, amount_key
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'A delay or digest window is at most one year.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_amount(jsonb, jsonb, text, text, text) IS 'Internal: validate an amount and unit of a delay or digest step';
+
+-- Raise unless value is a payload path: "sendAt", "post.id", a leading "payload." accepted.
+CREATE FUNCTION novu._check_payload_path(value jsonb, field text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(value) IS DISTINCT FROM 'string'
+       OR NOT (value #>> '{}') ~ '^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*$'
+       OR length(value #>> '{}') > 255 OR value #>> '{}' = 'payload' THEN
+        RAISE EXCEPTION '% must be a path in the payload', field
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Dot-separated keys, e.g. "sendAt", "post.id" or "payload.post.id".';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_payload_path(jsonb, text) IS 'Internal: validate a payload path (delayPath, digestKey)';
+
+-- A payload path as a text[] for #> (a leading "payload." dropped).
+CREATE FUNCTION novu._payload_path(path text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_to_array(regexp_replace(path, '^payload\.', ''), '.')
+$$;
+COMMENT ON FUNCTION novu._payload_path(text) IS 'Internal: a payload path as a key array';
+
+-- Validate a delay or digest step (its keys other than stepId and filters).
+CREATE FUNCTION novu._check_wait_step(step jsonb, f text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    allowed text[];
+BEGIN
+    allowed := CASE step ->> 'type'
+        WHEN 'delay' THEN ARRAY['type', 'name', 'stepId', 'filters', 'amount', 'unit', 'delayPath']
+        ELSE ARRAY['type', 'name', 'stepId', 'filters', 'amount', 'unit', 'digestKey', 'backoff', 'backoffAmount', 'backoffUnit'] END;
+    FOR k IN SELECT jsonb_object_keys(step) LOOP
+        IF NOT k = ANY (allowed) THEN
+            RAISE EXCEPTION 'unknown key "%" in %', k, f
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('A %s step has %s.', step ->> 'type', array_to_string(allowed, ', '));
+        END IF;
+    END LOOP;
+    IF step ? 'name' AND jsonb_typeof(step -> 'name') <> 'string' THEN
+        RAISE EXCEPTION '%.name must be a string', f
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'A step name is free text.';
+    END IF;
+    IF step ->> 'type' = 'delay' THEN
+        IF step ? 'delayPath' THEN
+            IF step ? 'amount' OR step ? 'unit' THEN
+                RAISE EXCEPTION '%: a delay has either amount and unit, or delayPath', f
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Regular: {"type": "delay", "amount": 5, "unit": "minutes"}; scheduled: {"type": "delay", "delayPath": "sendAt"}.';
+            END IF;
+            PERFORM novu._check_payload_path(step -> 'delayPath', f || '.delayPath');
+        ELSE
+            PERFORM novu._check_amount(step -> 'amount', step -> 'unit', f, 'amount', 'unit');
+        END IF;
+        RETURN;
+    END IF;
+    PERFORM novu._check_amount(step -> 'amount', step -> 'unit', f, 'amount', 'unit');
+    IF step ? 'digestKey' THEN
+        PERFORM novu._check_payload_path(step -> 'digestKey', f || '.digestKey');
+    END IF;
+    IF step ? 'backoff' AND jsonb_typeof(step -> 'backoff') <> 'boolean' THEN
+        RAISE EXCEPTION '%.backoff must be a boolean', f
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'true: the first event goes at once when none came in the backoff window.';
+    END IF;
+    IF (step ? 'backoffAmount' OR step ? 'backoffUnit') THEN
+        IF NOT COALESCE((step ->> 'backoff')::boolean, false) THEN
+            RAISE EXCEPTION '%.backoffAmount and backoffUnit need "backoff": true', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Add "backoff": true or remove them.';
+        END IF;
+        PERFORM novu._check_amount(step -> 'backoffAmount', step -> 'backoffUnit', f, 'backoffAmount', 'backoffUnit');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_wait_step(jsonb, text) IS 'Internal: validate a delay or digest step';
+
+-- Validate one filter condition (a child of a filter group).
+CREATE FUNCTION novu._check_filter_child(c jsonb, f text, steps jsonb, step_index integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    allowed text[];
+    op text;
+    v jsonb;
+    target integer;
+BEGIN
+    IF jsonb_typeof(c) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION '% must be a JSON object', f
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: {"on": "payload", "field": "plan", "operator": "EQUAL", "value": "pro"}.';
+    END IF;
+    allowed := CASE c ->> 'on'
+        WHEN 'payload' THEN ARRAY['on', 'field', 'operator', 'value']
+        WHEN 'subscriber' THEN ARRAY['on', 'field', 'operator', 'value']
+        WHEN 'isOnline' THEN ARRAY['on', 'operator', 'value']
+        WHEN 'isOnlineInLast' THEN ARRAY['on', 'operator', 'value', 'timeOperator']
+        WHEN 'previousStep' THEN ARRAY['on', 'step', 'stepType'] END;
+    IF allowed IS NULL THEN
+        RAISE EXCEPTION '%.on must be one of payload, subscriber, isOnline, isOnlineInLast, previousStep', f
+            USING ERRCODE = CASE WHEN jsonb_typeof(c -> 'on') = 'string' THEN 'feature_not_supported' ELSE 'invalid_parameter_value' END,
+                  HINT = 'Other Novu filter sources (webhook, tenant, actor) are not run by this engine.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(c) LOOP
+        IF NOT k = ANY (allowed) THEN
+            RAISE EXCEPTION 'unknown key "%" in %', k, f
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('A filter on %s has %s.', c ->> 'on', array_to_string(allowed, ', '));
+        END IF;
+    END LOOP;
+    v := c -> 'value';
+    CASE c ->> 'on'
+    WHEN 'payload', 'subscriber' THEN
+        IF jsonb_typeof(c -> 'field') IS DISTINCT FROM 'string'
+           OR NOT (c ->> 'field') ~ '^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*$' THEN
+            RAISE EXCEPTION '%.field must be a dot path', f
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = CASE c ->> 'on' WHEN 'payload' THEN 'A key of the payload, e.g. "plan" or "order.total".'
+                             ELSE 'A subscriber key, e.g. "firstName", "locale" or "data.plan".' END;
+        END IF;
+        op := c ->> 'operator';
+        IF jsonb_typeof(c -> 'operator') IS DISTINCT FROM 'string'
+           OR op NOT IN ('EQUAL', 'NOT_EQUAL', 'LARGER', 'SMALLER', 'LARGER_EQUAL', 'SMALLER_EQUAL', 'IN', 'NOT_IN',
+                         'BETWEEN', 'NOT_BETWEEN', 'LIKE', 'NOT_LIKE', 'IS_DEFINED') THEN
+            RAISE EXCEPTION '%.operator must be one of EQUAL, NOT_EQUAL, LARGER, SMALLER, LARGER_EQUAL, SMALLER_EQUAL, IN, NOT_IN, BETWEEN, NOT_BETWEEN, LIKE, NOT_LIKE, IS_DEFINED', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Novu''s filter operators, in capitals.';
+        END IF;
+        IF op = 'IS_DEFINED' THEN
+            IF v IS NOT NULL AND jsonb_typeof(v) NOT IN ('boolean', 'string') THEN
+                RAISE EXCEPTION '%.value of IS_DEFINED must be omitted or a boolean', f
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'IS_DEFINED is true when the field exists and is not null.';
+            END IF;
+        ELSIF op IN ('BETWEEN', 'NOT_BETWEEN') THEN
+            IF jsonb_typeof(v) IS DISTINCT FROM 'array' OR jsonb_array_length(v) <> 2
+               OR jsonb_typeof(v -> 0) <> 'number' OR jsonb_typeof(v -> 1) <> 'number' THEN
+                RAISE EXCEPTION '%.value of % must be [low, high] (numbers)', f, op
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Both ends are included, e.g. [10, 20].';
+            END IF;
+        ELSIF op IN ('IN', 'NOT_IN') THEN
+            IF NOT (jsonb_typeof(v) = 'string'
+                    OR (jsonb_typeof(v) = 'array' AND jsonb_array_length(v) BETWEEN 1 AND 1000
+                        AND NOT EXISTS (SELECT FROM jsonb_array_elements(v) e WHERE jsonb_typeof(e) NOT IN ('string', 'number', 'boolean')))) THEN
+                RAISE EXCEPTION '%.value of % must be an array of values or a comma-separated string', f, op
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. ["pro", "team"] or "pro,team".';
+            END IF;
+        ELSIF jsonb_typeof(v) IS NULL OR jsonb_typeof(v) NOT IN ('string', 'number', 'boolean') THEN
+            RAISE EXCEPTION '%.value must be a string, a number or a boolean', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'The value the field is compared with.';
+        END IF;
+    WHEN 'isOnline' THEN
+        IF jsonb_typeof(v) IS DISTINCT FROM 'boolean' THEN
+            RAISE EXCEPTION '%.value must be true or false', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = '{"on": "isOnline", "value": true}.';
+        END IF;
+    WHEN 'isOnlineInLast' THEN
+        IF jsonb_typeof(v) IS DISTINCT FROM 'number' OR NOT (v #>> '{}') ~ '^[0-9]{1,9}$' OR (v #>> '{}')::integer < 1 THEN
+            RAISE EXCEPTION '%.value must be a positive integer', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = '{"on": "isOnlineInLast", "timeOperator": "minutes", "value": 5}.';
+        END IF;
+        IF c ->> 'timeOperator' IS NULL OR c ->> 'timeOperator' NOT IN ('seconds', 'minutes', 'hours', 'days') THEN
+            RAISE EXCEPTION '%.timeOperator must be one of seconds, minutes, hours, days', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = '{"on": "isOnlineInLast", "timeOperator": "minutes", "value": 5}.';
+        END IF;
+    WHEN 'previousStep' THEN
+        IF c ->> 'stepType' IS NULL OR c ->> 'stepType' NOT IN ('read', 'unread', 'seen', 'unseen') THEN
+            RAISE EXCEPTION '%.stepType must be one of read, unread, seen, unseen', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'The state of the earlier in_app step''s message.';
+        END IF;
+        SELECT s.n - 1 INTO target
+          FROM jsonb_array_elements(steps) WITH ORDINALITY AS s(step, n)
+         WHERE jsonb_typeof(c -> 'step') = 'string' AND novu._step_id(s.step, (s.n - 1)::integer) = c ->> 'step'
+         LIMIT 1;
+        IF target IS NULL OR target >= step_index OR steps -> target ->> 'type' <> 'in_app' THEN
+            RAISE EXCEPTION '%.step must be the stepId of an earlier in_app step', f
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'previousStep reads the read/seen state of an in_app message sent before this step.';
+        END IF;
+    END CASE;
+END
+$$;
+COMMENT ON FUNCTION novu._check_filter_child(jsonb, text, jsonb, integer) IS 'Internal: validate one step filter condition';
+
+-- Validate the stepId and filters of steps[step_index] (ids unique in the workflow).
+CREATE FUNCTION novu._check_step_common(steps jsonb, step_index integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    step jsonb := steps -> step_index;
+    f text := format('steps[%s]', step_index);
+    g jsonb;
+    gi integer := 0;
+    ci integer;
+    c jsonb;
+    k text;
+BEGIN
+    IF step ? 'stepId' THEN
+        IF jsonb_typeof(step -> 'stepId') <> 'string' OR NOT (step ->> 'stepId') ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$' THEN
+            RAISE EXCEPTION '%.stepId must be 1 to 100 letters, digits and - _ . : (starting with a letter or digit)', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. "push-reminder"; the default is "<type>-<index>".';
+        END IF;
+    END IF;
+    IF EXISTS (SELECT FROM jsonb_array_elements(steps) WITH ORDINALITY AS s(st, n)
+                WHERE s.n - 1 < step_index AND jsonb_typeof(s.st) = 'object'
+                  AND novu._step_id(s.st, (s.n - 1)::integer) = novu._step_id(step, step_index)) THEN
+        RAISE EXCEPTION '%.stepId "%" is used by an earlier step', f, novu._step_id(step, step_index)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Step ids are unique in a workflow.';
+    END IF;
+    IF NOT step ? 'filters' THEN
+        RETURN;
+    END IF;
+    IF jsonb_typeof(step -> 'filters') <> 'array' OR jsonb_array_length(step -> 'filters') > 20 THEN
+        RAISE EXCEPTION '%.filters must be an array of at most 20 filter groups', f
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = '[{"isNegated": false, "type": "GROUP", "value": "AND", "children": [{"on": "payload", "field": "plan", "operator": "EQUAL", "value": "pro"}]}].';
+    END IF;
+    FOR g IN SELECT * FROM jsonb_array_elements(step -> 'filters') LOOP
+        IF jsonb_typeof(g) <> 'object' THEN
+            RAISE EXCEPTION '%.filters[%] must be a JSON object', f, gi
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'A filter group: {"type": "GROUP", "value": "AND", "children": [...]}.';
+        END IF;
+        FOR k IN SELECT jsonb_object_keys(g) LOOP
+            IF k NOT IN ('isNegated', 'type', 'value', 'children') THEN
+                RAISE EXCEPTION 'unknown key "%" in %.filters[%]', k, f, gi
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'A filter group has isNegated, type, value, children.';
+            END IF;
+        END LOOP;
+        IF g ? 'isNegated' AND jsonb_typeof(g -> 'isNegated') <> 'boolean' THEN
+            RAISE EXCEPTION '%.filters[%].isNegated must be a boolean', f, gi
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'true negates the group.';
+        END IF;
+        IF g ? 'type' AND g -> 'type' <> '"GROUP"' THEN
+            RAISE EXCEPTION '%.filters[%].type must be "GROUP"', f, gi
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Filters are groups of conditions.';
+        END IF;
+        IF g ? 'value' AND (jsonb_typeof(g -> 'value') <> 'string' OR g ->> 'value' NOT IN ('AND', 'OR')) THEN
+            RAISE EXCEPTION '%.filters[%].value must be "AND" or "OR"', f, gi
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'How the group''s children combine (default AND).';
+        END IF;
+        IF jsonb_typeof(g -> 'children') IS DISTINCT FROM 'array' OR jsonb_array_length(g -> 'children') > 50 THEN
+            RAISE EXCEPTION '%.filters[%].children must be an array of at most 50 conditions', f, gi
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = '{"on": "payload", "field": "plan", "operator": "EQUAL", "value": "pro"}.';
+        END IF;
+        ci := 0;
+        FOR c IN SELECT * FROM jsonb_array_elements(g -> 'children') LOOP
+            PERFORM novu._check_filter_child(c, format('%s.filters[%s].children[%s]', f, gi, ci), steps, step_index);
+            ci := ci + 1;
+        END LOOP;
+        gi := gi + 1;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION novu._check_step_common(jsonb, integer) IS 'Internal: validate a step''s stepId (unique) and filters';
+
 -- Validate a step array; raises naming steps[i].field.  A step's overrides keep to
 -- the providers' allowlists too.
 CREATE FUNCTION novu._check_steps(steps jsonb)
@@ -1430,19 +1799,26 @@ BEGIN
         END IF;
         IF jsonb_typeof(step -> 'type') IS DISTINCT FROM 'string' THEN
             RAISE EXCEPTION '%.type is required', f
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push, chat.';
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push, chat, delay, digest.';
         END IF;
-        IF step ->> 'type' IN ('in_app', 'delay', 'digest', 'email', 'sms') THEN
+        IF step ->> 'type' IN ('in_app', 'email', 'sms') THEN
             RAISE EXCEPTION '%.type "%" is not supported yet', f, step ->> 'type'
                 USING ERRCODE = 'feature_not_supported',
                       HINT = 'This version executes push and chat steps only; nothing is accepted that would not run.';
-        ELSIF step ->> 'type' NOT IN ('push', 'chat') THEN
+        ELSIF step ->> 'type' NOT IN ('push', 'chat', 'delay', 'digest') THEN
             RAISE EXCEPTION '%.type "%" is unknown', f, step ->> 'type'
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push, chat.';
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push, chat, delay, digest.';
         END IF;
         IF step ->> 'type' = 'chat' AND step ? 'title' THEN
             RAISE EXCEPTION '%.title is not used by chat steps', f
                 USING ERRCODE = 'invalid_parameter_value', HINT = 'A chat step sends its content template as the message text.';
+        END IF;
+        -- stepId and filters of any step; delay and digest steps (workflow engine)
+        PERFORM novu._check_step_common(steps, i);
+        IF step ->> 'type' IN ('delay', 'digest') THEN
+            PERFORM novu._check_wait_step(step, f);
+            i := i + 1;
+            CONTINUE;
         END IF;
         IF step ? 'if' THEN
             RAISE EXCEPTION '%.if (step conditions) is not supported yet', f
@@ -1451,7 +1827,7 @@ BEGIN
         END IF;
         FOR k, v IN SELECT * FROM jsonb_each(step) LOOP
             CASE k
-            WHEN 'type' THEN NULL;
+            WHEN 'type', 'stepId', 'filters' THEN NULL;
             WHEN 'name' THEN
                 IF jsonb_typeof(v) <> 'string' THEN
                     RAISE EXCEPTION '%.name must be a string', f
@@ -2045,10 +2421,14 @@ AS $$
 DECLARE
     n_events bigint;
     n_messages bigint;
+    n_steps bigint;
 BEGIN
     UPDATE novu.events e SET status = 'canceled', processed_at = now()
      WHERE e.transaction_id = cancel.transaction_id AND e.status IN ('pending', 'processing');
     GET DIAGNOSTICS n_events = ROW_COUNT;
+    -- delays and digest events; before the messages: a step being run is
+    -- waited for, and the messages it made are canceled below
+    n_steps := novu._cancel_steps(cancel.transaction_id);
     WITH c AS (
         UPDATE novu.deliveries d SET status = 'canceled', updated_at = now(), last_error = 'Canceled'
          WHERE d.transaction_id = cancel.transaction_id AND d.status = 'pending'
@@ -2059,10 +2439,10 @@ BEGIN
            'Warning', 'Message canceled'
       FROM c;
     GET DIAGNOSTICS n_messages = ROW_COUNT;
-    RETURN n_events + n_messages > 0;
+    RETURN n_events + n_messages + n_steps > 0;
 END
 $$;
-COMMENT ON FUNCTION novu.cancel(text) IS 'Cancel every message of a transaction not yet claimed for sending; true if anything was canceled';
+COMMENT ON FUNCTION novu.cancel(text) IS 'Cancel every message of a transaction not yet claimed for sending, its delays and digest events (and the steps after them); true if anything was canceled';
 
 -- trigger_on_row turns the caller's row into JSON: a row may hold values of
 -- the caller's own types, whose casts and output functions are the caller's
@@ -2241,7 +2621,7 @@ COMMENT ON FUNCTION novu.notification_stats() IS 'Notifications triggered in the
 -- nested loops always win, and the queue tables' statistics change too fast for
 -- the planner to know it (it hashed whole tables), hence the SET clauses.
 CREATE FUNCTION novu._expand(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[],
-                             p_lease_limit integer, p_lease_ms integer)
+                             p_lease_limit integer, p_lease_ms integer, p_steps integer[] DEFAULT NULL)
 RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
                device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
                step jsonb, step_key text, subscriber jsonb)
@@ -2254,8 +2634,9 @@ AS $$
 BEGIN
     RETURN QUERY
     WITH input AS (
-        SELECT x.transaction_id, x.workflow_id, x.subscriber_id
-          FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids) AS x(transaction_id, workflow_id, subscriber_id)
+        SELECT x.transaction_id, x.workflow_id, x.subscriber_id, x.only_step
+          FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_steps)
+               AS x(transaction_id, workflow_id, subscriber_id, only_step)
     ),
     targets AS (
         SELECT i.transaction_id, i.workflow_id, i.subscriber_id,
@@ -2278,6 +2659,8 @@ BEGIN
                  AND (p.workflow_id IS NULL OR p.workflow_id = i.workflow_id)
                  AND (NOT p.enabled OR (p.channels ->> (s.step ->> 'type'))::boolean IS FALSE)
                LIMIT 1) pref ON true
+         -- p_steps: that one step of each notification (the workflow engine, novu._advance)
+         WHERE i.only_step IS NULL OR s.n = i.only_step + 1
     ),
     expanded AS (
         SELECT t.*, tok.integration_id, tok.provider_id, tok.identifier, tok.device_token,
@@ -2340,7 +2723,702 @@ BEGIN
      WHERE e.leased;
 END
 $$;
-COMMENT ON FUNCTION novu._expand(text[], text[], text[], integer, integer) IS 'Internal (workers): expand notifications into delivery rows, one per step and device token; the first ones leased to the caller and returned for sending';
+COMMENT ON FUNCTION novu._expand(text[], text[], text[], integer, integer, integer[]) IS 'Internal (workers): expand notifications into delivery rows, one per step (or the step given) and device token; the first ones leased to the caller and returned for sending';
+
+------------------------------------------------------------------------------
+-- Workflow engine (DESIGN 9): step by step execution of workflows with delays,
+-- digests or step filters ("staged" workflows).  Workflows of channel steps
+-- only, without filters, keep the one-statement fan-out of novu._expand.
+--
+-- A notification (transaction, subscriber) walks its steps in order
+-- (novu._advance): a channel step whose filters pass creates its messages
+-- (novu._expand for that one step); a delay or a digest writes a row of
+-- novu.step_runs with a due time and the walk stops there.  When the row is
+-- due, a worker claims it in its claim transaction (novu._continue, FOR UPDATE
+-- SKIP LOCKED by the due index) and the walk goes on from the next step, in
+-- that same transaction: the row turns 'done' exactly when what follows it is
+-- committed, so a crash neither loses nor repeats a step.
+------------------------------------------------------------------------------
+
+-- One filter condition on a value: field value actual (NULL if absent),
+-- Novu's operator, the filter's value.  Numbers compare as numbers when both
+-- sides are numeric, everything else as text; an absent field satisfies only
+-- the negative operators.
+CREATE FUNCTION novu._filter_matches(actual jsonb, op text, value jsonb)
+RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    num_re constant text := '^-?[0-9]{1,30}(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?$';
+    a text;
+    a_num numeric;
+    v text;
+    v_num numeric;
+    list text[];
+    cmp integer;
+BEGIN
+    IF op = 'IS_DEFINED' THEN
+        RETURN (actual IS NOT NULL AND jsonb_typeof(actual) <> 'null') = (value IS NULL OR value::text NOT IN ('false', '"false"'));
+    END IF;
+    IF actual IS NULL OR jsonb_typeof(actual) = 'null' THEN
+        RETURN op IN ('NOT_EQUAL', 'NOT_IN', 'NOT_BETWEEN', 'NOT_LIKE');
+    END IF;
+    a := actual #>> '{}';
+    IF a ~ num_re THEN
+        a_num := a::numeric;
+    END IF;
+    CASE op
+    WHEN 'IN', 'NOT_IN' THEN
+        IF jsonb_typeof(value) = 'array' THEN
+            list := ARRAY(SELECT e #>> '{}' FROM jsonb_array_elements(value) e);
+        ELSE
+            list := ARRAY(SELECT btrim(x) FROM unnest(string_to_array(value #>> '{}', ',')) x);
+        END IF;
+        RETURN (a = ANY (list)
+                OR (a_num IS NOT NULL AND EXISTS (SELECT FROM unnest(list) x WHERE x ~ num_re AND x::numeric = a_num)))
+               = (op = 'IN');
+    WHEN 'BETWEEN', 'NOT_BETWEEN' THEN
+        RETURN COALESCE(a_num BETWEEN (value ->> 0)::numeric AND (value ->> 1)::numeric, false) = (op = 'BETWEEN');
+    WHEN 'LIKE', 'NOT_LIKE' THEN
+        RETURN (strpos(a, value #>> '{}') > 0) = (op = 'LIKE');
+    ELSE
+        v := value #>> '{}';
+        IF a_num IS NOT NULL AND v ~ num_re THEN
+            v_num := v::numeric;
+            cmp := CASE WHEN a_num < v_num THEN -1 WHEN a_num > v_num THEN 1 ELSE 0 END;
+        ELSE
+            cmp := CASE WHEN a COLLATE "C" < v COLLATE "C" THEN -1 WHEN a = v THEN 0 ELSE 1 END;
+        END IF;
+        RETURN CASE op WHEN 'EQUAL' THEN cmp = 0 WHEN 'NOT_EQUAL' THEN cmp <> 0
+                       WHEN 'LARGER' THEN cmp > 0 WHEN 'SMALLER' THEN cmp < 0
+                       WHEN 'LARGER_EQUAL' THEN cmp >= 0 WHEN 'SMALLER_EQUAL' THEN cmp <= 0 END;
+    END CASE;
+END
+$$;
+COMMENT ON FUNCTION novu._filter_matches(jsonb, text, jsonb) IS 'Internal (workers): one step filter condition on a field''s value';
+
+-- The read/seen state {"read", "seen"} of the in_app message that step
+-- step_index of a notification created, or NULL when there is none.  The
+-- in_app channel and its feed table come with the feed (DESIGN 10); until then
+-- no workflow can hold an in_app step (novu._check_steps), so no previousStep
+-- filter can be created and this finds nothing.
+CREATE FUNCTION novu._previous_step_state(p_transaction_id text, p_subscriber_id text, p_step_index integer)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT NULL::jsonb
+$$;
+COMMENT ON FUNCTION novu._previous_step_state(text, text, integer) IS 'Internal (workers): read/seen state of the in_app message of an earlier step (previousStep filters)';
+
+-- Whether a step's filters pass: any group passes (Novu), a group of AND or OR
+-- over its children, negated with isNegated; no group, or a group without
+-- children, passes.
+CREATE FUNCTION novu._filters_pass(p_filters jsonb, p_steps jsonb, p_payload jsonb, p_subscriber jsonb,
+                                   p_is_online boolean, p_last_online_at timestamptz,
+                                   p_transaction_id text, p_subscriber_id text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g jsonb;
+    c jsonb;
+    ok boolean;
+    res boolean;
+    is_or boolean;
+    st jsonb;
+    target integer;
+BEGIN
+    IF p_filters IS NULL OR jsonb_array_length(p_filters) = 0 THEN
+        RETURN true;
+    END IF;
+    FOR g IN SELECT * FROM jsonb_array_elements(p_filters) LOOP
+        is_or := COALESCE(g ->> 'value' = 'OR', false);
+        res := NOT is_or OR jsonb_array_length(g -> 'children') = 0;
+        FOR c IN SELECT * FROM jsonb_array_elements(g -> 'children') LOOP
+            CASE c ->> 'on'
+            WHEN 'payload' THEN
+                ok := novu._filter_matches(p_payload #> string_to_array(c ->> 'field', '.'), c ->> 'operator', c -> 'value');
+            WHEN 'subscriber' THEN
+                ok := novu._filter_matches(p_subscriber #> string_to_array(c ->> 'field', '.'), c ->> 'operator', c -> 'value');
+            WHEN 'isOnline' THEN
+                ok := COALESCE(p_is_online, false) = (c ->> 'value')::boolean;
+            WHEN 'isOnlineInLast' THEN
+                ok := COALESCE(p_is_online, false)
+                      OR COALESCE(p_last_online_at >= now() - (c ->> 'value')::integer * ('1 ' || (c ->> 'timeOperator'))::interval, false);
+            WHEN 'previousStep' THEN
+                SELECT s.n - 1 INTO target FROM jsonb_array_elements(p_steps) WITH ORDINALITY AS s(step, n)
+                 WHERE novu._step_id(s.step, (s.n - 1)::integer) = c ->> 'step' LIMIT 1;
+                st := novu._previous_step_state(p_transaction_id, p_subscriber_id, target);
+                ok := st IS NOT NULL AND CASE c ->> 'stepType'
+                        WHEN 'read' THEN (st ->> 'read')::boolean WHEN 'unread' THEN NOT (st ->> 'read')::boolean
+                        WHEN 'seen' THEN (st ->> 'seen')::boolean ELSE NOT (st ->> 'seen')::boolean END;
+            ELSE
+                ok := false;
+            END CASE;
+            ok := COALESCE(ok, false);
+            IF is_or AND ok THEN res := true; EXIT; END IF;
+            IF NOT is_or AND NOT ok THEN res := false; EXIT; END IF;
+        END LOOP;
+        IF COALESCE((g ->> 'isNegated')::boolean, false) THEN
+            res := NOT res;
+        END IF;
+        IF res THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION novu._filters_pass(jsonb, jsonb, jsonb, jsonb, boolean, timestamptz, text, text) IS 'Internal (workers): whether a step''s filters pass for a notification';
+
+-- What the steps after a digest see as "step" in their templates: digest true,
+-- the merged events' payloads oldest first (the first 1000, at most 1 MiB in
+-- all: the worker's memory per message stays bounded) and total_count (all).
+CREATE FUNCTION novu._digest_context(p_digest_id bigint)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object('digest', true,
+                              'events', COALESCE(jsonb_agg(x.payload ORDER BY x.event_id) FILTER (WHERE x.keep), '[]'),
+                              'total_count', count(*))
+      FROM (SELECT m.payload, m.event_id,
+                   row_number() OVER w <= 1000 AND sum(pg_column_size(m.payload)) OVER w <= 1048576 AS keep
+              FROM novu.digest_events m
+             WHERE m.digest_id = p_digest_id AND m.status = 'merged'
+            WINDOW w AS (ORDER BY m.event_id)) x
+$$;
+COMMENT ON FUNCTION novu._digest_context(bigint) IS 'Internal (workers): step.digest, step.events (oldest first) and step.total_count of a digest';
+
+-- A notification reaches a digest step: it merges into the open window of its
+-- (workflow, subscriber, step, digestKey value), or opens one, or (backoff, no
+-- event of that key in the backoff window) goes through at once.  Returns
+-- 'merged', 'opened' or 'through'.  Events of one key are serialized by a
+-- transaction advisory lock: two at once end in one window, each merged once.
+-- A window being closed (claimed by novu._continue) is locked: a merge waits,
+-- then finds it closed and opens the next one.
+CREATE FUNCTION novu._digest_join(p_transaction_id text, p_event_id bigint, p_workflow_id text, p_subscriber_id text,
+                                  p_step_index integer, p_step jsonb, p_payload jsonb)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text := '';
+    r novu.step_runs;
+    backoff interval;
+    window_len interval := novu._step_interval(p_step -> 'amount', p_step -> 'unit');
+    raw jsonb := jsonb_build_object('stepId', novu._step_id(p_step, p_step_index), 'stepIndex', p_step_index);
+BEGIN
+    IF p_step ? 'digestKey' THEN
+        k := COALESCE(p_payload #>> novu._payload_path(p_step ->> 'digestKey'), '');
+        raw := raw || jsonb_build_object('digestKey', k);
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('novu.digest'),
+                                  hashtext(p_workflow_id || '/' || p_subscriber_id || '/' || p_step_index || '/' || k));
+    SELECT * INTO r FROM novu.step_runs x
+     WHERE x.kind = 'digest' AND x.status = 'waiting' AND x.workflow_id = p_workflow_id
+       AND x.subscriber_id = p_subscriber_id AND x.step_index = p_step_index AND x.digest_key = k
+       FOR UPDATE;
+    IF FOUND THEN
+        INSERT INTO novu.digest_events (digest_id, transaction_id, event_id, payload)
+        VALUES (r.id, p_transaction_id, COALESCE(p_event_id, 0), COALESCE(p_payload, '{}'))
+        ON CONFLICT DO NOTHING;
+        UPDATE novu.step_runs x SET last_event_at = now(), updated_at = now() WHERE x.id = r.id;
+        INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+        VALUES (p_transaction_id, p_subscriber_id, p_workflow_id, 'digest', 'Pending',
+                'Merged into the digest of transaction ' || r.transaction_id, raw || jsonb_build_object('digestId', r.id));
+        RETURN 'merged';
+    END IF;
+    IF COALESCE((p_step ->> 'backoff')::boolean, false) THEN
+        backoff := COALESCE(novu._step_interval(p_step -> 'backoffAmount', p_step -> 'backoffUnit'), window_len);
+        IF NOT EXISTS (SELECT FROM novu.step_runs x
+                        WHERE x.kind = 'digest' AND x.workflow_id = p_workflow_id AND x.subscriber_id = p_subscriber_id
+                          AND x.step_index = p_step_index AND x.digest_key = k AND x.last_event_at > now() - backoff) THEN
+            -- recorded (done at once) so that the next event within the backoff window opens a digest
+            INSERT INTO novu.step_runs (kind, transaction_id, workflow_id, subscriber_id, step_index, digest_key, status, due_at)
+            VALUES ('digest', p_transaction_id, p_workflow_id, p_subscriber_id, p_step_index, k, 'done', now())
+            RETURNING * INTO r;
+            INSERT INTO novu.digest_events (digest_id, transaction_id, event_id, payload)
+            VALUES (r.id, p_transaction_id, COALESCE(p_event_id, 0), COALESCE(p_payload, '{}'));
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            VALUES (p_transaction_id, p_subscriber_id, p_workflow_id, 'digest', 'Success',
+                    'Digest skipped: no event in the backoff window, sent at once', raw || jsonb_build_object('digestId', r.id));
+            RETURN 'through';
+        END IF;
+    END IF;
+    INSERT INTO novu.step_runs (kind, transaction_id, workflow_id, subscriber_id, step_index, digest_key, due_at)
+    VALUES ('digest', p_transaction_id, p_workflow_id, p_subscriber_id, p_step_index, k, now() + window_len)
+    RETURNING * INTO r;
+    INSERT INTO novu.digest_events (digest_id, transaction_id, event_id, payload)
+    VALUES (r.id, p_transaction_id, COALESCE(p_event_id, 0), COALESCE(p_payload, '{}'));
+    INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+    VALUES (p_transaction_id, p_subscriber_id, p_workflow_id, 'digest', 'Pending',
+            'Digest started: events until ' || novu._iso(r.due_at) || ' are merged',
+            raw || jsonb_build_object('digestId', r.id, 'dueAt', novu._iso(r.due_at)));
+    RETURN 'opened';
+END
+$$;
+COMMENT ON FUNCTION novu._digest_join(text, bigint, text, text, integer, jsonb, jsonb) IS 'Internal (workers): merge a notification into its digest window, open one, or let it through (backoff)';
+
+-- Walk notifications (transaction, workflow, subscriber) from step p_from_steps
+-- on (a digest's context p_digest_ids for the steps after it): filters, channel
+-- steps expanded into messages (the first p_lease_limit leased and returned as
+-- novu._expand does), and a stop at the first delay or digest, which is
+-- written to novu.step_runs.  A delay whose time cannot be had (delayPath
+-- missing, not a time, or past; a bad overrides.delay) fails that notification
+-- with the reason.
+CREATE FUNCTION novu._advance(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[],
+                              p_from_steps integer[], p_digest_ids bigint[], p_lease_limit integer, p_lease_ms integer)
+RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
+               device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
+               step jsonb, step_key text, subscriber jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+#variable_conflict use_column
+DECLARE
+    k integer;
+    v_tx text;
+    v_wf text;
+    v_sub text;
+    v_digest bigint;
+    ctx jsonb;
+    w novu.workflows;
+    ev novu.events;
+    sub novu.subscribers;
+    profile jsonb;
+    st jsonb;
+    stype text;
+    i integer;
+    nsteps integer;
+    leased integer := 0;
+    n integer;
+    due timestamptz;
+    err text;
+    t text;
+    d interval;
+    raw jsonb;
+    h integer;
+BEGIN
+    -- The digest keys these notifications may reach, locked now in one order
+    -- (novu._digest_join takes them again, already held): two workers fanning
+    -- out events of the same keys in different orders never wait on each
+    -- other in a cycle.
+    FOR h IN SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' ||
+                                      CASE WHEN s.step ? 'digestKey'
+                                           THEN COALESCE(e.payload #>> novu._payload_path(s.step ->> 'digestKey'), '')
+                                           ELSE '' END)
+               FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_from_steps) AS z(t, w, s, f)
+               JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
+               CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
+               LEFT JOIN novu.events e ON e.transaction_id = z.t
+              WHERE s.step ->> 'type' = 'digest' AND s.n > COALESCE(z.f, 0)
+              ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(hashtext('novu.digest'), h);
+    END LOOP;
+    FOR k IN 1 .. COALESCE(cardinality(p_transaction_ids), 0) LOOP
+        v_tx := p_transaction_ids[k];
+        v_wf := p_workflow_ids[k];
+        v_sub := p_subscriber_ids[k];
+        v_digest := p_digest_ids[k];
+        ctx := CASE WHEN v_digest IS NOT NULL THEN jsonb_build_object('_digest', novu._digest_context(v_digest)) END;
+        SELECT * INTO w FROM novu.workflows x WHERE x.workflow_id = v_wf;
+        IF NOT FOUND THEN
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, status, detail)
+            VALUES (v_tx, v_sub, v_wf, 'Failed', 'Workflow not found');
+            CONTINUE;
+        END IF;
+        SELECT * INTO ev FROM novu.events e WHERE e.transaction_id = v_tx;
+        SELECT * INTO sub FROM novu.subscribers s WHERE s.subscriber_id = v_sub;
+        profile := CASE WHEN sub.subscriber_id IS NOT NULL THEN jsonb_build_object(
+                       'subscriberId', sub.subscriber_id, 'firstName', sub.first_name, 'lastName', sub.last_name,
+                       'email', sub.email, 'phone', sub.phone, 'avatar', sub.avatar, 'locale', sub.locale,
+                       'timezone', sub.timezone, 'data', sub.data, 'isOnline', sub.is_online,
+                       'lastOnlineAt', novu._iso(sub.last_online_at)) END;
+        nsteps := jsonb_array_length(w.steps);
+        i := COALESCE(p_from_steps[k], 0);
+        WHILE i < nsteps LOOP
+            st := w.steps -> i;
+            stype := st ->> 'type';
+            raw := jsonb_build_object('stepId', novu._step_id(st, i), 'stepIndex', i);
+            IF st ? 'filters' AND NOT novu._filters_pass(st -> 'filters', w.steps, COALESCE(ev.payload, '{}'), profile,
+                                                         sub.is_online, sub.last_online_at, v_tx, v_sub) THEN
+                INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+                VALUES (v_tx, v_sub, v_wf, stype, 'Warning', 'Step was filtered based on steps filters', raw);
+                i := i + 1;
+                CONTINUE;
+            END IF;
+            IF stype = 'delay' THEN
+                due := NULL;
+                err := NULL;
+                IF st ? 'delayPath' THEN
+                    t := ev.payload #>> novu._payload_path(st ->> 'delayPath');
+                    IF t IS NULL THEN
+                        err := format('Delay failed: payload.%s is missing', regexp_replace(st ->> 'delayPath', '^payload\.', ''));
+                    ELSIF NOT t ~ '^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$' THEN
+                        err := format('Delay failed: payload.%s is not an ISO time', regexp_replace(st ->> 'delayPath', '^payload\.', ''));
+                    ELSE
+                        BEGIN
+                            due := t::timestamptz;
+                        EXCEPTION WHEN OTHERS THEN
+                            err := format('Delay failed: payload.%s is not an ISO time', regexp_replace(st ->> 'delayPath', '^payload\.', ''));
+                        END;
+                        IF due <= now() THEN
+                            err := format('Delay failed: payload.%s (%s) is in the past',
+                                          regexp_replace(st ->> 'delayPath', '^payload\.', ''), t);
+                        END IF;
+                    END IF;
+                ELSE
+                    d := novu._step_interval(st -> 'amount', st -> 'unit');
+                    IF ev.overrides ? 'delay' THEN
+                        d := novu._step_interval(ev.overrides -> 'delay' -> 'amount', ev.overrides -> 'delay' -> 'unit');
+                        IF d IS NULL OR d > interval '1 year' THEN
+                            err := 'Delay failed: overrides.delay must be {"amount": a positive integer, "unit": seconds ... months}, at most a year';
+                        END IF;
+                    END IF;
+                    due := now() + d;
+                END IF;
+                IF err IS NOT NULL THEN
+                    INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+                    VALUES (v_tx, v_sub, v_wf, 'delay', 'Failed', err, raw);
+                    EXIT;
+                END IF;
+                INSERT INTO novu.step_runs (kind, transaction_id, workflow_id, subscriber_id, step_index, digest_id, due_at)
+                VALUES ('delay', v_tx, v_wf, v_sub, i, v_digest, due);
+                INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+                VALUES (v_tx, v_sub, v_wf, 'delay', 'Pending', 'Step delayed until ' || novu._iso(due),
+                        raw || jsonb_build_object('dueAt', novu._iso(due)));
+                EXIT;
+            ELSIF stype = 'digest' THEN
+                EXIT WHEN novu._digest_join(v_tx, ev.id, v_wf, v_sub, i, st, COALESCE(ev.payload, '{}')) <> 'through';
+                -- let through at once (backoff): the steps after it see no digest
+                v_digest := NULL;
+                ctx := NULL;
+            ELSE
+                RETURN QUERY
+                SELECT x.id, x.attempts, x.transaction_id, x.workflow_id, x.subscriber_id, x.device_token,
+                       x.integration_id, x.payload, x.overrides, x.actor,
+                       CASE WHEN ctx IS NULL THEN x.step ELSE x.step || ctx END,
+                       x.step_key || COALESCE('/' || v_digest, ''), x.subscriber
+                  FROM novu._expand(ARRAY[v_tx], ARRAY[v_wf], ARRAY[v_sub], GREATEST(p_lease_limit - leased, 0),
+                                    p_lease_ms, ARRAY[i]) x;
+                GET DIAGNOSTICS n = ROW_COUNT;
+                leased := leased + n;
+                IF v_digest IS NOT NULL THEN
+                    UPDATE novu.deliveries dl SET digest_id = v_digest
+                     WHERE dl.transaction_id = v_tx AND dl.subscriber_id = v_sub AND dl.step_index = i
+                       AND dl.digest_id IS NULL;
+                END IF;
+            END IF;
+            i := i + 1;
+        END LOOP;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION novu._advance(text[], text[], text[], integer[], bigint[], integer, integer) IS 'Internal (workers): run notifications of staged workflows step by step from a step on, up to the next delay or digest';
+
+-- Start notifications: those of staged workflows (delay, digest, filters) step
+-- by step (novu._advance), the others in one statement (novu._expand).
+CREATE FUNCTION novu._start(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[],
+                            p_lease_limit integer, p_lease_ms integer)
+RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
+               device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
+               step jsonb, step_key text, subscriber jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    pt text[];
+    pw text[];
+    ps text[];
+    st text[];
+    sw text[];
+    ss text[];
+    n integer := 0;
+    done_n bigint[];
+BEGIN
+    IF NOT EXISTS (SELECT FROM novu.workflows w WHERE w.workflow_id = ANY (p_workflow_ids) AND w.staged) THEN
+        RETURN QUERY SELECT * FROM novu._expand(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_lease_limit, p_lease_ms);
+        RETURN;
+    END IF;
+    SELECT array_agg(z.t ORDER BY z.n) FILTER (WHERE NOT COALESCE(w.staged, false)),
+           array_agg(z.w ORDER BY z.n) FILTER (WHERE NOT COALESCE(w.staged, false)),
+           array_agg(z.s ORDER BY z.n) FILTER (WHERE NOT COALESCE(w.staged, false)),
+           array_agg(z.t ORDER BY z.n) FILTER (WHERE w.staged),
+           array_agg(z.w ORDER BY z.n) FILTER (WHERE w.staged),
+           array_agg(z.s ORDER BY z.n) FILTER (WHERE w.staged)
+      INTO pt, pw, ps, st, sw, ss
+      FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids) WITH ORDINALITY AS z(t, w, s, n)
+      LEFT JOIN novu.workflows w ON w.workflow_id = z.w;
+    IF pt IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM novu._expand(pt, pw, ps, p_lease_limit, p_lease_ms);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
+    IF st IS NULL THEN
+        RETURN;
+    END IF;
+    -- Workflows that begin with a regular delay (no filters on it, no
+    -- overrides.delay in the trigger): the delay rows of all those
+    -- notifications are written together; the others go step by step.
+    WITH cand AS (
+        SELECT z.t, z.w, z.s, z.n, w.steps -> 0 AS d
+          FROM unnest(st, sw, ss) WITH ORDINALITY AS z(t, w, s, n)
+          JOIN novu.workflows w ON w.workflow_id = z.w
+          LEFT JOIN novu.events e ON e.transaction_id = z.t
+         WHERE jsonb_typeof(w.steps) = 'array' AND w.steps -> 0 ->> 'type' = 'delay'
+           AND NOT (w.steps -> 0) ? 'delayPath' AND NOT (w.steps -> 0) ? 'filters'
+           AND NOT COALESCE(e.overrides ? 'delay', false)),
+    ins AS (
+        INSERT INTO novu.step_runs (kind, transaction_id, workflow_id, subscriber_id, step_index, due_at)
+        SELECT 'delay', c.t, c.w, c.s, 0, now() + novu._step_interval(c.d -> 'amount', c.d -> 'unit')
+          FROM cand c
+        RETURNING novu.step_runs.transaction_id, novu.step_runs.workflow_id, novu.step_runs.subscriber_id,
+                  novu.step_runs.due_at),
+    logged AS (
+        INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+        SELECT i.transaction_id, i.subscriber_id, i.workflow_id, 'delay', 'Pending', 'Step delayed until ' || novu._iso(i.due_at),
+               jsonb_build_object('stepId', novu._step_id(w.steps -> 0, 0), 'stepIndex', 0, 'dueAt', novu._iso(i.due_at))
+          FROM ins i JOIN novu.workflows w ON w.workflow_id = i.workflow_id)
+    SELECT array_agg(c.n) INTO done_n FROM cand c;
+    IF done_n IS NOT NULL THEN
+        SELECT array_agg(z.t ORDER BY z.n), array_agg(z.w ORDER BY z.n), array_agg(z.s ORDER BY z.n)
+          INTO st, sw, ss
+          FROM unnest(st, sw, ss) WITH ORDINALITY AS z(t, w, s, n)
+         WHERE NOT z.n = ANY (done_n);
+    END IF;
+    IF st IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM novu._advance(st, sw, ss, NULL, NULL, GREATEST(p_lease_limit - n, 0), p_lease_ms);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._start(text[], text[], text[], integer, integer) IS 'Internal (workers): start notifications, staged workflows step by step, the others in one statement';
+
+-- Run the steps after delays and digest windows (ids of novu.step_runs, locked
+-- by the caller, in order): each row turns 'done' and the steps after it run,
+-- in the caller's transaction; a digest runs them once, for its oldest event
+-- still merged (the leader), with step.events.  Returns the messages leased to
+-- the caller (at most p_lease_limit, see novu._expand).
+CREATE FUNCTION novu._run_steps(p_ids bigint[], p_lease_limit integer, p_lease_ms integer)
+RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
+               device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
+               step jsonb, step_key text, subscriber jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    r novu.step_runs;
+    leased integer := 0;
+    n integer;
+    leader text;
+    total integer;
+    plain bigint[];
+    tx text[];
+    wf text[];
+    sub text[];
+    st integer[];
+BEGIN
+    -- Delays followed by channel steps without filters only (the usual "wait,
+    -- then send"): all of them done and expanded together, in one statement
+    -- of novu._expand (a row per notification and step).  The others go one
+    -- by one, step by step (novu._advance).
+    SELECT array_agg(x.id ORDER BY u.n) INTO plain
+      FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
+      JOIN novu.step_runs x ON x.id = u.id
+      JOIN novu.workflows w ON w.workflow_id = x.workflow_id
+     WHERE x.status = 'waiting' AND x.kind = 'delay' AND x.digest_id IS NULL
+       AND jsonb_typeof(w.steps) = 'array'
+       AND NOT EXISTS (SELECT FROM jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
+                        WHERE s.n > x.step_index + 1
+                          AND (s.step ->> 'type' IN ('delay', 'digest') OR s.step ? 'filters'));
+    IF plain IS NOT NULL THEN
+        WITH d AS (
+            UPDATE novu.step_runs x SET status = 'done', updated_at = now()
+             WHERE x.id = ANY (plain)
+            RETURNING x.id, x.transaction_id, x.workflow_id, x.subscriber_id, x.step_index),
+        logged AS (
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            SELECT d.transaction_id, d.subscriber_id, d.workflow_id, 'delay', 'Success', 'Delay finished',
+                   jsonb_build_object('stepIndex', d.step_index)
+              FROM d)
+        SELECT array_agg(d.transaction_id ORDER BY array_position(plain, d.id), s.n),
+               array_agg(d.workflow_id ORDER BY array_position(plain, d.id), s.n),
+               array_agg(d.subscriber_id ORDER BY array_position(plain, d.id), s.n),
+               array_agg((s.n - 1)::integer ORDER BY array_position(plain, d.id), s.n)
+          INTO tx, wf, sub, st
+          FROM d JOIN novu.workflows w ON w.workflow_id = d.workflow_id
+          CROSS JOIN LATERAL jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
+         WHERE s.n > d.step_index + 1;
+        IF tx IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM novu._expand(tx, wf, sub, p_lease_limit, p_lease_ms, st);
+            GET DIAGNOSTICS leased = ROW_COUNT;
+        END IF;
+    END IF;
+    FOR r IN SELECT x.* FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
+               JOIN novu.step_runs x ON x.id = u.id
+              WHERE x.status = 'waiting'
+              ORDER BY u.n LOOP
+        UPDATE novu.step_runs x SET status = 'done', updated_at = now() WHERE x.id = r.id;
+        IF r.kind = 'delay' THEN
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            VALUES (r.transaction_id, r.subscriber_id, r.workflow_id, 'delay', 'Success', 'Delay finished',
+                    jsonb_build_object('stepIndex', r.step_index));
+            RETURN QUERY
+            SELECT * FROM novu._advance(ARRAY[r.transaction_id], ARRAY[r.workflow_id], ARRAY[r.subscriber_id],
+                                        ARRAY[r.step_index + 1], ARRAY[r.digest_id],
+                                        GREATEST(p_lease_limit - leased, 0), p_lease_ms);
+        ELSE
+            leader := NULL;
+            SELECT m.transaction_id, count(*) OVER () INTO leader, total
+              FROM novu.digest_events m WHERE m.digest_id = r.id AND m.status = 'merged'
+             ORDER BY m.event_id LIMIT 1;
+            IF leader IS NULL THEN
+                UPDATE novu.step_runs x SET status = 'canceled' WHERE x.id = r.id;
+                CONTINUE;
+            END IF;
+            UPDATE novu.step_runs x SET transaction_id = leader WHERE x.id = r.id AND x.transaction_id <> leader;
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            SELECT m.transaction_id, r.subscriber_id, r.workflow_id, 'digest', 'Success',
+                   CASE WHEN m.transaction_id = leader
+                        THEN format('Digest finished: %s event%s', total, CASE WHEN total = 1 THEN '' ELSE 's' END)
+                        ELSE 'Digest finished: sent with transaction ' || leader END,
+                   jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id, 'digestKey', r.digest_key)
+              FROM novu.digest_events m WHERE m.digest_id = r.id AND m.status = 'merged';
+            RETURN QUERY
+            SELECT * FROM novu._advance(ARRAY[leader], ARRAY[r.workflow_id], ARRAY[r.subscriber_id],
+                                        ARRAY[r.step_index + 1], ARRAY[r.id],
+                                        GREATEST(p_lease_limit - leased, 0), p_lease_ms);
+        END IF;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        leased := leased + n;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION novu._run_steps(bigint[], integer, integer) IS 'Internal (workers): run the steps after locked delays and digest windows; returns the messages leased to the caller';
+
+-- Go on with delays and digest windows that are due, at most p_limit of them:
+-- claimed FOR UPDATE SKIP LOCKED by the due index (the cost is the batch's,
+-- however many wait), then run by novu._run_steps in the claim's transaction,
+-- the whole batch at once; if that fails, one by one, and a row that fails
+-- (not transiently) is marked failed with the reason while the others go on.
+-- Returns the messages leased to the caller, then one row with the count of
+-- rows handled.
+CREATE FUNCTION novu._continue(p_limit integer, p_lease_limit integer, p_lease_ms integer)
+RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
+               device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
+               step jsonb, step_key text, subscriber jsonb, handled integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    ids bigint[];
+    one bigint;
+    leased integer := 0;
+    n integer;
+    msg text;
+    state text;
+BEGIN
+    SELECT array_agg(c.id ORDER BY c.due_at) INTO ids
+      FROM (SELECT x.id, x.due_at FROM novu.step_runs x
+             WHERE x.status = 'waiting' AND x.due_at <= now()
+             ORDER BY x.due_at LIMIT p_limit
+             FOR UPDATE SKIP LOCKED) c;
+    IF ids IS NOT NULL THEN
+        BEGIN
+            RETURN QUERY SELECT x.*, 0 FROM novu._run_steps(ids, p_lease_limit, p_lease_ms) x;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE;
+            -- transient (serialization, deadlock, lock timeout, resources): the claim is tried again
+            IF left(state, 2) IN ('40', '53', '55', '57', '58') THEN
+                RAISE;
+            END IF;
+            FOREACH one IN ARRAY ids LOOP
+                BEGIN
+                    RETURN QUERY SELECT x.*, 0 FROM novu._run_steps(ARRAY[one], GREATEST(p_lease_limit - leased, 0), p_lease_ms) x;
+                    GET DIAGNOSTICS n = ROW_COUNT;
+                    leased := leased + n;
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+                    IF left(state, 2) IN ('40', '53', '55', '57', '58') THEN
+                        RAISE;
+                    END IF;
+                    UPDATE novu.step_runs x SET status = 'failed', updated_at = now() WHERE x.id = one;
+                    INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail)
+                    SELECT x.transaction_id, x.subscriber_id, x.workflow_id, x.kind, 'Failed', 'Step failed: ' || msg
+                      FROM novu.step_runs x WHERE x.id = one;
+                END;
+            END LOOP;
+        END;
+    END IF;
+    RETURN QUERY SELECT NULL::bigint, NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text, NULL::bigint,
+                        NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb,
+                        COALESCE(cardinality(ids), 0);
+END
+$$;
+COMMENT ON FUNCTION novu._continue(integer, integer, integer) IS 'Internal (workers): go on with due delays and digest windows in the claim''s transaction; returns the messages leased to the caller, then one row with the count handled';
+
+-- Cancel the waiting steps of a transaction (novu.cancel): its delays, and its
+-- events in open digest windows.  A window whose leader is canceled passes to
+-- its oldest event still merged; a window left empty is canceled.  Windows and
+-- delays being run by a worker are waited for (they are locked), and then are
+-- no longer waiting: their messages are canceled by novu.cancel after this.
+-- Returns the number of steps canceled.
+CREATE FUNCTION novu._cancel_steps(p_transaction_id text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+    r novu.step_runs;
+    leader text;
+BEGIN
+    WITH c AS (
+        UPDATE novu.step_runs x SET status = 'canceled', updated_at = now()
+         WHERE x.transaction_id = p_transaction_id AND x.kind = 'delay' AND x.status = 'waiting'
+        RETURNING x.*)
+    INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+    SELECT c.transaction_id, c.subscriber_id, c.workflow_id, 'delay', 'Warning', 'Delay canceled',
+           jsonb_build_object('stepIndex', c.step_index)
+      FROM c;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    FOR r IN SELECT x.* FROM novu.step_runs x
+              WHERE x.kind = 'digest' AND x.status = 'waiting'
+                AND x.id IN (SELECT m.digest_id FROM novu.digest_events m
+                              WHERE m.transaction_id = p_transaction_id AND m.status = 'merged')
+              ORDER BY x.id
+              FOR UPDATE OF x LOOP
+        UPDATE novu.digest_events m SET status = 'canceled'
+         WHERE m.digest_id = r.id AND m.transaction_id = p_transaction_id AND m.status = 'merged';
+        CONTINUE WHEN NOT FOUND;
+        n := n + 1;
+        INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+        VALUES (p_transaction_id, r.subscriber_id, r.workflow_id, 'digest', 'Warning', 'Digest event canceled',
+                jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id));
+        leader := NULL;
+        SELECT m.transaction_id INTO leader FROM novu.digest_events m
+         WHERE m.digest_id = r.id AND m.status = 'merged' ORDER BY m.event_id LIMIT 1;
+        IF leader IS NULL THEN
+            UPDATE novu.step_runs x SET status = 'canceled', updated_at = now() WHERE x.id = r.id;
+        ELSIF leader <> r.transaction_id THEN
+            UPDATE novu.step_runs x SET transaction_id = leader, updated_at = now() WHERE x.id = r.id;
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            VALUES (leader, r.subscriber_id, r.workflow_id, 'digest', 'Pending',
+                    'Digest handed over: transaction ' || p_transaction_id || ' was canceled, this event leads it now',
+                    jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id));
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION novu._cancel_steps(text) IS 'Internal: cancel a transaction''s delays and digest events (a canceled leader hands its window to the oldest event left)';
 
 -- Mark locked outbox rows processed, reached by TID.  Only the TID scan is left
 -- to the planner: with "0 pages" statistics it preferred scanning the pending
@@ -2481,7 +3559,7 @@ BEGIN
     END IF;
     IF txids IS NOT NULL THEN
         BEGIN
-            RETURN QUERY SELECT x.*, 0 FROM novu._expand(txids, wfids, subids, p_lease_limit, p_lease_ms) x;
+            RETURN QUERY SELECT x.*, 0 FROM novu._start(txids, wfids, subids, p_lease_limit, p_lease_ms) x;
             GET DIAGNOSTICS leased = ROW_COUNT;
         EXCEPTION WHEN OTHERS THEN
             -- one bad event (and nothing it returned) is undone; the others go on one by one
@@ -2489,7 +3567,7 @@ BEGIN
             FOREACH one IN ARRAY ARRAY(SELECT DISTINCT u FROM unnest(txids) u) LOOP
                 BEGIN
                     RETURN QUERY
-                    SELECT x.*, 0 FROM novu._expand(
+                    SELECT x.*, 0 FROM novu._start(
                         ARRAY(SELECT t FROM unnest(txids, wfids, subids) AS z(t, w, s) WHERE t = one),
                         ARRAY(SELECT w FROM unnest(txids, wfids, subids) AS z(t, w, s) WHERE t = one),
                         ARRAY(SELECT s FROM unnest(txids, wfids, subids) AS z(t, w, s) WHERE t = one),
@@ -2542,7 +3620,7 @@ BEGIN
             END IF;
             IF chunk IS NOT NULL THEN
                 RETURN QUERY
-                SELECT x.*, 0 FROM novu._expand(array_fill(b.transaction_id, ARRAY[cardinality(chunk)]),
+                SELECT x.*, 0 FROM novu._start(array_fill(b.transaction_id, ARRAY[cardinality(chunk)]),
                                                 array_fill(b.workflow_id, ARRAY[cardinality(chunk)]), chunk,
                                                 GREATEST(p_lease_limit - leased, 0), p_lease_ms) x;
                 GET DIAGNOSTICS n = ROW_COUNT;
@@ -2815,7 +3893,13 @@ BEGIN
          WHERE x.status IN ('processed', 'canceled') AND x.created_at < now() - p_retention
            AND NOT EXISTS (SELECT FROM novu.deliveries d
                             WHERE d.transaction_id = x.transaction_id AND d.status IN ('pending', 'sending'))
+           AND NOT EXISTS (SELECT FROM novu.step_runs r
+                            WHERE r.transaction_id = x.transaction_id AND r.status = 'waiting')
          LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    -- finished delays and digests (their events cascade)
+    DELETE FROM novu.step_runs WHERE id IN (
+        SELECT id FROM novu.step_runs WHERE status <> 'waiting' AND updated_at < now() - p_retention LIMIT p_limit);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     RETURN total;
 END
@@ -2916,6 +4000,7 @@ GRANT INSERT, SELECT ON novu.subscriber_import TO novu_app;
 GRANT USAGE ON SEQUENCE novu.subscriber_import_line_seq TO novu_app;
 GRANT DELETE ON novu.subscriber_import_rejects TO novu_app;
 GRANT SELECT ON novu.integrations, novu.events, novu.deliveries, novu.provider_stats, novu.stat_providers TO novu_admin;
+GRANT SELECT ON novu.step_runs, novu.digest_events TO novu_admin;
 
 -- The delivery workers: only what delivery needs (read the model, write the queue
 -- and the history, prune dead tokens).
@@ -2929,9 +4014,24 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON novu.deliveries TO novu_worker;
 GRANT SELECT, INSERT, DELETE ON novu.execution_details TO novu_worker;
 GRANT SELECT, INSERT, UPDATE ON novu.provider_stats TO novu_worker;
 GRANT USAGE ON SEQUENCE novu.deliveries_id_seq, novu.execution_details_id_seq TO novu_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON novu.step_runs, novu.digest_events TO novu_worker;
+GRANT USAGE ON SEQUENCE novu.step_runs_id_seq TO novu_worker;
 GRANT EXECUTE ON FUNCTION
-    novu._expand(text[], text[], text[], integer, integer),
+    novu._expand(text[], text[], text[], integer, integer, integer[]),
     novu._fanout(integer, integer, integer, integer, integer),
+    novu._start(text[], text[], text[], integer, integer),
+    novu._advance(text[], text[], text[], integer[], bigint[], integer, integer),
+    novu._continue(integer, integer, integer),
+    novu._run_steps(bigint[], integer, integer),
+    novu._digest_join(text, bigint, text, text, integer, jsonb, jsonb),
+    novu._digest_context(bigint),
+    novu._filters_pass(jsonb, jsonb, jsonb, jsonb, boolean, timestamptz, text, text),
+    novu._filter_matches(jsonb, text, jsonb),
+    novu._previous_step_state(text, text, integer),
+    novu._step_id(jsonb, integer),
+    novu._step_interval(jsonb, jsonb),
+    novu._payload_path(text),
+    novu._iso(timestamptz),
     novu._take_events(tid[]),
     novu._topic_chunk(text[], text[], text, text, integer),
     novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]),

@@ -1,8 +1,9 @@
 /*
  * render.c
  *		Rendering of a claimed message: the step's templates against
- *		{payload, subscriber, actor}, the step's data, and the provider's
- *		overrides (step, then trigger; both Novu forms; deep-merged).
+ *		{payload, subscriber, actor} (and step, after a digest), the step's
+ *		data, and the provider's overrides (step, then trigger, then the
+ *		trigger's overrides.steps.<stepId>; both Novu forms; deep-merged).
  *
  * Runs in the worker between transactions: no SQL, no catalog access.
  */
@@ -76,6 +77,39 @@ provider_overrides(Jsonb *step_overrides, Jsonb *trigger_overrides, const char *
 	return result;
 }
 
+/*
+ * The trigger's overrides for this step: overrides.steps.<stepId> (Novu), the
+ * step's id being its stepId or "<type>-<index>" (the index from the step key
+ * "workflow/index/..."); NULL if none.
+ */
+static Jsonb *
+trigger_step_overrides(ClaimedRow *r)
+{
+	JsonbValue	steps;
+	JsonbValue	v;
+	char	   *id;
+	const char *slash;
+
+	if (r->trigger_overrides == NULL || !JB_ROOT_IS_OBJECT(r->trigger_overrides) ||
+		!jsonb_container_get(&r->trigger_overrides->root, "steps", &steps) || steps.type != jbvBinary ||
+		!JsonContainerIsObject(steps.val.binary.data))
+		return NULL;
+	id = jsonb_container_get_string(&r->step->root, "stepId");
+	if (id == NULL)
+	{
+		char	   *type = jsonb_container_get_string(&r->step->root, "type");
+
+		slash = r->step_key ? strchr(r->step_key, '/') : NULL;
+		if (type == NULL || slash == NULL)
+			return NULL;
+		id = psprintf("%s-%d", type, atoi(slash + 1));
+	}
+	if (!jsonb_container_get(steps.val.binary.data, id, &v) || v.type != jbvBinary ||
+		!JsonContainerIsObject(v.val.binary.data))
+		return NULL;
+	return JsonbValueToJsonb(&v);
+}
+
 /* Compile a step's title and content, or find them in this batch's cache. */
 static StepTemplates *
 step_templates(RenderCache *cache, ClaimedRow *r)
@@ -108,18 +142,29 @@ step_templates(RenderCache *cache, ClaimedRow *r)
 	return st;
 }
 
-/* The rendering context {payload, subscriber, actor} of a message. */
+/*
+ * The rendering context {payload, subscriber, actor} of a message, and "step"
+ * ({digest, events, total_count}) for a step after a digest: the workflow
+ * engine hands it in the step's "_digest" key (novu._digest_context).
+ */
 static Jsonb *
 render_context(ClaimedRow *r)
 {
 	JsonbParseState *state = NULL;
 	JsonbValue	v;
-	Jsonb	   *parts[3] = {r->payload, r->subscriber, r->actor};
-	const char *names[3] = {"payload", "subscriber", "actor"};
+	JsonbValue	digest;
+	Jsonb	   *parts[4] = {r->payload, r->subscriber, r->actor, NULL};
+	const char *names[4] = {"payload", "subscriber", "actor", "step"};
+	int			nparts = 3;
 	int			i;
 
+	if (r->step != NULL && jsonb_container_get(&r->step->root, "_digest", &digest) && digest.type == jbvBinary)
+	{
+		parts[3] = JsonbValueToJsonb(&digest);
+		nparts = 4;
+	}
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < nparts; i++)
 	{
 		jsonb_push_key(&state, names[i]);
 		if (parts[i] == NULL)
@@ -179,6 +224,7 @@ render_message(RenderCache *cache, ClaimedRow *r, char **error)
 	StepTemplates *st = step_templates(cache, r);
 	Jsonb	   *context;
 	Jsonb	   *step_data;
+	Jsonb	   *step_ov;
 	JsonbValue	ov;
 
 	if (st->error != NULL)
@@ -207,6 +253,15 @@ render_message(RenderCache *cache, ClaimedRow *r, char **error)
 	m->overrides = provider_overrides(jsonb_container_get(&r->step->root, "overrides", &ov) && ov.type == jbvBinary
 									  ? JsonbValueToJsonb(&ov) : NULL,
 									  r->trigger_overrides, m->integration->provider_id);
+	/* the trigger's overrides.steps.<stepId> last: the most specific */
+	step_ov = trigger_step_overrides(r);
+	if (step_ov != NULL)
+	{
+		Jsonb	   *more = provider_overrides(NULL, step_ov, m->integration->provider_id);
+
+		if (more != NULL)
+			m->overrides = jsonb_deep_merge(m->overrides, more);
+	}
 	return true;
 }
 

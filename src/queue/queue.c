@@ -30,6 +30,7 @@
 static Datum int4_array(int32 *values, int n);
 
 static SPIPlanPtr fanout_plan = NULL;
+static SPIPlanPtr continue_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr integrations_plan = NULL;
@@ -228,6 +229,45 @@ fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
 }
 
 /*
+ * Go on with delays and digest windows that are due (novu._continue: claimed
+ * FOR UPDATE SKIP LOCKED, at most limit of them), in the current transaction:
+ * each is marked done in the transaction that creates the steps after it.
+ * The first lease_limit messages they create come back leased to this worker
+ * and are appended to *rows; returns the number of waiting steps handled.
+ */
+static int
+continue_in_tx(int limit, int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
+{
+	Oid			argtypes[3] = {INT4OID, INT4OID, INT4OID};
+	Datum		values[3] = {Int32GetDatum(limit), Int32GetDatum(lease_limit), Int32GetDatum(lease_ms)};
+	int			handled = 0;
+	int			n;
+	int			i;
+
+	novu_prepare_once(&continue_plan, "SELECT * FROM novu._continue($1, $2, $3)", 3, argtypes);
+	if (SPI_execute_plan(continue_plan, values, NULL, false, 0) != SPI_OK_SELECT || SPI_processed < 1)
+		elog(ERROR, "novu: continuing due steps failed");
+	n = (int) SPI_processed;
+	*rows = grow_claimed(*rows, *nrows, n);
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		(void) SPI_getbinval(tup, desc, 1, &isnull);
+		if (isnull)
+		{
+			/* the last row carries the count of steps handled */
+			handled = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
+			continue;
+		}
+		read_claimed(&(*rows)[(*nrows)++], tup, desc);
+	}
+	return handled;
+}
+
+/*
  * One short transaction of the pipeline: record the results given (if any),
  * fan out new triggers (if asked; *fanned says how many outbox rows; their
  * first messages come back leased), then, if claim_due (or once after a
@@ -267,6 +307,14 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 	 */
 	npids = novu_live_worker_pids(pids, &generation);
 	recover = !recovered_once || generation != recovered_generation;
+
+	/*
+	 * Delays and digests that are due, when something is (their due times
+	 * are in *next_due_ms), like the queue's messages: not on a commit's
+	 * wake-up path.  Counted with the fan-out: more may be due.
+	 */
+	if (claim_due || recover)
+		*fanned += continue_in_tx(limit, Max(limit - n, 0), lease_ms, &result, &n);
 
 	/*
 	 * Messages already in the queue are claimed when one is due (the caller
@@ -323,7 +371,9 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 					 "  WHERE d.id = c.id"
 					 " RETURNING d.id, d.attempts, d.transaction_id, d.workflow_id, d.subscriber_id,"
 					 "   d.device_token, d.integration_id, e.payload, e.overrides, e.actor,"
-					 "   w.steps -> d.step_index, d.workflow_id || '/' || d.step_index || '/' || w.updated_at,"
+					 "   CASE WHEN d.digest_id IS NULL THEN w.steps -> d.step_index"
+					 "     ELSE (w.steps -> d.step_index) || pg_catalog.jsonb_build_object('_digest', novu._digest_context(d.digest_id)) END,"
+					 "   d.workflow_id || '/' || d.step_index || '/' || w.updated_at || COALESCE('/' || d.digest_id, ''),"
 					 "   CASE WHEN s.subscriber_id IS NOT NULL THEN pg_catalog.jsonb_build_object("
 					 "     'subscriberId', s.subscriber_id, 'firstName', s.first_name, 'lastName', s.last_name,"
 					 "     'email', s.email, 'phone', s.phone, 'avatar', s.avatar, 'locale', s.locale,"
@@ -365,7 +415,8 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 					 "SELECT (pg_catalog.extract('epoch', LEAST("
 					 "   (SELECT pg_catalog.min(next_attempt_at) FROM novu.deliveries WHERE status = 'pending'),"
 					 "   (SELECT pg_catalog.min(lease_until) FROM novu.deliveries WHERE status = 'sending'),"
-					 "   (SELECT pg_catalog.min(receipt_at) FROM novu.deliveries WHERE receipt_at IS NOT NULL))"
+					 "   (SELECT pg_catalog.min(receipt_at) FROM novu.deliveries WHERE receipt_at IS NOT NULL),"
+					 "   (SELECT pg_catalog.min(due_at) FROM novu.step_runs WHERE status = 'waiting'))"
 					 "  - pg_catalog.now()) * 1000)::bigint",
 					 0, NULL);
 		if (SPI_execute_plan(next_due_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)

@@ -1,0 +1,272 @@
+-- engine: the workflow engine (DESIGN 9): delay and digest steps, stepId and
+-- step filters validated at creation; notifications run step by step, waiting
+-- steps in novu.step_runs, continued by novu._continue; cancel of delays and
+-- digest events; the activity log.  No worker serves this database: the
+-- workers' functions are called by hand, and due times are moved by hand.
+\set VERBOSITY terse
+
+SELECT novu.create_integration('expo', '{}', 'eng-expo');
+SELECT count(*) FROM (SELECT novu.identify(s), novu.set_credentials(s, 'expo', jsonb_build_object('deviceTokens', jsonb_build_array('ExponentPushToken[' || s || ']')))
+                        FROM unnest(ARRAY['eng-a', 'eng-b', 'eng-c']) s) x;
+SELECT novu.identify('eng-pro', '{"firstName": "Pro", "data": {"plan": "pro", "seats": 12}}') ->> 'subscriberId';
+SELECT novu.set_credentials('eng-pro', 'expo', '{"deviceTokens": ["ExponentPushToken[eng-pro]"]}') ->> 'subscriberId';
+
+-- valid workflows; "staged" (step by step) when a delay, a digest or filters are in it
+SELECT novu.create_workflow('eng-plain', '[{"type": "push", "stepId": "hello", "title": "t", "content": "c", "filters": []}]') ->> 'workflowId';
+SELECT novu.create_workflow('eng-delay', '[{"type": "delay", "amount": 5, "unit": "seconds", "name": "wait"},
+                                           {"type": "push", "title": "t", "content": "c"}]') ->> 'workflowId';
+SELECT novu.create_workflow('eng-sched', '[{"type": "delay", "delayPath": "payload.sendAt"},
+                                           {"type": "push", "title": "t", "content": "c"}]') ->> 'workflowId';
+SELECT novu.create_workflow('eng-digest', '[{"type": "digest", "stepId": "dg", "amount": 1, "unit": "hours", "digestKey": "post.id"},
+                                            {"type": "push", "title": "{{step.total_count}} comments", "content": "{% for e in step.events %}{{e.text}} {% endfor %}"}]') ->> 'workflowId';
+SELECT novu.create_workflow('eng-backoff', '[{"type": "digest", "amount": 1, "unit": "minutes", "backoff": true, "backoffAmount": 30, "backoffUnit": "seconds"},
+                                             {"type": "push", "title": "t", "content": "c"}]') ->> 'workflowId';
+SELECT novu.create_workflow('eng-filter', '[
+    {"type": "push", "stepId": "pro-only", "title": "t", "content": "c",
+     "filters": [{"isNegated": false, "type": "GROUP", "value": "AND", "children": [
+        {"on": "subscriber", "field": "data.plan", "operator": "EQUAL", "value": "pro"},
+        {"on": "payload", "field": "amount", "operator": "LARGER", "value": 100}]}]},
+    {"type": "push", "stepId": "offline", "title": "t", "content": "c",
+     "filters": [{"type": "GROUP", "value": "OR", "children": [{"on": "isOnline", "value": false}]}]}]') ->> 'workflowId';
+SELECT workflow_id, staged FROM novu.workflows WHERE workflow_id LIKE 'eng-%' ORDER BY 1;
+SELECT novu.update_workflow('eng-plain', '{"steps": [{"type": "delay", "amount": 1, "unit": "days"}, {"type": "push", "title": "t", "content": "c"}]}') IS NOT NULL;
+SELECT staged FROM novu.workflows WHERE workflow_id = 'eng-plain';
+SELECT novu.update_workflow('eng-plain', '{"steps": [{"type": "push", "title": "t", "content": "c"}]}') IS NOT NULL;
+SELECT staged FROM novu.workflows WHERE workflow_id = 'eng-plain';
+
+-- validation: each error names the field; nothing is written
+SELECT novu.create_workflow('eng-x', '[{"type": "delay"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 0, "unit": "seconds"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 1.5, "unit": "seconds"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": "5", "unit": "seconds"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 5, "unit": "years"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 13, "unit": "months"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 5, "unit": "seconds", "delayPath": "sendAt"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "delay", "delayPath": "send at"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "delay", "delayPath": 5}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 5, "unit": "seconds", "content": "c"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "digest", "unit": "seconds"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "digest", "amount": 5, "unit": "seconds", "digestKey": ""}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "digest", "amount": 5, "unit": "seconds", "backoff": "yes"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "digest", "amount": 5, "unit": "seconds", "backoffAmount": 5, "backoffUnit": "seconds"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "digest", "amount": 5, "unit": "seconds", "backoff": true, "backoffAmount": 5}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "digest", "amount": 5, "unit": "seconds", "type2": 1}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "stepId": ""}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "stepId": 7}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "stepId": "a"}, {"type": "push", "title": "t", "content": "c", "stepId": "a"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 1, "unit": "seconds"}, {"type": "push", "title": "t", "content": "c", "stepId": "delay-0"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": {}}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [1]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": []}], "x": 1}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"type": "RULE", "children": []}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"value": "XOR", "children": []}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"isNegated": "no", "children": []}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"value": "AND"}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "webhook"}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "payload", "field": "a b", "operator": "EQUAL", "value": 1}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "payload", "field": "a", "operator": "equal", "value": 1}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "payload", "field": "a", "operator": "EQUAL"}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "payload", "field": "a", "operator": "EQUAL", "value": {"x": 1}}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "payload", "field": "a", "operator": "BETWEEN", "value": [1]}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "payload", "field": "a", "operator": "IN", "value": 5}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "payload", "field": "a", "operator": "IS_DEFINED", "value": [1]}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "payload", "field": "a", "operator": "EQUAL", "value": 1, "extra": 1}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "isOnline", "value": "yes"}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "isOnlineInLast", "value": 5, "timeOperator": "weeks"}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "isOnlineInLast", "value": 0, "timeOperator": "minutes"}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "previousStep", "step": "push-0", "stepType": "read"}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c"}, {"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "previousStep", "step": "push-0", "stepType": "read"}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "previousStep", "step": "push-0", "stepType": "opened"}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "if": "x"}]');
+SELECT count(*) FROM novu.workflows WHERE workflow_id = 'eng-x';
+
+-- filter operators (one condition on a value)
+SELECT op, v::text, a::text, novu._filter_matches(a, op, v) AS matches
+  FROM (VALUES ('EQUAL', '"pro"'::jsonb, '"pro"'::jsonb), ('EQUAL', '"pro"', '"Pro"'), ('EQUAL', '5', '5.0'),
+               ('EQUAL', '"5"', '5'), ('EQUAL', 'true', 'true'), ('NOT_EQUAL', '"pro"', '"free"'),
+               ('NOT_EQUAL', '"pro"', NULL), ('EQUAL', '"pro"', NULL),
+               ('LARGER', '100', '150'), ('LARGER', '100', '99'), ('LARGER', '100', '"150"'), ('SMALLER', '"b"', '"a"'),
+               ('LARGER_EQUAL', '10', '10'), ('SMALLER_EQUAL', '10', '11'), ('LARGER', '9', '10'),
+               ('IN', '["pro", "team"]', '"team"'), ('IN', '"pro, team"', '"team"'), ('IN', '[1, 2]', '2'),
+               ('IN', '["pro"]', '"free"'), ('NOT_IN', '["pro"]', '"free"'), ('NOT_IN', '["pro"]', NULL),
+               ('BETWEEN', '[10, 20]', '10'), ('BETWEEN', '[10, 20]', '20'), ('BETWEEN', '[10, 20]', '21'),
+               ('NOT_BETWEEN', '[10, 20]', '21'), ('BETWEEN', '[10, 20]', '"x"'),
+               ('LIKE', '"ell"', '"Hello"'), ('LIKE', '"ELL"', '"Hello"'), ('NOT_LIKE', '"ell"', '"Hello"'),
+               ('IS_DEFINED', NULL, '0'), ('IS_DEFINED', NULL, 'null'), ('IS_DEFINED', NULL, NULL),
+               ('IS_DEFINED', 'false', NULL)) AS t(op, v, a);
+
+-- groups: any group passes; AND, OR, isNegated; isOnline, isOnlineInLast
+SELECT name, novu._filters_pass(f, '[]', '{"n": 5}', '{"data": {"plan": "pro"}}', online, last_online, 'tx', 'sub') AS passes
+  FROM (VALUES
+    ('no groups', '[]'::jsonb, false, NULL::timestamptz),
+    ('empty group', '[{"children": []}]', false, NULL),
+    ('AND true', '[{"value": "AND", "children": [{"on": "payload", "field": "n", "operator": "EQUAL", "value": 5}, {"on": "subscriber", "field": "data.plan", "operator": "EQUAL", "value": "pro"}]}]', false, NULL),
+    ('AND false', '[{"value": "AND", "children": [{"on": "payload", "field": "n", "operator": "EQUAL", "value": 5}, {"on": "subscriber", "field": "data.plan", "operator": "EQUAL", "value": "free"}]}]', false, NULL),
+    ('OR true', '[{"value": "OR", "children": [{"on": "payload", "field": "n", "operator": "EQUAL", "value": 6}, {"on": "subscriber", "field": "data.plan", "operator": "EQUAL", "value": "pro"}]}]', false, NULL),
+    ('negated', '[{"isNegated": true, "value": "AND", "children": [{"on": "payload", "field": "n", "operator": "EQUAL", "value": 5}]}]', false, NULL),
+    ('second group', '[{"children": [{"on": "payload", "field": "n", "operator": "EQUAL", "value": 6}]}, {"children": [{"on": "payload", "field": "n", "operator": "EQUAL", "value": 5}]}]', false, NULL),
+    ('online true', '[{"children": [{"on": "isOnline", "value": true}]}]', true, NULL),
+    ('online false', '[{"children": [{"on": "isOnline", "value": true}]}]', false, NULL),
+    ('in last 5 min', '[{"children": [{"on": "isOnlineInLast", "value": 5, "timeOperator": "minutes"}]}]', false, now() - interval '2 minutes'),
+    ('not in last 1 min', '[{"children": [{"on": "isOnlineInLast", "value": 1, "timeOperator": "minutes"}]}]', false, now() - interval '2 minutes'),
+    ('online now', '[{"children": [{"on": "isOnlineInLast", "value": 1, "timeOperator": "seconds"}]}]', true, NULL)
+  ) AS t(name, f, online, last_online);
+
+------------------------------------------------------------------------------
+-- execution (the workers' functions by hand)
+------------------------------------------------------------------------------
+CREATE FUNCTION pg_temp.fan() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM novu._fanout(100, 0, 60000, 0, 1) $$;
+CREATE FUNCTION pg_temp.due(tx text) RETURNS void LANGUAGE sql AS
+    $$ UPDATE novu.step_runs SET due_at = now() - interval '1 second' WHERE transaction_id = tx AND status = 'waiting' $$;
+CREATE FUNCTION pg_temp.cont() RETURNS integer LANGUAGE sql AS $$ SELECT max(handled) FROM novu._continue(100, 0, 60000) $$;
+CREATE FUNCTION pg_temp.log(tx text) RETURNS TABLE (channel text, status text, detail text) LANGUAGE sql AS
+    $$ SELECT channel, status, regexp_replace(detail, '\d{4}-\d\d-\d\dT[0-9:.]+Z', '<time>') FROM novu.execution_details WHERE transaction_id = tx ORDER BY id $$;
+
+-- a plain workflow still expands in one statement (no step row)
+SELECT novu.trigger('eng-plain', '"eng-a"', '{}', '{}', 'eng-t0') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT step_index, status FROM novu.deliveries WHERE transaction_id = 'eng-t0';
+
+-- a delay: a waiting row, no message until due; then the steps after it
+SELECT novu.trigger('eng-delay', '["eng-a", "eng-b"]', '{}', '{}', 'eng-t1') ->> 'status';
+-- before the fan-out, novu.messages shows the channel steps (a delay is not a message)
+SELECT subscriber_id, channel, status FROM novu.messages WHERE transaction_id = 'eng-t1' ORDER BY 1;
+SELECT pg_temp.fan() > 0;
+SELECT subscriber_id, kind, status, step_index, due_at - created_at AS wait FROM novu.step_runs WHERE transaction_id = 'eng-t1' ORDER BY 1;
+SELECT count(*) AS messages FROM novu.deliveries WHERE transaction_id = 'eng-t1';
+SELECT pg_temp.cont() AS nothing_due;
+SELECT pg_temp.due('eng-t1');
+SELECT pg_temp.cont() AS continued;
+SELECT subscriber_id, status FROM novu.step_runs WHERE transaction_id = 'eng-t1' ORDER BY 1;
+SELECT subscriber_id, step_index, status, device_token FROM novu.deliveries WHERE transaction_id = 'eng-t1' ORDER BY 1;
+SELECT pg_temp.cont() AS again_nothing;
+SELECT * FROM pg_temp.log('eng-t1');
+
+-- overrides.delay wins over the step's amount
+SELECT novu.trigger('eng-delay', '"eng-a"', '{}', '{"delay": {"amount": 2, "unit": "hours"}}', 'eng-t2') ->> 'status';
+SELECT novu.trigger('eng-delay', '"eng-a"', '{}', '{"delay": {"amount": 2, "unit": "fortnights"}}', 'eng-t2b') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT transaction_id, due_at - created_at AS wait FROM novu.step_runs WHERE transaction_id LIKE 'eng-t2%';
+SELECT * FROM pg_temp.log('eng-t2b');
+
+-- scheduled: delayPath; missing, not a time, or past fails the notification with the reason
+SELECT novu.trigger('eng-sched', '"eng-a"', jsonb_build_object('sendAt', to_char((now() + interval '3 days') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')), '{}', 'eng-s1') ->> 'status';
+SELECT novu.trigger('eng-sched', '"eng-a"', '{}', '{}', 'eng-s2') ->> 'status';
+SELECT novu.trigger('eng-sched', '"eng-a"', '{"sendAt": "tomorrow"}', '{}', 'eng-s3') ->> 'status';
+SELECT novu.trigger('eng-sched', '"eng-a"', '{"sendAt": "2020-01-01T00:00:00Z"}', '{}', 'eng-s4') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT transaction_id, round(extract(epoch FROM due_at - created_at) / 3600) AS hours FROM novu.step_runs WHERE transaction_id LIKE 'eng-s%';
+SELECT transaction_id, l.* FROM unnest(ARRAY['eng-s2', 'eng-s3', 'eng-s4']) transaction_id, pg_temp.log(transaction_id) l;
+SELECT count(*) FROM novu.deliveries WHERE transaction_id LIKE 'eng-s%';
+
+-- filters: filtered steps are logged, the others run
+SELECT novu.trigger('eng-filter', '"eng-pro"', '{"amount": 150}', '{}', 'eng-f1') ->> 'status';
+SELECT novu.trigger('eng-filter', '"eng-pro"', '{"amount": 50}', '{}', 'eng-f2') ->> 'status';
+SELECT novu.trigger('eng-filter', '"eng-a"', '{"amount": 150}', '{}', 'eng-f3') ->> 'status';
+SELECT novu.set_online_status('eng-pro', true) ->> 'isOnline';
+SELECT novu.trigger('eng-filter', '"eng-pro"', '{"amount": 150}', '{}', 'eng-f4') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT transaction_id, array_agg(step_index ORDER BY step_index) AS steps_sent FROM novu.deliveries WHERE transaction_id LIKE 'eng-f%' GROUP BY 1 ORDER BY 1;
+SELECT * FROM pg_temp.log('eng-f2');
+SELECT novu.set_online_status('eng-pro', false) ->> 'isOnline';
+
+-- digest: one window per key; the first opens it, the others merge; at the end
+-- the next steps run once for the leader, with step.events oldest first
+SELECT novu.trigger('eng-digest', '"eng-a"', jsonb_build_object('post', jsonb_build_object('id', 1), 'text', 'c' || g), '{}', 'eng-d' || g) ->> 'status'
+  FROM generate_series(1, 4) g;
+SELECT novu.trigger('eng-digest', '"eng-a"', '{"post": {"id": 2}, "text": "other"}', '{}', 'eng-d9') ->> 'status';
+SELECT novu.trigger('eng-digest', '"eng-b"', '{"post": {"id": 1}, "text": "b"}', '{}', 'eng-db') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT subscriber_id, digest_key, transaction_id, status FROM novu.step_runs WHERE kind = 'digest' AND workflow_id = 'eng-digest' ORDER BY 1, 2;
+SELECT r.digest_key, m.transaction_id, m.status FROM novu.digest_events m JOIN novu.step_runs r ON r.id = m.digest_id
+ WHERE r.workflow_id = 'eng-digest' ORDER BY r.subscriber_id, r.digest_key, m.event_id;
+SELECT * FROM pg_temp.log('eng-d2');
+-- cancel: a follower leaves the window; the leader hands it to the oldest left
+SELECT novu.cancel('eng-d3') AS follower_canceled;
+SELECT novu.cancel('eng-d1') AS leader_canceled;
+SELECT novu.cancel('eng-d1') AS again;
+SELECT transaction_id, status FROM novu.step_runs WHERE kind = 'digest' AND subscriber_id = 'eng-a' AND digest_key = '1';
+SELECT * FROM pg_temp.log('eng-d2');
+SELECT novu._digest_context(id) FROM novu.step_runs WHERE kind = 'digest' AND subscriber_id = 'eng-a' AND digest_key = '1';
+-- the window closes: one message, for the leader, leased to the caller with
+-- the digest in its step (the templates' step.events, oldest first)
+SELECT pg_temp.due('eng-d2');
+SELECT transaction_id, step -> '_digest' AS step_context, step_key ~ '/[0-9]+$' AS keyed_by_digest, handled
+  FROM novu._continue(100, 10, 60000);
+SELECT transaction_id, step_index, status, digest_id IS NOT NULL AS has_digest FROM novu.deliveries WHERE transaction_id LIKE 'eng-d%' ORDER BY 1;
+SELECT * FROM pg_temp.log('eng-d4');
+-- a new event after the window opens a new one
+SELECT novu.trigger('eng-digest', '"eng-a"', '{"post": {"id": 1}, "text": "late"}', '{}', 'eng-d5') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT transaction_id, status FROM novu.step_runs WHERE kind = 'digest' AND subscriber_id = 'eng-a' AND digest_key = '1' ORDER BY id;
+-- every event of a window canceled: the window is canceled
+SELECT novu.cancel('eng-d5');
+SELECT transaction_id, status FROM novu.step_runs WHERE kind = 'digest' AND subscriber_id = 'eng-a' AND digest_key = '1' ORDER BY id;
+
+-- backoff: the first event goes at once; one within the backoff window opens a digest
+SELECT novu.trigger('eng-backoff', '"eng-c"', '{}', '{}', 'eng-b1') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT novu.trigger('eng-backoff', '"eng-c"', '{}', '{}', 'eng-b2') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT transaction_id, status FROM novu.step_runs WHERE workflow_id = 'eng-backoff' ORDER BY id;
+SELECT transaction_id, status FROM novu.deliveries WHERE transaction_id LIKE 'eng-b%' ORDER BY 1;
+SELECT * FROM pg_temp.log('eng-b1');
+
+-- cancel of a delay: the steps after it never run; a delay already continued is not waiting
+SELECT novu.trigger('eng-delay', '"eng-a"', '{}', '{}', 'eng-c1') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT novu.cancel('eng-c1') AS canceled, novu.cancel('eng-c1') AS again;
+SELECT pg_temp.due('eng-c1');
+SELECT pg_temp.cont();
+SELECT status FROM novu.step_runs WHERE transaction_id = 'eng-c1';
+SELECT count(*) AS messages FROM novu.deliveries WHERE transaction_id = 'eng-c1';
+SELECT * FROM pg_temp.log('eng-c1');
+-- after the delay ran, cancel stops its pending messages
+SELECT novu.cancel('eng-t1');
+SELECT status, count(*) FROM novu.deliveries WHERE transaction_id = 'eng-t1' GROUP BY 1;
+
+-- a workflow deleted while a delay waits: the notification ends with the reason
+SELECT novu.create_workflow('eng-gone', '[{"type": "delay", "amount": 1, "unit": "minutes"}, {"type": "push", "title": "t", "content": "c"}]') ->> 'workflowId';
+SELECT novu.trigger('eng-gone', '"eng-a"', '{}', '{}', 'eng-g1') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT novu.delete_workflow('eng-gone');
+SELECT pg_temp.due('eng-g1');
+SELECT pg_temp.cont();
+SELECT * FROM pg_temp.log('eng-g1');
+
+-- steps after a digest keep its events through a later delay; a filter after
+-- a delay is evaluated when the delay ends
+SELECT novu.create_workflow('eng-chain', '[{"type": "digest", "amount": 1, "unit": "minutes"},
+    {"type": "delay", "amount": 1, "unit": "minutes"},
+    {"type": "push", "title": "{{step.total_count}}", "content": "c",
+     "filters": [{"children": [{"on": "payload", "field": "x", "operator": "EQUAL", "value": 1}]}]}]') ->> 'workflowId';
+SELECT novu.trigger('eng-chain', '"eng-c"', jsonb_build_object('x', 1, 'i', i), '{}', 'eng-ch' || i) ->> 'status' FROM generate_series(1, 2) i;
+SELECT pg_temp.fan() > 0;
+SELECT pg_temp.due('eng-ch1');
+SELECT pg_temp.cont() AS digest_closed;
+SELECT kind, status, digest_id IS NOT NULL AS keeps_digest FROM novu.step_runs WHERE transaction_id = 'eng-ch1' ORDER BY id;
+SELECT pg_temp.due('eng-ch1');
+SELECT transaction_id, step -> '_digest' -> 'total_count' AS total_count, handled FROM novu._continue(100, 10, 60000);
+SELECT * FROM pg_temp.log('eng-ch1');
+
+-- a step that cannot run (a workflow broken behind the API's back) fails alone,
+-- with the reason; the other due steps of the batch go on
+SELECT novu.create_workflow('eng-broken', '[{"type": "delay", "amount": 1, "unit": "minutes"}, {"type": "push", "title": "t", "content": "c"}]') ->> 'workflowId';
+SELECT novu.trigger('eng-broken', '"eng-a"', '{}', '{}', 'eng-x1') ->> 'status';
+SELECT novu.trigger('eng-delay', '"eng-b"', '{}', '{}', 'eng-x2') ->> 'status';
+SELECT pg_temp.fan() > 0;
+UPDATE novu.workflows SET steps = '{"not": "an array"}' WHERE workflow_id = 'eng-broken';
+SELECT pg_temp.due('eng-x1'), pg_temp.due('eng-x2');
+SELECT pg_temp.cont() AS handled;
+SELECT transaction_id, status FROM novu.step_runs WHERE transaction_id IN ('eng-x1', 'eng-x2') ORDER BY 1;
+SELECT * FROM pg_temp.log('eng-x1');
+SELECT transaction_id, status FROM novu.deliveries WHERE transaction_id IN ('eng-x1', 'eng-x2');
+
+-- the app reads the activity log; the waiting steps are the admin's
+SET ROLE novu_app;
+SELECT count(*) > 0 FROM novu.execution_details WHERE transaction_id = 'eng-t1';
+SELECT count(*) FROM novu.step_runs;
+RESET ROLE;
+SET ROLE novu_admin;
+SELECT count(*) > 0 FROM novu.step_runs;
+RESET ROLE;
