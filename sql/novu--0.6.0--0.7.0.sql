@@ -446,6 +446,7 @@ RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id tex
                step jsonb, step_key text, subscriber jsonb, handled integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -617,6 +618,40 @@ GRANT EXECUTE ON FUNCTION
 TO novu_app;
 GRANT SELECT ON novu.topics, novu.topic_subscribers TO novu_app, novu_worker;
 GRANT EXECUTE ON FUNCTION novu._topic_chunk(text[], text[], text, text, integer) TO novu_worker;
+
+-- The workers plan the fan-out and the recording once (their statements were planned
+-- again at every call: 2.5 ms of a 4 ms claim of one trigger); the receipts claim reaches
+-- its rows by key whatever the statistics say.
+ALTER FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[])
+    SET plan_cache_mode = force_generic_plan;
+CREATE OR REPLACE FUNCTION novu._claim_receipts(p_limit integer, p_lease_ms integer)
+RETURNS TABLE (id bigint, integration_id bigint, ticket text, device_token text, attempts integer, sent_age double precision)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+BEGIN
+    -- the due receipts are locked first (a materialized CTE, scanned once) and
+    -- each row is then reached by its primary key: a plan that scanned the
+    -- table and ran the locking subquery again for each of its rows held the
+    -- locks for seconds while a burst's receipts came due
+    RETURN QUERY
+    WITH c AS MATERIALIZED (
+        SELECT x.id FROM novu.deliveries x
+         WHERE x.receipt_at <= now()
+         ORDER BY x.receipt_at
+         LIMIT p_limit
+         FOR UPDATE SKIP LOCKED
+    )
+    UPDATE novu.deliveries d
+       SET receipt_at = now() + p_lease_ms * interval '1 millisecond'
+      FROM c CROSS JOIN LATERAL (SELECT y.ctid AS tid FROM novu.deliveries y WHERE y.id = c.id OFFSET 0) l
+     WHERE d.ctid = l.tid
+    RETURNING d.id, COALESCE(d.integration_id, 0), d.provider_message_id, d.device_token, d.attempts,
+              extract(epoch FROM now() - d.sent_at)::double precision;
+END
+$$;
 
 ------------------------------------------------------------------------------
 -- Workflow engine (DESIGN 9): delay and digest steps, stepId, step filters;

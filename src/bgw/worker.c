@@ -196,17 +196,6 @@ novu_worker_main(Datum main_arg)
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
-	 * Plan each statement once.  With parameters that are arrays (the batch),
-	 * the plan cache judged a plan made for the values cheaper than the
-	 * generic one at every call, so it planned the fan-out's and the
-	 * recording's large statements again each time: 2.5 ms of a 4 ms claim of
-	 * one trigger, paid by every commit-to-provider latency.  The generic
-	 * plans are the same index nested loops (see below and the queue
-	 * functions' SET clauses).
-	 */
-	SetConfigOption("plan_cache_mode", "force_generic_plan", PGC_SUSET, PGC_S_OVERRIDE);
-
-	/*
 	 * Every statement here reaches a batch of rows by key.  The queue tables
 	 * grow from empty faster than ANALYZE follows, and a plan made on "0 pages"
 	 * statistics scans the whole table once per row of the batch (a 2,000-row

@@ -51,13 +51,17 @@ NovuTest::reset_mocks($mocks);
 my $t0 = time();
 NovuTest::query($node, qq{SELECT count(novu.trigger('burst', to_jsonb('b-' || i), jsonb_build_object('n', i)))
     FROM generate_series(1, $N) i});
-ok(NovuTest::wait_for($node, qq{SELECT count(*) = $N FROM novu.deliveries WHERE status = 'sent'}, 25),
-	"$N triggers committed at once are all sent within 25 s")
-  or diag('outbox processed / deliveries by status / workers: ' . NovuTest::query($node, q{
+if (!ok(NovuTest::wait_for($node, qq{SELECT count(*) = $N FROM novu.deliveries WHERE status = 'sent'}, 25),
+		"$N triggers committed at once are all sent within 25 s"))
+{
+	diag('outbox processed / deliveries by status / workers: ' . NovuTest::query($node, q{
 	SELECT (SELECT count(*) FILTER (WHERE status = 'processed') FROM novu.events) || ' / ' ||
 	       (SELECT string_agg(status || ' ' || n, ', ') FROM (SELECT status, count(*) n FROM novu.deliveries GROUP BY 1) x) || ' / ' ||
-	       (SELECT string_agg(coalesce(wait_event_type || ':' || wait_event, 'running') || ' ' || left(query, 50), '; ')
+	       (SELECT string_agg(coalesce(wait_event_type || ':' || wait_event, 'running') || ' ' || state || ' ' || left(query, 50), '; ')
 	          FROM pg_stat_activity WHERE backend_type = 'novu delivery worker')}) . '; load: ' . `cat /proc/loadavg`);
+	my @errors = grep { /ERROR|WARNING|FATAL|PANIC/ } split /^/, PostgreSQL::Test::Utils::slurp_file($node->logfile);
+	diag('server log errors and warnings: ', join('', @errors[0 .. ($#errors < 19 ? $#errors : 19)]));
+}
 my $elapsed = time() - $t0;
 diag(sprintf('%d deliveries in %.1f s', $N, $elapsed));
 
