@@ -1579,7 +1579,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    found novu.notifications[];
+    matches novu.notifications[];
     pos integer := 0;
     nxt integer;
     t text;
@@ -1601,20 +1601,20 @@ BEGIN
         IF t <> '' AND s <> '' THEN
             SELECT n.* INTO one FROM novu.notifications n WHERE n.transaction_id = t AND n.subscriber_id = s LIMIT 1;
             IF FOUND THEN
-                found := found || one;
+                matches := matches || one;
             END IF;
         END IF;
     END LOOP;
-    IF cardinality(found) IS NULL THEN
+    IF cardinality(matches) IS NULL THEN
         RAISE EXCEPTION 'notification "%" not found', get_notification.notification_id
             USING ERRCODE = 'undefined_object', HINT = 'Use the "_id" of an item of novu.list_notifications().';
     END IF;
-    IF cardinality(found) > 1 THEN
+    IF cardinality(matches) > 1 THEN
         RAISE EXCEPTION 'notification "%" is ambiguous', get_notification.notification_id
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Both its transactionId and subscriberId hold ":"; use novu.list_notifications(transaction_id => ...).';
     END IF;
-    RETURN novu._notification_json(found[1], true);
+    RETURN novu._notification_json(matches[1], true);
 END
 $$;
 COMMENT ON FUNCTION novu.get_notification(text) IS 'Activity: one notification ("transactionId:subscriberId") with its subscriber, template and jobs (each step''s status, messages and execution details)';
