@@ -2533,11 +2533,10 @@ RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_notify('novu_in_app', jsonb_build_object(
-        'subscriberId', p_subscriber_id,
-        'unseenCount', (SELECT count(*) FROM (SELECT FROM novu.in_app_messages m
-                                               WHERE m.subscriber_id = p_subscriber_id AND NOT m.seen
-                                               LIMIT 100) c))::text)
+    SELECT pg_notify('novu_in_app', format('{"subscriberId": %s, "unseenCount": %s}', to_json(p_subscriber_id),
+        (SELECT count(*) FROM (SELECT FROM novu.in_app_messages m
+                                WHERE m.subscriber_id = p_subscriber_id AND NOT m.seen
+                                LIMIT 100) c)))
 $$;
 COMMENT ON FUNCTION novu._notify_in_app(text) IS 'Internal: NOTIFY novu_in_app with the subscriber''s unseen count (up to 100), at commit';
 
