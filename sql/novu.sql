@@ -2495,11 +2495,13 @@ END
 $$;
 COMMENT ON FUNCTION novu._feed_mark(jsonb) IS 'Internal: validate a mark ({seen?, read?} or "seen"/"unseen"/"read"/"unread")';
 
--- A feed item in Novu's shape.
+-- A feed item in Novu's shape.  Called for each item of a page, so it is kept
+-- inlinable: no SET clause (a SET makes each call switch settings, a third of a
+-- feed page's time) and the dates formatted in place (novu._iso has one).  It
+-- is reached only from the feed functions, whose search_path is pinned.
 CREATE FUNCTION novu._feed_item(m novu.in_app_messages)
 RETURNS jsonb
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT jsonb_build_object(
         '_id', m.id::text,
@@ -2517,10 +2519,10 @@ AS $$
         'seen', m.seen,
         'read', m.read,
         'archived', m.archived,
-        'lastSeenDate', novu._iso(m.last_seen_at),
-        'lastReadDate', novu._iso(m.last_read_at),
-        'createdAt', novu._iso(m.created_at),
-        'updatedAt', novu._iso(m.updated_at),
+        'lastSeenDate', to_char(m.last_seen_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'lastReadDate', to_char(m.last_read_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'createdAt', to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'updatedAt', to_char(m.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
         'status', 'sent',
         'deleted', false)
 $$;
@@ -2548,6 +2550,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     total bigint;
+    cap bigint;
     items jsonb;
 BEGIN
     PERFORM novu._feed_subscriber(feed.subscriber_id);
@@ -2560,28 +2563,50 @@ BEGIN
         END IF;
         PERFORM novu._check_size(feed.payload, 'payload', 16384);
     END IF;
-    -- the count reads the feed index only (seen and read are in it)
+    -- totalCount is counted up to 1000 (Novu's COUNT_LIMIT), or up to one past
+    -- the page asked for when that is further, so that hasMore is always
+    -- exact and a long history is never counted whole; the count reads the
+    -- feed index only (seen and read are in it)
+    cap := GREATEST(1000, feed.page::bigint * feed.page_size + feed.page_size + 1);
     IF feed.payload IS NULL THEN
-        SELECT count(*) INTO total FROM novu.in_app_messages m
-         WHERE m.subscriber_id = feed.subscriber_id
-           AND (feed.seen IS NULL OR m.seen = feed.seen)
-           AND (feed.read IS NULL OR m.read = feed.read);
+        SELECT count(*) INTO total
+          FROM (SELECT FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = feed.subscriber_id
+                   AND (feed.seen IS NULL OR m.seen = feed.seen)
+                   AND (feed.read IS NULL OR m.read = feed.read)
+                 LIMIT cap) c;
     ELSE
-        SELECT count(*) INTO total FROM novu.in_app_messages m
-         WHERE m.subscriber_id = feed.subscriber_id
-           AND (feed.seen IS NULL OR m.seen = feed.seen)
-           AND (feed.read IS NULL OR m.read = feed.read)
-           AND m.payload @> feed.payload;
+        SELECT count(*) INTO total
+          FROM (SELECT FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = feed.subscriber_id
+                   AND (feed.seen IS NULL OR m.seen = feed.seen)
+                   AND (feed.read IS NULL OR m.read = feed.read)
+                   AND m.payload @> feed.payload
+                 LIMIT cap) c;
     END IF;
-    SELECT COALESCE(jsonb_agg(novu._feed_item(x) ORDER BY x.created_at DESC, x.id DESC), '[]')
-      INTO items
-      FROM (SELECT * FROM novu.in_app_messages m
-             WHERE m.subscriber_id = feed.subscriber_id
-               AND (feed.seen IS NULL OR m.seen = feed.seen)
-               AND (feed.read IS NULL OR m.read = feed.read)
-               AND (feed.payload IS NULL OR m.payload @> feed.payload)
-             ORDER BY m.created_at DESC, m.id DESC
-             OFFSET feed.page::bigint * feed.page_size LIMIT feed.page_size) x;
+    -- the page's ids from the feed index alone (the rows skipped by OFFSET
+    -- are never read from the table), then its rows by primary key
+    IF feed.payload IS NULL THEN
+        SELECT COALESCE(jsonb_agg(novu._feed_item(x) ORDER BY x.created_at DESC, x.id DESC), '[]')
+          INTO items
+          FROM (SELECT m.id FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = feed.subscriber_id
+                   AND (feed.seen IS NULL OR m.seen = feed.seen)
+                   AND (feed.read IS NULL OR m.read = feed.read)
+                 ORDER BY m.created_at DESC, m.id DESC
+                 OFFSET feed.page::bigint * feed.page_size LIMIT feed.page_size) k
+          JOIN novu.in_app_messages x ON x.id = k.id;
+    ELSE
+        SELECT COALESCE(jsonb_agg(novu._feed_item(x) ORDER BY x.created_at DESC, x.id DESC), '[]')
+          INTO items
+          FROM (SELECT * FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = feed.subscriber_id
+                   AND (feed.seen IS NULL OR m.seen = feed.seen)
+                   AND (feed.read IS NULL OR m.read = feed.read)
+                   AND m.payload @> feed.payload
+                 ORDER BY m.created_at DESC, m.id DESC
+                 OFFSET feed.page::bigint * feed.page_size LIMIT feed.page_size) x;
+    END IF;
     RETURN jsonb_build_object(
         'data', items,
         'totalCount', total,
@@ -2590,7 +2615,7 @@ BEGIN
         'page', feed.page);
 END
 $$;
-COMMENT ON FUNCTION novu.feed(text, integer, integer, boolean, boolean, jsonb) IS 'A subscriber''s in-app feed, newest first: {data, totalCount, hasMore, pageSize, page}; filters seen, read and payload (containment)';
+COMMENT ON FUNCTION novu.feed(text, integer, integer, boolean, boolean, jsonb) IS 'A subscriber''s in-app feed, newest first: {data, totalCount, hasMore, pageSize, page}; filters seen, read and payload (containment); totalCount counts up to 1000 (or one past the page asked for)';
 
 CREATE FUNCTION novu.unseen_count(subscriber_id text, seen boolean DEFAULT false, "limit" integer DEFAULT 100)
 RETURNS jsonb
@@ -2928,25 +2953,36 @@ BEGIN
         PERFORM novu._check_id(list_notifications.transaction_id, 'transaction_id');
     END IF;
     PERFORM novu._check_paging(list_notifications.page, 10);
-    WITH matching AS (
-        SELECT n FROM novu.notifications n
-          LEFT JOIN novu.subscribers s ON s.subscriber_id = n.subscriber_id
-          LEFT JOIN novu.workflows w ON w.workflow_id = n.workflow_id
-         WHERE (list_notifications.transaction_id IS NULL OR n.transaction_id = list_notifications.transaction_id)
-           AND (wfs IS NULL OR n.workflow_id = ANY (wfs))
-           AND (ems IS NULL OR s.email = ANY (ems))
-           AND (chs IS NULL OR EXISTS (SELECT FROM jsonb_array_elements(w.steps) st WHERE st ->> 'type' = ANY (chs)))
-           AND (list_notifications.search IS NULL
-                OR strpos(n.subscriber_id, list_notifications.search) > 0
-                OR strpos(n.transaction_id, list_notifications.search) > 0
-                OR strpos(lower(s.email), lower(list_notifications.search)) > 0)
-    )
-    SELECT count(*),
-           COALESCE(jsonb_agg(novu._notification_json(p.n, false) ORDER BY (p.n).created_at DESC, (p.n).transaction_id, (p.n).subscriber_id)
-                    FILTER (WHERE p.rn > list_notifications.page::bigint * 10 AND p.rn <= list_notifications.page::bigint * 10 + 10), '[]')
-      INTO total, items
-      FROM (SELECT m.n, row_number() OVER (ORDER BY (m.n).created_at DESC, (m.n).transaction_id, (m.n).subscriber_id) AS rn
-              FROM matching m) p;
+    -- counted up to 1000 or one past the page, as novu.feed counts
+    SELECT count(*) INTO total
+      FROM (SELECT FROM novu.notifications n
+              LEFT JOIN novu.subscribers s ON s.subscriber_id = n.subscriber_id
+              LEFT JOIN novu.workflows w ON w.workflow_id = n.workflow_id
+             WHERE (list_notifications.transaction_id IS NULL OR n.transaction_id = list_notifications.transaction_id)
+               AND (wfs IS NULL OR n.workflow_id = ANY (wfs))
+               AND (ems IS NULL OR s.email = ANY (ems))
+               AND (chs IS NULL OR EXISTS (SELECT FROM jsonb_array_elements(w.steps) st WHERE st ->> 'type' = ANY (chs)))
+               AND (list_notifications.search IS NULL
+                    OR strpos(n.subscriber_id, list_notifications.search) > 0
+                    OR strpos(n.transaction_id, list_notifications.search) > 0
+                    OR strpos(lower(s.email), lower(list_notifications.search)) > 0)
+             LIMIT GREATEST(1000, list_notifications.page::bigint * 10 + 11)) c;
+    SELECT COALESCE(jsonb_agg(novu._notification_json(p.n, false)
+                              ORDER BY (p.n).created_at DESC, (p.n).transaction_id, (p.n).subscriber_id), '[]')
+      INTO items
+      FROM (SELECT n FROM novu.notifications n
+              LEFT JOIN novu.subscribers s ON s.subscriber_id = n.subscriber_id
+              LEFT JOIN novu.workflows w ON w.workflow_id = n.workflow_id
+             WHERE (list_notifications.transaction_id IS NULL OR n.transaction_id = list_notifications.transaction_id)
+               AND (wfs IS NULL OR n.workflow_id = ANY (wfs))
+               AND (ems IS NULL OR s.email = ANY (ems))
+               AND (chs IS NULL OR EXISTS (SELECT FROM jsonb_array_elements(w.steps) st WHERE st ->> 'type' = ANY (chs)))
+               AND (list_notifications.search IS NULL
+                    OR strpos(n.subscriber_id, list_notifications.search) > 0
+                    OR strpos(n.transaction_id, list_notifications.search) > 0
+                    OR strpos(lower(s.email), lower(list_notifications.search)) > 0)
+             ORDER BY n.created_at DESC, n.transaction_id, n.subscriber_id
+             OFFSET list_notifications.page::bigint * 10 LIMIT 10) p;
     RETURN jsonb_build_object(
         'totalCount', total,
         'data', items,
@@ -2955,7 +2991,7 @@ BEGIN
         'hasMore', list_notifications.page::bigint * 10 + jsonb_array_length(items) < total);
 END
 $$;
-COMMENT ON FUNCTION novu.list_notifications(jsonb, jsonb, jsonb, text, integer, text) IS 'Activity: notifications newest first, 10 a page, filtered by channels, templates (workflow ids), emails, search (part of subscriberId, email or transactionId) and transactionId: {totalCount, data, pageSize, page, hasMore}';
+COMMENT ON FUNCTION novu.list_notifications(jsonb, jsonb, jsonb, text, integer, text) IS 'Activity: notifications newest first, 10 a page, filtered by channels, templates (workflow ids), emails, search (part of subscriberId, email or transactionId) and transactionId: {totalCount, data, pageSize, page, hasMore}; totalCount counts up to 1000 (or one past the page asked for)';
 
 CREATE FUNCTION novu.get_notification(notification_id text)
 RETURNS jsonb
@@ -3082,10 +3118,13 @@ BEGIN
         PERFORM novu._check_id(list_messages.subscriber_id, 'subscriber_id');
     END IF;
     PERFORM novu._check_paging(list_messages.page, list_messages.page_size);
-    SELECT count(*) INTO total FROM novu.deliveries d
-     WHERE (list_messages.channel IS NULL OR d.channel = list_messages.channel)
-       AND (list_messages.subscriber_id IS NULL OR d.subscriber_id = list_messages.subscriber_id)
-       AND (txs IS NULL OR d.transaction_id = ANY (txs));
+    -- counted up to 1000 or one past the page, as novu.feed counts
+    SELECT count(*) INTO total
+      FROM (SELECT FROM novu.deliveries d
+             WHERE (list_messages.channel IS NULL OR d.channel = list_messages.channel)
+               AND (list_messages.subscriber_id IS NULL OR d.subscriber_id = list_messages.subscriber_id)
+               AND (txs IS NULL OR d.transaction_id = ANY (txs))
+             LIMIT GREATEST(1000, list_messages.page::bigint * list_messages.page_size + list_messages.page_size + 1)) c;
     SELECT COALESCE(jsonb_agg(novu._message_json(x.d, m) ORDER BY (x.d).id DESC), '[]') INTO items
       FROM (SELECT d FROM novu.deliveries d
              WHERE (list_messages.channel IS NULL OR d.channel = list_messages.channel)
@@ -3102,7 +3141,7 @@ BEGIN
         'data', items);
 END
 $$;
-COMMENT ON FUNCTION novu.list_messages(text, text, jsonb, integer, integer) IS 'Messages of every channel, newest first, filtered by channel, subscriber and transactionIds: {page, totalCount, hasMore, pageSize, data}';
+COMMENT ON FUNCTION novu.list_messages(text, text, jsonb, integer, integer) IS 'Messages of every channel, newest first, filtered by channel, subscriber and transactionIds: {page, totalCount, hasMore, pageSize, data}; totalCount counts up to 1000 (or one past the page asked for)';
 
 CREATE FUNCTION novu.delete_message(message_id text)
 RETURNS boolean
