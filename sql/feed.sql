@@ -116,6 +116,14 @@ SELECT novu.feed('fd-ann') -> 'pageSize' AS default_page_size, jsonb_array_lengt
 SELECT novu.feed('fd-ann', payload => '{"kind": "plain"}') -> 'totalCount' AS plain,
        novu.feed('fd-ann', payload => '{"post": "Post 3"}') -> 'totalCount' AS post3,
        novu.feed('fd-ann', payload => '{"nothing": 1}') -> 'totalCount' AS none;
+-- totalCount is counted up to 1000, or one past the page asked for; hasMore stays exact
+SELECT novu.identify('fd-long') ->> 'subscriberId';
+INSERT INTO novu.in_app_messages (id, subscriber_id, transaction_id, workflow_id, content, created_at)
+SELECT -i, 'fd-long', 'fd-long-' || i, 'fd-plain', 'old ' || i, now() - i * interval '1 minute' FROM generate_series(1, 1005) i;
+SELECT novu.feed('fd-long') - 'data' AS first_page, novu.feed('fd-long', 99, 10) - 'data' AS page_99,
+       novu.feed('fd-long', 100, 10) - 'data' AS last_page, novu.feed('fd-long', 100, 10) #>> '{data,4,content}' AS oldest;
+SELECT novu.unseen_count('fd-long') AS capped_at_100;
+DELETE FROM novu.in_app_messages WHERE subscriber_id = 'fd-long';
 SELECT pg_temp.err($$SELECT novu.feed('fd-nobody')$$);
 SELECT pg_temp.err($$SELECT novu.feed('')$$);
 SELECT pg_temp.err($$SELECT novu.feed(NULL)$$);
