@@ -274,7 +274,7 @@ CREATE TABLE novu.in_app_messages (
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX in_app_messages_feed_idx ON novu.in_app_messages (subscriber_id, created_at DESC, id DESC) INCLUDE (seen, read);
-CREATE INDEX in_app_messages_unseen_idx ON novu.in_app_messages (subscriber_id, created_at DESC, id DESC) WHERE NOT seen;
+CREATE INDEX in_app_messages_unseen_idx ON novu.in_app_messages (subscriber_id, created_at DESC, id DESC) INCLUDE (read) WHERE NOT seen;
 CREATE INDEX in_app_messages_transaction_idx ON novu.in_app_messages (transaction_id);
 COMMENT ON TABLE novu.in_app_messages IS 'The in-app feed: one row per in_app message (rendered content, subject, cta, seen/read marks); read through novu.feed()';
 
@@ -2565,28 +2565,32 @@ BEGIN
     END IF;
     -- totalCount is counted up to 1000 (Novu's COUNT_LIMIT), or up to one past
     -- the page asked for when that is further, so that hasMore is always
-    -- exact and a long history is never counted whole; the count reads the
-    -- feed index only (seen and read are in it)
+    -- exact and a long history is never counted whole.  Without a payload
+    -- filter, the count and the page's ids come from an index alone (the feed
+    -- index holds seen and read; the unseen messages have a partial index
+    -- holding read) and only the page's rows are read, by primary key.
     cap := GREATEST(1000, feed.page::bigint * feed.page_size + feed.page_size + 1);
-    IF feed.payload IS NULL THEN
+    IF feed.payload IS NULL AND feed.seen IS FALSE THEN
+        SELECT count(*) INTO total
+          FROM (SELECT FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = feed.subscriber_id AND NOT m.seen
+                   AND (feed.read IS NULL OR m.read = feed.read)
+                 LIMIT cap) c;
+        SELECT COALESCE(jsonb_agg(novu._feed_item(x) ORDER BY x.created_at DESC, x.id DESC), '[]')
+          INTO items
+          FROM (SELECT m.id FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = feed.subscriber_id AND NOT m.seen
+                   AND (feed.read IS NULL OR m.read = feed.read)
+                 ORDER BY m.created_at DESC, m.id DESC
+                 OFFSET feed.page::bigint * feed.page_size LIMIT feed.page_size) k
+          JOIN novu.in_app_messages x ON x.id = k.id;
+    ELSIF feed.payload IS NULL THEN
         SELECT count(*) INTO total
           FROM (SELECT FROM novu.in_app_messages m
                  WHERE m.subscriber_id = feed.subscriber_id
                    AND (feed.seen IS NULL OR m.seen = feed.seen)
                    AND (feed.read IS NULL OR m.read = feed.read)
                  LIMIT cap) c;
-    ELSE
-        SELECT count(*) INTO total
-          FROM (SELECT FROM novu.in_app_messages m
-                 WHERE m.subscriber_id = feed.subscriber_id
-                   AND (feed.seen IS NULL OR m.seen = feed.seen)
-                   AND (feed.read IS NULL OR m.read = feed.read)
-                   AND m.payload @> feed.payload
-                 LIMIT cap) c;
-    END IF;
-    -- the page's ids from the feed index alone (the rows skipped by OFFSET
-    -- are never read from the table), then its rows by primary key
-    IF feed.payload IS NULL THEN
         SELECT COALESCE(jsonb_agg(novu._feed_item(x) ORDER BY x.created_at DESC, x.id DESC), '[]')
           INTO items
           FROM (SELECT m.id FROM novu.in_app_messages m
@@ -2597,6 +2601,13 @@ BEGIN
                  OFFSET feed.page::bigint * feed.page_size LIMIT feed.page_size) k
           JOIN novu.in_app_messages x ON x.id = k.id;
     ELSE
+        SELECT count(*) INTO total
+          FROM (SELECT FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = feed.subscriber_id
+                   AND (feed.seen IS NULL OR m.seen = feed.seen)
+                   AND (feed.read IS NULL OR m.read = feed.read)
+                   AND m.payload @> feed.payload
+                 LIMIT cap) c;
         SELECT COALESCE(jsonb_agg(novu._feed_item(x) ORDER BY x.created_at DESC, x.id DESC), '[]')
           INTO items
           FROM (SELECT * FROM novu.in_app_messages m

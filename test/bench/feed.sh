@@ -81,12 +81,14 @@ lat() {  # lat NAME SQL
 }
 
 log "feed page, unseen count: $TX calls each"
+load_before=$(cut -d" " -f1-3 /proc/loadavg)
 read -r f50 f99 fn <<< "$(lat feed "SELECT novu.feed('hot', 0, 10);")"
 read -r g50 g99 gn <<< "$(lat feed9 "SELECT novu.feed('hot', 9, 10);")"
 read -r s50 s99 sn <<< "$(lat unseen_feed "SELECT novu.feed('hot', 0, 10, false);")"
 read -r u50 u99 un <<< "$(lat unseen "SELECT novu.unseen_count('hot');")"
 unseen=$(q -c "SELECT novu.unseen_count('hot') ->> 'count'")
 total=$(q -c "SELECT novu.feed('hot', 0, 10) ->> 'totalCount'")
+load_after=$(cut -d" " -f1-3 /proc/loadavg)
 
 log "mark_all_as: 1,000 messages, once for each of 10 subscribers"
 marks=""
@@ -107,6 +109,7 @@ cat <<EOF2
 novu.in_app_messages: $rows rows ($size with indexes), loaded in $load_s s, VACUUM ANALYZE $vacuum_s s.
 Subscriber "hot": $hot messages spread over the table, totalCount $total, unseen count $unseen (capped at 100).
 One client (pgbench -c 1, $TX calls a row, after 100 warm-up calls); latency from pgbench's per-transaction log.
+Load average ($(nproc) cores) before and after the latency rows: $load_before / $load_after (the machine's other work counts in p99).
 
 | row | p50 | p99 | n | target |
 |---|---|---|---|---|
