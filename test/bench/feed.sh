@@ -7,6 +7,7 @@
 # subscriber with 10,000 messages (500 of them unseen) spread over the whole
 # table, as a busy user's are, and 10 subscribers with 1,000 unseen messages
 # each (the first 970,000 messages).  Then, one client (pgbench, per-transaction log):
+#   - the floor: SELECT 1, the same way (what the machine's other work adds to p99)
 #   - feed page: novu.feed('hot') page 0 of 10, and page 9 (the 100th item on)
 #   - unseen count: novu.unseen_count('hot') (counts up to 100)
 #   - mark_all_as('bulk-k', '"seen"'): about 1,000 messages marked, once per subscriber
@@ -82,6 +83,7 @@ lat() {  # lat NAME SQL
 
 log "feed page, unseen count: $TX calls each"
 load_before=$(cut -d" " -f1-3 /proc/loadavg)
+read -r b50 b99 bn <<< "$(lat base "SELECT 1;")"
 read -r f50 f99 fn <<< "$(lat feed "SELECT novu.feed('hot', 0, 10);")"
 read -r g50 g99 gn <<< "$(lat feed9 "SELECT novu.feed('hot', 9, 10);")"
 read -r s50 s99 sn <<< "$(lat unseen_feed "SELECT novu.feed('hot', 0, 10, false);")"
@@ -113,6 +115,7 @@ Load average ($(nproc) cores) before and after the latency rows: $load_before / 
 
 | row | p50 | p99 | n | target |
 |---|---|---|---|---|
+| SELECT 1 (the floor: this machine's scheduling, same client) | $b50 ms | $b99 ms | $bn | |
 | feed('hot') page 0 (10 items; totalCount counted up to 1000) | $f50 ms | $f99 ms | $fn | p99 ≤ 5 ms |
 | feed('hot') page 9 | $g50 ms | $g99 ms | $gn | |
 | feed('hot', seen => false) page 0 | $s50 ms | $s99 ms | $sn | |
