@@ -291,6 +291,39 @@ CREATE INDEX execution_details_transaction_idx ON novu.execution_details (transa
 CREATE INDEX execution_details_created_idx ON novu.execution_details USING brin (created_at);
 COMMENT ON TABLE novu.execution_details IS 'Activity log: one row per step event ("Message sent", "Token removed: Unregistered", ...)';
 
+-- The in-app feed (Novu's in_app messages): one row per in_app message, written by
+-- the workers when the step is reached (novu._store_in_app), its id the delivery's
+-- (novu.messages.id).  Content and subject are rendered; cta holds the redirect and
+-- the action buttons with their status; actor is the author's public profile.
+-- Marks are per row (seen, read, with the time each was last set).  A subscriber's
+-- feed page and its count come from feed_idx (index-only: seen and read are
+-- included); the unseen count and the unseen filter from the partial unseen_idx,
+-- counted up to a limit, never over a subscriber's whole history.
+CREATE TABLE novu.in_app_messages (
+    id              bigint PRIMARY KEY,
+    subscriber_id   text COLLATE "C" NOT NULL,
+    transaction_id  text COLLATE "C" NOT NULL,
+    workflow_id     text COLLATE "C" NOT NULL,
+    feed_identifier text COLLATE "C",
+    content         text NOT NULL,
+    subject         text,
+    avatar          text,
+    cta             jsonb,
+    payload         jsonb NOT NULL DEFAULT '{}',
+    actor           jsonb,
+    seen            boolean NOT NULL DEFAULT false,
+    read            boolean NOT NULL DEFAULT false,
+    archived        boolean NOT NULL DEFAULT false,
+    last_seen_at    timestamptz,
+    last_read_at    timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX in_app_messages_feed_idx ON novu.in_app_messages (subscriber_id, created_at DESC, id DESC) INCLUDE (seen, read);
+CREATE INDEX in_app_messages_unseen_idx ON novu.in_app_messages (subscriber_id, created_at DESC, id DESC) INCLUDE (read) WHERE NOT seen;
+CREATE INDEX in_app_messages_transaction_idx ON novu.in_app_messages (transaction_id);
+COMMENT ON TABLE novu.in_app_messages IS 'The in-app feed: one row per in_app message (rendered content, subject, cta, seen/read marks); read through novu.feed()';
+
 -- Counters per integration that the deliveries table cannot give (retries, pruned
 -- tokens), one row per delivery worker: two workers recording results at once never
 -- wait for each other's transaction on one row.
@@ -356,6 +389,7 @@ SELECT pg_catalog.pg_extension_config_dump('novu.execution_details', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.execution_details_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.subscriber_import_rejects', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.provider_stats', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.in_app_messages', '');
 
 ------------------------------------------------------------------------------
 -- Views
@@ -1767,6 +1801,89 @@ END
 $$;
 COMMENT ON FUNCTION novu._check_step_common(jsonb, integer) IS 'Internal: validate a step''s stepId (unique) and filters';
 
+-- Validate the keys only an in_app step has (DESIGN 9): subject (a template),
+-- avatar (an http(s) URL, or true/false: the actor's avatar or none), cta
+-- {type: "redirect", data: {url}} (the url a template), actions (at most one
+-- primary and one secondary button, {type, content}), feedIdentifier; keys of
+-- push and chat steps are refused.  f names the step in messages.
+CREATE FUNCTION novu._check_in_app_step(step jsonb, f text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    v jsonb;
+    a jsonb;
+    j integer := 0;
+BEGIN
+    FOR k, v IN SELECT * FROM jsonb_each(step) LOOP
+        CASE k
+        WHEN 'title' THEN
+            RAISE EXCEPTION '%.title is not used by in_app steps', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'An in_app step has a subject (optional) and a content.';
+        WHEN 'data', 'overrides', 'providers' THEN
+            RAISE EXCEPTION '%.% is not used by in_app steps', f, k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'An in_app step has content, subject, avatar, cta, actions, feedIdentifier; the trigger''s payload comes with each feed item.';
+        WHEN 'subject' THEN
+            IF jsonb_typeof(v) <> 'string' THEN
+                RAISE EXCEPTION '%.subject must be a string', f
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'subject is a template string.';
+            END IF;
+            PERFORM novu._check_template(v #>> '{}', f || '.subject');
+        WHEN 'avatar' THEN
+            IF jsonb_typeof(v) = 'string' THEN
+                PERFORM novu._check_url(v #>> '{}', f || '.avatar');
+            ELSIF jsonb_typeof(v) <> 'boolean' THEN
+                RAISE EXCEPTION '%.avatar must be a URL or a boolean', f
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'An https URL of an image, true for the actor''s avatar (the default), false for none.';
+            END IF;
+        WHEN 'cta' THEN
+            IF jsonb_typeof(v) <> 'object' OR v ->> 'type' IS DISTINCT FROM 'redirect'
+               OR EXISTS (SELECT FROM jsonb_object_keys(v) x WHERE x NOT IN ('type', 'data'))
+               OR jsonb_typeof(v -> 'data') IS DISTINCT FROM 'object'
+               OR EXISTS (SELECT FROM jsonb_object_keys(v -> 'data') x WHERE x <> 'url')
+               OR jsonb_typeof(v #> '{data,url}') IS DISTINCT FROM 'string' OR v #>> '{data,url}' = '' THEN
+                RAISE EXCEPTION '%.cta must be {"type": "redirect", "data": {"url": "..."}}', f
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'The url is a template, e.g. "/posts/{{payload.postId}}".';
+            END IF;
+            PERFORM novu._check_template(v #>> '{data,url}', f || '.cta.data.url');
+        WHEN 'actions' THEN
+            IF jsonb_typeof(v) <> 'array' OR jsonb_array_length(v) > 2 THEN
+                RAISE EXCEPTION '%.actions must be an array of at most 2 buttons', f
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Example: [{"type": "primary", "content": "Accept"}, {"type": "secondary", "content": "Decline"}].';
+            END IF;
+            FOR a IN SELECT * FROM jsonb_array_elements(v) LOOP
+                IF jsonb_typeof(a) <> 'object' OR a ->> 'type' IS NULL OR a ->> 'type' NOT IN ('primary', 'secondary')
+                   OR jsonb_typeof(a -> 'content') IS DISTINCT FROM 'string' OR a ->> 'content' = ''
+                   OR EXISTS (SELECT FROM jsonb_object_keys(a) x WHERE x NOT IN ('type', 'content', 'resultContent')) THEN
+                    RAISE EXCEPTION '%.actions[%] must be {"type": "primary" | "secondary", "content": "..."}', f, j
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'content is the button''s label (plain text); resultContent (optional) the label once done.';
+                END IF;
+                j := j + 1;
+            END LOOP;
+            IF (SELECT count(DISTINCT x ->> 'type') FROM jsonb_array_elements(v) x) < jsonb_array_length(v) THEN
+                RAISE EXCEPTION '%.actions has two buttons of one type', f
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'At most one primary and one secondary button.';
+            END IF;
+        WHEN 'feedIdentifier' THEN
+            IF jsonb_typeof(v) <> 'string' THEN
+                RAISE EXCEPTION '%.feedIdentifier must be a string', f
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'The feed this step''s messages belong to.';
+            END IF;
+            PERFORM novu._check_id(v #>> '{}', f || '.feedIdentifier');
+        ELSE NULL;  -- type, name, content: checked by _check_steps
+        END CASE;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION novu._check_in_app_step(jsonb, text) IS 'Internal: validate the keys of an in_app step (subject, avatar, cta, actions, feedIdentifier)';
+
 -- Validate a step array; raises naming steps[i].field.  A step's overrides keep to
 -- the providers' allowlists too.
 CREATE FUNCTION novu._check_steps(steps jsonb)
@@ -1799,15 +1916,18 @@ BEGIN
         END IF;
         IF jsonb_typeof(step -> 'type') IS DISTINCT FROM 'string' THEN
             RAISE EXCEPTION '%.type is required', f
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push, chat, delay, digest.';
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push, chat, in_app, delay, digest.';
         END IF;
-        IF step ->> 'type' IN ('in_app', 'email', 'sms') THEN
+        IF step ->> 'type' IN ('email', 'sms') THEN
             RAISE EXCEPTION '%.type "%" is not supported yet', f, step ->> 'type'
                 USING ERRCODE = 'feature_not_supported',
-                      HINT = 'This version executes push and chat steps only; nothing is accepted that would not run.';
-        ELSIF step ->> 'type' NOT IN ('push', 'chat', 'delay', 'digest') THEN
+                      HINT = 'This version executes push, chat, in_app, delay and digest steps only; nothing is accepted that would not run.';
+        ELSIF step ->> 'type' NOT IN ('push', 'chat', 'in_app', 'delay', 'digest') THEN
             RAISE EXCEPTION '%.type "%" is unknown', f, step ->> 'type'
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push, chat, delay, digest.';
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Step types: push, chat, in_app, delay, digest.';
+        END IF;
+        IF step ->> 'type' = 'in_app' THEN
+            PERFORM novu._check_in_app_step(step, f);
         END IF;
         IF step ->> 'type' = 'chat' AND step ? 'title' THEN
             RAISE EXCEPTION '%.title is not used by chat steps', f
@@ -1854,6 +1974,12 @@ BEGIN
                               HINT = 'Provider overrides, e.g. {"fcm": {"android": {"priority": "HIGH"}}}.';
                 END IF;
                 PERFORM novu._check_overrides(v, f || '.overrides');
+            WHEN 'subject', 'avatar', 'cta', 'actions', 'feedIdentifier' THEN
+                IF step ->> 'type' <> 'in_app' THEN
+                    RAISE EXCEPTION '%.% is used by in_app steps only', f, k
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'A push step has type, name, title, content, data, overrides, providers; a chat step the same without title.';
+                END IF;
             WHEN 'providers' THEN
                 IF jsonb_typeof(v) <> 'array'
                    OR EXISTS (SELECT FROM jsonb_array_elements(v) p
@@ -1876,7 +2002,7 @@ BEGIN
         END LOOP;
         IF NOT step ? 'content' OR step ->> 'content' = '' THEN
             RAISE EXCEPTION '%.content is required', f
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'A push or chat step needs a non-empty content template.';
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'A push, chat or in_app step needs a non-empty content template.';
         END IF;
         i := i + 1;
     END LOOP;
@@ -2607,6 +2733,860 @@ $$;
 COMMENT ON FUNCTION novu.notification_stats() IS 'Notifications triggered in the last week, month and year: {weeklySent, monthlySent, yearlySent}';
 
 ------------------------------------------------------------------------------
+-- In-app feed and activity API (DESIGN 10: the seed's v1 endpoints, as SQL)
+-- The feed functions take the subscriber's id and touch only that subscriber's
+-- rows: a message id of another subscriber is "not found", never a write.
+-- Marks that change (and messages deleted) NOTIFY novu_in_app with
+-- {"subscriberId", "unseenCount"}, delivered at commit, nothing on rollback.
+------------------------------------------------------------------------------
+
+-- Raise unless page and page_size are a valid page request.
+CREATE FUNCTION novu._check_paging(page integer, page_size integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF page IS NULL OR page < 0 THEN
+        RAISE EXCEPTION 'page must be 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pages are numbered from 0.';
+    END IF;
+    IF page_size IS NULL OR page_size < 1 OR page_size > 100 THEN
+        RAISE EXCEPTION 'page_size must be between 1 and 100'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default page size is 10.';
+    END IF;
+    IF page::bigint * page_size > 1000000 THEN
+        RAISE EXCEPTION 'page % is too far (at most 1,000,000 items are skipped)', page
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Narrow the request with its filters.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_paging(integer, integer) IS 'Internal: raise unless page >= 0 and page_size is 1 to 100';
+
+-- Raise unless the subscriber exists (the feed functions' first check).
+CREATE FUNCTION novu._feed_subscriber(p_subscriber_id text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_id(p_subscriber_id, 'subscriber_id');
+    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = p_subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', p_subscriber_id
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.identify().';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._feed_subscriber(text) IS 'Internal: raise unless the subscriberId is valid and the subscriber exists';
+
+-- A message id (Novu's _id: the digits of novu.messages.id, as text or a number).
+CREATE FUNCTION novu._message_id(value jsonb, field text)
+RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(value) = 'string' AND (value #>> '{}') ~ '^[0-9]{1,18}$' THEN
+        RETURN (value #>> '{}')::bigint;
+    ELSIF jsonb_typeof(value) = 'number' AND (value #>> '{}') ~ '^[0-9]{1,18}$' THEN
+        RETURN (value #>> '{}')::bigint;
+    END IF;
+    RAISE EXCEPTION '% must be a message id', field
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'A message id is the "_id" of a feed item or message: digits, e.g. "42".';
+END
+$$;
+COMMENT ON FUNCTION novu._message_id(jsonb, text) IS 'Internal: a message id given as a string of digits or a number';
+
+-- The message ids of a mark request: one id, or an array of 1 to 1000 ids.
+CREATE FUNCTION novu._message_ids(message_ids jsonb)
+RETURNS bigint[]
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ids bigint[];
+BEGIN
+    IF message_ids IS NULL THEN
+        RAISE EXCEPTION 'message_ids is required'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give a message id or an array of them: ["42", "43"].';
+    END IF;
+    IF jsonb_typeof(message_ids) <> 'array' THEN
+        RETURN ARRAY[novu._message_id(message_ids, 'message_ids')];
+    END IF;
+    IF jsonb_array_length(message_ids) = 0 THEN
+        RAISE EXCEPTION 'message_ids must not be empty'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give at least one message id.';
+    END IF;
+    IF jsonb_array_length(message_ids) > 1000 THEN
+        RAISE EXCEPTION 'message_ids has % ids, at most 1000 are allowed', jsonb_array_length(message_ids)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Use novu.mark_all_as() for a whole feed.';
+    END IF;
+    SELECT array_agg(DISTINCT novu._message_id(e.value, format('message_ids[%s]', e.n - 1)))
+      INTO ids
+      FROM jsonb_array_elements(message_ids) WITH ORDINALITY AS e(value, n);
+    RETURN ids;
+END
+$$;
+COMMENT ON FUNCTION novu._message_ids(jsonb) IS 'Internal: the ids of a mark request (one id or an array of at most 1000)';
+
+-- A mark: {"seen": bool, "read": bool} (one or both), or Novu's mark-all word
+-- "seen", "unseen", "read" or "unread" as a JSON string.
+CREATE FUNCTION novu._feed_mark(mark jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    v jsonb;
+BEGIN
+    IF jsonb_typeof(mark) = 'string' THEN
+        CASE mark #>> '{}'
+        WHEN 'seen' THEN RETURN '{"seen": true}';
+        WHEN 'unseen' THEN RETURN '{"seen": false}';
+        WHEN 'read' THEN RETURN '{"read": true}';
+        WHEN 'unread' THEN RETURN '{"read": false}';
+        ELSE NULL;
+        END CASE;
+    END IF;
+    IF mark IS NULL OR jsonb_typeof(mark) <> 'object' THEN
+        RAISE EXCEPTION 'mark must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: {"seen": true, "read": true}; or one of "seen", "unseen", "read", "unread".';
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(mark) LOOP
+        IF k NOT IN ('seen', 'read') THEN
+            RAISE EXCEPTION 'unknown key "%" in mark', k
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'A mark has seen and/or read.';
+        END IF;
+        IF jsonb_typeof(v) <> 'boolean' THEN
+            RAISE EXCEPTION 'mark.% must be a boolean', k
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+        END IF;
+    END LOOP;
+    IF NOT (mark ? 'seen' OR mark ? 'read') THEN
+        RAISE EXCEPTION 'mark must set seen or read'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Example: {"seen": true}.';
+    END IF;
+    RETURN mark;
+END
+$$;
+COMMENT ON FUNCTION novu._feed_mark(jsonb) IS 'Internal: validate a mark ({seen?, read?} or "seen"/"unseen"/"read"/"unread")';
+
+-- A feed item in Novu's shape.  Called for each item of a page, so it is kept
+-- inlinable: no SET clause (a SET makes each call switch settings, a third of a
+-- feed page's time) and the dates formatted in place (novu._iso has one).  It
+-- is reached only from the feed functions, whose search_path is pinned.
+CREATE FUNCTION novu._feed_item(m novu.in_app_messages)
+RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT jsonb_build_object(
+        '_id', m.id::text,
+        'subscriberId', m.subscriber_id,
+        'templateIdentifier', m.workflow_id,
+        'transactionId', m.transaction_id,
+        '_feedId', m.feed_identifier,
+        'channel', 'in_app',
+        'content', m.content,
+        'subject', m.subject,
+        'avatar', m.avatar,
+        'cta', m.cta,
+        'actor', m.actor,
+        'payload', m.payload,
+        'seen', m.seen,
+        'read', m.read,
+        'archived', m.archived,
+        'lastSeenDate', to_char(m.last_seen_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'lastReadDate', to_char(m.last_read_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'createdAt', to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'updatedAt', to_char(m.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'status', 'sent',
+        'deleted', false)
+$$;
+COMMENT ON FUNCTION novu._feed_item(novu.in_app_messages) IS 'Internal: JSON of a feed item (Novu''s in_app message)';
+
+-- NOTIFY novu_in_app {"subscriberId", "unseenCount"} (unseen counted up to 100),
+-- delivered when the calling transaction commits.
+CREATE FUNCTION novu._notify_in_app(p_subscriber_id text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_notify('novu_in_app', format('{"subscriberId": %s, "unseenCount": %s}', to_json(p_subscriber_id),
+        (SELECT count(*) FROM (SELECT FROM novu.in_app_messages m
+                                WHERE m.subscriber_id = p_subscriber_id AND NOT m.seen
+                                LIMIT 100) c)))
+$$;
+COMMENT ON FUNCTION novu._notify_in_app(text) IS 'Internal: NOTIFY novu_in_app with the subscriber''s unseen count (up to 100), at commit';
+
+CREATE FUNCTION novu.feed(subscriber_id text, page integer DEFAULT 0, page_size integer DEFAULT 10,
+                          seen boolean DEFAULT NULL, read boolean DEFAULT NULL, payload jsonb DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    total bigint;
+    cap bigint;
+    items jsonb;
+BEGIN
+    PERFORM novu._feed_subscriber(feed.subscriber_id);
+    PERFORM novu._check_paging(feed.page, feed.page_size);
+    IF feed.payload IS NOT NULL THEN
+        IF jsonb_typeof(feed.payload) <> 'object' THEN
+            RAISE EXCEPTION 'payload must be a JSON object'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The feed keeps the messages whose payload contains it, e.g. {"postId": 42}.';
+        END IF;
+        PERFORM novu._check_size(feed.payload, 'payload', 16384);
+    END IF;
+    -- totalCount is counted up to 1000 (Novu's COUNT_LIMIT), or up to one past
+    -- the page asked for when that is further, so that hasMore is always
+    -- exact and a long history is never counted whole.  Without a payload
+    -- filter, the count and the page's ids come from an index alone (the feed
+    -- index holds seen and read; the unseen messages have a partial index
+    -- holding read) and only the page's rows are read, by primary key.
+    cap := GREATEST(1000, feed.page::bigint * feed.page_size + feed.page_size + 1);
+    IF feed.payload IS NULL AND feed.seen IS FALSE THEN
+        SELECT count(*) INTO total
+          FROM (SELECT FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = feed.subscriber_id AND NOT m.seen
+                   AND (feed.read IS NULL OR m.read = feed.read)
+                 LIMIT cap) c;
+        SELECT COALESCE(jsonb_agg(novu._feed_item(x) ORDER BY x.created_at DESC, x.id DESC), '[]')
+          INTO items
+          FROM (SELECT m.id FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = feed.subscriber_id AND NOT m.seen
+                   AND (feed.read IS NULL OR m.read = feed.read)
+                 ORDER BY m.created_at DESC, m.id DESC
+                 OFFSET feed.page::bigint * feed.page_size LIMIT feed.page_size) k
+          JOIN novu.in_app_messages x ON x.id = k.id;
+    ELSIF feed.payload IS NULL THEN
+        SELECT count(*) INTO total
+          FROM (SELECT FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = feed.subscriber_id
+                   AND (feed.seen IS NULL OR m.seen = feed.seen)
+                   AND (feed.read IS NULL OR m.read = feed.read)
+                 LIMIT cap) c;
+        SELECT COALESCE(jsonb_agg(novu._feed_item(x) ORDER BY x.created_at DESC, x.id DESC), '[]')
+          INTO items
+          FROM (SELECT m.id FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = feed.subscriber_id
+                   AND (feed.seen IS NULL OR m.seen = feed.seen)
+                   AND (feed.read IS NULL OR m.read = feed.read)
+                 ORDER BY m.created_at DESC, m.id DESC
+                 OFFSET feed.page::bigint * feed.page_size LIMIT feed.page_size) k
+          JOIN novu.in_app_messages x ON x.id = k.id;
+    ELSE
+        SELECT count(*) INTO total
+          FROM (SELECT FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = feed.subscriber_id
+                   AND (feed.seen IS NULL OR m.seen = feed.seen)
+                   AND (feed.read IS NULL OR m.read = feed.read)
+                   AND m.payload @> feed.payload
+                 LIMIT cap) c;
+        SELECT COALESCE(jsonb_agg(novu._feed_item(x) ORDER BY x.created_at DESC, x.id DESC), '[]')
+          INTO items
+          FROM (SELECT * FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = feed.subscriber_id
+                   AND (feed.seen IS NULL OR m.seen = feed.seen)
+                   AND (feed.read IS NULL OR m.read = feed.read)
+                   AND m.payload @> feed.payload
+                 ORDER BY m.created_at DESC, m.id DESC
+                 OFFSET feed.page::bigint * feed.page_size LIMIT feed.page_size) x;
+    END IF;
+    RETURN jsonb_build_object(
+        'data', items,
+        'totalCount', total,
+        'hasMore', feed.page::bigint * feed.page_size + jsonb_array_length(items) < total,
+        'pageSize', feed.page_size,
+        'page', feed.page);
+END
+$$;
+COMMENT ON FUNCTION novu.feed(text, integer, integer, boolean, boolean, jsonb) IS 'A subscriber''s in-app feed, newest first: {data, totalCount, hasMore, pageSize, page}; filters seen, read and payload (containment); totalCount counts up to 1000 (or one past the page asked for)';
+
+CREATE FUNCTION novu.unseen_count(subscriber_id text, seen boolean DEFAULT false, "limit" integer DEFAULT 100)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM novu._feed_subscriber(unseen_count.subscriber_id);
+    IF unseen_count.seen IS NULL THEN
+        RAISE EXCEPTION 'seen must be true or false'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'false (the default) counts the unseen messages.';
+    END IF;
+    IF unseen_count."limit" IS NULL OR unseen_count."limit" < 1 OR unseen_count."limit" > 100 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 100'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The count stops at limit (Novu''s default 100).';
+    END IF;
+    -- counted up to the limit: never a walk over the subscriber's whole history
+    IF NOT unseen_count.seen THEN
+        SELECT count(*) INTO n
+          FROM (SELECT FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = unseen_count.subscriber_id AND NOT m.seen
+                 LIMIT unseen_count."limit") c;
+    ELSE
+        SELECT count(*) INTO n
+          FROM (SELECT FROM novu.in_app_messages m
+                 WHERE m.subscriber_id = unseen_count.subscriber_id AND m.seen
+                 LIMIT unseen_count."limit") c;
+    END IF;
+    RETURN jsonb_build_object('count', n);
+END
+$$;
+COMMENT ON FUNCTION novu.unseen_count(text, boolean, integer) IS 'A subscriber''s unseen (or, seen => true, seen) in-app messages, counted up to limit (1..100): {count}';
+
+-- Lock the given messages of a subscriber, in the feed's order (the order every
+-- mark locks in, so concurrent marks never deadlock); raise if one is not the
+-- subscriber's.
+CREATE FUNCTION novu._lock_feed_messages(p_subscriber_id text, p_ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    locked bigint[];
+    missing bigint;
+BEGIN
+    SELECT array_agg(l.id) INTO locked
+      FROM (SELECT m.id FROM novu.in_app_messages m
+             WHERE m.id = ANY (p_ids) AND m.subscriber_id = p_subscriber_id
+             ORDER BY m.created_at DESC, m.id DESC
+             FOR UPDATE) l;
+    SELECT x INTO missing FROM unnest(p_ids) x WHERE NOT x = ANY (COALESCE(locked, '{}')) ORDER BY x LIMIT 1;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'message "%" not found in the feed of subscriber "%"', missing, p_subscriber_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Message ids come from novu.feed(subscriber_id); a subscriber marks only its own messages.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._lock_feed_messages(text, bigint[]) IS 'Internal: lock a subscriber''s feed messages in feed order; raise if one is not the subscriber''s';
+
+CREATE FUNCTION novu.mark_as(subscriber_id text, message_ids jsonb, mark jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ids bigint[];
+    mk jsonb;
+    to_seen boolean;
+    to_read boolean;
+    changed integer;
+BEGIN
+    PERFORM novu._feed_subscriber(mark_as.subscriber_id);
+    ids := novu._message_ids(mark_as.message_ids);
+    mk := novu._feed_mark(mark_as.mark);
+    to_seen := (mk ->> 'seen')::boolean;
+    to_read := (mk ->> 'read')::boolean;
+    PERFORM novu._lock_feed_messages(mark_as.subscriber_id, ids);
+    UPDATE novu.in_app_messages m
+       SET seen = COALESCE(to_seen, m.seen),
+           last_seen_at = CASE WHEN to_seen AND NOT m.seen THEN now() ELSE m.last_seen_at END,
+           read = COALESCE(to_read, m.read),
+           last_read_at = CASE WHEN to_read AND NOT m.read THEN now() ELSE m.last_read_at END,
+           updated_at = now()
+     WHERE m.id = ANY (ids) AND m.subscriber_id = mark_as.subscriber_id
+       AND (m.seen <> COALESCE(to_seen, m.seen) OR m.read <> COALESCE(to_read, m.read));
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    IF changed > 0 THEN
+        PERFORM novu._notify_in_app(mark_as.subscriber_id);
+    END IF;
+    RETURN (SELECT COALESCE(jsonb_agg(novu._feed_item(m) ORDER BY m.created_at DESC, m.id DESC), '[]')
+              FROM novu.in_app_messages m
+             WHERE m.id = ANY (ids) AND m.subscriber_id = mark_as.subscriber_id);
+END
+$$;
+COMMENT ON FUNCTION novu.mark_as(text, jsonb, jsonb) IS 'Mark a subscriber''s messages (one id or an array) {"seen": bool, "read": bool}; returns them; another subscriber''s message id is an error';
+
+CREATE FUNCTION novu.mark_all_as(subscriber_id text, mark jsonb, feed_identifier text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    mk jsonb;
+    to_seen boolean;
+    to_read boolean;
+    changed integer;
+BEGIN
+    PERFORM novu._feed_subscriber(mark_all_as.subscriber_id);
+    mk := novu._feed_mark(mark_all_as.mark);
+    IF mark_all_as.feed_identifier IS NOT NULL THEN
+        PERFORM novu._check_id(mark_all_as.feed_identifier, 'feed_identifier');
+    END IF;
+    to_seen := (mk ->> 'seen')::boolean;
+    to_read := (mk ->> 'read')::boolean;
+    -- lock in the feed's order first (see _lock_feed_messages), then update
+    PERFORM FROM novu.in_app_messages m
+     WHERE m.subscriber_id = mark_all_as.subscriber_id
+       AND (mark_all_as.feed_identifier IS NULL OR m.feed_identifier = mark_all_as.feed_identifier)
+       AND (m.seen <> COALESCE(to_seen, m.seen) OR m.read <> COALESCE(to_read, m.read))
+     ORDER BY m.created_at DESC, m.id DESC
+     FOR UPDATE;
+    UPDATE novu.in_app_messages m
+       SET seen = COALESCE(to_seen, m.seen),
+           last_seen_at = CASE WHEN to_seen AND NOT m.seen THEN now() ELSE m.last_seen_at END,
+           read = COALESCE(to_read, m.read),
+           last_read_at = CASE WHEN to_read AND NOT m.read THEN now() ELSE m.last_read_at END,
+           updated_at = now()
+     WHERE m.subscriber_id = mark_all_as.subscriber_id
+       AND (mark_all_as.feed_identifier IS NULL OR m.feed_identifier = mark_all_as.feed_identifier)
+       AND (m.seen <> COALESCE(to_seen, m.seen) OR m.read <> COALESCE(to_read, m.read));
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    IF changed > 0 THEN
+        PERFORM novu._notify_in_app(mark_all_as.subscriber_id);
+    END IF;
+    RETURN changed;
+END
+$$;
+COMMENT ON FUNCTION novu.mark_all_as(text, jsonb, text) IS 'Mark all of a subscriber''s messages (of one feed if feed_identifier is given); mark {seen?, read?} or "seen"/"unseen"/"read"/"unread"; returns how many changed';
+
+CREATE FUNCTION novu.mark_seen(subscriber_id text, message_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF mark_seen.message_id IS NULL THEN
+        RAISE EXCEPTION 'message_id is required'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the "_id" of a feed item.';
+    END IF;
+    RETURN novu.mark_as(mark_seen.subscriber_id, to_jsonb(mark_seen.message_id), '{"seen": true}') -> 0;
+END
+$$;
+COMMENT ON FUNCTION novu.mark_seen(text, text) IS 'Mark one of a subscriber''s messages seen; returns it (Novu''s deprecated messages/:messageId/seen)';
+
+CREATE FUNCTION novu.mark_action(subscriber_id text, message_id text, type text, status text,
+                                 payload jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    msg_id bigint;
+    m novu.in_app_messages;
+BEGIN
+    PERFORM novu._feed_subscriber(mark_action.subscriber_id);
+    IF mark_action.message_id IS NULL THEN
+        RAISE EXCEPTION 'message_id is required'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the "_id" of a feed item.';
+    END IF;
+    msg_id := novu._message_id(to_jsonb(mark_action.message_id), 'message_id');
+    IF mark_action.type IS NULL OR mark_action.type NOT IN ('primary', 'secondary') THEN
+        RAISE EXCEPTION 'type must be "primary" or "secondary"'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The type of the action button that was pressed.';
+    END IF;
+    IF mark_action.status IS NULL OR mark_action.status NOT IN ('pending', 'done') THEN
+        RAISE EXCEPTION 'status must be "pending" or "done"'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Novu''s action statuses: pending, done.';
+    END IF;
+    IF mark_action.payload IS NULL OR jsonb_typeof(mark_action.payload) <> 'object' THEN
+        RAISE EXCEPTION 'payload must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The action''s result payload, e.g. {"accepted": true}.';
+    END IF;
+    PERFORM novu._check_size(mark_action.payload, 'payload', 16384);
+    PERFORM novu._lock_feed_messages(mark_action.subscriber_id, ARRAY[msg_id]);
+    SELECT * INTO m FROM novu.in_app_messages x WHERE x.id = msg_id;
+    IF NOT EXISTS (SELECT FROM jsonb_array_elements(COALESCE(m.cta #> '{action,buttons}', '[]')) b
+                    WHERE b ->> 'type' = mark_action.type) THEN
+        RAISE EXCEPTION 'message "%" has no % action', msg_id, mark_action.type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The in_app step''s "actions" name the buttons a message has.';
+    END IF;
+    UPDATE novu.in_app_messages x
+       SET cta = jsonb_set(jsonb_set(x.cta, '{action,status}', to_jsonb(mark_action.status)),
+                           '{action,result}', jsonb_build_object('payload', mark_action.payload, 'type', mark_action.type)),
+           updated_at = now()
+     WHERE x.id = msg_id
+    RETURNING * INTO m;
+    PERFORM novu._notify_in_app(mark_action.subscriber_id);
+    RETURN novu._feed_item(m);
+END
+$$;
+COMMENT ON FUNCTION novu.mark_action(text, text, text, text, jsonb) IS 'Set the status (pending/done) and result payload of a message''s primary or secondary action; returns the message';
+
+-- Activity: notifications are (transaction, subscriber) pairs (novu.notifications);
+-- a notification's _id is "transactionId:subscriberId".
+CREATE FUNCTION novu._notification_json(n novu.notifications, with_jobs boolean)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        '_id', n.transaction_id || ':' || n.subscriber_id,
+        'transactionId', n.transaction_id,
+        'createdAt', novu._iso(n.created_at),
+        'status', n.status,
+        'channels', COALESCE((SELECT jsonb_agg(DISTINCT st ->> 'type')
+                                FROM jsonb_array_elements(w.steps) st
+                               WHERE st ->> 'type' IN ('push', 'chat', 'in_app', 'email', 'sms')), '[]'),
+        'subscriber', CASE WHEN s.subscriber_id IS NOT NULL THEN jsonb_build_object(
+                          '_id', s.subscriber_id, 'subscriberId', s.subscriber_id, 'firstName', s.first_name,
+                          'lastName', s.last_name, 'email', s.email, 'phone', s.phone)
+                      ELSE jsonb_build_object('_id', n.subscriber_id, 'subscriberId', n.subscriber_id) END,
+        'template', CASE WHEN w.workflow_id IS NOT NULL THEN jsonb_build_object(
+                        '_id', w.workflow_id, 'name', w.name,
+                        'triggers', jsonb_build_array(jsonb_build_object('identifier', w.workflow_id)))
+                    ELSE jsonb_build_object('_id', n.workflow_id, 'name', NULL,
+                        'triggers', jsonb_build_array(jsonb_build_object('identifier', n.workflow_id))) END,
+        'payload', n.payload,
+        'actor', n.actor)
+    || CASE WHEN with_jobs THEN jsonb_build_object(
+        'jobs', COALESCE((
+            SELECT jsonb_agg(jsonb_build_object(
+                       '_id', n.transaction_id || ':' || n.subscriber_id || ':' || (st.n - 1),
+                       'type', st.step ->> 'type',
+                       'step', st.step,
+                       'status', CASE
+                           WHEN j.total = 0 THEN CASE WHEN n.status = 'canceled' THEN 'canceled' ELSE 'pending' END
+                           WHEN j.sent > 0 THEN 'completed'
+                           WHEN j.pending > 0 THEN 'pending'
+                           WHEN j.failed > 0 THEN 'failed'
+                           WHEN j.canceled > 0 THEN 'canceled'
+                           ELSE 'skipped' END,
+                       'messages', j.messages,
+                       'executionDetails', j.details)
+                     ORDER BY st.n)
+              FROM jsonb_array_elements(COALESCE(w.steps, '[]')) WITH ORDINALITY AS st(step, n)
+              CROSS JOIN LATERAL (
+                  SELECT count(*) AS total,
+                         count(*) FILTER (WHERE d.status = 'sent') AS sent,
+                         count(*) FILTER (WHERE d.status IN ('pending', 'sending')) AS pending,
+                         count(*) FILTER (WHERE d.status = 'failed') AS failed,
+                         count(*) FILTER (WHERE d.status = 'canceled') AS canceled,
+                         COALESCE(jsonb_agg(jsonb_build_object(
+                             '_id', d.id::text, 'status', d.status, 'providerId', d.provider_id,
+                             'integrationIdentifier', d.integration_identifier, 'attempts', d.attempts,
+                             'errorText', d.last_error, 'createdAt', novu._iso(d.created_at),
+                             'sentAt', novu._iso(d.sent_at)) ORDER BY d.id) FILTER (WHERE d.id IS NOT NULL), '[]') AS messages,
+                         COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                                      '_id', e.id::text, '_messageId', e.message_id::text, 'status', e.status,
+                                      'detail', e.detail, 'providerId', e.provider_id, 'channel', e.channel,
+                                      'createdAt', novu._iso(e.created_at)) ORDER BY e.id)
+                                     FROM novu.execution_details e
+                                    WHERE e.transaction_id = n.transaction_id
+                                      AND e.message_id = ANY (array_agg(d.id))), '[]') AS details
+                    FROM novu.deliveries d
+                   WHERE d.transaction_id = n.transaction_id AND d.subscriber_id = n.subscriber_id
+                     AND d.step_index = st.n - 1) j), '[]'),
+        'executionDetails', COALESCE((
+            SELECT jsonb_agg(jsonb_build_object(
+                       '_id', e.id::text, 'status', e.status, 'detail', e.detail,
+                       'createdAt', novu._iso(e.created_at)) ORDER BY e.id)
+              FROM novu.execution_details e
+             WHERE e.transaction_id = n.transaction_id AND e.message_id IS NULL
+               AND (e.subscriber_id IS NULL OR e.subscriber_id = n.subscriber_id)), '[]'))
+       ELSE '{}'::jsonb END
+      FROM (SELECT NULL) x
+      LEFT JOIN novu.workflows w ON w.workflow_id = n.workflow_id
+      LEFT JOIN novu.subscribers s ON s.subscriber_id = n.subscriber_id
+$$;
+COMMENT ON FUNCTION novu._notification_json(novu.notifications, boolean) IS 'Internal: JSON of a notification (Novu''s activity item), with its jobs (steps, messages, execution details) if asked';
+
+-- Raise unless value is null or a JSON array of at most 100 non-empty strings.
+CREATE FUNCTION novu._check_text_array(value jsonb, field text)
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(value) <> 'array'
+       OR EXISTS (SELECT FROM jsonb_array_elements(value) e
+                   WHERE jsonb_typeof(e) <> 'string' OR e #>> '{}' = '' OR length(e #>> '{}') > 255) THEN
+        RAISE EXCEPTION '% must be a JSON array of strings', field
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Example: ["value-1", "value-2"].';
+    END IF;
+    IF jsonb_array_length(value) > 100 THEN
+        RAISE EXCEPTION '% has % values, at most 100 are allowed', field, jsonb_array_length(value)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Split the request.';
+    END IF;
+    RETURN ARRAY(SELECT jsonb_array_elements_text(value));
+END
+$$;
+COMMENT ON FUNCTION novu._check_text_array(jsonb, text) IS 'Internal: a JSON array of at most 100 non-empty strings as text[] (NULL stays NULL)';
+
+CREATE FUNCTION novu.list_notifications(channels jsonb DEFAULT NULL, templates jsonb DEFAULT NULL,
+                                        emails jsonb DEFAULT NULL, search text DEFAULT NULL,
+                                        page integer DEFAULT 0, transaction_id text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    chs text[] := novu._check_text_array(list_notifications.channels, 'channels');
+    wfs text[] := novu._check_text_array(list_notifications.templates, 'templates');
+    ems text[] := novu._check_text_array(list_notifications.emails, 'emails');
+    bad text;
+    total bigint;
+    items jsonb;
+BEGIN
+    SELECT c INTO bad FROM unnest(chs) c WHERE c NOT IN ('push', 'chat', 'in_app', 'email', 'sms') LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown channel "%" in channels', bad
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Channels: push, chat, in_app, email, sms.';
+    END IF;
+    IF list_notifications.search IS NOT NULL AND (list_notifications.search = '' OR length(list_notifications.search) > 255) THEN
+        RAISE EXCEPTION 'search must have 1 to 255 characters'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'search matches part of a subscriberId, an email or a transactionId.';
+    END IF;
+    IF list_notifications.transaction_id IS NOT NULL THEN
+        PERFORM novu._check_id(list_notifications.transaction_id, 'transaction_id');
+    END IF;
+    PERFORM novu._check_paging(list_notifications.page, 10);
+    -- counted up to 1000 or one past the page, as novu.feed counts
+    SELECT count(*) INTO total
+      FROM (SELECT FROM novu.notifications n
+              LEFT JOIN novu.subscribers s ON s.subscriber_id = n.subscriber_id
+              LEFT JOIN novu.workflows w ON w.workflow_id = n.workflow_id
+             WHERE (list_notifications.transaction_id IS NULL OR n.transaction_id = list_notifications.transaction_id)
+               AND (wfs IS NULL OR n.workflow_id = ANY (wfs))
+               AND (ems IS NULL OR s.email = ANY (ems))
+               AND (chs IS NULL OR EXISTS (SELECT FROM jsonb_array_elements(w.steps) st WHERE st ->> 'type' = ANY (chs)))
+               AND (list_notifications.search IS NULL
+                    OR strpos(n.subscriber_id, list_notifications.search) > 0
+                    OR strpos(n.transaction_id, list_notifications.search) > 0
+                    OR strpos(lower(s.email), lower(list_notifications.search)) > 0)
+             LIMIT GREATEST(1000, list_notifications.page::bigint * 10 + 11)) c;
+    SELECT COALESCE(jsonb_agg(novu._notification_json(p.n, false)
+                              ORDER BY (p.n).created_at DESC, (p.n).transaction_id, (p.n).subscriber_id), '[]')
+      INTO items
+      FROM (SELECT n FROM novu.notifications n
+              LEFT JOIN novu.subscribers s ON s.subscriber_id = n.subscriber_id
+              LEFT JOIN novu.workflows w ON w.workflow_id = n.workflow_id
+             WHERE (list_notifications.transaction_id IS NULL OR n.transaction_id = list_notifications.transaction_id)
+               AND (wfs IS NULL OR n.workflow_id = ANY (wfs))
+               AND (ems IS NULL OR s.email = ANY (ems))
+               AND (chs IS NULL OR EXISTS (SELECT FROM jsonb_array_elements(w.steps) st WHERE st ->> 'type' = ANY (chs)))
+               AND (list_notifications.search IS NULL
+                    OR strpos(n.subscriber_id, list_notifications.search) > 0
+                    OR strpos(n.transaction_id, list_notifications.search) > 0
+                    OR strpos(lower(s.email), lower(list_notifications.search)) > 0)
+             ORDER BY n.created_at DESC, n.transaction_id, n.subscriber_id
+             OFFSET list_notifications.page::bigint * 10 LIMIT 10) p;
+    RETURN jsonb_build_object(
+        'totalCount', total,
+        'data', items,
+        'pageSize', 10,
+        'page', list_notifications.page,
+        'hasMore', list_notifications.page::bigint * 10 + jsonb_array_length(items) < total);
+END
+$$;
+COMMENT ON FUNCTION novu.list_notifications(jsonb, jsonb, jsonb, text, integer, text) IS 'Activity: notifications newest first, 10 a page, filtered by channels, templates (workflow ids), emails, search (part of subscriberId, email or transactionId) and transactionId: {totalCount, data, pageSize, page, hasMore}; totalCount counts up to 1000 (or one past the page asked for)';
+
+CREATE FUNCTION novu.get_notification(notification_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    matches novu.notifications[];
+    pos integer := 0;
+    nxt integer;
+    t text;
+    s text;
+    one novu.notifications;
+BEGIN
+    IF get_notification.notification_id IS NULL OR strpos(get_notification.notification_id, ':') = 0
+       OR length(get_notification.notification_id) > 511 THEN
+        RAISE EXCEPTION 'notification_id must be "transactionId:subscriberId"'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use the "_id" of an item of novu.list_notifications().';
+    END IF;
+    -- either part may hold ':' itself: try each split (a few index probes)
+    LOOP
+        nxt := strpos(substr(get_notification.notification_id, pos + 1), ':');
+        EXIT WHEN nxt = 0 OR pos > 500;
+        pos := pos + nxt;
+        t := left(get_notification.notification_id, pos - 1);
+        s := substr(get_notification.notification_id, pos + 1);
+        IF t <> '' AND s <> '' THEN
+            SELECT n.* INTO one FROM novu.notifications n WHERE n.transaction_id = t AND n.subscriber_id = s LIMIT 1;
+            IF FOUND THEN
+                matches := matches || one;
+            END IF;
+        END IF;
+    END LOOP;
+    IF cardinality(matches) IS NULL THEN
+        RAISE EXCEPTION 'notification "%" not found', get_notification.notification_id
+            USING ERRCODE = 'undefined_object', HINT = 'Use the "_id" of an item of novu.list_notifications().';
+    END IF;
+    IF cardinality(matches) > 1 THEN
+        RAISE EXCEPTION 'notification "%" is ambiguous', get_notification.notification_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Both its transactionId and subscriberId hold ":"; use novu.list_notifications(transaction_id => ...).';
+    END IF;
+    RETURN novu._notification_json(matches[1], true);
+END
+$$;
+COMMENT ON FUNCTION novu.get_notification(text) IS 'Activity: one notification ("transactionId:subscriberId") with its subscriber, template and jobs (each step''s status, messages and execution details)';
+
+CREATE FUNCTION novu.notification_graph_stats(days integer DEFAULT 7)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF days IS NULL OR days < 1 OR days > 366 THEN
+        RAISE EXCEPTION 'days must be between 1 and 366'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default is 7: today and the 6 days before (UTC).';
+    END IF;
+    RETURN (
+        SELECT COALESCE(jsonb_agg(jsonb_build_object(
+                   '_id', d.day, 'count', d.count, 'templates', to_jsonb(d.templates),
+                   'channels', COALESCE((SELECT jsonb_agg(DISTINCT st ->> 'type')
+                                           FROM novu.workflows w CROSS JOIN LATERAL jsonb_array_elements(w.steps) st
+                                          WHERE w.workflow_id = ANY (d.templates)
+                                            AND st ->> 'type' IN ('push', 'chat', 'in_app', 'email', 'sms')), '[]'))
+                   ORDER BY d.day DESC), '[]')
+          FROM (SELECT to_char(n.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*) AS count,
+                       array_agg(DISTINCT n.workflow_id) AS templates
+                  FROM novu.notifications n
+                 WHERE n.created_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') - (days - 1) * interval '1 day') AT TIME ZONE 'UTC'
+                 GROUP BY 1) d);
+END
+$$;
+COMMENT ON FUNCTION novu.notification_graph_stats(integer) IS 'Activity: notifications per day (UTC) of the last days (today included): [{_id: "YYYY-MM-DD", count, templates, channels}], newest first';
+
+-- A message (any channel) in Novu's shape; an in_app message with its feed fields.
+-- A chat message's target (the webhook URL, a credential) is not shown.
+CREATE FUNCTION novu._message_json(d novu.deliveries, m novu.in_app_messages)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        '_id', d.id::text,
+        'transactionId', d.transaction_id,
+        'templateIdentifier', d.workflow_id,
+        'subscriberId', d.subscriber_id,
+        'channel', d.channel,
+        'providerId', d.provider_id,
+        'integrationIdentifier', d.integration_identifier,
+        'deviceTokens', CASE WHEN d.channel = 'push' AND d.device_token IS NOT NULL
+                             THEN jsonb_build_array(d.device_token) END,
+        'status', d.status,
+        'errorText', d.last_error,
+        'attempts', d.attempts,
+        'providerMessageId', d.provider_message_id,
+        'createdAt', novu._iso(d.created_at),
+        'updatedAt', novu._iso(d.updated_at),
+        'sentAt', novu._iso(d.sent_at))
+    || CASE WHEN m.id IS NOT NULL THEN jsonb_build_object(
+        'content', m.content, 'subject', m.subject, 'cta', m.cta, 'seen', m.seen, 'read', m.read,
+        'lastSeenDate', novu._iso(m.last_seen_at), 'lastReadDate', novu._iso(m.last_read_at),
+        'payload', m.payload)
+       ELSE '{}'::jsonb END
+$$;
+COMMENT ON FUNCTION novu._message_json(novu.deliveries, novu.in_app_messages) IS 'Internal: JSON of a message (novu.list_messages)';
+
+CREATE FUNCTION novu.list_messages(channel text DEFAULT NULL, subscriber_id text DEFAULT NULL,
+                                   transaction_ids jsonb DEFAULT NULL, page integer DEFAULT 0,
+                                   page_size integer DEFAULT 10)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    txs text[] := novu._check_text_array(list_messages.transaction_ids, 'transaction_ids');
+    total bigint;
+    items jsonb;
+BEGIN
+    IF list_messages.channel IS NOT NULL AND list_messages.channel NOT IN ('push', 'chat', 'in_app') THEN
+        RAISE EXCEPTION 'unknown channel "%"', list_messages.channel
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Channels: push, chat, in_app.';
+    END IF;
+    IF list_messages.subscriber_id IS NOT NULL THEN
+        PERFORM novu._check_id(list_messages.subscriber_id, 'subscriber_id');
+    END IF;
+    PERFORM novu._check_paging(list_messages.page, list_messages.page_size);
+    -- counted up to 1000 or one past the page, as novu.feed counts
+    SELECT count(*) INTO total
+      FROM (SELECT FROM novu.deliveries d
+             WHERE (list_messages.channel IS NULL OR d.channel = list_messages.channel)
+               AND (list_messages.subscriber_id IS NULL OR d.subscriber_id = list_messages.subscriber_id)
+               AND (txs IS NULL OR d.transaction_id = ANY (txs))
+             LIMIT GREATEST(1000, list_messages.page::bigint * list_messages.page_size + list_messages.page_size + 1)) c;
+    SELECT COALESCE(jsonb_agg(novu._message_json(x.d, m) ORDER BY (x.d).id DESC), '[]') INTO items
+      FROM (SELECT d FROM novu.deliveries d
+             WHERE (list_messages.channel IS NULL OR d.channel = list_messages.channel)
+               AND (list_messages.subscriber_id IS NULL OR d.subscriber_id = list_messages.subscriber_id)
+               AND (txs IS NULL OR d.transaction_id = ANY (txs))
+             ORDER BY d.id DESC
+             OFFSET list_messages.page::bigint * list_messages.page_size LIMIT list_messages.page_size) x
+      LEFT JOIN novu.in_app_messages m ON m.id = (x.d).id;
+    RETURN jsonb_build_object(
+        'page', list_messages.page,
+        'totalCount', total,
+        'hasMore', list_messages.page::bigint * list_messages.page_size + jsonb_array_length(items) < total,
+        'pageSize', list_messages.page_size,
+        'data', items);
+END
+$$;
+COMMENT ON FUNCTION novu.list_messages(text, text, jsonb, integer, integer) IS 'Messages of every channel, newest first, filtered by channel, subscriber and transactionIds: {page, totalCount, hasMore, pageSize, data}; totalCount counts up to 1000 (or one past the page asked for)';
+
+CREATE FUNCTION novu.delete_message(message_id text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    msg_id bigint;
+    n_delivery integer;
+    feed_subscriber text;
+BEGIN
+    IF delete_message.message_id IS NULL THEN
+        RAISE EXCEPTION 'message_id is required'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the "_id" of a message.';
+    END IF;
+    msg_id := novu._message_id(to_jsonb(delete_message.message_id), 'message_id');
+    DELETE FROM novu.deliveries d WHERE d.id = msg_id;
+    GET DIAGNOSTICS n_delivery = ROW_COUNT;
+    DELETE FROM novu.in_app_messages m WHERE m.id = msg_id RETURNING m.subscriber_id INTO feed_subscriber;
+    IF feed_subscriber IS NOT NULL THEN
+        PERFORM novu._notify_in_app(feed_subscriber);
+    END IF;
+    RETURN n_delivery > 0 OR feed_subscriber IS NOT NULL;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_message(text) IS 'Delete one message (any channel; an in_app one leaves the feed); false if unknown.  The activity log keeps its entries';
+
+CREATE FUNCTION novu.delete_messages(transaction_id text)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+    feed_subscribers text[];
+BEGIN
+    PERFORM novu._check_id(delete_messages.transaction_id, 'transaction_id');
+    WITH d AS (
+        DELETE FROM novu.deliveries d WHERE d.transaction_id = delete_messages.transaction_id RETURNING d.id
+    ),
+    m AS (
+        DELETE FROM novu.in_app_messages m WHERE m.transaction_id = delete_messages.transaction_id
+        RETURNING m.id, m.subscriber_id
+    )
+    SELECT (SELECT count(*) FROM (SELECT d.id FROM d UNION SELECT m.id FROM m) u),
+           (SELECT array_agg(DISTINCT m.subscriber_id) FROM m)
+      INTO n, feed_subscribers;
+    PERFORM novu._notify_in_app(s) FROM unnest(feed_subscribers) s;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_messages(text) IS 'Delete every message of a transaction (any channel; in_app ones leave the feeds); returns how many.  It does not stop what is not fanned out yet: see novu.cancel()';
+
+------------------------------------------------------------------------------
 -- Worker side (called by the delivery workers, as novu_worker, in short transactions)
 ------------------------------------------------------------------------------
 
@@ -2665,8 +3645,11 @@ BEGIN
     expanded AS (
         SELECT t.*, tok.integration_id, tok.provider_id, tok.identifier, tok.device_token,
                nextval('novu.deliveries_id_seq') AS id,
-               tok.device_token IS NOT NULL
-                 AND sum((tok.device_token IS NOT NULL)::integer) OVER (ROWS UNBOUNDED PRECEDING) <= p_lease_limit
+               -- in_app: one message per notification, no target (the feed)
+               tok.device_token IS NOT NULL OR (t.channel = 'in_app' AND t.subscriber_exists AND t.allowed) AS deliverable,
+               (tok.device_token IS NOT NULL OR (t.channel = 'in_app' AND t.subscriber_exists AND t.allowed))
+                 AND sum((tok.device_token IS NOT NULL OR (t.channel = 'in_app' AND t.subscriber_exists AND t.allowed))::integer)
+                       OVER (ROWS UNBOUNDED PRECEDING) <= p_lease_limit
                  AS leased
           FROM targets t
           LEFT JOIN LATERAL (
@@ -2692,11 +3675,11 @@ BEGIN
                                      status, last_error, attempts, claimed_by, lease_until)
         SELECT e.id, e.transaction_id, e.workflow_id, e.subscriber_id, e.step_index, e.channel,
                e.integration_id, e.provider_id, e.identifier, e.device_token,
-               CASE WHEN e.device_token IS NULL THEN 'skipped' WHEN e.leased THEN 'sending' ELSE 'pending' END,
+               CASE WHEN NOT e.deliverable THEN 'skipped' WHEN e.leased THEN 'sending' ELSE 'pending' END,
                CASE WHEN NOT e.subscriber_exists THEN 'Subscriber not found'
                     WHEN NOT e.allowed THEN 'Disabled by subscriber preferences'
                     WHEN e.device_token IS NULL AND e.channel = 'chat' THEN 'Subscriber has no chat webhook URL'
-                    WHEN e.device_token IS NULL THEN 'Subscriber has no device token' END,
+                    WHEN NOT e.deliverable THEN 'Subscriber has no device token' END,
                CASE WHEN e.leased THEN 1 ELSE 0 END,
                CASE WHEN e.leased THEN pg_backend_pid() END,
                CASE WHEN e.leased THEN now() + p_lease_ms * interval '1 millisecond' END
@@ -2799,16 +3782,21 @@ $$;
 COMMENT ON FUNCTION novu._filter_matches(jsonb, text, jsonb) IS 'Internal (workers): one step filter condition on a field''s value';
 
 -- The read/seen state {"read", "seen"} of the in_app message that step
--- step_index of a notification created, or NULL when there is none.  The
--- in_app channel and its feed table come with the feed (DESIGN 10); until then
--- no workflow can hold an in_app step (novu._check_steps), so no previousStep
--- filter can be created and this finds nothing.
+-- step_index of a notification created, or NULL when there is none (yet: the
+-- worker stores an in_app message when it delivers it, so a previousStep filter
+-- reads it after a delay step, as in Novu's "in_app, delay, then push if
+-- unseen").
 CREATE FUNCTION novu._previous_step_state(p_transaction_id text, p_subscriber_id text, p_step_index integer)
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT NULL::jsonb
+    SELECT jsonb_build_object('read', m.read, 'seen', m.seen)
+      FROM novu.deliveries d
+      JOIN novu.in_app_messages m ON m.id = d.id
+     WHERE d.transaction_id = p_transaction_id AND d.subscriber_id = p_subscriber_id
+       AND d.step_index = p_step_index AND d.channel = 'in_app'
+     LIMIT 1
 $$;
 COMMENT ON FUNCTION novu._previous_step_state(text, text, integer) IS 'Internal (workers): read/seen state of the in_app message of an earlier step (previousStep filters)';
 
@@ -3758,6 +4746,79 @@ END
 $$;
 COMMENT ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record a batch of delivery results, the activity log, pruned tokens and counters in one statement';
 
+-- The in_app sink: the worker renders a claimed in_app message (content, subject,
+-- the cta's url) and stores it here, in the feed, in one short transaction: the
+-- delivery becomes 'sent' (only if it is still the attempt this worker claimed,
+-- as in _record: a message is stored once), the feed row is written with the
+-- step's cta, actions, avatar and feed id, the trigger's payload and the actor's
+-- public profile, "Message created" goes to the activity log, and each
+-- subscriber's unseen count is notified on novu_in_app at commit.  Returns the
+-- messages stored.
+CREATE FUNCTION novu._store_in_app(p_ids bigint[], p_attempts integer[], p_subjects text[], p_contents text[],
+                                   p_urls text[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+    subs text[];
+    n integer;
+BEGIN
+    WITH r AS (
+        SELECT * FROM unnest(p_ids, p_attempts, p_subjects, p_contents, p_urls)
+                 AS r(id, attempts, subject, content, url)
+    ),
+    upd AS (
+        UPDATE novu.deliveries d
+           SET status = 'sent', last_error = NULL, sent_at = now(), lease_until = NULL, updated_at = now()
+          FROM r CROSS JOIN LATERAL (SELECT x.ctid AS tid FROM novu.deliveries x
+                                      WHERE x.id = r.id AND x.attempts = r.attempts
+                                        AND x.status || '' = 'sending'
+                                      OFFSET 0) l
+         WHERE d.ctid = l.tid
+        RETURNING d.id, d.transaction_id, d.workflow_id, d.subscriber_id, d.step_index, r.subject, r.content, r.url
+    ),
+    ins AS (
+        INSERT INTO novu.in_app_messages (id, subscriber_id, transaction_id, workflow_id, feed_identifier,
+                                          content, subject, avatar, cta, payload, actor)
+        SELECT u.id, u.subscriber_id, u.transaction_id, u.workflow_id, st.step ->> 'feedIdentifier',
+               u.content, NULLIF(u.subject, ''),
+               CASE WHEN jsonb_typeof(st.step -> 'avatar') = 'string' THEN st.step ->> 'avatar'
+                    WHEN jsonb_typeof(st.step -> 'avatar') = 'boolean' AND NOT (st.step -> 'avatar')::boolean THEN NULL
+                    WHEN jsonb_typeof(ev.actor) = 'object' THEN ev.actor ->> 'avatar' END,
+               jsonb_build_object(
+                   'type', 'redirect',
+                   'data', CASE WHEN u.url IS NOT NULL THEN jsonb_build_object('url', u.url) ELSE '{}'::jsonb END,
+                   'action', jsonb_build_object(
+                       'status', 'pending',
+                       'buttons', COALESCE(st.step -> 'actions', '[]'::jsonb),
+                       'result', jsonb_build_object('payload', '{}'::jsonb, 'type', NULL))),
+               COALESCE(ev.payload, '{}'::jsonb),
+               CASE WHEN jsonb_typeof(ev.actor) = 'object' THEN jsonb_build_object(
+                   'subscriberId', ev.actor -> 'subscriberId', 'firstName', ev.actor -> 'firstName',
+                   'lastName', ev.actor -> 'lastName', 'avatar', ev.actor -> 'avatar') END
+          FROM upd u
+          LEFT JOIN novu.events ev ON ev.transaction_id = u.transaction_id
+          LEFT JOIN novu.workflows w ON w.workflow_id = u.workflow_id
+          CROSS JOIN LATERAL (SELECT w.steps -> u.step_index AS step) st
+        ON CONFLICT (id) DO NOTHING
+        RETURNING novu.in_app_messages.subscriber_id
+    ),
+    log AS (
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id, channel,
+                                            status, detail)
+        SELECT u.transaction_id, u.id, u.subscriber_id, u.workflow_id, 'in_app', 'Success', 'Message created'
+          FROM upd u
+    )
+    SELECT array_agg(DISTINCT i.subscriber_id), count(*) INTO subs, n FROM ins i;
+    PERFORM novu._notify_in_app(s) FROM unnest(subs) s;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION novu._store_in_app(bigint[], integer[], text[], text[], text[]) IS 'Internal (workers): the in_app sink: store rendered in_app messages in the feed, mark them sent, log them, NOTIFY novu_in_app at commit';
+
 -- Claim Expo receipts that are due (leased, so two workers never check one twice).
 CREATE FUNCTION novu._claim_receipts(p_limit integer, p_lease_ms integer)
 RETURNS TABLE (id bigint, integration_id bigint, ticket text, device_token text, attempts integer, sent_age double precision)
@@ -3979,7 +5040,19 @@ GRANT EXECUTE ON FUNCTION
     novu.delete_topic(text),
     novu.add_topic_subscribers(text, jsonb),
     novu.remove_topic_subscribers(text, jsonb),
-    novu.topic_subscribers(text, integer, integer)
+    novu.topic_subscribers(text, integer, integer),
+    novu.feed(text, integer, integer, boolean, boolean, jsonb),
+    novu.unseen_count(text, boolean, integer),
+    novu.mark_as(text, jsonb, jsonb),
+    novu.mark_all_as(text, jsonb, text),
+    novu.mark_seen(text, text),
+    novu.mark_action(text, text, text, text, jsonb),
+    novu.list_notifications(jsonb, jsonb, jsonb, text, integer, text),
+    novu.get_notification(text),
+    novu.notification_graph_stats(integer),
+    novu.list_messages(text, text, jsonb, integer, integer),
+    novu.delete_message(text),
+    novu.delete_messages(text)
 TO novu_app;
 
 GRANT EXECUTE ON FUNCTION
@@ -3994,7 +5067,7 @@ TO novu_admin;
 
 GRANT SELECT ON novu.subscribers, novu.subscriber_channels, novu.device_tokens, novu.workflows,
                 novu.preferences, novu.messages, novu.notifications, novu.execution_details, novu.stat_providers,
-                novu.subscriber_import_rejects, novu.topics, novu.topic_subscribers
+                novu.subscriber_import_rejects, novu.topics, novu.topic_subscribers, novu.in_app_messages
     TO novu_app;
 GRANT INSERT, SELECT ON novu.subscriber_import TO novu_app;
 GRANT USAGE ON SEQUENCE novu.subscriber_import_line_seq TO novu_app;
@@ -4013,6 +5086,7 @@ GRANT SELECT, UPDATE, DELETE ON novu.events TO novu_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON novu.deliveries TO novu_worker;
 GRANT SELECT, INSERT, DELETE ON novu.execution_details TO novu_worker;
 GRANT SELECT, INSERT, UPDATE ON novu.provider_stats TO novu_worker;
+GRANT SELECT, INSERT ON novu.in_app_messages TO novu_worker;
 GRANT USAGE ON SEQUENCE novu.deliveries_id_seq, novu.execution_details_id_seq TO novu_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON novu.step_runs, novu.digest_events TO novu_worker;
 GRANT USAGE ON SEQUENCE novu.step_runs_id_seq TO novu_worker;
@@ -4038,5 +5112,7 @@ GRANT EXECUTE ON FUNCTION
     novu._claim_receipts(integer, integer),
     novu._record_receipts(integer, bigint[], text[], text[], bigint[], text[], bigint[], text[]),
     novu._housekeeping(interval, integer),
-    novu._refresh_queue_stats()
+    novu._refresh_queue_stats(),
+    novu._store_in_app(bigint[], integer[], text[], text[], text[]),
+    novu._notify_in_app(text)
 TO novu_worker;

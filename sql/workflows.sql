@@ -29,7 +29,7 @@ SELECT novu.create_workflow('w1', '{"type": "push"}');
 SELECT novu.create_workflow('w1', '["push"]');
 SELECT novu.create_workflow('w1', '[{"title": "t", "content": "c"}]');
 SELECT novu.create_workflow('w1', '[{"type": "sms", "content": "c"}]');
-SELECT novu.create_workflow('w1', '[{"type": "in_app", "content": "c"}]');
+SELECT novu.create_workflow('w1', '[{"type": "email", "content": "c"}]');
 SELECT novu.create_workflow('w1', '[{"type": "carrier-pigeon", "content": "c"}]');
 SELECT novu.create_workflow('w1', '[{"type": "push", "title": "t"}]');
 SELECT novu.create_workflow('w1', '[{"type": "push", "title": "t", "content": ""}]');

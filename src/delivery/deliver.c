@@ -719,6 +719,170 @@ render_call(void *arg)
 }
 
 /*
+ * The in_app channel has no provider: its messages are rendered like the
+ * others and "delivered" by the in_app sink, which writes them into the feed
+ * (queue_store_in_app, novu._store_in_app).  A claim's in_app messages are
+ * stored together, in one short transaction after the claim's.
+ */
+typedef struct InAppBatch
+{
+	int			n;
+	Message   **msgs;
+	int64	   *ids;
+	int32	   *attempts;
+	char	  **subjects;
+	char	  **contents;
+	char	  **urls;
+} InAppBatch;
+
+/* Room for up to n in_app messages (in the current memory context). */
+static void
+in_app_batch_init(InAppBatch *ia, int n)
+{
+	ia->n = 0;
+	ia->msgs = palloc(sizeof(Message *) * n);
+	ia->ids = palloc(sizeof(int64) * n);
+	ia->attempts = palloc(sizeof(int32) * n);
+	ia->subjects = palloc(sizeof(char *) * n);
+	ia->contents = palloc(sizeof(char *) * n);
+	ia->urls = palloc(sizeof(char *) * n);
+}
+
+/* A guarded call of render_in_app() (see run_guarded). */
+typedef struct InAppRenderCall
+{
+	RenderCache *cache;
+	ClaimedRow *row;
+	bool		rendered;
+	char	   *subject;
+	char	   *content;
+	char	   *url;
+	char	   *error;
+} InAppRenderCall;
+
+/* Render one in_app message (run_guarded body). */
+static void
+in_app_render_call(void *arg)
+{
+	InAppRenderCall *c = arg;
+
+	c->rendered = render_in_app(c->cache, c->row, &c->subject, &c->content, &c->url, &c->error);
+}
+
+/*
+ * Render a claimed in_app message and add it to *ia (its strings copied into
+ * the current context, the batch's); false, with the message's outcome set,
+ * if it cannot be delivered.
+ */
+static bool
+in_app_prepare(RenderCache *cache, ClaimedRow *r, InAppBatch *ia)
+{
+	Message    *m = r->msg;
+	MemoryContext keep;
+	InAppRenderCall call = {cache, r, false, NULL, NULL, NULL, NULL};
+	char	   *error = NULL;
+	bool		rendered;
+
+	m->channel = CHANNEL_IN_APP;
+	if (r->step == NULL)
+	{
+		novu_message_set(m, OUTCOME_DROP, "Workflow not found");
+		return false;
+	}
+	if (r->subscriber == NULL)
+	{
+		novu_message_set(m, OUTCOME_DROP, "Subscriber not found");
+		return false;
+	}
+	keep = MemoryContextSwitchTo(scratch_context);
+	rendered = run_guarded(in_app_render_call, &call, &error) && call.rendered;
+	MemoryContextSwitchTo(keep);
+	if (call.error != NULL)
+		error = call.error;
+	if (rendered)
+	{
+		ia->msgs[ia->n] = m;
+		ia->ids[ia->n] = m->id;
+		ia->attempts[ia->n] = m->attempts;
+		ia->subjects[ia->n] = call.subject ? pstrdup(call.subject) : NULL;
+		ia->contents[ia->n] = pstrdup(call.content);
+		ia->urls[ia->n] = call.url ? pstrdup(call.url) : NULL;
+		ia->n++;
+	}
+	else
+		novu_message_set(m, OUTCOME_DROP, psprintf("Template error: %s", error ? error : "unknown"));
+	MemoryContextReset(scratch_context);
+	return rendered;
+}
+
+/*
+ * Store messages [from, from + n) of *ia in the feed; false, with the
+ * error's message in *error, if the transaction failed (it is rolled back).
+ */
+static bool
+in_app_store(InAppBatch *ia, int from, int n, char **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	PG_TRY();
+	{
+		(void) queue_store_in_app(ia->ids + from, ia->attempts + from, ia->subjects + from,
+								  ia->contents + from, ia->urls + from, n);
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		AbortOutOfAnyTransaction();
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		RESUME_INTERRUPTS();
+		*error = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * The in_app sink of one claim: store its rendered in_app messages in the
+ * feed, together; if that fails, each alone, and one that still cannot be
+ * stored is recorded failed with the reason.  A message stored is recorded
+ * (sent) by the same transaction; one whose lease went to another attempt
+ * meanwhile is left to that attempt.
+ */
+static void
+in_app_deliver(InAppBatch *ia, Batch *b)
+{
+	char	   *error = NULL;
+	int			i;
+
+	if (ia->n == 0)
+		return;
+	if (in_app_store(ia, 0, ia->n, &error))
+	{
+		batch_done(b, ia->n);
+		return;
+	}
+	for (i = 0; i < ia->n; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (in_app_store(ia, i, 1, &error))
+			batch_done(b, 1);
+		else
+		{
+			novu_message_set(ia->msgs[i], OUTCOME_DROP, psprintf("Could not store the in-app message: %s", error));
+			add_result(ia->msgs[i], b);
+		}
+	}
+}
+
+/*
  * In one short transaction, record the answered messages, fan out new
  * triggers (if fanout), and claim a batch; then render it and submit its
  * requests.  Messages that cannot be sent (deleted integration, render
@@ -744,6 +908,7 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 	RenderCache *step_cache;
 	Message    *prev_kept;
 	ClaimedRow *prev_row;
+	InAppBatch	in_app;
 	int			lease_ms = novu_request_timeout * 3 + 30000;
 
 	{
@@ -792,6 +957,7 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 	step_cache = render_cache_create();
 	prev_kept = NULL;
 	prev_row = NULL;
+	in_app_batch_init(&in_app, n);
 	for (i = 0; i < n; i++)
 	{
 		ClaimedRow *r = &rows[i];
@@ -799,6 +965,13 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 		char	   *error = NULL;
 		int			j;
 
+		/* in_app: no integration and no target; rendered for the feed (in_app_deliver) */
+		if (r->integration_id == 0 && m->target == NULL)
+		{
+			if (!in_app_prepare(step_cache, r, &in_app))
+				add_result(m, b);
+			continue;
+		}
 		for (j = 0; j < nirows && irows[j].id != r->integration_id; j++)
 			;
 		if (j == nirows)
@@ -839,6 +1012,8 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 		}
 		add_result(m, b);
 	}
+
+	in_app_deliver(&in_app, b);
 
 	/* every integration's requests go out together, multiplexed */
 	for (g = 0; g < nirows; g++)

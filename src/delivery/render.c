@@ -131,6 +131,8 @@ step_templates(RenderCache *cache, ClaimedRow *r)
 	/* stays if compiling raises an error: the entry never looks compiled */
 	st->error = pstrdup("the step's templates could not be compiled");
 	src = jsonb_container_get_string(&r->step->root, "title");
+	if (src == NULL)
+		src = jsonb_container_get_string(&r->step->root, "subject");	/* in_app */
 	if (src == NULL || (st->title = template_parse(src, strlen(src), &error)) != NULL)
 	{
 		src = jsonb_container_get_string(&r->step->root, "content");
@@ -265,3 +267,44 @@ render_message(RenderCache *cache, ClaimedRow *r, char **error)
 	return true;
 }
 
+
+/*
+ * Render an in_app message: its subject (NULL if the step has none), content
+ * and the cta's url (NULL if none), against {payload, subscriber, actor}, as
+ * push steps render; false with *error on failure.
+ */
+bool
+render_in_app(RenderCache *cache, ClaimedRow *r, char **subject, char **content, char **url, char **error)
+{
+	StepTemplates *st = step_templates(cache, r);
+	Jsonb	   *context;
+	JsonbValue	cta;
+	JsonbValue	data;
+	char	   *src = NULL;
+
+	*subject = *content = *url = NULL;
+	if (st->error != NULL)
+	{
+		*error = st->error;
+		return false;
+	}
+	context = render_context(r);
+	if (st->title != NULL && (*subject = template_render(st->title, context, error)) == NULL)
+		return false;
+	*content = st->content ? template_render(st->content, context, error) : pstrdup("");
+	if (*content == NULL)
+		return false;
+	if (jsonb_container_get(&r->step->root, "cta", &cta) && cta.type == jbvBinary &&
+		JsonContainerIsObject(cta.val.binary.data) &&
+		jsonb_container_get(cta.val.binary.data, "data", &data) && data.type == jbvBinary &&
+		JsonContainerIsObject(data.val.binary.data))
+		src = jsonb_container_get_string(data.val.binary.data, "url");
+	if (src != NULL)
+	{
+		Template   *t = template_parse(src, strlen(src), error);
+
+		if (t == NULL || (*url = template_render(t, context, error)) == NULL)
+			return false;
+	}
+	return true;
+}

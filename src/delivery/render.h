@@ -15,5 +15,7 @@ typedef struct RenderCache RenderCache;
 
 extern RenderCache *render_cache_create(void);
 extern bool render_message(RenderCache *cache, ClaimedRow *r, char **error);
+extern bool render_in_app(RenderCache *cache, ClaimedRow *r, char **subject, char **content, char **url,
+						  char **error);
 
 #endif							/* NOVU_RENDER_H */

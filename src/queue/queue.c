@@ -39,6 +39,7 @@ static SPIPlanPtr housekeeping_plan = NULL;
 static SPIPlanPtr refresh_stats_plan = NULL;
 static SPIPlanPtr claim_receipts_plan = NULL;
 static SPIPlanPtr record_receipts_plan = NULL;
+static SPIPlanPtr store_in_app_plan = NULL;
 
 /* Copy a jsonb column of the current SPI row into the outer context, or NULL. */
 static Jsonb *
@@ -626,6 +627,36 @@ queue_record(ResultBatch *rb)
 	novu_begin_work("novu: recording results");
 	record_in_tx(rb);
 	novu_end_work();
+}
+
+/*
+ * The in_app sink: store rendered in_app messages in the feed
+ * (novu._store_in_app: marked sent, logged, notified at commit) in a short
+ * transaction of their own.  Returns how many were stored (a message whose
+ * lease went to another attempt meanwhile is not).
+ */
+int
+queue_store_in_app(int64 *ids, int32 *attempts, char **subjects, char **contents, char **urls, int n)
+{
+	Oid			argtypes[5] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[5];
+	bool		isnull;
+	int			stored;
+
+	if (n == 0)
+		return 0;
+	novu_begin_work("novu: storing in-app messages");
+	values[0] = int8_array(ids, n, false);
+	values[1] = int4_array(attempts, n);
+	values[2] = text_array(subjects, n);
+	values[3] = text_array(contents, n);
+	values[4] = text_array(urls, n);
+	novu_prepare_once(&store_in_app_plan, "SELECT novu._store_in_app($1, $2, $3, $4, $5)", 5, argtypes);
+	if (SPI_execute_plan(store_in_app_plan, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "novu: storing in-app messages failed");
+	stored = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	novu_end_work();
+	return isnull ? 0 : stored;
 }
 
 /* Claim up to limit Expo receipts that are due, leasing them for lease_ms. */

@@ -1,0 +1,126 @@
+# 016_feed.pl: a trigger with an in_app step reaches the subscriber's feed
+# through the delivery worker (rendered: content, subject, the cta's url; the
+# actor; the payload), next to a push step of the same workflow sent to FCM;
+# a LISTEN session receives NOTIFY novu_in_app {"subscriberId", "unseenCount"}
+# after the worker's commit and after each committed mark, and nothing for a
+# rolled-back trigger or mark.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::Bin;
+
+use NovuTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $mocks = NovuTest::start_mocks();
+my $node = NovuTest::new_node('feed', $mocks);
+NovuTest::create_integrations($node, $mocks);
+
+$node->safe_psql('postgres', <<'SQL');
+SELECT novu.create_workflow('new-comment', '[
+  {"type": "in_app", "subject": "{{actor.firstName}} replied",
+   "content": "{{actor.firstName}} on {{payload.post}}: {{payload.text | upcase}}",
+   "cta": {"type": "redirect", "data": {"url": "/posts/{{payload.postId}}"}},
+   "actions": [{"type": "primary", "content": "Open"}]},
+  {"type": "push", "title": "New reply", "content": "{{payload.text}}"}]');
+SELECT novu.identify('carol', '{"firstName": "Carol", "channels": [
+    {"providerId": "fcm", "credentials": {"deviceTokens": ["fcm-carol"]}}]}');
+SELECT novu.identify('dave', '{"firstName": "Dave", "avatar": "https://cdn.example.com/dave.png"}');
+SQL
+
+# the listener: psql in the background; notifications are printed as psql
+# runs its next command, so it is polled with a no-op query until a deadline
+my $listener = $node->background_psql('postgres');
+$listener->query_safe('LISTEN novu_in_app');
+my $heard = '';
+
+# Poll the listener until its output matches $re (default timeout 30 s).
+sub hear
+{
+	my ($re, $timeout) = @_;
+	my $deadline = time() + ($timeout // 30);
+	while (time() < $deadline)
+	{
+		$heard .= $listener->query_safe('SELECT 1') . "\n";
+		return 1 if $heard =~ $re;
+		usleep(50_000);
+	}
+	diag("listener heard:\n$heard");
+	return 0;
+}
+
+# The unseen counts heard so far, in order.
+sub counts { return ($heard =~ /"unseenCount": (\d+)\}"/g); }
+
+# Poll the listener until it heard at least n notifications.
+sub hear_n
+{
+	my ($n, $timeout) = @_;
+	my $deadline = time() + ($timeout // 30);
+	while (time() < $deadline)
+	{
+		return 1 if scalar(my @c = counts()) >= $n;
+		$heard .= $listener->query_safe('SELECT 1') . "\n";
+		usleep(50_000);
+	}
+	diag("listener heard:\n$heard");
+	return 0;
+}
+
+# The notification of a subscriber's unseen count, as psql prints it.
+sub note_of
+{
+	my ($sub, $count) = @_;
+	return qr/Asynchronous notification "novu_in_app" with payload "\{"subscriberId": "$sub", "unseenCount": $count\}"/;
+}
+
+# 1. a committed trigger: the worker renders and stores the feed message,
+# sends the push step, and notifies after its commit
+NovuTest::query($node, q{SELECT novu.trigger('new-comment', '"carol"',
+    '{"post": "Release notes", "postId": 7, "text": "looks good"}', '{}', 'fc-1', '"dave"')});
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 2 FROM novu.messages WHERE transaction_id = 'fc-1' AND status = 'sent'}),
+	'both steps end sent');
+ok(hear(note_of('carol', 1)), 'LISTEN novu_in_app heard carol\'s unseen count 1 after the worker committed');
+
+my $feed = NovuTest::decode(NovuTest::query($node, q{SELECT novu.feed('carol')}));
+is($feed->{totalCount}, 1, 'one feed item');
+my $item = $feed->{data}[0];
+is($item->{content}, 'Dave on Release notes: LOOKS GOOD', 'content rendered with actor, payload and a filter');
+is($item->{subject}, 'Dave replied', 'subject rendered');
+is($item->{cta}{data}{url}, '/posts/7', 'cta url rendered');
+is($item->{cta}{action}{buttons}[0]{content}, 'Open', 'action button kept');
+is($item->{actor}{subscriberId}, 'dave', 'actor on the item');
+is($item->{avatar}, 'https://cdn.example.com/dave.png', 'avatar: the actor\'s');
+is($item->{payload}{postId}, 7, 'payload on the item');
+is_deeply([ $item->{seen}, $item->{read}, $item->{channel}, $item->{transactionId}, $item->{templateIdentifier} ],
+	[ JSON::PP::false, JSON::PP::false, 'in_app', 'fc-1', 'new-comment' ], 'Novu\'s fields');
+is(NovuTest::query($node, q{SELECT string_agg(detail, ',' ORDER BY id) FROM novu.execution_details
+    WHERE transaction_id = 'fc-1' AND channel = 'in_app'}), 'Message created', 'activity log: Message created');
+my $fcm = NovuTest::requests($mocks, 'fcm');
+is(scalar @$fcm, 1, 'the push step reached FCM once');
+is($fcm->[0]{body}{message}{notification}{body}, 'looks good', 'FCM: the push step\'s own content');
+
+# 2. a rolled-back trigger: no feed message, no notification
+$node->safe_psql('postgres', q{BEGIN; SELECT novu.trigger('new-comment', '"carol"', '{"text": "x"}', '{}', 'fc-rolled-back'); ROLLBACK;});
+
+# 3. a rolled-back mark sends nothing; the committed marks after it do, in order
+my $id = $item->{_id};
+$node->safe_psql('postgres', qq{BEGIN; SELECT novu.mark_as('carol', '"$id"', '{"seen": true}'); ROLLBACK;});
+NovuTest::query($node, qq{SELECT novu.mark_as('carol', '"$id"', '{"read": true}')});
+ok(hear_n(2), 'the committed read mark notified');
+NovuTest::query($node, qq{SELECT novu.mark_seen('carol', '$id')});
+ok(hear(note_of('carol', 0)), 'the committed seen mark notified unseen count 0');
+is_deeply([ counts() ], [ 1, 1, 0 ], 'notifications in commit order: delivery, read mark, seen mark; none from the rollbacks');
+is(NovuTest::query($node, q{SELECT count(*) FROM novu.in_app_messages WHERE transaction_id = 'fc-rolled-back'}), '0',
+	'the rolled-back trigger left no feed message');
+
+# 4. the subscriber's marks are its own: dave cannot mark carol's message
+my ($rc, $out, $err) = $node->psql('postgres', qq{SELECT novu.mark_as('dave', '"$id"', '{"seen": false}')});
+like($err, qr/message "$id" not found in the feed of subscriber "dave"/, 'another subscriber\'s message id is an error');
+is(NovuTest::query($node, qq{SELECT seen FROM novu.in_app_messages WHERE id = $id}), 't', 'and nothing was written');
+
+$listener->quit;
+done_testing();
