@@ -319,6 +319,7 @@ p2p3_table() {
 p2p3_verdict() {
     local p r ok_q ok_h
     for p in fcm apns web-push one-signal; do
+        case " $P2_PROVIDERS " in *" $p "*) ;; *) continue ;; esac
         ok_q=0; ok_h=0
         for r in $(seq "$RUNS"); do
             awk -v a="${R[p2_${p}_quiet_$r]}" -v m="$(p2_min "$p")" 'BEGIN { exit !(a >= m) }' && ok_q=$((ok_q + 1))
