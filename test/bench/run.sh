@@ -18,7 +18,7 @@
 #   BENCH_RUNS=1       how many times P2 and P3 are measured (every run is reported)
 #   BENCH_P2_PROVIDERS="fcm apns expo web-push one-signal"   the P2 rows (each subscriber
 #                      gets one device per provider measured)
-#   BENCH_ONLY=        comma-separated parts to run: p2p3, tuned, p1, p5, p4, p6, render,
+#   BENCH_ONLY=        comma-separated parts to run: p2p3, tuned, p1, p5, p4, p6, render, feed,
 #                      pgnet, mixed (default: all of them)
 #   BENCH_P3_RATE=200 BENCH_P3_SECONDS=30   the steady trigger rate of P3, per provider
 #   PG_NET_SRC=DIR     a checkout of supabase/pg_net, built outside the project for
@@ -398,6 +398,14 @@ if want render; then
         echo "|---|---|---|---|---|"
         echo "${render_row:-| Template render | render.sh failed | | | |}"
     } >> "$RESULTS.tmp"
+fi
+
+# --- the in-app feed at 10M messages x scale (test/bench/feed.sh, its own cluster)
+if want feed; then
+    if ! (PGPORT=$((PGPORT + 7)) bash test/bench/feed.sh "$SCALE" > "$tmp/feed.md"); then
+        printf '\n## In-app feed\n\nfeed.sh failed; see the log above.\n' > "$tmp/feed.md"
+    fi
+    cat "$tmp/feed.md" >> "$RESULTS.tmp"
 fi
 
 # --- the long mixed run, on its own cluster and mock
