@@ -270,3 +270,16 @@ RESET ROLE;
 SET ROLE novu_admin;
 SELECT count(*) > 0 FROM novu.step_runs;
 RESET ROLE;
+
+-- deleting a subscriber cancels its waiting delays (and digest windows), with the reason
+SELECT novu.identify('eng-gone') ->> 'subscriberId' AS identified;
+SELECT novu.trigger('eng-delay', '"eng-gone"', '{}', '{}', 'eng-del') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT status FROM novu.step_runs WHERE transaction_id = 'eng-del';
+SELECT novu.delete_subscriber('eng-gone');
+SELECT status FROM novu.step_runs WHERE transaction_id = 'eng-del';
+SELECT * FROM pg_temp.log('eng-del');
+UPDATE novu.step_runs SET due_at = now() - interval '1 second' WHERE transaction_id = 'eng-del';
+SELECT count(*) = 1 AS worker_pass_ran FROM (SELECT pg_temp.cont()) x;
+SELECT count(*) AS messages_after_due FROM novu.deliveries WHERE transaction_id = 'eng-del';
+SELECT status FROM novu.step_runs WHERE transaction_id = 'eng-del';

@@ -3420,3 +3420,43 @@ AS $$
      LIMIT 1
 $$;
 COMMENT ON FUNCTION novu._previous_step_state(text, text, integer) IS 'Internal (workers): read/seen state of the in_app message of an earlier step (previousStep filters)';
+
+-- delete_subscriber cancels the subscriber's waiting delays and digest windows
+CREATE INDEX step_runs_subscriber_idx ON novu.step_runs (subscriber_id) WHERE status = 'waiting';
+CREATE OR REPLACE FUNCTION novu.delete_subscriber(subscriber_id text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_it boolean;
+BEGIN
+    DELETE FROM novu.subscribers s WHERE s.subscriber_id = delete_subscriber.subscriber_id;
+    found_it := FOUND;
+    IF found_it THEN
+        -- Pending deliveries to it are canceled; sent history stays.
+        WITH c AS (
+            UPDATE novu.deliveries d SET status = 'canceled', updated_at = now(),
+                   last_error = 'Subscriber deleted'
+             WHERE d.subscriber_id = delete_subscriber.subscriber_id AND d.status = 'pending'
+            RETURNING d.id, d.transaction_id, d.workflow_id, d.channel, d.provider_id)
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id,
+                                            channel, provider_id, status, detail)
+        SELECT c.transaction_id, c.id, delete_subscriber.subscriber_id, c.workflow_id, c.channel,
+               c.provider_id, 'Warning', 'Message canceled: subscriber deleted'
+          FROM c;
+        -- its waiting delays and digest windows too (a worker continuing one now
+        -- holds its row: this waits, then finds it done and leaves it)
+        WITH w AS (
+            UPDATE novu.step_runs r SET status = 'canceled', updated_at = now()
+             WHERE r.subscriber_id = delete_subscriber.subscriber_id AND r.status = 'waiting'
+            RETURNING r.transaction_id, r.workflow_id, r.kind, r.step_index)
+        INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail)
+        SELECT w.transaction_id, delete_subscriber.subscriber_id, w.workflow_id, w.kind, 'Warning',
+               initcap(w.kind) || ' canceled: subscriber deleted'
+          FROM w;
+    END IF;
+    RETURN found_it;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_subscriber(text) IS 'Delete a subscriber with its credentials and preferences; pending deliveries and waiting delays and digests are canceled, history stays; false if unknown';

@@ -251,6 +251,8 @@ CREATE TABLE novu.step_runs (
 ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX step_runs_due_idx ON novu.step_runs (due_at) WHERE status = 'waiting';
 CREATE INDEX step_runs_transaction_idx ON novu.step_runs (transaction_id);
+-- a subscriber's waiting steps (delete_subscriber cancels them)
+CREATE INDEX step_runs_subscriber_idx ON novu.step_runs (subscriber_id) WHERE status = 'waiting';
 -- one open window per (workflow, subscriber, digest step, key); the backoff looks up the last one
 CREATE UNIQUE INDEX step_runs_window_idx ON novu.step_runs (workflow_id, subscriber_id, step_index, digest_key)
     WHERE kind = 'digest' AND status = 'waiting';
@@ -990,11 +992,21 @@ BEGIN
         SELECT c.transaction_id, c.id, delete_subscriber.subscriber_id, c.workflow_id, c.channel,
                c.provider_id, 'Warning', 'Message canceled: subscriber deleted'
           FROM c;
+        -- its waiting delays and digest windows too (a worker continuing one now
+        -- holds its row: this waits, then finds it done and leaves it)
+        WITH w AS (
+            UPDATE novu.step_runs r SET status = 'canceled', updated_at = now()
+             WHERE r.subscriber_id = delete_subscriber.subscriber_id AND r.status = 'waiting'
+            RETURNING r.transaction_id, r.workflow_id, r.kind, r.step_index)
+        INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail)
+        SELECT w.transaction_id, delete_subscriber.subscriber_id, w.workflow_id, w.kind, 'Warning',
+               initcap(w.kind) || ' canceled: subscriber deleted'
+          FROM w;
     END IF;
     RETURN found_it;
 END
 $$;
-COMMENT ON FUNCTION novu.delete_subscriber(text) IS 'Delete a subscriber with its credentials and preferences; pending deliveries are canceled, history stays; false if unknown';
+COMMENT ON FUNCTION novu.delete_subscriber(text) IS 'Delete a subscriber with its credentials and preferences; pending deliveries and waiting delays and digests are canceled, history stays; false if unknown';
 
 CREATE FUNCTION novu.list_subscribers(page integer DEFAULT 0, page_size integer DEFAULT 10)
 RETURNS jsonb
