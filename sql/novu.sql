@@ -189,6 +189,9 @@ CREATE INDEX events_pending_idx ON novu.events (id) WHERE status IN ('pending', 
 -- the next broadcast or topic trigger to fan out in chunks, without walking the
 -- pending triggers
 CREATE INDEX events_chunked_idx ON novu.events (id) WHERE kind <> 'trigger' AND status IN ('pending', 'processing');
+-- housekeeping reaches the rows older than the retention without reading the
+-- rest (rows are appended in time order: a block range index is a few pages)
+CREATE INDEX events_created_idx ON novu.events USING brin (created_at);
 COMMENT ON TABLE novu.events IS 'Trigger outbox: committed with the caller''s transaction, fanned out by the delivery workers; keeps transactionId idempotency while retained';
 -- (no CHECK constraints here: this insert runs inside application transactions,
 -- and only novu.trigger/novu.broadcast and the workers write this table)
@@ -228,6 +231,8 @@ CREATE INDEX deliveries_transaction_idx ON novu.deliveries (transaction_id);
 -- pending deliveries of a subscriber (delete_subscriber cancels them); partial, so
 -- sent and failed row versions cost no entry here
 CREATE INDEX deliveries_subscriber_idx ON novu.deliveries (subscriber_id) WHERE status = 'pending';
+-- housekeeping: the rows created before the retention (see events_created_idx)
+CREATE INDEX deliveries_created_idx ON novu.deliveries USING brin (created_at);
 COMMENT ON TABLE novu.deliveries IS 'Delivery queue and history: one row per message to one device token or webhook';
 
 -- Waiting steps of the workflow engine (DESIGN 9): a delay, or a digest window,
@@ -253,6 +258,8 @@ CREATE INDEX step_runs_due_idx ON novu.step_runs (due_at) WHERE status = 'waitin
 CREATE INDEX step_runs_transaction_idx ON novu.step_runs (transaction_id);
 -- a subscriber's waiting steps (delete_subscriber cancels them)
 CREATE INDEX step_runs_subscriber_idx ON novu.step_runs (subscriber_id) WHERE status = 'waiting';
+-- housekeeping: the rows created before the retention (see events_created_idx)
+CREATE INDEX step_runs_created_idx ON novu.step_runs USING brin (created_at);
 -- one open window per (workflow, subscriber, digest step, key); the backoff looks up the last one
 CREATE UNIQUE INDEX step_runs_window_idx ON novu.step_runs (workflow_id, subscriber_id, step_index, digest_key)
     WHERE kind = 'digest' AND status = 'waiting';
@@ -4953,9 +4960,12 @@ DECLARE
     n integer;
     total integer := 0;
 BEGIN
+    -- updated_at >= created_at: "created before the cutoff" only narrows the
+    -- search to the old block ranges (the BRIN indexes), it keeps every candidate
     DELETE FROM novu.deliveries WHERE id IN (
         SELECT id FROM novu.deliveries
-         WHERE status IN ('sent', 'failed', 'canceled', 'skipped') AND updated_at < now() - p_retention
+         WHERE created_at < now() - p_retention
+           AND status IN ('sent', 'failed', 'canceled', 'skipped') AND updated_at < now() - p_retention
          LIMIT p_limit);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     DELETE FROM novu.execution_details WHERE id IN (
@@ -4972,7 +4982,9 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     -- finished delays and digests (their events cascade)
     DELETE FROM novu.step_runs WHERE id IN (
-        SELECT id FROM novu.step_runs WHERE status <> 'waiting' AND updated_at < now() - p_retention LIMIT p_limit);
+        SELECT id FROM novu.step_runs
+         WHERE created_at < now() - p_retention AND status <> 'waiting' AND updated_at < now() - p_retention
+         LIMIT p_limit);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     RETURN total;
 END
