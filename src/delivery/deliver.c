@@ -1128,13 +1128,13 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 		long		next_due = -1;
 		int			fanned = 0;
 		int			limit = claim_limit;
+		bool		claim_due = last_claim_full || now >= next_claim_at;
 		int			n;
 		Size		bytes;
 
 		/* plans on statistics that still see an empty queue are the slow ones */
 		(void) queue_refresh_stats();
-		n = claim_and_send(limit, &next_due, poke || *fanout_more,
-						   last_claim_full || now >= next_claim_at, &fanned);
+		n = claim_and_send(limit, &next_due, poke || *fanout_more, claim_due, &fanned);
 		bytes = queue_last_claim_bytes();
 
 		/*
@@ -1162,8 +1162,14 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 		else if (claim_limit < novu_batch_size)
 			claim_limit = Min(novu_batch_size, claim_limit * 2);
 		if (!last_claim_full && next_due != -2)
-			next_claim_at = TimestampTzPlusMilliseconds(now, next_due >= 0 ? Min(next_due, novu_poll_interval)
-														: novu_poll_interval);
+		{
+			TimestampTz at = TimestampTzPlusMilliseconds(now, next_due >= 0 ? Min(next_due, novu_poll_interval)
+														 : novu_poll_interval);
+
+			/* a claim that was not due only brings the schedule forward */
+			if (claim_due || at < next_claim_at)
+				next_claim_at = at;
+		}
 	}
 
 	/*

@@ -36,6 +36,7 @@ static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr integrations_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr housekeeping_plan = NULL;
+static SPIPlanPtr step_due_plan = NULL;
 static SPIPlanPtr refresh_stats_plan = NULL;
 static SPIPlanPtr claim_receipts_plan = NULL;
 static SPIPlanPtr record_receipts_plan = NULL;
@@ -276,6 +277,8 @@ continue_in_tx(int limit, int lease_limit, int lease_ms, ClaimedRow **rows, int 
  * and due, or leased with the lease expired, or leased by a worker that no
  * longer runs.  The rows come with what their rendering needs.  When nothing
  * is due, *next_due_ms says when something will be (-2: not looked at).
+ * Without claim_due, it says only when a waiting step is due, if one is: the
+ * caller then moves its schedule earlier, never later.
  */
 int
 queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
@@ -406,12 +409,36 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 	if (n >= limit)
 		*next_due_ms = 0;
 	else if (!claim_due && !recover)
-		*next_due_ms = -2;		/* not looked at: the caller keeps its schedule */
+	{
+		/*
+		 * Not looked at: the caller keeps its schedule (-2), unless the
+		 * fan-out created delays or digest windows due before it: a delay
+		 * shorter than the poll interval must not wait for the next poll.
+		 */
+		*next_due_ms = -2;
+		if (*fanned > 0)
+		{
+			bool		isnull;
+			Datum		d;
+
+			/* not read-only: it must see the steps this transaction created */
+			novu_prepare_once(&step_due_plan,
+						 "SELECT (pg_catalog.extract('epoch', pg_catalog.min(due_at) - pg_catalog.now()) * 1000)::bigint"
+						 "  FROM novu.step_runs WHERE status = 'waiting'",
+						 0, NULL);
+			if (SPI_execute_plan(step_due_plan, NULL, NULL, false, 1) != SPI_OK_SELECT)
+				elog(ERROR, "novu: next-step query failed");
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (!isnull)
+				*next_due_ms = Max(DatumGetInt64(d), 0);
+		}
+	}
 	else
 	{
 		bool		isnull;
 		Datum		d;
 
+		/* not read-only: it must see what this transaction recorded and created */
 		novu_prepare_once(&next_due_plan,
 					 "SELECT (pg_catalog.extract('epoch', LEAST("
 					 "   (SELECT pg_catalog.min(next_attempt_at) FROM novu.deliveries WHERE status = 'pending'),"
@@ -420,7 +447,7 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 					 "   (SELECT pg_catalog.min(due_at) FROM novu.step_runs WHERE status = 'waiting'))"
 					 "  - pg_catalog.now()) * 1000)::bigint",
 					 0, NULL);
-		if (SPI_execute_plan(next_due_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		if (SPI_execute_plan(next_due_plan, NULL, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "novu: next-due query failed");
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		*next_due_ms = isnull ? -1 : Max(DatumGetInt64(d), 0);

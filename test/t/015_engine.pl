@@ -72,7 +72,7 @@ SELECT novu.create_workflow('targeted', '[
 SELECT count(novu.identify(s, jsonb_build_object('data', jsonb_build_object('plan', CASE WHEN s = 'pro' THEN 'pro' ELSE 'free' END),
     'channels', jsonb_build_array(jsonb_build_object('providerId', 'fcm',
         'credentials', jsonb_build_object('deviceTokens', jsonb_build_array('fcm-' || s)))))))
-  FROM unnest(ARRAY['d1', 'd2', 'd3', 'g1', 'b1', 'pro', 'free', 'c1', 'c2']) s;
+  FROM unnest(ARRAY['d1', 'd2', 'd3', 'd4', 'g1', 'b1', 'pro', 'free', 'c1', 'c2']) s;
 SQL
 
 ######################################################################
@@ -96,6 +96,20 @@ is_deeply(fcm_for('fcm-d1')->[0]{body}{message}{android}, { priority => 'HIGH' }
 	'overrides.steps.<stepId> reach that step only');
 is($q->(q{SELECT string_agg(detail, ' | ' ORDER BY id) FROM novu.execution_details WHERE transaction_id = 'delay-1'}) =~ s/\d{4}-\S+Z/<t>/r,
 	'Step delayed until <t> | Delay finished | Message sent', 'delay: the activity log follows the notification');
+
+# 1b. a delay shorter than the poll interval does not wait for the next poll:
+# the worker that created it claims it at its due time
+$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.poll_interval = '30s'; SELECT pg_reload_conf();});
+ok(poll_until(q{SELECT current_setting('novu.poll_interval') = '30s'}, 10), 'short delay: poll interval 30 s');
+# the workers' claims scheduled under the old 1 s interval have run by then
+ok(poll_until(q{SELECT pg_conf_load_time() < now() - interval '1500 milliseconds'}, 10), 'short delay: old schedule spent');
+$q->(q{SELECT novu.trigger('later', '"d4"', '{"n": 4}', '{}', 'delay-short')});
+ok(poll_until(q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id = 'delay-short' AND status = 'sent'}, 20),
+	'short delay: sent with a 30 s poll interval');
+is($q->(q{SELECT (d.created_at - r.due_at < interval '500 milliseconds')::text
+    FROM novu.deliveries d JOIN novu.step_runs r ON r.transaction_id = d.transaction_id WHERE d.transaction_id = 'delay-short'}),
+	'true', 'short delay: the step ran within 0.5 s of its due time, not at the next poll');
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET novu.poll_interval; SELECT pg_reload_conf();});
 
 ######################################################################
 # 2. across a restart, and across kill -9 of the worker
