@@ -19,11 +19,18 @@ $node->safe_psql('postgres', q{
 SELECT novu.create_workflow('w', '[{"type": "push", "title": "T", "content": "C"}]');
 SELECT novu.identify('h1', '{"channels": [{"providerId": "fcm", "credentials": {"deviceTokens": ["hk-1"]}}]}');
 SELECT novu.trigger('w', '"h1"', '{}', '{}', 'tx-old');
+SELECT novu.create_workflow('later', '[{"type": "delay", "amount": 1, "unit": "seconds"},
+                                       {"type": "push", "title": "T", "content": "C"}]');
+SELECT novu.trigger('later', '"h1"', '{}', '{}', 'tx-delayed');
 });
 ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.messages WHERE transaction_id = 'tx-old'}),
 	'the message is sent');
 is(NovuTest::query($node, q{SELECT count(*) > 0 FROM novu.execution_details WHERE transaction_id = 'tx-old'}), 't',
 	'it has activity');
+ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.messages WHERE transaction_id = 'tx-delayed'}),
+	'the delayed message is sent');
+is(NovuTest::query($node, q{SELECT status FROM novu.step_runs WHERE transaction_id = 'tx-delayed'}), 'done',
+	'its delay step is done');
 
 # a message that stays pending (its retry is far away) must survive housekeeping
 NovuTest::set_tokens($mocks, 'fcm', 'fail:503:3600', 'hk-2');
@@ -38,6 +45,9 @@ ok(NovuTest::wait_for($node, q{SELECT NOT EXISTS (SELECT FROM novu.deliveries WH
     AND NOT EXISTS (SELECT FROM novu.execution_details WHERE transaction_id = 'tx-old')
     AND NOT EXISTS (SELECT FROM novu.events WHERE transaction_id = 'tx-old')}, 30),
 	'after the retention, the finished message, its activity and its outbox row are deleted');
+ok(NovuTest::wait_for($node, q{SELECT NOT EXISTS (SELECT FROM novu.step_runs WHERE transaction_id = 'tx-delayed')
+    AND NOT EXISTS (SELECT FROM novu.deliveries WHERE transaction_id = 'tx-delayed')}, 30),
+	'and so are a finished delay step and its message');
 is(NovuTest::query($node, q{SELECT count(*) FROM novu.deliveries WHERE transaction_id = 'tx-pending' AND status = 'pending'}),
 	'1', 'the pending message is kept');
 is(NovuTest::query($node, q{SELECT count(*) FROM novu.events WHERE transaction_id = 'tx-pending'}),
