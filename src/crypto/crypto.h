@@ -87,7 +87,8 @@ extern unsigned char *crypto_p256_public_raw(EVP_PKEY *key, size_t *len, char **
  * its auth (16 bytes).  Returns the whole request body (86-byte header ||
  * ciphertext || tag); plaintext at most CRYPTO_WEBPUSH_MAX_PLAINTEXT bytes.
  * crypto_webpush_encrypt uses a fresh ephemeral key and salt; the _with
- * variant takes them (for the RFC 8291 Appendix A test vector).
+ * variant takes them: the ephemeral private scalar (32 bytes; its public
+ * point is computed) and the 16-byte salt (the RFC 8291 Appendix A vector).
  */
 extern unsigned char *crypto_webpush_encrypt(const unsigned char *ua_public, size_t ua_public_len,
 											 const unsigned char *auth_secret, size_t auth_secret_len,
@@ -96,7 +97,7 @@ extern unsigned char *crypto_webpush_encrypt(const unsigned char *ua_public, siz
 extern unsigned char *crypto_webpush_encrypt_with(const unsigned char *ua_public, size_t ua_public_len,
 												  const unsigned char *auth_secret, size_t auth_secret_len,
 												  const unsigned char *plaintext, size_t plaintext_len,
-												  EVP_PKEY *as_key, const unsigned char *salt,
+												  const unsigned char *as_private, const unsigned char *salt,
 												  size_t *outlen, char **errmsg);
 
 /*

@@ -126,7 +126,6 @@ Datum
 novu_webpush_selftest(PG_FUNCTION_ARGS)
 {
 	static const char *const plaintext = "When I grow up, I want to be a watermelon";
-	static const char *const as_public = "BP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A8";
 	static const char *const as_private = "yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw";
 	static const char *const ua_public = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
 	static const char *const salt = "DGv6ra1nlYgDCS1FRnbzlw";
@@ -142,16 +141,17 @@ novu_webpush_selftest(PG_FUNCTION_ARGS)
 	unsigned char *auth_bytes = base64url_decode(auth, &auth_len);
 	unsigned char *salt_bytes = base64url_decode(salt, &salt_len);
 	char	   *err = NULL;
-	EVP_PKEY   *as_key = crypto_vapid_key(as_public, as_private, &err);
+	size_t		as_len = 0;
+	unsigned char *as_key = base64url_decode(as_private, &as_len);
 	unsigned char *body;
 	char	   *got;
 
-	if (as_key == NULL)
-		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not load the RFC 8291 sender key: %s", err)));
+	/* the sender's public key is computed from it: the expected body holds it as keyid */
+	if (as_key == NULL || as_len != CRYPTO_P256_PRIVATE_LEN)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not load the RFC 8291 sender key")));
 	body = crypto_webpush_encrypt_with(ua, ua_len, auth_bytes, auth_len,
 									   (const unsigned char *) plaintext, strlen(plaintext),
 									   as_key, salt_bytes, &out_len, &err);
-	EVP_PKEY_free(as_key);
 	if (body == NULL)
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("RFC 8291 encryption failed: %s", err)));
 	got = base64url_encode(body, out_len);
