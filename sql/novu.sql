@@ -809,6 +809,7 @@ DECLARE
     t jsonb;
     i integer := 0;
     chat boolean;
+    url_providers text[] := novu._providers('webhookUrl');
 BEGIN
     IF p_credentials IS NULL OR jsonb_typeof(p_credentials) <> 'object' THEN
         RAISE EXCEPTION 'credentials must be a JSON object'
@@ -818,10 +819,10 @@ BEGIN
     PERFORM novu._check_size(p_credentials, 'credentials', 65536);
     chat := novu._provider_channel(p_provider_id) = 'chat';
     FOR k IN SELECT jsonb_object_keys(p_credentials) LOOP
-        IF k = 'webhookUrl' AND p_provider_id <> 'push-webhook' AND NOT chat THEN
+        IF k = 'webhookUrl' AND NOT p_provider_id = ANY (url_providers) THEN
             RAISE EXCEPTION 'credentials.webhookUrl is not used by provider "%"', p_provider_id
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Push providers take deviceTokens; webhookUrl is for chat providers and push-webhook.';
+                      HINT = format('Push providers take deviceTokens; webhookUrl is for %s.', array_to_string(url_providers, ', '));
         ELSIF k = 'deviceTokens' AND chat THEN
             RAISE EXCEPTION 'credentials.deviceTokens is not used by provider "%"', p_provider_id
                 USING ERRCODE = 'invalid_parameter_value',
@@ -829,7 +830,7 @@ BEGIN
         ELSIF k NOT IN ('deviceTokens', 'webhookUrl') THEN
             RAISE EXCEPTION 'unknown key "%" in credentials', k
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Subscriber credentials take deviceTokens (push) or webhookUrl (chat providers, push-webhook).';
+                      HINT = format('Subscriber credentials take deviceTokens (push) or webhookUrl (%s).', array_to_string(url_providers, ', '));
         END IF;
     END LOOP;
     IF p_credentials ? 'webhookUrl' THEN

@@ -156,6 +156,8 @@ typedef struct ProviderOps
 	const char *token_form;		/* the accepted target form, in words (hints) */
 	const struct FieldRule *overrides;
 	const char *overrides_hint;
+	bool		subscriber_webhook_url; /* a subscriber's credentials may hold a
+										 * webhookUrl (chat: where it goes) */
 
 	/* delivery */
 	int			max_batch;

@@ -183,6 +183,7 @@ const ProviderOps novu_push_webhook_provider = {
 	.secrets = push_webhook_secrets,
 	.overrides = push_webhook_fields,
 	.overrides_hint = "Push webhook overrides may set any field but target and webhookUrl.",
+	.subscriber_webhook_url = true,
 	.max_batch = 1,
 	.prepare = push_webhook_prepare,
 	.check = novu_message_check,

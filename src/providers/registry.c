@@ -110,8 +110,9 @@ novu_channel_name(Channel channel)
 
 /*
  * novu._providers(channel text DEFAULT NULL) RETURNS text[]
- *		The provider ids of this version, of one channel or of all; the SQL
- *		functions read their lists of providers here.
+ *		The provider ids of this version, of one channel or of all, or with
+ *		'webhookUrl' those a subscriber's webhookUrl credential is stored for;
+ *		the SQL functions read their lists of providers here.
  */
 Datum
 novu_providers_sql(PG_FUNCTION_ARGS)
@@ -123,7 +124,12 @@ novu_providers_sql(PG_FUNCTION_ARGS)
 
 	for (i = 0; i < lengthof(registry); i++)
 	{
-		if (channel != NULL && strcmp(channel, novu_channel_name(registry[i]->channel)) != 0)
+		if (channel != NULL && strcmp(channel, "webhookUrl") == 0)
+		{
+			if (!registry[i]->subscriber_webhook_url && registry[i]->channel != CHANNEL_CHAT)
+				continue;
+		}
+		else if (channel != NULL && strcmp(channel, novu_channel_name(registry[i]->channel)) != 0)
 			continue;
 		ids[n++] = CStringGetTextDatum(registry[i]->provider_id);
 	}
