@@ -135,8 +135,21 @@ p3() {  # p3 PROVIDER -> "p50 p99 n"
     clean
     echo "$(echo "$s" | jq_ 'latency.p50_ms.toFixed(1)') $(echo "$s" | jq_ 'latency.p99_ms.toFixed(1)') $(echo "$s" | jq_ 'latency.n')"
 }
+# What the machine gives P3 before novu does anything: a plain INSERT's commit
+# (fsync on, like the trigger's) at the same rate and concurrency, timed the way
+# pgbench times a transaction; P3's latency includes its trigger's commit.
+p3_floor() {  # p3_floor -> "p50 p99 n"
+    rm -f "$tmp"/floor_log.*
+    echo "INSERT INTO bench_plain (payload) VALUES ('{}');" > "$tmp/floor.sql"
+    (cd "$tmp" && pgbench -n -c 4 -j 2 -R "$P3_RATE" -T "$P3_SECONDS" -l --log-prefix=floor_log -f "$tmp/floor.sql" postgres >/dev/null 2>&1)
+    q -c "TRUNCATE bench_plain" >/dev/null
+    cat "$tmp"/floor_log.* | awk '{ print $3 }' | sort -n |
+        awk '{ a[NR] = $1 } END { printf "%.1f %.1f %d\n", a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000, NR }'
+}
 p2p3_round() {  # p2p3_round quiet|hog RUN
     local mode=$1 r=$2 p
+    R[p3_floor_${mode}_$r]=$(p3_floor)
+    log "run $r $mode: P3 floor (a plain INSERT's commit) p50/p99/n ${R[p3_floor_${mode}_$r]}"
     for p in $P2_PROVIDERS; do
         R[p2_${p}_${mode}_$r]=$(p2 "$p")
         log "run $r $mode: P2 $p ${R[p2_${p}_${mode}_$r]} deliveries/s"
@@ -305,6 +318,11 @@ p2p3_table() {
             q=${R[p2_${p}_quiet_$r]}; h=${R[p2_${p}_hog_$r]}
             echo "| P2 $P deliveries/s | $r | $q | $h | $(awk -v a="$h" -v b="$q" 'BEGIN { printf "%.2f", a / b }') | $(p2_target "$p") |"
         done
+    done
+    for r in $(seq "$RUNS"); do
+        set -- ${R[p3_floor_quiet_$r]}; local f50=$1 f99=$2 fn=$3
+        set -- ${R[p3_floor_hog_$r]}; local g50=$1 g99=$2 gn=$3
+        echo "| P3 floor: a plain INSERT's commit, same rate, p50 / p99 (n) | $r | $f50 / $f99 ms ($fn) | $g50 / $g99 ms ($gn) | p99 $(awk -v a="$g99" -v b="$f99" 'BEGIN { printf "%.2f", a / b }')x | (included in P3) |"
     done
     for p in $PROVIDERS; do
         P=$(provider_name "$p")
