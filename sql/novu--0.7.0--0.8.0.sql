@@ -133,3 +133,7 @@ END
 $$;
 COMMENT ON FUNCTION novu._check_credentials(text, jsonb) IS 'Internal: validate subscriber credentials; returns the de-duplicated device tokens in order';
 
+
+-- the queue's integration id without a foreign key (see novu.sql: a key check and
+-- row lock per inserted message)
+ALTER TABLE novu.deliveries DROP CONSTRAINT deliveries_integration_id_fkey;

@@ -55,6 +55,27 @@ is(NovuTest::query($node, q{SELECT count(*) FROM novu.events WHERE transaction_i
 is(NovuTest::query($node, q{SELECT novu.trigger('w', '"h2"', '{}', '{}', 'tx-pending') ->> 'status'}),
 	'duplicate', 'a retained transactionId is still a duplicate');
 
+# A message waiting for its retry when its integration is deleted fails with
+# "Integration deleted" at the retry, and is not sent again
+my $sa = slurp_file("$mocks->{dir}/fcm-service-account.json");
+$node->safe_psql('postgres', sprintf(q{SELECT novu.create_integration('fcm',
+    jsonb_build_object('serviceAccount', $sa$%s$sa$::jsonb, 'endpoint', '%s'), 'fcm-doomed')}, $sa, $mocks->{urls}{fcm}));
+NovuTest::set_tokens($mocks, 'fcm', 'fail:503:2', 'hk-3');
+$node->safe_psql('postgres', q{
+SELECT novu.identify('h3');
+SELECT novu.set_credentials('h3', 'fcm', '{"deviceTokens": ["hk-3"]}', 'fcm-doomed');
+SELECT novu.trigger('w', '"h3"', '{}', '{}', 'tx-doomed');
+});
+ok(NovuTest::wait_for($node, q{SELECT status = 'pending' AND attempts = 1 FROM novu.messages WHERE transaction_id = 'tx-doomed'}),
+	'a message of integration fcm-doomed waits for its retry');
+is(NovuTest::query($node, q{SELECT novu.delete_integration('fcm-doomed')}), 't', 'its integration is deleted');
+ok(NovuTest::wait_for($node, q{SELECT status <> 'pending' FROM novu.messages WHERE transaction_id = 'tx-doomed'}, 30),
+	'the message is final after its retry time');
+is(NovuTest::query($node, q{SELECT status || ': ' || last_error FROM novu.messages WHERE transaction_id = 'tx-doomed'}),
+	'failed: Integration deleted', 'it failed: Integration deleted');
+is(scalar(grep { $_->{body}{message}{token} eq 'hk-3' } @{ NovuTest::requests($mocks, 'fcm') }), 1,
+	'and the provider received it once (the first attempt)');
+
 # Workers of a database without the extension wait for it (the role exists once any
 # database has the extension): they must not spin.  Measured as the workers' CPU time
 # over a window of two seconds (spinning workers used one core each).
