@@ -49,9 +49,9 @@ N_KEYS=$(n 10000)
 N_DSUBS=$(( N_KEYS >= 10 ? N_KEYS / 10 : 1 ))
 N_KEYS=$(( N_DSUBS * (N_KEYS >= 10 ? 10 : N_KEYS) ))
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
-# the delays' due time must come after their fan-out (staged, about 3,300
-# notifications/s on 2 cores) and the digest window after the last trigger's fan-out
-DELAY_LEAD=${ENGINE_DELAY_LEAD:-$(awk -v n="$N_SUBS" 'BEGIN { printf "%d", 20 + n / 2200 }')}
+# the delays' due time must come after their fan-out (staged: 3,200/s at scale
+# 0.05, 2,900/s at scale 1 on 2 busy cores) and the digest window after the last trigger's fan-out
+DELAY_LEAD=${ENGINE_DELAY_LEAD:-$(awk -v n="$N_SUBS" 'BEGIN { printf "%d", 20 + n / 2400 }')}
 DIGEST_WINDOW=${ENGINE_DIGEST_WINDOW:-$(awk -v n="$N_EVENTS" 'BEGIN { printf "%d", 15 + n / 2000 }')}
 SETTINGS="fsync = on, shared_buffers = '2GB', max_wal_size = '20GB', checkpoint_timeout = '30min', max_worker_processes = 16, novu.workers = 2, novu.batch_size = $BATCH"
 
@@ -103,6 +103,16 @@ wait_until() {  # wait_until SQL TIMEOUT: poll SQL (until 't') and sample RssAno
         sleep 0.2
     done
 }
+# messages sent per second of a transaction from FROM (epoch) to its last:
+# "median min max seconds" (min: of the whole seconds, the first and last left out)
+per_second() {  # per_second TRANSACTION FROM
+    q -c "WITH d AS (SELECT floor(extract(epoch FROM sent_at))::bigint AS s, count(*) AS c FROM novu.deliveries
+                      WHERE transaction_id = '$1' AND status = 'sent' GROUP BY 1),
+               g AS (SELECT g.s, COALESCE(d.c, 0) AS c FROM generate_series(floor($2)::bigint, (SELECT max(s) FROM d)) g(s)
+                      LEFT JOIN d ON d.s = g.s)
+          SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY c), COALESCE(min(c) FILTER (WHERE s > floor($2) AND s < (SELECT max(s) FROM d)), 0),
+                 max(c), count(*) FROM g" | tr '|' ' '
+}
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
 fmt() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
 quiet_sql="NOT EXISTS (SELECT FROM novu.events WHERE status IN ('pending', 'processing'))
@@ -144,6 +154,8 @@ if want topic; then
     reqs=$(ctl _stats | jq_ 'counts.expo')
     secs=$(elapsed "$tc" "$last")
     R[topic]="$(rate "$sent" "$secs") deliveries/s ($sent in $(fmt "$secs") s)"
+    read -r p50 pmin pmax pn <<< "$(per_second eng-topic "$tc")"
+    R[topic]="${R[topic]}; sent per second: median $p50, min $pmin, max $pmax (over $pn s)"
     R[topic_rss]="$(mb "$PEAK") (at the start $(mb "$rss0"))"
     R[topic_once]="queue: $rows messages, $subs distinct subscribers, $sent sent; mock: $mt tokens, $md of them more than once, $mm messages in $reqs requests"
     ok=no; [ "$rows" = "$N_SUBS" ] && [ "$subs" = "$N_SUBS" ] && [ "$sent" = "$N_SUBS" ] && [ "$mt" = "$N_SUBS" ] && [ "$md" = 0 ] && [ "$mm" = "$N_SUBS" ] && ok=yes
@@ -180,6 +192,8 @@ if want delay; then
     R[delay_first]="$(fmt "$(elapsed "$due" "$first")") s"
     R[delay_last]="$(fmt "$(elapsed "$due" "$last")") s"
     R[delay_rate]="$(rate "$sent" "$(elapsed "$due" "$last")") deliveries/s"
+    read -r p50 pmin pmax pn <<< "$(per_second eng-scheduled "$due")"
+    R[delay_rate]="${R[delay_rate]}; sent per second: median $p50, min $pmin, max $pmax (over $pn s)"
     R[delay_rss]="$(mb "$PEAK") (at the start $(mb "$rss0"))"
     R[delay_once]="queue: $rows messages, $subs distinct subscribers, $sent sent; mock: $mt tokens, $md more than once, $mm messages"
     L[delay]="${L[delay]} → $(load)"
@@ -224,12 +238,14 @@ SQL
     IFS='|' read -r joined margin <<< "$(q -c "SELECT extract(epoch FROM max(m.created_at)), round(extract(epoch FROM min(r.due_at) - max(m.created_at))::numeric, 2)
       FROM novu.step_runs r JOIN novu.digest_events m ON m.digest_id = r.id WHERE r.workflow_id = 'eng-digest'")"
     R[digest_fanout]="all $N_EVENTS in their windows $(fmt "$(elapsed "$t0" "$joined")") s after the first trigger ($(rate "$N_EVENTS" "$(elapsed "$t0" "$joined")")/s), $margin s before the first window ended"
-    IFS='|' read -r lag50 lagmax lastlag <<< "$(q -c "SELECT round(extract(epoch FROM percentile_cont(0.5) WITHIN GROUP (ORDER BY d.sent_at - r.due_at))::numeric, 2),
+    IFS='|' read -r lag50 lagmax lastlag spread crate <<< "$(q -c "SELECT round(extract(epoch FROM percentile_cont(0.5) WITHIN GROUP (ORDER BY d.sent_at - r.due_at))::numeric, 2),
            round(extract(epoch FROM max(d.sent_at - r.due_at))::numeric, 2),
-           round(extract(epoch FROM max(d.sent_at) - max(r.due_at))::numeric, 2)
+           round(extract(epoch FROM max(d.sent_at) - max(r.due_at))::numeric, 2),
+           round(extract(epoch FROM max(r.due_at) - min(r.due_at))::numeric, 2),
+           round(count(*) / extract(epoch FROM max(d.sent_at) - min(r.due_at)))
       FROM novu.step_runs r JOIN novu.deliveries d ON d.digest_id = r.id
      WHERE r.workflow_id = 'eng-digest' AND r.kind = 'digest'")"
-    R[digest_end]="last window's end to the last message $lastlag s; per window, its end to its message: median $lag50 s, max $lagmax s"
+    R[digest_end]="the windows end within $spread s; last window's end to the last message $lastlag s; per window, its end to its message: median $lag50 s, max $lagmax s; $crate windows closed/s (first end to last message)"
     R[digest_count]="$msgs messages for $N_KEYS keys ($windows windows)"
     R[digest_events]="sum of total_count $total of $N_EVENTS; listed $listed events, $distinct distinct, $misplaced in another key's message, $short messages listing fewer than their total_count"
     ok=no; [ "$msgs" = "$N_KEYS" ] && [ "$total" = "$N_EVENTS" ] && [ "$distinct" = "$N_EVENTS" ] && [ "$listed" = "$N_EVENTS" ] && [ "$misplaced" = 0 ] && [ "$short" = 0 ] && ok=yes
@@ -266,14 +282,19 @@ SQL
         cat "$dir"/pgbench_log.* | awk '{print $3 / 1000}' | sort -n |
             awk '{a[NR] = $1} END { printf "%.2f %.2f", a[int(NR * 0.5 + 0.5)], a[int(NR * 0.9 + 0.5)] }'
     }
-    plan() { q -c "SET plan_cache_mode = force_generic_plan" -c "PREPARE p(int) AS SELECT x.id FROM novu.step_runs x WHERE x.status = 'waiting' AND x.due_at <= now() ORDER BY x.due_at LIMIT \$1 FOR UPDATE SKIP LOCKED" \
-                 -c "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) EXECUTE p($BATCH)" | sed 's/^/   /' >&2; }
+    plan() {  # the generic plan to the log; PLAN_BUFFERS: the buffers it touched
+        q -c "SET plan_cache_mode = force_generic_plan" -c "PREPARE p(int) AS SELECT x.id FROM novu.step_runs x WHERE x.status = 'waiting' AND x.due_at <= now() ORDER BY x.due_at LIMIT \$1 FOR UPDATE SKIP LOCKED" \
+          -c "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) EXECUTE p($BATCH)" > "$tmp/plan.txt"
+        sed 's/^/   /' "$tmp/plan.txt" >&2
+        PLAN_BUFFERS=$(awk '/Buffers:/ { sub(/.*Buffers: /, ""); print; exit }' "$tmp/plan.txt")
+    }
     L[claim]=$(load)
     q -c "TRUNCATE novu.step_runs CASCADE" >/dev/null
     insert_rows 1 "$BATCH" "now() - interval '1 minute' + i * interval '1 millisecond'"
     q -c "VACUUM ANALYZE novu.step_runs"
     read -r s50 s90 <<< "$(claim small)"
     log "3. claim of $BATCH with $BATCH waiting: median $s50 ms (p90 $s90); the generic plan:"; plan
+    sbuf=$PLAN_BUFFERS
     t0=$(now)
     for a in $(seq "$(( BATCH + 1 ))" 1000000 "$(( BATCH + N_WAIT ))"); do
         b=$(( a + 999999 )); [ "$b" -gt "$(( BATCH + N_WAIT ))" ] && b=$(( BATCH + N_WAIT ))
@@ -286,8 +307,9 @@ SQL
     log "3. ${R[claim_fill]}"
     read -r b50 b90 <<< "$(claim big)"
     log "3. claim of $BATCH with $N_WAIT more waiting: median $b50 ms (p90 $b90); the generic plan:"; plan
+    bbuf=$PLAN_BUFFERS
     waiting=$(q -c "SELECT count(*) FROM novu.step_runs WHERE status = 'waiting'")
-    R[claim]="$b50 ms / $s50 ms = $(awk -v a="$b50" -v b="$s50" 'BEGIN { printf "%.2f", a / b }') (p90 $b90 / $s90 ms)"
+    R[claim]="$b50 ms / $s50 ms = $(awk -v a="$b50" -v b="$s50" 'BEGIN { printf "%.2f", a / b }') (p90 $b90 / $s90 ms; buffers of one claim, EXPLAIN of the generic plan: $bbuf / $sbuf)"
     R[claim_waiting]=$waiting
     L[claim]="${L[claim]} → $(load)"
     log "3. claim: ${R[claim]}"
@@ -307,7 +329,7 @@ of all of them ($members members), loaded set-based in ${R[setup]} s. Load avera
 EOF
 if want topic; then
 cat <<EOF
-| Topic fan-out | one novu.trigger of bench-expo (one push step, Expo) to a topic of $N_SUBS; from the commit to the last recorded 'sent' | ${R[topic]} | ≥ P2 | ${L[topic]} |
+| Topic fan-out | one novu.trigger of bench-expo (one push step, Expo) to a topic of $N_SUBS; from the commit to the last recorded 'sent' | ${R[topic]} | - | ${L[topic]} |
 | Topic fan-out: memory | peak RssAnon of a delivery worker (2 workers, sampled every 0.2 s) | ${R[topic_rss]} | < 100 MB | |
 | Topic fan-out: exactly once | ${R[topic_once]} | $( [ "${R[topic_ok]}" = yes ] && echo "every subscriber one message" || echo "NOT exactly once" ) | one each | |
 EOF
