@@ -19,7 +19,8 @@
 #   BENCH_P2_PROVIDERS="fcm apns expo web-push one-signal"   the P2 rows (each subscriber
 #                      gets one device per provider measured)
 #   BENCH_ONLY=        comma-separated parts to run: p2p3, tuned, p1, p5, p4, p6, render, feed,
-#                      pgnet, mixed (default: all of them)
+#                      engine, pgnet, mixed (default: all of them); feed and engine run on
+#                      their own clusters (test/bench/feed.sh, test/bench/engine.sh)
 #   BENCH_P3_RATE=200 BENCH_P3_SECONDS=30   the steady trigger rate of P3, per provider
 #   PG_NET_SRC=DIR     a checkout of supabase/pg_net, built outside the project for
 #                      the P2 baseline (not found: the table says so)
@@ -424,6 +425,17 @@ if want feed; then
         printf '\n## In-app feed\n\nfeed.sh failed; see the log above.\n' > "$tmp/feed.md"
     fi
     cat "$tmp/feed.md" >> "$RESULTS.tmp"
+fi
+
+# --- the workflow engine at scale (test/bench/engine.sh, its own cluster and mock):
+# topic fan-out to 1M x scale, 1M x scale delays due at one second, the claim with
+# 10M x scale waiting steps, a digest of 100k x scale events over 10k x scale keys
+if want engine; then
+    if ! (PGPORT=$((PGPORT + 8)) ENGINE_NO_BUILD=1 ENGINE_MOCK_PORT=${ENGINE_MOCK_PORT:-$((${BENCH_MOCK_PORT:-18600} + 10))} \
+          bash test/bench/engine.sh "$SCALE" > "$tmp/engine.md"); then
+        printf '\n## Workflow engine\n\nengine.sh failed; see the log above.\n' > "$tmp/engine.md"
+    fi
+    cat "$tmp/engine.md" >> "$RESULTS.tmp"
 fi
 
 # --- the long mixed run, on its own cluster and mock
