@@ -154,9 +154,13 @@ SELECT novu.trigger('eng-sched', '"eng-a"', jsonb_build_object('sendAt', to_char
 SELECT novu.trigger('eng-sched', '"eng-a"', '{}', '{}', 'eng-s2') ->> 'status';
 SELECT novu.trigger('eng-sched', '"eng-a"', '{"sendAt": "tomorrow"}', '{}', 'eng-s3') ->> 'status';
 SELECT novu.trigger('eng-sched', '"eng-a"', '{"sendAt": "2020-01-01T00:00:00Z"}', '{}', 'eng-s4') ->> 'status';
+-- the form of a time but no such day
+SELECT novu.trigger('eng-sched', '"eng-a"', '{"sendAt": "2031-02-30T10:00:00Z"}', '{}', 'eng-s5') ->> 'status';
 SELECT pg_temp.fan() > 0;
 SELECT transaction_id, round(extract(epoch FROM due_at - created_at) / 3600) AS hours FROM novu.step_runs WHERE transaction_id LIKE 'eng-s%';
-SELECT transaction_id, l.* FROM unnest(ARRAY['eng-s2', 'eng-s3', 'eng-s4']) transaction_id, pg_temp.log(transaction_id) l;
+SELECT transaction_id, l.* FROM unnest(ARRAY['eng-s2', 'eng-s3', 'eng-s4', 'eng-s5']) transaction_id, pg_temp.log(transaction_id) l;
+SELECT novu._delay_time('2031-02-30T10:00:00Z') IS NULL AS no_such_day, novu._delay_time('2031-02-03') AS midnight_utc,
+       novu._delay_time('2031-02-03T10:00+02:00') AS with_offset, novu._delay_time('soon') IS NULL AS not_a_time;
 SELECT count(*) FROM novu.deliveries WHERE transaction_id LIKE 'eng-s%';
 
 -- filters: filtered steps are logged, the others run

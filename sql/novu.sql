@@ -1587,6 +1587,26 @@ AS $$
 $$;
 COMMENT ON FUNCTION novu._payload_path(text) IS 'Internal: a payload path as a key array';
 
+-- A delay's scheduled time from its payload value (delayPath): an ISO 8601
+-- date or time (UTC without a zone), NULL if it is not one (the step then
+-- fails with the reason, see novu._advance).
+CREATE FUNCTION novu._delay_time(t text)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+    IF t IS NULL OR NOT t ~ '^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$' THEN
+        RETURN NULL;
+    END IF;
+    RETURN t::timestamptz;
+EXCEPTION WHEN data_exception THEN
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION novu._delay_time(text) IS 'Internal: a delayPath value as a time (UTC without a zone), NULL if not an ISO time';
+
 -- Validate a delay or digest step (its keys other than stepId and filters).
 CREATE FUNCTION novu._check_wait_step(step jsonb, f text)
 RETURNS void
@@ -4175,20 +4195,26 @@ BEGIN
     IF st IS NULL THEN
         RETURN;
     END IF;
-    -- Workflows that begin with a regular delay (no filters on it, no
-    -- overrides.delay in the trigger): the delay rows of all those
-    -- notifications are written together; the others go step by step.
-    WITH cand AS (
-        SELECT z.t, z.w, z.s, z.n, w.steps -> 0 AS d
+    -- Workflows that begin with a delay (no filters on it, no overrides.delay
+    -- in the trigger; a scheduled one whose payload time is valid and ahead):
+    -- the delay rows of all those notifications are written together; the
+    -- others go step by step (novu._advance, which also says what is wrong).
+    WITH first AS (
+        SELECT z.t, z.w, z.s, z.n, w.steps -> 0 AS d,
+               CASE WHEN (w.steps -> 0) ? 'delayPath'
+                    THEN novu._delay_time(e.payload #>> novu._payload_path(w.steps -> 0 ->> 'delayPath'))
+                    ELSE now() + novu._step_interval(w.steps -> 0 -> 'amount', w.steps -> 0 -> 'unit') END AS due
           FROM unnest(st, sw, ss) WITH ORDINALITY AS z(t, w, s, n)
           JOIN novu.workflows w ON w.workflow_id = z.w
           LEFT JOIN novu.events e ON e.transaction_id = z.t
          WHERE jsonb_typeof(w.steps) = 'array' AND w.steps -> 0 ->> 'type' = 'delay'
-           AND NOT (w.steps -> 0) ? 'delayPath' AND NOT (w.steps -> 0) ? 'filters'
+           AND NOT (w.steps -> 0) ? 'filters'
            AND NOT COALESCE(e.overrides ? 'delay', false)),
+    cand AS (
+        SELECT * FROM first f WHERE f.due > now()),
     ins AS (
         INSERT INTO novu.step_runs (kind, transaction_id, workflow_id, subscriber_id, step_index, due_at)
-        SELECT 'delay', c.t, c.w, c.s, 0, now() + novu._step_interval(c.d -> 'amount', c.d -> 'unit')
+        SELECT 'delay', c.t, c.w, c.s, 0, c.due
           FROM cand c
         RETURNING novu.step_runs.transaction_id, novu.step_runs.workflow_id, novu.step_runs.subscriber_id,
                   novu.step_runs.due_at),
@@ -4235,6 +4261,8 @@ DECLARE
     wf text[];
     sub text[];
     st integer[];
+    wins bigint[];
+    dg bigint[];
 BEGIN
     -- Delays followed by channel steps without filters only (the usual "wait,
     -- then send"): all of them done and expanded together, in one statement
@@ -4270,6 +4298,73 @@ BEGIN
         IF tx IS NOT NULL THEN
             RETURN QUERY SELECT * FROM novu._expand(tx, wf, sub, p_lease_limit, p_lease_ms, st);
             GET DIAGNOSTICS leased = ROW_COUNT;
+        END IF;
+    END IF;
+    -- Digest windows followed by channel steps without filters only: closed
+    -- together (each for its oldest merged event, the leader; a window left
+    -- without events is canceled), their activity logged, and the steps after
+    -- them expanded in one statement, with step.events of their window.
+    SELECT array_agg(x.id ORDER BY u.n) INTO wins
+      FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
+      JOIN novu.step_runs x ON x.id = u.id
+      JOIN novu.workflows w ON w.workflow_id = x.workflow_id
+     WHERE x.status = 'waiting' AND x.kind = 'digest'
+       AND jsonb_typeof(w.steps) = 'array'
+       AND NOT EXISTS (SELECT FROM jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
+                        WHERE s.n > x.step_index + 1
+                          AND (s.step ->> 'type' IN ('delay', 'digest') OR s.step ? 'filters'));
+    IF wins IS NOT NULL THEN
+        tx := NULL;
+        WITH lead AS (
+            SELECT DISTINCT ON (m.digest_id) m.digest_id, m.transaction_id AS leader,
+                   count(*) OVER (PARTITION BY m.digest_id) AS total
+              FROM novu.digest_events m
+             WHERE m.digest_id = ANY (wins) AND m.status = 'merged'
+             ORDER BY m.digest_id, m.event_id),
+        closed AS (
+            UPDATE novu.step_runs x
+               SET status = CASE WHEN l.leader IS NULL THEN 'canceled' ELSE 'done' END,
+                   transaction_id = COALESCE(l.leader, x.transaction_id),
+                   updated_at = now()
+              FROM unnest(wins) AS u(id) LEFT JOIN lead l ON l.digest_id = u.id
+             WHERE x.id = u.id
+            RETURNING x.id, x.transaction_id, x.workflow_id, x.subscriber_id, x.step_index, x.digest_key,
+                      x.status, l.total),
+        logged AS (
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            SELECT m.transaction_id, c.subscriber_id, c.workflow_id, 'digest', 'Success',
+                   CASE WHEN m.transaction_id = c.transaction_id
+                        THEN format('Digest finished: %s event%s', c.total, CASE WHEN c.total = 1 THEN '' ELSE 's' END)
+                        ELSE 'Digest finished: sent with transaction ' || c.transaction_id END,
+                   jsonb_build_object('stepIndex', c.step_index, 'digestId', c.id, 'digestKey', c.digest_key)
+              FROM closed c JOIN novu.digest_events m ON m.digest_id = c.id AND m.status = 'merged'
+             WHERE c.status = 'done'
+             ORDER BY c.id, m.event_id)
+        SELECT array_agg(c.transaction_id ORDER BY array_position(wins, c.id), s.n),
+               array_agg(c.workflow_id ORDER BY array_position(wins, c.id), s.n),
+               array_agg(c.subscriber_id ORDER BY array_position(wins, c.id), s.n),
+               array_agg((s.n - 1)::integer ORDER BY array_position(wins, c.id), s.n),
+               array_agg(c.id ORDER BY array_position(wins, c.id), s.n)
+          INTO tx, wf, sub, st, dg
+          FROM closed c JOIN novu.workflows w ON w.workflow_id = c.workflow_id
+          CROSS JOIN LATERAL jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
+         WHERE c.status = 'done' AND s.n > c.step_index + 1;
+        IF tx IS NOT NULL THEN
+            RETURN QUERY
+            SELECT x.id, x.attempts, x.transaction_id, x.workflow_id, x.subscriber_id, x.device_token,
+                   x.integration_id, x.payload, x.overrides, x.actor,
+                   x.step || jsonb_build_object('_digest', novu._digest_context(q.g)),
+                   x.step_key || '/' || q.g, x.subscriber
+              FROM novu._expand(tx, wf, sub, GREATEST(p_lease_limit - leased, 0), p_lease_ms, st) x
+              JOIN (SELECT DISTINCT z.t, z.w, z.s, z.g FROM unnest(tx, wf, sub, dg) AS z(t, w, s, g)) q
+                ON q.t = x.transaction_id AND q.w = x.workflow_id AND q.s = x.subscriber_id;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            leased := leased + n;
+            -- the messages not leased here see their window when claimed
+            UPDATE novu.deliveries dl SET digest_id = z.g
+              FROM unnest(tx, sub, st, dg) AS z(t, s, i, g)
+             WHERE dl.transaction_id = z.t AND dl.subscriber_id = z.s AND dl.step_index = z.i
+               AND dl.digest_id IS NULL;
         END IF;
     END IF;
     FOR r IN SELECT x.* FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
@@ -5134,6 +5229,7 @@ GRANT EXECUTE ON FUNCTION
     novu._step_id(jsonb, integer),
     novu._step_interval(jsonb, jsonb),
     novu._payload_path(text),
+    novu._delay_time(text),
     novu._iso(timestamptz),
     novu._take_events(tid[]),
     novu._topic_chunk(text[], text[], text, text, integer),
