@@ -127,6 +127,8 @@ p2() {  # p2 PROVIDER -> deliveries/s
 p3() {  # p3 PROVIDER -> "p50 p99 n"
     local p=$1 s
     ctl _reset POST >/dev/null
+    # the burst before (P2) leaves dirty buffers: its checkpoint is not P3's latency
+    q -c "CHECKPOINT" >/dev/null
     printf '%s\n' "\\set sub random(1, $N_DELIVERY)" \
         "SELECT novu.trigger('bench-$p', to_jsonb('sub-' || :sub), jsonb_build_object('t', extract(epoch FROM clock_timestamp())));" > "$tmp/p3.sql"
     pgbench -n -c 4 -j 2 -R "$P3_RATE" -T "$P3_SECONDS" -f "$tmp/p3.sql" postgres >/dev/null 2>&1
@@ -140,6 +142,7 @@ p3() {  # p3 PROVIDER -> "p50 p99 n"
 # (fsync on, like the trigger's) at the same rate and concurrency, timed the way
 # pgbench times a transaction; P3's latency includes its trigger's commit.
 p3_floor() {  # p3_floor -> "p50 p99 n"
+    q -c "CHECKPOINT" >/dev/null
     rm -f "$tmp"/floor_log.*
     echo "INSERT INTO bench_plain (payload) VALUES ('{}');" > "$tmp/floor.sql"
     (cd "$tmp" && pgbench -n -c 4 -j 2 -R "$P3_RATE" -T "$P3_SECONDS" -l --log-prefix=floor_log -f "$tmp/floor.sql" postgres >/dev/null 2>&1)
