@@ -236,9 +236,13 @@ novu_worker_main(Datum main_arg)
 
 		consecutive_errors++;
 		pause_ms = Min(1000L << Min(consecutive_errors - 1, 5), 30000L);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 pause_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		/* a wake-up during the pause is kept for the loop (see below) */
+		if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					  pause_ms, PG_WAIT_EXTENSION) & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			novu_wakeup_pending = true;
+		}
 	}
 	PG_exception_stack = &local_sigjmp_buf;
 
@@ -270,11 +274,19 @@ novu_worker_main(Datum main_arg)
 		if (done > 0 || novu_deliver_busy() || novu_wakeup_pending)
 			continue;			/* more may be waiting: go on at once */
 
+		/*
+		 * Reset the latch only when the wait says it was set: a commit that
+		 * sets it after a wait ended by its timeout must not be cleared
+		 * unseen (that wake-up was lost, and its trigger waited for the poll).
+		 * A latch left set ends the next wait at once.
+		 */
 		novu_set_worker_waiting(novu_worker_slot, true);
 		if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					  Max(sleep_ms, 1L), PG_WAIT_EXTENSION) & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
 			novu_wakeup_pending = true;
+		}
 		novu_set_worker_waiting(novu_worker_slot, false);
-		ResetLatch(MyLatch);
 	}
 }
