@@ -270,6 +270,23 @@ continue_in_tx(int limit, int lease_limit, int lease_ms, ClaimedRow **rows, int 
 }
 
 /*
+ * Run a prepared query of one bigint, milliseconds until something is due:
+ * at least 0, or none_ms when it is NULL (nothing due).  Not read-only: it
+ * must see what the current transaction recorded and created.
+ */
+static long
+ms_until(SPIPlanPtr plan, long none_ms)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_execute_plan(plan, NULL, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "novu: next-due query failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? none_ms : (long) Max(DatumGetInt64(d), 0);
+}
+
+/*
  * One short transaction of the pipeline: record the results given (if any),
  * fan out new triggers (if asked; *fanned says how many outbox rows; their
  * first messages come back leased), then, if claim_due (or once after a
@@ -418,27 +435,15 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 		*next_due_ms = -2;
 		if (*fanned > 0)
 		{
-			bool		isnull;
-			Datum		d;
-
-			/* not read-only: it must see the steps this transaction created */
 			novu_prepare_once(&step_due_plan,
 						 "SELECT (pg_catalog.extract('epoch', pg_catalog.min(due_at) - pg_catalog.now()) * 1000)::bigint"
 						 "  FROM novu.step_runs WHERE status = 'waiting'",
 						 0, NULL);
-			if (SPI_execute_plan(step_due_plan, NULL, NULL, false, 1) != SPI_OK_SELECT)
-				elog(ERROR, "novu: next-step query failed");
-			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-			if (!isnull)
-				*next_due_ms = Max(DatumGetInt64(d), 0);
+			*next_due_ms = ms_until(step_due_plan, -2);
 		}
 	}
 	else
 	{
-		bool		isnull;
-		Datum		d;
-
-		/* not read-only: it must see what this transaction recorded and created */
 		novu_prepare_once(&next_due_plan,
 					 "SELECT (pg_catalog.extract('epoch', LEAST("
 					 "   (SELECT pg_catalog.min(next_attempt_at) FROM novu.deliveries WHERE status = 'pending'),"
@@ -447,10 +452,7 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 					 "   (SELECT pg_catalog.min(due_at) FROM novu.step_runs WHERE status = 'waiting'))"
 					 "  - pg_catalog.now()) * 1000)::bigint",
 					 0, NULL);
-		if (SPI_execute_plan(next_due_plan, NULL, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "novu: next-due query failed");
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		*next_due_ms = isnull ? -1 : Max(DatumGetInt64(d), 0);
+		*next_due_ms = ms_until(next_due_plan, -1);
 	}
 	novu_end_work();
 	claim_shared = NULL;
