@@ -4154,8 +4154,9 @@ END
 $$;
 COMMENT ON FUNCTION novu._advance(text[], text[], text[], integer[], bigint[], integer, integer) IS 'Internal (workers): run notifications of staged workflows step by step from a step on, up to the next delay or digest';
 
--- Start notifications: those of staged workflows (delay, digest, filters) step
--- by step (novu._advance), the others in one statement (novu._expand).
+-- Start notifications: plain workflows in one statement (novu._expand); staged
+-- ones (delay, digest, filters) that begin with a delay or a digest (no filters
+-- on it) set-based too; the others step by step (novu._advance).
 CREATE FUNCTION novu._start(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[],
                             p_lease_limit integer, p_lease_ms integer)
 RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
@@ -4174,6 +4175,11 @@ DECLARE
     ss text[];
     n integer := 0;
     done_n bigint[];
+    h integer;
+    gid bigint[];
+    glead text[];
+    gdue timestamptz[];
+    gnew boolean[];
 BEGIN
     IF NOT EXISTS (SELECT FROM novu.workflows w WHERE w.workflow_id = ANY (p_workflow_ids) AND w.staged) THEN
         RETURN QUERY SELECT * FROM novu._expand(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_lease_limit, p_lease_ms);
@@ -4230,12 +4236,127 @@ BEGIN
           FROM unnest(st, sw, ss) WITH ORDINALITY AS z(t, w, s, n)
          WHERE NOT z.n = ANY (done_n);
     END IF;
+    IF st IS NULL THEN
+        RETURN;
+    END IF;
+    -- Workflows that begin with a digest (no filters on it, not a backoff
+    -- digest): every notification merges into the open window of its key or
+    -- opens one, together in one statement (as novu._digest_join does one by
+    -- one).  First the digest keys that any of these notifications may reach
+    -- are locked in one order, as novu._advance does (it takes them again,
+    -- already held): two workers never wait on each other in a cycle.
+    FOR h IN SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' ||
+                                      CASE WHEN s.step ? 'digestKey'
+                                           THEN COALESCE(e.payload #>> novu._payload_path(s.step ->> 'digestKey'), '')
+                                           ELSE '' END)
+               FROM unnest(st, sw, ss) AS z(t, w, s)
+               JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
+               CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
+               LEFT JOIN novu.events e ON e.transaction_id = z.t
+              WHERE s.step ->> 'type' = 'digest'
+              ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(hashtext('novu.digest'), h);
+    END LOOP;
+    -- The key groups of these notifications (g, by workflow, subscriber and
+    -- key): each group's open window, locked (a window being closed by
+    -- novu._continue is waited for, then no longer waiting), or a new one
+    -- whose leader is the group's first notification.  Windows are numbered
+    -- by group in arrays: no join between the batch's rows (the planner has no
+    -- estimate for them, and a nested loop over them is quadratic).
+    WITH cand AS (
+        SELECT c.*, dense_rank() OVER (ORDER BY c.w, c.s, c.k) AS g
+          FROM (SELECT z.t, z.w, z.s, z.n,
+                       CASE WHEN (w.steps -> 0) ? 'digestKey'
+                            THEN COALESCE(e.payload #>> novu._payload_path(w.steps -> 0 ->> 'digestKey'), '') ELSE '' END AS k,
+                       novu._step_interval(w.steps -> 0 -> 'amount', w.steps -> 0 -> 'unit') AS window_len
+                  FROM unnest(st, sw, ss) WITH ORDINALITY AS z(t, w, s, n)
+                  JOIN novu.workflows w ON w.workflow_id = z.w
+                  LEFT JOIN novu.events e ON e.transaction_id = z.t
+                 WHERE jsonb_typeof(w.steps) = 'array' AND w.steps -> 0 ->> 'type' = 'digest'
+                   AND NOT (w.steps -> 0) ? 'filters'
+                   AND NOT COALESCE((w.steps -> 0 ->> 'backoff')::boolean, false)) c),
+    grp AS (
+        SELECT c.g, min(c.w) AS w, min(c.s) AS s, min(c.k) AS k, (array_agg(c.t ORDER BY c.n))[1] AS lt,
+               min(c.window_len) AS wl
+          FROM cand c GROUP BY c.g),
+    found AS (
+        SELECT g.*, r.id AS rid, r.transaction_id AS rt, r.due_at AS rdue,
+               CASE WHEN r.id IS NULL THEN nextval('novu.step_runs_id_seq') ELSE r.id END AS did,
+               now() + g.wl AS due
+          FROM grp g
+          LEFT JOIN LATERAL (
+              SELECT x.id, x.transaction_id, x.due_at FROM novu.step_runs x
+               WHERE x.kind = 'digest' AND x.status = 'waiting' AND x.workflow_id = g.w
+                 AND x.subscriber_id = g.s AND x.step_index = 0 AND x.digest_key = g.k
+                 FOR UPDATE) r ON true),
+    opened AS (
+        INSERT INTO novu.step_runs (id, kind, transaction_id, workflow_id, subscriber_id, step_index, digest_key, due_at)
+        SELECT f.did, 'digest', f.lt, f.w, f.s, 0, f.k, f.due
+          FROM found f WHERE f.rid IS NULL),
+    touched AS (
+        UPDATE novu.step_runs x SET last_event_at = now(), updated_at = now()
+          FROM found f WHERE x.id = f.rid)
+    SELECT array_agg(f.did ORDER BY f.g), array_agg(COALESCE(f.rt, f.lt) ORDER BY f.g),
+           array_agg(COALESCE(f.rdue, f.due) ORDER BY f.g), array_agg(f.rid IS NULL ORDER BY f.g)
+      INTO gid, glead, gdue, gnew
+      FROM found f;
+    -- every notification merged into its group's window, and logged
+    WITH cand AS (
+        SELECT c.*, dense_rank() OVER (ORDER BY c.w, c.s, c.k) AS g
+          FROM (SELECT z.t, z.w, z.s, z.n, e.id AS event_id, COALESCE(e.payload, '{}') AS payload,
+                       CASE WHEN (w.steps -> 0) ? 'digestKey'
+                            THEN COALESCE(e.payload #>> novu._payload_path(w.steps -> 0 ->> 'digestKey'), '') ELSE '' END AS k,
+                       jsonb_build_object('stepId', novu._step_id(w.steps -> 0, 0), 'stepIndex', 0) AS raw,
+                       (w.steps -> 0) ? 'digestKey' AS keyed
+                  FROM unnest(st, sw, ss) WITH ORDINALITY AS z(t, w, s, n)
+                  JOIN novu.workflows w ON w.workflow_id = z.w
+                  LEFT JOIN novu.events e ON e.transaction_id = z.t
+                 WHERE jsonb_typeof(w.steps) = 'array' AND w.steps -> 0 ->> 'type' = 'digest'
+                   AND NOT (w.steps -> 0) ? 'filters'
+                   AND NOT COALESCE((w.steps -> 0 ->> 'backoff')::boolean, false)) c),
+    merged AS (
+        INSERT INTO novu.digest_events (digest_id, transaction_id, event_id, payload)
+        SELECT gid[c.g], c.t, COALESCE(c.event_id, 0), c.payload FROM cand c
+        ON CONFLICT DO NOTHING),
+    logged AS (
+        INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+        SELECT c.t, c.s, c.w, 'digest', 'Pending',
+               CASE WHEN gnew[c.g] AND glead[c.g] = c.t
+                    THEN 'Digest started: events until ' || novu._iso(gdue[c.g]) || ' are merged'
+                    ELSE 'Merged into the digest of transaction ' || glead[c.g] END,
+               c.raw || CASE WHEN c.keyed THEN jsonb_build_object('digestKey', c.k) ELSE '{}' END
+                     || CASE WHEN gnew[c.g] AND glead[c.g] = c.t
+                             THEN jsonb_build_object('digestId', gid[c.g], 'dueAt', novu._iso(gdue[c.g]))
+                             ELSE jsonb_build_object('digestId', gid[c.g]) END
+          FROM cand c
+         ORDER BY c.n)
+    SELECT array_agg(c.n) INTO done_n FROM cand c;
+    IF done_n IS NOT NULL THEN
+        SELECT array_agg(z.t ORDER BY z.n), array_agg(z.w ORDER BY z.n), array_agg(z.s ORDER BY z.n)
+          INTO st, sw, ss
+          FROM unnest(st, sw, ss) WITH ORDINALITY AS z(t, w, s, n)
+         WHERE NOT z.n = ANY (done_n);
+    END IF;
     IF st IS NOT NULL THEN
         RETURN QUERY SELECT * FROM novu._advance(st, sw, ss, NULL, NULL, GREATEST(p_lease_limit - n, 0), p_lease_ms);
     END IF;
 END
 $$;
-COMMENT ON FUNCTION novu._start(text[], text[], text[], integer, integer) IS 'Internal (workers): start notifications, staged workflows step by step, the others in one statement';
+COMMENT ON FUNCTION novu._start(text[], text[], text[], integer, integer) IS 'Internal (workers): start notifications: plain workflows and those that begin with a delay or a digest set-based, the other staged ones step by step';
+
+-- Whether every step after step_index is a channel step without filters (a
+-- delay or digest followed by such steps runs them in one statement).
+CREATE FUNCTION novu._plain_after(steps jsonb, step_index integer)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_typeof(steps) = 'array'
+           AND NOT EXISTS (SELECT FROM jsonb_array_elements(steps) WITH ORDINALITY AS s(step, n)
+                            WHERE s.n > step_index + 1
+                              AND (s.step ->> 'type' IN ('delay', 'digest') OR s.step ? 'filters'))
+$$;
+COMMENT ON FUNCTION novu._plain_after(jsonb, integer) IS 'Internal (workers): whether the steps after a step are all channel steps without filters';
 
 -- Run the steps after delays and digest windows (ids of novu.step_runs, locked
 -- by the caller, in order): each row turns 'done' and the steps after it run,
@@ -4273,10 +4394,7 @@ BEGIN
       JOIN novu.step_runs x ON x.id = u.id
       JOIN novu.workflows w ON w.workflow_id = x.workflow_id
      WHERE x.status = 'waiting' AND x.kind = 'delay' AND x.digest_id IS NULL
-       AND jsonb_typeof(w.steps) = 'array'
-       AND NOT EXISTS (SELECT FROM jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
-                        WHERE s.n > x.step_index + 1
-                          AND (s.step ->> 'type' IN ('delay', 'digest') OR s.step ? 'filters'));
+       AND novu._plain_after(w.steps, x.step_index);
     IF plain IS NOT NULL THEN
         WITH d AS (
             UPDATE novu.step_runs x SET status = 'done', updated_at = now()
@@ -4309,10 +4427,7 @@ BEGIN
       JOIN novu.step_runs x ON x.id = u.id
       JOIN novu.workflows w ON w.workflow_id = x.workflow_id
      WHERE x.status = 'waiting' AND x.kind = 'digest'
-       AND jsonb_typeof(w.steps) = 'array'
-       AND NOT EXISTS (SELECT FROM jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
-                        WHERE s.n > x.step_index + 1
-                          AND (s.step ->> 'type' IN ('delay', 'digest') OR s.step ? 'filters'));
+       AND novu._plain_after(w.steps, x.step_index);
     IF wins IS NOT NULL THEN
         tx := NULL;
         WITH lead AS (
@@ -5230,6 +5345,7 @@ GRANT EXECUTE ON FUNCTION
     novu._step_interval(jsonb, jsonb),
     novu._payload_path(text),
     novu._delay_time(text),
+    novu._plain_after(jsonb, integer),
     novu._iso(timestamptz),
     novu._take_events(tid[]),
     novu._topic_chunk(text[], text[], text, text, integer),
