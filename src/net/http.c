@@ -972,11 +972,21 @@ http_request_free(HttpRequest *req)
 char *
 http_transport_error(HttpRequest *req)
 {
+	const char *unsent;
+
 	if (req->policy_refused || (req->result == CURLE_ABORTED_BY_CALLBACK && req->sends > 1))
 		return pstrdup(req->error);
+
+	/*
+	 * curl never got as far as sending it (no connection, or none free for it
+	 * before the timeout): the provider cannot have seen this attempt.  Said
+	 * in the activity log, so that an attempt with no request behind it is
+	 * told apart from one the provider may have received.
+	 */
+	unsent = req->sends == 0 ? "; the request was not sent" : "";
 	if (req->error[0] != '\0')
-		return psprintf("%s (%s)", curl_easy_strerror(req->result), req->error);
-	return pstrdup(curl_easy_strerror(req->result));
+		return psprintf("%s (%s)%s", curl_easy_strerror(req->result), req->error, unsent);
+	return psprintf("%s%s", curl_easy_strerror(req->result), unsent);
 }
 
 /* Seconds to wait from a Retry-After value (delta-seconds or HTTP-date), -1 if unusable. */

@@ -37,8 +37,8 @@ DRAIN=${MIXED_DRAIN_SECONDS:-300}
 RESULTS=${MIXED_RESULTS:-/tmp/novu-mixed-results.md}
 REQUEST_TIMEOUT=2s
 # activity details of attempts that ended in a connection-level failure (see "How the counts are read")
-CONN_LOST='connection lost before the answer|before end of the underlying stream|Error in the HTTP2 framing layer|Connection died|Send failure|Failure when receiving data'
-CONN_LOST_TEXT="connection lost before the answer, stream not closed before the end of the connection, HTTP/2 framing layer, send or receive failure"
+CONN_LOST='connection lost before the answer|before end of the underlying stream|Error in the HTTP2 framing layer|Connection died|Send failure|Failure when receiving data|the request was not sent'
+CONN_LOST_TEXT="connection lost before the answer, stream not closed before the end of the connection, HTTP/2 framing layer, send or receive failure, a request curl never sent"
 at() { awk -v s="$SECONDS_" -v f="$1" 'BEGIN { printf "%d", s * f }'; }
 T_BROADCAST=$(at 0.25)
 T_KILL=$(at 0.30)

@@ -14,6 +14,7 @@ use warnings;
 use FindBin;
 use lib $FindBin::Bin;
 
+use IO::Socket::INET;
 use JSON::PP;
 use NovuTest;
 use PostgreSQL::Test::Utils;
@@ -562,6 +563,27 @@ SQL
 		'apns-mock:sent, apns-mock-2:sent', 'two APNs integrations: both messages are sent');
 	is(join(',', map { $_->{response}{status} . ($_->{response}{body} ? " $_->{response}{body}{reason}" : '') } @reqs),
 		'200,200', 'two APNs integrations: APNs never saw the provider token change on a connection');
+}
+
+# ===========================================================================
+# 10. A request curl never sent (nothing listens at the endpoint): retried, and
+#     the activity log says the provider cannot have seen that attempt
+# ===========================================================================
+{
+	my $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp', Listen => 1)
+	  or die "no free port: $!";
+	my $port = $sock->sockport;
+	close $sock;
+	$node->safe_psql('postgres', qq{SELECT novu.create_integration('expo', '{"endpoint": "https://127.0.0.1:$port"}', 'expo-nobody')});
+	identify('nobody-1', [ 'expo', 'expo-nobody', ['ExponentPushToken[nobody-1]'] ]);
+	trigger('tx-nobody-1', 'nobody-1');
+	ok( NovuTest::wait_for($node, q{SELECT EXISTS (SELECT FROM novu.execution_details
+	        WHERE transaction_id = 'tx-nobody-1' AND status = 'Pending'
+	          AND detail ~ '^Retry 2 scheduled in [0-9.]+ s: Couldn''t connect to server .*; the request was not sent$')}, 20),
+		'nobody listening: the attempt is retried, and logged as a request that was not sent');
+	like(q1(q{SELECT last_error FROM novu.messages WHERE transaction_id = 'tx-nobody-1'}), qr/; the request was not sent$/,
+		'nobody listening: the message\'s last error says so too');
+	$node->safe_psql('postgres', q{SELECT novu.delete_integration('expo-nobody')});
 }
 
 my $elapsed = time() - $started;
