@@ -1902,6 +1902,9 @@ tls_setup(const char *certs)
 	SSL_CTX_set_min_proto_version(sslctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(sslctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
 	SSL_CTX_set_mode(sslctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* read whatever the socket holds at once, not each record's header and body apart */
+	SSL_CTX_set_read_ahead(sslctx, 1);
+	SSL_CTX_set_default_read_buffer_len(sslctx, READ_CHUNK);
 	snprintf(path, sizeof(path), "%s/server.pem", certs);
 	if (SSL_CTX_use_certificate_chain_file(sslctx, path) != 1)
 		die("cannot load %s", path);
