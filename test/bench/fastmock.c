@@ -114,6 +114,7 @@ typedef struct Conn
 	int			kind;
 	int			fd;
 	SSL		   *ssl;			/* NULL on the plain port */
+	BIO		   *rbio;			/* TLS input: a memory BIO this file fills from the socket */
 	bool		tls_done;
 	bool		ssl_wants_write;
 	nghttp2_session *h2;		/* NULL: HTTP/1.1 */
@@ -1659,7 +1660,54 @@ conn_feed(Conn *c, const char *d, size_t n)
 	return h1_process(c);
 }
 
-/* Read everything available; false when the connection is over. */
+/* Run TLS over the input buffered in rbio: the handshake, then records to the protocol. */
+static bool
+tls_pump(Conn *c)
+{
+	static char plain[READ_CHUNK];
+	int			n;
+	int			e;
+
+	if (!c->tls_done)
+	{
+		n = SSL_do_handshake(c->ssl);
+		if (n != 1)
+		{
+			e = SSL_get_error(c->ssl, n);
+			if (e == SSL_ERROR_WANT_READ)
+				return true;
+			if (e == SSL_ERROR_WANT_WRITE)
+			{
+				c->ssl_wants_write = true;
+				return true;
+			}
+			ERR_clear_error();
+			return false;
+		}
+		c->tls_done = true;
+		if (!conn_start(c))
+			return false;
+	}
+	while ((n = SSL_read(c->ssl, plain, sizeof(plain))) > 0)
+		if (!conn_feed(c, plain, n))
+			return false;
+	e = SSL_get_error(c->ssl, n);
+	if (e == SSL_ERROR_WANT_READ)
+		return true;
+	if (e == SSL_ERROR_WANT_WRITE)
+	{
+		c->ssl_wants_write = true;
+		return true;
+	}
+	ERR_clear_error();
+	return false;
+}
+
+/*
+ * Read what the socket holds; false when the connection is over.  A short read
+ * means the socket is drained: level-triggered epoll says when more comes (no
+ * read ending in EAGAIN at every wake-up).
+ */
 static bool
 conn_read(Conn *c)
 {
@@ -1667,36 +1715,21 @@ conn_read(Conn *c)
 
 	for (;;)
 	{
-		ssize_t		n;
+		ssize_t		n = read(c->fd, buf, sizeof(buf));
 
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return true;
+		if (n <= 0)
+			return false;
 		if (c->ssl)
 		{
-			n = SSL_read(c->ssl, buf, sizeof(buf));
-			if (n <= 0)
-			{
-				int			e = SSL_get_error(c->ssl, n);
-
-				if (e == SSL_ERROR_WANT_READ)
-					return true;
-				if (e == SSL_ERROR_WANT_WRITE)
-				{
-					c->ssl_wants_write = true;
-					return true;
-				}
-				ERR_clear_error();
-				return false;
-			}
-		}
-		else
-		{
-			n = read(c->fd, buf, sizeof(buf));
-			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-				return true;
-			if (n <= 0)
+			if (BIO_write(c->rbio, buf, n) != n || !tls_pump(c))
 				return false;
 		}
-		if (!conn_feed(c, buf, n))
+		else if (!conn_feed(c, buf, n))
 			return false;
+		if (n < (ssize_t) sizeof(buf))
+			return true;
 	}
 }
 
@@ -1759,32 +1792,16 @@ conn_set_events(Conn *c)
 static void
 conn_io(Conn *c)
 {
-	if (c->ssl && !c->tls_done)
+	/* TLS waiting to write (the handshake, a post-handshake message): go on first */
+	if (c->ssl && c->ssl_wants_write)
 	{
-		int			r = SSL_do_handshake(c->ssl);
-
-		if (r != 1)
-		{
-			int			e = SSL_get_error(c->ssl, r);
-
-			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-			{
-				c->ssl_wants_write = e == SSL_ERROR_WANT_WRITE;
-				conn_set_events(c);
-				return;
-			}
-			ERR_clear_error();
-			conn_close(c);
-			return;
-		}
-		c->tls_done = true;
-		if (!conn_start(c))
+		c->ssl_wants_write = false;
+		if (!tls_pump(c))
 		{
 			conn_close(c);
 			return;
 		}
 	}
-	c->ssl_wants_write = false;
 	if (!conn_read(c))
 	{
 		conn_close(c);
@@ -1836,7 +1853,11 @@ accept_all(Listener *l)
 			c->ssl = SSL_new(sslctx);
 			if (c->ssl == NULL)
 				die("SSL_new failed");
-			SSL_set_fd(c->ssl, fd);
+			c->rbio = BIO_new(BIO_s_mem());
+			if (c->rbio == NULL)
+				die("BIO_new failed");
+			BIO_set_mem_eof_return(c->rbio, -1);
+			SSL_set_bio(c->ssl, c->rbio, BIO_new_socket(fd, BIO_NOCLOSE));
 			SSL_set_accept_state(c->ssl);
 		}
 		else
@@ -1902,9 +1923,6 @@ tls_setup(const char *certs)
 	SSL_CTX_set_min_proto_version(sslctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(sslctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
 	SSL_CTX_set_mode(sslctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	/* read whatever the socket holds at once, not each record's header and body apart */
-	SSL_CTX_set_read_ahead(sslctx, 1);
-	SSL_CTX_set_default_read_buffer_len(sslctx, READ_CHUNK);
 	snprintf(path, sizeof(path), "%s/server.pem", certs);
 	if (SSL_CTX_use_certificate_chain_file(sslctx, path) != 1)
 		die("cannot load %s", path);
