@@ -2,9 +2,9 @@
 #   bench_start_mock DIR PORT   certificates in DIR/certs, the fast mock on PORT (https)
 #                               and PORT+1 (plain); sets mock, mock_pid, mock_desc.
 #                               BENCH_MOCK=c (default): test/bench/fastmock.c, compiled
-#                               into DIR (a few us of CPU per request); BENCH_MOCK=node:
-#                               test/bench/fastmock.js (about 150 us per request; the
-#                               only one injecting faults: mixed.sh uses it)
+#                               into DIR (about 20 us of CPU per request in a P2 burst);
+#                               BENCH_MOCK=node: test/bench/fastmock.js (170-200 us per
+#                               request; the only one injecting faults: mixed.sh uses it)
 #   bench_setup                 CREATE EXTENSION, integrations on the mock, workflows
 #                               bench-fcm, bench-apns, bench-expo, bench-web-push and
 #                               bench-one-signal (one provider each; OneSignal's content is
