@@ -4,7 +4,7 @@
 #
 # On a throwaway cluster (fsync on, the settings run.sh measures P4-P6 with:
 # shared_buffers 2GB, novu.workers 2, novu.batch_size 2000) and the fast mock
-# (test/bench/fastmock.js), with 1M x SCALE subscribers, one Expo device each
+# (bench_start_mock: test/bench/fastmock.c), with 1M x SCALE subscribers, one Expo device each
 # (Expo: the mock's cheapest push provider, up to 100 messages a request):
 #   1. topic fan-out: a topic of all of them (members filled set-based), one
 #      novu.trigger of bench-expo to the topic; deliveries/s from the commit to

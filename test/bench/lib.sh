@@ -1,6 +1,10 @@
 # test/bench/lib.sh: helpers shared by run.sh and mixed.sh (sourced after test/lib.sh).
 #   bench_start_mock DIR PORT   certificates in DIR/certs, the fast mock on PORT (https)
-#                               and PORT+1 (plain); sets mock, mock_pid
+#                               and PORT+1 (plain); sets mock, mock_pid, mock_desc.
+#                               BENCH_MOCK=c (default): test/bench/fastmock.c, compiled
+#                               into DIR (about 20 us of CPU per request in a P2 burst);
+#                               BENCH_MOCK=node: test/bench/fastmock.js (170-200 us per
+#                               request; the only one injecting faults: mixed.sh uses it)
 #   bench_setup                 CREATE EXTENSION, integrations on the mock, workflows
 #                               bench-fcm, bench-apns, bench-expo, bench-web-push and
 #                               bench-one-signal (one provider each; OneSignal's content is
@@ -23,8 +27,18 @@ bench_start_mock() {
     BENCH_CERTS="$dir/certs"
     sh test/certs/make-certs.sh "$BENCH_CERTS" "$port" >/dev/null
     chmod -R a+rX "$BENCH_CERTS"
-    node test/bench/fastmock.js --certs "$BENCH_CERTS" --port "$port" --plain-port $((port + 1)) > "$dir/mock.out" 2>&1 &
-    mock_pid=$!
+    if [ "${BENCH_MOCK:-c}" = node ]; then
+        node test/bench/fastmock.js --certs "$BENCH_CERTS" --port "$port" --plain-port $((port + 1)) > "$dir/mock.out" 2>&1 &
+        mock_pid=$!
+        mock_desc="test/bench/fastmock.js, Node http2"
+    else
+        # shellcheck disable=SC2086
+        cc -O2 ${NOVU_CFLAGS:-} -o "$dir/fastmock" test/bench/fastmock.c -lnghttp2 -lssl -lcrypto -lz ||
+            { log "the C fast mock did not build (libnghttp2-dev, libssl-dev, zlib1g-dev; or BENCH_MOCK=node)"; exit 1; }
+        "$dir/fastmock" --certs "$BENCH_CERTS" --port "$port" --plain-port $((port + 1)) > "$dir/mock.out" 2>&1 &
+        mock_pid=$!
+        mock_desc="test/bench/fastmock.c: C, epoll, OpenSSL, libnghttp2"
+    fi
     for _ in $(seq 100); do [ -s "$dir/mock.out" ] && break; sleep 0.1; done
     grep -q ready "$dir/mock.out" || { cat "$dir/mock.out" >&2; log "the fast mock did not start"; exit 1; }
     mock="https://127.0.0.1:$port"

@@ -49,7 +49,8 @@ ensure_packages
 
 tmp=$(mktemp -d /tmp/novu-mixed.XXXXXX)
 chmod 755 "$tmp"
-bench_start_mock "$tmp" "${BENCH_MOCK_PORT:-18600}"
+# the faults are fastmock.js's (the C mock has none)
+BENCH_MOCK=node bench_start_mock "$tmp" "${BENCH_MOCK_PORT:-18600}"
 export PGPORT=${PGPORT:-54331}
 start_cluster "$tmp/pg" \
     "fsync = on" \

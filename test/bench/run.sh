@@ -95,11 +95,14 @@ machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /pro
 log "machine: $machine; scale $SCALE; runs $RUNS; parts ${ONLY:-all}"
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# --- fast mock ceiling (h2load, same machine)
+# --- fast mock ceiling (h2load, same machine) and the mock's own CPU per request
 echo '{"message":{"token":"x","notification":{"title":"t","body":"b"}}}' > "$tmp/body.json"
+mock_cpu() { awk '{print $14 + $15}' "/proc/$mock_pid/stat"; }
+c0=$(mock_cpu)
 R[mock]=$(h2load -n 200000 -c 4 -m 100 -d "$tmp/body.json" -H 'content-type: application/json' \
     "$mock/v1/projects/bench/messages:send" 2>/dev/null | awk '/finished in/ {printf "%.0f", $4}')
-log "mock ceiling: ${R[mock]} req/s"
+R[mock_us]=$(awk -v a="$c0" -v b="$(mock_cpu)" -v h="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f", (b - a) / h / 200000 * 1e6 }')
+log "mock ceiling: ${R[mock]} req/s; the mock's CPU ${R[mock_us]} us per request"
 ctl _reset POST >/dev/null
 
 workers 0
@@ -366,7 +369,7 @@ p2p3_verdict() {
     echo
     echo "Machine: $machine. Scale $SCALE. Run $(date -u +%Y-%m-%dT%H:%MZ). Parts: ${ONLY:-all}."
     echo "Load average (1/5/15 min) at the start: $load0; at the end of the figures: $load1 (the machine is shared)."
-    echo "Fast mock (test/bench/fastmock.js, Node http2) ceiling measured with h2load on the same machine: ${R[mock]} requests/s."
+    echo "Fast mock ($mock_desc) ceiling measured with h2load on the same machine: ${R[mock]} requests/s; the mock's own CPU ${R[mock_us]} us per request."
     if want p2p3; then
         echo
         echo "## P2 and P3 at default settings"
