@@ -593,9 +593,189 @@ classify_call(void *arg)
 	c->ig->ops->classify(c->ig, c->req, c->msgs, c->n);
 }
 
+/* A message and its place among those of a send, for ordering (order_requests). */
+typedef struct Placed
+{
+	Message    *m;
+	int			pos;
+} Placed;
+
+/* Messages with a request key first, by key; the others after, in their order. */
+static int
+placed_cmp(const void *a, const void *b)
+{
+	const Placed *x = a;
+	const Placed *y = b;
+	int			c;
+
+	if ((x->m->request_key == NULL) != (y->m->request_key == NULL))
+		return x->m->request_key == NULL ? 1 : -1;
+	if (x->m->request_key != NULL && (c = strcmp(x->m->request_key, y->m->request_key)) != 0)
+		return c;
+	return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+/*
+ * Order the messages of a provider with request keys (ProviderOps.request_key):
+ * the messages of each retried request together and first, the new ones after
+ * in their order.  A retried message whose content is no longer that of its
+ * request (its subscriber's data changed since) cannot go in that body: it
+ * leaves the request and goes out in a new one, with a key of its own (a second
+ * copy if the first request was processed, never someone else's content).
+ */
+static void
+order_requests(Integration *ig, Message **msgs, int n)
+{
+	Placed	   *p = palloc(sizeof(Placed) * Max(n, 1));
+	bool		left = false;
+	int			start;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		p[i].m = msgs[i];
+		p[i].pos = i;
+	}
+	qsort(p, n, sizeof(Placed), placed_cmp);
+	if (ig->ops->same_request != NULL)
+	{
+		for (start = 0; start < n && p[start].m->request_key != NULL; start = i)
+		{
+			for (i = start + 1; i < n && p[i].m->request_key != NULL &&
+				 strcmp(p[i].m->request_key, p[start].m->request_key) == 0; i++)
+			{
+				if (!ig->ops->same_request(p[start].m, p[i].m))
+				{
+					p[i].m->request_key = NULL;
+					left = true;
+				}
+			}
+		}
+		if (left)
+			qsort(p, n, sizeof(Placed), placed_cmp);
+	}
+	for (i = 0; i < n; i++)
+		msgs[i] = p[i].m;
+	pfree(p);
+}
+
+/* Hand a built request to its integration's connections. */
+static void
+submit_request(InFlight *f)
+{
+	f->req->owner = f;
+	http_submit(f->ig->pool, f->req);
+	f->ig->in_flight++;
+	messages_in_flight += f->n;
+}
+
+/*
+ * Record the request keys of messages (queue_set_request_keys) in a
+ * transaction of their own; false, with the error's message in *error, if it
+ * failed (it is rolled back).
+ */
+static bool
+record_request_keys(int64 *ids, int32 *attempts, char **keys, int n, bool *written, char **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	PG_TRY();
+	{
+		(void) queue_set_request_keys(ids, attempts, keys, n, written);
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		AbortOutOfAnyTransaction();
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		RESUME_INTERRUPTS();
+		*error = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * Send requests with a new idempotency key once the key is recorded on each
+ * of their messages: whatever claims one of them again must retry that very
+ * request (novu._claim_groups).  A request whose key could not be recorded on
+ * every message is not sent; its messages are retried later (a request never
+ * sent needs no key of the past).
+ */
+static void
+submit_with_new_keys(InFlight **fresh, int nfresh, Batch *b)
+{
+	int64	   *ids;
+	int32	   *attempts;
+	char	  **keys;
+	bool	   *written;
+	char	   *error = NULL;
+	bool		ok;
+	int			n = 0;
+	int			at = 0;
+	int			i;
+	int			j;
+
+	for (i = 0; i < nfresh; i++)
+		n += fresh[i]->n;
+	ids = palloc(sizeof(int64) * n);
+	attempts = palloc(sizeof(int32) * n);
+	keys = palloc(sizeof(char *) * n);
+	written = palloc(sizeof(bool) * n);
+	for (i = 0; i < nfresh; i++)
+	{
+		for (j = 0; j < fresh[i]->n; j++, at++)
+		{
+			ids[at] = fresh[i]->msgs[j]->id;
+			attempts[at] = fresh[i]->msgs[j]->attempts;
+			keys[at] = fresh[i]->msgs[j]->request_key;
+		}
+	}
+	ok = record_request_keys(ids, attempts, keys, n, written, &error);
+
+	at = 0;
+	for (i = 0; i < nfresh; i++)
+	{
+		InFlight   *f = fresh[i];
+		bool		all = ok;
+		double		jitter;
+
+		for (j = 0; j < f->n; j++)
+			all = all && written[at + j];
+		at += f->n;
+		if (all)
+		{
+			submit_request(f);
+			continue;
+		}
+		http_request_free(f->req);
+		novu_messages_set(f->msgs, f->n, OUTCOME_RETRY,
+						  ok ? "not sent: its request lost a message to another attempt before it went out"
+						  : psprintf("not sent: could not record its request's idempotency key: %s", error));
+		/* its messages come due together, as after an answer */
+		jitter = 0.5 + pg_prng_double(&pg_global_prng_state);
+		for (j = 0; j < f->n; j++)
+		{
+			f->msgs[j]->jitter = jitter;
+			add_result(f->msgs[j], b);
+		}
+	}
+}
+
 /*
  * Build and submit the requests of some messages of one integration.  A
- * request that cannot be built fails its messages, not the others.
+ * request that cannot be built fails its messages, not the others.  With
+ * request keys (ProviderOps.request_key), a retried request is sent as it
+ * was, its messages alone under its key, and a new one once its key is
+ * recorded (submit_with_new_keys).
  */
 static void
 submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
@@ -603,6 +783,9 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 	int			i;
 	int			k;
 	int			per = Max(ig->ops->max_batch, 1);
+	bool		keyed = ig->ops->request_key != NULL;
+	InFlight  **fresh = NULL;
+	int			nfresh = 0;
 
 	/* a message the provider refuses to build (bad token, bad override) fails alone */
 	if (ig->ops->check != NULL)
@@ -623,6 +806,11 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 		}
 		n = kept;
 	}
+	if (keyed)
+	{
+		order_requests(ig, msgs, n);
+		fresh = palloc(sizeof(InFlight *) * Max(n, 1));
+	}
 
 	for (i = 0; i < n; i += k)
 	{
@@ -631,15 +819,37 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 		char	   *error = NULL;
 		HttpRequest *req = NULL;
 		InFlight   *f;
+		bool		new_key = false;
 		int			j;
 
-		/* a request carries messages the provider lets share it (adjacent ones) */
-		k = Min(per, n - i);
-		if (ig->ops->same_request != NULL)
+		if (msgs[i]->request_key != NULL)
 		{
-			for (j = 1; j < k && ig->ops->same_request(msgs[i], msgs[i + j]); j++)
+			/* a retried request: its messages, whatever their number, and no other */
+			for (k = 1; i + k < n && msgs[i + k]->request_key != NULL &&
+				 strcmp(msgs[i + k]->request_key, msgs[i]->request_key) == 0; k++)
 				;
-			k = j;
+		}
+		else
+		{
+			/* a request carries messages the provider lets share it (adjacent ones) */
+			k = Min(per, n - i);
+			if (ig->ops->same_request != NULL)
+			{
+				for (j = 1; j < k && ig->ops->same_request(msgs[i], msgs[i + j]); j++)
+					;
+				k = j;
+			}
+			if (keyed)
+			{
+				char	   *key = ig->ops->request_key(ig, msgs + i, k);
+
+				MemoryContextSwitchTo(keep);
+				key = key != NULL ? pstrdup(key) : NULL;
+				MemoryContextSwitchTo(scratch_context);
+				for (j = 0; j < k; j++)
+					msgs[i + j]->request_key = key;
+				new_key = (key != NULL);
+			}
 		}
 		call.ig = ig;
 		call.req = NULL;
@@ -672,11 +882,13 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 		f->msgs = msgs + i;
 		f->n = k;
 		f->batch = b;
-		req->owner = f;
-		http_submit(ig->pool, req);
-		ig->in_flight++;
-		messages_in_flight += k;
+		if (new_key)
+			fresh[nfresh++] = f;
+		else
+			submit_request(f);
 	}
+	if (nfresh > 0)
+		submit_with_new_keys(fresh, nfresh, b);
 }
 
 /* Send the messages of one integration, or fail them if it cannot be used. */

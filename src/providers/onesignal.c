@@ -8,9 +8,14 @@
  * "include_subscription_ids", "headings": {"en"}, "contents": {"en"}, "data",
  * "idempotency_key"} with overrides.one-signal merged in (targeting fields are
  * refused) and the target fields set last.  The idempotency key is derived
- * from the integration and the deliveries the request carries, so the same
- * request sent again is the same notification to OneSignal (deduplicated for
- * 30 days).  Keys of the current form (os_v2_...) go to
+ * from the integration and the deliveries the request first carries
+ * (ProviderOps.request_key): the pipeline records it before sending, and a
+ * retry is the same request with the same key, so OneSignal answers it from
+ * its first result and delivers nothing twice (keys are kept 30 days).  A
+ * retry that lost messages meanwhile (canceled, ...) keeps the key: if the
+ * first request was processed, its ids had it, and a new key would deliver it
+ * again; if not, the key is new to OneSignal and the rest get it once.  Keys
+ * of the current form (os_v2_...) go to
  * https://api.onesignal.com/notifications with "Authorization: Key"; others to
  * the legacy https://onesignal.com/api/v1/notifications with "Basic".
  *
@@ -148,12 +153,14 @@ push_language_map(JsonbParseState **state, const char *key, const char *text)
 }
 
 /*
- * The idempotency key of a request: a UUID from HMAC-SHA-256 over the
- * integration and the delivery ids it carries, in order.
+ * The idempotency key of a new request: a UUID from HMAC-SHA-256 over the
+ * integration and the delivery ids it carries, in order (NULL if it cannot be
+ * computed).
  */
 static char *
-idempotency_key(OneSignalState *st, Message **msgs, int n)
+onesignal_request_key(Integration *ig, Message **msgs, int n)
 {
+	OneSignalState *st = ig->state;
 	StringInfoData buf;
 	unsigned char mac[CRYPTO_SHA256_LEN];
 	static const char *const key = "novu one-signal idempotency v1";
@@ -181,7 +188,7 @@ onesignal_build(Integration *ig, Message **msgs, int n)
 	JsonbParseState *state = NULL;
 	JsonbValue	v;
 	Jsonb	   *body;
-	char	   *key = idempotency_key(st, msgs, n);
+	char	   *key = m->request_key;	/* the pipeline's (ProviderOps.request_key) */
 	HttpRequest *req;
 	int			i;
 
@@ -324,4 +331,5 @@ const ProviderOps novu_onesignal_provider = {
 	.build = onesignal_build,
 	.classify = onesignal_classify,
 	.same_request = onesignal_same_request,
+	.request_key = onesignal_request_key,
 };

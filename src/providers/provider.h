@@ -72,6 +72,9 @@ typedef struct Message
 	double		jitter;			/* backoff factor shared by the messages of one request (0: unset) */
 	bool		receipt;		/* a receipt is to be checked later (ProviderOps.receipts) */
 	bool		judged;			/* the circuit breaker has counted this answer */
+
+	/* ProviderOps.request_key: the key of the request it went out in (NULL: none yet) */
+	char	   *request_key;
 } Message;
 
 /* An integration as the worker caches it, with its provider's private state. */
@@ -139,8 +142,14 @@ typedef struct ReceiptOps
  * authenticated it (APNs token auth), so its pool sends one request first.
  * same_request (optional): two messages may share a request only if it says
  * so (OneSignal: identical content); the pipeline cuts a batch where it does
- * not.  A provider whose build is NULL is accepted but not delivered by this
- * version: its messages fail with a configuration error.
+ * not.  request_key (optional): the provider deduplicates a request by an
+ * idempotency key in it (OneSignal): request_key() derives the key of a new
+ * request of these messages and build() sends msgs[0]->request_key.  The
+ * pipeline records the key on the messages before the request is first sent,
+ * and a retry is that request again: its messages not final yet, together,
+ * with that key, never merged with others (novu._claim_groups).  A provider
+ * whose build is NULL is accepted but not delivered by this version: its
+ * messages fail with a configuration error.
  */
 typedef struct ProviderOps
 {
@@ -168,6 +177,7 @@ typedef struct ProviderOps
 	HttpRequest *(*build) (Integration *ig, Message **msgs, int n);
 	void		(*classify) (Integration *ig, HttpRequest *req, Message **msgs, int n);
 	bool		(*same_request) (Message *a, Message *b);
+	char	   *(*request_key) (Integration *ig, Message **msgs, int n);
 	const ReceiptOps *receipts;
 } ProviderOps;
 

@@ -10,6 +10,7 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
@@ -41,6 +42,7 @@ static SPIPlanPtr refresh_stats_plan = NULL;
 static SPIPlanPtr claim_receipts_plan = NULL;
 static SPIPlanPtr record_receipts_plan = NULL;
 static SPIPlanPtr store_in_app_plan = NULL;
+static SPIPlanPtr request_keys_plan = NULL;
 
 /* Copy a jsonb column of the current SPI row into the outer context, or NULL. */
 static Jsonb *
@@ -356,25 +358,34 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 		 * A message whose lease expired was sent and never answered (the
 		 * worker died, or its answer was lost): that attempt counts.  At
 		 * novu.max_attempts it fails instead of being sent once more.
+		 *
+		 * The messages of a request with an idempotency key come first, and
+		 * whole (novu._claim_groups), even past the limit: a retry must be
+		 * the request it retries.  The others come after, up to the limit.
 		 */
 		novu_prepare_once(&claim_plan,
-					 "WITH c AS ("
+					 "WITH g AS MATERIALIZED (SELECT novu._claim_groups($1, $3, $4, $5) AS id),"
+					 " c AS ("
+					 "  SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
+					 "    FROM novu.deliveries WHERE id = ANY (ARRAY(SELECT id FROM g))"
+					 "  UNION ALL"
+					 "  SELECT * FROM ("
 					 "  SELECT * FROM (SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
 					 "     FROM novu.deliveries"
-					 "    WHERE status = 'pending' AND next_attempt_at <= pg_catalog.now()"
+					 "    WHERE status = 'pending' AND next_attempt_at <= pg_catalog.now() AND request_key IS NULL"
 					 "    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
 					 "  UNION ALL"
 					 "  SELECT * FROM (SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
 					 "     FROM novu.deliveries"
-					 "    WHERE status = 'sending' AND lease_until < pg_catalog.now()"
+					 "    WHERE status = 'sending' AND lease_until < pg_catalog.now() AND request_key IS NULL"
 					 "    ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED) expired"
 					 "  UNION ALL"
 					 "  SELECT * FROM (SELECT id, transaction_id, workflow_id, subscriber_id, step_index"
 					 "     FROM novu.deliveries"
 					 "    WHERE $4 AND status = 'sending' AND lease_until >= pg_catalog.now() AND lease_until < $5"
-					 "      AND claimed_by <> ALL ($3)"
+					 "      AND claimed_by <> ALL ($3) AND request_key IS NULL"
 					 "    LIMIT $1 FOR UPDATE SKIP LOCKED) orphaned"
-					 "  LIMIT $1),"
+					 "  LIMIT GREATEST($1 - (SELECT pg_catalog.count(*) FROM g), 0)) others),"
 					 " u AS ("
 					 " UPDATE novu.deliveries d"
 					 "    SET status = CASE WHEN d.status = 'sending' AND d.attempts >= $6 THEN 'failed' ELSE 'sending' END,"
@@ -399,7 +410,7 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 					 "     'subscriberId', s.subscriber_id, 'firstName', s.first_name, 'lastName', s.last_name,"
 					 "     'email', s.email, 'phone', s.phone, 'avatar', s.avatar, 'locale', s.locale,"
 					 "     'timezone', s.timezone, 'data', s.data) END,"
-					 "   d.status, d.channel, d.provider_id, d.last_error),"
+					 "   d.status, d.channel, d.provider_id, d.last_error, d.request_key),"
 					 " expired AS ("
 					 " INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id,"
 					 "                                     channel, provider_id, status, detail)"
@@ -420,7 +431,10 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 		if (claimed > 0)
 			result = grow_claimed(result, n, claimed);
 		for (i = 0; i < claimed; i++)
-			read_claimed(&result[n++], SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+		{
+			read_claimed(&result[n], SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+			result[n++].msg->request_key = copy_text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 18);
+		}
 	}
 
 	if (n >= limit)
@@ -656,6 +670,54 @@ queue_record(ResultBatch *rb)
 	novu_begin_work("novu: recording results");
 	record_in_tx(rb);
 	novu_end_work();
+}
+
+/*
+ * Before requests with an idempotency key are first sent: record each
+ * message's key (novu._set_request_keys) in a short transaction of its own, so
+ * that a retry of any of them is that request again.  written[i] says whether
+ * message ids[i] was still leased for attempt attempts[i] and got keys[i];
+ * returns how many did.
+ */
+int
+queue_set_request_keys(int64 *ids, int32 *attempts, char **keys, int n, bool *written)
+{
+	Oid			argtypes[3] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+	Datum		values[3];
+	int			count;
+	int			i;
+
+	memset(written, 0, sizeof(bool) * n);
+	if (n == 0)
+		return 0;
+	novu_begin_work("novu: recording request keys");
+	values[0] = int8_array(ids, n, false);
+	values[1] = int4_array(attempts, n);
+	values[2] = text_array(keys, n);
+	novu_prepare_once(&request_keys_plan, "SELECT novu._set_request_keys($1, $2, $3)", 3, argtypes);
+	if (SPI_execute_plan(request_keys_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "novu: recording request keys failed");
+	count = (int) SPI_processed;
+	for (i = 0; i < count; i++)
+	{
+		bool		isnull;
+		int32		pos = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (!isnull && pos >= 1 && pos <= n)
+			written[pos - 1] = true;
+	}
+
+	novu_end_work();
+
+	/*
+	 * The keys must outlive a server crash once a request goes out (a retry
+	 * regrouped under another key would be delivered again): unlike the
+	 * worker's other commits (asynchronous, worker.c), this one is flushed,
+	 * and with it the claim before it.
+	 */
+	if (count > 0)
+		XLogFlush(XactLastCommitEnd);
+	return count;
 }
 
 /*

@@ -70,6 +70,7 @@ extern void result_add(ResultBatch *rb, Message *m, const char *status, const ch
 					   int64 delay_ms, int64 receipt_ms, const char *detail);
 extern void result_prune(ResultBatch *rb, int64 integration_id, const char *token);
 extern void queue_record(ResultBatch *rb);
+extern int	queue_set_request_keys(int64 *ids, int32 *attempts, char **keys, int n, bool *written);
 extern int	queue_store_in_app(int64 *ids, int32 *attempts, char **subjects, char **contents, char **urls,
 							   int n);
 extern int	queue_claim_receipts(int limit, int lease_ms, ReceiptRow **rows);
