@@ -16,8 +16,10 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/index.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
@@ -57,33 +59,91 @@ static const char *const given_names[NUM_GIVEN] = {
 	"transaction_id", "kind", "workflow_id", "recipients", "payload", "overrides", "actor", "topics"
 };
 
-/* What the direct insert needs to know of novu.events, kept per backend. */
+/*
+ * What the direct insert needs to know of novu.events, kept per backend: the
+ * default expressions and the indexes' IndexInfo, with their predicates and
+ * expressions compiled once (ExecOpenIndices and ExecInsertIndexTuples would
+ * build and plan them again for every row: a tenth of a trigger's CPU).
+ */
 typedef struct OutboxShape
 {
 	Oid			relid;			/* InvalidOid: to be looked up again */
 	AttrNumber	given[NUM_GIVEN];
 	int			ndefaults;
 	AttrNumber *default_attnums;
-	Expr	  **default_exprs;	/* planned default expressions */
+	ExprState **default_states; /* compiled default expressions */
+	int			nindexes;
+	Oid		   *index_oids;
+	IndexInfo **index_infos;	/* predicate and expression states compiled */
 	bool		direct;			/* false: triggers or row security, use SPI */
 } OutboxShape;
 
 static OutboxShape shape = {InvalidOid};
 static MemoryContext shape_context = NULL;
 static bool callback_registered = false;
+static bool shape_in_use = false;	/* an insert_direct is running */
+static Oid	shape_target = InvalidOid;	/* the table the shape is (being) made of */
+static bool shape_stale = false;	/* invalidated since (or while) it was made */
 
 static SPIPlanPtr insert_plan = NULL;	/* ON CONFLICT DO NOTHING */
 static SPIPlanPtr insert_topics_plan = NULL;	/* the same, with topics */
 
-/* Forget the shape when novu.events (or every relation) is invalidated. */
+/*
+ * Forget the shape when novu.events, one of its indexes, or every relation is
+ * invalidated, also while the shape is being made (its index_open calls
+ * take locks, which accept invalidations): the next insert makes it again.
+ */
 static void
 outbox_relcache_callback(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == shape.relid)
-		shape.relid = InvalidOid;
+	int			i;
+
+	if (relid == InvalidOid || relid == shape_target)
+		shape_stale = true;
+	for (i = 0; i < shape.nindexes && !shape_stale; i++)
+	{
+		if (shape.index_oids[i] == relid)
+			shape_stale = true;
+	}
 }
 
-/* Learn novu.events' columns and compile its defaults (once per change). */
+/*
+ * Build the IndexInfo of every index of novu.events, in the current memory
+ * context, with its predicate and expressions compiled as ExecPrepareQual
+ * and ExecPrepareExprList would for one executor (without a parent: nothing
+ * in them depends on the executor that evaluates them).
+ */
+static void
+load_indexes(Relation rel)
+{
+	List	   *oids = RelationGetIndexList(rel);
+	ListCell   *lc;
+	int			i = 0;
+
+	shape.nindexes = list_length(oids);
+	shape.index_oids = palloc(sizeof(Oid) * Max(shape.nindexes, 1));
+	shape.index_infos = palloc(sizeof(IndexInfo *) * Max(shape.nindexes, 1));
+	foreach(lc, oids)
+	{
+		Relation	idx = index_open(lfirst_oid(lc), RowExclusiveLock);
+		IndexInfo  *info = BuildIndexInfo(idx);
+		ListCell   *e;
+
+		if (info->ii_Predicate != NIL)
+			info->ii_PredicateState = ExecInitQual((List *) expression_planner((Expr *) info->ii_Predicate), NULL);
+		info->ii_ExpressionsState = NIL;
+		foreach(e, info->ii_Expressions)
+			info->ii_ExpressionsState = lappend(info->ii_ExpressionsState,
+												ExecInitExpr(expression_planner((Expr *) lfirst(e)), NULL));
+		shape.index_oids[i] = lfirst_oid(lc);
+		shape.index_infos[i] = info;
+		i++;
+		index_close(idx, NoLock);
+	}
+	list_free(oids);
+}
+
+/* Learn novu.events' columns and compile its defaults and indexes (once per change). */
 static void
 load_shape(Relation rel)
 {
@@ -99,7 +159,11 @@ load_shape(Relation rel)
 		CacheRegisterRelcacheCallback(outbox_relcache_callback, (Datum) 0);
 		callback_registered = true;
 	}
+	shape.relid = InvalidOid;
+	shape.nindexes = 0;
 	MemoryContextReset(shape_context);
+	shape_target = RelationGetRelid(rel);
+	shape_stale = false;
 	old = MemoryContextSwitchTo(shape_context);
 
 	shape.direct = rel->trigdesc == NULL && !rel->rd_rel->relrowsecurity;
@@ -117,7 +181,7 @@ load_shape(Relation rel)
 			elog(ERROR, "novu: column novu.events.%s is missing", given_names[k]);
 	}
 	shape.default_attnums = palloc(sizeof(AttrNumber) * desc->natts);
-	shape.default_exprs = palloc(sizeof(Expr *) * desc->natts);
+	shape.default_states = palloc(sizeof(ExprState *) * desc->natts);
 	shape.ndefaults = 0;
 	for (i = 0; i < desc->natts; i++)
 	{
@@ -137,11 +201,39 @@ load_shape(Relation rel)
 		if (def == NULL)
 			continue;			/* NULL */
 		shape.default_attnums[shape.ndefaults] = att->attnum;
-		shape.default_exprs[shape.ndefaults] = expression_planner((Expr *) def);
+		shape.default_states[shape.ndefaults] = ExecInitExpr(expression_planner((Expr *) def), NULL);
 		shape.ndefaults++;
 	}
+	load_indexes(rel);
 	MemoryContextSwitchTo(old);
 	shape.relid = RelationGetRelid(rel);
+}
+
+/*
+ * Open the indexes of novu.events for one insert, as ExecOpenIndices does, but
+ * with the IndexInfo of the shape.  An index access method may keep a cache in
+ * ii_AmCache (BRIN does), allocated in ii_Context: both are set for this
+ * insert only, so that the cache goes with the executor state.
+ */
+static void
+open_indexes(ResultRelInfo *rri, EState *estate)
+{
+	int			i;
+
+	rri->ri_NumIndices = shape.nindexes;
+	if (shape.nindexes == 0)
+		return;
+	rri->ri_IndexRelationDescs = palloc(sizeof(Relation) * shape.nindexes);
+	rri->ri_IndexRelationInfo = palloc(sizeof(IndexInfo *) * shape.nindexes);
+	for (i = 0; i < shape.nindexes; i++)
+	{
+		IndexInfo  *info = shape.index_infos[i];
+
+		rri->ri_IndexRelationDescs[i] = index_open(shape.index_oids[i], RowExclusiveLock);
+		info->ii_AmCache = NULL;
+		info->ii_Context = estate->es_query_cxt;
+		rri->ri_IndexRelationInfo[i] = info;
+	}
 }
 
 /* Insert the row straight into the heap and its indexes (a generated transactionId). */
@@ -154,6 +246,7 @@ insert_direct(Relation rel, Datum *given, bool *given_null)
 	RangeTblEntry *rte = makeNode(RangeTblEntry);
 	ExprContext *econtext;
 	TupleTableSlot *slot;
+	MemoryContext old;
 	int			i;
 
 	rte->rtekind = RTE_RELATION;
@@ -167,7 +260,9 @@ insert_direct(Relation rel, Datum *given, bool *given_null)
 #endif
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	estate->es_output_cid = GetCurrentCommandId(true);
-	ExecOpenIndices(rri, false);
+	old = MemoryContextSwitchTo(estate->es_query_cxt);
+	open_indexes(rri, estate);
+	MemoryContextSwitchTo(old);
 
 	slot = ExecInitExtraTupleSlot(estate, desc, &TTSOpsVirtual);
 	ExecClearTuple(slot);
@@ -186,10 +281,10 @@ insert_direct(Relation rel, Datum *given, bool *given_null)
 	econtext = GetPerTupleExprContext(estate);
 	for (i = 0; i < shape.ndefaults; i++)
 	{
-		ExprState  *state = ExecInitExpr(shape.default_exprs[i], NULL);
 		AttrNumber	attnum = shape.default_attnums[i];
 
-		slot->tts_values[attnum - 1] = ExecEvalExprSwitchContext(state, econtext, &slot->tts_isnull[attnum - 1]);
+		slot->tts_values[attnum - 1] = ExecEvalExprSwitchContext(shape.default_states[i], econtext,
+																 &slot->tts_isnull[attnum - 1]);
 	}
 	ExecStoreVirtualTuple(slot);
 
@@ -258,22 +353,38 @@ novu_outbox_insert(const char *transaction_id, bool generated, const char *kind,
 	given[COL_TOPICS] = PointerGetDatum(topics);
 	given_null[COL_TOPICS] = (topics == NULL);
 
-	if (!generated)
+	/*
+	 * The shape is in use until a direct insert's row is in: an index
+	 * function that triggered again (absurd, but possible) takes SPI.
+	 */
+	if (!generated || shape_in_use)
 		return insert_spi(given, given_null);
 
 	relid = novu_relid("events");
 	rel = table_open(relid, RowExclusiveLock);
-	if (shape.relid != relid)
+	if (shape.relid != relid || shape_stale)
 		load_shape(rel);
 	if (topics != NULL && shape.given[COL_TOPICS] == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("topics need the schema of novu %s", NOVU_EXTVERSION),
 				 errhint("Run ALTER EXTENSION novu UPDATE.")));
-	if (shape.direct)
-		insert_direct(rel, given, given_null);
-	else
+	if (!shape.direct)
+	{
 		inserted = insert_spi(given, given_null);
+		table_close(rel, NoLock);
+		return inserted;
+	}
+	shape_in_use = true;
+	PG_TRY();
+	{
+		insert_direct(rel, given, given_null);
+	}
+	PG_FINALLY();
+	{
+		shape_in_use = false;
+	}
+	PG_END_TRY();
 	table_close(rel, NoLock);
-	return inserted;
+	return true;
 }
