@@ -91,6 +91,20 @@ CREATE TABLE novu.subscribers (
 );
 COMMENT ON TABLE novu.subscribers IS 'Subscribers: the recipients of notifications, keyed by the application''s subscriberId';
 
+-- When each subscriberId was last deleted.  novu.trigger does not look up a
+-- recipient named by a plain subscriberId: the fan-out creates the missing
+-- ones (novu._fanout), except one deleted after the trigger was made (its
+-- outbox row's id is at most last_event_id), whose messages end skipped
+-- ("Subscriber not found") instead of bringing it back.  Housekeeping forgets
+-- a deletion older than the retention that no pending outbox row predates.
+CREATE TABLE novu.subscriber_deletions (
+    subscriber_id   text COLLATE "C" PRIMARY KEY,
+    deleted_at      timestamptz NOT NULL,
+    last_event_id   bigint NOT NULL             -- novu.events.id: the outbox rows made before it
+);
+CREATE INDEX subscriber_deletions_deleted_at_idx ON novu.subscriber_deletions (deleted_at);
+COMMENT ON TABLE novu.subscriber_deletions IS 'When each subscriberId was last deleted, and the last outbox row made before: those do not create it again at fan-out';
+
 -- One row per (subscriber, integration) that has credentials.
 CREATE TABLE novu.subscriber_channels (
     subscriber_id   text COLLATE "C" NOT NULL REFERENCES novu.subscribers ON DELETE CASCADE,
@@ -394,6 +408,7 @@ COMMENT ON TABLE novu.subscriber_import_rejects IS 'Rows rejected by novu.import
 SELECT pg_catalog.pg_extension_config_dump('novu.integrations', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.integrations_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.subscribers', '');
+SELECT pg_catalog.pg_extension_config_dump('novu.subscriber_deletions', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.subscriber_channels', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.device_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('novu.device_tokens_seq_seq', '');
@@ -1003,6 +1018,13 @@ DECLARE
 BEGIN
     DELETE FROM novu.subscribers s WHERE s.subscriber_id = delete_subscriber.subscriber_id;
     found_it := FOUND;
+    -- a trigger made before now and not fanned out yet must not create it
+    -- again (the fan-out creates missing recipients); also when it does not
+    -- exist yet because that trigger's fan-out has not run
+    INSERT INTO novu.subscriber_deletions AS x (subscriber_id, deleted_at, last_event_id)
+    SELECT delete_subscriber.subscriber_id, now(), q.last_value FROM novu.events_id_seq q
+    ON CONFLICT ON CONSTRAINT subscriber_deletions_pkey
+    DO UPDATE SET deleted_at = excluded.deleted_at, last_event_id = excluded.last_event_id;
     IF found_it THEN
         -- Pending deliveries to it are canceled; sent history stays.
         WITH c AS (
@@ -4791,6 +4813,19 @@ BEGIN
           FROM novu._take_events(tids) e CROSS JOIN LATERAL unnest(e.recipients) AS r(subscriber_id);
     END IF;
     IF txids IS NOT NULL THEN
+        -- novu.trigger does not look up a recipient named by a plain
+        -- subscriberId: the missing ones are created here, with an empty
+        -- profile, in subscriberId order (workers creating the same ones wait
+        -- for each other in one order), except one deleted after its trigger
+        -- was made (its messages end skipped, "Subscriber not found")
+        INSERT INTO novu.subscribers (subscriber_id)
+        SELECT DISTINCT z.s
+          FROM unnest(txids, subids) AS z(t, s)
+         WHERE NOT EXISTS (SELECT FROM novu.subscribers x WHERE x.subscriber_id = z.s)
+           AND NOT EXISTS (SELECT FROM novu.subscriber_deletions d JOIN novu.events e ON e.transaction_id = z.t
+                            WHERE d.subscriber_id = z.s AND d.last_event_id >= e.id)
+         ORDER BY 1
+        ON CONFLICT DO NOTHING;
         BEGIN
             RETURN QUERY SELECT x.*, 0 FROM novu._start(txids, wfids, subids, p_lease_limit, p_lease_ms) x;
             GET DIAGNOSTICS leased = ROW_COUNT;
@@ -4835,6 +4870,17 @@ BEGIN
         EXIT WHEN NOT FOUND;
         last_id := b.id;
         BEGIN
+            -- a topic trigger's direct recipients, as a trigger's above
+            IF b.kind <> 'broadcast' AND b.cursor IS NULL AND b.recipients IS NOT NULL THEN
+                INSERT INTO novu.subscribers (subscriber_id)
+                SELECT DISTINCT r.s
+                  FROM unnest(b.recipients) AS r(s)
+                 WHERE NOT EXISTS (SELECT FROM novu.subscribers x WHERE x.subscriber_id = r.s)
+                   AND NOT EXISTS (SELECT FROM novu.subscriber_deletions d
+                                    WHERE d.subscriber_id = r.s AND d.last_event_id >= b.id)
+                 ORDER BY 1
+                ON CONFLICT DO NOTHING;
+            END IF;
             IF b.kind = 'broadcast' THEN
                 SELECT array_agg(s.subscriber_id ORDER BY s.subscriber_id) INTO chunk
                   FROM (SELECT sub.subscriber_id FROM novu.subscribers sub
@@ -4882,7 +4928,7 @@ BEGIN
                         NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb, done;
 END
 $$;
-COMMENT ON FUNCTION novu._fanout(integer, integer, integer, integer, integer) IS 'Internal (workers): fan out pending triggers, then chunks of broadcasts and topic triggers, into deliveries; returns the messages leased to the caller, then one row with the count handled';
+COMMENT ON FUNCTION novu._fanout(integer, integer, integer, integer, integer) IS 'Internal (workers): create the missing recipients of pending triggers, fan the triggers out, then chunks of broadcasts and topic triggers, into deliveries; returns the messages leased to the caller, then one row with the count handled';
 
 -- Recording: each result finds its row by primary key, in a lateral probe the
 -- planner cannot turn into a scan of every leased row (see _expand; the
@@ -5333,10 +5379,19 @@ BEGIN
          WHERE created_at < now() - p_retention AND status <> 'waiting' AND updated_at < now() - p_retention
          LIMIT p_limit);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    -- subscriber deletions older than the retention that no outbox row still
+    -- waiting for its fan-out predates
+    DELETE FROM novu.subscriber_deletions x WHERE x.subscriber_id IN (
+        SELECT d.subscriber_id FROM novu.subscriber_deletions d
+         WHERE d.deleted_at < now() - p_retention
+           AND d.last_event_id < COALESCE((SELECT min(e.id) FROM novu.events e
+                                            WHERE e.status IN ('pending', 'processing')), 9223372036854775807)
+         LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     RETURN total;
 END
 $$;
-COMMENT ON FUNCTION novu._housekeeping(interval, integer) IS 'Internal (workers): delete finished messages, activity and outbox rows older than the retention, in batches';
+COMMENT ON FUNCTION novu._housekeeping(interval, integer) IS 'Internal (workers): delete finished messages, activity and outbox rows older than the retention, and subscriber deletions no pending trigger predates, in batches';
 
 -- The queue tables' statistics, kept up with a burst.  A queue drained to
 -- empty and vacuumed has reltuples = 0 over its old pages, and the planner then
@@ -5444,7 +5499,7 @@ GRANT INSERT, SELECT ON novu.subscriber_import TO novu_app;
 GRANT USAGE ON SEQUENCE novu.subscriber_import_line_seq TO novu_app;
 GRANT DELETE ON novu.subscriber_import_rejects TO novu_app;
 GRANT SELECT ON novu.integrations, novu.events, novu.deliveries, novu.provider_stats, novu.stat_providers TO novu_admin;
-GRANT SELECT ON novu.step_runs, novu.digest_events TO novu_admin;
+GRANT SELECT ON novu.step_runs, novu.digest_events, novu.subscriber_deletions TO novu_admin;
 
 -- The delivery workers: only what delivery needs (read the model, write the queue
 -- and the history, prune dead tokens).
@@ -5452,6 +5507,9 @@ GRANT SELECT ON novu.integrations, novu.subscribers, novu.subscriber_channels, n
                 novu.preferences, novu.topics, novu.topic_subscribers
     TO novu_worker;
 GRANT SELECT, DELETE ON novu.device_tokens TO novu_worker;
+-- the fan-out creates missing recipients (an empty profile: the key only)
+GRANT INSERT (subscriber_id) ON novu.subscribers TO novu_worker;
+GRANT SELECT, DELETE ON novu.subscriber_deletions TO novu_worker;
 GRANT UPDATE (webhook_url, updated_at) ON novu.subscriber_channels TO novu_worker;
 GRANT SELECT, UPDATE, DELETE ON novu.events TO novu_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON novu.deliveries TO novu_worker;

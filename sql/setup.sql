@@ -35,6 +35,12 @@ SELECT c.relname,
   FROM pg_class c
  WHERE c.relnamespace = 'novu'::regnamespace AND c.relkind IN ('r', 'v')
  ORDER BY 1;
+-- ... and the columns it may write in tables it cannot write whole
+SELECT c.relname, a.attname, has_column_privilege('novu_worker', c.oid, a.attnum, 'INSERT') AS ins,
+       has_column_privilege('novu_worker', c.oid, a.attnum, 'UPDATE') AS upd
+  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+ WHERE c.relnamespace = 'novu'::regnamespace AND a.attacl IS NOT NULL
+ ORDER BY 1, 2;
 SELECT p.oid::regprocedure AS worker_executable
   FROM pg_proc p
  WHERE p.pronamespace = 'novu'::regnamespace AND has_function_privilege('novu_worker', p.oid, 'EXECUTE')

@@ -108,7 +108,8 @@ SELECT novu.add_topic_subscribers('post:3', '["tp-c", "tp-d", "tp-e"]') -> 'succ
 SELECT novu.trigger('topic-wf', '[{"type": "Topic", "topicKey": "post:3"}, "tp-new", {"type": "Topic", "topicKey": "post:1"}, {"type": "Topic", "topicKey": "post:3"}]',
                     '{}', '{}', 'tp-tx-1', '{"subscriberId": "tp-c", "firstName": "Cee"}') ->> 'status';
 SELECT kind, status, recipients, topics, actor FROM novu.events WHERE transaction_id = 'tp-tx-1';
--- the actor was upserted, the direct recipient created, in the caller's transaction
+-- the actor was upserted in the caller's transaction; the direct recipient is
+-- created by the fan-out (below), not by the trigger
 SELECT novu.get_subscriber('tp-c') ->> 'firstName';
 SELECT count(*) FROM novu.subscribers WHERE subscriber_id = 'tp-new';
 -- only topics
@@ -198,6 +199,7 @@ SELECT subscriber_id, count(*) FROM novu.deliveries WHERE transaction_id = 'tp-f
 SELECT subscriber_id FROM novu.notifications WHERE transaction_id = 'tp-fan-1' ORDER BY subscriber_id COLLATE "C";
 -- tp-tx-1: direct tp-new, topics post:1 (tp-a, tp-b, tp-c) and post:3 (tp-c, tp-d, tp-e); actor tp-c left out
 SELECT array_agg(DISTINCT subscriber_id ORDER BY subscriber_id) FROM novu.deliveries WHERE transaction_id = 'tp-tx-1';
+SELECT count(*) AS tp_new_created_by_the_fan_out FROM novu.subscribers WHERE subscriber_id = 'tp-new';
 SELECT count(*) AS deliveries, count(DISTINCT (transaction_id, subscriber_id)) AS notifications
   FROM novu.deliveries WHERE transaction_id IN ('tp-tx-1', 'tp-tx-2', 'tp-bulk-1');
 SELECT array_agg(DISTINCT subscriber_id ORDER BY subscriber_id) FROM novu.deliveries WHERE transaction_id = 'tp-tx-2';

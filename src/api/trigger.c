@@ -4,9 +4,12 @@
  *		outbox row in the caller's transaction.
  *
  * This is the path applications run inside their own transactions, so it is
- * kept to a workflow probe, an "ensure the recipients exist" probe and one
- * outbox insert, all through plans prepared once per backend.  Fan-out to
- * devices happens later, in the delivery workers.
+ * kept to a workflow probe (a per-backend cache) and one outbox insert
+ * (outbox.c).  Recipients named by a plain subscriberId are not looked up:
+ * the workers' fan-out creates the missing ones (novu._fanout).  Subscriber
+ * objects (inline profiles) and the actor are written here, in the caller's
+ * transaction, through plans prepared once per backend.  Fan-out to devices
+ * happens later, in the delivery workers.
  *
  * "to" may also name topics, {"type": "Topic", "topicKey": key}: the keys are
  * checked here (an unknown topic is an error now, not in the worker) and the
@@ -47,6 +50,8 @@ typedef struct Recipient
 {
 	char	   *subscriber_id;
 	Jsonb	   *profile;		/* NULL when only the subscriberId was given */
+	bool		create_now;		/* a subscriber object or the actor: created, if
+								 * missing, in the caller's transaction */
 	char	   *topic_key;		/* {"type": "Topic", "topicKey": ...} */
 } Recipient;
 
@@ -267,6 +272,7 @@ parse_recipient(JsonbValue *v, const char *field, bool allow_topic)
 				 errhint("A subscriber object has a subscriberId and optional profile keys and channels.")));
 	r->subscriber_id = pnstrdup(sid.val.string.val, sid.val.string.len);
 	novu_check_identifier(r->subscriber_id, "subscriberId");
+	r->create_now = true;
 
 	/* Anything besides subscriberId is an inline profile to upsert. */
 	if (JsonContainerSize(v->val.binary.data) > 1)
@@ -336,14 +342,22 @@ parse_to(Jsonb *to)
 	return result;
 }
 
+/* Which identifiers of a trigger's recipients recipient_id_array collects. */
+typedef enum RecipientIds
+{
+	IDS_SUBSCRIBERS,			/* every subscriberId (the outbox row's recipients) */
+	IDS_TO_CREATE,				/* those to create now if missing: create_now, no profile */
+	IDS_TOPICS					/* the topic keys */
+} RecipientIds;
+
 /*
- * The distinct subscriberIds (topics false) or topic keys (topics true) of the
- * recipients as a text[], sorted bytewise (so that concurrent triggers
+ * The distinct subscriberIds or topic keys of the recipients (see
+ * RecipientIds) as a text[], sorted bytewise (so that concurrent triggers
  * creating the same new subscribers lock them in one order); NULL if there
  * are none.
  */
 static ArrayType *
-recipient_id_array(List *recipients, bool topics)
+recipient_id_array(List *recipients, RecipientIds which)
 {
 	int			n = list_length(recipients);
 	char	  **sorted = palloc(sizeof(char *) * n);
@@ -356,8 +370,10 @@ recipient_id_array(List *recipients, bool topics)
 	foreach(lc, recipients)
 	{
 		Recipient  *r = lfirst(lc);
-		char	   *id = topics ? r->topic_key : r->subscriber_id;
+		char	   *id = which == IDS_TOPICS ? r->topic_key : r->subscriber_id;
 
+		if (which == IDS_TO_CREATE && (!r->create_now || r->profile != NULL))
+			continue;
 		if (id != NULL)
 			sorted[nsorted++] = id;
 	}
@@ -371,7 +387,7 @@ recipient_id_array(List *recipients, bool topics)
 			continue;
 		ids[nids++] = CStringGetTextDatum(sorted[i]);
 	}
-	if (topics && nids > NOVU_MAX_TOPICS)
+	if (which == IDS_TOPICS && nids > NOVU_MAX_TOPICS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("to names too many topics (%d)", nids),
@@ -503,10 +519,10 @@ probe_workflow(const char *workflow_id)
 }
 
 /*
- * Create the subscribers of a trigger that do not exist yet (empty profile).
- * Existing ones, the usual case, cost one index probe each; only when some
- * are missing does it run the insert (ON CONFLICT: a concurrent trigger may
- * create the same one).
+ * Create the subscribers given as objects without a profile, and the actor,
+ * that do not exist yet (empty profile).  Existing ones, the usual case, cost
+ * one index probe each; only when some are missing does it run the insert
+ * (ON CONFLICT: a concurrent trigger may create the same one).
  */
 static void
 ensure_subscribers(ArrayType *ids)
@@ -654,6 +670,7 @@ novu_trigger(PG_FUNCTION_ARGS)
 	List	   *recipients;
 	ListCell   *lc;
 	ArrayType  *id_array;
+	ArrayType  *create_array;
 	ArrayType  *topic_array;
 	const char *status;
 	bool		generated;
@@ -686,7 +703,7 @@ novu_trigger(PG_FUNCTION_ARGS)
 		if (actor != NULL)
 			actor_profile = parse_recipient(&v, "actor", false);
 	}
-	topic_array = recipient_id_array(recipients, true);
+	topic_array = recipient_id_array(recipients, IDS_TOPICS);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "novu: SPI_connect failed");
@@ -696,7 +713,7 @@ novu_trigger(PG_FUNCTION_ARGS)
 		check_topics_exist(topic_array);
 	if (status == NULL)
 	{
-		id_array = recipient_id_array(recipients, false);
+		id_array = recipient_id_array(recipients, IDS_SUBSCRIBERS);
 
 		/*
 		 * The row keeps the actor's profile (templates see it as "actor"); the
@@ -721,13 +738,20 @@ novu_trigger(PG_FUNCTION_ARGS)
 				upsert_profile(actor_profile->subscriber_id, actor_profile->profile);
 
 			/*
-			 * Recipients (and an actor given by subscriberId) that do not exist
-			 * are created, in one sorted insert.
+			 * Subscriber objects and the actor that do not exist are created
+			 * now, in one sorted insert.  A recipient named by a plain
+			 * subscriberId is not looked up here: the fan-out creates it if
+			 * it is missing (novu._fanout), so a trigger to anyone costs no
+			 * probe of novu.subscribers.
 			 */
 			if (actor_profile != NULL)
-				id_array = recipient_id_array(lappend(list_copy(recipients), actor_profile), false);
-			if (id_array != NULL)
-				ensure_subscribers(id_array);
+			{
+				actor_profile->create_now = true;
+				recipients = lappend(list_copy(recipients), actor_profile);
+			}
+			create_array = recipient_id_array(recipients, IDS_TO_CREATE);
+			if (create_array != NULL)
+				ensure_subscribers(create_array);
 			novu_wake_workers_at_commit();
 			status = "processed";
 		}

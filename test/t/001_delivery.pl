@@ -1,7 +1,8 @@
 # 001_delivery.pl: committed triggers reach the strict mock providers (FCM with
 # OAuth, APNs over HTTP/2 with an ES256 token, Expo), each good token exactly
 # once, with Novu's message mapping; rollback sends nothing; a repeated
-# transactionId sends once; a commit wakes the worker at once.
+# transactionId sends once; a commit wakes the worker at once; the fan-out
+# creates unknown recipients.
 use strict;
 use warnings;
 
@@ -163,6 +164,37 @@ is(NovuTest::query($node, q{SELECT last_error FROM novu.messages WHERE transacti
 	'Subscriber has no device token', 'broadcast: a subscriber without device is skipped with the reason');
 is(NovuTest::query($node, q{SELECT count(*) FROM novu.notifications WHERE transaction_id = 'tx-broadcast'}),
 	'152', 'broadcast: one notification per subscriber');
+
+# 7. a recipient named by a plain subscriberId that does not exist: the trigger
+# does not create it, the worker's fan-out does (as novu_worker), once, with an
+# empty profile; a rolled-back trigger creates nothing; a subscriber deleted
+# after its trigger is not brought back
+NovuTest::reset_mocks($mocks);
+$node->safe_psql('postgres', q{
+BEGIN;
+SELECT novu.trigger('order-shipped', '"ghost-rolled-back"', '{"orderId": 9}', '{}', 'tx-ghost-rb');
+ROLLBACK;
+BEGIN;
+SELECT novu.identify('ghost-deleted');
+SELECT novu.trigger('order-shipped', '"ghost-deleted"', '{"orderId": 9}', '{}', 'tx-ghost-deleted');
+SELECT novu.delete_subscriber('ghost-deleted');
+COMMIT;
+SELECT novu.trigger('order-shipped', '["ghost-1", "alice"]', '{"orderId": 9}', '{}', 'tx-ghost-1');
+SELECT novu.trigger('order-shipped', '"ghost-1"', '{"orderId": 9}', '{}', 'tx-ghost-2');
+});
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 0 FROM novu.messages WHERE transaction_id LIKE 'tx-ghost-%' AND status IN ('pending', 'sending')}),
+	'triggers to unknown subscribers fanned out');
+is(NovuTest::query($node, q{SELECT string_agg(subscriber_id || ' ' || coalesce(first_name, '-') || ' ' || data::text, ', ' ORDER BY subscriber_id)
+    FROM novu.subscribers WHERE subscriber_id LIKE 'ghost-%'}),
+	'ghost-1 - {}', 'the fan-out created the unknown subscriber once, with an empty profile; nothing else');
+is(NovuTest::query($node, q{SELECT string_agg(transaction_id || ' ' || subscriber_id || ' ' || status || ' ' || coalesce(last_error, '-'), ', '
+    ORDER BY transaction_id, subscriber_id) FROM novu.messages WHERE transaction_id LIKE 'tx-ghost-%' AND subscriber_id LIKE 'ghost-%'}),
+	'tx-ghost-1 ghost-1 skipped Subscriber has no device token, tx-ghost-2 ghost-1 skipped Subscriber has no device token, '
+	  . 'tx-ghost-deleted ghost-deleted skipped Subscriber not found',
+	'its messages are skipped for want of a device token; the subscriber deleted after its trigger is not found');
+is(NovuTest::query($node, q{SELECT count(*) FROM novu.messages WHERE transaction_id = 'tx-ghost-1' AND subscriber_id = 'alice' AND status = 'sent'}),
+	'3', 'the known recipient of the same trigger is served');
+is(NovuTest::query($node, q{SELECT count(*) FROM novu.events WHERE transaction_id = 'tx-ghost-rb'}), '0', 'the rolled-back trigger left nothing');
 
 $node->stop;
 done_testing();

@@ -1,0 +1,79 @@
+-- fanout_subscribers: novu.trigger does not look up a recipient named by a
+-- plain subscriberId; the fan-out (the workers' novu._fanout, run here by hand
+-- as their role) creates the missing ones with an empty profile, exactly once.
+-- Subscriber objects are still written in the caller's transaction, a
+-- rolled-back trigger creates nothing, and a subscriber deleted after its
+-- trigger was made is not brought back.  Everything runs in one transaction,
+-- rolled back at the end: the fan-out also takes what earlier tests left.
+\set VERBOSITY terse
+BEGIN;
+SELECT novu.create_workflow('fs-push', '[{"type": "push", "title": "t", "content": "c"}]') ->> 'workflowId';
+SELECT novu.identify('fs-known') ->> 'subscriberId';
+
+-- the triggers create nothing themselves ...
+SELECT novu.trigger('fs-push', '["fs-new", "fs-known", "fs-new"]', '{}', '{}', 'fs-1') ->> 'status';
+SELECT novu.trigger('fs-push', '"fs-new"', '{}', '{}', 'fs-2') ->> 'status';
+SAVEPOINT before_rollback;
+SELECT novu.trigger('fs-push', '"fs-rolled-back"', '{}', '{}', 'fs-3') ->> 'status';
+ROLLBACK TO before_rollback;
+-- ... except subscriber objects and the actor, in the caller's transaction
+SELECT novu.trigger('fs-push', '[{"subscriberId": "fs-object"}]', '{}', '{}', 'fs-4', '"fs-actor"') ->> 'status';
+SELECT subscriber_id FROM novu.subscribers WHERE subscriber_id LIKE 'fs-%' ORDER BY 1;
+-- the messages show at once, pending
+SELECT transaction_id, subscriber_id, status FROM novu.messages WHERE transaction_id LIKE 'fs-%' ORDER BY 1, 2;
+
+-- triggered, then deleted in the same transaction: the fan-out does not bring it back
+SELECT novu.identify('fs-deleted') ->> 'subscriberId';
+SELECT novu.trigger('fs-push', '"fs-deleted"', '{}', '{}', 'fs-5') ->> 'status';
+SELECT novu.delete_subscriber('fs-deleted');
+-- named by a trigger and deleted before the fan-out created it: false, and not created later
+SELECT novu.trigger('fs-push', '"fs-pending"', '{}', '{}', 'fs-6') ->> 'status';
+SELECT novu.delete_subscriber('fs-pending');
+-- each deletion covers the outbox row made before it
+SELECT d.subscriber_id, e.transaction_id, d.last_event_id >= e.id AS made_before
+  FROM novu.subscriber_deletions d JOIN novu.events e ON e.recipients = ARRAY[d.subscriber_id]
+ WHERE d.subscriber_id LIKE 'fs-%' ORDER BY 1;
+
+SET LOCAL ROLE novu_worker;
+SELECT count(*) > 0 AS fanned_out FROM novu._fanout(1000, 0, 60000, 0, 1);
+RESET ROLE;
+
+-- created once, with an empty profile; the others as they were
+SELECT subscriber_id FROM novu.subscribers WHERE subscriber_id LIKE 'fs-%' ORDER BY 1;
+SELECT no_ts(novu.get_subscriber('fs-new'));
+-- its messages end skipped for want of a device token, as a new subscriber's always did
+SELECT transaction_id, subscriber_id, status, last_error FROM novu.messages
+ WHERE transaction_id LIKE 'fs-%' ORDER BY 1, 2;
+
+-- a trigger made after the delete creates it
+SELECT novu.trigger('fs-push', '"fs-pending"', '{}', '{}', 'fs-7') ->> 'status';
+SET LOCAL ROLE novu_worker;
+SELECT count(*) > 0 AS fanned_out FROM novu._fanout(1000, 0, 60000, 0, 1);
+RESET ROLE;
+SELECT subscriber_id FROM novu.subscribers WHERE subscriber_id = 'fs-pending';
+SELECT status, last_error FROM novu.messages WHERE transaction_id = 'fs-7';
+
+-- a topic trigger's direct recipients are created the same way
+SELECT novu.create_topic('fs-topic') ->> 'key';
+SELECT novu.trigger('fs-push', '[{"type": "Topic", "topicKey": "fs-topic"}, "fs-direct"]', '{}', '{}', 'fs-8') ->> 'status';
+SELECT count(*) AS before_fan_out FROM novu.subscribers WHERE subscriber_id = 'fs-direct';
+SET LOCAL ROLE novu_worker;
+SELECT count(*) > 0 AS fanned_out FROM novu._fanout(1000, 0, 60000, 0, 1);
+RESET ROLE;
+SELECT subscriber_id, status, last_error FROM novu.messages WHERE transaction_id = 'fs-8';
+
+-- housekeeping forgets a deletion older than the retention once no pending
+-- outbox row predates it
+UPDATE novu.subscriber_deletions SET deleted_at = deleted_at - interval '2 days' WHERE subscriber_id = 'fs-deleted';
+SELECT novu.trigger('fs-push', '"fs-known"', '{}', '{}', 'fs-9') ->> 'status';
+UPDATE novu.events SET status = 'pending' WHERE transaction_id = 'fs-1';
+SET LOCAL ROLE novu_worker;
+SELECT novu._housekeeping('1 day', 1000) >= 0 AS housekept;
+RESET ROLE;
+SELECT subscriber_id FROM novu.subscriber_deletions WHERE subscriber_id LIKE 'fs-%' ORDER BY 1;
+UPDATE novu.events SET status = 'processed' WHERE transaction_id = 'fs-1';
+SET LOCAL ROLE novu_worker;
+SELECT novu._housekeeping('1 day', 1000) >= 0 AS housekept;
+RESET ROLE;
+SELECT subscriber_id FROM novu.subscriber_deletions WHERE subscriber_id LIKE 'fs-%' ORDER BY 1;
+ROLLBACK;
