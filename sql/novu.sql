@@ -4818,12 +4818,14 @@ BEGIN
         -- profile, in subscriberId order (workers creating the same ones wait
         -- for each other in one order), except one deleted after its trigger
         -- was made (its messages end skipped, "Subscriber not found")
+        -- (OFFSET 0: the deletions are looked up for the missing ones only)
         INSERT INTO novu.subscribers (subscriber_id)
-        SELECT DISTINCT z.s
-          FROM unnest(txids, subids) AS z(t, s)
-         WHERE NOT EXISTS (SELECT FROM novu.subscribers x WHERE x.subscriber_id = z.s)
-           AND NOT EXISTS (SELECT FROM novu.subscriber_deletions d JOIN novu.events e ON e.transaction_id = z.t
-                            WHERE d.subscriber_id = z.s AND d.last_event_id >= e.id)
+        SELECT DISTINCT m.s
+          FROM (SELECT z.t, z.s FROM unnest(txids, subids) AS z(t, s)
+                 WHERE NOT EXISTS (SELECT FROM novu.subscribers x WHERE x.subscriber_id = z.s)
+                OFFSET 0) m
+         WHERE NOT EXISTS (SELECT FROM novu.subscriber_deletions d JOIN novu.events e ON e.transaction_id = m.t
+                            WHERE d.subscriber_id = m.s AND d.last_event_id >= e.id)
          ORDER BY 1
         ON CONFLICT DO NOTHING;
         BEGIN
