@@ -66,7 +66,7 @@ SELECT novu.create_workflow('bench-one-signal', '[{"type": "push", "title": "Fla
     "content": "Everything is 20% off today", "providers": ["one-signal"]}]');
 SELECT novu.create_workflow('bench-all', jsonb_build_array(jsonb_build_object('type', 'push',
     'title', 'News {{payload.orderId}}', 'content', 'Hi {{subscriber.firstName}}')));
-CREATE TABLE bench_plain (id bigserial PRIMARY KEY, payload jsonb NOT NULL);
+CREATE TABLE bench_plain (id bigserial PRIMARY KEY, payload jsonb NOT NULL, recipient jsonb);
 SQL
 }
 
