@@ -5257,9 +5257,15 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
+    -- each message found by its primary key in a lateral probe (as in
+    -- novu._record): a plan that joins on the leased rows' partial index scans
+    -- every leased row once per message (105 us a message in a 20,000 burst)
     UPDATE novu.deliveries d SET request_key = r.key
       FROM unnest(p_ids, p_attempts, p_keys) WITH ORDINALITY AS r(id, attempts, key, i)
-     WHERE d.id = r.id AND d.attempts = r.attempts AND d.status = 'sending'
+      CROSS JOIN LATERAL (SELECT x.ctid AS tid FROM novu.deliveries x
+                           WHERE x.id = r.id AND x.attempts = r.attempts AND x.status || '' = 'sending'
+                          OFFSET 0) l
+     WHERE d.ctid = l.tid
     RETURNING r.i::integer
 $$;
 COMMENT ON FUNCTION novu._set_request_keys(bigint[], integer[], text[]) IS 'Internal (workers): record the idempotency key of a request on its messages before it is first sent';

@@ -10,7 +10,6 @@
  */
 #include "postgres.h"
 
-#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
@@ -710,13 +709,13 @@ queue_set_request_keys(int64 *ids, int32 *attempts, char **keys, int n, bool *wr
 	novu_end_work();
 
 	/*
-	 * The keys must outlive a server crash once a request goes out (a retry
-	 * regrouped under another key would be delivered again): unlike the
-	 * worker's other commits (asynchronous, worker.c), this one is flushed,
-	 * and with it the claim before it.
+	 * Committed asynchronously, as the worker's other commits (worker.c): a
+	 * worker that stops or dies keeps them (the WAL is in shared memory), and
+	 * only a crash of the whole server within the WAL writer's delay can lose
+	 * keys, those of requests then in flight, which DESIGN's at-least-once
+	 * allows to go out again.  Flushing here made every batch wait for the
+	 * disk before it went out: OneSignal's P2 fell from 12,700 to 5,400/s.
 	 */
-	if (count > 0)
-		XLogFlush(XactLastCommitEnd);
 	return count;
 }
 
