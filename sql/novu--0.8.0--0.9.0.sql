@@ -11,6 +11,30 @@
 \echo Use "ALTER EXTENSION novu UPDATE TO '0.9.0'" to load this file. \quit
 
 -- digest-first workflows: notifications merge into (or open) their windows set-based
+CREATE FUNCTION novu._digest_first(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[])
+RETURNS TABLE (t text, w text, s text, n bigint, event_id bigint, payload jsonb, k text, window_len interval,
+               keyed boolean, raw jsonb, g bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.*, dense_rank() OVER (ORDER BY c.w, c.s, c.k) AS g
+      FROM (SELECT z.t, z.w, z.s, z.n, e.id, COALESCE(e.payload, '{}'),
+                   CASE WHEN (wf.steps -> 0) ? 'digestKey'
+                        THEN COALESCE(e.payload #>> novu._payload_path(wf.steps -> 0 ->> 'digestKey'), '') ELSE '' END AS k,
+                   novu._step_interval(wf.steps -> 0 -> 'amount', wf.steps -> 0 -> 'unit'),
+                   (wf.steps -> 0) ? 'digestKey',
+                   jsonb_build_object('stepId', novu._step_id(wf.steps -> 0, 0), 'stepIndex', 0)
+              FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids) WITH ORDINALITY AS z(t, w, s, n)
+              JOIN novu.workflows wf ON wf.workflow_id = z.w
+              LEFT JOIN novu.events e ON e.transaction_id = z.t
+             WHERE jsonb_typeof(wf.steps) = 'array' AND wf.steps -> 0 ->> 'type' = 'digest'
+               AND NOT (wf.steps -> 0) ? 'filters'
+               AND NOT COALESCE((wf.steps -> 0 ->> 'backoff')::boolean, false)) c
+$$;
+COMMENT ON FUNCTION novu._digest_first(text[], text[], text[]) IS 'Internal (workers): the notifications that start with a plain digest step, with their key group';
+
+REVOKE ALL ON FUNCTION novu._digest_first(text[], text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION novu._digest_first(text[], text[], text[]) TO novu_worker;
 CREATE OR REPLACE FUNCTION novu._start(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[],
                             p_lease_limit integer, p_lease_ms integer)
 RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
@@ -118,17 +142,7 @@ BEGIN
     -- by group in arrays: no join between the batch's rows (the planner has no
     -- estimate for them, and a nested loop over them is quadratic).
     WITH cand AS (
-        SELECT c.*, dense_rank() OVER (ORDER BY c.w, c.s, c.k) AS g
-          FROM (SELECT z.t, z.w, z.s, z.n,
-                       CASE WHEN (w.steps -> 0) ? 'digestKey'
-                            THEN COALESCE(e.payload #>> novu._payload_path(w.steps -> 0 ->> 'digestKey'), '') ELSE '' END AS k,
-                       novu._step_interval(w.steps -> 0 -> 'amount', w.steps -> 0 -> 'unit') AS window_len
-                  FROM unnest(st, sw, ss) WITH ORDINALITY AS z(t, w, s, n)
-                  JOIN novu.workflows w ON w.workflow_id = z.w
-                  LEFT JOIN novu.events e ON e.transaction_id = z.t
-                 WHERE jsonb_typeof(w.steps) = 'array' AND w.steps -> 0 ->> 'type' = 'digest'
-                   AND NOT (w.steps -> 0) ? 'filters'
-                   AND NOT COALESCE((w.steps -> 0 ->> 'backoff')::boolean, false)) c),
+        SELECT * FROM novu._digest_first(st, sw, ss)),
     grp AS (
         SELECT c.g, min(c.w) AS w, min(c.s) AS s, min(c.k) AS k, (array_agg(c.t ORDER BY c.n))[1] AS lt,
                min(c.window_len) AS wl
@@ -156,18 +170,7 @@ BEGIN
       FROM found f;
     -- every notification merged into its group's window, and logged
     WITH cand AS (
-        SELECT c.*, dense_rank() OVER (ORDER BY c.w, c.s, c.k) AS g
-          FROM (SELECT z.t, z.w, z.s, z.n, e.id AS event_id, COALESCE(e.payload, '{}') AS payload,
-                       CASE WHEN (w.steps -> 0) ? 'digestKey'
-                            THEN COALESCE(e.payload #>> novu._payload_path(w.steps -> 0 ->> 'digestKey'), '') ELSE '' END AS k,
-                       jsonb_build_object('stepId', novu._step_id(w.steps -> 0, 0), 'stepIndex', 0) AS raw,
-                       (w.steps -> 0) ? 'digestKey' AS keyed
-                  FROM unnest(st, sw, ss) WITH ORDINALITY AS z(t, w, s, n)
-                  JOIN novu.workflows w ON w.workflow_id = z.w
-                  LEFT JOIN novu.events e ON e.transaction_id = z.t
-                 WHERE jsonb_typeof(w.steps) = 'array' AND w.steps -> 0 ->> 'type' = 'digest'
-                   AND NOT (w.steps -> 0) ? 'filters'
-                   AND NOT COALESCE((w.steps -> 0 ->> 'backoff')::boolean, false)) c),
+        SELECT * FROM novu._digest_first(st, sw, ss)),
     merged AS (
         INSERT INTO novu.digest_events (digest_id, transaction_id, event_id, payload)
         SELECT gid[c.g], c.t, COALESCE(c.event_id, 0), c.payload FROM cand c
@@ -197,6 +200,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION novu._start(text[], text[], text[], integer, integer) IS 'Internal (workers): start notifications: plain workflows and those that begin with a delay or a digest set-based, the other staged ones step by step';
+
 
 
 -- _run_steps: one test for 'only channel steps without filters after this step'

@@ -142,6 +142,41 @@ run_guarded(void (*fn) (void *), void *arg, char **error)
 	return ok;
 }
 
+/*
+ * Run fn(arg), which does its work in a transaction of its own (queue.c's
+ * short transactions); false, with the error's message in *error, if it
+ * failed: the error is logged and the transaction rolled back, so that the
+ * caller can go on with the other messages.
+ */
+static bool
+run_transaction(void (*fn) (void *), void *arg, char **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	PG_TRY();
+	{
+		fn(arg);
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		AbortOutOfAnyTransaction();
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		RESUME_INTERRUPTS();
+		*error = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
+	}
+	PG_END_TRY();
+	return ok;
+}
+
 /* A copy of a jsonb value in the current memory context. */
 static Jsonb *
 jsonb_copy(Jsonb *j)
@@ -669,6 +704,25 @@ submit_request(InFlight *f)
 	messages_in_flight += f->n;
 }
 
+/* queue_set_request_keys' arguments, for run_transaction. */
+typedef struct RequestKeysCall
+{
+	int64	   *ids;
+	int32	   *attempts;
+	char	  **keys;
+	int			n;
+	bool	   *written;
+} RequestKeysCall;
+
+/* Record the request keys of messages (run_transaction body). */
+static void
+request_keys_call(void *arg)
+{
+	RequestKeysCall *c = arg;
+
+	(void) queue_set_request_keys(c->ids, c->attempts, c->keys, c->n, c->written);
+}
+
 /*
  * Record the request keys of messages (queue_set_request_keys) in a
  * transaction of their own; false, with the error's message in *error, if it
@@ -677,30 +731,9 @@ submit_request(InFlight *f)
 static bool
 record_request_keys(int64 *ids, int32 *attempts, char **keys, int n, bool *written, char **error)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool ok = false;
+	RequestKeysCall call = {ids, attempts, keys, n, written};
 
-	PG_TRY();
-	{
-		(void) queue_set_request_keys(ids, attempts, keys, n, written);
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		EmitErrorReport();
-		AbortOutOfAnyTransaction();
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		RESUME_INTERRUPTS();
-		*error = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
-	}
-	PG_END_TRY();
-	return ok;
+	return run_transaction(request_keys_call, &call, error);
 }
 
 /*
@@ -1027,6 +1060,25 @@ in_app_prepare(RenderCache *cache, ClaimedRow *r, InAppBatch *ia)
 	return rendered;
 }
 
+/* queue_store_in_app's arguments, for run_transaction. */
+typedef struct InAppStoreCall
+{
+	InAppBatch *ia;
+	int			from;
+	int			n;
+} InAppStoreCall;
+
+/* Store in_app messages in the feed (run_transaction body). */
+static void
+in_app_store_call(void *arg)
+{
+	InAppStoreCall *c = arg;
+	InAppBatch *ia = c->ia;
+
+	(void) queue_store_in_app(ia->ids + c->from, ia->attempts + c->from, ia->subjects + c->from,
+							  ia->contents + c->from, ia->urls + c->from, c->n);
+}
+
 /*
  * Store messages [from, from + n) of *ia in the feed; false, with the
  * error's message in *error, if the transaction failed (it is rolled back).
@@ -1034,31 +1086,9 @@ in_app_prepare(RenderCache *cache, ClaimedRow *r, InAppBatch *ia)
 static bool
 in_app_store(InAppBatch *ia, int from, int n, char **error)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool ok = false;
+	InAppStoreCall call = {ia, from, n};
 
-	PG_TRY();
-	{
-		(void) queue_store_in_app(ia->ids + from, ia->attempts + from, ia->subjects + from,
-								  ia->contents + from, ia->urls + from, n);
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		EmitErrorReport();
-		AbortOutOfAnyTransaction();
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		RESUME_INTERRUPTS();
-		*error = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
-	}
-	PG_END_TRY();
-	return ok;
+	return run_transaction(in_app_store_call, &call, error);
 }
 
 /*

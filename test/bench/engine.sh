@@ -91,7 +91,7 @@ sample_rss() {  # the largest RssAnon (kB) of the delivery workers so far, in PE
 }
 wait_until() {  # wait_until SQL TIMEOUT: poll SQL (until 't') and sample RssAnon every 0.2 s
     local deadline
-    deadline=$(awk -v t="$(now)" -v d="$2" 'BEGIN { print t + d }')
+    deadline=$(awk -v t="$(now)" -v d="$2" 'BEGIN { printf "%.3f", t + d }')
     while :; do
         sample_rss
         ask "$1"
