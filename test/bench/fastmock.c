@@ -24,7 +24,8 @@
  * server API; 1000 concurrent streams, a 1 GiB connection window) or
  * http/1.1.  Port Q: plain HTTP/1.1 (pg_net's baseline row).  Prints
  * {"ready":true} when listening.  Control routes (any port): GET /_stats,
- * POST /_reset, GET /_tokens, GET /_timeline, GET/POST /_faults.
+ * POST /_reset, GET /_tokens, GET /_timeline, GET /_receipts (each message's
+ * "rid", the bench's id of its trigger, and when it arrived), GET/POST /_faults.
  *
  *   cc -O2 -o fastmock fastmock.c -lnghttp2 -lssl -lcrypto -lz
  */
@@ -157,6 +158,15 @@ static long long seq;			/* ids in answers; never reset, as in fastmock.js */
 static int	sessions;			/* HTTP/2 connections open */
 static double *lat;				/* commit-to-receipt latencies, seconds */
 static size_t nlat, caplat;
+
+/* A message's "rid" (the bench's own id of its trigger) and when it arrived. */
+typedef struct Receipt
+{
+	char		id[32];
+	double		at;
+} Receipt;
+static Receipt *rcpts;
+static size_t nrcpts, caprcpts;
 static Token *toks;
 static size_t ntoks, captoks;
 static uint32_t *tokslot;		/* open addressing: 0 empty, else index + 1 into toks */
@@ -389,12 +399,30 @@ note_latency(double t, double now)
 	lat[nlat++] = now - t;
 }
 
+/* Remember when the message whose "rid" is id arrived (GET /_receipts). */
+static void
+note_receipt(const char *id, size_t len, double now)
+{
+	if (len == 0 || len >= sizeof(rcpts[0].id))
+		return;
+	if (nrcpts == caprcpts)
+	{
+		caprcpts = caprcpts ? caprcpts * 2 : 4096;
+		rcpts = xrealloc(rcpts, caprcpts * sizeof(Receipt));
+	}
+	memcpy(rcpts[nrcpts].id, id, len);
+	rcpts[nrcpts].id[len] = '\0';
+	rcpts[nrcpts].at = now;
+	nrcpts++;
+}
+
 /* Zero every count (POST /_reset). */
 static void
 reset_counts(void)
 {
 	memset(&counts, 0, sizeof(counts));
 	nlat = 0;
+	nrcpts = 0;
 	for (size_t i = 0; i < ntoks; i++)
 		free(toks[i].key);
 	ntoks = 0;
@@ -883,7 +911,16 @@ static void
 j_note_data_t(JParser *jp, int msg, double now)
 {
 	int			t = j_get(jp, j_get(jp, msg, "data"), "t");
+	int			rid = j_get(jp, j_get(jp, msg, "data"), "rid");
 
+	if (rid >= 0 && jp->nodes[rid].type == J_STR)
+	{
+		const char *s;
+		size_t		sl;
+
+		j_js_string(jp, rid, &s, &sl);
+		note_receipt(s, sl, now);
+	}
 	if (t < 0)
 		return;
 	if (jp->nodes[t].type == J_STR || jp->nodes[t].type == J_NUM)
@@ -1043,6 +1080,13 @@ control(Request *rq, Response *rs)
 			buf_printf(&rs->body, "\t%lld\n", toks[i].n);
 		}
 	}
+	else if (strcmp(u, "/_receipts") == 0)
+	{
+		answer_json(rs, 200, "");
+		rs->ctype = "text/tab-separated-values";
+		for (size_t i = 0; i < nrcpts; i++)
+			buf_printf(&rs->body, "%s\t%.6f\n", rcpts[i].id, rcpts[i].at);
+	}
 	else if (strcmp(u, "/_timeline") == 0)
 	{
 		qsort(secs, nsecs, sizeof(SecCount), cmp_sec);
@@ -1187,6 +1231,8 @@ handle_request(Request *rq, Response *rs)
 			note_token(v, vl, now);
 		if (find_field(body, len, "t", true, true, &v, &vl))
 			note_latency(js_number(v, vl), now);
+		if (find_field(body, len, "rid", true, false, &v, &vl))
+			note_receipt(v, vl, now);
 		snprintf(tmp, sizeof(tmp), "{\"name\":\"projects/bench/messages/%lld\"}", ++seq);
 		answer_json(rs, 200, tmp);
 	}
@@ -1197,6 +1243,8 @@ handle_request(Request *rq, Response *rs)
 		note_token(url + 10, strlen(url + 10), now);
 		if (find_field(body, len, "t", false, true, &v, &vl))
 			note_latency(js_number(v, vl), now);
+		if (find_field(body, len, "rid", true, false, &v, &vl))
+			note_receipt(v, vl, now);
 		rs->status = 200;
 		rs->ctype = NULL;
 		rs->length = false;

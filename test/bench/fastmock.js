@@ -16,6 +16,7 @@
 //   POST /_reset      zero everything (the fault settings stay)
 //   GET  /_tokens     "token<TAB>count" lines, one per device token seen
 //   GET  /_timeline   {"<epoch second>": messages received in that second, ...}
+//   GET  /_receipts   "<rid>\t<epoch seconds>" per message carrying a "rid" (the bench's id of its trigger)
 //   GET  /_faults     the fault settings
 //   POST /_faults     set them (JSON; every field optional, rates 0..1 per message request):
 //     {"rst": r,          answer nothing, reset the stream (RST_STREAM INTERNAL_ERROR)
@@ -59,6 +60,7 @@ const newFaultCounts = () => ({ rst: 0, e5xx: 0, slow: 0, goaway: 0, destroy: 0,
 let counts = newCounts();
 let faultCounts = newFaultCounts();
 let latencies = [];
+let receipts = [];          // [rid, epoch seconds]: when each message with a "rid" arrived
 let firstAt = 0, lastAt = 0;
 let seq = 0;
 let tokens = new Map();     // device token -> requests received carrying it
@@ -71,6 +73,10 @@ let sessions = 0;           // HTTP/2 connections open
 function noteLatency(t) {
   const v = Number(t);
   if (v > 0) latencies.push(Date.now() / 1000 - v);
+}
+
+function noteReceipt(rid) {
+  if (typeof rid === 'string' && rid.length > 0 && rid.length < 32) receipts.push([rid, Date.now() / 1000]);
 }
 
 function noteToken(tok, now) {
@@ -92,6 +98,7 @@ function reset() {
   counts = newCounts();
   faultCounts = newFaultCounts();
   latencies = [];
+  receipts = [];
   tokens = new Map();
   perSecond = new Map();
   firstAt = lastAt = 0;
@@ -246,6 +253,8 @@ function handle(req, res) {
       if (k) noteToken(k[1], now);
       const m = /"t": ?"([0-9.]+)"/.exec(body);
       if (m) noteLatency(m[1]);
+      const r = /"rid": ?"([^"]*)"/.exec(body);
+      if (r) noteReceipt(r[1]);
       return deliver(req, res, st, 'fcm', () => json(res, 200, { name: `projects/bench/messages/${++seq}` }), k ? [k[1]] : []);
     }
     if (url.startsWith('/3/device/')) {
@@ -253,6 +262,8 @@ function handle(req, res) {
       noteToken(url.slice(10), now);
       const m = /"t": ?([0-9.]+)/.exec(body);
       if (m) noteLatency(m[1]);
+      const r = /"rid": ?"([^"]*)"/.exec(body);
+      if (r) noteReceipt(r[1]);
       return deliver(req, res, st, 'apns', () => {
         if (res.stream && (res.stream.destroyed || res.stream.closed)) return;
         res.writeHead(200, { 'apns-id': `00000000-0000-4000-8000-${String(++seq).padStart(12, '0')}` });
@@ -269,6 +280,7 @@ function handle(req, res) {
       for (const m of msgs) {
         for (const to of Array.isArray(m.to) ? m.to : [m.to]) { noteToken(String(to), now); toks.push(String(to)); }
         if (m.data && m.data.t) noteLatency(m.data.t);
+        if (m.data) noteReceipt(m.data.rid);
       }
       return deliver(req, res, st, 'expo', () => json(res, 200, { data: msgs.map(() => ({ status: 'ok', id: `r-${++seq}` })) }), toks);
     }
@@ -282,6 +294,7 @@ function handle(req, res) {
       counts.messages += ids.length;
       for (const id of ids) noteToken(id, now);
       if (m && m.data && m.data.t) noteLatency(m.data.t);
+      if (m && m.data) noteReceipt(m.data.rid);
       return deliver(req, res, st, 'onesignal', () => json(res, 200, { id: `00000000-0000-4000-8000-${String(++seq).padStart(12, '0')}`, external_id: null }), ids);
     }
     if (url.startsWith('/push/')) {
@@ -308,6 +321,11 @@ function control(req, res, url, chunks) {
     const lines = [];
     for (const [t, n] of tokens) lines.push(`${t}\t${n}\n`);
     const s = lines.join('');
+    res.writeHead(200, { 'content-type': 'text/tab-separated-values', 'content-length': Buffer.byteLength(s) });
+    return res.end(s);
+  }
+  if (url === '/_receipts') {
+    const s = receipts.map(([r, at]) => `${r}\t${at.toFixed(6)}\n`).join('');
     res.writeHead(200, { 'content-type': 'text/tab-separated-values', 'content-length': Buffer.byteLength(s) });
     return res.end(s);
   }
