@@ -511,6 +511,36 @@ results_ready(void)
 }
 
 /*
+ * Whether the answered messages are to be recorded now: enough of them, or
+ * the oldest waited RESULTS_FLUSH_MS, and they are ready (results_ready).  At
+ * a low rate answers wait a little to be recorded several at once: a record
+ * costs about as much for one message as for ten.
+ */
+static bool
+results_flush_due(void)
+{
+	if (nanswered == 0)
+		return false;
+	if (nanswered < RESULTS_FLUSH_AT &&
+		!TimestampDifferenceExceeds(results_since, GetCurrentTimestamp(), RESULTS_FLUSH_MS))
+		return false;
+	return results_ready();
+}
+
+/* Milliseconds until the answers waiting are to be recorded (none waiting: -1). */
+static long
+results_flush_in_ms(void)
+{
+	long		waited;
+
+	if (nanswered == 0)
+		return -1;
+	waited = (long) ((GetCurrentTimestamp() - results_since) / 1000);
+	/* due but held back (the breaker settles): look again soon */
+	return waited >= RESULTS_FLUSH_MS ? 50L : Max(RESULTS_FLUSH_MS - waited, 1L);
+}
+
+/*
  * A message recorded for a retry is due after its delay: claim then, not at
  * the next poll (commits' wake-ups only fan out, see queue_claim).
  */
@@ -1155,7 +1185,13 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 
 	{
 		ResultBatch rb;
-		bool		recording = record_errors == 0 && results_ready();
+		/*
+		 * Answers due to be recorded ride along with a claim that was due
+		 * anyway (one transaction for both); a commit's wake-up alone takes
+		 * none, so that its new messages leave without waiting for a record
+		 * (novu_deliver records them after sending).
+		 */
+		bool		recording = record_errors == 0 && claim_due && results_flush_due();
 
 		if (recording)
 			build_results(&rb);
@@ -1436,13 +1472,11 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 		handled++;
 	}
 
-	/* record in batches: enough results, or the oldest waited long enough, or all answered */
-	if ((nanswered >= RESULTS_FLUSH_AT || messages_in_flight == 0 ||
-		 (nanswered > 0 && TimestampDifferenceExceeds(results_since, GetCurrentTimestamp(), RESULTS_FLUSH_MS))) &&
-		results_ready())
+	/* record in batches: enough results, or the oldest waited RESULTS_FLUSH_MS */
+	if (results_flush_due())
 		flush_results();
 	if (nanswered > 0)
-		*sleep_ms = Min(*sleep_ms, 50L);	/* held answers: look again soon */
+		*sleep_ms = Min(*sleep_ms, results_flush_in_ms());	/* held answers: back in time to record them */
 
 	if (!last_claim_full)
 	{
@@ -1457,7 +1491,7 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 bool
 novu_deliver_busy(void)
 {
-	return messages_in_flight > 0 || results_ready();
+	return messages_in_flight > 0 || results_flush_due();
 }
 
 /*
