@@ -22,6 +22,7 @@
 #                      engine, pgnet, mixed (default: all of them); feed and engine run on
 #                      their own clusters (test/bench/feed.sh, test/bench/engine.sh)
 #   BENCH_P3_RATE=200 BENCH_P3_SECONDS=30   the steady trigger rate of P3, per provider
+#   BENCH_P1_RUNS=3 BENCH_P1_SECONDS=15     P1 repeated (every run is reported)
 #   PG_NET_SRC=DIR     a checkout of supabase/pg_net, built outside the project for
 #                      the P2 baseline (not found: the table says so)
 #   BENCH_RESULTS=FILE where the table goes (default test/bench/results.md for a
@@ -45,6 +46,7 @@ N_FANOUT=$(n 1000000)
 N_IMPORT=$(n 1000000)
 N_BACKLOG=$(n 10000000)
 P1_SECONDS=${BENCH_P1_SECONDS:-15}
+P1_RUNS=${BENCH_P1_RUNS:-3}
 P3_RATE=${BENCH_P3_RATE:-200}
 P3_SECONDS=${BENCH_P3_SECONDS:-30}
 PROVIDERS="fcm apns expo"
@@ -229,14 +231,17 @@ if want p1; then
         PGOPTIONS="-c synchronous_commit=$2" pgbench -n -c 4 -j 2 -T "$P1_SECONDS" -f "$1" postgres 2>/dev/null \
             | awk '/^tps/ {printf "%.0f", $3}'
     }
-    for sync in on off; do
-        ins=$(p1 "$tmp/p1_insert.sql" $sync)
-        trg=$(p1 "$tmp/p1_trigger.sql" $sync)
-        insr=$(p1 "$tmp/p1_insert_random.sql" $sync)
-        rnd=$(p1 "$tmp/p1_random.sql" $sync)
-        R[p1_$sync]="$trg / $ins = $(awk -v a="$trg" -v b="$ins" 'BEGIN { printf "%.2f", a / b }')"
-        R[p1r_$sync]="$rnd / $insr = $(awk -v a="$rnd" -v b="$insr" 'BEGIN { printf "%.2f", a / b }')"
-        log "P1 synchronous_commit=$sync: trigger $trg tps (random recipients $rnd), plain insert $ins tps (with the random recipient $insr)"
+    # each run measures the four pairs back to back; every run is reported
+    for r in $(seq "$P1_RUNS"); do
+        for sync in on off; do
+            ins=$(p1 "$tmp/p1_insert.sql" $sync)
+            trg=$(p1 "$tmp/p1_trigger.sql" $sync)
+            insr=$(p1 "$tmp/p1_insert_random.sql" $sync)
+            rnd=$(p1 "$tmp/p1_random.sql" $sync)
+            R[p1_$sync]="${R[p1_$sync]:+${R[p1_$sync]}; }$trg / $ins = $(awk -v a="$trg" -v b="$ins" 'BEGIN { printf "%.2f", a / b }')"
+            R[p1r_$sync]="${R[p1r_$sync]:+${R[p1r_$sync]}; }$rnd / $insr = $(awk -v a="$rnd" -v b="$insr" 'BEGIN { printf "%.2f", a / b }')"
+            log "P1 run $r synchronous_commit=$sync: trigger $trg tps (random recipients $rnd), plain insert $ins tps (with the random recipient $insr)"
+        done
     done
     q -c "TRUNCATE bench_plain" -c "TRUNCATE novu.events"
 fi
@@ -424,7 +429,7 @@ p2p3_verdict() {
             echo "| P2 $p, tuned | as P2 above, quiet, one run | tuned | ${R[p2tuned_$p]} deliveries/s | - |"
         done
     fi
-    want p1 && echo "| P1 trigger cost | pgbench, 4 clients, ${P1_SECONDS} s each: TPS of \`novu.trigger\` to an existing subscriber / TPS of a plain INSERT of the same jsonb into a table with a bigserial primary key; synchronous_commit=on | tuned, workers stopped | ${R[p1_on]} | ratio ≥ 0.8 |"
+    want p1 && echo "| P1 trigger cost | $P1_RUNS run(s), each: pgbench, 4 clients, ${P1_SECONDS} s each: TPS of \`novu.trigger\` to an existing subscriber / TPS of a plain INSERT of the same jsonb into a table with a bigserial primary key; synchronous_commit=on | tuned, workers stopped | ${R[p1_on]} | ratio ≥ 0.8 |"
     want p1 && echo "| P1 (sync off) | the same with synchronous_commit=off | tuned, workers stopped | ${R[p1_off]} | ratio ≥ 0.8 |"
     want p1 && echo "| P1 random recipients | the same, each trigger to a subscriber drawn at random from $N_FANOUT, against the plain INSERT of the same row with that random recipient (\`to_jsonb('sub-' || :sub)\` in both statements); synchronous_commit=on | tuned, workers stopped | ${R[p1r_on]} | ratio ≥ 0.8 |"
     want p1 && echo "| P1 random (sync off) | the same with synchronous_commit=off | tuned, workers stopped | ${R[p1r_off]} | ratio ≥ 0.8 |"
