@@ -77,3 +77,20 @@ SELECT novu._housekeeping('1 day', 1000) >= 0 AS housekept;
 RESET ROLE;
 SELECT subscriber_id FROM novu.subscriber_deletions WHERE subscriber_id LIKE 'fs-%' ORDER BY 1;
 ROLLBACK;
+
+-- the subscriber object a message's templates see (novu._profile, built in C)
+-- is the jsonb that jsonb_build_object makes, nulls and all; only the workers
+-- may call it
+SELECT p.*, novu._profile(p.id, p.fn, p.ln, p.em, p.ph, p.av, p.lo, p.tz, p.da)
+         = jsonb_build_object('subscriberId', p.id, 'firstName', p.fn, 'lastName', p.ln, 'email', p.em,
+                              'phone', p.ph, 'avatar', p.av, 'locale', p.lo, 'timezone', p.tz, 'data', p.da) AS same
+  FROM (VALUES ('fs-a', 'Ada', 'Lovelace', 'ada@example.com', '+15550100', 'https://example.com/a.png', 'en', 'Europe/London', '{"plan": "pro", "n": [1, 2]}'::jsonb),
+               ('fs-b', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+               ('fs-c', 'Zoë "Z"', '', 'z@example.com', NULL, NULL, 'fr', NULL, '{}'),
+               (NULL, 'x', 'y', NULL, NULL, NULL, NULL, NULL, '"scalar"'),
+               ('fs-d', NULL, NULL, NULL, NULL, NULL, NULL, NULL, '[1, {"a": null}]'))
+       AS p(id, fn, ln, em, ph, av, lo, tz, da);
+SELECT novu._profile('fs-a', 'Ada', NULL, NULL, NULL, NULL, NULL, NULL, '{"k": 1}');
+SET ROLE novu_app;
+SELECT novu._profile('fs-a', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+RESET ROLE;

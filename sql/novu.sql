@@ -528,6 +528,16 @@ AS 'MODULE_PATHNAME', 'novu_parse_object'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION novu._parse_object(text) IS 'Internal: the text as a jsonb object, or NULL if it is not a valid JSON object (never raises)';
 
+-- A subscriber as templates see it ("subscriber" of a message), built by C:
+-- the workers build one per message they send, and jsonb_build_object looks
+-- up each argument's type on every call (about 6 us a row; this about 1 us).
+CREATE FUNCTION novu._profile(subscriber_id text, first_name text, last_name text, email text, phone text,
+                              avatar text, locale text, timezone text, data jsonb)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'novu_profile'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION novu._profile(text, text, text, text, text, text, text, text, jsonb) IS 'Internal (workers): the subscriber object of a message''s templates, {subscriberId, firstName, lastName, email, phone, avatar, locale, timezone, data}, as jsonb_build_object would make it';
+
 -- Every jsonb argument has a size limit, checked before anything is stored
 -- (the README lists them); C code checks the trigger's arguments itself.
 CREATE FUNCTION novu._check_size(value jsonb, field text, max_bytes integer)
@@ -3701,10 +3711,9 @@ BEGIN
                s.step -> 'providers' AS providers,
                i.workflow_id || '/' || (s.n - 1) || '/' || w.updated_at AS step_key,
                sub.subscriber_id IS NOT NULL AS subscriber_exists,
-               CASE WHEN sub.subscriber_id IS NOT NULL THEN jsonb_build_object(
-                   'subscriberId', sub.subscriber_id, 'firstName', sub.first_name, 'lastName', sub.last_name,
-                   'email', sub.email, 'phone', sub.phone, 'avatar', sub.avatar, 'locale', sub.locale,
-                   'timezone', sub.timezone, 'data', sub.data) END AS subscriber,
+               CASE WHEN sub.subscriber_id IS NOT NULL THEN novu._profile(
+                   sub.subscriber_id, sub.first_name, sub.last_name, sub.email, sub.phone, sub.avatar, sub.locale,
+                   sub.timezone, sub.data) END AS subscriber,
                w.critical OR pref.blocked IS NULL AS allowed
           FROM input i
           JOIN novu.workflows w ON w.workflow_id = i.workflow_id
@@ -5555,6 +5564,7 @@ GRANT EXECUTE ON FUNCTION
     novu._plain_after(jsonb, integer),
     novu._digest_first(text[], text[], text[]),
     novu._iso(timestamptz),
+    novu._profile(text, text, text, text, text, text, text, text, jsonb),
     novu._take_events(tid[]),
     novu._topic_chunk(text[], text[], text, text, integer),
     novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]),

@@ -1,6 +1,7 @@
 /*
  * jsonb_util.c
- *		Small helpers over PostgreSQL's jsonb API, and novu._parse_object().
+ *		Small helpers over PostgreSQL's jsonb API, novu._parse_object() and
+ *		novu._profile().
  */
 #include "postgres.h"
 
@@ -16,6 +17,7 @@
 
 PG_FUNCTION_INFO_V1(novu_parse_object);
 PG_FUNCTION_INFO_V1(novu_check_size);
+PG_FUNCTION_INFO_V1(novu_profile);
 
 /* Look a key up in a jsonb object container; false if absent (result may be NULL). */
 bool
@@ -408,4 +410,50 @@ jsonb_parse_object_or_null(const char *text, int len)
 	Jsonb	   *j = jsonb_parse_or_null(text, len);
 
 	return j != NULL && JB_ROOT_IS_OBJECT(j) && !JB_ROOT_IS_SCALAR(j) ? j : NULL;
+}
+
+/*
+ * novu._profile(subscriber_id, first_name, last_name, email, phone, avatar,
+ * locale, timezone, data): a subscriber as templates see it, the jsonb that
+ * jsonb_build_object('subscriberId', ..., 'data', data) makes, built directly
+ * (the workers build one per message they send: jsonb_build_object looks up
+ * each argument's type on every call, about 6 us a row, this about 1 us).
+ * NULL arguments are JSON nulls.
+ */
+Datum
+novu_profile(PG_FUNCTION_ARGS)
+{
+	static const char *const keys[] = {"subscriberId", "firstName", "lastName", "email", "phone",
+	"avatar", "locale", "timezone"};
+	JsonbParseState *state = NULL;
+	JsonbValue	v;
+	JsonbValue *res;
+	int			i;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (i = 0; i < lengthof(keys); i++)
+	{
+		jsonb_push_key(&state, keys[i]);
+		if (PG_ARGISNULL(i))
+			v.type = jbvNull;
+		else
+		{
+			text	   *t = PG_GETARG_TEXT_PP(i);
+
+			v.type = jbvString;
+			v.val.string.val = VARDATA_ANY(t);
+			v.val.string.len = VARSIZE_ANY_EXHDR(t);
+		}
+		pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	if (PG_ARGISNULL(lengthof(keys)))
+	{
+		jsonb_push_key(&state, "data");
+		v.type = jbvNull;
+		pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	else
+		jsonb_push_jsonb(&state, "data", PG_GETARG_JSONB_P(lengthof(keys)));
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
 }
