@@ -115,16 +115,21 @@ sub wait_final
 }
 
 # A retry for a transport error (the messages of http.c and curl's), not for
-# an HTTP status: that attempt ended without an answer.
+# an HTTP status: that attempt ended without an answer.  So did an FCM attempt
+# whose OAuth token request failed: its message was never sent.
 my $NO_ANSWER = "'^Retry \\d+ scheduled in [0-9.]+ s: ("
-  . join('|',
+  . join('|', 'OAuth token request failed',
 	'connection lost before the answer', 'Timeout was reached', 'Transferred a partial file',
 	'Stream error in the HTTP/2 framing layer', 'Error in the HTTP2 framing layer',
 	'Failure when receiving data', 'Failed sending data', 'Server returned nothing',
 	'SSL connect error', q{Couldn''t connect}) . ")'";
 
+# An attempt that provably never reached the provider: curl never sent its
+# request (http.c says so), or its OAuth token request failed first.
+my $UNSENT = "'(; the request was not sent\$|^Retry \\d+ scheduled in [0-9.]+ s: OAuth token request failed)'";
+
 # Compare, per token of $provider, what the mock received with the attempts
-# recorded for the messages of $prefix.  Returns a hash: tokens received more
+# recorded for the messages of $prefix (less those never sent, see $UNSENT).  Returns a hash: tokens received more
 # often than attempted (dup), less often (unseen, with the missing total in
 # missing), less often than their answered attempts (unexplained), received
 # without a message (unknown), and the retries recorded.
@@ -135,13 +140,16 @@ sub compare_counts
 	my %r = (dup => [], unseen => [], unexplained => [], unknown => [], missing => 0, retries => 0);
 	my %attempts;
 	for my $row (split /\n/, NovuTest::query($node, qq{
-	    SELECT d.device_token, d.attempts, coalesce(e.lost, 0), d.id
+	    SELECT d.device_token, d.attempts - coalesce(e.unsent, 0), coalesce(e.lost, 0), d.id
 	      FROM novu.deliveries d
-	      LEFT JOIN (SELECT message_id, count(*) AS lost FROM novu.execution_details
-	                  WHERE transaction_id LIKE '$prefix-%' AND detail ~ $NO_ANSWER
+	      LEFT JOIN (SELECT message_id, count(*) FILTER (WHERE detail ~ $NO_ANSWER) AS lost,
+	                        count(*) FILTER (WHERE detail ~ $UNSENT) AS unsent
+	                   FROM novu.execution_details
+	                  WHERE transaction_id LIKE '$prefix-%'
 	                  GROUP BY message_id) e ON e.message_id = d.id
 	     WHERE d.transaction_id LIKE '$prefix-%' AND d.provider_id = '$provider'}))
 	{
+		# attempts: those that may have reached the provider (unsent ones left out)
 		my ($token, $n, $lost, $id) = split /\|/, $row;
 		my $got = $received->{$token} // 0;
 		$attempts{$token} = $n;
