@@ -487,7 +487,8 @@ closesocket_cb(void *clientp, curl_socket_t fd)
  * the message is retried by the extension as a recorded attempt.  A stream
  * the server refused (http_stream_refused) was not processed, and its resend
  * goes on.  So a request reaches the provider at most once per attempt the
- * extension records.  Never ereports: curl is on the stack.
+ * extension records.  Each send that goes on starts afresh what
+ * unsent_reason reads.  Never ereports: curl is on the stack.
  */
 static int
 prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
@@ -495,14 +496,12 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 {
 	HttpRequest *req = clientp;
 
-	if (req->sends++ == 0)
-		return CURL_PREREQFUNC_OK;
-	if (req->stream_refused)
-	{
-		req->stream_refused = false;
-		return CURL_PREREQFUNC_OK;
-	}
-	return CURL_PREREQFUNC_ABORT;
+	if (req->sends++ > 0 && !req->stream_refused)
+		return CURL_PREREQFUNC_ABORT;
+	req->stream_refused = false;
+	req->on_stream = false;
+	req->written = false;
+	return CURL_PREREQFUNC_OK;
 }
 
 /* Our request on an easy handle, or NULL (the handle may be another curl user's). */
@@ -542,6 +541,34 @@ http_stream_refused(void *easy)
 
 	if (req != NULL)
 		req->stream_refused = true;
+}
+
+/*
+ * Our request is being sent on an HTTP/2 stream: called by nghttp2_hooks.c
+ * from inside curl, with the easy handle, which may be another curl user's.
+ * Never ereports.
+ */
+void
+http_request_on_stream(void *easy)
+{
+	HttpRequest *req = active_request(easy);
+
+	if (req != NULL)
+		req->on_stream = true;
+}
+
+/*
+ * The frame ending our request (END_STREAM) was handed to the connection:
+ * called by nghttp2_hooks.c from inside curl, with the easy handle, which may
+ * be another curl user's.  Never ereports.
+ */
+void
+http_request_written(void *easy)
+{
+	HttpRequest *req = active_request(easy);
+
+	if (req != NULL)
+		req->written = true;
 }
 
 /* An easy handle from the free list, reset, or a new one. */
@@ -590,6 +617,9 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	req->sends = 0;
 	req->stream_refused = false;
 	req->headers_done = false;
+	req->on_stream = false;
+	req->written = false;
+	req->unsent = NULL;
 	req->refused[0] = '\0';
 
 	curl_easy_setopt(h, CURLOPT_PRIVATE, req);
@@ -673,6 +703,40 @@ http_submit(HttpPool *pool, HttpRequest *req)
 	pool->waiting[pool->nwaiting++] = req;
 }
 
+/*
+ * Why a transfer that failed cannot have been processed by the provider, or
+ * NULL if it may have been.  Every send but the last was refused by the
+ * server (prereq_cb refuses any other resend, and that case, sends > 1 with
+ * CURLE_ABORTED_BY_CALLBACK, may have been processed), so it is the last
+ * send that tells:
+ *   - there was none: curl never got a connection for it in time;
+ *   - the server refused it (RST_STREAM(REFUSED_STREAM), a GOAWAY's
+ *     last-stream-id below it, or nghttp2 refusing a new stream on a
+ *     connection that received a GOAWAY) and curl did not send it again
+ *     before the transfer ended: libcurl's resend waits for a new
+ *     connection, and under a per-host limit that may take past the timeout;
+ *   - its last frame (END_STREAM) was never handed to the connection
+ *     (http_request_written): a stream's send window, a connection that
+ *     never became writable; no server acts on a request it did not get
+ *     whole.
+ * A frame handed to the connection may still sit in a buffer when the
+ * connection breaks: such a request counts as possibly processed, the safe
+ * side.
+ */
+static const char *
+unsent_reason(HttpRequest *req, CURLcode result)
+{
+	if (result == CURLE_OK || (result == CURLE_ABORTED_BY_CALLBACK && req->sends > 1))
+		return NULL;
+	if (req->sends == 0)
+		return "the request was not sent";
+	if (req->stream_refused)
+		return "the request was refused unprocessed and not sent again";
+	if (req->on_stream && !req->written)
+		return "the request was not sent whole";
+	return NULL;
+}
+
 /* Record a finished transfer in its request and queue it as done. */
 static void
 finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
@@ -686,6 +750,7 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 	curl_easy_getinfo(h, CURLINFO_HTTP_VERSION, &req->http_version);
 	curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &total);
 	req->elapsed_ms = total * 1000.0;
+	req->unsent = unsent_reason(req, result);
 	if (result != CURLE_OK && req->refused[0] != '\0' && req->sockets_opened == 0)
 	{
 		/* every address of the host was refused: the policy, not the network */
@@ -1030,12 +1095,12 @@ http_transport_error(HttpRequest *req)
 		return pstrdup(req->error);
 
 	/*
-	 * curl never got as far as sending it (no connection, or none free for it
-	 * before the timeout): the provider cannot have seen this attempt.  Said
-	 * in the activity log, so that an attempt with no request behind it is
-	 * told apart from one the provider may have received.
+	 * The request never reached the provider whole (see unsent_reason): the
+	 * provider cannot have processed this attempt.  Said in the activity log,
+	 * so that an attempt with no request behind it is told apart from one the
+	 * provider may have received.
 	 */
-	unsent = req->sends == 0 ? "; the request was not sent" : "";
+	unsent = req->unsent ? psprintf("; %s", req->unsent) : "";
 	if (req->error[0] != '\0')
 		return psprintf("%s (%s)%s", curl_easy_strerror(req->result), req->error, unsent);
 	return psprintf("%s%s", curl_easy_strerror(req->result), unsent);

@@ -49,6 +49,11 @@ typedef struct HttpRequest
 	int			sends;			/* times curl was about to send it (see prereq_cb) */
 	bool		stream_refused; /* the server refused its stream: not processed */
 	bool		headers_done;	/* the answer's headers arrived */
+	bool		on_stream;		/* its last send went on an HTTP/2 stream (http_request_on_stream) */
+	bool		written;		/* ... and went out whole (http_request_written) */
+	const char *unsent;			/* a transfer that failed without its request
+								 * reaching the provider whole: why (see
+								 * unsent_reason), else NULL */
 	char		refused[NETPOLICY_WHY_LEN]; /* the last address the policy refused */
 } HttpRequest;
 
@@ -57,6 +62,8 @@ extern bool novu_wakeup_pending;
 extern void http_init(void);
 extern void http_stream_refused(void *easy);
 extern bool http_answer_started(void *easy);
+extern void http_request_on_stream(void *easy);
+extern void http_request_written(void *easy);
 extern HttpPool *http_pool_create(bool warm_up);
 extern void http_pool_destroy(HttpPool *pool);
 extern HttpRequest *http_request_new(const char *url);

@@ -8,7 +8,10 @@
 // message per device token (counted when its request body is complete, whatever
 // the answer; an Expo request counts each of its tokens), messages received per
 // second, and, when a message carries "t" (epoch seconds set at trigger time), the
-// commit-to-receipt latency.
+// commit-to-receipt latency.  A request is complete when its whole body came:
+// Node's compatibility API also ends a request whose stream the client reset
+// before the rest of its body came (a client's timeout), and such a request is
+// not counted (counts.unfinished).
 //
 //   node fastmock.js --certs DIR --port P [--plain-port Q]
 // Prints {"ready":true} when listening.  Control (any port):
@@ -55,7 +58,7 @@ const certs = opt('--certs');
 const port = Number(opt('--port', 0));
 const plainPort = Number(opt('--plain-port', 0));
 
-const newCounts = () => ({ oauth: 0, fcm: 0, apns: 0, expo: 0, receipts: 0, onesignal: 0, webpush: 0, plain: 0, messages: 0 });
+const newCounts = () => ({ oauth: 0, fcm: 0, apns: 0, expo: 0, receipts: 0, onesignal: 0, webpush: 0, plain: 0, messages: 0, unfinished: 0 });
 const newFaultCounts = () => ({ rst: 0, e5xx: 0, slow: 0, goaway: 0, destroy: 0, drainedQuiet: 0, drainedTimeout: 0, incomplete: 0, refused: 0, lateStreams: 0 });
 let counts = newCounts();
 let faultCounts = newFaultCounts();
@@ -220,6 +223,17 @@ function deliver(req, res, st, kind, answer, toks) {
   answer();
 }
 
+// Whether the client sent the whole request (bytes: the body bytes that came).
+// HTTP/2: its Content-Length came, or without one, its END_STREAM (the stream
+// ended before it was destroyed); Node's compatibility API also ends a request
+// whose stream was reset or destroyed first.  HTTP/1.1: Node's own flag.
+function bodyComplete(req, bytes) {
+  if (req.httpVersionMajor !== 2) return req.complete;
+  const declared = req.headers['content-length'];
+  if (declared !== undefined) return bytes === Number(declared);
+  return !req.stream.readableAborted;
+}
+
 function handle(req, res) {
   const chunks = [];
   const st = connState(req);
@@ -229,9 +243,14 @@ function handle(req, res) {
     st.open++; st.incomplete++; st.lastNewAt = Date.now(); st.maxId = Math.max(st.maxId, req.stream.id);
     req.stream.once('close', () => { st.open--; settle(); });
   }
-  req.on('data', (c) => chunks.push(c));
+  let bytes = 0;
+  req.on('data', (c) => { chunks.push(c); bytes += c.length; });
   req.on('end', () => {
     settle();
+    if (!bodyComplete(req, bytes)) {
+      counts.unfinished++;
+      return;
+    }
     // a stream that crossed this connection's GOAWAY (above its last-stream-id) is
     // refused as far as the client knows, which may send it again: not counted
     if (st && st.goawayLast >= 0 && req.stream.id > st.goawayLast) {

@@ -37,8 +37,10 @@ DRAIN=${MIXED_DRAIN_SECONDS:-300}
 RESULTS=${MIXED_RESULTS:-/tmp/novu-mixed-results.md}
 REQUEST_TIMEOUT=2s
 # activity details of attempts that ended in a connection-level failure (see "How the counts are read")
-CONN_LOST='connection lost before the answer|before end of the underlying stream|Error in the HTTP2 framing layer|Connection died|Send failure|Failure when receiving data|the request was not sent'
-CONN_LOST_TEXT="connection lost before the answer, stream not closed before the end of the connection, HTTP/2 framing layer, send or receive failure, a request curl never sent"
+CONN_LOST='connection lost before the answer|before end of the underlying stream|Error in the HTTP2 framing layer|Connection died|Send failure|Failure when receiving data|the request was not sent|the request was refused unprocessed'
+# of those, attempts the extension says never reached the provider whole: the mock cannot have counted them
+UNSENT='the request was (not sent|refused unprocessed)'
+CONN_LOST_TEXT="connection lost before the answer, stream not closed before the end of the connection, HTTP/2 framing layer, send or receive failure, a request curl never sent (whole) or the provider refused unprocessed"
 at() { awk -v s="$SECONDS_" -v f="$1" 'BEGIN { printf "%d", s * f }'; }
 T_BROADCAST=$(at 0.25)
 T_KILL=$(at 0.30)
@@ -194,10 +196,12 @@ CREATE TABLE marks (sec bigint, what text);
 -- cannot know whether its request arrived
 CREATE TABLE acct AS
 SELECT d.device_token AS token, count(*) AS deliveries, sum(d.attempts) AS attempts,
-       sum(coalesce(o.outcomes, 0)) AS outcomes, sum(coalesce(o.conn_lost, 0)) AS conn_lost
+       sum(coalesce(o.outcomes, 0)) AS outcomes, sum(coalesce(o.conn_lost, 0)) AS conn_lost,
+       sum(coalesce(o.unsent, 0)) AS unsent
   FROM novu.deliveries d
   LEFT JOIN (SELECT message_id, count(*) AS outcomes,
-                    count(*) FILTER (WHERE detail ~ '$CONN_LOST') AS conn_lost
+                    count(*) FILTER (WHERE detail ~ '$CONN_LOST') AS conn_lost,
+                    count(*) FILTER (WHERE detail ~ '$UNSENT') AS unsent
                FROM novu.execution_details
               WHERE status IN ('Success', 'Pending', 'Failed') AND detail NOT LIKE '%(lease expired)'
               GROUP BY message_id) o ON o.message_id = d.id
@@ -205,7 +209,8 @@ SELECT d.device_token AS token, count(*) AS deliveries, sum(d.attempts) AS attem
  GROUP BY d.device_token;
 CREATE TABLE cmp AS
 SELECT coalesce(a.token, m.token) AS token, coalesce(a.deliveries, 0) AS deliveries, coalesce(a.attempts, 0) AS attempts,
-       coalesce(a.outcomes, 0) AS outcomes, coalesce(a.conn_lost, 0) AS conn_lost, coalesce(m.n, 0) AS received
+       coalesce(a.outcomes, 0) AS outcomes, coalesce(a.conn_lost, 0) AS conn_lost, coalesce(a.unsent, 0) AS unsent,
+       coalesce(m.n, 0) AS received
   FROM acct a FULL JOIN mock_counts m ON m.token = a.token;
 SQL
 
@@ -220,6 +225,11 @@ tokens_short_crash=$(s "SELECT count(*) FROM cmp WHERE received < attempts AND c
 tokens_short_conn=$(s "SELECT count(*) FROM cmp WHERE received < attempts AND attempts = outcomes AND received >= outcomes - conn_lost")
 tokens_short_both=$(s "SELECT count(*) FROM cmp WHERE received < attempts AND attempts > outcomes AND conn_lost > 0 AND received >= outcomes - conn_lost")
 tokens_unexplained=$(s "SELECT count(*) FROM cmp WHERE received < outcomes - conn_lost")
+# an attempt said never to have reached the provider whole, yet the mock counted it
+tokens_false_unsent=$(s "SELECT count(*) FROM cmp WHERE received > attempts - unsent")
+sum_unsent=$(s "SELECT sum(unsent) FROM cmp")
+unsent_kinds=$(s "SELECT coalesce(string_agg(n || ' × ' || k, '; '), 'none') FROM (SELECT regexp_replace(detail, '^.*; (the request was [^;]*)\$', '\\1') k, count(*) n
+                    FROM novu.execution_details WHERE detail ~ '$UNSENT' GROUP BY 1 ORDER BY 2 DESC) x")
 sum_attempts=$(s "SELECT sum(attempts) FROM cmp")
 sum_outcomes=$(s "SELECT sum(outcomes) FROM cmp")
 sum_conn_lost=$(s "SELECT sum(conn_lost) FROM cmp")
@@ -250,7 +260,8 @@ deliveries_total=$(s "SELECT count(*) FROM novu.deliveries")
 retry_reasons=$(s "SELECT coalesce(string_agg(n || ' × ' || r, '; '), 'none') FROM (SELECT regexp_replace(regexp_replace(detail, '^Retry [0-9]+ scheduled in [0-9.]+ s: ', ''), '[0-9]+', 'N', 'g') r, count(*) n FROM novu.execution_details WHERE status = 'Pending' GROUP BY 1 ORDER BY 2 DESC LIMIT 8) x")
 examples=$(s "SELECT coalesce(string_agg(token || ' received ' || received || ', attempts ' || attempts || ', recorded ' || outcomes
                                         || ' (' || conn_lost || ' connection lost)', '; '), 'none')
-                FROM (SELECT * FROM cmp WHERE received > attempts OR received < outcomes - conn_lost ORDER BY token LIMIT 10) x")
+                FROM (SELECT * FROM cmp WHERE received > attempts OR received < outcomes - conn_lost OR received > attempts - unsent
+                       ORDER BY token LIMIT 10) x")
 crashes=$(grep -c "terminated by signal 9" "$CLUSTER_DIR/server.log" || true)
 novu_warnings=$(grep -E "WARNING|ERROR|FATAL" "$CLUSTER_DIR/server.log" | grep -v "terminating connection because of crash\|the database system is\|connection to client lost" | sed -E 's/^[0-9-]+ [0-9:.]+ [A-Z]+ \[[0-9]+\] //' | sort | uniq -c | sort -rn | head -8 || true)
 mjq() { jq_ "$1" < "$tmp/stats.json"; }
@@ -278,7 +289,7 @@ stalls=$(q -c "WITH fin AS (SELECT (floor(extract(epoch FROM coalesce(sent_at, u
                 WHERE m.backlog ~ '^[0-9]+$' AND m.backlog::bigint > 0 AND coalesce(fin.n, 0) = 0")
 
 balanced=1
-[ "$tokens_dup" = 0 ] && [ "$tokens_unexplained" = 0 ] && [ "$pending" = 0 ] && [ "$events_open" = 0 ] \
+[ "$tokens_dup" = 0 ] && [ "$tokens_unexplained" = 0 ] && [ "$tokens_false_unsent" = 0 ] && [ "$pending" = 0 ] && [ "$events_open" = 0 ] \
     && [ "$orders" = "$order_events" ] && [ "$orders_without_event" = 0 ] && [ "$orders_bad_fanout" = 0 ] \
     && [ "$bc_deliveries" = "$bc_devices" ] && [ "$bc_distinct" = "$bc_devices" ] \
     || balanced=0
@@ -319,6 +330,8 @@ with $(mjq 'faults.incomplete') request bodies incomplete (not counted by the mo
 | ... explained by attempts that ended in a connection-level failure (never reached the mock) | $tokens_short_conn tokens, $sum_short_conn attempts ($sum_conn_lost such outcomes in all) |
 | ... within both kinds together | $tokens_short_both tokens |
 | tokens with a recorded outcome the mock never saw, not explained by a connection-level failure | $tokens_unexplained |
+| attempts the extension says never reached the provider whole (of the connection-level failures) | $sum_unsent: $unsent_kinds |
+| tokens the mock received more often than their attempts less those (a false "not sent") | $tokens_false_unsent |
 | totals: requests received / attempts / attempts with a recorded outcome | $sum_received / $sum_attempts / $sum_outcomes |
 | examples of imbalance | $examples |
 | mock latency, trigger to receipt (retries included) | p50 $(mjq 'latency.p50_ms.toFixed(1)') ms, p99 $(mjq 'latency.p99_ms.toFixed(1)') ms, n = $(mjq 'latency.n') |
@@ -333,7 +346,13 @@ such attempts have no recorded outcome (no Success / Pending / Failed activity r
 in a connection-level failure ($CONN_LOST_TEXT) may not have reached the mock either: libcurl 7.88 keeps
 starting requests on a connection after its GOAWAY, nghttp2 never sends them, curl wants to resend them on
 a new connection and the extension refuses every resend, recording the attempt as "connection lost before
-the answer". So a token may show fewer requests than attempts by at most its attempts without an outcome
+the answer". The extension also says when a request certainly never reached the provider whole: "the
+request was not sent" (curl never had a connection for it), "refused unprocessed and not sent again" (a
+stream refused by a GOAWAY or RST_STREAM(REFUSED_STREAM) whose resend waited for a connection past the
+timeout: an APNs pool keeps one connection, and it closes only when its last stream ends), "not sent
+whole" (its END_STREAM never left). The mock counts a request once its whole body came (a stream the
+client reset before that, at its timeout, is not counted: counts.unfinished $(mjq 'counts.unfinished')).
+So a token may show fewer requests than attempts by at most its attempts without an outcome
 plus its connection-level failures; any other shortfall, or more requests than attempts (a resend the
 extension did not count: a hidden duplicate), is a fault of the extension.
 

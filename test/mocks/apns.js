@@ -266,6 +266,12 @@ function create(ctx, { env, auth }) {
         rec.finish(entry, 'reset', {}, null);
         try { stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR); } catch { /* gone */ }
         return;
+      case 'refuse':
+        // refused unprocessed (RFC 9113 8.7): not received after all, a client may resend it
+        rec.unreceive('apns', entry);
+        rec.finish(entry, 'refused', {}, null);
+        try { stream.close(http2.constants.NGHTTP2_REFUSED_STREAM); } catch { /* gone */ }
+        return;
       case 'drop':
         rec.finish(entry, 'drop', {}, null);
         C.hardClose(session.socket);

@@ -198,6 +198,7 @@ class Recorder {
 //   receipt-dead | receipt-error:<Code> | ticket-error:<Code> | project:<experienceId>
 //   fail:<status>[:<retryAfter>][:<count>][:<reason>]   slow:<ms>[:<count>]
 //   reset[:<count>]   drop[:<count>]   redirect[:<status>][:<count>] (FCM, APNs: a 3xx to the same URL)
+//   refuse[:<count>] (APNs: RST_STREAM(REFUSED_STREAM), unprocessed: not counted as received)
 // Object form: {"state":"fail","status":503,"retryAfter":2,"count":1,"reason":"Shutdown"}.
 // States with a count revert to "ok" once used up. Unknown tokens behave as "ok".
 // ---------------------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ function parseState(spec) {
     const kind = spec.state || spec.kind;
     if (typeof kind !== 'string') throw new Error('state object needs "state"');
     const base = SIMPLE_STATES.has(kind) ? { kind } : null;
-    const st = base || (['fail', 'slow', 'reset', 'drop', 'receipt-error', 'ticket-error', 'project'].includes(kind)
+    const st = base || (['fail', 'slow', 'reset', 'drop', 'refuse', 'receipt-error', 'ticket-error', 'project'].includes(kind)
       ? { kind, count: null } : kind === 'redirect' ? { kind, status: 307, count: null } : parseState(kind));
     for (const k of ['status', 'retryAfter', 'count', 'ms', 'reason', 'code', 'project']) {
       if (spec[k] !== undefined && spec[k] !== null) st[k] = spec[k];
@@ -256,7 +257,7 @@ function parseState(spec) {
       if (!REDIRECT_STATUSES.has(status)) throw new Error(`redirect needs a 3xx status (301, 302, 303, 307, 308): "${spec}"`);
       return { kind: 'redirect', status, count: int(p[2], 'count') };
     }
-    case 'reset': case 'drop':
+    case 'reset': case 'drop': case 'refuse':
       if (p.length > 2) break;
       return { kind: p[0], count: int(p[1], 'count') };
     case 'receipt-error': case 'ticket-error':

@@ -91,6 +91,19 @@ function create(ctx) {
     return n;
   }
 
+  // SETTINGS_INITIAL_WINDOW_SIZE on a provider's open HTTP/2 connections: 0 stops every
+  // request body at its first byte (a stream's send window), until raised again.
+  function setWindow(provider, size) {
+    let n = 0;
+    for (const pr of ctx.providers) {
+      if (provider && !pr.name.startsWith(provider)) continue;
+      for (const s of pr.conns.sessions) {
+        try { s.settings({ initialWindowSize: size }); n++; } catch { /* closing */ }
+      }
+    }
+    return n;
+  }
+
   async function route(req, url, body) {
     const q = url.searchParams;
     const key = `${req.method} ${url.pathname}`;
@@ -153,6 +166,11 @@ function create(ctx) {
         return [200, { ok: true }];
       }
       case 'GET /stats': return [200, stats()];
+      case 'POST /window': {
+        const size = Number(q.get('size'));
+        if (!Number.isInteger(size) || size < 0 || size > 2147483647) return [400, { error: 'size must be 0 .. 2^31-1' }];
+        return [200, { ok: true, connections: setWindow(q.get('provider'), size) }];
+      }
       case 'POST /disconnect': {
         const mode = q.get('abandon') === '1' ? 'abandon' : q.get('error') === '1' ? 'error'
           : q.get('hard') === '1' ? 'hard' : 'close';

@@ -452,6 +452,11 @@ tok apns "$DT" 'slow:300:1'; apns "$AP" "$DT" --data-binary "$AB"
 ok "apns: slow:300 delays >= 0.3 s" node -e "process.exit($TIME>=0.3&&$CODE===200?0:1)"
 tok apns "$DT" 'reset:1'; apns "$AP" "$DT" --data-binary "$AB"
 eq "apns: reset -> RST_STREAM (curl 92)" 92 "$RC"
+rcv() { ctl GET "/received?provider=apns" | node -pe "JSON.parse(require('fs').readFileSync(0))['$DT']||0"; }
+n0=$(rcv); tok apns "$DT" 'refuse:1'; apns "$AP" "$DT" --data-binary "$AB"
+eq "apns: refuse -> RST_STREAM(REFUSED_STREAM); curl sends it again, answered 200" 200 "$CODE"
+eq "apns: ... logged refused then 200, received once" "refused,200 $((n0 + 1))" \
+   "$(ctl GET "/requests?provider=apns&token=$DT&limit=2" | node -pe 'JSON.parse(require("fs").readFileSync(0)).requests.map((e) => e.response.status).join(",")') $(rcv)"
 tok apns "$DT" 'drop:1'; apns "$AP" "$DT" --data-binary "$AB"
 ok "apns: drop closes the connection" test "$RC" -ne 0
 cfg '{"apns":{"shutdownNext":1}}'
@@ -1134,6 +1139,8 @@ reset
 eq "control: /reset clears tokens, counters, config" "0 {} 0" "$(ctl GET /tokens | node -pe 'JSON.parse(require("fs").readFileSync(0)).tokens.length') $(ctl GET /accepted) $(ctl GET /config | node -pe 'JSON.parse(require("fs").readFileSync(0)).fcm.unauthNext')"
 fcm "$(msg after-reset)"
 eq "control: access tokens survive /reset" 200 "$CODE"
+eq "control: /window needs a size" 400 "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$CTL/window?provider=apns&size=x")"
+ok "control: /window sets the send window of open connections" test "$(ctl POST '/window?provider=apns&size=65535' | node -pe 'JSON.parse(require("fs").readFileSync(0)).connections')" -ge 0
 eq "control: /disconnect closes provider connections" true "$(ctl POST '/disconnect?provider=fcm' | node -pe 'JSON.parse(require("fs").readFileSync(0)).ok')"
 ctl POST /oauth/revoke > /dev/null
 fcm "$(msg revoked)"

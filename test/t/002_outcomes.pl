@@ -8,6 +8,8 @@
 # Also: a hanging provider does not hold back the others' messages (the pipeline
 # never waits for a whole round), and two APNs token-auth integrations of one
 # team do not break each other (each integration has its own connections).
+# An attempt whose request never reached the provider whole (nothing listening,
+# a stream refused and not sent again, a body stopped by flow control) says so.
 use strict;
 use warnings;
 
@@ -584,6 +586,76 @@ SQL
 	like(q1(q{SELECT last_error FROM novu.messages WHERE transaction_id = 'tx-nobody-1'}), qr/; the request was not sent$/,
 		'nobody listening: the message\'s last error says so too');
 	$node->safe_psql('postgres', q{SELECT novu.delete_integration('expo-nobody')});
+}
+
+# ===========================================================================
+# 11. A stream the provider refused, never sent again: libcurl resends a
+#     refused stream on its own (it was not processed, RFC 9113 8.7), and gives
+#     up after five.  That attempt never reached the provider: the activity log
+#     says so, so that the provider's count (one request, from the retry) is
+#     explained by the attempts recorded (two).
+# ===========================================================================
+{
+	my $t = hex_token('refused-every-time');
+	identify('refused-1', [ 'apns', 'apns-mock', [$t] ]);
+	NovuTest::set_tokens($mocks, 'apns', 'refuse', $t);
+	trigger('tx-refused-1', 'refused-1');
+	ok( NovuTest::wait_for($node, q{SELECT EXISTS (SELECT FROM novu.execution_details WHERE transaction_id = 'tx-refused-1'
+	        AND status = 'Pending')}, 30),
+		'refused stream: the attempt ended and a retry is scheduled');
+	NovuTest::set_tokens($mocks, 'apns', 'ok', $t);
+	ok(wait_done('tx-refused-1', 1, 30), 'refused stream: the message is final');
+	like(q1(q{SELECT string_agg(detail, E'\n' ORDER BY id) FROM novu.execution_details
+	    WHERE transaction_id = 'tx-refused-1' AND status = 'Pending'}),
+		qr/\ARetry 2 scheduled in [0-9.]+ s: .*; the request was refused unprocessed and not sent again\z/,
+		'refused stream: the activity log says the provider refused that attempt unprocessed');
+	my @reqs = @{ token_requests('apns', $t) };
+	my $refused = grep { ($_->{response}{status} // '') eq 'refused' } @reqs;
+	cmp_ok($refused, '>=', 2, "refused stream: libcurl sent it again on its own ($refused refusals)");
+	is(q1(q{SELECT status || ' ' || attempts FROM novu.deliveries WHERE transaction_id = 'tx-refused-1'}), 'sent 2',
+		'refused stream: sent at the second attempt');
+	is(NovuTest::control($mocks, 'GET', '/received?provider=apns')->{$t} // 0, 1,
+		'refused stream: the provider received (processed) one request: the second attempt');
+}
+
+# ===========================================================================
+# 12. A request whose body never left (the provider's SETTINGS give every new
+#     stream a send window of 0): its headers went out, its body did not, and
+#     the request timed out.  No provider acts on a request it did not get
+#     whole: the activity log says that attempt was not sent whole.
+# ===========================================================================
+{
+	# one worker: each has its own connections, and the window closes on those open
+	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.request_timeout = '1500ms'; ALTER SYSTEM SET novu.workers = 1;
+	    SELECT pg_reload_conf();});
+	ok( NovuTest::wait_for($node, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}, 20)
+		  && NovuTest::wait_workers_reloaded($node),
+		'window 0: one worker, with the shorter request timeout');
+	my ($w, $t) = (hex_token('window-warm'), hex_token('window-stuck'));
+	identify('window-1', [ 'apns', 'apns-mock', [$w] ]);
+	identify('window-2', [ 'apns', 'apns-mock', [$t] ]);
+	trigger('tx-window-1', 'window-1');
+	ok(wait_done('tx-window-1', 1, 20), 'window 0: a first message opened the connection');
+	cmp_ok(NovuTest::control($mocks, 'POST', '/window?provider=apns&size=0')->{connections}, '>=', 1,
+		'window 0: the provider closed the send window of its open connection');
+	trigger('tx-window-2', 'window-2');
+	ok( NovuTest::wait_for($node, q{SELECT EXISTS (SELECT FROM novu.execution_details WHERE transaction_id = 'tx-window-2'
+	        AND status = 'Pending')}, 20),
+		'window 0: the attempt timed out and a retry is scheduled');
+	NovuTest::control($mocks, 'POST', '/window?provider=apns&size=65535');
+	ok(wait_done('tx-window-2', 1, 30), 'window 0: the message is final');
+	like(q1(q{SELECT string_agg(detail, E'\n' ORDER BY id) FROM novu.execution_details
+	    WHERE transaction_id = 'tx-window-2' AND status = 'Pending'}),
+		qr/\ARetry 2 scheduled in [0-9.]+ s: Timeout was reached .*; the request was not sent whole\z/,
+		'window 0: the activity log says the request was not sent whole');
+	# by path: a request cut short never reached the checks that log its token
+	like(statuses([ grep { ($_->{path} // '') eq "/3/device/$t" } @{ NovuTest::requests($mocks, 'apns') } ]), qr/\A(aborted|none),200\z/,
+		'window 0: the provider saw the first request cut short (no answer), then the retry');
+	is(q1(q{SELECT status || ' ' || attempts FROM novu.deliveries WHERE transaction_id = 'tx-window-2'}), 'sent 2',
+		'window 0: sent at the second attempt');
+	is(NovuTest::control($mocks, 'GET', '/received?provider=apns')->{$t} // 0, 1,
+		'window 0: the provider received one whole request: the second attempt');
+	$node->safe_psql('postgres', q{ALTER SYSTEM RESET novu.request_timeout; ALTER SYSTEM RESET novu.workers; SELECT pg_reload_conf();});
 }
 
 my $elapsed = time() - $started;
