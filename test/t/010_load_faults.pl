@@ -125,8 +125,9 @@ my $NO_ANSWER = "'^Retry \\d+ scheduled in [0-9.]+ s: ("
 	'SSL connect error', q{Couldn''t connect}) . ")'";
 
 # An attempt that provably never reached the provider: curl never sent its
-# request (http.c says so), or its OAuth token request failed first.
-my $UNSENT = "'(; the request was not sent\$|^Retry \\d+ scheduled in [0-9.]+ s: OAuth token request failed)'";
+# request, or not whole, or the server refused its stream unprocessed and curl
+# did not send it again (http.c says so), or its OAuth token request failed first.
+my $UNSENT = "'(; the request was (not sent|not sent whole|refused unprocessed and not sent again)\$|^Retry \\d+ scheduled in [0-9.]+ s: OAuth token request failed)'";
 
 # Compare, per token of $provider, what the mock received with the attempts
 # recorded for the messages of $prefix (less those never sent, see $UNSENT).  Returns a hash: tokens received more
