@@ -218,12 +218,136 @@ COMMENT ON FUNCTION novu._plain_after(jsonb, integer) IS 'Internal (workers): wh
 
 REVOKE ALL ON FUNCTION novu._plain_after(jsonb, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION novu._plain_after(jsonb, integer) TO novu_worker;
+
+-- _expand writes each message's digest window (deliveries.digest_id) as it inserts
+-- it and gives the leased ones their window's step context: closing digest windows
+-- no longer updates their messages after, nor joins them to their contexts
+DROP FUNCTION novu._expand(text[], text[], text[], integer, integer, integer[]);
+CREATE FUNCTION novu._expand(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[],
+                             p_lease_limit integer, p_lease_ms integer, p_steps integer[] DEFAULT NULL,
+                             p_digest_ids bigint[] DEFAULT NULL, p_digest_contexts jsonb[] DEFAULT NULL)
+RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
+               device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
+               step jsonb, step_key text, subscriber jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH input AS (
+        SELECT x.transaction_id, x.workflow_id, x.subscriber_id, x.only_step, x.digest_id, x.digest_context
+          FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_steps, p_digest_ids, p_digest_contexts)
+               AS x(transaction_id, workflow_id, subscriber_id, only_step, digest_id, digest_context)
+    ),
+    targets AS (
+        SELECT i.transaction_id, i.workflow_id, i.subscriber_id, i.digest_id, i.digest_context,
+               (s.n - 1)::integer AS step_index, s.step, s.step ->> 'type' AS channel,
+               s.step -> 'providers' AS providers,
+               i.workflow_id || '/' || (s.n - 1) || '/' || w.updated_at AS step_key,
+               sub.subscriber_id IS NOT NULL AS subscriber_exists,
+               CASE WHEN sub.subscriber_id IS NOT NULL THEN jsonb_build_object(
+                   'subscriberId', sub.subscriber_id, 'firstName', sub.first_name, 'lastName', sub.last_name,
+                   'email', sub.email, 'phone', sub.phone, 'avatar', sub.avatar, 'locale', sub.locale,
+                   'timezone', sub.timezone, 'data', sub.data) END AS subscriber,
+               w.critical OR pref.blocked IS NULL AS allowed
+          FROM input i
+          JOIN novu.workflows w ON w.workflow_id = i.workflow_id
+          CROSS JOIN LATERAL jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
+          LEFT JOIN novu.subscribers sub ON sub.subscriber_id = i.subscriber_id
+          LEFT JOIN LATERAL (
+              SELECT true AS blocked FROM novu.preferences p
+               WHERE p.subscriber_id = i.subscriber_id
+                 AND (p.workflow_id IS NULL OR p.workflow_id = i.workflow_id)
+                 AND (NOT p.enabled OR (p.channels ->> (s.step ->> 'type'))::boolean IS FALSE)
+               LIMIT 1) pref ON true
+         -- p_steps: that one step of each notification (the workflow engine, novu._advance)
+         WHERE i.only_step IS NULL OR s.n = i.only_step + 1
+    ),
+    expanded AS (
+        SELECT t.*, tok.integration_id, tok.provider_id, tok.identifier, tok.device_token,
+               nextval('novu.deliveries_id_seq') AS id,
+               -- in_app: one message per notification, no target (the feed)
+               tok.device_token IS NOT NULL OR (t.channel = 'in_app' AND t.subscriber_exists AND t.allowed) AS deliverable,
+               (tok.device_token IS NOT NULL OR (t.channel = 'in_app' AND t.subscriber_exists AND t.allowed))
+                 AND sum((tok.device_token IS NOT NULL OR (t.channel = 'in_app' AND t.subscriber_exists AND t.allowed))::integer)
+                       OVER (ROWS UNBOUNDED PRECEDING) <= p_lease_limit
+                 AS leased
+          FROM targets t
+          LEFT JOIN LATERAL (
+              SELECT d.integration_id, ig.provider_id, ig.identifier, d.device_token
+                FROM novu.device_tokens d
+                JOIN novu.integrations ig ON ig.id = d.integration_id
+               WHERE d.subscriber_id = t.subscriber_id
+                 AND ig.active AND ig.channel = t.channel
+                 AND (t.providers IS NULL OR t.providers ? ig.provider_id)
+              UNION ALL
+              -- chat: the webhook URL a subscriber stored for a chat integration
+              SELECT c.integration_id, ig.provider_id, ig.identifier, c.webhook_url
+                FROM novu.subscriber_channels c
+                JOIN novu.integrations ig ON ig.id = c.integration_id
+               WHERE t.channel = 'chat' AND c.subscriber_id = t.subscriber_id AND c.webhook_url IS NOT NULL
+                 AND ig.active AND ig.channel = 'chat'
+                 AND (t.providers IS NULL OR t.providers ? ig.provider_id)
+          ) tok ON t.subscriber_exists AND t.allowed
+    ),
+    inserted AS (
+        INSERT INTO novu.deliveries (id, transaction_id, workflow_id, subscriber_id, step_index, channel,
+                                     integration_id, provider_id, integration_identifier, device_token,
+                                     status, last_error, attempts, claimed_by, lease_until, digest_id)
+        SELECT e.id, e.transaction_id, e.workflow_id, e.subscriber_id, e.step_index, e.channel,
+               e.integration_id, e.provider_id, e.identifier, e.device_token,
+               CASE WHEN NOT e.deliverable THEN 'skipped' WHEN e.leased THEN 'sending' ELSE 'pending' END,
+               CASE WHEN NOT e.subscriber_exists THEN 'Subscriber not found'
+                    WHEN NOT e.allowed THEN 'Disabled by subscriber preferences'
+                    WHEN e.device_token IS NULL AND e.channel = 'chat' THEN 'Subscriber has no chat webhook URL'
+                    WHEN NOT e.deliverable THEN 'Subscriber has no device token' END,
+               CASE WHEN e.leased THEN 1 ELSE 0 END,
+               CASE WHEN e.leased THEN pg_backend_pid() END,
+               CASE WHEN e.leased THEN now() + p_lease_ms * interval '1 millisecond' END,
+               e.digest_id
+          FROM expanded e
+        RETURNING novu.deliveries.id, novu.deliveries.transaction_id, novu.deliveries.workflow_id,
+                  novu.deliveries.subscriber_id, novu.deliveries.channel, novu.deliveries.status,
+                  novu.deliveries.last_error
+    ),
+    skipped AS (
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id, channel, status, detail)
+        SELECT k.transaction_id, k.id, k.subscriber_id, k.workflow_id, k.channel, 'Warning', k.last_error
+          FROM inserted k WHERE k.status = 'skipped'
+    ),
+    no_workflow AS (
+        INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, status, detail)
+        SELECT i.transaction_id, i.subscriber_id, i.workflow_id, 'Failed', 'Workflow not found'
+          FROM input i
+         WHERE NOT EXISTS (SELECT FROM novu.workflows w WHERE w.workflow_id = i.workflow_id)
+    )
+    SELECT e.id, 1, e.transaction_id, e.workflow_id, e.subscriber_id, e.device_token,
+           e.integration_id, ev.payload, ev.overrides, ev.actor,
+           CASE WHEN e.digest_context IS NULL THEN e.step
+                ELSE e.step || jsonb_build_object('_digest', e.digest_context) END,
+           e.step_key || COALESCE('/' || e.digest_id, ''), e.subscriber
+      FROM expanded e
+      LEFT JOIN novu.events ev ON ev.transaction_id = e.transaction_id
+     WHERE e.leased;
+END
+$$;
+COMMENT ON FUNCTION novu._expand(text[], text[], text[], integer, integer, integer[], bigint[], jsonb[]) IS 'Internal (workers): expand notifications into delivery rows, one per step (or the step given) and device token; the first ones leased to the caller and returned for sending';
+REVOKE ALL ON FUNCTION novu._expand(text[], text[], text[], integer, integer, integer[], bigint[], jsonb[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION novu._expand(text[], text[], text[], integer, integer, integer[], bigint[], jsonb[]) TO novu_worker;
+
+-- _run_steps: digest windows closed set-based (their events read once; step.events
+-- per window, not per message)
 CREATE OR REPLACE FUNCTION novu._run_steps(p_ids bigint[], p_lease_limit integer, p_lease_ms integer)
 RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
                device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
                step jsonb, step_key text, subscriber jsonb)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -239,6 +363,7 @@ DECLARE
     st integer[];
     wins bigint[];
     dg bigint[];
+    cx jsonb[];
 BEGIN
     -- Delays followed by channel steps without filters only (the usual "wait,
     -- then send"): all of them done and expanded together, in one statement
@@ -274,9 +399,14 @@ BEGIN
         END IF;
     END IF;
     -- Digest windows followed by channel steps without filters only: closed
-    -- together (each for its oldest merged event, the leader; a window left
-    -- without events is canceled), their activity logged, and the steps after
-    -- them expanded in one statement, with step.events of their window.
+    -- together, set-based.  Each window's merged events are read by the key
+    -- (digest_id first), window by window: its leader (the oldest event; a
+    -- window left without events is canceled), its total and the step
+    -- context of novu._digest_context (the same bounds: memory stays bounded
+    -- however large a window).  The windows are marked done, each merged
+    -- event gets its activity row (its window's events read again by the
+    -- key), and the steps after them are expanded in one statement of
+    -- novu._expand, with the window and its context.
     SELECT array_agg(x.id ORDER BY u.n) INTO wins
       FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
       JOIN novu.step_runs x ON x.id = u.id
@@ -285,56 +415,51 @@ BEGIN
        AND novu._plain_after(w.steps, x.step_index);
     IF wins IS NOT NULL THEN
         tx := NULL;
-        WITH lead AS (
-            SELECT DISTINCT ON (m.digest_id) m.digest_id, m.transaction_id AS leader,
-                   count(*) OVER (PARTITION BY m.digest_id) AS total
-              FROM novu.digest_events m
-             WHERE m.digest_id = ANY (wins) AND m.status = 'merged'
-             ORDER BY m.digest_id, m.event_id),
+        WITH win AS MATERIALIZED (
+            SELECT u.id, u.n, a.total, a.leader, a.ctx
+              FROM unnest(wins) WITH ORDINALITY AS u(id, n)
+              CROSS JOIN LATERAL (
+                  SELECT count(*) AS total, min(e.transaction_id) FILTER (WHERE e.k = 1) AS leader,
+                         jsonb_build_object('digest', true,
+                                            'events', COALESCE(jsonb_agg(e.payload ORDER BY e.event_id)
+                                                               FILTER (WHERE e.k <= 1000 AND e.bytes <= 1048576), '[]'),
+                                            'total_count', count(*)) AS ctx
+                    FROM (SELECT m.transaction_id, m.event_id, m.payload,
+                                 row_number() OVER w AS k, sum(pg_column_size(m.payload)) OVER w AS bytes
+                            FROM novu.digest_events m
+                           WHERE m.digest_id = u.id AND m.status = 'merged'
+                          WINDOW w AS (ORDER BY m.event_id)) e) a),
         closed AS (
             UPDATE novu.step_runs x
-               SET status = CASE WHEN l.leader IS NULL THEN 'canceled' ELSE 'done' END,
+               SET status = CASE WHEN l.total = 0 THEN 'canceled' ELSE 'done' END,
                    transaction_id = COALESCE(l.leader, x.transaction_id),
                    updated_at = now()
-              FROM unnest(wins) AS u(id) LEFT JOIN lead l ON l.digest_id = u.id
-             WHERE x.id = u.id
-            RETURNING x.id, x.transaction_id, x.workflow_id, x.subscriber_id, x.step_index, x.digest_key,
-                      x.status, l.total),
+              FROM win l
+             WHERE x.id = l.id
+            RETURNING x.id, l.n, x.transaction_id, x.workflow_id, x.subscriber_id, x.step_index, x.status, l.ctx,
+                      format('Digest finished: %s event%s', l.total, CASE WHEN l.total = 1 THEN '' ELSE 's' END) AS lead_detail,
+                      'Digest finished: sent with transaction ' || x.transaction_id AS merged_detail,
+                      jsonb_build_object('stepIndex', x.step_index, 'digestId', x.id, 'digestKey', x.digest_key) AS raw),
         logged AS (
             INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
             SELECT m.transaction_id, c.subscriber_id, c.workflow_id, 'digest', 'Success',
-                   CASE WHEN m.transaction_id = c.transaction_id
-                        THEN format('Digest finished: %s event%s', c.total, CASE WHEN c.total = 1 THEN '' ELSE 's' END)
-                        ELSE 'Digest finished: sent with transaction ' || c.transaction_id END,
-                   jsonb_build_object('stepIndex', c.step_index, 'digestId', c.id, 'digestKey', c.digest_key)
-              FROM closed c JOIN novu.digest_events m ON m.digest_id = c.id AND m.status = 'merged'
-             WHERE c.status = 'done'
+                   CASE WHEN m.transaction_id = c.transaction_id THEN c.lead_detail ELSE c.merged_detail END, c.raw
+              FROM (SELECT * FROM closed WHERE status = 'done' ORDER BY id) c
+              CROSS JOIN LATERAL (SELECT y.transaction_id, y.event_id FROM novu.digest_events y
+                                   WHERE y.digest_id = c.id AND y.status = 'merged' OFFSET 0) m
              ORDER BY c.id, m.event_id)
-        SELECT array_agg(c.transaction_id ORDER BY array_position(wins, c.id), s.n),
-               array_agg(c.workflow_id ORDER BY array_position(wins, c.id), s.n),
-               array_agg(c.subscriber_id ORDER BY array_position(wins, c.id), s.n),
-               array_agg((s.n - 1)::integer ORDER BY array_position(wins, c.id), s.n),
-               array_agg(c.id ORDER BY array_position(wins, c.id), s.n)
-          INTO tx, wf, sub, st, dg
+        SELECT array_agg(c.transaction_id ORDER BY c.n, s.n), array_agg(c.workflow_id ORDER BY c.n, s.n),
+               array_agg(c.subscriber_id ORDER BY c.n, s.n), array_agg((s.n - 1)::integer ORDER BY c.n, s.n),
+               array_agg(c.id ORDER BY c.n, s.n), array_agg(c.ctx ORDER BY c.n, s.n)
+          INTO tx, wf, sub, st, dg, cx
           FROM closed c JOIN novu.workflows w ON w.workflow_id = c.workflow_id
           CROSS JOIN LATERAL jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
          WHERE c.status = 'done' AND s.n > c.step_index + 1;
         IF tx IS NOT NULL THEN
             RETURN QUERY
-            SELECT x.id, x.attempts, x.transaction_id, x.workflow_id, x.subscriber_id, x.device_token,
-                   x.integration_id, x.payload, x.overrides, x.actor,
-                   x.step || jsonb_build_object('_digest', novu._digest_context(q.g)),
-                   x.step_key || '/' || q.g, x.subscriber
-              FROM novu._expand(tx, wf, sub, GREATEST(p_lease_limit - leased, 0), p_lease_ms, st) x
-              JOIN (SELECT DISTINCT z.t, z.w, z.s, z.g FROM unnest(tx, wf, sub, dg) AS z(t, w, s, g)) q
-                ON q.t = x.transaction_id AND q.w = x.workflow_id AND q.s = x.subscriber_id;
+            SELECT * FROM novu._expand(tx, wf, sub, GREATEST(p_lease_limit - leased, 0), p_lease_ms, st, dg, cx);
             GET DIAGNOSTICS n = ROW_COUNT;
             leased := leased + n;
-            -- the messages not leased here see their window when claimed
-            UPDATE novu.deliveries dl SET digest_id = z.g
-              FROM unnest(tx, sub, st, dg) AS z(t, s, i, g)
-             WHERE dl.transaction_id = z.t AND dl.subscriber_id = z.s AND dl.step_index = z.i
-               AND dl.digest_id IS NULL;
         END IF;
     END IF;
     FOR r IN SELECT x.* FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
