@@ -348,6 +348,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -371,8 +372,8 @@ BEGIN
     -- by one, step by step (novu._advance).
     SELECT array_agg(x.id ORDER BY u.n) INTO plain
       FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
-      JOIN novu.step_runs x ON x.id = u.id
-      JOIN novu.workflows w ON w.workflow_id = x.workflow_id
+      CROSS JOIN LATERAL (SELECT y.* FROM novu.step_runs y WHERE y.id = u.id OFFSET 0) x
+      CROSS JOIN LATERAL (SELECT v.steps FROM novu.workflows v WHERE v.workflow_id = x.workflow_id OFFSET 0) w
      WHERE x.status = 'waiting' AND x.kind = 'delay' AND x.digest_id IS NULL
        AND novu._plain_after(w.steps, x.step_index);
     IF plain IS NOT NULL THEN
@@ -390,7 +391,8 @@ BEGIN
                array_agg(d.subscriber_id ORDER BY array_position(plain, d.id), s.n),
                array_agg((s.n - 1)::integer ORDER BY array_position(plain, d.id), s.n)
           INTO tx, wf, sub, st
-          FROM d JOIN novu.workflows w ON w.workflow_id = d.workflow_id
+          FROM d
+          CROSS JOIN LATERAL (SELECT v.steps FROM novu.workflows v WHERE v.workflow_id = d.workflow_id OFFSET 0) w
           CROSS JOIN LATERAL jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
          WHERE s.n > d.step_index + 1;
         IF tx IS NOT NULL THEN
@@ -409,14 +411,14 @@ BEGIN
     -- novu._expand, with the window and its context.
     SELECT array_agg(x.id ORDER BY u.n) INTO wins
       FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
-      JOIN novu.step_runs x ON x.id = u.id
-      JOIN novu.workflows w ON w.workflow_id = x.workflow_id
+      CROSS JOIN LATERAL (SELECT y.* FROM novu.step_runs y WHERE y.id = u.id OFFSET 0) x
+      CROSS JOIN LATERAL (SELECT v.steps FROM novu.workflows v WHERE v.workflow_id = x.workflow_id OFFSET 0) w
      WHERE x.status = 'waiting' AND x.kind = 'digest'
        AND novu._plain_after(w.steps, x.step_index);
     IF wins IS NOT NULL THEN
         tx := NULL;
         WITH win AS MATERIALIZED (
-            SELECT u.id, u.n, a.total, a.leader, a.ctx
+            SELECT u.id, u.n, (SELECT y.ctid FROM novu.step_runs y WHERE y.id = u.id) AS tid, a.total, a.leader, a.ctx
               FROM unnest(wins) WITH ORDINALITY AS u(id, n)
               CROSS JOIN LATERAL (
                   SELECT count(*) AS total, min(e.transaction_id) FILTER (WHERE e.k = 1) AS leader,
@@ -435,7 +437,7 @@ BEGIN
                    transaction_id = COALESCE(l.leader, x.transaction_id),
                    updated_at = now()
               FROM win l
-             WHERE x.id = l.id
+             WHERE x.ctid = l.tid
             RETURNING x.id, l.n, x.transaction_id, x.workflow_id, x.subscriber_id, x.step_index, x.status, l.ctx,
                       format('Digest finished: %s event%s', l.total, CASE WHEN l.total = 1 THEN '' ELSE 's' END) AS lead_detail,
                       'Digest finished: sent with transaction ' || x.transaction_id AS merged_detail,
@@ -452,7 +454,8 @@ BEGIN
                array_agg(c.subscriber_id ORDER BY c.n, s.n), array_agg((s.n - 1)::integer ORDER BY c.n, s.n),
                array_agg(c.id ORDER BY c.n, s.n), array_agg(c.ctx ORDER BY c.n, s.n)
           INTO tx, wf, sub, st, dg, cx
-          FROM closed c JOIN novu.workflows w ON w.workflow_id = c.workflow_id
+          FROM closed c
+          CROSS JOIN LATERAL (SELECT v.steps FROM novu.workflows v WHERE v.workflow_id = c.workflow_id OFFSET 0) w
           CROSS JOIN LATERAL jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
          WHERE c.status = 'done' AND s.n > c.step_index + 1;
         IF tx IS NOT NULL THEN
@@ -463,7 +466,7 @@ BEGIN
         END IF;
     END IF;
     FOR r IN SELECT x.* FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
-               JOIN novu.step_runs x ON x.id = u.id
+               CROSS JOIN LATERAL (SELECT y.* FROM novu.step_runs y WHERE y.id = u.id OFFSET 0) x
               WHERE x.status = 'waiting'
               ORDER BY u.n LOOP
         UPDATE novu.step_runs x SET status = 'done', updated_at = now() WHERE x.id = r.id;
