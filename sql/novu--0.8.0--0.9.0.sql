@@ -363,19 +363,26 @@ DECLARE
     sub text[];
     st integer[];
     wins bigint[];
+    others bigint[];
     dg bigint[];
     cx jsonb[];
 BEGIN
+    -- The batch's rows still waiting, in its order, sorted out in one pass:
+    -- delays and digest windows followed by channel steps without filters
+    -- only (set-based below), and the others (step by step, at the end).
+    SELECT array_agg(x.id ORDER BY u.n) FILTER (WHERE x.kind = 'delay' AND x.digest_id IS NULL AND w.plain),
+           array_agg(x.id ORDER BY u.n) FILTER (WHERE x.kind = 'digest' AND w.plain),
+           array_agg(x.id ORDER BY u.n) FILTER (WHERE NOT (w.plain AND (x.kind = 'digest' OR x.digest_id IS NULL)))
+      INTO plain, wins, others
+      FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
+      CROSS JOIN LATERAL (SELECT y.* FROM novu.step_runs y WHERE y.id = u.id OFFSET 0) x
+      CROSS JOIN LATERAL (SELECT COALESCE(novu._plain_after(v.steps, x.step_index), false) AS plain
+                            FROM (SELECT) one LEFT JOIN novu.workflows v ON v.workflow_id = x.workflow_id OFFSET 0) w
+     WHERE x.status = 'waiting';
     -- Delays followed by channel steps without filters only (the usual "wait,
     -- then send"): all of them done and expanded together, in one statement
     -- of novu._expand (a row per notification and step).  The others go one
     -- by one, step by step (novu._advance).
-    SELECT array_agg(x.id ORDER BY u.n) INTO plain
-      FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
-      CROSS JOIN LATERAL (SELECT y.* FROM novu.step_runs y WHERE y.id = u.id OFFSET 0) x
-      CROSS JOIN LATERAL (SELECT v.steps FROM novu.workflows v WHERE v.workflow_id = x.workflow_id OFFSET 0) w
-     WHERE x.status = 'waiting' AND x.kind = 'delay' AND x.digest_id IS NULL
-       AND novu._plain_after(w.steps, x.step_index);
     IF plain IS NOT NULL THEN
         WITH d AS (
             UPDATE novu.step_runs x SET status = 'done', updated_at = now()
@@ -409,12 +416,6 @@ BEGIN
     -- event gets its activity row (its window's events read again by the
     -- key), and the steps after them are expanded in one statement of
     -- novu._expand, with the window and its context.
-    SELECT array_agg(x.id ORDER BY u.n) INTO wins
-      FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
-      CROSS JOIN LATERAL (SELECT y.* FROM novu.step_runs y WHERE y.id = u.id OFFSET 0) x
-      CROSS JOIN LATERAL (SELECT v.steps FROM novu.workflows v WHERE v.workflow_id = x.workflow_id OFFSET 0) w
-     WHERE x.status = 'waiting' AND x.kind = 'digest'
-       AND novu._plain_after(w.steps, x.step_index);
     IF wins IS NOT NULL THEN
         tx := NULL;
         WITH win AS MATERIALIZED (
@@ -465,9 +466,8 @@ BEGIN
             leased := leased + n;
         END IF;
     END IF;
-    FOR r IN SELECT x.* FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
+    FOR r IN SELECT x.* FROM unnest(others) WITH ORDINALITY AS u(id, n)
                CROSS JOIN LATERAL (SELECT y.* FROM novu.step_runs y WHERE y.id = u.id OFFSET 0) x
-              WHERE x.status = 'waiting'
               ORDER BY u.n LOOP
         UPDATE novu.step_runs x SET status = 'done', updated_at = now() WHERE x.id = r.id;
         IF r.kind = 'delay' THEN
