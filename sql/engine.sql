@@ -253,6 +253,27 @@ SELECT pg_temp.due('eng-ch1');
 SELECT transaction_id, step -> '_digest' -> 'total_count' AS total_count, handled FROM novu._continue(100, 10, 60000);
 SELECT * FROM pg_temp.log('eng-ch1');
 
+-- digest windows due together close in one batch: each for its leader (a
+-- canceled leader handed its window over), each message with its own window's
+-- events oldest first and total_count, leased or not (a message claimed later
+-- reads its window by deliveries.digest_id), one 'Digest finished' row per event
+SELECT novu.create_workflow('eng-many', '[{"type": "digest", "amount": 1, "unit": "hours", "digestKey": "k"},
+    {"type": "in_app", "content": "{{step.total_count}}"}]') ->> 'workflowId';
+SELECT novu.trigger('eng-many', to_jsonb(s), jsonb_build_object('k', k, 'n', n), '{}', 'eng-m' || n) ->> 'status'
+  FROM (VALUES ('eng-a', 1, 1), ('eng-a', 1, 2), ('eng-a', 1, 3), ('eng-a', 2, 4), ('eng-a', 2, 5), ('eng-b', 1, 6)) v(s, k, n);
+SELECT pg_temp.fan() > 0;
+SELECT novu.cancel('eng-m1') AS leader_canceled;
+UPDATE novu.step_runs SET due_at = now() - interval '1 minute' + id * interval '1 millisecond'
+ WHERE workflow_id = 'eng-many' AND status = 'waiting';
+SELECT transaction_id, step -> '_digest' AS step_context, step_key ~ '/[0-9]+$' AS keyed_by_digest, handled
+  FROM novu._continue(100, 2, 60000) ORDER BY transaction_id NULLS LAST;
+SELECT d.transaction_id, d.status, r.subscriber_id, r.digest_key, r.status AS window, r.transaction_id = d.transaction_id AS led_by_it,
+       novu._digest_context(d.digest_id) AS claimed_later_sees
+  FROM novu.deliveries d JOIN novu.step_runs r ON r.id = d.digest_id WHERE d.workflow_id = 'eng-many' ORDER BY 1;
+SELECT transaction_id, detail, (raw ->> 'digestId')::bigint = (SELECT id FROM novu.step_runs r WHERE r.workflow_id = 'eng-many'
+           AND r.subscriber_id = e.subscriber_id AND r.digest_key = e.raw ->> 'digestKey') AS its_window
+  FROM novu.execution_details e WHERE workflow_id = 'eng-many' AND detail LIKE 'Digest finished%' ORDER BY id;
+
 -- a step that cannot run (a workflow broken behind the API's back) fails alone,
 -- with the reason; the other due steps of the batch go on
 SELECT novu.create_workflow('eng-broken', '[{"type": "delay", "amount": 1, "unit": "minutes"}, {"type": "push", "title": "t", "content": "c"}]') ->> 'workflowId';

@@ -3682,13 +3682,18 @@ COMMENT ON FUNCTION novu.delete_messages(text) IS 'Delete every message of a tra
 -- skipped rows with the reason, logged in the activity log.  The first
 -- p_lease_limit deliverable rows are leased to the calling worker (status
 -- 'sending', attempt 1) and returned with their rendering context; the others
--- wait in the queue as 'pending'.
+-- wait in the queue as 'pending'.  Notifications going on after a digest:
+-- p_digest_ids, the window each comes from (its messages' digest_id, whose
+-- events a message claimed later sees), and p_digest_contexts, that window's
+-- step.digest, step.events and step.total_count (novu._digest_context), given
+-- to the messages leased here as "_digest" in their step (step_key: /window).
 --
 -- Every join here is by key on a batch of at most a few thousand rows: index
 -- nested loops always win, and the queue tables' statistics change too fast for
 -- the planner to know it (it hashed whole tables), hence the SET clauses.
 CREATE FUNCTION novu._expand(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[],
-                             p_lease_limit integer, p_lease_ms integer, p_steps integer[] DEFAULT NULL)
+                             p_lease_limit integer, p_lease_ms integer, p_steps integer[] DEFAULT NULL,
+                             p_digest_ids bigint[] DEFAULT NULL, p_digest_contexts jsonb[] DEFAULT NULL)
 RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
                device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
                step jsonb, step_key text, subscriber jsonb)
@@ -3701,12 +3706,12 @@ AS $$
 BEGIN
     RETURN QUERY
     WITH input AS (
-        SELECT x.transaction_id, x.workflow_id, x.subscriber_id, x.only_step
-          FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_steps)
-               AS x(transaction_id, workflow_id, subscriber_id, only_step)
+        SELECT x.transaction_id, x.workflow_id, x.subscriber_id, x.only_step, x.digest_id, x.digest_context
+          FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_steps, p_digest_ids, p_digest_contexts)
+               AS x(transaction_id, workflow_id, subscriber_id, only_step, digest_id, digest_context)
     ),
     targets AS (
-        SELECT i.transaction_id, i.workflow_id, i.subscriber_id,
+        SELECT i.transaction_id, i.workflow_id, i.subscriber_id, i.digest_id, i.digest_context,
                (s.n - 1)::integer AS step_index, s.step, s.step ->> 'type' AS channel,
                s.step -> 'providers' AS providers,
                i.workflow_id || '/' || (s.n - 1) || '/' || w.updated_at AS step_key,
@@ -3758,7 +3763,7 @@ BEGIN
     inserted AS (
         INSERT INTO novu.deliveries (id, transaction_id, workflow_id, subscriber_id, step_index, channel,
                                      integration_id, provider_id, integration_identifier, device_token,
-                                     status, last_error, attempts, claimed_by, lease_until)
+                                     status, last_error, attempts, claimed_by, lease_until, digest_id)
         SELECT e.id, e.transaction_id, e.workflow_id, e.subscriber_id, e.step_index, e.channel,
                e.integration_id, e.provider_id, e.identifier, e.device_token,
                CASE WHEN NOT e.deliverable THEN 'skipped' WHEN e.leased THEN 'sending' ELSE 'pending' END,
@@ -3768,7 +3773,8 @@ BEGIN
                     WHEN NOT e.deliverable THEN 'Subscriber has no device token' END,
                CASE WHEN e.leased THEN 1 ELSE 0 END,
                CASE WHEN e.leased THEN pg_backend_pid() END,
-               CASE WHEN e.leased THEN now() + p_lease_ms * interval '1 millisecond' END
+               CASE WHEN e.leased THEN now() + p_lease_ms * interval '1 millisecond' END,
+               e.digest_id
           FROM expanded e
         RETURNING novu.deliveries.id, novu.deliveries.transaction_id, novu.deliveries.workflow_id,
                   novu.deliveries.subscriber_id, novu.deliveries.channel, novu.deliveries.status,
@@ -3786,13 +3792,16 @@ BEGIN
          WHERE NOT EXISTS (SELECT FROM novu.workflows w WHERE w.workflow_id = i.workflow_id)
     )
     SELECT e.id, 1, e.transaction_id, e.workflow_id, e.subscriber_id, e.device_token,
-           e.integration_id, ev.payload, ev.overrides, ev.actor, e.step, e.step_key, e.subscriber
+           e.integration_id, ev.payload, ev.overrides, ev.actor,
+           CASE WHEN e.digest_context IS NULL THEN e.step
+                ELSE e.step || jsonb_build_object('_digest', e.digest_context) END,
+           e.step_key || COALESCE('/' || e.digest_id, ''), e.subscriber
       FROM expanded e
       LEFT JOIN novu.events ev ON ev.transaction_id = e.transaction_id
      WHERE e.leased;
 END
 $$;
-COMMENT ON FUNCTION novu._expand(text[], text[], text[], integer, integer, integer[]) IS 'Internal (workers): expand notifications into delivery rows, one per step (or the step given) and device token; the first ones leased to the caller and returned for sending';
+COMMENT ON FUNCTION novu._expand(text[], text[], text[], integer, integer, integer[], bigint[], jsonb[]) IS 'Internal (workers): expand notifications into delivery rows, one per step (or the step given) and device token; the first ones leased to the caller and returned for sending';
 
 ------------------------------------------------------------------------------
 -- Workflow engine (DESIGN 9): step by step execution of workflows with delays,
@@ -4409,12 +4418,23 @@ COMMENT ON FUNCTION novu._plain_after(jsonb, integer) IS 'Internal (workers): wh
 -- in the caller's transaction; a digest runs them once, for its oldest event
 -- still merged (the leader), with step.events.  Returns the messages leased to
 -- the caller (at most p_lease_limit, see novu._expand).
+--
+-- Every row is reached from the batch by its key, row by row (LATERAL ...
+-- OFFSET 0, by TID, or = ANY), never by a join the planner orders: these
+-- tables' statistics lag behind them (analyzed nearly empty, then 10,000 rows),
+-- and the plans that follow were quadratic: a partial index believed to hold
+-- one row scanned as the outer side of a nested loop over the batch (7 s for
+-- 2,000 windows), or a generic plan taking two batches for 10 rows each.  Hash
+-- and merge joins and sequential scans are off, as in novu._expand.
 CREATE FUNCTION novu._run_steps(p_ids bigint[], p_lease_limit integer, p_lease_ms integer)
 RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
                device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
                step jsonb, step_key text, subscriber jsonb)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -4429,18 +4449,26 @@ DECLARE
     sub text[];
     st integer[];
     wins bigint[];
+    others bigint[];
     dg bigint[];
+    cx jsonb[];
 BEGIN
+    -- The batch's rows still waiting, in its order, sorted out in one pass:
+    -- delays and digest windows followed by channel steps without filters
+    -- only (set-based below), and the others (step by step, at the end).
+    SELECT array_agg(x.id ORDER BY u.n) FILTER (WHERE x.kind = 'delay' AND x.digest_id IS NULL AND w.plain),
+           array_agg(x.id ORDER BY u.n) FILTER (WHERE x.kind = 'digest' AND w.plain),
+           array_agg(x.id ORDER BY u.n) FILTER (WHERE NOT (w.plain AND (x.kind = 'digest' OR x.digest_id IS NULL)))
+      INTO plain, wins, others
+      FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
+      CROSS JOIN LATERAL (SELECT y.* FROM novu.step_runs y WHERE y.id = u.id OFFSET 0) x
+      CROSS JOIN LATERAL (SELECT COALESCE(novu._plain_after(v.steps, x.step_index), false) AS plain
+                            FROM (SELECT) one LEFT JOIN novu.workflows v ON v.workflow_id = x.workflow_id OFFSET 0) w
+     WHERE x.status = 'waiting';
     -- Delays followed by channel steps without filters only (the usual "wait,
     -- then send"): all of them done and expanded together, in one statement
     -- of novu._expand (a row per notification and step).  The others go one
     -- by one, step by step (novu._advance).
-    SELECT array_agg(x.id ORDER BY u.n) INTO plain
-      FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
-      JOIN novu.step_runs x ON x.id = u.id
-      JOIN novu.workflows w ON w.workflow_id = x.workflow_id
-     WHERE x.status = 'waiting' AND x.kind = 'delay' AND x.digest_id IS NULL
-       AND novu._plain_after(w.steps, x.step_index);
     IF plain IS NOT NULL THEN
         WITH d AS (
             UPDATE novu.step_runs x SET status = 'done', updated_at = now()
@@ -4456,7 +4484,8 @@ BEGIN
                array_agg(d.subscriber_id ORDER BY array_position(plain, d.id), s.n),
                array_agg((s.n - 1)::integer ORDER BY array_position(plain, d.id), s.n)
           INTO tx, wf, sub, st
-          FROM d JOIN novu.workflows w ON w.workflow_id = d.workflow_id
+          FROM d
+          CROSS JOIN LATERAL (SELECT v.steps FROM novu.workflows v WHERE v.workflow_id = d.workflow_id OFFSET 0) w
           CROSS JOIN LATERAL jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
          WHERE s.n > d.step_index + 1;
         IF tx IS NOT NULL THEN
@@ -4465,72 +4494,66 @@ BEGIN
         END IF;
     END IF;
     -- Digest windows followed by channel steps without filters only: closed
-    -- together (each for its oldest merged event, the leader; a window left
-    -- without events is canceled), their activity logged, and the steps after
-    -- them expanded in one statement, with step.events of their window.
-    SELECT array_agg(x.id ORDER BY u.n) INTO wins
-      FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
-      JOIN novu.step_runs x ON x.id = u.id
-      JOIN novu.workflows w ON w.workflow_id = x.workflow_id
-     WHERE x.status = 'waiting' AND x.kind = 'digest'
-       AND novu._plain_after(w.steps, x.step_index);
+    -- together, set-based.  Each window's merged events are read by the key
+    -- (digest_id first), window by window: its leader (the oldest event; a
+    -- window left without events is canceled), its total and the step
+    -- context of novu._digest_context (the same bounds: memory stays bounded
+    -- however large a window).  The windows are marked done, each merged
+    -- event gets its activity row (its window's events read again by the
+    -- key), and the steps after them are expanded in one statement of
+    -- novu._expand, with the window and its context.
     IF wins IS NOT NULL THEN
         tx := NULL;
-        WITH lead AS (
-            SELECT DISTINCT ON (m.digest_id) m.digest_id, m.transaction_id AS leader,
-                   count(*) OVER (PARTITION BY m.digest_id) AS total
-              FROM novu.digest_events m
-             WHERE m.digest_id = ANY (wins) AND m.status = 'merged'
-             ORDER BY m.digest_id, m.event_id),
+        WITH win AS MATERIALIZED (
+            SELECT u.id, u.n, (SELECT y.ctid FROM novu.step_runs y WHERE y.id = u.id) AS tid, a.total, a.leader, a.ctx
+              FROM unnest(wins) WITH ORDINALITY AS u(id, n)
+              CROSS JOIN LATERAL (
+                  SELECT count(*) AS total, min(e.transaction_id) FILTER (WHERE e.k = 1) AS leader,
+                         jsonb_build_object('digest', true,
+                                            'events', COALESCE(jsonb_agg(e.payload ORDER BY e.event_id)
+                                                               FILTER (WHERE e.k <= 1000 AND e.bytes <= 1048576), '[]'),
+                                            'total_count', count(*)) AS ctx
+                    FROM (SELECT m.transaction_id, m.event_id, m.payload,
+                                 row_number() OVER w AS k, sum(pg_column_size(m.payload)) OVER w AS bytes
+                            FROM novu.digest_events m
+                           WHERE m.digest_id = u.id AND m.status = 'merged'
+                          WINDOW w AS (ORDER BY m.event_id)) e) a),
         closed AS (
             UPDATE novu.step_runs x
-               SET status = CASE WHEN l.leader IS NULL THEN 'canceled' ELSE 'done' END,
+               SET status = CASE WHEN l.total = 0 THEN 'canceled' ELSE 'done' END,
                    transaction_id = COALESCE(l.leader, x.transaction_id),
                    updated_at = now()
-              FROM unnest(wins) AS u(id) LEFT JOIN lead l ON l.digest_id = u.id
-             WHERE x.id = u.id
-            RETURNING x.id, x.transaction_id, x.workflow_id, x.subscriber_id, x.step_index, x.digest_key,
-                      x.status, l.total),
+              FROM win l
+             WHERE x.ctid = l.tid
+            RETURNING x.id, l.n, x.transaction_id, x.workflow_id, x.subscriber_id, x.step_index, x.status, l.ctx,
+                      format('Digest finished: %s event%s', l.total, CASE WHEN l.total = 1 THEN '' ELSE 's' END) AS lead_detail,
+                      'Digest finished: sent with transaction ' || x.transaction_id AS merged_detail,
+                      jsonb_build_object('stepIndex', x.step_index, 'digestId', x.id, 'digestKey', x.digest_key) AS raw),
         logged AS (
             INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
             SELECT m.transaction_id, c.subscriber_id, c.workflow_id, 'digest', 'Success',
-                   CASE WHEN m.transaction_id = c.transaction_id
-                        THEN format('Digest finished: %s event%s', c.total, CASE WHEN c.total = 1 THEN '' ELSE 's' END)
-                        ELSE 'Digest finished: sent with transaction ' || c.transaction_id END,
-                   jsonb_build_object('stepIndex', c.step_index, 'digestId', c.id, 'digestKey', c.digest_key)
-              FROM closed c JOIN novu.digest_events m ON m.digest_id = c.id AND m.status = 'merged'
-             WHERE c.status = 'done'
+                   CASE WHEN m.transaction_id = c.transaction_id THEN c.lead_detail ELSE c.merged_detail END, c.raw
+              FROM (SELECT * FROM closed WHERE status = 'done' ORDER BY id) c
+              CROSS JOIN LATERAL (SELECT y.transaction_id, y.event_id FROM novu.digest_events y
+                                   WHERE y.digest_id = c.id AND y.status = 'merged' OFFSET 0) m
              ORDER BY c.id, m.event_id)
-        SELECT array_agg(c.transaction_id ORDER BY array_position(wins, c.id), s.n),
-               array_agg(c.workflow_id ORDER BY array_position(wins, c.id), s.n),
-               array_agg(c.subscriber_id ORDER BY array_position(wins, c.id), s.n),
-               array_agg((s.n - 1)::integer ORDER BY array_position(wins, c.id), s.n),
-               array_agg(c.id ORDER BY array_position(wins, c.id), s.n)
-          INTO tx, wf, sub, st, dg
-          FROM closed c JOIN novu.workflows w ON w.workflow_id = c.workflow_id
+        SELECT array_agg(c.transaction_id ORDER BY c.n, s.n), array_agg(c.workflow_id ORDER BY c.n, s.n),
+               array_agg(c.subscriber_id ORDER BY c.n, s.n), array_agg((s.n - 1)::integer ORDER BY c.n, s.n),
+               array_agg(c.id ORDER BY c.n, s.n), array_agg(c.ctx ORDER BY c.n, s.n)
+          INTO tx, wf, sub, st, dg, cx
+          FROM closed c
+          CROSS JOIN LATERAL (SELECT v.steps FROM novu.workflows v WHERE v.workflow_id = c.workflow_id OFFSET 0) w
           CROSS JOIN LATERAL jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
          WHERE c.status = 'done' AND s.n > c.step_index + 1;
         IF tx IS NOT NULL THEN
             RETURN QUERY
-            SELECT x.id, x.attempts, x.transaction_id, x.workflow_id, x.subscriber_id, x.device_token,
-                   x.integration_id, x.payload, x.overrides, x.actor,
-                   x.step || jsonb_build_object('_digest', novu._digest_context(q.g)),
-                   x.step_key || '/' || q.g, x.subscriber
-              FROM novu._expand(tx, wf, sub, GREATEST(p_lease_limit - leased, 0), p_lease_ms, st) x
-              JOIN (SELECT DISTINCT z.t, z.w, z.s, z.g FROM unnest(tx, wf, sub, dg) AS z(t, w, s, g)) q
-                ON q.t = x.transaction_id AND q.w = x.workflow_id AND q.s = x.subscriber_id;
+            SELECT * FROM novu._expand(tx, wf, sub, GREATEST(p_lease_limit - leased, 0), p_lease_ms, st, dg, cx);
             GET DIAGNOSTICS n = ROW_COUNT;
             leased := leased + n;
-            -- the messages not leased here see their window when claimed
-            UPDATE novu.deliveries dl SET digest_id = z.g
-              FROM unnest(tx, sub, st, dg) AS z(t, s, i, g)
-             WHERE dl.transaction_id = z.t AND dl.subscriber_id = z.s AND dl.step_index = z.i
-               AND dl.digest_id IS NULL;
         END IF;
     END IF;
-    FOR r IN SELECT x.* FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
-               JOIN novu.step_runs x ON x.id = u.id
-              WHERE x.status = 'waiting'
+    FOR r IN SELECT x.* FROM unnest(others) WITH ORDINALITY AS u(id, n)
+               CROSS JOIN LATERAL (SELECT y.* FROM novu.step_runs y WHERE y.id = u.id OFFSET 0) x
               ORDER BY u.n LOOP
         UPDATE novu.step_runs x SET status = 'done', updated_at = now() WHERE x.id = r.id;
         IF r.kind = 'delay' THEN
@@ -5546,7 +5569,7 @@ GRANT USAGE ON SEQUENCE novu.deliveries_id_seq, novu.execution_details_id_seq TO
 GRANT SELECT, INSERT, UPDATE, DELETE ON novu.step_runs, novu.digest_events TO novu_worker;
 GRANT USAGE ON SEQUENCE novu.step_runs_id_seq TO novu_worker;
 GRANT EXECUTE ON FUNCTION
-    novu._expand(text[], text[], text[], integer, integer, integer[]),
+    novu._expand(text[], text[], text[], integer, integer, integer[], bigint[], jsonb[]),
     novu._fanout(integer, integer, integer, integer, integer),
     novu._start(text[], text[], text[], integer, integer),
     novu._advance(text[], text[], text[], integer[], bigint[], integer, integer),
