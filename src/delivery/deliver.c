@@ -512,16 +512,18 @@ results_ready(void)
 
 /*
  * Whether the answered messages are to be recorded now: enough of them, or
- * the oldest waited RESULTS_FLUSH_MS, and they are ready (results_ready).  At
- * a low rate answers wait a little to be recorded several at once: a record
- * costs about as much for one message as for ten.
+ * nothing else in flight, or the oldest waited RESULTS_FLUSH_MS; and they are
+ * ready (results_ready).  While other requests are in flight, answers wait a
+ * little to be recorded several at once (a record costs about as much for one
+ * message as for ten); with none, at once: an answer held back is one a
+ * worker that dies meanwhile sends again.
  */
 static bool
 results_flush_due(void)
 {
 	if (nanswered == 0)
 		return false;
-	if (nanswered < RESULTS_FLUSH_AT &&
+	if (nanswered < RESULTS_FLUSH_AT && messages_in_flight > 0 &&
 		!TimestampDifferenceExceeds(results_since, GetCurrentTimestamp(), RESULTS_FLUSH_MS))
 		return false;
 	return results_ready();
@@ -537,7 +539,7 @@ results_flush_in_ms(void)
 		return -1;
 	waited = (long) ((GetCurrentTimestamp() - results_since) / 1000);
 	/* due but held back (the breaker settles): look again soon */
-	return waited >= RESULTS_FLUSH_MS ? 50L : Max(RESULTS_FLUSH_MS - waited, 1L);
+	return waited >= RESULTS_FLUSH_MS || messages_in_flight == 0 ? 50L : Max(RESULTS_FLUSH_MS - waited, 1L);
 }
 
 /*
@@ -1472,7 +1474,7 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 		handled++;
 	}
 
-	/* record in batches: enough results, or the oldest waited RESULTS_FLUSH_MS */
+	/* record in batches: enough results, or none in flight, or the oldest waited RESULTS_FLUSH_MS */
 	if (results_flush_due())
 		flush_results();
 	if (nanswered > 0)
