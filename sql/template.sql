@@ -326,11 +326,19 @@ SELECT novu.render('{% for x in xs %}{% for y in xs %}{% if big | upcase %}{% en
                    jsonb_build_object('big', repeat('x', 10000), 'xs', (SELECT jsonb_agg(i) FROM generate_series(1, 300) i)));
 -- so do many nodes without a loop (200 MB of upcasing)
 SELECT novu.render(repeat('{% if big | upcase %}{% endif %}', 200), jsonb_build_object('big', repeat('x', 1000000)));
--- 250,000 tag openers inside {% raw %}, unclosed tags inside {% raw %}, and 500,000 more tags
+-- 250,000 tag openers inside {% raw %}, unclosed tags inside {% raw %}, and
+-- 54,000 more tags: templates of up to a megabyte, the longest parsed
 SELECT length(novu.render('{% raw %}' || repeat('{%', 250000) || ' %}{% endraw %}', '{}'));
 SELECT length(novu.render('{% raw %}' || repeat('{% if x ', 100000) || '%}{% endraw %}{{ x }}', '{"x": "!"}'));
-SELECT novu._check_template('{% raw %}' || repeat('{%', 250000) || ' %}{% endraw %}' || repeat('{{ x }}{% if x %}{% endif %}', 250000), 'content');
+SELECT novu._check_template('{% raw %}' || repeat('{%', 250000) || ' %}{% endraw %}' || repeat('{{ x }}{% if x %}{% endif %}', 18000), 'content');
 RESET statement_timeout;
+-- a template source over 1 MiB (1,048,576 bytes) is refused before it is parsed
+-- (a compiled template takes up to about 65 bytes of memory per source byte)
+SELECT length(novu.render(repeat('x', 1048576), '{}'));
+SELECT length(novu.render(repeat('x', 1048577), '{}'));
+SELECT novu.render(repeat('{{ x }}', 150000), '{}');
+SELECT novu._check_template(repeat('{{ x }}', 150000), 'steps[0].content');
+SELECT novu._check_template(repeat('{{ x }}', 149796), 'steps[0].content');
 -- a parse and a render stop for a cancel as they run, not when they end: with
 -- a cancel already pending as it starts (only the engine's own checks can see
 -- it there), and for statement_timeout (its input built beforehand)

@@ -1534,6 +1534,13 @@ template_parse(const char *src, int len, char **errmsg)
 	Template   *tpl;
 
 	*errmsg = NULL;
+	if (len > TEMPLATE_MAX_SOURCE_BYTES)
+	{
+		MemoryContextDelete(cxt);
+		*errmsg = psprintf("the template is %d bytes long, at most %d are parsed",
+						   len, TEMPLATE_MAX_SOURCE_BYTES);
+		return NULL;
+	}
 	MemoryContextSwitchTo(cxt);
 	ps = palloc0(sizeof(Parser));
 	/* the template keeps pointers into its text: copy it */

@@ -18,6 +18,18 @@ PG_FUNCTION_INFO_V1(novu_check_template);
 #define TEMPLATE_HINT \
 	"Templates use Liquid syntax as LiquidJS reads it: {{ payload.name }}, {% if ... %}...{% endif %}."
 
+/* Refuse a template source longer than TEMPLATE_MAX_SOURCE_BYTES, naming the field. */
+static void
+check_source_length(text *src, const char *field)
+{
+	if (VARSIZE_ANY_EXHDR(src) > TEMPLATE_MAX_SOURCE_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s is too long: %zu bytes, a template is at most %d",
+						field, (size_t) VARSIZE_ANY_EXHDR(src), TEMPLATE_MAX_SOURCE_BYTES),
+				 errhint("Split the template or move large static text into the payload.")));
+}
+
 /* novu.render(template, context): render a template, for previews and tests. */
 Datum
 novu_render(PG_FUNCTION_ARGS)
@@ -33,6 +45,7 @@ novu_render(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("context must be a JSON object"),
 				 errhint("Pass an object such as {\"payload\": {...}, \"subscriber\": {...}}.")));
+	check_source_length(src, "template");
 	if (template_is_static(VARDATA_ANY(src), VARSIZE_ANY_EXHDR(src)))
 		PG_RETURN_TEXT_P(src);
 
@@ -60,6 +73,7 @@ novu_check_template(PG_FUNCTION_ARGS)
 	text	   *src = PG_GETARG_TEXT_PP(0);
 	char	   *msg;
 
+	check_source_length(src, text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	if (!template_is_static(VARDATA_ANY(src), VARSIZE_ANY_EXHDR(src)) &&
 		template_parse(VARDATA_ANY(src), VARSIZE_ANY_EXHDR(src), &msg) == NULL)
 		ereport(ERROR,

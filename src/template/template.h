@@ -30,6 +30,12 @@
  */
 #define TEMPLATE_MAX_WORK			100000000
 
+/*
+ * Longest template source parsed (a compiled template takes about 65 bytes of
+ * memory per byte of a dense source; workflow steps are at most 256 KiB)
+ */
+#define TEMPLATE_MAX_SOURCE_BYTES	(1024 * 1024)
+
 /* Memory one render may hold at once: its output and the values in use */
 #define TEMPLATE_MAX_MEMORY			(16 * 1024 * 1024)
 
