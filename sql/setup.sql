@@ -76,6 +76,10 @@ SELECT 'novu.notifications'::regclass, 'novu.execution_details'::regclass;
 -- (the test clusters set novu.secret_key_file to a file of their own)
 SELECT name, CASE WHEN name ~ 'secret_key_file$' AND setting <> '' THEN '(a key file)' ELSE setting END AS setting, unit
   FROM pg_settings WHERE name LIKE 'novu.%' ORDER BY 1;
+-- the workers' time slice is bounded as the kernel bounds it (100 ms at most) and
+-- takes time units; an out-of-range value is refused and nothing is written
+ALTER SYSTEM SET novu.worker_time_slice = '200ms';
+ALTER SYSTEM SET novu.worker_time_slice = -1;
 
 -- a helper for the following tests: drop volatile timestamps from Novu objects
 CREATE FUNCTION public.no_ts(j jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS

@@ -15,6 +15,7 @@ char	   *novu_database_name = NULL;
 int			novu_workers = 2;
 int			novu_batch_size = 500;
 int			novu_poll_interval = 1000;
+double		novu_worker_time_slice = 0.1;
 int			novu_request_timeout = 10000;
 int			novu_max_attempts = 5;
 int			novu_retry_initial_delay = 1000;
@@ -64,6 +65,15 @@ novu_define_gucs(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomRealVariable("novu.worker_time_slice",
+							 "CPU time slice the delivery workers ask the kernel for (0: its default).",
+							 "A short slice lets a worker woken by a commit run at once (Linux 6.12 or later; older kernels ignore it).",
+							 &novu_worker_time_slice,
+							 0.1, 0, 100,
+							 PGC_SIGHUP,
+							 GUC_UNIT_MS,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("novu.request_timeout",
 							"Timeout of one provider request.",

@@ -12,6 +12,7 @@ extern char *novu_database_name;
 extern int	novu_workers;
 extern int	novu_batch_size;
 extern int	novu_poll_interval;
+extern double novu_worker_time_slice;
 extern int	novu_request_timeout;
 extern int	novu_max_attempts;
 extern int	novu_retry_initial_delay;
@@ -27,6 +28,7 @@ extern void novu_define_gucs(void);
 /* SPI plans prepared once per backend (spi_util.c) */
 struct _SPI_plan;
 extern struct _SPI_plan *novu_prepare_once(struct _SPI_plan **slot, const char *sql, int nargs, Oid *argtypes);
+extern struct _SPI_plan *novu_prepare_generic_once(struct _SPI_plan **slot, const char *sql, int nargs, Oid *argtypes);
 
 /* Limits fixed by the contract (DESIGN.md section 3) */
 #define NOVU_MAX_ID_LEN				255

@@ -203,6 +203,7 @@ novu_worker_main(Datum main_arg)
 	 */
 	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
+	novu_apply_time_slice();
 	novu_set_worker_latch(novu_worker_slot, MyLatch);
 	on_shmem_exit(worker_shmem_exit, Int32GetDatum(novu_worker_slot));
 
@@ -256,6 +257,7 @@ novu_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			novu_apply_time_slice();
 		}
 
 		MemoryContextSwitchTo(cycle_context);

@@ -11,4 +11,7 @@
 
 extern void novu_register_launcher(void);
 
+/* timeslice.c */
+extern void novu_apply_time_slice(void);
+
 #endif							/* NOVU_WORKER_H */

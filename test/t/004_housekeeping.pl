@@ -110,5 +110,47 @@ my ($cpu1) = workers_cpu_s();
 cmp_ok($cpu1 - $cpu0, '<', 0.3, sprintf('they wait for the extension: %.2f s of CPU in %.1f s (%d workers)',
 	$cpu1 - $cpu0, time() - $t0, $nw));
 
+# novu.worker_time_slice: the workers ask the kernel for that CPU time slice
+# (Linux 6.12 or later shows it as se.slice in /proc/PID/sched, in ns); a
+# reload applies a new value; 0 gives the kernel's default back
+sub worker_slices
+{
+	my @pids = split /,/, $node->safe_psql('postgres', q{SELECT string_agg(pid::text, ',' ORDER BY pid)
+	    FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'});
+	my @slices;
+	for my $pid (@pids)
+	{
+		open(my $fh, '<', "/proc/$pid/sched") or return ();
+		my ($ns) = map { /^se\.slice\s*:\s*(\d+)/ ? $1 : () } <$fh>;
+		close $fh;
+		return () unless defined $ns;
+		push @slices, $ns;
+	}
+	return @slices;
+}
+sub slices_become
+{
+	my ($want, $timeout) = @_;
+	my $deadline = time() + $timeout;
+	while (time() < $deadline)
+	{
+		my @s = worker_slices();
+		return 1 if @s && !grep { !$want->($_) } @s;
+		usleep(50_000);
+	}
+	diag('worker slices: ' . join(' ', worker_slices()));
+	return 0;
+}
+SKIP:
+{
+	my @s = worker_slices();
+	skip 'this kernel shows no se.slice (custom time slices came with Linux 6.12)', 3 unless @s;
+	ok(slices_become(sub { $_[0] == 100_000 }, 10), 'the workers run with a 0.1 ms time slice by default');
+	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.worker_time_slice = '2ms'; SELECT pg_reload_conf();});
+	ok(slices_become(sub { $_[0] == 2_000_000 }, 20), 'a reload applies a new time slice');
+	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.worker_time_slice = 0; SELECT pg_reload_conf();});
+	ok(slices_become(sub { $_[0] != 2_000_000 && $_[0] != 100_000 }, 20), '0 gives the kernel\'s default back');
+}
+
 $node->stop;
 done_testing();
