@@ -14,7 +14,7 @@
 #include "postgres.h"
 
 #include <string.h>
-#include <sys/resource.h>
+#include <sched.h>
 #include <unistd.h>
 #if defined(__linux__)
 #include <sys/syscall.h>
@@ -48,16 +48,20 @@ novu_apply_time_slice(void)
 
 	if (novu_worker_time_slice == applied)
 		return;
+	applied = novu_worker_time_slice;
+
+	/* change the slice only: policy, nice value and flags stay as they are */
 	memset(&attr, 0, sizeof(attr));
+	if (syscall(SYS_sched_getattr, 0, &attr, sizeof(attr), 0) != 0)
+		return;					/* no sched_getattr: nothing to ask for */
+	if (attr.sched_policy != SCHED_OTHER && attr.sched_policy != SCHED_BATCH)
+		return;					/* real-time or idle scheduling set by the DBA */
 	attr.size = sizeof(attr);
-	attr.sched_policy = 0;		/* SCHED_OTHER, as before */
-	attr.sched_nice = getpriority(PRIO_PROCESS, 0);
 	attr.sched_runtime = (uint64) (novu_worker_time_slice * 1000000.0);
 	if (syscall(SYS_sched_setattr, 0, &attr, 0) != 0)
 		ereport(LOG,
 				(errmsg("novu: could not set the delivery worker's time slice to %g ms: %m",
 						novu_worker_time_slice),
 				 errhint("Set novu.worker_time_slice = 0 to keep the kernel's default.")));
-	applied = novu_worker_time_slice;
 #endif
 }
