@@ -23,6 +23,7 @@
 #                      their own clusters (test/bench/feed.sh, test/bench/engine.sh)
 #   BENCH_P3_RATE=200 BENCH_P3_SECONDS=30   the steady trigger rate of P3, per provider
 #   BENCH_P1_RUNS=3 BENCH_P1_SECONDS=15     P1 repeated (every run is reported)
+#   BENCH_P1_SLICES=3  each P1 pair alternates in that many slices (P1_SECONDS in all per statement)
 #   PG_NET_SRC=DIR     a checkout of supabase/pg_net, built outside the project for
 #                      the P2 baseline (not found: the table says so)
 #   BENCH_RESULTS=FILE where the table goes (default test/bench/results.md for a
@@ -47,6 +48,7 @@ N_IMPORT=$(n 1000000)
 N_BACKLOG=$(n 10000000)
 P1_SECONDS=${BENCH_P1_SECONDS:-15}
 P1_RUNS=${BENCH_P1_RUNS:-3}
+P1_SLICES=${BENCH_P1_SLICES:-3}
 P3_RATE=${BENCH_P3_RATE:-200}
 P3_SECONDS=${BENCH_P3_SECONDS:-30}
 PROVIDERS="fcm apns expo"
@@ -227,17 +229,30 @@ if want p1; then
     # same statement-level work: pgbench's variable, the expression planned per call)
     printf '%s\n' "\\set sub random(1, $N_FANOUT)" \
         "INSERT INTO bench_plain (payload, recipient) VALUES ('$payload', to_jsonb('sub-' || :sub));" > "$tmp/p1_insert_random.sql"
-    p1() {  # p1 SCRIPT SYNC -> tps
-        PGOPTIONS="-c synchronous_commit=$2" pgbench -n -c 4 -j 2 -T "$P1_SECONDS" -f "$1" postgres 2>/dev/null \
+    p1() {  # p1 SCRIPT SYNC SECONDS -> tps
+        PGOPTIONS="-c synchronous_commit=$2" pgbench -n -c 4 -j 2 -T "$3" -f "$1" postgres 2>/dev/null \
             | awk '/^tps/ {printf "%.0f", $3}'
+    }
+    # A ratio of two pgbench runs one after the other also measures what changed in
+    # between (a checkpoint, the WAL device, the tables growing): the two statements
+    # run in P1_SLICES alternating slices (baseline first, then the trigger first,
+    # ...), P1_SECONDS each in all, and each one's TPS is the mean of its slices.
+    p1_pair() {  # p1_pair BASELINE SCRIPT SYNC -> "baseline_tps script_tps"
+        local s=$(( (P1_SECONDS + P1_SLICES - 1) / P1_SLICES )) b=0 t=0 i
+        for i in $(seq "$P1_SLICES"); do
+            if [ $((i % 2)) = 1 ]; then
+                b=$((b + $(p1 "$1" "$3" "$s"))); t=$((t + $(p1 "$2" "$3" "$s")))
+            else
+                t=$((t + $(p1 "$2" "$3" "$s"))); b=$((b + $(p1 "$1" "$3" "$s")))
+            fi
+        done
+        echo "$((b / P1_SLICES)) $((t / P1_SLICES))"
     }
     # each run measures the four pairs back to back; every run is reported
     for r in $(seq "$P1_RUNS"); do
         for sync in on off; do
-            ins=$(p1 "$tmp/p1_insert.sql" $sync)
-            trg=$(p1 "$tmp/p1_trigger.sql" $sync)
-            insr=$(p1 "$tmp/p1_insert_random.sql" $sync)
-            rnd=$(p1 "$tmp/p1_random.sql" $sync)
+            set -- $(p1_pair "$tmp/p1_insert.sql" "$tmp/p1_trigger.sql" $sync); ins=$1 trg=$2
+            set -- $(p1_pair "$tmp/p1_insert_random.sql" "$tmp/p1_random.sql" $sync); insr=$1 rnd=$2
             R[p1_$sync]="${R[p1_$sync]:+${R[p1_$sync]}; }$trg / $ins = $(awk -v a="$trg" -v b="$ins" 'BEGIN { printf "%.2f", a / b }')"
             R[p1r_$sync]="${R[p1r_$sync]:+${R[p1r_$sync]}; }$rnd / $insr = $(awk -v a="$rnd" -v b="$insr" 'BEGIN { printf "%.2f", a / b }')"
             log "P1 run $r synchronous_commit=$sync: trigger $trg tps (random recipients $rnd), plain insert $ins tps (with the random recipient $insr)"
@@ -429,7 +444,7 @@ p2p3_verdict() {
             echo "| P2 $p, tuned | as P2 above, quiet, one run | tuned | ${R[p2tuned_$p]} deliveries/s | - |"
         done
     fi
-    want p1 && echo "| P1 trigger cost | $P1_RUNS run(s), each: pgbench, 4 clients, ${P1_SECONDS} s each: TPS of \`novu.trigger\` to an existing subscriber / TPS of a plain INSERT of the same jsonb into a table with a bigserial primary key; synchronous_commit=on | tuned, workers stopped | ${R[p1_on]} | ratio ≥ 0.8 |"
+    want p1 && echo "| P1 trigger cost | $P1_RUNS run(s), each: pgbench, 4 clients, ${P1_SECONDS} s each in $P1_SLICES alternating slices (the mean of each one's slices): TPS of \`novu.trigger\` to an existing subscriber / TPS of a plain INSERT of the same jsonb into a table with a bigserial primary key; synchronous_commit=on | tuned, workers stopped | ${R[p1_on]} | ratio ≥ 0.8 |"
     want p1 && echo "| P1 (sync off) | the same with synchronous_commit=off | tuned, workers stopped | ${R[p1_off]} | ratio ≥ 0.8 |"
     want p1 && echo "| P1 random recipients | the same, each trigger to a subscriber drawn at random from $N_FANOUT, against the plain INSERT of the same row with that random recipient (\`to_jsonb('sub-' || :sub)\` in both statements); synchronous_commit=on | tuned, workers stopped | ${R[p1r_on]} | ratio ≥ 0.8 |"
     want p1 && echo "| P1 random (sync off) | the same with synchronous_commit=off | tuned, workers stopped | ${R[p1r_off]} | ratio ≥ 0.8 |"
