@@ -1528,19 +1528,18 @@ Template *
 template_parse(const char *src, int len, char **errmsg)
 {
 	MemoryContext callercxt = CurrentMemoryContext;
-	MemoryContext cxt = AllocSetContextCreate(callercxt, "novu template",
-											  ALLOCSET_SMALL_SIZES);
+	MemoryContext cxt;
 	Parser	   *ps;
 	Template   *tpl;
 
 	*errmsg = NULL;
 	if (len > TEMPLATE_MAX_SOURCE_BYTES)
 	{
-		MemoryContextDelete(cxt);
 		*errmsg = psprintf("the template is %d bytes long, at most %d are parsed",
 						   len, TEMPLATE_MAX_SOURCE_BYTES);
 		return NULL;
 	}
+	cxt = AllocSetContextCreate(callercxt, "novu template", ALLOCSET_SMALL_SIZES);
 	MemoryContextSwitchTo(cxt);
 	ps = palloc0(sizeof(Parser));
 	/* the template keeps pointers into its text: copy it */
