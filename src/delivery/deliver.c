@@ -1172,8 +1172,6 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 	ClaimedRow *rows;
 	IntegrationRow *irows = NULL;
 	int			nirows = 0;
-	int64	   *ids;
-	int			nids = 0;
 	int			n;
 	int			i;
 	int			g;
@@ -1197,7 +1195,8 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 
 		if (recording)
 			build_results(&rb);
-		n = queue_claim(limit, lease_ms, &rows, next_due_ms, recording ? &rb : NULL, fanout, claim_due, fanned);
+		n = queue_claim(limit, lease_ms, &rows, next_due_ms, recording ? &rb : NULL, fanout, claim_due, fanned,
+						&irows, &nirows);
 		if (recording)
 		{
 			schedule_retries(&rb);
@@ -1213,21 +1212,7 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 	}
 	b->unrecorded = n;
 
-	/* the batch's integrations, from the cache (refreshed if changed) */
-	ids = palloc(sizeof(int64) * n);
-	for (i = 0; i < n; i++)
-	{
-		int			j;
-
-		if (rows[i].integration_id == 0)
-			continue;
-		for (j = 0; j < nids && ids[j] != rows[i].integration_id; j++)
-			;
-		if (j == nids)
-			ids[nids++] = rows[i].integration_id;
-	}
-	if (nids > 0)
-		nirows = queue_load_integrations(ids, nids, &irows);
+	/* the batch's integrations were read with it (integration_get: the cache, refreshed if changed) */
 	groups = palloc0(sizeof(Message **) * Max(nirows, 1));
 	ngroup = palloc0(sizeof(int) * Max(nirows, 1));
 	for (g = 0; g < nirows; g++)

@@ -63,7 +63,8 @@ typedef struct ResultBatch
 } ResultBatch;
 
 extern int	queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
-						ResultBatch *record_first, bool fanout_first, bool claim_due, int *fanned);
+						ResultBatch *record_first, bool fanout_first, bool claim_due, int *fanned,
+						IntegrationRow **irows, int *nirows);
 extern Size queue_last_claim_bytes(void);
 extern int	queue_load_integrations(int64 *ids, int n, IntegrationRow **rows);
 extern void result_add(ResultBatch *rb, Message *m, const char *status, const char *error,
