@@ -199,6 +199,11 @@ SELECT transaction_id, step -> '_digest' AS step_context, step_key ~ '/[0-9]+$' 
   FROM novu._continue(100, 10, 60000);
 SELECT transaction_id, step_index, status, digest_id IS NOT NULL AS has_digest FROM novu.deliveries WHERE transaction_id LIKE 'eng-d%' ORDER BY 1;
 SELECT * FROM pg_temp.log('eng-d4');
+-- a merged event's trail ends at its merge; its window (raw.digestId) says which
+-- transaction the digest went with (the leader now: eng-d1 was canceled)
+SELECT e.transaction_id, r.transaction_id AS sent_with, r.status AS window_status
+  FROM novu.execution_details e JOIN novu.step_runs r ON r.id = (e.raw ->> 'digestId')::bigint
+ WHERE e.transaction_id = 'eng-d4';
 -- a new event after the window opens a new one
 SELECT novu.trigger('eng-digest', '"eng-a"', '{"post": {"id": 1}, "text": "late"}', '{}', 'eng-d5') ->> 'status';
 SELECT pg_temp.fan() > 0;

@@ -4498,10 +4498,12 @@ BEGIN
     -- (digest_id first), window by window: its leader (the oldest event; a
     -- window left without events is canceled), its total and the step
     -- context of novu._digest_context (the same bounds: memory stays bounded
-    -- however large a window).  The windows are marked done, each merged
-    -- event gets its activity row (its window's events read again by the
-    -- key), and the steps after them are expanded in one statement of
-    -- novu._expand, with the window and its context.
+    -- however large a window).  The windows are marked done, each leader
+    -- gets its activity row ("Digest finished: <n> events"; the other events
+    -- have theirs from the merge, "Merged into the digest of transaction
+    -- <leader>", with the window's id in raw: a row per event here made the
+    -- close a third slower), and the steps after them are expanded in one
+    -- statement of novu._expand, with the window and its context.
     IF wins IS NOT NULL THEN
         tx := NULL;
         WITH win AS MATERIALIZED (
@@ -4527,16 +4529,11 @@ BEGIN
              WHERE x.ctid = l.tid
             RETURNING x.id, l.n, x.transaction_id, x.workflow_id, x.subscriber_id, x.step_index, x.status, l.ctx,
                       format('Digest finished: %s event%s', l.total, CASE WHEN l.total = 1 THEN '' ELSE 's' END) AS lead_detail,
-                      'Digest finished: sent with transaction ' || x.transaction_id AS merged_detail,
                       jsonb_build_object('stepIndex', x.step_index, 'digestId', x.id, 'digestKey', x.digest_key) AS raw),
         logged AS (
             INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
-            SELECT m.transaction_id, c.subscriber_id, c.workflow_id, 'digest', 'Success',
-                   CASE WHEN m.transaction_id = c.transaction_id THEN c.lead_detail ELSE c.merged_detail END, c.raw
-              FROM (SELECT * FROM closed WHERE status = 'done' ORDER BY id) c
-              CROSS JOIN LATERAL (SELECT y.transaction_id, y.event_id FROM novu.digest_events y
-                                   WHERE y.digest_id = c.id AND y.status = 'merged' OFFSET 0) m
-             ORDER BY c.id, m.event_id)
+            SELECT c.transaction_id, c.subscriber_id, c.workflow_id, 'digest', 'Success', c.lead_detail, c.raw
+              FROM closed c WHERE c.status = 'done' ORDER BY c.id)
         SELECT array_agg(c.transaction_id ORDER BY c.n, s.n), array_agg(c.workflow_id ORDER BY c.n, s.n),
                array_agg(c.subscriber_id ORDER BY c.n, s.n), array_agg((s.n - 1)::integer ORDER BY c.n, s.n),
                array_agg(c.id ORDER BY c.n, s.n), array_agg(c.ctx ORDER BY c.n, s.n)
@@ -4575,12 +4572,9 @@ BEGIN
             END IF;
             UPDATE novu.step_runs x SET transaction_id = leader WHERE x.id = r.id AND x.transaction_id <> leader;
             INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
-            SELECT m.transaction_id, r.subscriber_id, r.workflow_id, 'digest', 'Success',
-                   CASE WHEN m.transaction_id = leader
-                        THEN format('Digest finished: %s event%s', total, CASE WHEN total = 1 THEN '' ELSE 's' END)
-                        ELSE 'Digest finished: sent with transaction ' || leader END,
-                   jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id, 'digestKey', r.digest_key)
-              FROM novu.digest_events m WHERE m.digest_id = r.id AND m.status = 'merged';
+            VALUES (leader, r.subscriber_id, r.workflow_id, 'digest', 'Success',
+                    format('Digest finished: %s event%s', total, CASE WHEN total = 1 THEN '' ELSE 's' END),
+                    jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id, 'digestKey', r.digest_key));
             RETURN QUERY
             SELECT * FROM novu._advance(ARRAY[leader], ARRAY[r.workflow_id], ARRAY[r.subscriber_id],
                                         ARRAY[r.step_index + 1], ARRAY[r.id],
@@ -4977,7 +4971,8 @@ COMMENT ON FUNCTION novu._fanout(integer, integer, integer, integer, integer) IS
 -- the worker's own row.
 --
 -- Record a batch of delivery results in one statement: statuses, the activity
--- log, pruned tokens and the counters of worker p_worker.  A row is updated only
+-- log and the counters of worker p_worker; dead tokens a provider named are
+-- pruned (and counted) in a second one, only then.  A row is updated only
 -- if it is still the attempt this worker claimed (a lease that expired and was
 -- claimed again is left to its new owner).
 CREATE FUNCTION novu._record(p_worker integer, p_ids bigint[], p_attempts integer[], p_statuses text[],
@@ -5025,23 +5020,6 @@ BEGIN
                detail
           FROM upd WHERE detail IS NOT NULL
     ),
-    pruned_tokens AS (
-        DELETE FROM novu.device_tokens t
-         USING unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
-         WHERE t.integration_id = x.integration_id AND t.device_token = x.token
-        RETURNING t.integration_id
-    ),
-    pruned_webhooks AS (
-        -- a deleted chat webhook: the subscriber's credential goes
-        UPDATE novu.subscriber_channels c SET webhook_url = NULL, updated_at = now()
-          FROM unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
-         WHERE c.integration_id = x.integration_id AND c.webhook_url = x.token
-           AND EXISTS (SELECT FROM novu.integrations ig WHERE ig.id = c.integration_id AND ig.channel = 'chat')
-        RETURNING c.integration_id
-    ),
-    pruned AS (
-        SELECT integration_id FROM pruned_tokens UNION ALL SELECT integration_id FROM pruned_webhooks
-    ),
     counts AS (
         SELECT integration_id,
                count(*) FILTER (WHERE status = 'sent') AS sent,
@@ -5050,30 +5028,51 @@ BEGIN
                max(error) FILTER (WHERE status <> 'sent') AS last_error
           FROM upd WHERE integration_id IS NOT NULL GROUP BY integration_id
     ),
-    prune_counts AS (
-        SELECT integration_id, count(*) AS n FROM pruned GROUP BY integration_id
-    ),
     stats AS (
-        INSERT INTO novu.provider_stats AS s (integration_id, worker, sent, failed, retried, tokens_pruned,
-                                              last_error, last_error_at)
-        SELECT COALESCE(c.integration_id, p.integration_id), p_worker, COALESCE(c.sent, 0), COALESCE(c.failed, 0),
-               COALESCE(c.retried, 0), COALESCE(p.n, 0), c.last_error,
+        INSERT INTO novu.provider_stats AS s (integration_id, worker, sent, failed, retried, last_error, last_error_at)
+        SELECT c.integration_id, p_worker, c.sent, c.failed, c.retried, c.last_error,
                CASE WHEN c.last_error IS NOT NULL THEN now() END
-          FROM counts c FULL JOIN prune_counts p ON p.integration_id = c.integration_id
-         WHERE EXISTS (SELECT FROM novu.integrations i WHERE i.id = COALESCE(c.integration_id, p.integration_id))
+          FROM counts c
+         WHERE EXISTS (SELECT FROM novu.integrations i WHERE i.id = c.integration_id)
         ON CONFLICT (integration_id, worker) DO UPDATE SET
             sent = s.sent + excluded.sent,
             failed = s.failed + excluded.failed,
             retried = s.retried + excluded.retried,
-            tokens_pruned = s.tokens_pruned + excluded.tokens_pruned,
             last_error = COALESCE(excluded.last_error, s.last_error),
             last_error_at = COALESCE(excluded.last_error_at, s.last_error_at)
     )
     SELECT count(*)::integer INTO n FROM upd;
+    -- Dead tokens and deleted chat webhooks, when a provider said so (rare: a
+    -- statement of its own, not planned and opened with every record)
+    IF cardinality(p_prune_integrations) > 0 THEN
+        WITH pruned_tokens AS (
+            DELETE FROM novu.device_tokens t
+             USING unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+             WHERE t.integration_id = x.integration_id AND t.device_token = x.token
+            RETURNING t.integration_id
+        ),
+        pruned_webhooks AS (
+            -- a deleted chat webhook: the subscriber's credential goes
+            UPDATE novu.subscriber_channels c SET webhook_url = NULL, updated_at = now()
+              FROM unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+             WHERE c.integration_id = x.integration_id AND c.webhook_url = x.token
+               AND EXISTS (SELECT FROM novu.integrations ig WHERE ig.id = c.integration_id AND ig.channel = 'chat')
+            RETURNING c.integration_id
+        ),
+        pruned AS (
+            SELECT integration_id FROM pruned_tokens UNION ALL SELECT integration_id FROM pruned_webhooks
+        )
+        INSERT INTO novu.provider_stats AS s (integration_id, worker, tokens_pruned)
+        SELECT p.integration_id, p_worker, count(*)
+          FROM pruned p
+         WHERE EXISTS (SELECT FROM novu.integrations i WHERE i.id = p.integration_id)
+         GROUP BY p.integration_id
+        ON CONFLICT (integration_id, worker) DO UPDATE SET tokens_pruned = s.tokens_pruned + excluded.tokens_pruned;
+    END IF;
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record a batch of delivery results, the activity log, pruned tokens and counters in one statement';
+COMMENT ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record a batch of delivery results, the activity log and counters in one statement, and prune the dead tokens named (a second one, only then)';
 
 -- The in_app sink: the worker renders a claimed in_app message (content, subject,
 -- the cta's url) and stores it here, in the feed, in one short transaction: the

@@ -112,6 +112,29 @@ is($q->(q{SELECT (d.created_at - r.due_at < interval '500 milliseconds')::text
 $node->safe_psql('postgres', q{ALTER SYSTEM RESET novu.poll_interval; SELECT pg_reload_conf();});
 
 ######################################################################
+# 1c. 600 delays due at the same moment: more than one claim takes (a claim
+# goes on with at most 200 due steps), and the claims follow each other at
+# once, not at the next poll: every one fires once, within novu.poll_interval
+$q->(q{SELECT count(novu.identify('m' || i, jsonb_build_object('channels', jsonb_build_array(jsonb_build_object(
+    'providerId', 'fcm', 'credentials', jsonb_build_object('deviceTokens', jsonb_build_array('fcm-m' || i)))))))
+    FROM generate_series(1, 600) i});
+$q->(q{SELECT count(novu.trigger('later', to_jsonb('m' || i), jsonb_build_object('n', i), '{}', 'many-' || i))
+    FROM generate_series(1, 600) i});
+ok(poll_until(q{SELECT count(*) = 600 FROM novu.messages WHERE transaction_id LIKE 'many-%' AND status = 'sent'}, 60),
+	'600 delays due together: every message sent');
+is($q->(q{SELECT (max(due_at) - min(due_at) < interval '1 second')::text || ',' || count(*) FROM novu.step_runs WHERE transaction_id LIKE 'many-%'}),
+	'true,600', '600 delays due together: due within a second of each other (their fan-outs\' time + 2 s)');
+is($q->(q{SELECT (max(d.created_at - r.due_at) < interval '1 second')::text || ',' || (count(DISTINCT d.created_at) >= 3)::text
+    FROM novu.deliveries d JOIN novu.step_runs r ON r.transaction_id = d.transaction_id WHERE d.transaction_id LIKE 'many-%'}),
+	'true,true', '600 delays due together: in several claims, the last within novu.poll_interval of the due time');
+is($q->(q{SELECT count(*) FROM novu.execution_details WHERE transaction_id LIKE 'many-%' AND detail = 'Delay finished'}),
+	'600', '600 delays due together: each finished once');
+my %per_token;
+$per_token{ $_->{body}{message}{token} }++ for grep { $_->{body}{message}{token} =~ /^fcm-m\d+$/ } @{ NovuTest::requests($mocks, 'fcm') };
+is(scalar(keys %per_token) . ',' . scalar(grep { $_ != 1 } values %per_token), '600,0',
+	'600 delays due together: FCM received one request per token');
+
+######################################################################
 # 2. across a restart, and across kill -9 of the worker
 $q->(q{SELECT novu.trigger('later', '"d2"', '{"n": 2}', '{}', 'delay-restart')});
 ok(poll_until(q{SELECT count(*) = 1 FROM novu.step_runs WHERE transaction_id = 'delay-restart' AND status = 'waiting'}, 30),
