@@ -97,13 +97,6 @@ typedef struct SharedValue
 static int	integrations_in_tx(int64 *ids, int n, IntegrationRow **rows);
 static int	claimed_integrations_in_tx(ClaimedRow *claimed, int n, IntegrationRow **rows);
 
-/*
- * Due delays and digest windows one claim goes on with, at most: 2,000 windows
- * of 10 events took 0.5 s to close in one transaction, and their messages were
- * stored only after the last one (a window's message 0.5 s after its end).
- */
-#define DUE_STEPS_PER_CLAIM 200
-
 /* Values already read in the current claim (NULL outside queue_claim). */
 static HTAB *claim_shared = NULL;
 
@@ -344,14 +337,10 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 	/*
 	 * Delays and digests that are due, when something is (their due times
 	 * are in *next_due_ms), like the queue's messages: not on a commit's
-	 * wake-up path.  Counted with the fan-out: more may be due.  At most
-	 * DUE_STEPS_PER_CLAIM of them: a digest window's close writes a row per
-	 * event, and the first window's message must not wait for the last
-	 * one's (the next claim follows at once while more are due, see
-	 * next_due_plan, and the other workers take their share meanwhile).
+	 * wake-up path.  Counted with the fan-out: more may be due.
 	 */
 	if (claim_due || recover)
-		*fanned += continue_in_tx(Min(limit, DUE_STEPS_PER_CLAIM), Max(limit - n, 0), lease_ms, &result, &n);
+		*fanned += continue_in_tx(limit, Max(limit - n, 0), lease_ms, &result, &n);
 
 	/*
 	 * Messages already in the queue are claimed when one is due (the caller
