@@ -296,8 +296,9 @@ ms_until(SPIPlanPtr plan, long none_ms)
  * first messages come back leased), then, if claim_due (or once after a
  * worker started or stopped), claim due messages up to limit in all: pending
  * and due, or leased with the lease expired, or leased by a worker that no
- * longer runs.  The rows come with what their rendering needs.  When nothing
- * is due, *next_due_ms says when something will be (-2: not looked at).
+ * longer runs.  The rows come with what their rendering needs, and their
+ * integrations (*irows, *nirows: each once, read in the same transaction).
+ * When nothing is due, *next_due_ms says when something will be (-2: not looked at).
  * Without claim_due, it says only when a waiting step is due, if one is: the
  * caller then moves its schedule earlier, never later.
  */
