@@ -2,8 +2,8 @@
 # test/bench/engine.sh: the workflow engine at scale (issue 12).
 #   bash test/bench/engine.sh [SCALE]     SCALE 1 (default) = the sizes below; 0.05 for a quick run
 #
-# On a throwaway cluster (fsync on, the settings run.sh measures P4-P6 with:
-# shared_buffers 2GB, novu.workers 2, novu.batch_size 2000) and the fast mock
+# On a throwaway cluster (fsync on; for 10M rows, the PostgreSQL settings run.sh measures P4-P6 with:
+# shared_buffers 2GB; novu.workers 2 and novu.batch_size 500, their defaults) and the fast mock
 # (bench_start_mock: test/bench/fastmock.c), with 1M x SCALE subscribers, one Expo device each
 # (Expo: the mock's cheapest push provider, up to 100 messages a request):
 #   1. topic fan-out: a topic of all of them (members filled set-based), one
@@ -31,6 +31,7 @@
 #   ENGINE_ONLY=topic,delay,digest,claim   the parts to run (default all)
 #   ENGINE_NO_BUILD=1                      do not build and install first
 #   ENGINE_MOCK_PORT=18610                 the fast mock's port (and +1)
+#   ENGINE_BATCH=500                       novu.batch_size (default: its default, 500)
 #   ENGINE_DELAY_LEAD / ENGINE_DIGEST_WINDOW   seconds (default: from the sizes)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,7 +41,7 @@ cd "$(dirname "$0")/../.."
 SCALE=${1:-${ENGINE_BENCH_SCALE:-1}}
 ONLY=${ENGINE_ONLY:-}
 CLAIM_TX=${ENGINE_CLAIM_TX:-300}
-BATCH=2000
+BATCH=${ENGINE_BATCH:-500}
 n() { awk -v s="$SCALE" -v v="$1" 'BEGIN { x = int(v * s); if (x < 1) x = 1; print x }'; }
 N_SUBS=$(n 1000000)
 N_WAIT=$(n 10000000)

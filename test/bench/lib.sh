@@ -19,7 +19,10 @@ q() { psql -XAtq -v ON_ERROR_STOP=1 "$@"; }
 now() { date +%s.%N; }
 rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n / t }'; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { print b - a }'; }
-ctl() { curl -s --cacert "$BENCH_CERTS/ca.pem" "$mock/$1" -X "${2:-GET}" ${3:+-d "$3"}; }
+# The mock's control endpoints over HTTP/1.1: the curl 7.88 command line stalls part way
+# through an HTTP/2 answer of many megabytes (/_tokens after 1M messages: 28 MB); Node's
+# http2 client reads the same answer from the same mock whole.
+ctl() { curl -s --http1.1 --cacert "$BENCH_CERTS/ca.pem" "$mock/$1" -X "${2:-GET}" ${3:+-d "$3"}; }
 jq_() { node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const o=JSON.parse(s);console.log(eval("o."+process.argv[1]))})' "$1"; }
 
 bench_start_mock() {
