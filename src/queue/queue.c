@@ -883,7 +883,9 @@ novu_housekeeping(void)
  * novu._refresh_queue_stats() analyzes events or deliveries when they hold
  * far more live rows than their statistics say (a queue vacuumed while empty
  * looks empty to the planner until the next autovacuum ANALYZE, and the
- * claim's joins were then planned as scans of the whole table per row).
+ * claim's joins were then planned as scans of the whole table per row), and
+ * step_runs when far more steps wait than its statistics say (a digest
+ * window's look-up then read every waiting step).
  * Returns the number of tables analyzed.
  */
 int
