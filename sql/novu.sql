@@ -5471,10 +5471,12 @@ BEGIN
         -- one worker analyzes a table at a time; the others go on
         IF pg_stat_get_live_tuples(t) > 2 * GREATEST((SELECT c.reltuples FROM pg_class c WHERE c.oid = t), 0) + 1000
            AND pg_try_advisory_xact_lock(pg_catalog.hashtext('novu._refresh_queue_stats'), t::oid::integer) THEN
+            -- SKIP_LOCKED: a VACUUM running on the table (a DBA's is never
+            -- canceled for us) does not hold the worker up; the next check tries again
             IF t = 'novu.events'::regclass THEN
-                ANALYZE novu.events (id, transaction_id, status, kind);
+                ANALYZE (SKIP_LOCKED) novu.events (id, transaction_id, status, kind);
             ELSE
-                ANALYZE novu.deliveries;
+                ANALYZE (SKIP_LOCKED) novu.deliveries;
             END IF;
             analyzed := analyzed + 1;
         END IF;
@@ -5487,13 +5489,20 @@ BEGIN
     -- event: 100,000 events over 10,000 keys fanned out at 1,431/s instead of
     -- 8,817/s.  Counted only up to twice the belief plus 1,000, and only while
     -- the belief is small (a large one already keeps the planner off that path).
+    -- A few waiting steps in a long history of done ones may escape a sample:
+    -- this table's is 30,000 rows, and it is analyzed again only after 1,000
+    -- rows and a thousandth of the table changed (not once a second on a
+    -- belief that its sample cannot correct).
     believed := GREATEST((SELECT c.reltuples FROM pg_class c WHERE c.oid = 'novu.step_runs_due_idx'::regclass), 0);
     IF believed < 1000
+       AND pg_stat_get_mod_since_analyze('novu.step_runs'::regclass)
+           > 1000 + 0.001 * GREATEST((SELECT c.reltuples FROM pg_class c WHERE c.oid = 'novu.step_runs'::regclass), 0)
        AND (SELECT count(*) FROM (SELECT FROM novu.step_runs x WHERE x.status = 'waiting'
                                    LIMIT (2 * believed + 1001)::bigint) w) > 2 * believed + 1000
        AND pg_try_advisory_xact_lock(pg_catalog.hashtext('novu._refresh_queue_stats'),
                                      'novu.step_runs'::regclass::oid::integer) THEN
-        ANALYZE novu.step_runs;
+        PERFORM set_config('default_statistics_target', '100', true);
+        ANALYZE (SKIP_LOCKED) novu.step_runs;
         analyzed := analyzed + 1;
     END IF;
     RETURN analyzed;

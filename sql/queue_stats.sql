@@ -27,7 +27,8 @@ DELETE FROM novu.events WHERE transaction_id LIKE 'qs-%';
 -- (here only done ones): its partial indexes look empty however many steps
 -- wait since, and the look-up of a digest window by its key (novu._start,
 -- novu._digest_join) was planned through the due-time index, reading every
--- waiting step per event.  The same check analyzes it when far more wait.
+-- waiting step per event.  The same check analyzes it when far more wait
+-- (and at least 1,000 rows and a thousandth of the table changed since its last ANALYZE).
 DELETE FROM novu.step_runs;
 INSERT INTO novu.step_runs (kind, transaction_id, workflow_id, subscriber_id, step_index, digest_key, status, due_at)
 SELECT 'digest', 'qs-done-' || i, 'qs-wf', 'qs-sub-' || (i % 100), 0, 'k' || i, 'done', now()
@@ -49,6 +50,7 @@ SELECT x.id FROM novu.step_runs x
    FOR UPDATE;
 EXPLAIN (COSTS OFF) EXECUTE window_lookup;
 COMMIT;
+SELECT pg_stat_force_next_flush();
 SET ROLE novu_worker;
 SELECT novu._refresh_queue_stats() >= 0 AS checked;
 RESET ROLE;
