@@ -886,7 +886,7 @@ novu_housekeeping(void)
  * claim's joins were then planned as scans of the whole table per row), and
  * step_runs when far more steps wait than its statistics say (a digest
  * window's look-up then read every waiting step).
- * Returns the number of tables analyzed.
+ * Returns the number of tables analyzed (or found locked by a VACUUM, skipped).
  */
 int
 queue_refresh_stats(void)
