@@ -460,15 +460,16 @@ build_results(ResultBatch *rb)
 	build_results_of(answered, nanswered, rb);
 }
 
-/* After the results are committed: forget them and free the finished batches. */
+/*
+ * Free the batches whose messages are all recorded.  Only while no answer
+ * waits to be recorded: an answered message lives in its batch's memory.
+ */
 static void
-results_recorded(void)
+free_finished_batches(void)
 {
 	ListCell   *lc;
 
-	answered = NULL;
-	nanswered = answered_cap = 0;
-	MemoryContextReset(results_context);
+	Assert(nanswered == 0);
 	foreach(lc, finished_batches)
 	{
 		Batch	   *b = lfirst(lc);
@@ -478,6 +479,16 @@ results_recorded(void)
 	}
 	list_free(finished_batches);
 	finished_batches = NIL;
+}
+
+/* After the results are committed: forget them and free the finished batches. */
+static void
+results_recorded(void)
+{
+	answered = NULL;
+	nanswered = answered_cap = 0;
+	MemoryContextReset(results_context);
+	free_finished_batches();
 }
 
 /*
@@ -1464,6 +1475,8 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 		flush_results();
 	if (nanswered > 0)
 		*sleep_ms = Min(*sleep_ms, results_flush_in_ms());	/* held answers: back in time to record them */
+	else if (finished_batches != NIL)
+		free_finished_batches();	/* recorded without answers (in_app): no flush comes to free them */
 
 	if (!last_claim_full)
 	{

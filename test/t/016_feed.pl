@@ -3,7 +3,8 @@
 # actor; the payload), next to a push step of the same workflow sent to FCM;
 # a LISTEN session receives NOTIFY novu_in_app {"subscriberId", "unseenCount"}
 # after the worker's commit and after each committed mark, and nothing for a
-# rolled-back trigger or mark.
+# rolled-back trigger or mark.  A worker that delivers only in_app messages
+# keeps no memory of its past batches.
 use strict;
 use warnings;
 
@@ -121,6 +122,34 @@ is(NovuTest::query($node, q{SELECT count(*) FROM novu.in_app_messages WHERE tran
 my ($rc, $out, $err) = $node->psql('postgres', qq{SELECT novu.mark_as('dave', '"$id"', '{"seen": false}')});
 like($err, qr/message "$id" not found in the feed of subscriber "dave"/, 'another subscriber\'s message id is an error');
 is(NovuTest::query($node, qq{SELECT seen FROM novu.in_app_messages WHERE id = $id}), 't', 'and nothing was written');
+
+# 5. in_app only: a worker whose batches end without a provider answer frees
+# them all the same (they waited for a results flush that never came: each
+# claim's memory, some MB for 500 digests, stayed for the worker's lifetime)
+$node->safe_psql('postgres', q{SELECT novu.create_workflow('feed-only', '[{"type": "in_app", "content": "#{{payload.n}}"}]')});
+for my $round (1 .. 12)
+{
+	NovuTest::query($node, qq{SELECT count(novu.trigger('feed-only', '"dave"', jsonb_build_object('n', i), '{}',
+	    'fo-$round-' || i)) FROM generate_series(1, 50) i});
+	ok(NovuTest::wait_for($node, qq{SELECT count(*) = 50 FROM novu.in_app_messages WHERE transaction_id LIKE 'fo-$round-%'}),
+		"in_app round $round stored") or last;
+}
+my $workers = NovuTest::query($node, q{SELECT string_agg(pid::text, ',') FROM pg_stat_activity
+    WHERE backend_type LIKE 'novu delivery worker%'});
+my @pids = split /,/, $workers;
+ok(scalar @pids >= 1, 'delivery workers running');
+my $log_at = -s $node->logfile;
+NovuTest::query($node, "SELECT pg_log_backend_memory_contexts($_)") for @pids;
+my $dumped = sub {
+	my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $log_at);
+	return (() = $log =~ /Grand total/g) >= scalar @pids ? $log : undef;
+};
+my $deadline = time() + 30;
+my $dump;
+until (($dump = $dumped->()) || time() > $deadline) { usleep(100_000); }
+ok($dump, 'each worker logged its memory contexts');
+my $kept = () = ($dump // '') =~ /level: 1; novu batch:/g;
+is($kept, 0, 'no worker keeps the memory of a finished in_app batch (12 batches or more were claimed)');
 
 $listener->quit;
 done_testing();
