@@ -4786,7 +4786,7 @@ COMMENT ON FUNCTION novu._topic_chunk(text[], text[], text, text, integer) IS 'I
 -- caller (at most p_lease_limit, see _expand); *handled (OUT) is the number of
 -- outbox rows and broadcast subscribers handled.
 CREATE FUNCTION novu._fanout(p_limit integer, p_lease_limit integer, p_lease_ms integer,
-                             p_slot integer, p_nslots integer)
+                             p_slot integer, p_nslots integer, p_floor bigint DEFAULT 0)
 RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
                device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
                step jsonb, step_key text, subscriber jsonb, handled integer)
@@ -4821,17 +4821,24 @@ BEGIN
     -- updated by TID after (_take_events): a join of the locking subquery with
     -- the table can be planned (on an outbox analyzed while empty) as a nested
     -- loop that locks and scans again for every row, which took 24 s for a
-    -- batch of 10,000.
+    -- batch of 10,000.  The scans start at the worker's floor (p_floor: no
+    -- trigger below it is or can become pending, see src/queue/floor.c), past
+    -- the index entries of triggers already fanned out that VACUUM has not
+    -- removed yet (after a burst, hundreds of pages read at every wake-up).
+    -- Never above the sequence's last value: a sequence set back (TRUNCATE
+    -- ... RESTART IDENTITY) hands out ids below the floor until the worker
+    -- sees it.
+    p_floor := LEAST(p_floor, (SELECT s.last_value FROM novu.events_id_seq s));
     SELECT array_agg(c.ctid) INTO tids
       FROM (SELECT x.ctid FROM novu.events x
-             WHERE x.status = 'pending' AND x.kind = 'trigger'
+             WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id >= p_floor
                AND (p_nslots <= 1 OR x.id % p_nslots = p_slot)
              ORDER BY x.id LIMIT p_limit
              FOR UPDATE SKIP LOCKED) c;
     IF p_nslots > 1 AND COALESCE(cardinality(tids), 0) < p_limit THEN
         SELECT array_agg(c.ctid) INTO more
           FROM (SELECT x.ctid FROM novu.events x
-                 WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id % p_nslots <> p_slot
+                 WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id >= p_floor AND x.id % p_nslots <> p_slot
                  ORDER BY x.id LIMIT p_limit - COALESCE(cardinality(tids), 0)
                  FOR UPDATE SKIP LOCKED) c;
         tids := COALESCE(tids || more, tids, more);
@@ -4960,7 +4967,7 @@ BEGIN
                         NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb, done;
 END
 $$;
-COMMENT ON FUNCTION novu._fanout(integer, integer, integer, integer, integer) IS 'Internal (workers): create the missing recipients of pending triggers, fan the triggers out, then chunks of broadcasts and topic triggers, into deliveries; returns the messages leased to the caller, then one row with the count handled';
+COMMENT ON FUNCTION novu._fanout(integer, integer, integer, integer, integer, bigint) IS 'Internal (workers): create the missing recipients of pending triggers, fan the triggers out, then chunks of broadcasts and topic triggers, into deliveries; returns the messages leased to the caller, then one row with the count handled';
 
 -- Recording: each result finds its row by primary key, in a lateral probe the
 -- planner cannot turn into a scan of every leased row (see _expand; the
@@ -5594,6 +5601,8 @@ GRANT INSERT (subscriber_id) ON novu.subscribers TO novu_worker;
 GRANT SELECT, DELETE ON novu.subscriber_deletions TO novu_worker;
 GRANT UPDATE (webhook_url, updated_at) ON novu.subscriber_channels TO novu_worker;
 GRANT SELECT, UPDATE, DELETE ON novu.events TO novu_worker;
+-- the claim floor reads its last value (src/queue/floor.c)
+GRANT SELECT ON novu.events_id_seq TO novu_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON novu.deliveries TO novu_worker;
 GRANT SELECT, INSERT, DELETE ON novu.execution_details TO novu_worker;
 GRANT SELECT, INSERT, UPDATE ON novu.provider_stats TO novu_worker;
@@ -5603,7 +5612,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON novu.step_runs, novu.digest_events TO no
 GRANT USAGE ON SEQUENCE novu.step_runs_id_seq TO novu_worker;
 GRANT EXECUTE ON FUNCTION
     novu._expand(text[], text[], text[], integer, integer, integer[], bigint[], jsonb[]),
-    novu._fanout(integer, integer, integer, integer, integer),
+    novu._fanout(integer, integer, integer, integer, integer, bigint),
     novu._start(text[], text[], text[], integer, integer),
     novu._advance(text[], text[], text[], integer[], bigint[], integer, integer),
     novu._continue(integer, integer, integer),

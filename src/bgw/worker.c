@@ -192,6 +192,14 @@ novu_worker_main(Datum main_arg)
 	 * application's trigger commits keep their own setting.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Each statement sees what committed before it, whatever the database's
+	 * default_transaction_isolation: the claims skip locked rows and look
+	 * again (a repeatable-read claim would fail on every row another worker
+	 * took), and the claim floor takes snapshots of its own (queue/floor.c).
+	 */
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
 	/* short keyed statements on small batches: compiling them never pays */
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 

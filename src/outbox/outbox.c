@@ -354,6 +354,12 @@ novu_outbox_insert(const char *transaction_id, bool generated, const char *kind,
 	given_null[COL_TOPICS] = (topics == NULL);
 
 	/*
+	 * The transaction's xid before the row's id: the workers' claim floor
+	 * (queue/floor.c) relies on an id never being older than its xid.
+	 */
+	(void) GetTopTransactionId();
+
+	/*
 	 * The shape is in use until a direct insert's row is in: an index
 	 * function that triggered again (absurd, but possible) takes SPI.
 	 */

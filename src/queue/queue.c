@@ -197,7 +197,7 @@ grow_claimed(ClaimedRow *rows, int have, int more)
 static int
 fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
 {
-	Oid			argtypes[5] = {INT4OID, INT4OID, INT4OID, INT4OID, INT4OID};
+	Oid			argtypes[6] = {INT4OID, INT4OID, INT4OID, INT4OID, INT4OID, INT8OID};
 	/*
 	 * Fan out as many outbox rows as this claim leases messages: every
 	 * message of a one-device trigger comes back leased from the insert that
@@ -205,13 +205,20 @@ fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
 	 * those later cost a second update of each row, about a sixth of the
 	 * queue's work per message; the other workers fan out their own share.)
 	 */
-	Datum		values[5] = {Int32GetDatum(Max(lease_limit, 1)), Int32GetDatum(lease_limit), Int32GetDatum(lease_ms),
-	Int32GetDatum(novu_worker_slot), Int32GetDatum(novu_workers)};
+	Datum		values[6];
 	int			handled = 0;
 	int			n;
 	int			i;
 
-	novu_prepare_once(&fanout_plan, "SELECT * FROM novu._fanout($1, $2, $3, $4, $5)", 5, argtypes);
+	/* where the claim's scan of the pending triggers starts (queue/floor.c) */
+	queue_floor_update();
+	values[0] = Int32GetDatum(Max(lease_limit, 1));
+	values[1] = Int32GetDatum(lease_limit);
+	values[2] = Int32GetDatum(lease_ms);
+	values[3] = Int32GetDatum(novu_worker_slot);
+	values[4] = Int32GetDatum(novu_workers);
+	values[5] = Int64GetDatum(queue_floor());
+	novu_prepare_once(&fanout_plan, "SELECT * FROM novu._fanout($1, $2, $3, $4, $5, $6)", 6, argtypes);
 	if (SPI_execute_plan(fanout_plan, values, NULL, false, 0) != SPI_OK_SELECT || SPI_processed < 1)
 		elog(ERROR, "novu: fan-out failed");
 	n = (int) SPI_processed;

@@ -253,7 +253,7 @@ SQL
     R[digest_ok]=$ok
     R[digest_rss]=$(mb "$PEAK")
     L[digest]="${L[digest]} → $(load)"
-    log "4. digest: ${R[digest_fanout]}; ${R[digest_end]}; ${R[digest_count]}; ${R[digest_events]}; all listed once: $ok"
+    log "4. digest: ${R[digest_fanout]}; ${R[digest_end]}; ${R[digest_count]}; ${R[digest_events]}; all listed once: $ok; workers' RssAnon peak ${R[digest_rss]}"
 fi
 
 # --- 3. claim cost with N_WAIT waiting vs one batch (the workers stopped)
@@ -353,6 +353,6 @@ cat <<EOF
 | Digest: triggers | $N_EVENTS novu.trigger of [digest ($DIGEST_WINDOW s window, digestKey postId), in_app], 5,000 a transaction, over $N_KEYS keys ($N_DSUBS subscribers × $(( N_KEYS / N_DSUBS )) postIds) | ${R[digest_rate]} | | ${L[digest]} |
 | Digest: fan-out | the triggers' events merged into their windows (the workers' fan-out, staged) | ${R[digest_fanout]} | before the windows end | |
 | Digest: window end to message | ${R[digest_end]} | | a due step starts within novu.poll_interval (1 s) | |
-| Digest: messages and events | ${R[digest_count]}; ${R[digest_events]} | $( [ "${R[digest_ok]}" = yes ] && echo "one message per key, every event listed once" || echo "NOT one message per key with every event" ) | one per key, all events | |
+| Digest: messages and events | ${R[digest_count]}; ${R[digest_events]}; the workers' largest RssAnon ${R[digest_rss]} | $( [ "${R[digest_ok]}" = yes ] && echo "one message per key, every event listed once" || echo "NOT one message per key with every event" ) | one per key, all events | |
 EOF
 fi
