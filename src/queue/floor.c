@@ -27,10 +27,12 @@
  * transaction (or a prepared one) only delays this: the floor stays where it
  * was meanwhile.
  *
- * Defense in depth: every tenth candidate scans from id 0 rather than from
- * the current floor, so a row that got its id otherwise (restored with an
- * explicit id, a sequence altered to cache ids) lowers the floor again
- * within seconds.  A sequence caching ids turns the floor off.
+ * Defense in depth: every tenth candidate scans from the smallest id rather
+ * than from the current floor, so a row that got its id otherwise (restored
+ * with an explicit id) lowers the floor again within seconds.  A sequence
+ * caching ids turns the floor off, and novu._fanout never uses a floor above
+ * the sequence's last value (a sequence set back by TRUNCATE ... RESTART
+ * IDENTITY hands out ids below it until the next candidate).
  */
 #include "postgres.h"
 
@@ -48,7 +50,7 @@
 #define FLOOR_INTERVAL_MS 250
 /* A candidate not confirmed by then is dropped and taken again (ms). */
 #define FLOOR_CANDIDATE_MAX_AGE_MS 60000
-/* Every so many candidates scan from id 0 (see the file's comment). */
+/* Every so many candidates scan from the smallest id (see the file's comment). */
 #define FLOOR_FULL_SCAN_EVERY 10
 
 static int64 floor_id = PG_INT64_MIN;
