@@ -53,11 +53,21 @@ PGXS_DIR=$(dirname "$(pg_config --pgxs)")/../..
 tap_tests=${NOVU_TAP_TESTS:-$(cd "$suite/test/t" && ls [0-9]*.pl)}
 if ! as_owner env PATH="$PGBIN:$PATH" TESTDIR="$suite" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
         prove --timer -I "$PGXS_DIR/src/test/perl" -I "$suite/test/t" \
-        $(for t in $tap_tests; do echo "$suite/test/t/$t"; done); then
+        $(for t in $tap_tests; do echo "$suite/test/t/$t"; done) 2>&1 | tee "$tmp/prove.out"; then
     status=1
     for f in "$suite"/tmp_check/log/*; do
         case "$f" in *.log) echo "---- $f (last 40 lines)"; tail -40 "$f";; esac
     done
+    # Last, where a truncated CI log still shows it: which test failed and how.
+    for f in "$suite"/tmp_check/log/regress_log_*; do
+        if grep -qE '^not ok|Looks like|died|BAIL' "$f"; then
+            echo "---- $f (failed; its lines from the first failure, at most 80)"
+            grep -nE -m1 '^not ok|Looks like|died|BAIL' "$f" | cut -d: -f1 |
+                { read -r n; sed -n "$((n > 30 ? n - 30 : 1)),$((n + 50))p" "$f"; }
+        fi
+    done
+    echo "---- prove's summary"
+    sed -n '/^Test Summary Report/,$p' "$tmp/prove.out"
 fi
 
 if [ $status = 0 ]; then log "all suites passed"; rm -rf "$tmp"; else log "FAILED (server log: $tmp/pg/server.log)"; fi
