@@ -105,6 +105,9 @@ static int	claim_limit = 0;
 /* Errors in a row while answers waited to be recorded (see novu_deliver_abandon). */
 static int	record_errors = 0;
 
+/* The batch of a claim under way: none of its messages is handed out yet. */
+static Batch *claiming = NULL;
+
 /*
  * Run fn(arg), turning an ERROR it raises into a false return with the
  * error's message (in the caller's memory context): rendering, building or
@@ -1206,8 +1209,10 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 
 		if (recording)
 			build_results(&rb);
+		claiming = b;
 		n = queue_claim(limit, lease_ms, &rows, next_due_ms, recording ? &rb : NULL, fanout, claim_due, fanned,
 						&irows, &nirows);
+		claiming = NULL;
 		if (recording)
 		{
 			schedule_retries(&rb);
@@ -1505,6 +1510,13 @@ novu_deliver_abandon(void)
 {
 	if (nanswered > 0)
 		record_errors++;
+	/* a claim that failed took nothing: its batch has no message to wait for */
+	if (claiming != NULL)
+	{
+		MemoryContextDelete(claiming->context);
+		pfree(claiming);
+		claiming = NULL;
+	}
 }
 
 /*

@@ -4,7 +4,8 @@
 # a LISTEN session receives NOTIFY novu_in_app {"subscriberId", "unseenCount"}
 # after the worker's commit and after each committed mark, and nothing for a
 # rolled-back trigger or mark.  A worker that delivers only in_app messages
-# keeps no memory of its past batches.
+# keeps no memory of its past batches.  previousStep filters read the in_app
+# message's read/seen state after a delay.
 use strict;
 use warnings;
 
@@ -138,18 +139,75 @@ my $workers = NovuTest::query($node, q{SELECT string_agg(pid::text, ',') FROM pg
     WHERE backend_type LIKE 'novu delivery worker%'});
 my @pids = split /,/, $workers;
 ok(scalar @pids >= 1, 'delivery workers running');
-my $log_at = -s $node->logfile;
-NovuTest::query($node, "SELECT pg_log_backend_memory_contexts($_)") for @pids;
-my $dumped = sub {
-	my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $log_at);
-	return (() = $log =~ /Grand total/g) >= scalar @pids ? $log : undef;
-};
-my $deadline = time() + 30;
-my $dump;
-until (($dump = $dumped->()) || time() > $deadline) { usleep(100_000); }
-ok($dump, 'each worker logged its memory contexts');
-my $kept = () = ($dump // '') =~ /level: 1; novu batch:/g;
+# The batches the workers keep (their "novu batch" memory contexts), from
+# pg_log_backend_memory_contexts; undef if a worker did not log its contexts.
+sub batches_kept
+{
+	my $log_at = -s $node->logfile;
+	NovuTest::query($node, "SELECT pg_log_backend_memory_contexts($_)") for @pids;
+	my $deadline = time() + 30;
+	my $log;
+	while (time() < $deadline)
+	{
+		$log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $log_at);
+		last if (() = $log =~ /Grand total/g) >= scalar @pids;
+		undef $log;
+		usleep(100_000);
+	}
+	return undef unless defined $log;
+	return scalar(() = $log =~ /level: 1; novu batch:/g);
+}
+my $kept = batches_kept();
+ok(defined $kept, 'each worker logged its memory contexts');
 is($kept, 0, 'no worker keeps the memory of a finished in_app batch (12 batches or more were claimed)');
+
+# 5b. a claim that fails (here: the worker role lost a privilege the claim
+# needs) frees its batch; the workers pause and claim again once it is back
+my $err_at = -s $node->logfile;
+$node->safe_psql('postgres', 'REVOKE SELECT ON novu.events_id_seq FROM novu_worker');
+NovuTest::query($node, q{SELECT novu.trigger('feed-only', '"dave"', '{"n": 0}', '{}', 'fo-after-errors')});
+my $errors = 0;
+my $err_deadline = time() + 30;
+while (time() < $err_deadline)
+{
+	$errors = () = PostgreSQL::Test::Utils::slurp_file($node->logfile, $err_at) =~ /permission denied for sequence events_id_seq/g;
+	last if $errors >= 3;
+	usleep(100_000);
+}
+cmp_ok($errors, '>=', 3, "the workers' claims failed ($errors errors logged)");
+is(batches_kept(), 0, 'no worker keeps the batch of a failed claim');
+$node->safe_psql('postgres', 'GRANT SELECT ON novu.events_id_seq TO novu_worker');
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 1 FROM novu.in_app_messages WHERE transaction_id = 'fo-after-errors'}),
+	'once the privilege is back, the trigger is delivered');
+
+# 6. previousStep filters, each way: in_app, a delay, then a push step only if
+# the in_app message is still unread and another only if it was seen (Novu's
+# "in_app, delay, then push if unseen")
+$node->safe_psql('postgres', q{SELECT novu.create_workflow('nudge', '[
+  {"type": "in_app", "content": "you have a reply"},
+  {"type": "delay", "amount": 3, "unit": "seconds"},
+  {"type": "push", "title": "still unread", "content": "#{{payload.n}}",
+   "filters": [{"children": [{"on": "previousStep", "step": "in_app-0", "stepType": "unread"}]}]},
+  {"type": "push", "title": "was seen", "content": "#{{payload.n}}",
+   "filters": [{"children": [{"on": "previousStep", "step": "in_app-0", "stepType": "seen"}]}]}]')});
+NovuTest::reset_mocks($mocks);
+NovuTest::query($node, q{SELECT novu.trigger('nudge', '"carol"', '{"n": 1}', '{}', 'nudge-read');
+    SELECT novu.trigger('nudge', '"carol"', '{"n": 2}', '{}', 'nudge-unread')});
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 2 FROM novu.in_app_messages WHERE transaction_id LIKE 'nudge-%'}),
+	'previousStep: both in_app messages stored');
+my $read_id = NovuTest::query($node, q{SELECT id FROM novu.in_app_messages WHERE transaction_id = 'nudge-read'});
+NovuTest::query($node, qq{SELECT novu.mark_as('carol', '"$read_id"', '{"read": true, "seen": true}')});
+is(NovuTest::query($node, q{SELECT count(*) FROM novu.step_runs WHERE transaction_id LIKE 'nudge-%'
+    AND status = 'waiting' AND due_at > clock_timestamp()}), '2', 'previousStep: marked while both delays wait');
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 2 FROM novu.execution_details WHERE transaction_id LIKE 'nudge-%'
+    AND detail = 'Step was filtered based on steps filters'}),
+	'previousStep: one push step of each notification filtered');
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 2 FROM novu.messages WHERE transaction_id LIKE 'nudge-%'
+    AND channel = 'push' AND status = 'sent'}), 'previousStep: the other sent');
+my %got = map { ($_->{body}{message}{notification}{body} => $_->{body}{message}{notification}{title}) }
+	@{ NovuTest::requests($mocks, 'fcm') };
+is_deeply(\%got, { '#1' => 'was seen', '#2' => 'still unread' },
+	'previousStep: the read message got "was seen" only, the unread one "still unread" only');
 
 $listener->quit;
 done_testing();
