@@ -114,6 +114,25 @@ load_subscribers 1 "$N_DELIVERY" "$(echo $PROVIDERS $P2_PROVIDERS | tr ' ' '\n' 
 q -c "VACUUM ANALYZE"
 clean() { q -c "TRUNCATE novu.deliveries, novu.execution_details, novu.events" >/dev/null; }
 
+# Requests the mock received for each token against the attempts novu recorded for
+# that token (a request reaches the provider once per recorded attempt): "extra
+# missing", both 0 when they are equal for every token, into $tmp/exact.  A Web
+# Push token is its subscription's endpoint, which the mock knows by its path.
+exactness() {  # exactness PROVIDER
+    local p=$1
+    ctl _tokens > "$tmp/tokens.tsv"
+    q > "$tmp/exact" <<SQL
+CREATE TEMP TABLE mock_tokens (token text, n bigint);
+\copy mock_tokens FROM '$tmp/tokens.tsv'
+SELECT COALESCE(sum(GREATEST(COALESCE(m.n, 0) - COALESCE(d.a, 0), 0)), 0) || ' ' ||
+       COALESCE(sum(GREATEST(COALESCE(d.a, 0) - COALESCE(m.n, 0), 0)), 0)
+  FROM (SELECT CASE provider_id WHEN 'web-push' THEN regexp_replace(device_token::jsonb ->> 'endpoint', '^.*/push/', '')
+                                ELSE device_token END AS token, sum(attempts) AS a
+          FROM novu.deliveries WHERE provider_id = '$p' GROUP BY 1) d
+  FULL JOIN mock_tokens m ON m.token = d.token;
+SQL
+}
+
 # P2: N triggers (one device each) in one commit, timed from the commit until all are sent
 p2() {  # p2 PROVIDER -> deliveries/s
     local p=$1 t0 t1 sent
@@ -127,6 +146,7 @@ p2() {  # p2 PROVIDER -> deliveries/s
     t1=$(now)
     sent=$(q -c "SELECT count(*) FROM novu.deliveries WHERE status = 'sent' AND provider_id = '$p'")
     [ "$sent" = "$N_DELIVERY" ] || log "WARNING: $p: only $sent of $N_DELIVERY sent"
+    exactness "$p"
     clean
     rate "$N_DELIVERY" "$(elapsed "$t0" "$t1")"
 }
@@ -151,6 +171,7 @@ p3() {  # p3 PROVIDER -> "p50 p99 n commit_p50 commit_p99 commit_n"
     # pgbench's log: client transaction_no latency_us script epoch us [lag]; the mock's: rid epoch
     cat "$tmp"/p3_log.* | awk '{ printf "%s.%s %d.%06d\n", $1, $2, $5, $6 }' > "$tmp/p3_commits"
     ctl _receipts > "$tmp/p3_receipts"
+    exactness "$p"
     c=$(awk 'NR == FNR { done[$1] = $2; next } ($1 in done) { printf "%.3f\n", ($2 - done[$1]) * 1000 }' \
             "$tmp/p3_commits" "$tmp/p3_receipts" | sort -n |
         awk '{ a[NR] = $1 } END { if (NR == 0) { print "- - 0"; exit }
@@ -177,10 +198,12 @@ p2p3_round() {  # p2p3_round quiet|hog RUN
     log "run $r $mode: P3 floor (a plain INSERT's commit) p50/p99/n ${R[p3_floor_${mode}_$r]}"
     for p in $P2_PROVIDERS; do
         R[p2_${p}_${mode}_$r]=$(p2 "$p")
-        log "run $r $mode: P2 $p ${R[p2_${p}_${mode}_$r]} deliveries/s"
+        R[x2_${p}_${mode}_$r]=$(cat "$tmp/exact")
+        log "run $r $mode: P2 $p ${R[p2_${p}_${mode}_$r]} deliveries/s; requests beyond / short of the recorded attempts: ${R[x2_${p}_${mode}_$r]}"
     done
     for p in $PROVIDERS; do
         R[p3_${p}_${mode}_$r]=$(p3 "$p")
+        R[x3_${p}_${mode}_$r]=$(cat "$tmp/exact")
         log "run $r $mode: P3 $p trigger-call p50/p99/n, commit-to-provider p50/p99/n: ${R[p3_${p}_${mode}_$r]}"
     done
 }
@@ -379,6 +402,17 @@ p2p3_table() {
             echo "| P3 $P trigger-call-to-provider (its commit included) p50 / p99 (n) | $r | $q50 / $q99 ms ($qn) | $h50 / $h99 ms ($hn) | p99 $(awk -v a="$h99" -v b="$q99" 'BEGIN { printf "%.2f", a / b }')x | - |"
         done
     done
+    for r in $(seq "$RUNS"); do
+        echo "| requests beyond / short of the attempts recorded, per token, P2 then P3 of each provider | $r | $(exact_row quiet "$r") | $(exact_row hog "$r") | - | 0 / 0 |"
+    done
+}
+exact_row() {  # exact_row MODE RUN -> "fcm 0/0, 0/0; apns ..."
+    local mode=$1 r=$2 p out=""
+    for p in $P2_PROVIDERS; do
+        set -- ${R[x2_${p}_${mode}_$r]:-- -}; out="$out${out:+; }$p $1/$2"
+        case " $PROVIDERS " in *" $p "*) set -- ${R[x3_${p}_${mode}_$r]:-- -}; out="$out, $1/$2" ;; esac
+    done
+    echo "$out"
 }
 # how many runs meet the targets
 p2p3_verdict() {
@@ -402,6 +436,11 @@ p2p3_verdict() {
         done
         echo "- P3 $p commit-to-provider p99 ≤ 5 ms: $ok_q of $RUNS runs quiet, $ok_h of $RUNS beside the hog (and within 2x of quiet)"
     done
+    local k v exact=0 all=0
+    for k in "${!R[@]}"; do
+        case $k in x2_*|x3_*) v=${R[$k]}; all=$((all + 1)); [ "$v" = "0 0" ] && exact=$((exact + 1)) ;; esac
+    done
+    echo "- requests per token equal to the attempts recorded (no duplicate, none missing): $exact of $all measurements"
 }
 
 {
