@@ -13,7 +13,9 @@ SELECT p.oid::regprocedure AS undocumented
  WHERE p.pronamespace = 'novu'::regnamespace
    AND obj_description(p.oid, 'pg_proc') IS NULL;
 
--- every SECURITY DEFINER function pins search_path (DESIGN 5)
+-- every SECURITY DEFINER function pins search_path (DESIGN 5): by a SET clause,
+-- or novu.trigger alone in its C code, before its first SPI statement (the
+-- clause cost 8% of a trigger; sql/security.sql's tripwire covers every path)
 SELECT p.oid::regprocedure AS unpinned
   FROM pg_proc p
  WHERE p.pronamespace = 'novu'::regnamespace AND p.prosecdef

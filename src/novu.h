@@ -29,6 +29,8 @@ extern void novu_define_gucs(void);
 struct _SPI_plan;
 extern struct _SPI_plan *novu_prepare_once(struct _SPI_plan **slot, const char *sql, int nargs, Oid *argtypes);
 extern struct _SPI_plan *novu_prepare_generic_once(struct _SPI_plan **slot, const char *sql, int nargs, Oid *argtypes);
+extern int *novu_pin_begin(int *pin);
+extern void novu_pin_end(int *outer, int pin);
 
 /* Limits fixed by the contract (DESIGN.md section 3) */
 #define NOVU_MAX_ID_LEN				255

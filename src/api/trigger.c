@@ -653,12 +653,41 @@ workflow_status(WorkflowState state)
 	return NULL;
 }
 
+static Datum trigger_call(FunctionCallInfo fcinfo);
+
 /*
  * novu.trigger(workflow_id, to, payload, overrides, transaction_id, actor)
  *		Enqueue a workflow run for the recipients in the caller's transaction.
+ *
+ * SECURITY DEFINER without a SET clause: search_path is pinned (to
+ * pg_catalog, pg_temp) before the first statement run through SPI, and the
+ * common path (subscriberIds, the direct outbox insert) resolves no name.
  */
 Datum
 novu_trigger(PG_FUNCTION_ARGS)
+{
+	int			pin;
+	int		   *outer = novu_pin_begin(&pin);
+	Datum		result;
+
+	PG_TRY();
+	{
+		result = trigger_call(fcinfo);
+	}
+	PG_CATCH();
+	{
+		/* the abort undoes the pin with the other GUC levels */
+		novu_pin_end(outer, 0);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	novu_pin_end(outer, pin);
+	return result;
+}
+
+/* The body of novu_trigger, search_path pinned at its first SPI statement. */
+static Datum
+trigger_call(FunctionCallInfo fcinfo)
 {
 	char	   *workflow_id = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	Jsonb	   *to = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
