@@ -7,7 +7,7 @@
 #  3. SIGTERM with a hung provider: fast shutdown in about a second, redelivery
 #  4. three workers share 1000 messages, each token accepted exactly once
 #  5. novu.database_name names a missing database: logged once, no crash loop
-#  6. DROP EXTENSION under a running worker, CREATE EXTENSION again
+#  6. DROP EXTENSION under a running worker, CREATE EXTENSION again (also both in one transaction)
 #  7. a rolled-back transaction sends nothing, a committed one meanwhile does
 # (run in the order 1, 2, 3, 4, 7, 6 on one node; 5 on a second node started
 # at the beginning, so that its log covers the whole run)
@@ -362,6 +362,25 @@ my $NOVU_ERROR = qr/^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:ERROR|FATAL|PANIC):/;
 	is(count_matches($log, qr/novu: extension ready, delivery resumes/), 1, 'drop extension: "delivery resumes" logged once');
 	is(count_matches($log, $NOVU_ERROR), 0, 'drop extension: no ERROR/FATAL in the server log after re-creation')
 	  or diag(join("\n", grep { /$NOVU_ERROR/ } split /\n/, $log));
+
+	# DROP and CREATE in one transaction, between two units of work of a
+	# worker that keeps the extension's OID (src/queue/work.c): the next unit
+	# of work finds the new extension, not the one it knew
+	$off = log_size($node);
+	$node->safe_psql('postgres', 'BEGIN; DROP EXTENSION novu; CREATE EXTENSION novu; COMMIT');
+	NovuTest::create_integrations($node, $mocks);
+	$node->safe_psql('postgres', $WORKFLOW);
+	make_subscribers($node, 'r6b-', 2, fcm => 'k6b-');
+	NovuTest::reset_mocks($mocks);
+	NovuTest::query($node, trigger_sql('r6b-', 2, 'tx-s6b'));
+	ok(NovuTest::wait_for($node, q{SELECT count(*) = 2 AND bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = 'tx-s6b'}, 20),
+		'drop and create in one transaction: a trigger is delivered by the new extension');
+	is_deeply(NovuTest::accepted($mocks, 'fcm'), { 'k6b-1' => 1, 'k6b-2' => 1 },
+		'drop and create in one transaction: each token accepted once');
+	$log = log_since($node, $off);
+	is(count_matches($log, $NOVU_ERROR), 0, 'drop and create in one transaction: no ERROR/FATAL in the server log')
+	  or diag(join("\n", grep { /$NOVU_ERROR/ } split /\n/, $log));
+	is(count_matches($log, $NOVU_DIED), 0, 'drop and create in one transaction: no novu worker died');
 }
 
 $node->stop;
