@@ -1510,6 +1510,8 @@ novu_deliver_abandon(void)
 {
 	if (nanswered > 0)
 		record_errors++;
+	/* an error in the express fan-out: the general one takes its triggers for a while */
+	queue_express_failed();
 	/* a claim that failed took nothing: its batch has no message to wait for */
 	if (claiming != NULL)
 	{

@@ -190,38 +190,16 @@ grow_claimed(ClaimedRow *rows, int have, int more)
 }
 
 /*
- * Fan out pending triggers (and one broadcast chunk), in the current
- * transaction.  The first lease_limit messages come back leased to this
- * worker and are appended to *rows; returns the outbox rows handled.
+ * Append the leased messages of a fan-out's result (SPI_tuptable, _fanout's
+ * shape) to *rows; returns the count its last row carries.
  */
 static int
-fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
+read_fanout_rows(ClaimedRow **rows, int *nrows)
 {
-	Oid			argtypes[6] = {INT4OID, INT4OID, INT4OID, INT4OID, INT4OID, INT8OID};
-	/*
-	 * Fan out as many outbox rows as this claim leases messages: every
-	 * message of a one-device trigger comes back leased from the insert that
-	 * creates it.  (Fanning out more left the rest pending, and claiming
-	 * those later cost a second update of each row, about a sixth of the
-	 * queue's work per message; the other workers fan out their own share.)
-	 */
-	Datum		values[6];
 	int			handled = 0;
-	int			n;
+	int			n = (int) SPI_processed;
 	int			i;
 
-	/* where the claim's scan of the pending triggers starts (queue/floor.c) */
-	queue_floor_update();
-	values[0] = Int32GetDatum(Max(lease_limit, 1));
-	values[1] = Int32GetDatum(lease_limit);
-	values[2] = Int32GetDatum(lease_ms);
-	values[3] = Int32GetDatum(novu_worker_slot);
-	values[4] = Int32GetDatum(novu_workers);
-	values[5] = Int64GetDatum(queue_floor());
-	novu_prepare_once(&fanout_plan, "SELECT * FROM novu._fanout($1, $2, $3, $4, $5, $6)", 6, argtypes);
-	if (SPI_execute_plan(fanout_plan, values, NULL, false, 0) != SPI_OK_SELECT || SPI_processed < 1)
-		elog(ERROR, "novu: fan-out failed");
-	n = (int) SPI_processed;
 	*rows = grow_claimed(*rows, *nrows, n);
 	for (i = 0; i < n; i++)
 	{
@@ -232,11 +210,72 @@ fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
 		(void) SPI_getbinval(tup, desc, 1, &isnull);
 		if (isnull)
 		{
-			/* the last row carries the count of outbox rows handled */
+			/* the row without a message carries the count of outbox rows handled */
 			handled = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
 			continue;
 		}
 		read_claimed(&(*rows)[(*nrows)++], tup, desc);
+	}
+	return handled;
+}
+
+/*
+ * Fan out pending triggers (and one broadcast chunk), in the current
+ * transaction.  The first lease_limit messages come back leased to this
+ * worker and are appended to *rows; returns the outbox rows handled.
+ *
+ * A few plain triggers (the usual commit's wake-up) go by the express
+ * statement (express.c); anything else, or more, by novu._fanout.  Not while
+ * a backlog is being worked through: the last general fan-out here took as
+ * many rows as it could.
+ */
+static int
+fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
+{
+	static bool backlog = false;
+	Oid			argtypes[6] = {INT4OID, INT4OID, INT4OID, INT4OID, INT4OID, INT8OID};
+	Datum		values[6];
+	int			handled = 0;
+	int			before = *nrows;
+
+	/* where the claim's scan of the pending triggers starts (queue/floor.c) */
+	queue_floor_update();
+	if (!backlog && lease_limit > 0 && queue_express_wanted())
+	{
+		int			taken = queue_express_fanout(queue_floor(), lease_limit, lease_ms);
+
+		if (taken >= 0)
+		{
+			(void) read_fanout_rows(rows, nrows);
+			if (!queue_express_full(taken))
+				return taken;
+			/* as many as it takes: the rest, if any, by the general fan-out */
+			handled = taken;
+			lease_limit = Max(lease_limit - (*nrows - before), 0);
+		}
+	}
+
+	/*
+	 * Fan out as many outbox rows as this claim leases messages: every
+	 * message of a one-device trigger comes back leased from the insert that
+	 * creates it.  (Fanning out more left the rest pending, and claiming
+	 * those later cost a second update of each row, about a sixth of the
+	 * queue's work per message; the other workers fan out their own share.)
+	 */
+	values[0] = Int32GetDatum(Max(lease_limit, 1));
+	values[1] = Int32GetDatum(lease_limit);
+	values[2] = Int32GetDatum(lease_ms);
+	values[3] = Int32GetDatum(novu_worker_slot);
+	values[4] = Int32GetDatum(novu_workers);
+	values[5] = Int64GetDatum(queue_floor());
+	novu_prepare_once(&fanout_plan, "SELECT * FROM novu._fanout($1, $2, $3, $4, $5, $6)", 6, argtypes);
+	if (SPI_execute_plan(fanout_plan, values, NULL, false, 0) != SPI_OK_SELECT || SPI_processed < 1)
+		elog(ERROR, "novu: fan-out failed");
+	{
+		int			general = read_fanout_rows(rows, nrows);
+
+		backlog = (general >= Max(lease_limit, 1));
+		handled += general;
 	}
 	return handled;
 }

@@ -81,5 +81,11 @@ extern int	queue_refresh_stats(void);
 extern void queue_floor_update(void);
 extern int64 queue_floor(void);
 
+/* express.c: the fan-out of a few plain triggers in one statement */
+extern bool queue_express_wanted(void);
+extern int	queue_express_fanout(int64 floor, int lease_limit, int lease_ms);
+extern bool queue_express_full(int taken);
+extern void queue_express_failed(void);
+
 
 #endif							/* NOVU_QUEUE_H */

@@ -2,7 +2,8 @@
 # OAuth, APNs over HTTP/2 with an ES256 token, Expo), each good token exactly
 # once, with Novu's message mapping; rollback sends nothing; a repeated
 # transactionId sends once; a commit wakes the worker at once; the fan-out
-# creates unknown recipients.
+# creates unknown recipients; the express fan-out of plain triggers and the
+# general one write the same messages.
 use strict;
 use warnings;
 
@@ -15,7 +16,9 @@ use Test::More;
 use Time::HiRes qw(time usleep);
 
 my $mocks = NovuTest::start_mocks();
-my $node = NovuTest::new_node('delivery', $mocks);
+# pg_stat_statements: test 8 looks at which fan-out statements the workers ran
+my $node = NovuTest::new_node('delivery', $mocks,
+	shared_preload_libraries => "'novu, pg_stat_statements'");
 NovuTest::create_integrations($node, $mocks);
 
 $node->safe_psql('postgres', <<'SQL');
@@ -195,6 +198,59 @@ is(NovuTest::query($node, q{SELECT string_agg(transaction_id || ' ' || subscribe
 is(NovuTest::query($node, q{SELECT count(*) FROM novu.messages WHERE transaction_id = 'tx-ghost-1' AND subscriber_id = 'alice' AND status = 'sent'}),
 	'3', 'the known recipient of the same trigger is served');
 is(NovuTest::query($node, q{SELECT count(*) FROM novu.events WHERE transaction_id = 'tx-ghost-rb'}), '0', 'the rolled-back trigger left nothing');
+
+# 8. plain triggers committed together: a few go by the express fan-out (one
+# statement, src/queue/express.c), more than it takes go on by novu._fanout in
+# the same claim; both write the same messages: each step's providers, the
+# actor, the payload and the profile in the templates, each token once
+NovuTest::reset_mocks($mocks);
+$node->safe_psql('postgres', q{
+SELECT novu.create_workflow('two-steps', '[
+    {"type": "push", "providers": ["fcm"], "title": "A {{payload.n}}", "content": "for {{subscriber.firstName}}"},
+    {"type": "push", "title": "B {{payload.n}}", "content": "{{actor.firstName}} to {{subscriber.firstName}}"}]');
+SELECT novu.identify('ex-' || i, jsonb_build_object('firstName', 'Ex' || i, 'channels', jsonb_build_array(
+    jsonb_build_object('providerId', 'fcm', 'credentials', jsonb_build_object('deviceTokens', jsonb_build_array('fcm-ex-' || i))),
+    jsonb_build_object('providerId', 'expo', 'credentials',
+        jsonb_build_object('deviceTokens', jsonb_build_array('ExponentPushToken[ex-' || i || ']'))))))
+  FROM generate_series(1, 40) i;
+});
+# a restart: workers that start afresh try the express way first (after the
+# general fan-out took test 7's unknown recipients, they leave it for a while)
+$node->restart;
+$node->safe_psql('postgres', q{CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset()});
+$node->safe_psql('postgres', q{
+BEGIN;
+SELECT novu.trigger('two-steps', to_jsonb('ex-' || i), jsonb_build_object('n', i), '{}', 'tx-ex-' || i,
+                    '{"subscriberId": "boss", "firstName": "Boss"}')
+  FROM generate_series(1, 40) i;
+COMMIT;
+});
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 120 FROM novu.messages WHERE transaction_id LIKE 'tx-ex-%' AND status = 'sent'}),
+	'40 triggers in one commit: their 120 messages end sent');
+is_deeply(NovuTest::accepted($mocks, 'fcm'), { map { ("fcm-ex-$_" => 2) } 1 .. 40 },
+	'FCM: each token accepted twice (both steps), once per step');
+is_deeply(NovuTest::accepted($mocks, 'expo'), { map { ("ExponentPushToken[ex-$_]" => 1) } 1 .. 40 },
+	'Expo: each token accepted once (the step restricted to FCM left it out)');
+my %fcm_texts;
+for my $r (@{ NovuTest::requests($mocks, 'fcm') })
+{
+	my $msg = $r->{body}{message};
+	push @{ $fcm_texts{ $msg->{token} } }, "$msg->{notification}{title}: $msg->{notification}{body}";
+}
+is_deeply([ sort @{ $fcm_texts{'fcm-ex-7'} } ], [ 'A 7: for Ex7', 'B 7: Boss to Ex7' ],
+	'FCM: payload, profile and actor rendered in both steps');
+is(scalar(grep { join('|', sort @{ $fcm_texts{"fcm-ex-$_"} }) eq "A $_: for Ex$_|B $_: Boss to Ex$_" } 1 .. 40), 40,
+	'FCM: every subscriber got its own texts');
+is(NovuTest::query($node, q{SELECT string_agg(DISTINCT attempts || ' ' || step_index, ',') FROM novu.deliveries WHERE transaction_id LIKE 'tx-ex-%'}),
+	'1 0,1 1', 'each message sent at its first attempt, from both steps');
+is(NovuTest::query($node, q{SELECT count(*) FROM novu.events WHERE transaction_id LIKE 'tx-ex-%' AND status = 'processed'}),
+	'40', 'every trigger marked processed');
+my ($express_rows, $general_calls) = split /\|/, NovuTest::query($node, q{
+    SELECT coalesce(sum(s.rows) FILTER (WHERE s.query LIKE 'WITH c AS MATERIALIZED%'), 0),
+           coalesce(sum(s.calls) FILTER (WHERE s.query LIKE '%novu._fanout(%'), 0)
+      FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid WHERE r.rolname = 'novu_worker'});
+cmp_ok($express_rows, '>=', 32, 'the express statement leased the messages of at least 16 triggers');
+cmp_ok($general_calls, '>=', 1, 'novu._fanout took the rest in the same claim');
 
 $node->stop;
 done_testing();
