@@ -190,11 +190,12 @@ grow_claimed(ClaimedRow *rows, int have, int more)
 }
 
 /*
- * Append the leased messages of a fan-out's result (SPI_tuptable, _fanout's
- * shape) to *rows; returns the count its last row carries.
+ * Append the leased messages of a fan-out's or a continuation's result
+ * (SPI_tuptable, _fanout's shape) to *rows; returns the count its row without
+ * a message carries.
  */
 static int
-read_fanout_rows(ClaimedRow **rows, int *nrows)
+read_leased_rows(ClaimedRow **rows, int *nrows)
 {
 	int			handled = 0;
 	int			n = (int) SPI_processed;
@@ -246,7 +247,7 @@ fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
 
 		if (taken >= 0)
 		{
-			(void) read_fanout_rows(rows, nrows);
+			(void) read_leased_rows(rows, nrows);
 			if (!queue_express_full(taken))
 				return taken;
 			/* as many as it takes: the rest, if any, by the general fan-out */
@@ -272,7 +273,7 @@ fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
 	if (SPI_execute_plan(fanout_plan, values, NULL, false, 0) != SPI_OK_SELECT || SPI_processed < 1)
 		elog(ERROR, "novu: fan-out failed");
 	{
-		int			general = read_fanout_rows(rows, nrows);
+		int			general = read_leased_rows(rows, nrows);
 
 		backlog = (general >= Max(lease_limit, 1));
 		handled += general;
@@ -292,31 +293,12 @@ continue_in_tx(int limit, int lease_limit, int lease_ms, ClaimedRow **rows, int 
 {
 	Oid			argtypes[3] = {INT4OID, INT4OID, INT4OID};
 	Datum		values[3] = {Int32GetDatum(limit), Int32GetDatum(lease_limit), Int32GetDatum(lease_ms)};
-	int			handled = 0;
-	int			n;
-	int			i;
 
 	novu_prepare_once(&continue_plan, "SELECT * FROM novu._continue($1, $2, $3)", 3, argtypes);
 	if (SPI_execute_plan(continue_plan, values, NULL, false, 0) != SPI_OK_SELECT || SPI_processed < 1)
 		elog(ERROR, "novu: continuing due steps failed");
-	n = (int) SPI_processed;
-	*rows = grow_claimed(*rows, *nrows, n);
-	for (i = 0; i < n; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-
-		(void) SPI_getbinval(tup, desc, 1, &isnull);
-		if (isnull)
-		{
-			/* the last row carries the count of steps handled */
-			handled = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
-			continue;
-		}
-		read_claimed(&(*rows)[(*nrows)++], tup, desc);
-	}
-	return handled;
+	/* the same shape as a fan-out's; its count row is the steps handled */
+	return read_leased_rows(rows, nrows);
 }
 
 /*
