@@ -22,7 +22,7 @@
  *   - all the messages fit in the lease limit (each is leased at once).
  * Then the triggers are marked processed and the messages inserted leased to
  * this worker ("sending", attempt 1), as _expand does; the rows come back in
- * _fanout's shape, and a last row carries the number of triggers taken.
+ * _fanout's shape, and a row without a message id carries the number of triggers taken.
  * With no trigger waiting it returns 0, unless a broadcast or topic trigger
  * waits.  Otherwise it writes nothing and says so (-1); the rows it locked stay
  * locked by this transaction, and novu._fanout, called next in the same
