@@ -156,15 +156,17 @@ p2() {  # p2 PROVIDER -> deliveries/s
 # receipt, and from the moment the commit returned to the application (pgbench's
 # log: the end of transaction "rid" = client.transaction) to the mock's receipt,
 # which is novu's own commit-to-provider time.
-p3() {  # p3 PROVIDER -> "p50 p99 n commit_p50 commit_p99 commit_n"
-    local p=$1 s c
+p3() {  # p3 PROVIDER -> "p50 p99 n commit_p50 commit_p99 commit_n io_waits samples"
+    local p=$1 s c w
     ctl _reset POST >/dev/null
     # the burst before (P2) leaves dirty buffers: its checkpoint is not P3's latency
     q -c "CHECKPOINT" >/dev/null
     rm -f "$tmp"/p3_log.*
     printf '%s\n' "\\set sub random(1, $N_DELIVERY)" "\\set n :n + 1" \
         "SELECT novu.trigger('bench-$p', to_jsonb('sub-' || :sub), jsonb_build_object('t', extract(epoch FROM clock_timestamp()), 'rid', :client_id || '.' || :n));" > "$tmp/p3.sql"
+    waits_start
     (cd "$tmp" && pgbench -n -c 4 -j 2 -R "$P3_RATE" -T "$P3_SECONDS" -D n=0 -l --log-prefix=p3_log -f "$tmp/p3.sql" postgres >/dev/null 2>&1)
+    w=$(waits_stop)
     drained
     sleep 0.5
     s=$(ctl _stats)
@@ -178,7 +180,23 @@ p3() {  # p3 PROVIDER -> "p50 p99 n commit_p50 commit_p99 commit_n"
                                   i = int(NR * 0.5); j = int(NR * 0.99); if (i < 1) i = 1; if (j < 1) j = 1
                                   printf "%.1f %.1f %d\n", a[i], a[j], NR }')
     clean
-    echo "$(echo "$s" | jq_ 'latency.p50_ms.toFixed(1)') $(echo "$s" | jq_ 'latency.p99_ms.toFixed(1)') $(echo "$s" | jq_ 'latency.n') $c"
+    echo "$(echo "$s" | jq_ 'latency.p50_ms.toFixed(1)') $(echo "$s" | jq_ 'latency.p99_ms.toFixed(1)') $(echo "$s" | jq_ 'latency.n') $c $w"
+}
+# Where the delivery workers wait during a P3 row: one psql session samples
+# pg_stat_activity every 20 ms; the row reports how many worker samples waited
+# on I/O (a data page read: the page in neither shared_buffers nor the OS page
+# cache) out of all worker samples.  A P3 row's tail with many such samples is
+# the machine's storage, not novu's CPU (results.md, session 17).
+waits_start() {
+    ( while :; do
+          echo "SELECT count(*) FILTER (WHERE wait_event_type = 'IO'), count(*) FROM pg_stat_activity WHERE backend_type = 'novu delivery worker';"
+          sleep 0.02
+      done | psql -XAtq -F ' ' > "$tmp/waits" ) 2>/dev/null &
+    waits_pid=$!
+}
+waits_stop() {  # -> "io_samples worker_samples"
+    pkill -P "$waits_pid" 2>/dev/null; kill "$waits_pid" 2>/dev/null; wait "$waits_pid" 2>/dev/null
+    awk '{ io += $1; n += $2 } END { printf "%d %d", io, n }' "$tmp/waits"
 }
 # What the machine gives P3 before novu does anything: a plain INSERT's commit
 # (fsync on, like the trigger's) at the same rate and concurrency, timed the way
@@ -204,7 +222,7 @@ p2p3_round() {  # p2p3_round quiet|hog RUN
     for p in $PROVIDERS; do
         R[p3_${p}_${mode}_$r]=$(p3 "$p")
         R[x3_${p}_${mode}_$r]=$(cat "$tmp/exact")
-        log "run $r $mode: P3 $p trigger-call p50/p99/n, commit-to-provider p50/p99/n: ${R[p3_${p}_${mode}_$r]}"
+        log "run $r $mode: P3 $p trigger-call p50/p99/n, commit-to-provider p50/p99/n, worker samples waiting on I/O / all: ${R[p3_${p}_${mode}_$r]}"
     done
 }
 
@@ -400,6 +418,9 @@ p2p3_table() {
             set -- ${R[p3_${p}_hog_$r]}; local h50=$1 h99=$2 hn=$3 d50=$4 d99=$5 dn=$6
             echo "| P3 $P commit-to-provider p50 / p99 (n) | $r | $c50 / $c99 ms ($cn) | $d50 / $d99 ms ($dn) | p99 $(awk -v a="$d99" -v b="$c99" 'BEGIN { printf "%.2f", a / b }')x | p99 ≤ 5 ms; hog ≤ 2x |"
             echo "| P3 $P trigger-call-to-provider (its commit included) p50 / p99 (n) | $r | $q50 / $q99 ms ($qn) | $h50 / $h99 ms ($hn) | p99 $(awk -v a="$h99" -v b="$q99" 'BEGIN { printf "%.2f", a / b }')x | - |"
+            set -- ${R[p3_${p}_quiet_$r]}; local qio=${7:--} qs=${8:--}
+            set -- ${R[p3_${p}_hog_$r]}; local hio=${7:--} hs=${8:--}
+            echo "| P3 $P delivery workers waiting on I/O (samples every 20 ms) | $r | $qio of $qs | $hio of $hs | - | - |"
         done
     done
     for r in $(seq "$RUNS"); do
