@@ -62,8 +62,15 @@ static bool running = false;
 /*
  * The statement.  $1 the worker's floor (bigint), $2 the lease limit, $3 the
  * lease in milliseconds.  Every join goes from the few rows claimed to a
- * primary key or a subscriber's tokens, so the plan does not depend on the
- * queue's statistics (the claim's LIMIT is a constant for that reason); the
+ * primary key or a subscriber's tokens, and each is written so that it can
+ * only be a probe per row: a lateral subquery with OFFSET 0, an EXISTS with
+ * LIMIT 1.  The generic plan is made on whatever statistics the tables have
+ * then, and a join the planner may turn around was planned, with the
+ * outbox's statistics of a burst, as a hash of every device token (300,000,
+ * 155 ms per call), and an EXISTS as a hash of every preference row.  The
+ * claim's LIMIT is a constant for the same reason.  A step without a device
+ * token is a row of x with a NULL token (a left join; a scan of x finds it),
+ * not an anti-join of two CTEs, which grows with the square of the rows.  The
  * outbox rows are found again by key and updated by tuple id, as novu._record
  * does (a join on the key alone was planned as a scan of every pending row).
  * Planned once, generic: a custom plan costs 4 ms to make.
@@ -80,40 +87,43 @@ static const char express_sql[] =
 "  SELECT c.transaction_id, c.workflow_id, r.s AS subscriber_id, (st.n - 1)::integer AS step_index,"
 "         st.step -> 'providers' AS providers"
 "    FROM c"
-"    JOIN novu.workflows w ON w.workflow_id = c.workflow_id"
-"         AND pg_catalog.jsonb_typeof(w.steps) = 'array' AND NOT w.staged"
+"    CROSS JOIN LATERAL (SELECT w.steps FROM novu.workflows w"
+"                         WHERE w.workflow_id = c.workflow_id"
+"                           AND pg_catalog.jsonb_typeof(w.steps) = 'array' AND NOT w.staged OFFSET 0) w"
 "    CROSS JOIN LATERAL pg_catalog.unnest(c.recipients) AS r(s)"
 "    CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(w.steps) WITH ORDINALITY AS st(step, n)),"
 " x AS MATERIALIZED ("
 "  SELECT t.transaction_id, t.workflow_id, t.subscriber_id, t.step_index,"
 "         k.integration_id, k.provider_id, k.identifier, k.device_token"
 "    FROM t"
-"    CROSS JOIN LATERAL ("
+"    LEFT JOIN LATERAL ("
 "      SELECT d.integration_id, ig.provider_id, ig.identifier, d.device_token"
 "        FROM novu.device_tokens d"
 "        JOIN novu.integrations ig ON ig.id = d.integration_id"
 "       WHERE d.subscriber_id = t.subscriber_id AND ig.active AND ig.channel = 'push'"
-"         AND (t.providers IS NULL OR t.providers ? ig.provider_id)) k),"
+"         AND (t.providers IS NULL OR t.providers ? ig.provider_id) OFFSET 0) k ON true),"
+" h AS MATERIALIZED ("
+"  SELECT (SELECT pg_catalog.count(*) FROM c)::integer AS claimed,"
+"         EXISTS (SELECT FROM novu.events b"
+"                  WHERE b.kind <> 'trigger' AND b.status IN ('pending', 'processing')) AS chunked),"
 " chk AS MATERIALIZED ("
 "  SELECT h.claimed, h.chunked,"
 "         h.claimed > 0 AND NOT h.chunked"
 "     AND (SELECT pg_catalog.count(*) FROM x) <= $2"
-"     AND NOT EXISTS (SELECT FROM c LEFT JOIN novu.workflows w ON w.workflow_id = c.workflow_id"
+"     AND NOT EXISTS (SELECT FROM x WHERE x.device_token IS NULL)"
+"     AND NOT EXISTS (SELECT FROM c LEFT JOIN LATERAL (SELECT v.workflow_id, v.staged, v.steps"
+"                                                    FROM novu.workflows v"
+"                                                   WHERE v.workflow_id = c.workflow_id OFFSET 0) w ON true"
 "                      WHERE w.workflow_id IS NULL OR w.staged"
 "                         OR pg_catalog.jsonb_typeof(w.steps) IS DISTINCT FROM 'array'"
 "                         OR pg_catalog.jsonb_array_length(w.steps) = 0"
 "                         OR EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(w.steps) AS s(step)"
 "                                     WHERE s.step ->> 'type' IS DISTINCT FROM 'push'))"
 "     AND NOT EXISTS (SELECT FROM c CROSS JOIN LATERAL pg_catalog.unnest(c.recipients) AS r(s)"
-"                      WHERE NOT EXISTS (SELECT FROM novu.subscribers z WHERE z.subscriber_id = r.s)"
-"                         OR EXISTS (SELECT FROM novu.preferences p WHERE p.subscriber_id = r.s))"
-"     AND NOT EXISTS (SELECT FROM t WHERE NOT EXISTS ("
-"                      SELECT FROM x WHERE x.transaction_id = t.transaction_id"
-"                         AND x.subscriber_id = t.subscriber_id AND x.step_index = t.step_index))"
+"                      WHERE NOT EXISTS (SELECT FROM novu.subscribers z WHERE z.subscriber_id = r.s LIMIT 1)"
+"                         OR EXISTS (SELECT FROM novu.preferences p WHERE p.subscriber_id = r.s LIMIT 1))"
 "         AS ok"
-"    FROM (SELECT (SELECT pg_catalog.count(*) FROM c)::integer AS claimed,"
-"                 EXISTS (SELECT FROM novu.events b"
-"                          WHERE b.kind <> 'trigger' AND b.status IN ('pending', 'processing')) AS chunked) h),"
+"    FROM h),"
 " taken AS ("
 "  UPDATE novu.events ev SET status = 'processed', processed_at = pg_catalog.now()"
 "    FROM c CROSS JOIN LATERAL (SELECT y.ctid AS tid FROM novu.events y"
@@ -137,8 +147,11 @@ static const char express_sql[] =
 "        NULL::integer"
 "   FROM ins i"
 "   JOIN c ON c.transaction_id = i.transaction_id"
-"   JOIN novu.workflows w ON w.workflow_id = i.workflow_id"
-"   JOIN novu.subscribers s ON s.subscriber_id = i.subscriber_id"
+"   CROSS JOIN LATERAL (SELECT v.steps, v.updated_at FROM novu.workflows v"
+"                        WHERE v.workflow_id = i.workflow_id OFFSET 0) w"
+"   CROSS JOIN LATERAL (SELECT u.subscriber_id, u.first_name, u.last_name, u.email, u.phone, u.avatar,"
+"                              u.locale, u.timezone, u.data"
+"                         FROM novu.subscribers u WHERE u.subscriber_id = i.subscriber_id OFFSET 0) s"
 " UNION ALL"
 " SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
 "        CASE WHEN chk.ok THEN chk.claimed WHEN chk.claimed = 0 AND NOT chk.chunked THEN 0 ELSE -1 END"
