@@ -295,6 +295,22 @@ balanced=1
     || balanced=0
 verdict=$([ "$balanced" = 1 ] && echo "BALANCED" || echo "NOT BALANCED")
 
+# Not balanced: keep the history of every token that does not add up (its
+# deliveries, their activity, the mock's count) before the cluster goes, so
+# that the cause can be found afterwards (a run takes 20 minutes to repeat and
+# the imbalance may not come back)
+evidence=""
+if [ "$balanced" = 0 ]; then
+    evidence="${MIXED_EVIDENCE_DIR:-/tmp}/novu-mixed-imbalance.$(date -u +%Y%m%dT%H%M%SZ).txt"
+    q -c "\\copy (SELECT c.token, c.received, c.attempts, c.outcomes, c.conn_lost, c.unsent, d.id, d.status, d.attempts AS d_attempts,
+                         d.created_at, d.updated_at, d.sent_at, d.last_error, x.status AS detail_status, x.detail, x.created_at AS detail_at
+                    FROM cmp c
+                    JOIN novu.deliveries d ON d.device_token = c.token
+                    LEFT JOIN novu.execution_details x ON x.message_id = d.id
+                   WHERE c.received > c.attempts OR c.received < c.outcomes - c.conn_lost OR c.received > c.attempts - c.unsent
+                   ORDER BY c.token, d.id, x.id) TO '$evidence' WITH (FORMAT csv, HEADER)" >/dev/null 2>&1 || evidence=""
+fi
+
 cat > "$RESULTS" <<EOF
 ## Mixed run ($SECONDS_ s)
 
@@ -333,7 +349,7 @@ with $(mjq 'faults.incomplete') request bodies incomplete (not counted by the mo
 | attempts the extension says never reached the provider whole (of the connection-level failures) | $sum_unsent: $unsent_kinds |
 | tokens the mock received more often than their attempts less those (a false "not sent") | $tokens_false_unsent |
 | totals: requests received / attempts / attempts with a recorded outcome | $sum_received / $sum_attempts / $sum_outcomes |
-| examples of imbalance | $examples |
+| examples of imbalance | $examples${evidence:+ (every such token's deliveries and activity: $evidence)} |
 | mock latency, trigger to receipt (retries included) | p50 $(mjq 'latency.p50_ms.toFixed(1)') ms, p99 $(mjq 'latency.p99_ms.toFixed(1)') ms, n = $(mjq 'latency.n') |
 | backend crashes in the server log | $crashes |
 | 10 s windows with a backlog and nothing finished (stalls) | $stalls |
