@@ -310,6 +310,8 @@ if [ "$balanced" = 0 ]; then
                    WHERE c.received > c.attempts OR c.received < c.outcomes - c.conn_lost OR c.received > c.attempts - c.unsent
                    ORDER BY c.token, d.id, x.id) TO '$evidence' WITH (FORMAT csv, HEADER)" >/dev/null 2>&1 || evidence=""
 fi
+evidence_note=""
+[ -n "$evidence" ] && evidence_note=" (every such token's deliveries and activity: $evidence)"
 
 cat > "$RESULTS" <<EOF
 ## Mixed run ($SECONDS_ s)
@@ -349,7 +351,7 @@ with $(mjq 'faults.incomplete') request bodies incomplete (not counted by the mo
 | attempts the extension says never reached the provider whole (of the connection-level failures) | $sum_unsent: $unsent_kinds |
 | tokens the mock received more often than their attempts less those (a false "not sent") | $tokens_false_unsent |
 | totals: requests received / attempts / attempts with a recorded outcome | $sum_received / $sum_attempts / $sum_outcomes |
-| examples of imbalance | $examples${evidence:+ (every such token's deliveries and activity: $evidence)} |
+| examples of imbalance | $examples$evidence_note |
 | mock latency, trigger to receipt (retries included) | p50 $(mjq 'latency.p50_ms.toFixed(1)') ms, p99 $(mjq 'latency.p99_ms.toFixed(1)') ms, n = $(mjq 'latency.n') |
 | backend crashes in the server log | $crashes |
 | 10 s windows with a backlog and nothing finished (stalls) | $stalls |
