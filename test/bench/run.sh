@@ -414,12 +414,10 @@ p2p3_table() {
     for p in $PROVIDERS; do
         P=$(provider_name "$p")
         for r in $(seq "$RUNS"); do
-            set -- ${R[p3_${p}_quiet_$r]}; local q50=$1 q99=$2 qn=$3 c50=$4 c99=$5 cn=$6
-            set -- ${R[p3_${p}_hog_$r]}; local h50=$1 h99=$2 hn=$3 d50=$4 d99=$5 dn=$6
+            set -- ${R[p3_${p}_quiet_$r]}; local q50=$1 q99=$2 qn=$3 c50=$4 c99=$5 cn=$6 qio=${7:--} qs=${8:--}
+            set -- ${R[p3_${p}_hog_$r]}; local h50=$1 h99=$2 hn=$3 d50=$4 d99=$5 dn=$6 hio=${7:--} hs=${8:--}
             echo "| P3 $P commit-to-provider p50 / p99 (n) | $r | $c50 / $c99 ms ($cn) | $d50 / $d99 ms ($dn) | p99 $(awk -v a="$d99" -v b="$c99" 'BEGIN { printf "%.2f", a / b }')x | p99 ≤ 5 ms; hog ≤ 2x |"
             echo "| P3 $P trigger-call-to-provider (its commit included) p50 / p99 (n) | $r | $q50 / $q99 ms ($qn) | $h50 / $h99 ms ($hn) | p99 $(awk -v a="$h99" -v b="$q99" 'BEGIN { printf "%.2f", a / b }')x | - |"
-            set -- ${R[p3_${p}_quiet_$r]}; local qio=${7:--} qs=${8:--}
-            set -- ${R[p3_${p}_hog_$r]}; local hio=${7:--} hs=${8:--}
             echo "| P3 $P delivery workers waiting on I/O (samples every 20 ms) | $r | $qio of $qs | $hio of $hs | - | - |"
         done
     done
