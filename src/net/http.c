@@ -17,6 +17,11 @@
  * once.  curl keeps its own (malloc) memory: its objects outlive our memory
  * contexts.
  *
+ * novu.request_timeout is the provider's time to answer, counted from the
+ * send (not from when curl got the transfer: it may wait for a free stream
+ * first); a request curl never sent is ended after as long, as not sent
+ * (expire_overdue).
+ *
  * The outbound URL policy (netpolicy.c) holds for every transfer: https only,
  * no proxy, no redirect followed (a 3xx answer fails the request), and every
  * connection curl opens passes netpolicy_refuses() with its resolved address
@@ -110,6 +115,14 @@ typedef struct ActiveEntry
 } ActiveEntry;
 
 static HTAB *active_requests = NULL;
+
+/*
+ * No request's deadline (request_deadline) falls before this; 0: none in
+ * curl.  Each deadline is a moment plus the timeout, so a request handed to
+ * curl later has a later one: the bound is lowered when a request starts, and
+ * recomputed only when it has passed (expire_overdue).
+ */
+static TimestampTz next_deadline = 0;
 
 /* Set when a wait saw MyLatch set (the latch is reset here; see http_wait). */
 bool		novu_wakeup_pending = false;
@@ -501,6 +514,7 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 	req->stream_refused = false;
 	req->on_stream = false;
 	req->written = false;
+	req->sent_at = GetCurrentTimestamp();	/* the provider's time starts now */
 	return CURL_PREREQFUNC_OK;
 }
 
@@ -514,6 +528,17 @@ active_request(void *easy)
 		return NULL;
 	entry = hash_search(active_requests, &easy, HASH_FIND, NULL);
 	return entry != NULL ? entry->req : NULL;
+}
+
+/*
+ * When a request in curl's hands times out: novu.request_timeout (as it was
+ * when the request started) after its last send began, or after it was handed
+ * to curl if it was never sent (no connection or free stream came for it).
+ */
+static TimestampTz
+request_deadline(HttpRequest *req)
+{
+	return TimestampTzPlusMilliseconds(req->sent_at != 0 ? req->sent_at : req->started_at, req->timeout_ms);
 }
 
 /*
@@ -615,6 +640,9 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	req->policy_refused = false;
 	req->sockets_opened = 0;
 	req->sends = 0;
+	req->timeout_ms = novu_request_timeout;
+	req->started_at = GetCurrentTimestamp();
+	req->sent_at = 0;
 	req->stream_refused = false;
 	req->headers_done = false;
 	req->on_stream = false;
@@ -648,7 +676,13 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, req->error);
 	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) novu_request_timeout);
+	/*
+	 * No CURLOPT_TIMEOUT_MS: curl counts it from when the transfer was added,
+	 * including the time it waits for a free stream, so a request could go
+	 * out moments before its end and reach a provider that is then given no
+	 * time to answer.  The request timeout runs from the send instead
+	 * (expire_overdue).
+	 */
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(novu_request_timeout, 10000));
 	curl_easy_setopt(h, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -674,6 +708,8 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 
 	if (curl_multi_add_handle(pool->multi, h) != CURLM_OK)
 		elog(ERROR, "novu: curl_multi_add_handle failed");
+	if (next_deadline == 0 || request_deadline(req) < next_deadline)
+		next_deadline = request_deadline(req);
 	((ActiveEntry *) hash_search(active_requests, &h, HASH_ENTER, NULL))->req = req;
 	pool->active++;
 }
@@ -834,6 +870,61 @@ drain(HttpPool *pool)
 	}
 }
 
+/*
+ * End the transfers whose deadline (request_deadline) has passed, as timed
+ * out; returns ms until the next deadline (-1: none).  The requests in curl
+ * are walked only when the earliest deadline may have come.
+ */
+static long
+expire_overdue(void)
+{
+	TimestampTz now;
+	HASH_SEQ_STATUS scan;
+	ActiveEntry *entry;
+	HttpRequest **overdue = NULL;
+	int			noverdue = 0;
+	int			cap = 0;
+	int			i;
+
+	if (next_deadline == 0)
+		return -1;
+	now = GetCurrentTimestamp();
+	if (now < next_deadline)
+		return (long) ((next_deadline - now + 999) / 1000);
+
+	next_deadline = 0;
+	hash_seq_init(&scan, active_requests);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		TimestampTz deadline = request_deadline(entry->req);
+
+		if (deadline <= now)
+		{
+			overdue = grow(overdue, &cap, noverdue + 1, sizeof(HttpRequest *));
+			overdue[noverdue++] = entry->req;
+		}
+		else if (next_deadline == 0 || deadline < next_deadline)
+			next_deadline = deadline;
+	}
+	/* finishing one may start waiting requests (later deadlines): not during the scan */
+	for (i = 0; i < noverdue; i++)
+	{
+		HttpRequest *req = overdue[i];
+		bool		sent = req->sent_at != 0;
+
+		finish_transfer(req->pool, req->easy, CURLE_OPERATION_TIMEDOUT);
+		if (sent)
+			snprintf(req->error, CURL_ERROR_SIZE, "no answer within %d ms of starting to send the request (novu.request_timeout)",
+					 req->timeout_ms);
+		else
+			snprintf(req->error, CURL_ERROR_SIZE, "no connection or stream for the request within %d ms (novu.request_timeout)",
+					 req->timeout_ms);
+	}
+	if (overdue != NULL)
+		pfree(overdue);
+	return next_deadline == 0 ? -1 : (long) ((next_deadline - now + 999) / 1000);
+}
+
 /* Whether pool is still open (events of one wait can outlive a pool's sockets). */
 static bool
 pool_exists(HttpPool *pool)
@@ -986,12 +1077,16 @@ http_wait(long timeout_ms)
 {
 	int			before = ndone;
 	long		next;
+	long		expiry;
 	int			nev;
 	int			i;
 
 	cork_sockets(true);
 	next = run_timers();
+	expiry = expire_overdue();
 	cork_sockets(false);
+	if (expiry >= 0 && (next < 0 || expiry < next))
+		next = expiry;
 	if (ndone > before)
 		timeout_ms = 0;
 	else if (next >= 0 && next < timeout_ms)
@@ -1026,6 +1121,7 @@ http_wait(long timeout_ms)
 		}
 	}
 	(void) run_timers();
+	(void) expire_overdue();
 	cork_sockets(false);
 	CHECK_FOR_INTERRUPTS();
 	return ndone > before;

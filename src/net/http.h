@@ -9,6 +9,7 @@
 
 #include <curl/curl.h>
 
+#include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 
 #include "net/netpolicy.h"
@@ -47,6 +48,9 @@ typedef struct HttpRequest
 	bool		done;
 	int			sockets_opened; /* connections this transfer opened */
 	int			sends;			/* times curl was about to send it (see prereq_cb) */
+	int			timeout_ms;		/* novu.request_timeout when it was handed to curl */
+	TimestampTz started_at;		/* handed to curl */
+	TimestampTz sent_at;		/* curl began its last send; 0 if none */
 	bool		stream_refused; /* the server refused its stream: not processed */
 	bool		headers_done;	/* the answer's headers arrived */
 	bool		on_stream;		/* its last send went on an HTTP/2 stream (http_request_on_stream) */

@@ -27,15 +27,26 @@ my $http = HTTP::Tiny->new(timeout => 30);
 my $json = JSON::PP->new->canonical->allow_nonref;
 
 # Make the certificates and start the mock providers; returns a hash describing them.
+# start_mocks(config => {...}) starts them with that configuration (server.js
+# --config: settings read at startup only, such as fcm.maxConcurrentStreams).
 sub start_mocks
 {
+	my (%opt) = @_;
 	my $dir = PostgreSQL::Test::Utils::tempdir();
 	my $base = $ENV{NOVU_MOCK_PORT_BASE} // (20000 + ($$ % 600) * 20);
 	chmod 0755, $dir;
 	system('sh', "$ROOT/test/certs/make-certs.sh", $dir, $base + 1) == 0
 	  or die "make-certs.sh failed";
+	my @config;
+	if ($opt{config})
+	{
+		open(my $fh, '>', "$dir/mock-config.json") or die "cannot write $dir/mock-config.json: $!";
+		print $fh encode_json({ config => $opt{config} });
+		close $fh;
+		@config = ('--config', "$dir/mock-config.json");
+	}
 	my ($in, $out, $err) = ('', '', '');
-	my $h = IPC::Run::start([ 'node', "$ROOT/test/mocks/server.js", '--certs', $dir, '--port-base', $base ],
+	my $h = IPC::Run::start([ 'node', "$ROOT/test/mocks/server.js", '--certs', $dir, '--port-base', $base, @config ],
 		\$in, \$out, \$err, IPC::Run::timeout(30));
 	eval { $h->pump until $out =~ /\n/; 1 } or die "mock providers did not start (port base $base): $@ $err";
 	my $ready = decode_json((split /\n/, $out)[0]);

@@ -1,0 +1,114 @@
+# 018_request_deadline.pl: novu.request_timeout is the time a provider has to
+# answer a request, counted from when the request is sent.  A transfer that
+# waits for a free stream (every connection of the pool full) has not been
+# sent: that wait must not eat the provider's time, or a request goes out
+# moments before its timeout, reaches the provider, and is recorded as a
+# failed attempt and sent again (a notification twice).  And a transfer that
+# never got a connection within the timeout ends as "not sent".
+#
+# The FCM mock allows one stream per connection (SETTINGS
+# MAX_CONCURRENT_STREAMS 1), so a pool of four connections carries four
+# requests and the fifth waits in libcurl for a connection.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::Bin;
+
+use IO::Socket::INET;
+use JSON::PP;
+use NovuTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+
+my $mocks = NovuTest::start_mocks(config => { fcm => { maxConcurrentStreams => 1 } });
+my $node = NovuTest::new_node('deadline', $mocks, 'novu.workers' => 1, 'novu.request_timeout' => 2000);
+NovuTest::create_integrations($node, $mocks);
+$node->safe_psql('postgres', q{SELECT novu.create_workflow('deadline', '[{"type": "push", "title": "T", "content": "C"}]')});
+
+sub q1 { return NovuTest::query($node, $_[0]); }
+
+# One subscriber per token, one trigger for all of them in one transaction.
+sub trigger_all
+{
+	my ($tx, @tokens) = @_;
+	my $sql = '';
+	for my $t (@tokens)
+	{
+		$sql .= "SELECT novu.identify('$t', jsonb_build_object('channels', jsonb_build_array(jsonb_build_object("
+		  . "'providerId', 'fcm', 'integrationIdentifier', 'fcm-mock', 'credentials', jsonb_build_object('deviceTokens', jsonb_build_array('$t'))))));\n";
+	}
+	$sql .= "SELECT novu.trigger('deadline', '" . JSON::PP->new->encode([@tokens]) . "'::jsonb, '{}', '{}', '$tx');";
+	$node->safe_psql('postgres', "BEGIN;\n$sql\nCOMMIT;");
+}
+
+# a first message opens a connection and fetches the OAuth token
+trigger_all('tx-warm', 'deadline-warm');
+ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.deliveries WHERE transaction_id = 'tx-warm'}, 30),
+	'warm-up: the first message is sent');
+
+# Four answers take 1.4 s each and hold the four connections; four more
+# requests wait for them, then get answers that take 0.9 s.  Sent at about
+# 1.4 s, answered at about 2.3 s: past 2 s from the start of the wait, well
+# within 2 s of their sending.
+my @hold = map { "deadline-hold-$_" } 1 .. 4;
+my @wait = map { "deadline-wait-$_" } 1 .. 4;
+NovuTest::set_tokens($mocks, 'fcm', 'slow:1400:1', @hold);
+NovuTest::set_tokens($mocks, 'fcm', 'slow:900:1', @wait);
+trigger_all('tx-hold', @hold);
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 4 FROM novu.deliveries WHERE transaction_id = 'tx-hold' AND status = 'sending'}, 20),
+	'the four holding messages are being sent');
+trigger_all('tx-wait', @wait);
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 8 AND bool_and(status = 'sent')
+    FROM novu.deliveries WHERE transaction_id IN ('tx-hold', 'tx-wait')}, 30),
+	'all eight messages are sent');
+is(q1(q{SELECT string_agg(DISTINCT attempts::text, ',') FROM novu.deliveries WHERE transaction_id IN ('tx-hold', 'tx-wait')}), '1',
+	'each at its first attempt: the wait for a connection did not count against the provider');
+is(q1(q{SELECT count(*) FROM novu.execution_details WHERE transaction_id IN ('tx-hold', 'tx-wait') AND status = 'Pending'}), '0',
+	'no attempt timed out');
+my $received = NovuTest::control($mocks, 'GET', '/received?provider=fcm');
+is(join(',', map { $received->{$_} // 0 } @hold, @wait), join(',', (1) x 8), 'the provider received each request once');
+
+# An answer that comes after the timeout: the attempt fails as one the
+# provider may have processed (it did: the mock counts it), and the retry is
+# a second recorded attempt and a second request.
+NovuTest::set_tokens($mocks, 'fcm', 'slow:3000:1', 'deadline-late');
+trigger_all('tx-late', 'deadline-late');
+ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.deliveries WHERE transaction_id = 'tx-late'}, 30),
+	'late answer: the message is sent in the end');
+like(q1(q{SELECT string_agg(detail, E'\n' ORDER BY id) FROM novu.execution_details WHERE transaction_id = 'tx-late' AND status = 'Pending'}),
+	qr/\ARetry 2 scheduled in [0-9.]+ s: Timeout was reached \(no answer within 2000 ms of starting to send the request \(novu.request_timeout\)\)\z/,
+	'late answer: the activity says the provider had its 2000 ms from the send');
+is(q1(q{SELECT attempts FROM novu.deliveries WHERE transaction_id = 'tx-late'}) . ' ' . (NovuTest::control($mocks, 'GET', '/received?provider=fcm')->{'deadline-late'} // 0),
+	'2 2', 'late answer: two attempts recorded, two requests received');
+
+# A request that never gets a connection ends as "not sent": an FCM
+# integration whose endpoint accepts TCP connections and never answers the
+# TLS handshake.  Two messages: libcurl opens one connection and holds the
+# second transfer until it knows whether that connection multiplexes
+# (PIPEWAIT), so the second ends at the request timeout without ever having
+# had a connection (the first at the connect timeout or at that one,
+# whichever comes first).
+my $silent = IO::Socket::INET->new(Listen => 16, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp')
+  or die "cannot listen: $!";
+my $port = $silent->sockport;
+my $sa = slurp_file("$mocks->{dir}/fcm-service-account.json");
+$node->safe_psql('postgres', "SELECT novu.create_integration('fcm', jsonb_build_object('serviceAccount', \$sa\$$sa\$sa\$::jsonb,"
+	  . " 'endpoint', 'https://127.0.0.1:$port'), 'fcm-silent')");
+$node->safe_psql('postgres', q{SELECT novu.identify(s, jsonb_build_object('channels', jsonb_build_array(jsonb_build_object(
+    'providerId', 'fcm', 'integrationIdentifier', 'fcm-silent', 'credentials', jsonb_build_object('deviceTokens', jsonb_build_array(s))))))
+    FROM unnest(ARRAY['deadline-silent-1', 'deadline-silent-2']) s;
+    SELECT novu.trigger('deadline', '["deadline-silent-1", "deadline-silent-2"]', '{}', '{}', 'tx-silent')});
+ok(NovuTest::wait_for($node, q{SELECT count(DISTINCT message_id) = 2 FROM novu.execution_details WHERE transaction_id = 'tx-silent' AND status = 'Pending'}, 20),
+	'silent endpoint: both first attempts failed');
+my @silent = split /\n/, q1(q{SELECT DISTINCT ON (message_id) detail FROM novu.execution_details
+    WHERE transaction_id = 'tx-silent' AND status = 'Pending' ORDER BY message_id, id});
+is(scalar(grep { /\ARetry 2 scheduled in [0-9.]+ s: Timeout was reached \(.*\); the request was not sent\z/ } @silent), 2,
+	'silent endpoint: each attempt timed out and was not sent');
+cmp_ok(scalar(grep { /\(no connection or stream for the request within 2000 ms \(novu.request_timeout\)\)/ } @silent), '>=', 1,
+	'silent endpoint: the second never had a connection, and says so (the first may end at the connect timeout just before)')
+  or diag(join("\n", @silent));
+close($silent);
+
+done_testing();
