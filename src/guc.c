@@ -77,7 +77,7 @@ novu_define_gucs(void)
 
 	DefineCustomIntVariable("novu.request_timeout",
 							"Timeout of one provider request.",
-							NULL,
+							"Counted from when the request is sent; a request that never gets a connection ends after as long, not sent.",
 							&novu_request_timeout,
 							10000, 100, 600000,
 							PGC_SIGHUP,

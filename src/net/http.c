@@ -910,7 +910,7 @@ expire_overdue(void)
 	for (i = 0; i < noverdue; i++)
 	{
 		HttpRequest *req = overdue[i];
-		bool		sent = req->sent_at != 0;
+		bool		sent = req->sent_at != 0 && !req->stream_refused;	/* refused: waits for a resend */
 
 		finish_transfer(req->pool, req->easy, CURLE_OPERATION_TIMEDOUT);
 		if (sent)

@@ -365,10 +365,12 @@ in a connection-level failure ($CONN_LOST_TEXT) may not have reached the mock ei
 starting requests on a connection after its GOAWAY, nghttp2 never sends them, curl wants to resend them on
 a new connection and the extension refuses every resend, recording the attempt as "connection lost before
 the answer". The extension also says when a request certainly never reached the provider whole: "the
-request was not sent" (curl never had a connection for it), "refused unprocessed and not sent again" (a
+request was not sent" (no connection or free stream came for it within novu.request_timeout), "refused unprocessed and not sent again" (a
 stream refused by a GOAWAY or RST_STREAM(REFUSED_STREAM) whose resend waited for a connection past the
 timeout: an APNs pool keeps one connection, and it closes only when its last stream ends), "not sent
-whole" (its END_STREAM never left). The mock counts a request once its whole body came (a stream the
+whole" (its END_STREAM never left). novu.request_timeout runs from the send, so a request that waited
+for a stream is not sent moments before its timeout (which, before 0c04ae2, left requests the provider
+got and answered too late recorded as failed and sent again). The mock counts a request once its whole body came (a stream the
 client reset before that, at its timeout, is not counted: counts.unfinished $(mjq 'counts.unfinished')).
 So a token may show fewer requests than attempts by at most its attempts without an outcome
 plus its connection-level failures; any other shortfall, or more requests than attempts (a resend the
