@@ -44,6 +44,14 @@
 #define RESULTS_FLUSH_MS		20		/* ... or whatever waited this long */
 #define REAUTH_INTERVAL_MS		10000	/* renew a credential at most this often on 401 */
 #define BREAKER_SETTLE_MS		1000	/* dead-token answers wait this long for a sample */
+/*
+ * A claimed message's request is sent no later than its lease's end less the
+ * provider's time (novu.request_timeout) and this much for recording the
+ * answer: a request still waiting then (a deep queue behind a slow provider)
+ * is not sent at all, and the message is retried as a recorded attempt, so
+ * no other worker claims a message whose request may still be going out.
+ */
+#define LEASE_RECORD_MARGIN_MS	20000
 #define CLAIM_BYTES_BUDGET		(32 * 1024 * 1024)	/* event data one claim may hold */
 
 /* Cached integrations, by id. */
@@ -60,6 +68,7 @@ typedef struct Batch
 {
 	MemoryContext context;
 	int			unrecorded;
+	TimestampTz send_by;		/* its requests are not sent after this (LEASE_RECORD_MARGIN_MS) */
 } Batch;
 
 /* One request in flight with the messages it carries. */
@@ -745,6 +754,7 @@ static void
 submit_request(InFlight *f)
 {
 	f->req->owner = f;
+	f->req->send_by = f->batch->send_by;
 	http_submit(f->ig->pool, f->req);
 	f->ig->in_flight++;
 	messages_in_flight += f->n;
@@ -1210,6 +1220,9 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 		if (recording)
 			build_results(&rb);
 		claiming = b;
+		/* taken before the claim's transaction begins: its lease ends later */
+		b->send_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												 lease_ms - novu_request_timeout - LEASE_RECORD_MARGIN_MS);
 		n = queue_claim(limit, lease_ms, &rows, next_due_ms, recording ? &rb : NULL, fanout, claim_due, fanned,
 						&irows, &nirows);
 		claiming = NULL;

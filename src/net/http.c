@@ -20,7 +20,8 @@
  * novu.request_timeout is the provider's time to answer, counted from the
  * send (not from when curl got the transfer: it may wait for a free stream
  * first); a request curl never sent is ended after as long, as not sent
- * (expire_overdue).
+ * (expire_overdue).  A request may also carry a time past which it is not sent
+ * at all (send_by: deliver.c keeps each request within its message's lease).
  *
  * The outbound URL policy (netpolicy.c) holds for every transfer: https only,
  * no proxy, no redirect followed (a 3xx answer fails the request), and every
@@ -54,6 +55,8 @@
 #define HTTP_MAX_ACTIVE			200		/* transfers handed to curl per pool; more wait in order */
 #define HTTP_MAX_STREAMS		100		/* per connection: curl (7.88) walks every stream of a
 										 * connection on each of its socket events */
+/* why a request past its send_by was not sent */
+#define SEND_LATE_TEXT "not sent: it waited until too little of its message's lease was left"
 #define HTTP_MAX_SOCKETS		16		/* sockets curl may ask us to watch per pool */
 
 /* A socket curl asked us to watch, and for what (CURL_POLL_IN/OUT/INOUT). */
@@ -509,6 +512,11 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 {
 	HttpRequest *req = clientp;
 
+	if (req->send_by != 0 && GetCurrentTimestamp() >= req->send_by)
+	{
+		req->send_late = true;	/* sends stays: this one never went out */
+		return CURL_PREREQFUNC_ABORT;
+	}
 	if (req->sends++ > 0 && !req->stream_refused)
 		return CURL_PREREQFUNC_ABORT;
 	req->stream_refused = false;
@@ -533,12 +541,19 @@ active_request(void *easy)
 /*
  * When a request in curl's hands times out: novu.request_timeout (as it was
  * when the request started) after its last send began, or after it was handed
- * to curl if it was never sent (no connection or free stream came for it).
+ * to curl if it was never sent (no connection or free stream came for it);
+ * an unsent one at its send_by at the latest.
  */
 static TimestampTz
 request_deadline(HttpRequest *req)
 {
-	return TimestampTzPlusMilliseconds(req->sent_at != 0 ? req->sent_at : req->started_at, req->timeout_ms);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(req->sent_at != 0 ? req->sent_at : req->started_at,
+													   req->timeout_ms);
+
+	/* not sent (or refused, waiting for a resend) by send_by: not sent at all */
+	if ((req->sent_at == 0 || req->stream_refused) && req->send_by != 0 && req->send_by < deadline)
+		deadline = req->send_by;
+	return deadline;
 }
 
 /*
@@ -643,6 +658,7 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	req->timeout_ms = novu_request_timeout;
 	req->started_at = GetCurrentTimestamp();
 	req->sent_at = 0;
+	req->send_late = false;
 	req->stream_refused = false;
 	req->headers_done = false;
 	req->on_stream = false;
@@ -762,7 +778,7 @@ http_submit(HttpPool *pool, HttpRequest *req)
 static const char *
 unsent_reason(HttpRequest *req, CURLcode result)
 {
-	if (result == CURLE_OK || (result == CURLE_ABORTED_BY_CALLBACK && req->sends > 1))
+	if (result == CURLE_OK || (result == CURLE_ABORTED_BY_CALLBACK && req->sends > 1 && !req->send_late))
 		return NULL;
 	if (req->sends == 0)
 		return "the request was not sent";
@@ -793,6 +809,11 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 		req->policy_refused = true;
 		snprintf(req->error, CURL_ERROR_SIZE,
 				 "address %s refused by the outbound URL policy (novu.allowed_private_networks)", req->refused);
+	}
+	else if (req->send_late)
+	{
+		/* prereq_cb refused a send past send_by */
+		snprintf(req->error, CURL_ERROR_SIZE, "%s", SEND_LATE_TEXT);
 	}
 	else if (result == CURLE_ABORTED_BY_CALLBACK && req->sends > 1)
 	{
@@ -912,8 +933,12 @@ expire_overdue(void)
 		HttpRequest *req = overdue[i];
 		bool		sent = req->sent_at != 0 && !req->stream_refused;	/* refused: waits for a resend */
 
+		if (!sent && req->send_by != 0 && now >= req->send_by)
+			req->send_late = true;
 		finish_transfer(req->pool, req->easy, CURLE_OPERATION_TIMEDOUT);
-		if (sent)
+		if (req->send_late)
+			snprintf(req->error, CURL_ERROR_SIZE, "%s", SEND_LATE_TEXT);
+		else if (sent)
 			snprintf(req->error, CURL_ERROR_SIZE, "no answer within %d ms of starting to send the request (novu.request_timeout)",
 					 req->timeout_ms);
 		else
@@ -1187,7 +1212,7 @@ http_transport_error(HttpRequest *req)
 {
 	const char *unsent;
 
-	if (req->policy_refused || (req->result == CURLE_ABORTED_BY_CALLBACK && req->sends > 1))
+	if (req->policy_refused || (req->result == CURLE_ABORTED_BY_CALLBACK && req->sends > 1 && !req->send_late))
 		return pstrdup(req->error);
 
 	/*

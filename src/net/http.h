@@ -51,6 +51,9 @@ typedef struct HttpRequest
 	int			timeout_ms;		/* novu.request_timeout when it was handed to curl */
 	TimestampTz started_at;		/* handed to curl */
 	TimestampTz sent_at;		/* curl began its last send; 0 if none */
+	TimestampTz send_by;		/* not sent at all after this (the caller's
+								 * lease, see deliver.c); 0: no limit */
+	bool		send_late;		/* ended unsent because send_by passed */
 	bool		stream_refused; /* the server refused its stream: not processed */
 	bool		headers_done;	/* the answer's headers arrived */
 	bool		on_stream;		/* its last send went on an HTTP/2 stream (http_request_on_stream) */

@@ -83,7 +83,47 @@ like(q1(q{SELECT string_agg(detail, E'\n' ORDER BY id) FROM novu.execution_detai
 is(q1(q{SELECT attempts FROM novu.deliveries WHERE transaction_id = 'tx-late'}) . ' ' . (NovuTest::control($mocks, 'GET', '/received?provider=fcm')->{'deadline-late'} // 0),
 	'2 2', 'late answer: two attempts recorded, two requests received');
 
-# A request that never gets a connection ends as "not sent": an FCM
+# A request is sent within its message's lease, or not at all.  The lease
+# (3 x novu.request_timeout + 30 s) must outlast the request, or another
+# worker could claim the message while its request is still going out; so a
+# request that has waited in the worker until less than the timeout plus 20 s
+# of the lease is left is not sent (deliver.c, LEASE_RECORD_MARGIN_MS).  With
+# a 1 s timeout that is 12 s after the claim.  A cold APNs pool sends one
+# request at a time until an answer came on its connection, and every first
+# request here is answered only after the timeout: fifteen messages of one
+# claim go out one a second, and the last ones are past that point.
+{
+	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.request_timeout = '1s'; SELECT pg_reload_conf();});
+	ok(NovuTest::wait_workers_reloaded($node), 'lease: the worker runs with a 1 s request timeout');
+	my @late = map { substr(unpack('H*', "deadline-lease-$_") . ('0' x 64), 0, 64) } 1 .. 15;
+	NovuTest::set_tokens($mocks, 'apns', 'slow:1500:1', @late);
+	my $sql = join('', map { "SELECT novu.identify('lease-$_', jsonb_build_object('channels', jsonb_build_array(jsonb_build_object("
+		  . "'providerId', 'apns', 'integrationIdentifier', 'apns-mock', 'credentials', jsonb_build_object('deviceTokens', jsonb_build_array('$late[$_ - 1]'))))));\n" } 1 .. 15);
+	$sql .= "SELECT novu.trigger('deadline', '" . JSON::PP->new->encode([ map { "lease-$_" } 1 .. 15 ]) . "'::jsonb, '{}', '{}', 'tx-lease');";
+	$node->safe_psql('postgres', "BEGIN;\n$sql\nCOMMIT;");
+	ok(NovuTest::wait_for($node, q{SELECT count(*) = 15 AND bool_and(status = 'sent') FROM novu.deliveries WHERE transaction_id = 'tx-lease'}, 90),
+		'lease: all fifteen are sent in the end');
+	my @first = split /\n/, q1(q{SELECT DISTINCT ON (message_id) detail FROM novu.execution_details
+	    WHERE transaction_id = 'tx-lease' AND status = 'Pending' ORDER BY message_id, id});
+	my $late = grep { /\ARetry 2 scheduled in [0-9.]+ s: Operation was aborted by an application callback \(not sent: it waited until too little of its message's lease was left\); the request was not sent\z/
+		  || /\ARetry 2 scheduled in [0-9.]+ s: Timeout was reached \(not sent: it waited until too little of its message's lease was left\); the request was not sent\z/ } @first;
+	my $timed_out = grep { /\ARetry 2 scheduled in [0-9.]+ s: Timeout was reached \(no answer within 1000 ms of starting to send the request/ } @first;
+	cmp_ok($late, '>=', 1, "lease: the last ones were not sent at their first attempt ($late)");
+	cmp_ok($timed_out, '>=', 8, "lease: the first ones went out and timed out ($timed_out)");
+	is($late + $timed_out, 15, 'lease: every first attempt is one or the other') or diag(join("\n", @first));
+	# exact accounting: each token received once per attempt that was sent
+	my $received = NovuTest::control($mocks, 'GET', '/received?provider=apns');
+	my %unsent = map { split /\|/ } split /\n/, q1(q{SELECT d.device_token || '|' || count(*) FILTER (WHERE e.detail LIKE '%; the request was not sent')
+	    FROM novu.deliveries d JOIN novu.execution_details e ON e.message_id = d.id AND e.status = 'Pending'
+	   WHERE d.transaction_id = 'tx-lease' GROUP BY d.device_token});
+	my %attempts = map { split /\|/ } split /\n/, q1(q{SELECT device_token || '|' || attempts FROM novu.deliveries WHERE transaction_id = 'tx-lease'});
+	is(join(',', map { ($received->{$_} // 0) == $attempts{$_} - ($unsent{$_} // 0) ? 1 : "$_:" . ($received->{$_} // 0) . "/$attempts{$_}" } @late),
+		join(',', (1) x 15), 'lease: the provider received each token once per attempt that was sent');
+	$node->safe_psql('postgres', q{ALTER SYSTEM RESET novu.request_timeout; SELECT pg_reload_conf();});
+	ok(NovuTest::wait_workers_reloaded($node), 'lease: back to the 2 s timeout');
+}
+
+# A request that never gets a connection ends as "not sent\": an FCM
 # integration whose endpoint accepts TCP connections and never answers the
 # TLS handshake.  Two messages: libcurl opens one connection and holds the
 # second transfer until it knows whether that connection multiplexes
