@@ -644,6 +644,7 @@ static void
 start_transfer(HttpPool *pool, HttpRequest *req)
 {
 	CURL	   *h = easy_get();
+	TimestampTz deadline;
 
 	req->easy = h;
 	req->result = CURLE_OK;
@@ -724,8 +725,9 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 
 	if (curl_multi_add_handle(pool->multi, h) != CURLM_OK)
 		elog(ERROR, "novu: curl_multi_add_handle failed");
-	if (next_deadline == 0 || request_deadline(req) < next_deadline)
-		next_deadline = request_deadline(req);
+	deadline = request_deadline(req);
+	if (next_deadline == 0 || deadline < next_deadline)
+		next_deadline = deadline;
 	((ActiveEntry *) hash_search(active_requests, &h, HASH_ENTER, NULL))->req = req;
 	pool->active++;
 }
@@ -755,6 +757,13 @@ http_submit(HttpPool *pool, HttpRequest *req)
 	pool->waiting[pool->nwaiting++] = req;
 }
 
+/* Whether a transfer ended because prereq_cb refused curl's own resend (see there). */
+static bool
+resend_refused(HttpRequest *req, CURLcode result)
+{
+	return result == CURLE_ABORTED_BY_CALLBACK && req->sends > 1 && !req->send_late;
+}
+
 /*
  * Why a transfer that failed cannot have been processed by the provider, or
  * NULL if it may have been.  Every send but the last was refused by the
@@ -778,7 +787,7 @@ http_submit(HttpPool *pool, HttpRequest *req)
 static const char *
 unsent_reason(HttpRequest *req, CURLcode result)
 {
-	if (result == CURLE_OK || (result == CURLE_ABORTED_BY_CALLBACK && req->sends > 1 && !req->send_late))
+	if (result == CURLE_OK || resend_refused(req, result))
 		return NULL;
 	if (req->sends == 0)
 		return "the request was not sent";
@@ -812,10 +821,10 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 	}
 	else if (req->send_late)
 	{
-		/* prereq_cb refused a send past send_by */
+		/* past send_by: prereq_cb refused the send, or expire_overdue ended it unsent */
 		snprintf(req->error, CURL_ERROR_SIZE, "%s", SEND_LATE_TEXT);
 	}
-	else if (result == CURLE_ABORTED_BY_CALLBACK && req->sends > 1)
+	else if (resend_refused(req, result))
 	{
 		/* prereq_cb refused curl's own resend */
 		snprintf(req->error, CURL_ERROR_SIZE,
@@ -934,11 +943,11 @@ expire_overdue(void)
 		bool		sent = req->sent_at != 0 && !req->stream_refused;	/* refused: waits for a resend */
 
 		if (!sent && req->send_by != 0 && now >= req->send_by)
-			req->send_late = true;
+			req->send_late = true;	/* finish_transfer says so */
 		finish_transfer(req->pool, req->easy, CURLE_OPERATION_TIMEDOUT);
 		if (req->send_late)
-			snprintf(req->error, CURL_ERROR_SIZE, "%s", SEND_LATE_TEXT);
-		else if (sent)
+			continue;
+		if (sent)
 			snprintf(req->error, CURL_ERROR_SIZE, "no answer within %d ms of starting to send the request (novu.request_timeout)",
 					 req->timeout_ms);
 		else
@@ -1212,7 +1221,7 @@ http_transport_error(HttpRequest *req)
 {
 	const char *unsent;
 
-	if (req->policy_refused || (req->result == CURLE_ABORTED_BY_CALLBACK && req->sends > 1 && !req->send_late))
+	if (req->policy_refused || resend_refused(req, req->result))
 		return pstrdup(req->error);
 
 	/*
