@@ -69,6 +69,7 @@ typedef struct Batch
 	MemoryContext context;
 	int			unrecorded;
 	TimestampTz send_by;		/* its requests are not sent after this (LEASE_RECORD_MARGIN_MS) */
+	int			timeout_ms;		/* novu.request_timeout its lease was made for */
 } Batch;
 
 /* One request in flight with the messages it carries. */
@@ -755,6 +756,7 @@ submit_request(InFlight *f)
 {
 	f->req->owner = f;
 	f->req->send_by = f->batch->send_by;
+	f->req->timeout_ms = f->batch->timeout_ms;	/* not a later setting: the lease is this one's */
 	http_submit(f->ig->pool, f->req);
 	f->ig->in_flight++;
 	messages_in_flight += f->n;
@@ -1221,8 +1223,9 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 			build_results(&rb);
 		claiming = b;
 		/* taken before the claim's transaction begins: its lease ends later */
+		b->timeout_ms = novu_request_timeout;
 		b->send_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												 lease_ms - novu_request_timeout - LEASE_RECORD_MARGIN_MS);
+												 lease_ms - b->timeout_ms - LEASE_RECORD_MARGIN_MS);
 		n = queue_claim(limit, lease_ms, &rows, next_due_ms, recording ? &rb : NULL, fanout, claim_due, fanned,
 						&irows, &nirows);
 		claiming = NULL;

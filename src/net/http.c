@@ -503,8 +503,12 @@ closesocket_cb(void *clientp, curl_socket_t fd)
  * the message is retried by the extension as a recorded attempt.  A stream
  * the server refused (http_stream_refused) was not processed, and its resend
  * goes on.  So a request reaches the provider at most once per attempt the
- * extension records.  Each send that goes on starts afresh what
- * unsent_reason reads.  Never ereports: curl is on the stack.
+ * extension records.  A send past the request's send_by (the first, or the
+ * resend of a refused stream) does not go out: the request ends "not sent"
+ * (send_late); a resend of a send that may have been processed is refused as
+ * a resend even then, so that it never reads "not sent".  Each send that goes
+ * on starts afresh what unsent_reason reads.  Never ereports: curl is on the
+ * stack.
  */
 static int
 prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
@@ -512,13 +516,18 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 {
 	HttpRequest *req = clientp;
 
+	/* first: a resend of a send the provider may have processed is refused as such */
+	if (req->sends > 0 && !req->stream_refused)
+	{
+		req->sends++;
+		return CURL_PREREQFUNC_ABORT;
+	}
 	if (req->send_by != 0 && GetCurrentTimestamp() >= req->send_by)
 	{
 		req->send_late = true;	/* sends stays: this one never went out */
 		return CURL_PREREQFUNC_ABORT;
 	}
-	if (req->sends++ > 0 && !req->stream_refused)
-		return CURL_PREREQFUNC_ABORT;
+	req->sends++;
 	req->stream_refused = false;
 	req->on_stream = false;
 	req->written = false;
@@ -580,7 +589,15 @@ http_stream_refused(void *easy)
 	HttpRequest *req = active_request(easy);
 
 	if (req != NULL)
+	{
+		TimestampTz deadline;
+
 		req->stream_refused = true;
+		/* its resend must come by its send_by: that may be sooner than the bound */
+		deadline = request_deadline(req);
+		if (next_deadline == 0 || deadline < next_deadline)
+			next_deadline = deadline;
+	}
 }
 
 /*
@@ -656,7 +673,8 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	req->policy_refused = false;
 	req->sockets_opened = 0;
 	req->sends = 0;
-	req->timeout_ms = novu_request_timeout;
+	if (req->timeout_ms <= 0)
+		req->timeout_ms = novu_request_timeout;
 	req->started_at = GetCurrentTimestamp();
 	req->sent_at = 0;
 	req->send_late = false;
@@ -700,7 +718,7 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	 * time to answer.  The request timeout runs from the send instead
 	 * (expire_overdue).
 	 */
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(novu_request_timeout, 10000));
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(req->timeout_ms, 10000));
 	curl_easy_setopt(h, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
@@ -878,11 +896,15 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 	{
 		int			k = Max(Min(pool->nwaiting, pool_capacity(pool) - pool->active), 0);
 		int			i;
+		HttpRequest **starting = palloc(sizeof(HttpRequest *) * Max(k, 1));
 
-		for (i = 0; i < k; i++)
-			start_transfer(pool, pool->waiting[i]);
+		/* out of the queue first: an error part way must not start one twice */
+		memcpy(starting, pool->waiting, sizeof(HttpRequest *) * k);
 		pool->nwaiting -= k;
 		memmove(pool->waiting, pool->waiting + k, sizeof(HttpRequest *) * pool->nwaiting);
+		for (i = 0; i < k; i++)
+			start_transfer(pool, starting[i]);
+		pfree(starting);
 	}
 }
 
@@ -900,27 +922,21 @@ drain(HttpPool *pool)
 	}
 }
 
-/*
- * End the transfers whose deadline (request_deadline) has passed, as timed
- * out; returns ms until the next deadline (-1: none).  The requests in curl
- * are walked only when the earliest deadline may have come.
- */
+/* Milliseconds until the earliest deadline of a transfer may come (0: it may have), or -1: none. */
 static long
-expire_overdue(void)
+deadline_ms(TimestampTz now)
 {
-	TimestampTz now;
-	HASH_SEQ_STATUS scan;
-	ActiveEntry *entry;
-	HttpRequest **overdue = NULL;
-	int			noverdue = 0;
-	int			cap = 0;
-	int			i;
-
 	if (next_deadline == 0)
 		return -1;
-	now = GetCurrentTimestamp();
-	if (now < next_deadline)
-		return (long) ((next_deadline - now + 999) / 1000);
+	return now >= next_deadline ? 0 : (long) ((next_deadline - now + 999) / 1000);
+}
+
+/* The earliest deadline of the transfers in curl, walked again (next_deadline). */
+static void
+recompute_next_deadline(void)
+{
+	HASH_SEQ_STATUS scan;
+	ActiveEntry *entry;
 
 	next_deadline = 0;
 	hash_seq_init(&scan, active_requests);
@@ -928,15 +944,47 @@ expire_overdue(void)
 	{
 		TimestampTz deadline = request_deadline(entry->req);
 
-		if (deadline <= now)
+		if (next_deadline == 0 || deadline < next_deadline)
+			next_deadline = deadline;
+	}
+}
+
+/*
+ * End the transfers whose deadline (request_deadline) has passed, as timed
+ * out; returns ms until the next deadline (-1: none).  The requests in curl
+ * are walked only when the earliest deadline may have come.  The deadlines
+ * are on the wall clock, as the leases in the tables are: a clock set back
+ * lengthens both alike.
+ */
+static long
+expire_overdue(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		wait_ms = deadline_ms(now);
+	HASH_SEQ_STATUS scan;
+	ActiveEntry *entry;
+	HttpRequest **overdue = NULL;
+	int			noverdue = 0;
+	int			cap = 0;
+	int			i;
+
+	if (wait_ms != 0)
+		return wait_ms;
+
+	hash_seq_init(&scan, active_requests);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		if (request_deadline(entry->req) <= now)
 		{
 			overdue = grow(overdue, &cap, noverdue + 1, sizeof(HttpRequest *));
 			overdue[noverdue++] = entry->req;
 		}
-		else if (next_deadline == 0 || deadline < next_deadline)
-			next_deadline = deadline;
 	}
-	/* finishing one may start waiting requests (later deadlines): not during the scan */
+	/*
+	 * Finishing one may start waiting requests (later deadlines): not during
+	 * the scan.  next_deadline stays passed until all are finished (an error
+	 * part way leaves the rest to the next call), then is walked again.
+	 */
 	for (i = 0; i < noverdue; i++)
 	{
 		HttpRequest *req = overdue[i];
@@ -956,7 +1004,8 @@ expire_overdue(void)
 	}
 	if (overdue != NULL)
 		pfree(overdue);
-	return next_deadline == 0 ? -1 : (long) ((next_deadline - now + 999) / 1000);
+	recompute_next_deadline();
+	return deadline_ms(now);
 }
 
 /* Whether pool is still open (events of one wait can outlive a pool's sockets). */
@@ -1117,8 +1166,12 @@ http_wait(long timeout_ms)
 
 	cork_sockets(true);
 	next = run_timers();
-	expiry = expire_overdue();
 	cork_sockets(false);
+	/*
+	 * Overdue transfers end after the sockets were read (below): an answer
+	 * that came in time while the worker was busy is taken, not timed out.
+	 */
+	expiry = deadline_ms(GetCurrentTimestamp());
 	if (expiry >= 0 && (next < 0 || expiry < next))
 		next = expiry;
 	if (ndone > before)

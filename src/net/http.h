@@ -48,7 +48,10 @@ typedef struct HttpRequest
 	bool		done;
 	int			sockets_opened; /* connections this transfer opened */
 	int			sends;			/* times curl was about to send it (see prereq_cb) */
-	int			timeout_ms;		/* novu.request_timeout when it was handed to curl */
+	int			timeout_ms;		/* the provider's time after the send: the
+								 * caller's (the claim's novu.request_timeout,
+								 * which its lease was made for), or 0: the
+								 * setting when handed to curl */
 	TimestampTz started_at;		/* handed to curl */
 	TimestampTz sent_at;		/* curl began its last send; 0 if none */
 	TimestampTz send_by;		/* not sent at all after this (the caller's
