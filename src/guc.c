@@ -17,6 +17,7 @@ int			novu_batch_size = 500;
 int			novu_poll_interval = 1000;
 double		novu_worker_time_slice = 0.1;
 int			novu_request_timeout = 10000;
+bool		novu_durable_claims = false;
 int			novu_max_attempts = 5;
 int			novu_retry_initial_delay = 1000;
 int			novu_retry_max_delay = 3600000;
@@ -83,6 +84,15 @@ novu_define_gucs(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("novu.durable_claims",
+							 "Flush each claim to disk before its requests go out.",
+							 "Off: the workers commit their claims asynchronously, and after a server crash a message claimed in the last moments may be sent again as its first attempt. On: no uncounted resend after any crash, for one WAL flush per claim.",
+							 &novu_durable_claims,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("novu.max_attempts",
 							"Attempts of a message before it is marked failed.",

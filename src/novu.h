@@ -13,6 +13,7 @@ extern int	novu_workers;
 extern int	novu_batch_size;
 extern int	novu_poll_interval;
 extern double novu_worker_time_slice;
+extern bool novu_durable_claims;
 extern int	novu_request_timeout;
 extern int	novu_max_attempts;
 extern int	novu_retry_initial_delay;

@@ -186,9 +186,13 @@ novu_worker_main(Datum main_arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
-	 * The worker's own commits need not wait for the WAL flush: a lost claim
-	 * or fan-out leaves rows pending (done again), and a lost result only means
-	 * the message is sent again, as for a request in flight at a crash.  The
+	 * The worker's own commits need not wait for the WAL flush while they
+	 * hold their locks: a lost result only means the message's lease runs out
+	 * and it is sent again as a counted attempt, as for a request in flight
+	 * at a crash.  A lost claim is a message sent again as its first attempt
+	 * (an uncounted duplicate): with novu.durable_claims, what a request
+	 * depends on (its claim, a request key) is flushed after its commit and
+	 * before the request goes out (novu_end_work_durable).  The
 	 * application's trigger commits keep their own setting.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);

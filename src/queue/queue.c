@@ -500,7 +500,11 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 	}
 	/* the claimed rows' integrations, in the same transaction (one unit of work, not two) */
 	*nirows = claimed_integrations_in_tx(result, n, irows);
-	novu_end_work();
+	/* claimed messages are sent next: their claim first on disk (novu.durable_claims) */
+	if (n > 0)
+		novu_end_work_durable();
+	else
+		novu_end_work();
 	claim_shared = NULL;
 	*rows = result;
 	return n;
@@ -775,7 +779,8 @@ queue_set_request_keys(int64 *ids, int32 *attempts, char **keys, int n, bool *wr
 			written[pos - 1] = true;
 	}
 
-	novu_end_work();
+	/* the keys before their requests go out (a retry reuses them; novu.durable_claims) */
+	novu_end_work_durable();
 
 	/*
 	 * Committed asynchronously, as the worker's other commits (worker.c): a

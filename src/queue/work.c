@@ -6,6 +6,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
@@ -17,6 +18,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "novu.h"
 #include "queue/work.h"
 
 /* This worker's slot number (0 .. novu.workers - 1). */
@@ -125,5 +127,25 @@ novu_end_work(void)
 	MemoryContextSwitchTo(work_outer_cxt);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Commit the unit of work of what a request depends on (a claim, request
+ * keys) and, with novu.durable_claims, wait until the commit is on disk
+ * before the request goes out.  The workers commit asynchronously
+ * (worker.c), and the WAL writer may take up to wal_writer_delay to write an
+ * asynchronous commit (less when another commit flushes first): a server
+ * crash in that time undoes it.  An undone claim is a message pending again,
+ * sent again as its first attempt though its request may have reached the
+ * provider: a duplicate no attempt counts.  The flush comes after the
+ * commit, so no lock is held while it waits, and it costs nothing when
+ * another commit has flushed past it; otherwise one WAL flush per claim.
+ */
+void
+novu_end_work_durable(void)
+{
+	novu_end_work();
+	if (novu_durable_claims)
+		XLogFlush(XactLastCommitEnd);
 }
 

@@ -14,6 +14,7 @@ extern int	novu_worker_slot;
 extern void novu_begin_work_on(const char *activity, bool need_extension);
 extern void novu_begin_work(const char *activity);
 extern void novu_end_work(void);
+extern void novu_end_work_durable(void);
 extern MemoryContext novu_work_outer_context(void);
 
 #endif							/* NOVU_WORK_H */
