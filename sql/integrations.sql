@@ -40,7 +40,7 @@ SELECT novu.create_integration('fcm',
 -- update: active flag, rename, credentials merged and validated again
 SELECT novu.update_integration('fcm-second', '{"active": false}') ->> 'active';
 SELECT novu.update_integration('fcm-second', '{"active": true}') ->> 'active';
-SELECT novu.update_integration('expo-main', '{"credentials": {"endpoint": "https://127.0.0.1:9443"}}') -> 'credentials';
+SELECT novu.update_integration('expo-main', '{"credentials": {"endpoint": "https://127.0.0.1:9443", "apiKey": "expo-access-token"}}') -> 'credentials';
 SELECT novu.update_integration('push-webhook-main', '{"identifier": "webhook-renamed"}') ->> 'identifier';
 SELECT novu.update_integration('webhook-renamed', '{"identifier": "push-webhook-main"}') ->> 'identifier';
 

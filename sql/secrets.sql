@@ -73,8 +73,23 @@ SELECT novu.update_integration('sec-fcm', '{"name": "renamed"}') #> '{credential
 
 -- update_integration keeps a stored secret as it is when other settings change ...
 SELECT credentials ->> 'apiKey' AS before FROM novu.integrations WHERE identifier = 'sec-expo' \gset
-SELECT novu.update_integration('sec-expo', '{"credentials": {"endpoint": "https://127.0.0.1:9443"}}') #>> '{credentials,endpoint}';
+SELECT novu.update_integration('sec-expo', '{"name": "Expo, renamed"}') ->> 'name';
 SELECT credentials ->> 'apiKey' = :'before' AS secret_kept FROM novu.integrations WHERE identifier = 'sec-expo';
+-- attack: point the endpoint (or a push webhook's URL) at a host of one's own
+-- and keep the stored secret: Expo and OneSignal send the API key itself, FCM
+-- an access token, APNs a JWT signed with the key.  The secret must be given
+-- again with a new route, also when given back as the mask; nothing is stored.
+SELECT novu.update_integration('sec-expo', '{"credentials": {"endpoint": "https://127.0.0.1:9443"}}');
+SELECT novu.update_integration('sec-expo', '{"credentials": {"endpoint": "https://127.0.0.1:9443", "apiKey": "********"}}');
+SELECT novu.update_integration('sec-onesignal', '{"credentials": {"endpoint": "https://127.0.0.1:9443"}}');
+SELECT novu.update_integration('sec-fcm', '{"credentials": {"endpoint": "https://127.0.0.1:9443"}}');
+SELECT novu.update_integration('sec-webhook', '{"credentials": {"webhookUrl": "https://127.0.0.1:9443/hook"}}');
+SELECT credentials ->> 'apiKey' = :'before' AND credentials ->> 'endpoint' IS NULL AS unchanged
+  FROM novu.integrations WHERE identifier = 'sec-expo';
+-- the same endpoint again is no change; a new one with the secret is accepted
+SELECT novu.update_integration('sec-expo', '{"credentials": {"endpoint": "https://127.0.0.1:9443", "apiKey": "expo-PLANTED-token-1"}}') #>> '{credentials,endpoint}';
+SELECT novu.update_integration('sec-expo', '{"credentials": {"endpoint": "https://127.0.0.1:9443"}}') #>> '{credentials,endpoint}';
+SELECT credentials ->> 'apiKey' AS before FROM novu.integrations WHERE identifier = 'sec-expo' \gset
 -- ... and seals a new one, never in clear
 SELECT novu.update_integration('sec-expo', '{"credentials": {"apiKey": "expo-PLANTED-token-2"}}') #>> '{credentials,apiKey}';
 SELECT credentials ->> 'apiKey' <> :'before' AS resealed, strpos(credentials::text, 'PLANTED') = 0 AS no_clear
@@ -88,6 +103,9 @@ SELECT novu.create_integration('expo', '{"apiKey": "********"}', 'sec-expo-mask'
 -- a certificate or a VAPID public key cannot change alone: the stored private half is never decrypted to check it
 SELECT novu.update_integration('sec-apns-cert', jsonb_build_object('credentials', jsonb_build_object('certificate', :'cert2')));
 SELECT novu.update_integration('sec-webpush', jsonb_build_object('credentials', jsonb_build_object('vapidPublicKey', :'vapid_pub2')));
+-- nor with the private half given back as the mask (refused)
+SELECT novu.update_integration('sec-webpush', jsonb_build_object('credentials', jsonb_build_object('vapidPublicKey', :'vapid_pub2',
+    'vapidPrivateKey', '********')));
 SELECT novu.update_integration('sec-apns-cert', jsonb_build_object('credentials',
     jsonb_build_object('certificate', :'cert2', 'privateKey', :'cert_key'))) IS NOT NULL AS mismatch_accepted;
 SELECT novu.update_integration('sec-apns-cert', jsonb_build_object('credentials',

@@ -139,6 +139,7 @@ typedef struct SecretWalk
 	const char *identifier;		/* for messages; may be NULL */
 	const char *provider_id;
 	Jsonb	   *old;			/* WALK_SEAL on UPDATE: the row's previous credentials */
+	Jsonb	   *root;			/* the credentials walked */
 	KeyRing    *ring;
 	bool		changed;		/* a value was replaced */
 	int			clear;			/* clear secrets seen */
@@ -660,10 +661,60 @@ same_string(const char *a, const char *b)
 }
 
 /*
- * WALK_SEAL of one secret: a sealed value stays (its pair must not have
- * changed); a clear one is encrypted under the current key.  Without a
- * usable key a new clear secret is refused, while a clear one the row
- * already held (left by an upgrade without a key) may stay.
+ * The credentials that say where an integration's requests go: the
+ * provider's endpoint, a push webhook's URL.  A stored secret, or what it
+ * makes (an OAuth access token, a provider JWT, an API key sent as a bearer
+ * token), goes there; were it kept when that changes, an admin could send it
+ * to a host of their own and read it there, though it is never read back.
+ */
+static const char *const route_keys[] = {"endpoint", "webhookUrl", NULL};
+
+/*
+ * A stored secret is kept by an update (given sealed, or as the mask): its
+ * pair (a certificate, a public key) and the integration's route must be
+ * the ones it was given with.
+ */
+static void
+check_kept_secret(SecretWalk *w, const SecretField *f, JsonbContainer *parent)
+{
+	int			i;
+
+	if (w->old == NULL)
+		return;
+	if (f->pair != NULL)
+	{
+		JsonbValue *pv = getKeyJsonValueFromContainer(parent, f->pair, strlen(f->pair), NULL);
+		char	   *new_pair = pv && pv->type == jbvString ? pnstrdup(pv->val.string.val, pv->val.string.len) : NULL;
+		char	   *old_pair = credentials_string(w->old, f->object, f->pair);
+
+		if (!same_string(new_pair, old_pair))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid credentials for provider \"%s\": %s changed but %s was not given",
+							w->provider_id, f->pair, f->key),
+					 errdetail("The stored %s is encrypted and is never read back, so it cannot be checked against the new %s.",
+							   f->key, f->pair),
+					 errhint("Give %s and %s together.", f->pair, f->key)));
+	}
+	for (i = 0; route_keys[i] != NULL; i++)
+	{
+		if (!same_string(credentials_string(w->root, NULL, route_keys[i]),
+						 credentials_string(w->old, NULL, route_keys[i])))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid credentials for provider \"%s\": %s changed but %s was not given",
+							w->provider_id, route_keys[i], field_path(f)),
+					 errdetail("A stored secret goes only where it was given for: it is encrypted and never read back, and the new %s would receive it or what it signs.",
+							   route_keys[i]),
+					 errhint("Give %s and %s together.", route_keys[i], field_path(f))));
+	}
+}
+
+/*
+ * WALK_SEAL of one secret: a sealed value stays (check_kept_secret); a clear
+ * one is encrypted under the current key.  Without a usable key a new clear
+ * secret is refused, while a clear one the row already held (left by an
+ * upgrade without a key) may stay.
  */
 static char *
 visit_seal(SecretWalk *w, const SecretField *f, JsonbContainer *parent, const char *value)
@@ -675,21 +726,7 @@ visit_seal(SecretWalk *w, const SecretField *f, JsonbContainer *parent, const ch
 	if (secrets_is_sealed(value))
 	{
 		w->sealed++;
-		if (f->pair != NULL && w->old != NULL)
-		{
-			JsonbValue *pv = getKeyJsonValueFromContainer(parent, f->pair, strlen(f->pair), NULL);
-			char	   *new_pair = pv && pv->type == jbvString ? pnstrdup(pv->val.string.val, pv->val.string.len) : NULL;
-			char	   *old_pair = credentials_string(w->old, f->object, f->pair);
-
-			if (!same_string(new_pair, old_pair))
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid credentials for provider \"%s\": %s changed but %s was not given",
-								w->provider_id, f->pair, f->key),
-						 errdetail("The stored %s is encrypted and is never read back, so it cannot be checked against the new %s.",
-								   f->key, f->pair),
-						 errhint("Give %s and %s together.", f->pair, f->key)));
-		}
+		check_kept_secret(w, f, parent);
 		return NULL;
 	}
 
@@ -703,7 +740,10 @@ visit_seal(SecretWalk *w, const SecretField *f, JsonbContainer *parent, const ch
 	if (strcmp(value, MASK) == 0)
 	{
 		if (old_value != NULL && strcmp(old_value, MASK) != 0)
+		{
+			check_kept_secret(w, f, parent);
 			return old_value;
+		}
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid credentials for provider \"%s\": %s is the mask " MASK ", not a secret",
@@ -882,6 +922,7 @@ walk_credentials(SecretWalk *w, Jsonb *credentials)
 	JsonbValue *result;
 
 	w->changed = false;
+	w->root = credentials;
 	if (credentials == NULL || !JB_ROOT_IS_OBJECT(credentials) || JB_ROOT_IS_SCALAR(credentials) ||
 		!provider_has_secrets(w->provider_id))
 		return credentials;
