@@ -204,6 +204,16 @@ novu_worker_main(Datum main_arg)
 	 * took), and the claim floor takes snapshots of its own (queue/floor.c).
 	 */
 	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * What a database or role may set for its applications must not stop the
+	 * workers: with read-only transactions by default every claim would
+	 * fail, and a statement or lock timeout would end fan-outs and claims
+	 * part way (an error the fan-out takes for transient: retried for ever).
+	 */
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	/* short keyed statements on small batches: compiling them never pays */
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 

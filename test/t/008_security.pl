@@ -12,6 +12,8 @@
 #  5. a message whose lease expired at novu.max_attempts fails, it is not sent again
 #  6. a template that would render for minutes stops at the work limit: that
 #     message fails with the reason, the others of its batch are delivered
+#  7. the database's settings for its applications (read-only transactions,
+#     statement, lock and idle timeouts) do not stop the workers
 use strict;
 use warnings;
 
@@ -248,5 +250,33 @@ like(NovuTest::query($node, q{SELECT status || ': ' || last_error FROM novu.mess
 	qr/^failed: Template error: .*render work limit exceeded/, 'the heavy one fails alone, with the reason');
 is(NovuTest::query($node, q{SELECT status FROM novu.messages WHERE transaction_id = 'light-tx'}), 'sent',
 	'the light one of the same batch is delivered');
+
+######################################################################
+# 7. settings of the database for its applications: with read-only
+# transactions by default every claim would fail, and a statement or lock
+# timeout would end fan-outs and claims part way, retried for ever.  The
+# workers run with PostgreSQL's defaults for those.  (This test's own role
+# keeps the defaults in this database: a role's setting wins.)
+
+$node->safe_psql('postgres', q{
+ALTER ROLE postgres IN DATABASE postgres SET default_transaction_read_only = off;
+ALTER ROLE postgres IN DATABASE postgres SET statement_timeout = 0;
+ALTER ROLE postgres IN DATABASE postgres SET lock_timeout = 0;
+ALTER ROLE postgres IN DATABASE postgres SET idle_in_transaction_session_timeout = 0;
+ALTER DATABASE postgres SET default_transaction_read_only = on;
+ALTER DATABASE postgres SET statement_timeout = '1ms';
+ALTER DATABASE postgres SET lock_timeout = '1ms';
+ALTER DATABASE postgres SET idle_in_transaction_session_timeout = '1ms';});
+$node->safe_psql('postgres',
+	q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'});
+ok(NovuTest::wait_for($node,
+	q{SELECT count(*) > 0 AND bool_and(backend_start > pg_catalog.now() - interval '30 s') FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}),
+	'settings: the workers reconnected under the database\'s settings');
+is(NovuTest::query($node, q{SELECT current_setting('default_transaction_read_only') || ',' || current_setting('statement_timeout')}),
+	'off,0', 'settings: this test\'s sessions keep the defaults');
+NovuTest::set_tokens($mocks, 'fcm', 'fail:503:0:1', 'fcm-bystander');
+ok(defined ping_bystander(), 'settings: delivery (with a retry) works in a read-only, 1 ms statement timeout database');
+ok(defined ping_bystander(), 'settings: and again after idle cycles');
+$node->safe_psql('postgres', q{ALTER DATABASE postgres RESET ALL; ALTER ROLE postgres IN DATABASE postgres RESET ALL;});
 
 done_testing();
