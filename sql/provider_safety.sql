@@ -122,6 +122,10 @@ SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"recipients": "x
 -- the other push providers: their targets too
 SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"web-push": {"endpoint": "https://attacker.example"}}', 'ps-tx-1');
 SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"one-signal": {"included_segments": ["All"]}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"one-signal": {"email_to": ["victim@example.com"]}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"one-signal": {"tags": [{"key": "k", "relation": "exists"}]}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"one-signal": {"external_id": "4f0e2b3c-0000-4000-8000-000000000000"}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"one-signal": {"idempotency_key": "4f0e2b3c-0000-4000-8000-000000000000"}}', 'ps-tx-1');
 SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"push-webhook": {"target": ["x"]}}', 'ps-tx-1');
 
 -- broadcast and bulk_trigger go through the same checks; a bad event fails alone

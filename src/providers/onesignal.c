@@ -52,13 +52,24 @@ onesignal_validate(CredCheck *c)
 	cred_endpoint(c);
 }
 
-/* OneSignal: targeting fields are refused; content fields are free. */
+/*
+ * OneSignal: targeting fields are refused, the older names and the other
+ * channels' too (email_to, tags, channel_for_external_user_ids), and the
+ * idempotency key with its deprecated alias (external_id): it is the
+ * worker's, what makes a retry safe.  Content fields are free (OneSignal
+ * has a hundred, per platform).
+ */
 static const FieldRule onesignal_fields[] = {
 	REFUSE("app_id", "the app is the integration's applicationId"),
 	REFUSE("include*", "targeting fields choose the recipients"),
 	REFUSE("exclude*", "targeting fields choose the recipients"),
 	REFUSE("filters", "targeting fields choose the recipients"),
+	REFUSE("tags", "targeting fields choose the recipients"),
 	REFUSE("target_channel", "targeting fields choose the recipients"),
+	REFUSE("channel_for_external_user_ids", "targeting fields choose the recipients"),
+	REFUSE("email_to", "targeting fields choose the recipients"),
+	REFUSE("idempotency_key", "the worker sets the idempotency key: it is what makes a retry safe"),
+	REFUSE("external_id", "the worker sets the idempotency key (external_id is its old name)"),
 	OTHERS(FIELD_ANY)
 };
 
