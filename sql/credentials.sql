@@ -28,6 +28,20 @@ SELECT novu.add_credentials('cred-b', 'fcm', '{"deviceTokens": ["m1"]}', 'fcm-se
 SELECT i.identifier, d.device_token, d.subscriber_id FROM novu.device_tokens d JOIN novu.integrations i ON i.id = d.integration_id
  WHERE d.device_token = 'm1' ORDER BY 1;
 
+-- attack: append tokens without end (a trigger makes one message per token):
+-- at most 100 per subscriber and integration in all; the call that would pass
+-- it writes nothing, a replacement (PUT) of 100 is fine
+SELECT novu.identify('cred-many') IS NOT NULL;
+SELECT novu.add_credentials('cred-many', 'fcm', jsonb_build_object('deviceTokens', (SELECT jsonb_agg('many-' || i) FROM generate_series(1, 60) i))) IS NOT NULL;
+SELECT novu.add_credentials('cred-many', 'fcm', jsonb_build_object('deviceTokens', (SELECT jsonb_agg('many-' || i) FROM generate_series(41, 100) i))) IS NOT NULL;
+SELECT novu.add_credentials('cred-many', 'fcm', '{"deviceTokens": ["many-101"]}');
+SELECT count(*) FROM novu.device_tokens WHERE subscriber_id = 'cred-many';
+SELECT novu.set_credentials('cred-many', 'fcm', jsonb_build_object('deviceTokens', (SELECT jsonb_agg('other-' || i) FROM generate_series(1, 100) i))) IS NOT NULL;
+SELECT count(*), min(device_token) FROM novu.device_tokens WHERE subscriber_id = 'cred-many';
+SELECT novu.remove_device_token('cred-many', 'fcm', 'other-1');
+SELECT novu.add_credentials('cred-many', 'fcm', '{"deviceTokens": ["many-101"]}') IS NOT NULL;
+SELECT novu.delete_subscriber('cred-many');
+
 -- push-webhook takes a webhookUrl as well
 SELECT novu.set_credentials('cred-b', 'push-webhook', '{"webhookUrl": "https://hooks.example.com/u/b", "deviceTokens": ["w1"]}') #> '{channels}';
 

@@ -927,6 +927,7 @@ AS $$
 DECLARE
     integ novu.integrations;
     tokens text[];
+    ntokens bigint;
 BEGIN
     PERFORM novu._check_id(p_subscriber_id, 'subscriberId');
     integ := novu._resolve_integration(p_provider_id, p_identifier);
@@ -960,6 +961,19 @@ BEGIN
         subscriber_id = excluded.subscriber_id,
         created_at = now()
      WHERE d.subscriber_id <> excluded.subscriber_id;
+
+    -- At most 100 tokens per subscriber and integration in all, not only per
+    -- call: a trigger makes one message per token, and appending without end
+    -- would let one trigger make any number of them.  (Concurrent calls for one
+    -- subscriber and integration wait for each other on its channel row,
+    -- upserted above, and this count sees what the other committed.)
+    SELECT count(*) INTO ntokens FROM novu.device_tokens
+     WHERE subscriber_id = p_subscriber_id AND integration_id = integ.id;
+    IF ntokens > 100 THEN
+        RAISE EXCEPTION 'subscriber "%" would have % device tokens for integration "%"', p_subscriber_id, ntokens, integ.identifier
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'A subscriber keeps at most 100 device tokens per integration: replace them with novu.set_credentials(), or remove stale ones with novu.remove_device_token().';
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION novu._store_credentials(text, text, jsonb, text, boolean) IS 'Internal: store subscriber credentials for an integration, replacing (PUT) or appending (PATCH)';
