@@ -44,23 +44,6 @@ $node->safe_psql('postgres', $WORKFLOW);
 ######################################################################
 # helpers
 
-# Poll until the query returns 't', tolerating a server that is down or
-# restarting; bounded by $timeout seconds.
-sub poll_until
-{
-	my ($n, $sql, $timeout, $db) = @_;
-	$db //= 'postgres';
-	$timeout //= 60;
-	my $deadline = time() + $timeout;
-	while (time() < $deadline)
-	{
-		my ($ret, $out) = $n->psql($db, $sql);
-		return 1 if defined $ret && $ret == 0 && $out eq 't';
-		usleep(100_000);
-	}
-	diag("timed out after ${timeout}s waiting for: $sql");
-	return 0;
-}
 
 sub log_size { return -s $_[0]->logfile; }
 
@@ -163,9 +146,9 @@ my $NOVU_ERROR = qr/^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:ERROR|FATAL|PANIC):/;
 	ok(wait_log($node, qr/all server processes terminated; reinitializing/, $off, 20),
 		'kill worker: crash restart (restart_after_crash = on)');
 
-	ok(poll_until($node, q{SELECT count(*) = 200 AND bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = 'tx-s1'}, 60),
+	ok(NovuTest::poll_until($node, q{SELECT count(*) = 200 AND bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = 'tx-s1'}, 60),
 		'kill worker: after the restart every message ends sent');
-	ok(poll_until($node, qq{SELECT count(*) = 1 AND min(pid) <> $wpid FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}, 10),
+	ok(NovuTest::poll_until($node, qq{SELECT count(*) = 1 AND min(pid) <> $wpid FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}, 10),
 		'kill worker: a new delivery worker runs');
 
 	my $reclaimed = NovuTest::query($node, q{SELECT count(*) FROM novu.deliveries WHERE transaction_id = 'tx-s1' AND attempts > 1});
@@ -217,7 +200,7 @@ my $NOVU_ERROR = qr/^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:ERROR|FATAL|PANIC):/;
 	ok($node->start(fail_ok => 1), 'kill postmaster: the node starts again');
 	like(log_since($node, $off), qr/database system was not properly shut down; automatic recovery in progress/,
 		'kill postmaster: startup ran crash recovery');
-	ok(poll_until($node, q{SELECT count(*) = 220 AND bool_and(status = 'sent') FROM novu.messages
+	ok(NovuTest::poll_until($node, q{SELECT count(*) = 220 AND bool_and(status = 'sent') FROM novu.messages
 	    WHERE transaction_id IN ('tx-s2', 'tx-s2-late')}, 60),
 		'kill postmaster: every message ends sent, the late trigger included');
 
@@ -259,7 +242,7 @@ my $NOVU_ERROR = qr/^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:ERROR|FATAL|PANIC):/;
 	$node->start;
 	my $t1 = time();
 	# the lease is 3 x 120 s + 30 s: only the reclaim of a dead worker's rows delivers them now
-	ok(poll_until($node, q{SELECT count(*) = 20 AND bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = 'tx-s3'}, 30),
+	ok(NovuTest::poll_until($node, q{SELECT count(*) = 20 AND bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = 'tx-s3'}, 30),
 		'hung provider: after the restart the messages are delivered (claimed again at once, not after the lease)');
 	diag(sprintf('hung provider: delivered %.2f s after the restart', time() - $t1));
 	my ($missing, $dups) = accepted_figures(NovuTest::accepted($mocks, 'fcm'), @tokens);
@@ -271,7 +254,7 @@ my $NOVU_ERROR = qr/^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:ERROR|FATAL|PANIC):/;
 # 4. three workers never send one message twice in normal operation
 {
 	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.workers = 3; ALTER SYSTEM SET novu.batch_size = 20; SELECT pg_reload_conf();});
-	ok(poll_until($node, q{SELECT count(*) = 3 FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}, 20),
+	ok(NovuTest::poll_until($node, q{SELECT count(*) = 3 FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}, 20),
 		'three workers: novu.workers = 3 on reload starts three delivery workers');
 	my @fcm = map { "k4-$_" } 1 .. 500;
 	my @expo = map { "ExponentPushToken[x4-$_]" } 1 .. 500;
@@ -282,7 +265,7 @@ my $NOVU_ERROR = qr/^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:ERROR|FATAL|PANIC):/;
 	NovuTest::set_tokens($mocks, 'expo', 'slow:200', @expo);
 	my $t0 = time();
 	NovuTest::query($node, trigger_sql('r4-', 500, 'tx-s4'));
-	ok(poll_until($node, q{SELECT count(*) = 1000 AND bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = 'tx-s4'}, 90),
+	ok(NovuTest::poll_until($node, q{SELECT count(*) = 1000 AND bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = 'tx-s4'}, 90),
 		'three workers: 1000 messages (FCM and Expo) sent');
 	my $took = time() - $t0;
 
@@ -300,7 +283,7 @@ my $NOVU_ERROR = qr/^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:ERROR|FATAL|PANIC):/;
 	diag(sprintf('three workers: 1000 messages in %.1f s, shared %s', $took, $share));
 
 	$node->safe_psql('postgres', q{ALTER SYSTEM RESET novu.workers; ALTER SYSTEM RESET novu.batch_size; SELECT pg_reload_conf();});
-	ok(poll_until($node, q{SELECT count(*) = current_setting('novu.workers')::int FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}, 20),
+	ok(NovuTest::poll_until($node, q{SELECT count(*) = current_setting('novu.workers')::int FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}, 20),
 		'three workers: back to the default number of workers on reload');
 }
 
@@ -403,7 +386,7 @@ $node->stop;
 
 	my $off = log_size($later);
 	$later->safe_psql('postgres', 'CREATE DATABASE later_db');
-	ok(poll_until($later, q{SELECT count(*) = current_setting('novu.workers')::int FROM pg_stat_activity WHERE backend_type = 'novu delivery worker' AND datname = 'later_db'}, 15),
+	ok(NovuTest::poll_until($later, q{SELECT count(*) = current_setting('novu.workers')::int FROM pg_stat_activity WHERE backend_type = 'novu delivery worker' AND datname = 'later_db'}, 15),
 		'missing database: the delivery workers start once it exists');
 	$later->safe_psql('later_db', 'CREATE EXTENSION novu');
 	my $sa = slurp_file("$mocks->{dir}/fcm-service-account.json");
@@ -413,7 +396,7 @@ $node->stop;
 	make_subscribers($later, 'r5-', 2, fcm => 'k5-', db => 'later_db');
 	NovuTest::reset_mocks($mocks);
 	$later->safe_psql('later_db', trigger_sql('r5-', 2, 'tx-s5'));
-	ok(poll_until($later, q{SELECT count(*) = 2 AND bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = 'tx-s5'}, 30, 'later_db'),
+	ok(NovuTest::poll_until($later, q{SELECT count(*) = 2 AND bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = 'tx-s5'}, 30, 'later_db'),
 		'missing database: a trigger in the new database is delivered');
 	is_deeply(NovuTest::accepted($mocks, 'fcm'), { 'k5-1' => 1, 'k5-2' => 1 }, 'missing database: each token accepted once');
 	$log = log_since($later, $off);

@@ -28,20 +28,6 @@ my $node = NovuTest::new_node('engine', $mocks,
 	'novu.workers' => 1);
 NovuTest::create_integrations($node, $mocks);
 
-# Poll until the query returns 't', tolerating a server that is restarting.
-sub poll_until
-{
-	my ($sql, $timeout) = @_;
-	my $deadline = time() + ($timeout // 60);
-	while (time() < $deadline)
-	{
-		my ($ret, $out) = $node->psql('postgres', $sql);
-		return 1 if defined $ret && $ret == 0 && $out eq 't';
-		usleep(50_000);
-	}
-	diag("timed out waiting for: $sql");
-	return 0;
-}
 
 # FCM requests for one token, oldest first.
 sub fcm_for
@@ -80,10 +66,10 @@ SQL
 # (overrides.steps.<stepId>: the push step's default id is push-1)
 $q->(q{SELECT novu.trigger('later', '"d1"', '{"n": 1}', '{"steps": {"push-1": {"fcm": {"android": {"priority": "HIGH"}}},
     "push-9": {"fcm": {"android": {"ttl": "5s"}}}}}', 'delay-1')});
-ok(poll_until(q{SELECT count(*) = 1 FROM novu.step_runs WHERE transaction_id = 'delay-1' AND status = 'waiting'}, 30),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.step_runs WHERE transaction_id = 'delay-1' AND status = 'waiting'}, 30),
 	'delay: the notification waits in a step row');
 is($q->(q{SELECT count(*) FROM novu.deliveries WHERE transaction_id = 'delay-1'}), '0', 'delay: no message before it is due');
-ok(poll_until(q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id = 'delay-1' AND status = 'sent'}, 30),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id = 'delay-1' AND status = 'sent'}, 30),
 	'delay: the message is sent after the delay');
 is($q->(q{SELECT (d.created_at >= r.due_at)::text || ',' || (d.created_at - r.due_at < interval '1 second')::text
     FROM novu.deliveries d JOIN novu.step_runs r ON r.transaction_id = d.transaction_id WHERE d.transaction_id = 'delay-1'}),
@@ -100,11 +86,11 @@ is($q->(q{SELECT string_agg(detail, ' | ' ORDER BY id) FROM novu.execution_detai
 # 1b. a delay shorter than the poll interval does not wait for the next poll:
 # the worker that created it claims it at its due time
 $node->safe_psql('postgres', q{ALTER SYSTEM SET novu.poll_interval = '30s'; SELECT pg_reload_conf();});
-ok(poll_until(q{SELECT current_setting('novu.poll_interval') = '30s'}, 10), 'short delay: poll interval 30 s');
+ok(NovuTest::poll_until($node, q{SELECT current_setting('novu.poll_interval') = '30s'}, 10), 'short delay: poll interval 30 s');
 # the workers' claims scheduled under the old 1 s interval have run by then
-ok(poll_until(q{SELECT pg_conf_load_time() < now() - interval '1500 milliseconds'}, 10), 'short delay: old schedule spent');
+ok(NovuTest::poll_until($node, q{SELECT pg_conf_load_time() < now() - interval '1500 milliseconds'}, 10), 'short delay: old schedule spent');
 $q->(q{SELECT novu.trigger('later', '"d4"', '{"n": 4}', '{}', 'delay-short')});
-ok(poll_until(q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id = 'delay-short' AND status = 'sent'}, 20),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id = 'delay-short' AND status = 'sent'}, 20),
 	'short delay: sent with a 30 s poll interval');
 is($q->(q{SELECT (d.created_at - r.due_at < interval '500 milliseconds')::text
     FROM novu.deliveries d JOIN novu.step_runs r ON r.transaction_id = d.transaction_id WHERE d.transaction_id = 'delay-short'}),
@@ -121,7 +107,7 @@ $q->(q{SELECT count(novu.identify('m' || i, jsonb_build_object('channels', jsonb
     FROM generate_series(1, 600) i});
 $q->(q{SELECT count(novu.trigger('later', to_jsonb('m' || i), jsonb_build_object('n', i), '{}', 'many-' || i))
     FROM generate_series(1, 600) i});
-ok(poll_until(q{SELECT count(*) = 600 FROM novu.messages WHERE transaction_id LIKE 'many-%' AND status = 'sent'}, 60),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 600 FROM novu.messages WHERE transaction_id LIKE 'many-%' AND status = 'sent'}, 60),
 	'600 delays due together: every message sent');
 is($q->(q{SELECT (max(due_at) - min(due_at) < interval '1 second')::text || ',' || count(*) FROM novu.step_runs WHERE transaction_id LIKE 'many-%'}),
 	'true,600', '600 delays due together: due within a second of each other (their fan-outs\' time + 2 s)');
@@ -138,10 +124,10 @@ is(scalar(keys %per_token) . ',' . scalar(grep { $_ != 1 } values %per_token), '
 ######################################################################
 # 2. across a restart, and across kill -9 of the worker
 $q->(q{SELECT novu.trigger('later', '"d2"', '{"n": 2}', '{}', 'delay-restart')});
-ok(poll_until(q{SELECT count(*) = 1 FROM novu.step_runs WHERE transaction_id = 'delay-restart' AND status = 'waiting'}, 30),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.step_runs WHERE transaction_id = 'delay-restart' AND status = 'waiting'}, 30),
 	'restart: the delay waits');
 $node->restart;
-ok(poll_until(q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id = 'delay-restart' AND status = 'sent'}, 30),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id = 'delay-restart' AND status = 'sent'}, 30),
 	'restart: the delay fires after the restart');
 is(scalar @{ fcm_for('fcm-d2') }, 1, 'restart: sent once');
 is($q->(q{SELECT count(*) FROM novu.execution_details WHERE transaction_id = 'delay-restart' AND detail = 'Delay finished'}),
@@ -149,14 +135,14 @@ is($q->(q{SELECT count(*) FROM novu.execution_details WHERE transaction_id = 'de
 
 # kill -9 of the worker just before the due time
 $q->(q{SELECT novu.trigger('later', '"d3"', '{"n": 3}', '{}', 'delay-kill')});
-ok(poll_until(q{SELECT count(*) = 1 FROM novu.step_runs WHERE transaction_id = 'delay-kill' AND status = 'waiting'}, 30),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.step_runs WHERE transaction_id = 'delay-kill' AND status = 'waiting'}, 30),
 	'kill -9: the delay waits');
-ok(poll_until(q{SELECT now() >= due_at - interval '300 milliseconds' FROM novu.step_runs WHERE transaction_id = 'delay-kill'}, 10),
+ok(NovuTest::poll_until($node, q{SELECT now() >= due_at - interval '300 milliseconds' FROM novu.step_runs WHERE transaction_id = 'delay-kill'}, 10),
 	'kill -9: close to the due time');
 my $wpid = $q->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'});
 like($wpid, qr/^\d+$/, 'kill -9: one delivery worker runs');
 ok(kill('KILL', $wpid), "kill -9: SIGKILL sent to the worker (PID $wpid)");
-ok(poll_until(q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id = 'delay-kill' AND status = 'sent'}, 60),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id = 'delay-kill' AND status = 'sent'}, 60),
 	'kill -9: the delay fires after the crash restart');
 is(scalar @{ fcm_for('fcm-d3') }, 1, 'kill -9: sent once');
 is($q->(q{SELECT count(*) FROM novu.execution_details WHERE transaction_id = 'delay-kill' AND detail = 'Delay finished'}),
@@ -169,7 +155,7 @@ $q->(q{SELECT count(novu.trigger('comments', '"g1"', jsonb_build_object('postId'
     FROM generate_series(1, 25) i});
 $q->(q{SELECT count(novu.trigger('comments', '"g1"', jsonb_build_object('postId', 7, 'n', i), '{}', 'dg-' || i))
     FROM generate_series(26, 50) i});
-ok(poll_until(q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id LIKE 'dg-%' AND status = 'sent'}, 30),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id LIKE 'dg-%' AND status = 'sent'}, 30),
 	'digest: one message sent');
 my $dg = fcm_for('fcm-g1');
 is(scalar @$dg, 1, 'digest: FCM received one request');
@@ -182,13 +168,13 @@ is($q->(q{SELECT count(*) FROM novu.execution_details WHERE transaction_id LIKE 
 ######################################################################
 # 4. backoff: the first event at once, the next ones digested
 $q->(q{SELECT novu.trigger('bursty', '"b1"', '{"n": 1}', '{}', 'bo-1')});
-ok(poll_until(q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id = 'bo-1' AND status = 'sent'}, 30),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id = 'bo-1' AND status = 'sent'}, 30),
 	'backoff: the first event is sent');
 is($q->(q{SELECT count(*) FROM novu.step_runs WHERE transaction_id = 'bo-1' AND status = 'waiting'}), '0',
 	'backoff: it did not wait');
 $q->(q{SELECT novu.trigger('bursty', '"b1"', '{"n": 2}', '{}', 'bo-2')});
 $q->(q{SELECT novu.trigger('bursty', '"b1"', '{"n": 3}', '{}', 'bo-3')});
-ok(poll_until(q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id = 'bo-2' AND status = 'sent'}, 30),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id = 'bo-2' AND status = 'sent'}, 30),
 	'backoff: the next events are digested and sent');
 is_deeply([ map { $_->{body}{message}{notification}{title} } @{ fcm_for('fcm-b1') } ], [ 'at once', '2 digested' ],
 	'backoff: one message at once, then one digest of two');
@@ -198,7 +184,7 @@ is_deeply([ map { $_->{body}{message}{notification}{title} } @{ fcm_for('fcm-b1'
 $q->(q{SELECT novu.set_online_status('free', true)});
 $q->(q{SELECT novu.trigger('targeted', '["pro", "free"]', '{"vip": true}', '{}', 'flt-1')});
 $q->(q{SELECT novu.trigger('targeted', '"pro"', '{"vip": false}', '{}', 'flt-2')});
-ok(poll_until(q{SELECT count(*) = 3 FROM novu.messages WHERE transaction_id LIKE 'flt-%' AND status = 'sent'}, 30),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 3 FROM novu.messages WHERE transaction_id LIKE 'flt-%' AND status = 'sent'}, 30),
 	'filters: three messages sent');
 is_deeply([ map { $_->{body}{message}{notification}{title} } @{ fcm_for('fcm-pro') } ], [ 'vip', 'offline', 'offline' ],
 	'filters: the pro subscriber gets the vip step only with vip true, and the offline step (offline)');
@@ -210,14 +196,14 @@ is($q->(q{SELECT count(*) FROM novu.execution_details WHERE transaction_id LIKE 
 ######################################################################
 # 6. cancel: a delay; a digest's leader and a follower
 $q->(q{SELECT novu.trigger('later', '"c1"', '{"n": 9}', '{}', 'cancel-delay')});
-ok(poll_until(q{SELECT count(*) = 1 FROM novu.step_runs WHERE transaction_id = 'cancel-delay' AND status = 'waiting'}, 30),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.step_runs WHERE transaction_id = 'cancel-delay' AND status = 'waiting'}, 30),
 	'cancel: the delay waits');
 is($q->(q{SELECT novu.cancel('cancel-delay')}), 't', 'cancel: a waiting delay is canceled');
 $q->(q{SELECT novu.trigger('comments', '"c2"', jsonb_build_object('postId', 1, 'n', i), '{}', 'cd-' || i) FROM generate_series(1, 3) i});
-ok(poll_until(q{SELECT count(*) = 3 FROM novu.digest_events WHERE transaction_id LIKE 'cd-%'}, 30), 'cancel: three events in the window');
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 3 FROM novu.digest_events WHERE transaction_id LIKE 'cd-%'}, 30), 'cancel: three events in the window');
 is($q->(q{SELECT novu.cancel('cd-2')}), 't', 'cancel: a follower');
 is($q->(q{SELECT novu.cancel('cd-1')}), 't', 'cancel: the leader');
-ok(poll_until(q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id LIKE 'cd-%' AND status = 'sent'}, 30),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.messages WHERE transaction_id LIKE 'cd-%' AND status = 'sent'}, 30),
 	'cancel: the window still ends with one message');
 is($q->(q{SELECT transaction_id FROM novu.messages WHERE transaction_id LIKE 'cd-%'}), 'cd-3',
 	'cancel: the window passed to the oldest event left');
@@ -225,7 +211,7 @@ my $cd = fcm_for('fcm-c2');
 is(scalar @$cd, 1, 'cancel: one request');
 is($cd->[0]{body}{message}{notification}{title} . ' ' . $cd->[0]{body}{message}{notification}{body}, '1 new comments 3,',
 	'cancel: only the event left is listed');
-ok(poll_until(q{SELECT now() > due_at + interval '1500 milliseconds' FROM novu.step_runs WHERE transaction_id = 'cancel-delay'}, 30),
+ok(NovuTest::poll_until($node, q{SELECT now() > due_at + interval '1500 milliseconds' FROM novu.step_runs WHERE transaction_id = 'cancel-delay'}, 30),
 	'cancel: the canceled delay is past its due time');
 is(scalar @{ fcm_for('fcm-c1') }, 0, 'cancel: the canceled delay sent nothing');
 is($q->(q{SELECT status FROM novu.step_runs WHERE transaction_id = 'cancel-delay'}), 'canceled', 'cancel: the delay row says canceled');

@@ -35,20 +35,6 @@ my $node = NovuTest::new_node('durable', $mocks, restart_after_crash => 'on', 'n
 NovuTest::create_integrations($node, $mocks);
 $node->safe_psql('postgres', q{SELECT novu.create_workflow('durable', '[{"type": "push", "title": "T", "content": "C"}]')});
 
-# Poll until the query returns 't', tolerating a server that is down or restarting.
-sub poll_until
-{
-	my ($sql, $timeout) = @_;
-	my $deadline = time() + ($timeout // 60);
-	while (time() < $deadline)
-	{
-		my ($ret, $out) = $node->psql('postgres', $sql);
-		return 1 if defined $ret && $ret == 0 && $out eq 't';
-		usleep(100_000);
-	}
-	diag("timed out waiting for: $sql");
-	return 0;
-}
 
 sub received
 {
@@ -87,9 +73,9 @@ is(received('durable-token-1'), 1, 'the provider has the request');
 ok(kill('KILL', $worker), 'the delivery worker is killed while the provider holds the request');
 ok(kill('CONT', $walwriter), 'the WAL writer goes on (and ends with the other processes)');
 
-ok(poll_until(qq{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'novu delivery worker' AND pid <> $worker}, 60),
+ok(NovuTest::poll_until($node, qq{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'novu delivery worker' AND pid <> $worker}, 60),
 	'after the crash restart a new delivery worker runs');
-ok(poll_until(q{SELECT count(*) = 1 AND bool_and(status = 'sent') FROM novu.deliveries WHERE transaction_id = 'tx-durable'}, 60),
+ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 AND bool_and(status = 'sent') FROM novu.deliveries WHERE transaction_id = 'tx-durable'}, 60),
 	'the message is sent in the end, once');
 my $attempts = q1(q{SELECT attempts FROM novu.deliveries WHERE transaction_id = 'tx-durable'});
 is(received('durable-token-1') . '/' . $attempts, '2/2',

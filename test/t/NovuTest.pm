@@ -176,6 +176,22 @@ sub wait_for
 	return 0;
 }
 
+# Poll until the query returns 't', tolerating a server that is down or
+# restarting (a crash restart); bounded by $timeout seconds (default 60).
+sub poll_until
+{
+	my ($node, $sql, $timeout, $db) = @_;
+	my $deadline = time() + ($timeout // 60);
+	while (time() < $deadline)
+	{
+		my ($ret, $out) = $node->psql($db // 'postgres', $sql);
+		return 1 if defined $ret && $ret == 0 && $out eq 't';
+		usleep(50_000);
+	}
+	diag("timed out waiting for: $sql");
+	return 0;
+}
+
 # Wait until every delivery worker has re-read the configuration after a
 # reload: a worker re-reads it at the top of each turn of its loop, so once
 # each has begun two turns since now (its pg_stat_activity state changed), it
