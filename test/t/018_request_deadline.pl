@@ -43,6 +43,31 @@ sub trigger_all
 	$node->safe_psql('postgres', "BEGIN;\n$sql\nCOMMIT;");
 }
 
+# APNs tokens (hex) named after a prefix, one subscriber each, one trigger for all.
+sub trigger_apns
+{
+	my ($tx, $prefix, $count) = @_;
+	my @tokens = map { substr(unpack('H*', "deadline-$prefix-$_") . ('0' x 64), 0, 64) } 1 .. $count;
+	my $sql = join('', map { "SELECT novu.identify('$prefix-$_', jsonb_build_object('channels', jsonb_build_array(jsonb_build_object("
+		  . "'providerId', 'apns', 'integrationIdentifier', 'apns-mock', 'credentials', jsonb_build_object('deviceTokens', jsonb_build_array('$tokens[$_ - 1]'))))));\n" } 1 .. $count);
+	$sql .= "SELECT novu.trigger('deadline', '" . JSON::PP->new->encode([ map { "$prefix-$_" } 1 .. $count ]) . "'::jsonb, '{}', '{}', '$tx');";
+	return ($sql, @tokens);
+}
+
+# Exact accounting: the provider received each token once per attempt that was sent.
+sub check_received_per_attempt
+{
+	my ($label, $tx, $provider, @tokens) = @_;
+	my $received = NovuTest::control($mocks, 'GET', "/received?provider=$provider");
+	my %unsent = map { split /\|/ } split /\n/, q1(qq{SELECT d.device_token || '|' || count(*) FILTER (WHERE e.detail LIKE '%; the request was not sent')
+	    FROM novu.deliveries d JOIN novu.execution_details e ON e.message_id = d.id AND e.status = 'Pending'
+	   WHERE d.transaction_id = '$tx' GROUP BY d.device_token});
+	my %attempts = map { split /\|/ } split /\n/, q1(qq{SELECT device_token || '|' || attempts FROM novu.deliveries WHERE transaction_id = '$tx'});
+	is(join(',', map { ($received->{$_} // 0) == $attempts{$_} - ($unsent{$_} // 0) ? 1 : "$_:" . ($received->{$_} // 0) . "/$attempts{$_}" } @tokens),
+		join(',', (1) x scalar @tokens), "$label: the provider received each token once per attempt that was sent")
+	  or diag(q1(qq{SELECT string_agg(e.message_id || ' ' || e.status || ' ' || e.detail, E'\n' ORDER BY e.id) FROM novu.execution_details e WHERE e.transaction_id = '$tx'}));
+}
+
 # a first message opens a connection and fetches the OAuth token
 trigger_all('tx-warm', 'deadline-warm');
 ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.deliveries WHERE transaction_id = 'tx-warm'}, 30),
@@ -104,11 +129,8 @@ is(q1(q{SELECT attempts FROM novu.deliveries WHERE transaction_id = 'tx-late'}) 
 {
 	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.request_timeout = '1s'; SELECT pg_reload_conf();});
 	ok(NovuTest::wait_workers_reloaded($node), 'lease: the worker runs with a 1 s request timeout');
-	my @late = map { substr(unpack('H*', "deadline-lease-$_") . ('0' x 64), 0, 64) } 1 .. 15;
+	my ($sql, @late) = trigger_apns('tx-lease', 'lease', 15);
 	NovuTest::set_tokens($mocks, 'apns', 'slow:1500:1', @late);
-	my $sql = join('', map { "SELECT novu.identify('lease-$_', jsonb_build_object('channels', jsonb_build_array(jsonb_build_object("
-		  . "'providerId', 'apns', 'integrationIdentifier', 'apns-mock', 'credentials', jsonb_build_object('deviceTokens', jsonb_build_array('$late[$_ - 1]'))))));\n" } 1 .. 15);
-	$sql .= "SELECT novu.trigger('deadline', '" . JSON::PP->new->encode([ map { "lease-$_" } 1 .. 15 ]) . "'::jsonb, '{}', '{}', 'tx-lease');";
 	$node->safe_psql('postgres', "BEGIN;\n$sql\nCOMMIT;");
 	ok(NovuTest::wait_for($node, q{SELECT count(*) > 0 FROM novu.execution_details WHERE transaction_id = 'tx-lease' AND status = 'Pending'}, 20),
 		'lease: the first request timed out');
@@ -126,14 +148,7 @@ is(q1(q{SELECT attempts FROM novu.deliveries WHERE transaction_id = 'tx-late'}) 
 	cmp_ok($late, '>=', 1, "lease: the last ones were not sent at their first attempt ($late)");
 	cmp_ok($timed_out, '>=', 3, "lease: the first ones went out and timed out ($timed_out)");
 	is($late + $timed_out + $unconnected, 15, 'lease: every first attempt is one of those') or diag(join("\n", @first));
-	# exact accounting: each token received once per attempt that was sent
-	my $received = NovuTest::control($mocks, 'GET', '/received?provider=apns');
-	my %unsent = map { split /\|/ } split /\n/, q1(q{SELECT d.device_token || '|' || count(*) FILTER (WHERE e.detail LIKE '%; the request was not sent')
-	    FROM novu.deliveries d JOIN novu.execution_details e ON e.message_id = d.id AND e.status = 'Pending'
-	   WHERE d.transaction_id = 'tx-lease' GROUP BY d.device_token});
-	my %attempts = map { split /\|/ } split /\n/, q1(q{SELECT device_token || '|' || attempts FROM novu.deliveries WHERE transaction_id = 'tx-lease'});
-	is(join(',', map { ($received->{$_} // 0) == $attempts{$_} - ($unsent{$_} // 0) ? 1 : "$_:" . ($received->{$_} // 0) . "/$attempts{$_}" } @late),
-		join(',', (1) x 15), 'lease: the provider received each token once per attempt that was sent');
+	check_received_per_attempt('lease', 'tx-lease', 'apns', @late);
 	$node->safe_psql('postgres', q{ALTER SYSTEM RESET novu.request_timeout; SELECT pg_reload_conf();});
 	ok(NovuTest::wait_workers_reloaded($node), 'lease: back to the 3 s timeout');
 }
@@ -156,11 +171,8 @@ is(q1(q{SELECT attempts FROM novu.deliveries WHERE transaction_id = 'tx-late'}) 
 		1, 'resend: the worker is stopped (its successor starts with cold connections)');
 	ok(NovuTest::wait_for($node, "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'novu delivery worker' AND pid NOT IN ($old)", 30),
 		'resend: a new worker runs');
-	my @tok = map { substr(unpack('H*', "deadline-resend-$_") . ('0' x 64), 0, 64) } 1 .. 6;
+	my ($sql, @tok) = trigger_apns('tx-resend', 'resend', 6);
 	NovuTest::set_tokens($mocks, 'apns', 'slow:60000:1', @tok);
-	my $sql = join('', map { "SELECT novu.identify('resend-$_', jsonb_build_object('channels', jsonb_build_array(jsonb_build_object("
-		  . "'providerId', 'apns', 'integrationIdentifier', 'apns-mock', 'credentials', jsonb_build_object('deviceTokens', jsonb_build_array('$tok[$_ - 1]'))))));\n" } 1 .. 6);
-	$sql .= "SELECT novu.trigger('deadline', '" . JSON::PP->new->encode([ map { "resend-$_" } 1 .. 6 ]) . "'::jsonb, '{}', '{}', 'tx-resend');";
 	$node->safe_psql('postgres', "BEGIN;\n$sql\nCOMMIT;");
 	ok(NovuTest::wait_for($node, q{SELECT clock_timestamp() > min(created_at) + interval '18.5 s'
 	    FROM novu.deliveries WHERE transaction_id = 'tx-resend'}, 40), 'resend: 18.5 s after the claim');
@@ -178,14 +190,7 @@ is(q1(q{SELECT attempts FROM novu.deliveries WHERE transaction_id = 'tx-late'}) 
 		'resend: the fifth, whose connection died after the send-by time, may have been received, and says so');
 	like($first{ $tok[5] } // '', qr/\(not sent: it waited until too little of its message's lease was left\); the request was not sent\z/,
 		'resend: the sixth was not sent');
-	$received = NovuTest::control($mocks, 'GET', '/received?provider=apns');
-	my %unsent = map { split /\|/ } split /\n/, q1(q{SELECT d.device_token || '|' || count(*) FILTER (WHERE e.detail LIKE '%; the request was not sent')
-	    FROM novu.deliveries d JOIN novu.execution_details e ON e.message_id = d.id AND e.status = 'Pending'
-	   WHERE d.transaction_id = 'tx-resend' GROUP BY d.device_token});
-	my %attempts = map { split /\|/ } split /\n/, q1(q{SELECT device_token || '|' || attempts FROM novu.deliveries WHERE transaction_id = 'tx-resend'});
-	is(join(',', map { ($received->{$_} // 0) == $attempts{$_} - ($unsent{$_} // 0) ? 1 : "$_:" . ($received->{$_} // 0) . "/$attempts{$_}" } @tok),
-		join(',', (1) x 6), 'resend: the provider received each token once per attempt that was sent')
-	  or diag(q1(q{SELECT string_agg(e.message_id || ' ' || e.status || ' ' || e.detail, E'\n' ORDER BY e.id) FROM novu.execution_details e WHERE e.transaction_id = 'tx-resend'}));
+	check_received_per_attempt('resend', 'tx-resend', 'apns', @tok);
 	$node->safe_psql('postgres', q{ALTER SYSTEM RESET novu.request_timeout; SELECT pg_reload_conf();});
 	ok(NovuTest::wait_workers_reloaded($node), 'resend: back to the 3 s timeout');
 }
