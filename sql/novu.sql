@@ -24,7 +24,8 @@
 -- works.  The delivery workers connect as novu_worker, never as a superuser.  It is
 -- a LOGIN role only because PostgreSQL 15 lets a background worker connect as no
 -- other kind; it has no password, so password authentication never admits it; an
--- existing superuser of that name is refused.
+-- existing superuser of that name is refused, and so is one that others can act
+-- as (below).
 ------------------------------------------------------------------------------
 
 DO $roles$
@@ -48,6 +49,60 @@ BEGIN
     EXECUTE pg_catalog.format('GRANT CONNECT ON DATABASE %I TO novu_worker', pg_catalog.current_database());
 END
 $roles$;
+
+-- A role that already exists was made by someone else, maybe by a role with
+-- CREATEROLE that kept ADMIN OPTION on it (PostgreSQL 16 and later give the
+-- creator that).  novu_worker is reused only if nobody else can act as it: no
+-- password (nobody logs in as it), no member (nobody SETs ROLE to it or grants
+-- it on), no attribute beyond LOGIN.  novu_app and novu_admin have members (the
+-- applications); who may grant them on is said in a WARNING.
+DO $reuse$
+DECLARE
+    w record;
+    holders text;
+BEGIN
+    SELECT a.rolpassword IS NOT NULL AS has_password,
+           pg_catalog.concat_ws(', ', CASE WHEN a.rolcreaterole THEN 'CREATEROLE' END,
+                                CASE WHEN a.rolcreatedb THEN 'CREATEDB' END,
+                                CASE WHEN a.rolreplication THEN 'REPLICATION' END,
+                                CASE WHEN a.rolbypassrls THEN 'BYPASSRLS' END) AS attributes,
+           (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(m.rolname), ', ' ORDER BY m.rolname)
+              FROM pg_catalog.pg_auth_members am JOIN pg_catalog.pg_roles m ON m.oid = am.member
+             WHERE am.roleid = a.oid) AS members
+      INTO w
+      FROM pg_catalog.pg_authid a WHERE a.rolname = 'novu_worker';
+    IF w.has_password THEN
+        RAISE EXCEPTION 'role "novu_worker" exists and has a password'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Whoever knows it could log in as the delivery workers.',
+                  HINT = 'The workers connect without one: ALTER ROLE novu_worker PASSWORD NULL, then try again.';
+    END IF;
+    IF w.attributes <> '' THEN
+        RAISE EXCEPTION 'role "novu_worker" exists with %', w.attributes
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The delivery workers get only what delivery needs.',
+                  HINT = pg_catalog.format('ALTER ROLE novu_worker NO%s, then try again.',
+                                           pg_catalog.replace(w.attributes, ', ', ' NO'));
+    END IF;
+    IF w.members IS NOT NULL THEN
+        RAISE EXCEPTION 'role "novu_worker" exists and has members: %', w.members
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'A member can act as the delivery workers (SET ROLE novu_worker), or grant the role on.',
+                  HINT = 'Nobody needs to be a member of novu_worker: REVOKE novu_worker FROM each of them, then try again.';
+    END IF;
+    SELECT pg_catalog.string_agg(DISTINCT pg_catalog.quote_ident(m.rolname) || ' on ' || r.rolname, ', ')
+      INTO holders
+      FROM pg_catalog.pg_auth_members am
+      JOIN pg_catalog.pg_roles r ON r.oid = am.roleid
+      JOIN pg_catalog.pg_roles m ON m.oid = am.member
+     WHERE r.rolname IN ('novu_app', 'novu_admin') AND am.admin_option AND NOT m.rolsuper;
+    IF holders IS NOT NULL THEN
+        RAISE WARNING 'roles that can grant the novu roles to anyone: %', holders
+            USING DETAIL = 'ADMIN OPTION lets them make any role a member; novu_admin administers integrations and workflows.',
+                  HINT = 'If that is not intended: REVOKE ADMIN OPTION FOR novu_admin FROM that_role (likewise novu_app).';
+    END IF;
+END
+$reuse$;
 
 GRANT USAGE ON SCHEMA novu TO novu_app, novu_admin, novu_worker;
 

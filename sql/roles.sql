@@ -48,6 +48,46 @@ SELECT extversion FROM pg_extension WHERE extname = 'novu';
 \c contrib_regression
 DROP DATABASE novu_regress_second;
 
+-- ... but not when someone else can act as the existing novu_worker: with a
+-- password, an attribute beyond LOGIN or a member, CREATE EXTENSION stops, says
+-- why and creates nothing; ALTER EXTENSION UPDATE checks the same
+CREATE DATABASE novu_regress_third;
+\c novu_regress_third
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+ALTER ROLE novu_worker PASSWORD 'known-to-someone';
+CREATE EXTENSION novu;
+SELECT count(*) AS novu_objects FROM pg_namespace WHERE nspname = 'novu';
+ALTER ROLE novu_worker PASSWORD NULL;
+ALTER ROLE novu_worker CREATEDB BYPASSRLS;
+CREATE EXTENSION novu;
+ALTER ROLE novu_worker NOCREATEDB NOBYPASSRLS;
+CREATE ROLE novu_test_impostor LOGIN;
+GRANT novu_worker TO novu_test_impostor;
+CREATE EXTENSION novu;
+SELECT count(*) AS novu_objects FROM pg_namespace WHERE nspname = 'novu';
+REVOKE novu_worker FROM novu_test_impostor;
+-- an update checks too (the role may have been made before the first install)
+CREATE EXTENSION novu VERSION '0.16.0';
+ALTER ROLE novu_worker PASSWORD 'known-to-someone';
+ALTER EXTENSION novu UPDATE TO '0.17.0';
+SELECT extversion FROM pg_extension WHERE extname = 'novu';
+ALTER ROLE novu_worker PASSWORD NULL;
+ALTER EXTENSION novu UPDATE TO '0.17.0';
+SELECT extversion FROM pg_extension WHERE extname = 'novu';
+DROP EXTENSION novu;
+-- who can grant novu_admin or novu_app on is a warning: delegating that is the
+-- DBA's choice, and the install goes on
+GRANT novu_admin TO novu_test_impostor WITH ADMIN OPTION;
+CREATE EXTENSION novu;
+SELECT extversion FROM pg_extension WHERE extname = 'novu';
+REVOKE novu_admin FROM novu_test_impostor;
+\set VERBOSITY terse
+\set SHOW_CONTEXT errors
+\c contrib_regression
+DROP DATABASE novu_regress_third;
+DROP ROLE novu_test_impostor;
+
 DROP ROLE novu_test_app, novu_test_admin, novu_test_nobody;
 
 -- DROP EXTENSION removes every object (the schema named in novu.control stays,
