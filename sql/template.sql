@@ -443,6 +443,49 @@ SELECT novu.render('{% for i in (1..200000) %}{% endfor %}', '{}');
 SELECT novu.render('{{ 1 | date: "%1048577Y" }}', '{}');
 
 --
+-- Bounds under attack: each of these once crashed the server, held a worker's
+-- memory or CPU without end, or ran for seconds to minutes; each now fails
+-- fast with its limit, or runs in linear time
+--
+SET statement_timeout = '5s';
+-- values nested in [ ] or ( ) deeper than 100 levels (100,000 overflowed the stack)
+SELECT novu.render('{{ ' || repeat('[', 100000) || ' }}', '{}');
+SELECT novu.render('{{ ' || repeat('(', 100000) || ' }}', '{}');
+SELECT novu.render('{{ x' || repeat('[x', 101) || repeat(']', 101) || ' }}', '{}');
+SELECT novu.render('{{ x' || repeat('[x', 99) || repeat(']', 99) || ' | size }}|ok', '{}');
+-- replace and join grow their result within the memory budget (1 GB before)
+SELECT novu.render('{% capture s %}{% for i in (1..20000) %}xxxxx{% endfor %}{% endcapture %}{{ s | replace: "x", s }}', '{}');
+SELECT novu.render('{{ payload.s | replace: "", payload.s }}', jsonb_build_object('payload', jsonb_build_object('s', repeat('y', 40000))));
+SELECT novu.render('{% capture s %}{% for i in (1..20000) %}xxxxxxxxxx{% endfor %}{% endcapture %}'
+                   '{% assign a = "" | split: "," %}{% for i in (1..200) %}{% assign a = a | push: s %}{% endfor %}{{ a | join: "" | size }}', '{}');
+-- a time zone must be a tz database name: POSIX rules were each kept for the
+-- life of the process (a worker's memory grew with every distinct one)
+SELECT novu.render('{{ 0 | date: "%z", "<A1>0" }}', '{}');
+SELECT novu.render('{{ 0 | date: "%z", "ABC5DEF" }}', '{}');
+SELECT novu.render('{{ 0 | date: "%z", "posix/Europe/Paris" }}', '{}');
+SELECT novu.render('{{ 0 | date: "%H:%M %z", "America/New_York" }}|{{ 0 | date: "%z", "EST5EDT" }}|{{ 0 | date: "%z", "Etc/GMT+5" }}|{{ 0 | date: "%z", "GMT-14" }}|{{ 0 | date: "%z", "asia/kolkata" }}', '{}');
+SELECT novu.render('{{ 0 | date: "%z", "Etc/GMT+15" }}', '{}');
+-- a subscriber's POSIX timezone is ignored like an unknown one (UTC)
+SELECT novu.render('{{ 0 | date: "%H:%M %z" }}', '{"subscriber": {"timezone": "<X9>-9"}}');
+SELECT novu.render('{% for i in (1..300) %}{% assign z = "<A" | append: i | append: ">0" %}{{ 0 | date: "%z", z }}{% endfor %}', '{}');
+SELECT count(*) AS posix_zones_kept FROM pg_backend_memory_contexts WHERE name = 'Timezones' AND total_bytes > 4000000;
+-- substring search is linear: 1 MB haystack, 0.5 MB needle of the same letter
+SELECT novu.render('{% capture h %}{% for i in (1..25000) %}aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa{% endfor %}{% endcapture %}'
+                   '{% capture n %}{% for i in (1..12500) %}aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa{% endfor %}b{% endcapture %}'
+                   '{% if h contains n %}found{% else %}absent{% endif %}|{{ h | replace_last: "ab", "" | size }}|{{ h | remove_first: n | size }}', '{}');
+SELECT novu.render('{% capture h %}{% for i in (1..25000) %}aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa{% endfor %}{% endcapture %}'
+                   '{% capture n %}{% for i in (1..12500) %}aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa{% endfor %}{% endcapture %}'
+                   '{{ h | replace_last: n, "x" | size }}|{{ h | remove_last: n | size }}', '{}');
+-- walking a long string is charged by its length (last, size, s[i], slice)
+SELECT novu.render('{% for i in (1..100000) %}{{ payload.s | last }}{% endfor %}', jsonb_build_object('payload', jsonb_build_object('s', repeat('a', 200000))));
+SELECT novu.render('{% for i in (1..100000) %}{{ payload.s[199999] }}{% endfor %}', jsonb_build_object('payload', jsonb_build_object('s', repeat('a', 200000))));
+SELECT novu.render('{% for i in (1..100000) %}{{ payload.s | slice: -1 }}{% endfor %}', jsonb_build_object('payload', jsonb_build_object('s', repeat('a', 200000))));
+-- many assigned variables are charged per lookup (quadratic before)
+SELECT novu.render(string_agg('{% assign v' || i || ' = 1 %}', ''), '{}') FROM generate_series(1, 40000) i;
+SELECT novu.render(string_agg('{% assign v' || i || ' = ' || i || ' %}', '') || '{{ v1 }}+{{ v300 }}', '{}') FROM generate_series(1, 300) i;
+RESET statement_timeout;
+
+--
 -- Arguments
 --
 SELECT novu.render('{{ x }}', '[]');

@@ -14,6 +14,7 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
 #include <math.h>
 
 #include "pgtime.h"
@@ -210,6 +211,52 @@ parse_iso(const char *s, int len, double *ms)
 	return fabs(*ms) <= 8.64e15;
 }
 
+/*
+ * Is name a zone of the tz database (IANA names)?  pg_tzset also takes POSIX
+ * rules ("<A1>0", "ABC5DEF") and keeps every zone it loads, about 23 kB each,
+ * for the life of the process: from a payload or a subscriber's timezone that
+ * grows a worker's memory without end.  A POSIX rule needs a digit (its UTC
+ * offset), and the only tz database names with digits are the GMT offsets and
+ * four US zones; every other name with a digit is refused, and so are the
+ * posix/ and right/ copies of the database.  What pg_tzset can then load and
+ * keep is the database's own few hundred zones.
+ */
+static bool
+zone_name_acceptable(const char *name)
+{
+	static const char *const with_digits[] = {"EST5EDT", "CST6CDT", "MST7MDT", "PST8PDT"};
+	size_t		len = strlen(name);
+	const char *p;
+	int			i;
+
+	if (len == 0 || len > TZ_STRLEN_MAX)
+		return false;
+	if (pg_strncasecmp(name, "posix/", 6) == 0 || pg_strncasecmp(name, "right/", 6) == 0)
+		return false;
+	for (p = name; *p; p++)
+		if (!(isalnum((unsigned char) *p) || *p == '/' || *p == '_' || *p == '-' || *p == '+'))
+			return false;
+	if (strpbrk(name, "0123456789") == NULL)
+		return true;
+	for (i = 0; i < lengthof(with_digits); i++)
+		if (pg_strcasecmp(name, with_digits[i]) == 0)
+			return true;
+	/* GMT, GMT0, GMT+5, Etc/GMT-14 ... */
+	p = name;
+	if (pg_strncasecmp(p, "Etc/", 4) == 0)
+		p += 4;
+	if (pg_strncasecmp(p, "GMT", 3) != 0)
+		return false;
+	p += 3;
+	if (*p == '+' || *p == '-')
+		p++;
+	if (!isdigit((unsigned char) p[0]))
+		return false;
+	if (p[1] == '\0')
+		return true;
+	return isdigit((unsigned char) p[1]) && p[2] == '\0' && (p[0] - '0') * 10 + (p[1] - '0') <= 14;
+}
+
 /* Minutes west of UTC of a named zone at an instant; false for an unknown zone. */
 static bool
 zone_offset(const char *name, double ms, int *offset)
@@ -218,7 +265,7 @@ zone_offset(const char *name, double ms, int *offset)
 	pg_time_t	t = (pg_time_t) floor(ms / 1000);
 	struct pg_tm *tm;
 
-	if (strlen(name) == 0 || strlen(name) > TZ_STRLEN_MAX)
+	if (!zone_name_acceptable(name))
 		return false;
 	tz = pg_tzset(name);
 	if (tz == NULL)

@@ -148,7 +148,7 @@ buf_value(RenderState *st, StringInfo buf)
 
 /* Append s with every occurrence of from replaced by to (from non-empty); count of matches. */
 static int
-replace_all(StringInfo buf, const char *s, int len, const char *from, int flen,
+replace_all(RenderState *st, StringInfo buf, const char *s, int len, const char *from, int flen,
 			const char *to, int tlen, int max)
 {
 	int			pos = 0;
@@ -162,6 +162,8 @@ replace_all(StringInfo buf, const char *s, int len, const char *from, int flen,
 			break;
 		appendBinaryStringInfo(buf, s + pos, at - pos);
 		appendBinaryStringInfo(buf, to, tlen);
+		/* charged as it grows: a long "to" times many matches hits the budget */
+		tpl_reserve(st, (int64) (at - pos) + tlen);
 		pos = at + flen;
 		n++;
 	}
@@ -171,7 +173,7 @@ replace_all(StringInfo buf, const char *s, int len, const char *from, int flen,
 
 /* Append s with sep between its UTF-16 units (split('') then join(sep)). */
 static void
-join_units(StringInfo buf, const char *s, int len, const char *sep, int seplen)
+join_units(RenderState *st, StringInfo buf, const char *s, int len, const char *sep, int seplen)
 {
 	int			i = 0;
 	bool		first = true;
@@ -180,6 +182,8 @@ join_units(StringInfo buf, const char *s, int len, const char *sep, int seplen)
 	{
 		int			clen = utf8_char_len(s + i, len - i);
 
+		/* charged as it grows: a long separator between many units hits the budget */
+		tpl_reserve(st, (int64) 2 * seplen + clen);
 		if (!first)
 			appendBinaryStringInfo(buf, sep, seplen);
 		first = false;
@@ -677,8 +681,12 @@ f_uniq(RenderState *st, TplValue v)
 		uint32		h = value_hash(a.items[i]) & (size - 1);
 
 		tpl_spend(st, WORK_PER_STEP + (a.items[i].kind == TV_STR ? a.items[i].len : 0));
+		/* each probe is charged: colliding values (the hash is not seeded) hit the budget */
 		while (slots[h] >= 0 && !same_value_zero(out[slots[h]], a.items[i]))
+		{
+			tpl_spend(st, WORK_PER_STEP);
 			h = (h + 1) & (size - 1);
+		}
 		if (slots[h] < 0)
 		{
 			slots[h] = n;
@@ -723,7 +731,11 @@ f_slice(RenderState *st, TplValue v, TplValue beginv, TplValue lengthv)
 		return tv_array(NULL, 0);
 	is_array = v.kind == TV_ARR;
 	if (!is_array)
+	{
 		v = S(st, v);
+		/* counted, then walked to the slice: linear in the string */
+		tpl_spend(st, (int64) 2 * v.len);
+	}
 	n = is_array ? tv_arr_len(v) : code_point_length(v.str, v.len);
 	if (begin < 0)
 		begin += n;
@@ -999,6 +1011,7 @@ f_first_last(RenderState *st, TplValue v, bool last)
 	}
 	if (v.kind == TV_STR && v.len > 0)
 	{
+		tpl_spend(st, v.len);
 		n = utf16_length(v.str, v.len);
 		return tv_read_property(st, v, tv_num(last ? n - 1 : 0));
 	}
@@ -1121,7 +1134,10 @@ tpl_apply_filter(RenderState *st, int id, TplValue v, TplValue *args, char **key
 			return f_sort(st, v, a0, true);
 		case F_SIZE:
 			if (v.kind == TV_STR)
+			{
+				tpl_spend(st, v.len);
 				return tv_num(utf16_length(v.str, v.len));
+			}
 			if (v.kind == TV_ARR)
 				return tv_num(tv_arr_len(v));
 			if (v.kind == TV_FORLOOP)
@@ -1254,12 +1270,12 @@ tpl_apply_filter(RenderState *st, int id, TplValue v, TplValue *args, char **key
 					if (!all)
 						appendBinaryStringInfo(&buf, to.str, to.len);	/* matches at 0 */
 					if (all && to.len > 0)
-						join_units(&buf, s.str, s.len, to.str, to.len);
+						join_units(st, &buf, s.str, s.len, to.str, to.len);
 					else
 						appendBinaryStringInfo(&buf, s.str, s.len);
 				}
 				else
-					replace_all(&buf, s.str, s.len, x.str, x.len, to.str, to.len, all ? -1 : 1);
+					replace_all(st, &buf, s.str, s.len, x.str, x.len, to.str, to.len, all ? -1 : 1);
 				tpl_reserve(st, buf.len);
 				return buf_value(st, &buf);
 			}
@@ -1267,21 +1283,13 @@ tpl_apply_filter(RenderState *st, int id, TplValue v, TplValue *args, char **key
 		case F_REPLACE_LAST:
 			{
 				TplValue	to = id == F_REPLACE_LAST ? S(st, a1) : tv_str("", 0);
-				int			at = -1;
-				int			pos = 0;
-				int			found;
+				int			at;
 
 				s = S(st, v);
 				x = S(st, a0);
-				tpl_spend(st, s.len + x.len);
-				if (x.len == 0)
-					at = s.len;
-				else
-					while ((found = tv_find(s.str, s.len, x.str, x.len, pos)) >= 0)
-					{
-						at = found;
-						pos = found + 1;
-					}
+				/* the reversed copies of tv_find_last, and the scan */
+				tpl_reserve(st, (int64) s.len + x.len);
+				at = tv_find_last(s.str, s.len, x.str, x.len);
 				if (at < 0)
 					return s;
 				buf_init(st, &buf, s.len + to.len);

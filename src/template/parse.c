@@ -52,6 +52,7 @@ typedef struct Parser
 	int			maxtokens;
 	int			next;			/* next token to parse */
 	int			depth;
+	int			value_depth;	/* values being read inside each other: [ and ( */
 	sigjmp_buf	fail;
 	char	   *errmsg;
 } Parser;
@@ -660,6 +661,13 @@ read_value(Lex *lx)
 	CHECK_FOR_INTERRUPTS();
 	skip_blank(lx);
 	begin = lx->p;
+
+	/*
+	 * [ and ( read a value inside a value: a bound on the nesting keeps the
+	 * recursion off the end of the stack (the blocks have theirs)
+	 */
+	if (++lx->ps->value_depth > TEMPLATE_MAX_NESTING)
+		parse_fail(lx->ps, begin, "values nest deeper than %d levels", TEMPLATE_MAX_NESTING);
 	base = read_literal(lx);
 	if (base == NULL)
 		base = read_quoted(lx);
@@ -668,6 +676,7 @@ read_value(Lex *lx)
 	if (base == NULL && peekc(lx, 0) == '(')
 		base = read_range(lx);
 	props = read_properties(lx, base == NULL);
+	lx->ps->value_depth--;
 	if (props == NIL)
 		return base;
 	t = palloc0(sizeof(ValToken));

@@ -125,9 +125,13 @@ lookup_variable(RenderState *st, const char *name, int len)
 			return d;
 		}
 	}
+	/* a list: each entry passed is charged, so many names hit the work budget */
 	for (v = st->vars; v != NULL; v = v->next)
-		if (strlen(v->name) == len && memcmp(v->name, name, len) == 0)
+	{
+		tpl_spend(st, WORK_PER_VARIABLE);
+		if (v->namelen == len && memcmp(v->name, name, len) == 0)
 			return v->value;
+	}
 	if (st->root != NULL)
 	{
 		JsonbValue	jv;
@@ -147,12 +151,16 @@ set_variable(RenderState *st, const char *name, TplValue value)
 
 	old = MemoryContextSwitchTo(keep_context(st));
 	for (v = st->vars; v != NULL; v = v->next)
+	{
+		tpl_spend(st, WORK_PER_VARIABLE);
 		if (strcmp(v->name, name) == 0)
 			break;
+	}
 	if (v == NULL)
 	{
 		v = palloc(sizeof(Variable));
 		v->name = pstrdup(name);
+		v->namelen = strlen(name);
 		v->next = st->vars;
 		st->vars = v;
 	}
@@ -171,6 +179,7 @@ tpl_eval_token(RenderState *st, ValToken *t)
 	TplValue	v;
 	int			skip = 0;
 
+	check_stack_depth();
 	if (t == NULL)
 		return tv_undef();
 	switch (t->kind)
@@ -542,6 +551,7 @@ render_nodes(RenderState *st, List *nodes)
 {
 	ListCell   *lc;
 
+	check_stack_depth();
 	foreach(lc, nodes)
 	{
 		TplNode    *node = lfirst(lc);

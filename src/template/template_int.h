@@ -172,6 +172,7 @@ typedef struct LoopFrame
 typedef struct Variable
 {
 	char	   *name;
+	int			namelen;
 	TplValue	value;
 	struct Variable *next;
 } Variable;
@@ -202,6 +203,7 @@ typedef struct RenderState
 /* Work units (see template.h) */
 #define WORK_PER_STEP		32
 #define WORK_PER_TEXT_BYTE	8
+#define WORK_PER_VARIABLE	4	/* each assigned variable passed in a lookup */
 #define WORK_CHECK_INTERVAL	65536
 
 extern void tpl_fail(RenderState *st, const char *fmt,...) pg_attribute_printf(2, 3) pg_attribute_noreturn();
@@ -328,6 +330,7 @@ extern double tv_to_number(RenderState *st, TplValue v);
 extern double tv_js_number(RenderState *st, TplValue v);
 extern TplValue tv_object_entries(RenderState *st, TplValue obj);
 extern int	tv_find(const char *h, int hlen, const char *n, int nlen, int from);
+extern int	tv_find_last(const char *h, int hlen, const char *n, int nlen);
 extern double tv_string_to_number(const char *s, int len);
 extern bool tv_equals(RenderState *st, TplValue a, TplValue b);
 extern bool tv_compare(RenderState *st, OpKind op, TplValue a, TplValue b);

@@ -17,6 +17,7 @@
 #include <math.h>
 
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/numeric.h"
@@ -709,6 +710,7 @@ tv_js_string(RenderState *st, StringInfo buf, TplValue v)
 	int			i;
 	int			n;
 
+	check_stack_depth();
 	v = tv_to_value(v);
 	switch (v.kind)
 	{
@@ -726,6 +728,9 @@ tv_js_string(RenderState *st, StringInfo buf, TplValue v)
 			break;
 		case TV_STR:
 			appendBinaryStringInfo(buf, v.str, v.len);
+			/* charged as it is appended: joins of many big strings hit the budget */
+			if (st)
+				tpl_reserve(st, v.len);
 			break;
 		case TV_ARR:
 			n = tv_arr_len(v);
@@ -753,6 +758,7 @@ tv_stringify(RenderState *st, StringInfo buf, TplValue v)
 	int			i;
 	int			n;
 
+	check_stack_depth();
 	v = tv_to_value(v);
 	switch (v.kind)
 	{
@@ -761,6 +767,8 @@ tv_stringify(RenderState *st, StringInfo buf, TplValue v)
 			break;
 		case TV_STR:
 			appendBinaryStringInfo(buf, v.str, v.len);
+			if (st)
+				tpl_reserve(st, v.len);
 			break;
 		case TV_ARR:
 			n = tv_arr_len(v);
@@ -953,6 +961,7 @@ tv_json(RenderState *st, StringInfo buf, TplValue v, int indent, int level)
 	int			i;
 	int			n;
 
+	check_stack_depth();
 	if (st)
 		tpl_spend(st, WORK_PER_STEP);
 	switch (v.kind)
@@ -1183,7 +1192,11 @@ tv_read_property(RenderState *st, TplValue obj, TplValue key)
 			}
 		case TV_STR:
 			if (index >= 0)
+			{
+				/* found by walking the UTF-8 up to it */
+				tpl_spend(st, Min(obj.len, (int64) index * 4 + 4));
 				return string_code_unit(obj.str, obj.len, index);
+			}
 			if (name_is(k, klen, "length") || name_is(k, klen, "size"))
 			{
 				tpl_spend(st, obj.len);
@@ -1280,6 +1293,7 @@ drop_equals(TplValue drop, TplValue v)
 bool
 tv_equals(RenderState *st, TplValue a, TplValue b)
 {
+	check_stack_depth();
 	tpl_spend(st, WORK_PER_STEP);
 	if (is_comparable_drop(a))
 		return drop_equals(a, b);
@@ -1399,25 +1413,53 @@ tv_compare(RenderState *st, OpKind op, TplValue a, TplValue b)
 	return op == OP_LT ? x < y : op == OP_GT ? x > y : op == OP_LE ? x <= y : x >= y;
 }
 
-/* Find needle in haystack (byte-wise, linear in practice); -1 if absent. */
+/*
+ * Find needle in haystack, byte-wise; -1 if absent.  glibc's memmem is linear
+ * (two-way) for any needle: a naive scan is quadratic on "aaa...ab".
+ */
 int
 tv_find(const char *h, int hlen, const char *n, int nlen, int from)
 {
-	int			i;
+	const char *p;
 
 	if (nlen == 0)
 		return from <= hlen ? from : -1;
-	for (i = from; i + nlen <= hlen; i++)
-	{
-		const char *p = memchr(h + i, n[0], hlen - nlen - i + 1);
+	if (from < 0 || from > hlen || nlen > hlen - from)
+		return -1;
+	p = memmem(h + from, hlen - from, n, nlen);
+	return p ? (int) (p - h) : -1;
+}
 
-		if (p == NULL)
-			return -1;
-		i = p - h;
-		if (memcmp(p, n, nlen) == 0)
-			return i;
-	}
-	return -1;
+/*
+ * The last occurrence of needle in haystack; -1 if absent.  Searched forward
+ * in both strings reversed (memmem stays linear): stepping forward match by
+ * match is quadratic when matches overlap ("aaaa" in "aaa...a").
+ */
+int
+tv_find_last(const char *h, int hlen, const char *n, int nlen)
+{
+	char	   *rh;
+	char	   *rn;
+	const char *p;
+	int			i;
+	int			at;
+
+	if (nlen == 0)
+		return hlen;
+	if (nlen > hlen)
+		return -1;
+	rh = palloc(hlen);
+	rn = palloc(nlen);
+	for (i = 0; i < hlen; i++)
+		rh[i] = h[hlen - 1 - i];
+	for (i = 0; i < nlen; i++)
+		rn[i] = n[nlen - 1 - i];
+	p = memmem(rh, hlen, rn, nlen);
+	/* the match ends at hlen - 1 - (p - rh) in the haystack */
+	at = p ? hlen - (int) (p - rh) - nlen : -1;
+	pfree(rh);
+	pfree(rn);
+	return at;
 }
 
 /* LiquidJS's contains: an array element ==, or a substring of String(b). */
@@ -1455,6 +1497,7 @@ tv_copy(TplValue v)
 {
 	int			i;
 
+	check_stack_depth();
 	switch (v.kind)
 	{
 		case TV_STR:
