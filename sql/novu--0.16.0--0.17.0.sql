@@ -10,7 +10,7 @@
 
 \echo Use "ALTER EXTENSION novu UPDATE TO '0.17.0'" to load this file. \quit
 
--- 0.17.0 changes no object.  The install now checks the roles it reuses; an
+-- The install now checks the roles it reuses; an
 -- update checks them too, since they may have been made before the first install.
 -- A role that already exists was made by someone else, maybe by a role with
 -- CREATEROLE that kept ADMIN OPTION on it (PostgreSQL 16 and later give the
@@ -65,3 +65,81 @@ BEGIN
     END IF;
 END
 $reuse$;
+
+-- novu.cancel raced a worker running on from a delay or digest window: it
+-- waited for that row, then did not see the next delay or window the worker
+-- wrote (not in the waiting statement's snapshot), and its steps still ran.
+-- The waiting steps are now locked first, canceled in new statements, and
+-- looked up again until none is left.
+CREATE OR REPLACE FUNCTION novu._cancel_steps(p_transaction_id text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint := 0;
+    k bigint;
+    r novu.step_runs;
+    leader text;
+BEGIN
+    LOOP
+        -- The waiting delays are locked first, in a statement of their own: one
+        -- that a worker is running is waited for here, and skipped once it is
+        -- done.  The update below is a new statement with a new snapshot (read
+        -- committed), which shows the delay that worker wrote next.
+        PERFORM FROM novu.step_runs x
+          WHERE x.transaction_id = p_transaction_id AND x.kind = 'delay' AND x.status = 'waiting'
+          ORDER BY x.id
+          FOR UPDATE OF x;
+        WITH c AS (
+            UPDATE novu.step_runs x SET status = 'canceled', updated_at = now()
+             WHERE x.transaction_id = p_transaction_id AND x.kind = 'delay' AND x.status = 'waiting'
+            RETURNING x.*)
+        INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+        SELECT c.transaction_id, c.subscriber_id, c.workflow_id, 'delay', 'Warning', 'Delay canceled',
+               jsonb_build_object('stepIndex', c.step_index)
+          FROM c;
+        GET DIAGNOSTICS k = ROW_COUNT;
+        n := n + k;
+        FOR r IN SELECT x.* FROM novu.step_runs x
+                  WHERE x.kind = 'digest' AND x.status = 'waiting'
+                    AND x.id IN (SELECT m.digest_id FROM novu.digest_events m
+                                  WHERE m.transaction_id = p_transaction_id AND m.status = 'merged')
+                  ORDER BY x.id
+                  FOR UPDATE OF x LOOP
+            UPDATE novu.digest_events m SET status = 'canceled'
+             WHERE m.digest_id = r.id AND m.transaction_id = p_transaction_id AND m.status = 'merged';
+            CONTINUE WHEN NOT FOUND;
+            n := n + 1;
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            VALUES (p_transaction_id, r.subscriber_id, r.workflow_id, 'digest', 'Warning', 'Digest event canceled',
+                    jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id));
+            leader := NULL;
+            SELECT m.transaction_id INTO leader FROM novu.digest_events m
+             WHERE m.digest_id = r.id AND m.status = 'merged' ORDER BY m.event_id LIMIT 1;
+            IF leader IS NULL THEN
+                UPDATE novu.step_runs x SET status = 'canceled', updated_at = now() WHERE x.id = r.id;
+            ELSIF leader <> r.transaction_id THEN
+                UPDATE novu.step_runs x SET transaction_id = leader, updated_at = now() WHERE x.id = r.id;
+                INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+                VALUES (leader, r.subscriber_id, r.workflow_id, 'digest', 'Pending',
+                        'Digest handed over: transaction ' || p_transaction_id || ' was canceled, this event leads it now',
+                        jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id));
+            END IF;
+        END LOOP;
+        -- A worker waited for above may have committed waiting steps of this
+        -- transaction that these statements' snapshots did not show: the delay
+        -- after a window it closed, the window a delay ran on to, or the next
+        -- delay after one the update itself waited for.  Done when a new snapshot
+        -- shows none; otherwise once more (a round that finds one has waited for
+        -- a worker that went on, so this ends).
+        EXIT WHEN NOT EXISTS (SELECT FROM novu.step_runs x
+                               WHERE x.transaction_id = p_transaction_id AND x.kind = 'delay'
+                                 AND x.status = 'waiting')
+              AND NOT EXISTS (SELECT FROM novu.digest_events m JOIN novu.step_runs x ON x.id = m.digest_id
+                               WHERE m.transaction_id = p_transaction_id AND m.status = 'merged'
+                                 AND x.kind = 'digest' AND x.status = 'waiting');
+    END LOOP;
+    RETURN n;
+END
+$$;
