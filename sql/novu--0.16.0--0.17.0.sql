@@ -143,3 +143,66 @@ BEGIN
     RETURN n;
 END
 $$;
+
+-- novu.delete_subscriber had the same race, and canceled the subscriber's
+-- messages before its steps: the message a running continuation made stayed
+-- pending (and went to the old device token once the id was identified again).
+-- Now its waiting steps are canceled first, the same way, then its messages.
+CREATE OR REPLACE FUNCTION novu.delete_subscriber(subscriber_id text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_it boolean;
+BEGIN
+    DELETE FROM novu.subscribers s WHERE s.subscriber_id = delete_subscriber.subscriber_id;
+    found_it := FOUND;
+    -- a trigger made before now and not fanned out yet must not create it
+    -- again (the fan-out creates missing recipients); also when it does not
+    -- exist yet because that trigger's fan-out has not run
+    INSERT INTO novu.subscriber_deletions AS x (subscriber_id, deleted_at, last_event_id)
+    SELECT delete_subscriber.subscriber_id, now(), q.last_value FROM novu.events_id_seq q
+    ON CONFLICT ON CONSTRAINT subscriber_deletions_pkey
+    DO UPDATE SET deleted_at = excluded.deleted_at, last_event_id = excluded.last_event_id;
+    IF found_it THEN
+        -- Its waiting delays and digest windows are canceled, before its
+        -- messages: a worker continuing one holds its row, and the lock below
+        -- waits for it; that row is then done, but the worker may have written
+        -- messages and the next delay or window, which the statements after
+        -- the wait see (each takes a new snapshot).  Looked up again until a
+        -- new snapshot shows no waiting step of it (a round that finds one has
+        -- waited for a worker that went on, so this ends).
+        LOOP
+            PERFORM FROM novu.step_runs r
+              WHERE r.subscriber_id = delete_subscriber.subscriber_id AND r.status = 'waiting'
+              ORDER BY r.id
+              FOR UPDATE OF r;
+            WITH w AS (
+                UPDATE novu.step_runs r SET status = 'canceled', updated_at = now()
+                 WHERE r.subscriber_id = delete_subscriber.subscriber_id AND r.status = 'waiting'
+                RETURNING r.transaction_id, r.workflow_id, r.kind, r.step_index)
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail)
+            SELECT w.transaction_id, delete_subscriber.subscriber_id, w.workflow_id, w.kind, 'Warning',
+                   initcap(w.kind) || ' canceled: subscriber deleted'
+              FROM w;
+            EXIT WHEN NOT EXISTS (SELECT FROM novu.step_runs r
+                                   WHERE r.subscriber_id = delete_subscriber.subscriber_id
+                                     AND r.status = 'waiting');
+        END LOOP;
+        -- Pending deliveries to it are canceled, those the workers waited for
+        -- above made included; sent history stays.
+        WITH c AS (
+            UPDATE novu.deliveries d SET status = 'canceled', updated_at = now(),
+                   last_error = 'Subscriber deleted'
+             WHERE d.subscriber_id = delete_subscriber.subscriber_id AND d.status = 'pending'
+            RETURNING d.id, d.transaction_id, d.workflow_id, d.channel, d.provider_id)
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id,
+                                            channel, provider_id, status, detail)
+        SELECT c.transaction_id, c.id, delete_subscriber.subscriber_id, c.workflow_id, c.channel,
+               c.provider_id, 'Warning', 'Message canceled: subscriber deleted'
+          FROM c;
+    END IF;
+    RETURN found_it;
+END
+$$;

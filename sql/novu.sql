@@ -1105,7 +1105,32 @@ BEGIN
     ON CONFLICT ON CONSTRAINT subscriber_deletions_pkey
     DO UPDATE SET deleted_at = excluded.deleted_at, last_event_id = excluded.last_event_id;
     IF found_it THEN
-        -- Pending deliveries to it are canceled; sent history stays.
+        -- Its waiting delays and digest windows are canceled, before its
+        -- messages: a worker continuing one holds its row, and the lock below
+        -- waits for it; that row is then done, but the worker may have written
+        -- messages and the next delay or window, which the statements after
+        -- the wait see (each takes a new snapshot).  Looked up again until a
+        -- new snapshot shows no waiting step of it (a round that finds one has
+        -- waited for a worker that went on, so this ends).
+        LOOP
+            PERFORM FROM novu.step_runs r
+              WHERE r.subscriber_id = delete_subscriber.subscriber_id AND r.status = 'waiting'
+              ORDER BY r.id
+              FOR UPDATE OF r;
+            WITH w AS (
+                UPDATE novu.step_runs r SET status = 'canceled', updated_at = now()
+                 WHERE r.subscriber_id = delete_subscriber.subscriber_id AND r.status = 'waiting'
+                RETURNING r.transaction_id, r.workflow_id, r.kind, r.step_index)
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail)
+            SELECT w.transaction_id, delete_subscriber.subscriber_id, w.workflow_id, w.kind, 'Warning',
+                   initcap(w.kind) || ' canceled: subscriber deleted'
+              FROM w;
+            EXIT WHEN NOT EXISTS (SELECT FROM novu.step_runs r
+                                   WHERE r.subscriber_id = delete_subscriber.subscriber_id
+                                     AND r.status = 'waiting');
+        END LOOP;
+        -- Pending deliveries to it are canceled, those the workers waited for
+        -- above made included; sent history stays.
         WITH c AS (
             UPDATE novu.deliveries d SET status = 'canceled', updated_at = now(),
                    last_error = 'Subscriber deleted'
@@ -1116,16 +1141,6 @@ BEGIN
         SELECT c.transaction_id, c.id, delete_subscriber.subscriber_id, c.workflow_id, c.channel,
                c.provider_id, 'Warning', 'Message canceled: subscriber deleted'
           FROM c;
-        -- its waiting delays and digest windows too (a worker continuing one now
-        -- holds its row: this waits, then finds it done and leaves it)
-        WITH w AS (
-            UPDATE novu.step_runs r SET status = 'canceled', updated_at = now()
-             WHERE r.subscriber_id = delete_subscriber.subscriber_id AND r.status = 'waiting'
-            RETURNING r.transaction_id, r.workflow_id, r.kind, r.step_index)
-        INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail)
-        SELECT w.transaction_id, delete_subscriber.subscriber_id, w.workflow_id, w.kind, 'Warning',
-               initcap(w.kind) || ' canceled: subscriber deleted'
-          FROM w;
     END IF;
     RETURN found_it;
 END
