@@ -206,3 +206,65 @@ BEGIN
     RETURN found_it;
 END
 $$;
+
+-- novu._housekeeping deleted the outbox row of an event merged into a digest
+-- window still open once it was older than the retention, unless that event
+-- led the window: a follower's transactionId became free again (triggered
+-- again, its event was accepted and its merge lost), and after a hand-over to
+-- it the steps after the digest had no payload.  Kept now while merged into a
+-- waiting window.
+CREATE OR REPLACE FUNCTION novu._housekeeping(p_retention interval, p_limit integer)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+    total integer := 0;
+BEGIN
+    -- updated_at >= created_at: "created before the cutoff" only narrows the
+    -- search to the old block ranges (the BRIN indexes), it keeps every candidate
+    DELETE FROM novu.deliveries WHERE id IN (
+        SELECT id FROM novu.deliveries
+         WHERE created_at < now() - p_retention
+           AND status IN ('sent', 'failed', 'canceled', 'skipped') AND updated_at < now() - p_retention
+         LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    DELETE FROM novu.execution_details WHERE id IN (
+        SELECT id FROM novu.execution_details WHERE created_at < now() - p_retention LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    DELETE FROM novu.events e WHERE e.transaction_id IN (
+        SELECT x.transaction_id FROM novu.events x
+         WHERE x.status IN ('processed', 'canceled') AND x.created_at < now() - p_retention
+           AND NOT EXISTS (SELECT FROM novu.deliveries d
+                            WHERE d.transaction_id = x.transaction_id AND d.status IN ('pending', 'sending'))
+           AND NOT EXISTS (SELECT FROM novu.step_runs r
+                            WHERE r.transaction_id = x.transaction_id AND r.status = 'waiting')
+           -- an event merged into a window still open, which may stay open
+           -- longer than the retention: step_runs names only its leader, but
+           -- every event of it keeps its transactionId taken (a trigger again
+           -- is a duplicate), and the one that leads it after a hand-over
+           -- needs its payload for the steps after the digest
+           AND NOT EXISTS (SELECT FROM novu.digest_events m JOIN novu.step_runs r ON r.id = m.digest_id
+                            WHERE m.transaction_id = x.transaction_id AND m.status = 'merged'
+                              AND r.status = 'waiting')
+         LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    -- finished delays and digests (their events cascade)
+    DELETE FROM novu.step_runs WHERE id IN (
+        SELECT id FROM novu.step_runs
+         WHERE created_at < now() - p_retention AND status <> 'waiting' AND updated_at < now() - p_retention
+         LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    -- subscriber deletions older than the retention that no outbox row still
+    -- waiting for its fan-out predates
+    DELETE FROM novu.subscriber_deletions x WHERE x.subscriber_id IN (
+        SELECT d.subscriber_id FROM novu.subscriber_deletions d
+         WHERE d.deleted_at < now() - p_retention
+           AND d.last_event_id < COALESCE((SELECT min(e.id) FROM novu.events e
+                                            WHERE e.status IN ('pending', 'processing')), 9223372036854775807)
+         LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    RETURN total;
+END
+$$;

@@ -5541,6 +5541,14 @@ BEGIN
                             WHERE d.transaction_id = x.transaction_id AND d.status IN ('pending', 'sending'))
            AND NOT EXISTS (SELECT FROM novu.step_runs r
                             WHERE r.transaction_id = x.transaction_id AND r.status = 'waiting')
+           -- an event merged into a window still open, which may stay open
+           -- longer than the retention: step_runs names only its leader, but
+           -- every event of it keeps its transactionId taken (a trigger again
+           -- is a duplicate), and the one that leads it after a hand-over
+           -- needs its payload for the steps after the digest
+           AND NOT EXISTS (SELECT FROM novu.digest_events m JOIN novu.step_runs r ON r.id = m.digest_id
+                            WHERE m.transaction_id = x.transaction_id AND m.status = 'merged'
+                              AND r.status = 'waiting')
          LIMIT p_limit);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     -- finished delays and digests (their events cascade)
