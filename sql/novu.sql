@@ -4343,6 +4343,14 @@ DECLARE
     glead text[];
     gdue timestamptz[];
     gnew boolean[];
+    cn bigint[];
+    ct text[];
+    cw text[];
+    cs text[];
+    cg bigint[];
+    cev bigint[];
+    cpay jsonb[];
+    craw jsonb[];
 BEGIN
     IF NOT EXISTS (SELECT FROM novu.workflows w WHERE w.workflow_id = ANY (p_workflow_ids) AND w.staged) THEN
         RETURN QUERY SELECT * FROM novu._expand(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_lease_limit, p_lease_ms);
@@ -4425,7 +4433,12 @@ BEGIN
     -- novu._continue is waited for, then no longer waiting), or a new one
     -- whose leader is the group's first notification.  Windows are numbered
     -- by group in arrays: no join between the batch's rows (the planner has no
-    -- estimate for them, and a nested loop over them is quadratic).
+    -- estimate for them, and a nested loop over them is quadratic).  The
+    -- notifications and their groups are kept in arrays too, from this
+    -- statement's snapshot, for the merge below: looked up again there, in a
+    -- new snapshot, a workflow changed while this statement waited for a
+    -- window would add or drop notifications, the groups would be numbered
+    -- otherwise, and an event would merge into another subscriber's window.
     WITH cand AS (
         SELECT * FROM novu._digest_first(st, sw, ss)),
     grp AS (
@@ -4449,13 +4462,20 @@ BEGIN
     touched AS (
         UPDATE novu.step_runs x SET last_event_at = now(), updated_at = now()
           FROM found f WHERE x.id = f.rid)
-    SELECT array_agg(f.did ORDER BY f.g), array_agg(COALESCE(f.rt, f.lt) ORDER BY f.g),
-           array_agg(COALESCE(f.rdue, f.due) ORDER BY f.g), array_agg(f.rid IS NULL ORDER BY f.g)
-      INTO gid, glead, gdue, gnew
-      FROM found f;
+    SELECT w.*, c.*
+      INTO gid, glead, gdue, gnew, cn, ct, cw, cs, cg, cev, cpay, craw
+      FROM (SELECT array_agg(f.did ORDER BY f.g), array_agg(COALESCE(f.rt, f.lt) ORDER BY f.g),
+                   array_agg(COALESCE(f.rdue, f.due) ORDER BY f.g), array_agg(f.rid IS NULL ORDER BY f.g)
+              FROM found f) w,
+           (SELECT array_agg(c.n ORDER BY c.n), array_agg(c.t ORDER BY c.n), array_agg(c.w ORDER BY c.n),
+                   array_agg(c.s ORDER BY c.n), array_agg(c.g ORDER BY c.n), array_agg(c.event_id ORDER BY c.n),
+                   array_agg(c.payload ORDER BY c.n),
+                   array_agg(c.raw || CASE WHEN c.keyed THEN jsonb_build_object('digestKey', c.k) ELSE '{}' END
+                             ORDER BY c.n)
+              FROM cand c) c;
     -- every notification merged into its group's window, and logged
     WITH cand AS (
-        SELECT * FROM novu._digest_first(st, sw, ss)),
+        SELECT * FROM unnest(cn, ct, cw, cs, cg, cev, cpay, craw) AS c(n, t, w, s, g, event_id, payload, raw)),
     merged AS (
         INSERT INTO novu.digest_events (digest_id, transaction_id, event_id, payload)
         SELECT gid[c.g], c.t, COALESCE(c.event_id, 0), c.payload FROM cand c
@@ -4466,8 +4486,7 @@ BEGIN
                CASE WHEN gnew[c.g] AND glead[c.g] = c.t
                     THEN 'Digest started: events until ' || novu._iso(gdue[c.g]) || ' are merged'
                     ELSE 'Merged into the digest of transaction ' || glead[c.g] END,
-               c.raw || CASE WHEN c.keyed THEN jsonb_build_object('digestKey', c.k) ELSE '{}' END
-                     || CASE WHEN gnew[c.g] AND glead[c.g] = c.t
+               c.raw || CASE WHEN gnew[c.g] AND glead[c.g] = c.t
                              THEN jsonb_build_object('digestId', gid[c.g], 'dueAt', novu._iso(gdue[c.g]))
                              ELSE jsonb_build_object('digestId', gid[c.g]) END
           FROM cand c
