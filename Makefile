@@ -14,7 +14,7 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/*/*.c)))
 DATA = sql/novu--0.1.0.sql $(wildcard sql/novu--*--*.sql) sql/novu--$(EXTVERSION).sql
 
 REGRESS = setup template crypto integrations secrets subscribers credentials url_policy workflows trigger fanout_subscribers topics engine provider_safety import limits queue_stats feed security roles upgrade
-ISOLATION = concurrent_identify concurrent_trigger concurrent_fanout_subscribers workflow_cache concurrent_digest cancel_due concurrent_marks claim_groups stats_skip_locked
+ISOLATION = concurrent_identify concurrent_trigger concurrent_fanout_subscribers workflow_cache concurrent_digest digest_group_shift cancel_due cancel_next_delay concurrent_marks claim_groups stats_skip_locked
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell curl-config --cflags) -DNOVU_EXTVERSION=\"$(EXTVERSION)\"
 SHLIB_LINK = $(shell curl-config --libs) -lnghttp2 -lssl -lcrypto -lz -Wl,--version-script=$(srcdir)/src/exports.map

@@ -1105,7 +1105,32 @@ BEGIN
     ON CONFLICT ON CONSTRAINT subscriber_deletions_pkey
     DO UPDATE SET deleted_at = excluded.deleted_at, last_event_id = excluded.last_event_id;
     IF found_it THEN
-        -- Pending deliveries to it are canceled; sent history stays.
+        -- Its waiting delays and digest windows are canceled, before its
+        -- messages: a worker continuing one holds its row, and the lock below
+        -- waits for it; that row is then done, but the worker may have written
+        -- messages and the next delay or window, which the statements after
+        -- the wait see (each takes a new snapshot).  Looked up again until a
+        -- new snapshot shows no waiting step of it (a round that finds one has
+        -- waited for a worker that went on, so this ends).
+        LOOP
+            PERFORM FROM novu.step_runs r
+              WHERE r.subscriber_id = delete_subscriber.subscriber_id AND r.status = 'waiting'
+              ORDER BY r.id
+              FOR UPDATE OF r;
+            WITH w AS (
+                UPDATE novu.step_runs r SET status = 'canceled', updated_at = now()
+                 WHERE r.subscriber_id = delete_subscriber.subscriber_id AND r.status = 'waiting'
+                RETURNING r.transaction_id, r.workflow_id, r.kind, r.step_index)
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail)
+            SELECT w.transaction_id, delete_subscriber.subscriber_id, w.workflow_id, w.kind, 'Warning',
+                   initcap(w.kind) || ' canceled: subscriber deleted'
+              FROM w;
+            EXIT WHEN NOT EXISTS (SELECT FROM novu.step_runs r
+                                   WHERE r.subscriber_id = delete_subscriber.subscriber_id
+                                     AND r.status = 'waiting');
+        END LOOP;
+        -- Pending deliveries to it are canceled, those the workers waited for
+        -- above made included; sent history stays.
         WITH c AS (
             UPDATE novu.deliveries d SET status = 'canceled', updated_at = now(),
                    last_error = 'Subscriber deleted'
@@ -1116,16 +1141,6 @@ BEGIN
         SELECT c.transaction_id, c.id, delete_subscriber.subscriber_id, c.workflow_id, c.channel,
                c.provider_id, 'Warning', 'Message canceled: subscriber deleted'
           FROM c;
-        -- its waiting delays and digest windows too (a worker continuing one now
-        -- holds its row: this waits, then finds it done and leaves it)
-        WITH w AS (
-            UPDATE novu.step_runs r SET status = 'canceled', updated_at = now()
-             WHERE r.subscriber_id = delete_subscriber.subscriber_id AND r.status = 'waiting'
-            RETURNING r.transaction_id, r.workflow_id, r.kind, r.step_index)
-        INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail)
-        SELECT w.transaction_id, delete_subscriber.subscriber_id, w.workflow_id, w.kind, 'Warning',
-               initcap(w.kind) || ' canceled: subscriber deleted'
-          FROM w;
     END IF;
     RETURN found_it;
 END
@@ -4328,6 +4343,14 @@ DECLARE
     glead text[];
     gdue timestamptz[];
     gnew boolean[];
+    cn bigint[];
+    ct text[];
+    cw text[];
+    cs text[];
+    cg bigint[];
+    cev bigint[];
+    cpay jsonb[];
+    craw jsonb[];
 BEGIN
     IF NOT EXISTS (SELECT FROM novu.workflows w WHERE w.workflow_id = ANY (p_workflow_ids) AND w.staged) THEN
         RETURN QUERY SELECT * FROM novu._expand(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_lease_limit, p_lease_ms);
@@ -4410,7 +4433,12 @@ BEGIN
     -- novu._continue is waited for, then no longer waiting), or a new one
     -- whose leader is the group's first notification.  Windows are numbered
     -- by group in arrays: no join between the batch's rows (the planner has no
-    -- estimate for them, and a nested loop over them is quadratic).
+    -- estimate for them, and a nested loop over them is quadratic).  The
+    -- notifications and their groups are kept in arrays too, from this
+    -- statement's snapshot, for the merge below: looked up again there, in a
+    -- new snapshot, a workflow changed while this statement waited for a
+    -- window would add or drop notifications, the groups would be numbered
+    -- otherwise, and an event would merge into another subscriber's window.
     WITH cand AS (
         SELECT * FROM novu._digest_first(st, sw, ss)),
     grp AS (
@@ -4434,13 +4462,20 @@ BEGIN
     touched AS (
         UPDATE novu.step_runs x SET last_event_at = now(), updated_at = now()
           FROM found f WHERE x.id = f.rid)
-    SELECT array_agg(f.did ORDER BY f.g), array_agg(COALESCE(f.rt, f.lt) ORDER BY f.g),
-           array_agg(COALESCE(f.rdue, f.due) ORDER BY f.g), array_agg(f.rid IS NULL ORDER BY f.g)
-      INTO gid, glead, gdue, gnew
-      FROM found f;
+    SELECT w.*, c.*
+      INTO gid, glead, gdue, gnew, cn, ct, cw, cs, cg, cev, cpay, craw
+      FROM (SELECT array_agg(f.did ORDER BY f.g), array_agg(COALESCE(f.rt, f.lt) ORDER BY f.g),
+                   array_agg(COALESCE(f.rdue, f.due) ORDER BY f.g), array_agg(f.rid IS NULL ORDER BY f.g)
+              FROM found f) w,
+           (SELECT array_agg(c.n ORDER BY c.n), array_agg(c.t ORDER BY c.n), array_agg(c.w ORDER BY c.n),
+                   array_agg(c.s ORDER BY c.n), array_agg(c.g ORDER BY c.n), array_agg(c.event_id ORDER BY c.n),
+                   array_agg(c.payload ORDER BY c.n),
+                   array_agg(c.raw || CASE WHEN c.keyed THEN jsonb_build_object('digestKey', c.k) ELSE '{}' END
+                             ORDER BY c.n)
+              FROM cand c) c;
     -- every notification merged into its group's window, and logged
     WITH cand AS (
-        SELECT * FROM novu._digest_first(st, sw, ss)),
+        SELECT * FROM unnest(cn, ct, cw, cs, cg, cev, cpay, craw) AS c(n, t, w, s, g, event_id, payload, raw)),
     merged AS (
         INSERT INTO novu.digest_events (digest_id, transaction_id, event_id, payload)
         SELECT gid[c.g], c.t, COALESCE(c.event_id, 0), c.payload FROM cand c
@@ -4451,8 +4486,7 @@ BEGIN
                CASE WHEN gnew[c.g] AND glead[c.g] = c.t
                     THEN 'Digest started: events until ' || novu._iso(gdue[c.g]) || ' are merged'
                     ELSE 'Merged into the digest of transaction ' || glead[c.g] END,
-               c.raw || CASE WHEN c.keyed THEN jsonb_build_object('digestKey', c.k) ELSE '{}' END
-                     || CASE WHEN gnew[c.g] AND glead[c.g] = c.t
+               c.raw || CASE WHEN gnew[c.g] AND glead[c.g] = c.t
                              THEN jsonb_build_object('digestId', gid[c.g], 'dueAt', novu._iso(gdue[c.g]))
                              ELSE jsonb_build_object('digestId', gid[c.g]) END
           FROM cand c
@@ -4726,51 +4760,79 @@ COMMENT ON FUNCTION novu._continue(integer, integer, integer) IS 'Internal (work
 -- its oldest event still merged; a window left empty is canceled.  Windows and
 -- delays being run by a worker are waited for (they are locked), and then are
 -- no longer waiting: their messages are canceled by novu.cancel after this.
--- Returns the number of steps canceled.
+-- Such a worker may also have written the next waiting step of the
+-- transaction (a delay after the first one, or after the window it closed):
+-- that row is not in the snapshot of the statement that waited, so the
+-- transaction's waiting steps are looked up again, in new statements, until
+-- none is left.  Returns the number of steps canceled.
 CREATE FUNCTION novu._cancel_steps(p_transaction_id text)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    n bigint;
+    n bigint := 0;
+    k bigint;
     r novu.step_runs;
     leader text;
 BEGIN
-    WITH c AS (
-        UPDATE novu.step_runs x SET status = 'canceled', updated_at = now()
-         WHERE x.transaction_id = p_transaction_id AND x.kind = 'delay' AND x.status = 'waiting'
-        RETURNING x.*)
-    INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
-    SELECT c.transaction_id, c.subscriber_id, c.workflow_id, 'delay', 'Warning', 'Delay canceled',
-           jsonb_build_object('stepIndex', c.step_index)
-      FROM c;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    FOR r IN SELECT x.* FROM novu.step_runs x
-              WHERE x.kind = 'digest' AND x.status = 'waiting'
-                AND x.id IN (SELECT m.digest_id FROM novu.digest_events m
-                              WHERE m.transaction_id = p_transaction_id AND m.status = 'merged')
-              ORDER BY x.id
-              FOR UPDATE OF x LOOP
-        UPDATE novu.digest_events m SET status = 'canceled'
-         WHERE m.digest_id = r.id AND m.transaction_id = p_transaction_id AND m.status = 'merged';
-        CONTINUE WHEN NOT FOUND;
-        n := n + 1;
+    LOOP
+        -- The waiting delays are locked first, in a statement of their own: one
+        -- that a worker is running is waited for here, and skipped once it is
+        -- done.  The update below is a new statement with a new snapshot (read
+        -- committed), which shows the delay that worker wrote next.
+        PERFORM FROM novu.step_runs x
+          WHERE x.transaction_id = p_transaction_id AND x.kind = 'delay' AND x.status = 'waiting'
+          ORDER BY x.id
+          FOR UPDATE OF x;
+        WITH c AS (
+            UPDATE novu.step_runs x SET status = 'canceled', updated_at = now()
+             WHERE x.transaction_id = p_transaction_id AND x.kind = 'delay' AND x.status = 'waiting'
+            RETURNING x.*)
         INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
-        VALUES (p_transaction_id, r.subscriber_id, r.workflow_id, 'digest', 'Warning', 'Digest event canceled',
-                jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id));
-        leader := NULL;
-        SELECT m.transaction_id INTO leader FROM novu.digest_events m
-         WHERE m.digest_id = r.id AND m.status = 'merged' ORDER BY m.event_id LIMIT 1;
-        IF leader IS NULL THEN
-            UPDATE novu.step_runs x SET status = 'canceled', updated_at = now() WHERE x.id = r.id;
-        ELSIF leader <> r.transaction_id THEN
-            UPDATE novu.step_runs x SET transaction_id = leader, updated_at = now() WHERE x.id = r.id;
+        SELECT c.transaction_id, c.subscriber_id, c.workflow_id, 'delay', 'Warning', 'Delay canceled',
+               jsonb_build_object('stepIndex', c.step_index)
+          FROM c;
+        GET DIAGNOSTICS k = ROW_COUNT;
+        n := n + k;
+        FOR r IN SELECT x.* FROM novu.step_runs x
+                  WHERE x.kind = 'digest' AND x.status = 'waiting'
+                    AND x.id IN (SELECT m.digest_id FROM novu.digest_events m
+                                  WHERE m.transaction_id = p_transaction_id AND m.status = 'merged')
+                  ORDER BY x.id
+                  FOR UPDATE OF x LOOP
+            UPDATE novu.digest_events m SET status = 'canceled'
+             WHERE m.digest_id = r.id AND m.transaction_id = p_transaction_id AND m.status = 'merged';
+            CONTINUE WHEN NOT FOUND;
+            n := n + 1;
             INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
-            VALUES (leader, r.subscriber_id, r.workflow_id, 'digest', 'Pending',
-                    'Digest handed over: transaction ' || p_transaction_id || ' was canceled, this event leads it now',
+            VALUES (p_transaction_id, r.subscriber_id, r.workflow_id, 'digest', 'Warning', 'Digest event canceled',
                     jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id));
-        END IF;
+            leader := NULL;
+            SELECT m.transaction_id INTO leader FROM novu.digest_events m
+             WHERE m.digest_id = r.id AND m.status = 'merged' ORDER BY m.event_id LIMIT 1;
+            IF leader IS NULL THEN
+                UPDATE novu.step_runs x SET status = 'canceled', updated_at = now() WHERE x.id = r.id;
+            ELSIF leader <> r.transaction_id THEN
+                UPDATE novu.step_runs x SET transaction_id = leader, updated_at = now() WHERE x.id = r.id;
+                INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+                VALUES (leader, r.subscriber_id, r.workflow_id, 'digest', 'Pending',
+                        'Digest handed over: transaction ' || p_transaction_id || ' was canceled, this event leads it now',
+                        jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id));
+            END IF;
+        END LOOP;
+        -- A worker waited for above may have committed waiting steps of this
+        -- transaction that these statements' snapshots did not show: the delay
+        -- after a window it closed, the window a delay ran on to, or the next
+        -- delay after one the update itself waited for.  Done when a new snapshot
+        -- shows none; otherwise once more (a round that finds one has waited for
+        -- a worker that went on, so this ends).
+        EXIT WHEN NOT EXISTS (SELECT FROM novu.step_runs x
+                               WHERE x.transaction_id = p_transaction_id AND x.kind = 'delay'
+                                 AND x.status = 'waiting')
+              AND NOT EXISTS (SELECT FROM novu.digest_events m JOIN novu.step_runs x ON x.id = m.digest_id
+                               WHERE m.transaction_id = p_transaction_id AND m.status = 'merged'
+                                 AND x.kind = 'digest' AND x.status = 'waiting');
     END LOOP;
     RETURN n;
 END
@@ -5498,6 +5560,14 @@ BEGIN
                             WHERE d.transaction_id = x.transaction_id AND d.status IN ('pending', 'sending'))
            AND NOT EXISTS (SELECT FROM novu.step_runs r
                             WHERE r.transaction_id = x.transaction_id AND r.status = 'waiting')
+           -- an event merged into a window still open, which may stay open
+           -- longer than the retention: step_runs names only its leader, but
+           -- every event of it keeps its transactionId taken (a trigger again
+           -- is a duplicate), and the one that leads it after a hand-over
+           -- needs its payload for the steps after the digest
+           AND NOT EXISTS (SELECT FROM novu.digest_events m JOIN novu.step_runs r ON r.id = m.digest_id
+                            WHERE m.transaction_id = x.transaction_id AND m.status = 'merged'
+                              AND r.status = 'waiting')
          LIMIT p_limit);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     -- finished delays and digests (their events cascade)
