@@ -982,6 +982,47 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 		submit_with_new_keys(fresh, nfresh, b);
 }
 
+/* A guarded call of a provider's authorize() (see run_guarded). */
+typedef struct AuthorizeCall
+{
+	Integration *ig;
+	bool		force;
+	Outcome		failure;
+	char	   *error;
+	bool		ok;
+} AuthorizeCall;
+
+/* Authorize an integration (run_guarded body). */
+static void
+authorize_call(void *arg)
+{
+	AuthorizeCall *c = arg;
+
+	c->ok = c->ig->ops->authorize(c->ig, c->force, &c->failure, &c->error);
+}
+
+/*
+ * The integration's authorization (an OAuth access token), or false with the
+ * outcome and reason for its messages.  An error raised while reading the
+ * token server's answer fails them with a retry, never the worker's batch.
+ */
+static bool
+authorize_guarded(Integration *ig, bool force, Outcome *failure, char **error)
+{
+	AuthorizeCall c = {ig, force, OUTCOME_RETRY, NULL, false};
+	char	   *raised = NULL;
+
+	if (!run_guarded(authorize_call, &c, &raised))
+	{
+		*failure = OUTCOME_RETRY;
+		*error = psprintf("authorization failed: %s", raised);
+		return false;
+	}
+	*failure = c.failure;
+	*error = c.error;
+	return c.ok;
+}
+
 /* Send the messages of one integration, or fail them if it cannot be used. */
 static void
 send_group(Integration *ig, Message **msgs, int n, Batch *b)
@@ -992,7 +1033,7 @@ send_group(Integration *ig, Message **msgs, int n, Batch *b)
 
 	if (ig->config_error != NULL)
 		novu_messages_set(msgs, n, OUTCOME_CONFIG_ERROR, ig->config_error);
-	else if (ig->ops->authorize != NULL && !ig->ops->authorize(ig, false, &failure, &error))
+	else if (ig->ops->authorize != NULL && !authorize_guarded(ig, false, &failure, &error))
 		novu_messages_set(msgs, n, failure, error);
 	else
 	{
@@ -1375,7 +1416,7 @@ handle_answer(HttpRequest *req)
 		if (ig->reauth_at == 0 || TimestampDifferenceExceeds(ig->reauth_at, now, REAUTH_INTERVAL_MS))
 		{
 			ig->reauth_at = now;
-			if (ig->ops->authorize == NULL || ig->ops->authorize(ig, true, &failure, &error))
+			if (ig->ops->authorize == NULL || authorize_guarded(ig, true, &failure, &error))
 			{
 				novu_messages_set(again, nagain, OUTCOME_NONE, NULL);
 				submit_messages(ig, again, nagain, f->batch);

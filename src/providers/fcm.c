@@ -21,6 +21,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "crypto/crypto.h"
@@ -187,8 +188,18 @@ fcm_authorize(Integration *ig, bool force, Outcome *failure, char **error)
 		*error = "OAuth token response has no access_token";
 		return false;
 	}
+	/*
+	 * The token server's lifetime, clamped to a minute .. a day: a huge value
+	 * must not raise an error in the worker (int8 overflow), a zero or
+	 * negative one must not make every batch fetch a token first.
+	 */
 	if (jsonb_container_get(&resp->root, "expires_in", &v) && v.type == jbvNumeric)
-		expires_in = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v.val.numeric)));
+	{
+		bool		overflow = false;
+		int32		given = numeric_int4_opt_error(v.val.numeric, &overflow);
+
+		expires_in = overflow ? 3600 : Min(Max(given, 60), 86400);
+	}
 
 	/* renew five minutes early (or halfway through a short lifetime) */
 	expires_in = expires_in > 600 ? expires_in - 300 : expires_in / 2;
