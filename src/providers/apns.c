@@ -173,6 +173,8 @@ apns_build(Integration *ig, Message **msgs, int n)
 	const char *problem;
 	bool		have_push_type = false;
 	bool		have_priority = false;
+	bool		background = false;
+	bool		priority_10 = false;
 
 	/* the token becomes the URL path: hex only, whatever an older version stored */
 	if (!novu_device_token_valid("apns", m->target, &problem))
@@ -264,13 +266,27 @@ apns_build(Integration *ig, Message **msgs, int n)
 			seen[nseen++] = name;
 			have_push_type |= strcmp(name, "apns-push-type") == 0;
 			have_priority |= strcmp(name, "apns-priority") == 0;
+			background |= strcmp(name, "apns-push-type") == 0 && strcmp(value, "background") == 0;
+			priority_10 |= strcmp(name, "apns-priority") == 0 && strcmp(value, "10") == 0;
 			http_add_header(req, psprintf("%s: %s", name, value));
 		}
+	}
+
+	/*
+	 * A background push must go with priority 5: Apple refuses 10
+	 * (BadPriority), which is the default of every other push type
+	 */
+	if (background && priority_10)
+	{
+		novu_message_set(m, OUTCOME_DROP,
+					"Override refused: overrides.apns.headers: apns-push-type background needs apns-priority 5, not 10");
+		http_request_free(req);
+		return NULL;
 	}
 	if (!have_push_type)
 		http_add_header(req, "apns-push-type: alert");
 	if (!have_priority)
-		http_add_header(req, "apns-priority: 10");
+		http_add_header(req, background ? "apns-priority: 5" : "apns-priority: 10");
 	if (st->key != NULL)
 		http_add_header(req, psprintf("authorization: bearer %s", st->jwt));
 	else

@@ -658,6 +658,44 @@ SQL
 	$node->safe_psql('postgres', q{ALTER SYSTEM RESET novu.request_timeout; ALTER SYSTEM RESET novu.workers; SELECT pg_reload_conf();});
 }
 
+# ===========================================================================
+# 11. The token server's lifetime, whatever it says; APNs background priority
+# ===========================================================================
+{
+	# expires_in past int8 (1e19) raised "bigint out of range" in the worker,
+	# which dropped its whole batch and did so again at every claim
+	NovuTest::reset_mocks($mocks, forget_oauth => 1);
+	NovuTest::control($mocks, 'POST', '/config', { oauth => { tokenLifetime => 1e19 }, fcm => { unauthNext => 1 } });
+	identify('life-1', [ 'fcm', 'fcm-mock', ['fcm-life-1'] ]);
+	identify('life-2', [ 'apns', 'apns-mock', [ hex_token('life-2') ] ]);
+	$node->safe_psql('postgres', q{BEGIN;
+		SELECT novu.trigger('outcomes', '"life-1"', '{}', '{}', 'tx-life-1');
+		SELECT novu.trigger('outcomes', '"life-2"', '{}', '{}', 'tx-life-2');
+		COMMIT;});
+	ok(wait_done('tx-life-1', 1, 20) && wait_done('tx-life-2', 1, 20), 'lifetime 1e19: both messages are final');
+	is(msg('tx-life-1', 'fcm-life-1')->{status}, 'sent', 'lifetime 1e19: the FCM message is sent with the new token');
+	is(msg('tx-life-2', hex_token('life-2'))->{status}, 'sent', 'lifetime 1e19: the APNs message beside it is sent');
+	unlike(server_log(), qr/bigint out of range/, 'lifetime 1e19: no "bigint out of range" in the log');
+	NovuTest::control($mocks, 'POST', '/config', { oauth => { tokenLifetime => 3600 } });
+
+	# a background push goes with apns-priority 5 (Apple answers 10 with BadPriority)
+	NovuTest::reset_mocks($mocks);
+	my $bg = hex_token('bg-1');
+	identify('bg-1', [ 'apns', 'apns-mock', [$bg] ]);
+	$node->safe_psql('postgres', q{SELECT novu.trigger('outcomes', '"bg-1"', '{}',
+		'{"apns": {"headers": {"apns-push-type": "background"}}}', 'tx-bg-1');
+		SELECT novu.trigger('outcomes', '"bg-1"', '{}',
+		'{"apns": {"headers": {"apns-push-type": "background", "apns-priority": "10"}}}', 'tx-bg-2');});
+	ok(wait_done('tx-bg-1', 1, 20) && wait_done('tx-bg-2', 1, 20), 'background: both messages are final');
+	is(msg('tx-bg-1', $bg)->{status}, 'sent', 'background: sent');
+	my $r = [ grep { ($_->{path} // '') eq "/3/device/$bg" } @{ NovuTest::requests($mocks, 'apns') } ];
+	is(scalar @$r, 1, 'background: one request (the one with priority 10 is not sent)');
+	is($r->[0]{headers}{'apns-priority'} // 'none', '5', 'background: apns-priority 5 by default');
+	is(msg('tx-bg-2', $bg)->{status}, 'failed', 'background with priority 10: refused before sending');
+	like(join("\n", @{ details('tx-bg-2', $bg) }), qr/apns-push-type background needs apns-priority 5, not 10/,
+		'background with priority 10: the activity log says why');
+}
+
 my $elapsed = time() - $started;
 diag(sprintf('002_outcomes ran in %.1f s', $elapsed));
 $node->stop;
