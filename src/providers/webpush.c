@@ -253,6 +253,7 @@ typedef struct VapidToken
 	char	   *origin;
 	char	   *header;			/* "Authorization: vapid t=<jwt>, k=<key>" */
 	long		exp;
+	uint64		used;			/* when last used, in st->uses */
 } VapidToken;
 
 /* What Web Push keeps per integration. */
@@ -263,6 +264,7 @@ typedef struct WebPushState
 	char	   *subject;
 	VapidToken	tokens[VAPID_MAX_ORIGINS];
 	int			ntokens;
+	uint64		uses;			/* lookups so far: the clock of VapidToken.used */
 	MemoryContext context;		/* the integration's: where tokens live */
 } WebPushState;
 
@@ -316,11 +318,13 @@ vapid_header(WebPushState *st, const char *origin, char **error)
 	MemoryContext old;
 	int			i;
 
+	st->uses++;
 	for (i = 0; i < st->ntokens; i++)
 	{
 		if (strcmp(st->tokens[i].origin, origin) == 0)
 		{
 			t = &st->tokens[i];
+			t->used = st->uses;
 			if (now < t->exp - VAPID_RENEW_S)
 				return t->header;
 			break;
@@ -339,11 +343,25 @@ vapid_header(WebPushState *st, const char *origin, char **error)
 	old = MemoryContextSwitchTo(st->context);
 	if (t == NULL)
 	{
-		/* a full cache starts over: origins are few (one per push service) */
-		if (st->ntokens == VAPID_MAX_ORIGINS)
-			st->ntokens = 0;
-		t = &st->tokens[st->ntokens++];
+		/*
+		 * Origins are few (one per push service), but endpoints come from
+		 * browsers: a full cache gives up the token used least recently, and
+		 * frees it (the integration's memory stays bounded however many
+		 * origins the subscriptions name).
+		 */
+		if (st->ntokens < VAPID_MAX_ORIGINS)
+			t = &st->tokens[st->ntokens++];
+		else
+		{
+			t = &st->tokens[0];
+			for (i = 1; i < st->ntokens; i++)
+				if (st->tokens[i].used < t->used)
+					t = &st->tokens[i];
+			pfree(t->origin);
+			pfree(t->header);
+		}
 		t->origin = pstrdup(origin);
+		t->used = st->uses;
 	}
 	else
 		pfree(t->header);
