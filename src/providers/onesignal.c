@@ -26,7 +26,9 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
@@ -165,8 +167,15 @@ push_language_map(JsonbParseState **state, const char *key, const char *text)
 
 /*
  * The idempotency key of a new request: a UUID from HMAC-SHA-256 over the
- * integration and the delivery ids it carries, in order (NULL if it cannot be
- * computed).
+ * integration and the delivery ids it carries, in order, and their
+ * transactionIds (NULL if it cannot be computed).  Derived, not drawn: a
+ * retry whose stored key was lost in a crash makes the same key again.  The
+ * ids are bigserials: the cluster's system identifier and the database's OID
+ * keep two databases on one OneSignal app (staging and production, tenants,
+ * a copy made with pg_dump) from making each other's keys, and the
+ * transactionIds keep a database restored to an earlier point from making
+ * its lost future's keys again.  OneSignal answers a key it has seen in the
+ * last 30 days with that old result, and nothing would be delivered.
  */
 static char *
 onesignal_request_key(Integration *ig, Message **msgs, int n)
@@ -178,9 +187,11 @@ onesignal_request_key(Integration *ig, Message **msgs, int n)
 	int			i;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, INT64_FORMAT, st->integration_id);
+	appendStringInfo(&buf, UINT64_FORMAT ":%u:" INT64_FORMAT,
+					 GetSystemIdentifier(), MyDatabaseId, st->integration_id);
 	for (i = 0; i < n; i++)
-		appendStringInfo(&buf, ":" INT64_FORMAT, msgs[i]->id);
+		appendStringInfo(&buf, ":" INT64_FORMAT ":%s", msgs[i]->id,
+						 msgs[i]->transaction_id ? msgs[i]->transaction_id : "");
 	if (!crypto_hmac_sha256((const unsigned char *) key, strlen(key), (unsigned char *) buf.data, buf.len, mac))
 		return NULL;
 	mac[6] = (mac[6] & 0x0f) | 0x40;	/* the form of a version 4 UUID */
