@@ -28,6 +28,21 @@
 -- as (below).
 ------------------------------------------------------------------------------
 
+-- Providers take JSON in UTF-8, and the workers send the database's text as it
+-- is stored: in another encoding "Café" would go out as invalid JSON (LATIN1's
+-- byte 0xE9), or any bytes at all (SQL_ASCII).
+DO $encoding$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() <> 'UTF8' THEN
+        RAISE EXCEPTION 'novu needs a UTF8 database, and database "%" is %',
+                        pg_catalog.current_database(), pg_catalog.getdatabaseencoding()
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Push providers take JSON in UTF-8; the delivery workers send the stored text as it is.',
+                  HINT = 'Create the extension in a database made with ENCODING ''UTF8''.';
+    END IF;
+END
+$encoding$;
+
 DO $roles$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'novu_app') THEN

@@ -82,6 +82,14 @@ GRANT novu_admin TO novu_test_impostor WITH ADMIN OPTION;
 CREATE EXTENSION novu;
 SELECT extversion FROM pg_extension WHERE extname = 'novu';
 REVOKE novu_admin FROM novu_test_impostor;
+-- a database not in UTF8: the providers' JSON would not be UTF-8
+\c contrib_regression
+CREATE DATABASE novu_regress_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0;
+\c novu_regress_latin1
+CREATE EXTENSION novu;
+SELECT count(*) AS novu_objects FROM pg_namespace WHERE nspname = 'novu';
+\c contrib_regression
+DROP DATABASE novu_regress_latin1;
 \set VERBOSITY terse
 \set SHOW_CONTEXT errors
 \c contrib_regression
