@@ -57,6 +57,16 @@ SELECT novu.create_integration('expo', '{}', 'expo-main');
 SELECT novu.create_integration('expo', '{}', 'bad identifier!');
 SELECT novu.create_integration('expo', '[]');
 SELECT novu.create_integration('one-signal', '{"applicationId": "app"}');
+-- values that go into a request header or a URL path: no line break, space or path character
+SELECT novu.create_integration('expo', '{"apiKey": "tok\r\nx-injected: 1"}');
+SELECT novu.create_integration('one-signal', '{"applicationId": "app", "apiKey": "key with space"}');
+SELECT novu.create_integration('one-signal', '{"applicationId": "../apps/other", "apiKey": "k"}');
+SELECT novu.create_integration('apns', jsonb_build_object('secretKey', :'ec_key', 'apiKey', 'ABC123DEFG', 'projectName', 'TEAM123456',
+                       'applicationId', E'com.novu.test\r\napns-priority: 5'));
+SELECT novu.create_integration('fcm', jsonb_build_object('serviceAccount', jsonb_build_object('type', 'service_account',
+                       'project_id', 'p/../../other', 'client_email', 'x@y', 'private_key', :'rsa_key')));
+SELECT count(*) AS integrations_made FROM novu.integrations WHERE provider_id IN ('expo', 'one-signal', 'apns', 'fcm')
+   AND identifier NOT IN ('expo-main', 'apns-main', 'fcm-main');
 SELECT novu.update_integration('nope', '{"active": false}');
 SELECT novu.update_integration('expo-main', '{"colour": "red"}');
 SELECT novu.update_integration('expo-main', '{"active": "yes"}');

@@ -445,9 +445,9 @@ apns_validate(CredCheck *c)
 			cred_push_string(c, "secretKey", crypto_pem_unescape(s));
 		}
 		cred_push_string(c, "apiKey",
-						 cred_string(c, "apiKey", true, "apiKey is the Key ID of the .p8 key (10 characters)."));
+						 cred_token(c, "apiKey", true, "apiKey is the Key ID of the .p8 key (10 characters)."));
 		cred_push_string(c, "projectName",
-						 cred_string(c, "projectName", true, "projectName is the Apple Developer Team ID (10 characters)."));
+						 cred_token(c, "projectName", true, "projectName is the Apple Developer Team ID (10 characters)."));
 	}
 	else
 	{
@@ -488,7 +488,7 @@ apns_validate(CredCheck *c)
 	}
 
 	cred_push_string(c, "applicationId",
-					 cred_string(c, "applicationId", true,
+					 cred_token(c, "applicationId", true,
 								 "applicationId is the app's bundle id (the apns-topic), e.g. com.example.app."));
 
 	if (cred_get(c, "secure", &v))

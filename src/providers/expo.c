@@ -345,7 +345,7 @@ expo_validate(CredCheck *c)
 	char	   *s;
 
 	cred_check_keys(c);
-	s = cred_string(c, "apiKey", false,
+	s = cred_token(c, "apiKey", false,
 					"apiKey is an Expo access token (enhanced push security); omit it if not used.");
 	if (s != NULL)
 		cred_push_string(c, "apiKey", s);

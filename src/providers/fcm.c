@@ -188,6 +188,13 @@ fcm_authorize(Integration *ig, bool force, Outcome *failure, char **error)
 		*error = "OAuth token response has no access_token";
 		return false;
 	}
+	/* it goes into the Authorization header: no line break, no control character */
+	if (!novu_header_value_clean(token, strlen(token)))
+	{
+		*failure = OUTCOME_RETRY;
+		*error = "OAuth token response has an access_token with control characters";
+		return false;
+	}
 	/*
 	 * The token server's lifetime, clamped to a minute .. a day: a huge value
 	 * must not raise an error in the worker (int8 overflow), a zero or
@@ -488,7 +495,7 @@ fcm_validate(CredCheck *c)
 	jsonb_push_key(c->state, "serviceAccount");
 	pushJsonbValue(c->state, WJB_BEGIN_OBJECT, NULL);
 
-	cred_push_string(&sc, "project_id", cred_string(&sc, "project_id", true, sa_hint));
+	cred_push_string(&sc, "project_id", cred_token(&sc, "project_id", true, sa_hint));
 	cred_push_string(&sc, "client_email", cred_string(&sc, "client_email", true, sa_hint));
 
 	s = cred_string(&sc, "private_key", true, sa_hint);

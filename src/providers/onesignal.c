@@ -48,9 +48,9 @@ onesignal_validate(CredCheck *c)
 {
 	cred_check_keys(c);
 	cred_push_string(c, "applicationId",
-					 cred_string(c, "applicationId", true, "applicationId is the OneSignal App ID."));
+					 cred_token(c, "applicationId", true, "applicationId is the OneSignal App ID."));
 	cred_push_string(c, "apiKey",
-					 cred_string(c, "apiKey", true, "apiKey is the OneSignal REST API key."));
+					 cred_token(c, "apiKey", true, "apiKey is the OneSignal REST API key."));
 	cred_endpoint(c);
 }
 

@@ -121,6 +121,24 @@ cred_string(CredCheck *c, const char *key, bool required, const char *hint)
 	return pnstrdup(v.val.string.val, v.val.string.len);
 }
 
+/*
+ * cred_string for a value that goes into a request header or a URL path (an
+ * API key, an app or team id): printable ASCII without spaces, so that no
+ * value can end a header line or step out of its path segment.
+ */
+char *
+cred_token(CredCheck *c, const char *key, bool required, const char *hint)
+{
+	char	   *s = cred_string(c, key, required, hint);
+	const char *p;
+
+	for (p = s; p != NULL && *p; p++)
+		if (*p < 0x21 || *p > 0x7e || *p == '/' || *p == '?' || *p == '#' || *p == '%' || *p == '\\')
+			cred_fail(c, key, "must be printable ASCII without spaces, control characters or / ? # % \\",
+					  NULL, hint);
+	return s;
+}
+
 /* Push "key": "value" into the result. */
 void
 cred_push_string(CredCheck *c, const char *key, const char *value)

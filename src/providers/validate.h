@@ -36,6 +36,7 @@ extern void cred_check_keys(CredCheck *c);
 extern bool cred_get(CredCheck *c, const char *key, JsonbValue *v);
 extern bool cred_has(CredCheck *c, const char *key);
 extern char *cred_string(CredCheck *c, const char *key, bool required, const char *hint);
+extern char *cred_token(CredCheck *c, const char *key, bool required, const char *hint);
 extern void cred_push_string(CredCheck *c, const char *key, const char *value);
 extern void cred_endpoint(CredCheck *c);
 extern EVP_PKEY *cred_private_key(CredCheck *c, const char *field, const char *pem,
