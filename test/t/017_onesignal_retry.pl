@@ -61,7 +61,7 @@ $node->safe_psql('postgres', join(";\n", map {
 	my $profile = { channels => [ { providerId => 'one-signal', integrationIdentifier => 'os-mock',
 		credentials => { deviceTokens => [ uuid($_) ] } } ] };
 	$sub_of{ uuid($_) } = "osr-$_";
-	"SELECT novu.identify('osr-$_', " . lit($json->encode($profile)) . '::jsonb)' } 1 .. 140));
+	"SELECT novu.identify('osr-$_', " . lit($json->encode($profile)) . '::jsonb)' } 1 .. 141));
 
 # Poll the mock until OneSignal processed (delivered) each of the ids (30 s at most).
 sub processed
@@ -175,6 +175,29 @@ is(q1("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'novu delivery
 is(q1("SELECT string_agg(status || ':' || n, ',' ORDER BY status) FROM (SELECT status, count(*) n
     FROM novu.messages WHERE transaction_id = 'osr-c' GROUP BY status) s"), 'sent:40', 'all 40 sent');
 check_requests('stopped workers', $first_c, {}, @c_ids);
+
+# 5. a database restored to an earlier point makes delivery ids again: the
+#    idempotency key also covers the transactionIds, so OneSignal does not
+#    answer the new notification with the old one's result (nothing delivered)
+$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.batch_size = 20; SELECT pg_reload_conf();});
+ok(NovuTest::wait_workers_reloaded($node), 'section 5: the workers claim 20 messages at a time');
+my $next_id = q1('SELECT last_value + 1 FROM novu.deliveries_id_seq');
+q1('SELECT novu.trigger(' . lit('os-all') . ', ' . lit($json->encode(['osr-141'])) . "::jsonb, '{}', '{}', 'osr-d')");
+ok(NovuTest::wait_for($node, "SELECT count(*) = 1 AND bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = 'osr-d'", 30),
+	'section 5: the first notification is sent');
+# the restore, as far as the ids go: the history is gone and the sequence is back
+q1("DELETE FROM novu.deliveries WHERE transaction_id = 'osr-d'");
+q1("SELECT setval('novu.deliveries_id_seq', $next_id - 1)");
+q1('SELECT novu.trigger(' . lit('os-all') . ', ' . lit($json->encode(['osr-141'])) . "::jsonb, '{}', '{}', 'osr-e')");
+ok(NovuTest::wait_for($node, "SELECT count(*) = 1 AND bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = 'osr-e'", 30),
+	'section 5: the second notification is recorded sent');
+is(q1("SELECT id FROM novu.deliveries WHERE transaction_id = 'osr-e'"), $next_id, 'section 5: with the id of the first');
+my @keys = map { $_->{body}{idempotency_key} // 'none' } grep { grep { $_ eq uuid(141) } @{ $_->{body}{include_subscription_ids} // [] } }
+	@{ NovuTest::requests($mocks, 'onesignal') };
+is(scalar @keys, 2, 'section 5: two requests carried the subscription');
+isnt($keys[0], $keys[1], 'section 5: under two idempotency keys');
+is(NovuTest::control($mocks, 'GET', '/received?provider=onesignal-delivered')->{ uuid(141) } // 0, 2,
+	'section 5: OneSignal delivered both notifications');
 
 $node->stop;
 done_testing();
