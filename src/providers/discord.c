@@ -74,6 +74,20 @@ discord_build(Integration *ig, Message **msgs, int n)
 	return novu_json_request(ig, url, novu_text_body("content", m->body, m->overrides));
 }
 
+/* Discord's error "code" in an answer body; -1 if none. */
+static int
+discord_code(Jsonb *body)
+{
+	JsonbValue	v;
+	bool		overflow = false;
+	int32		code;
+
+	if (body == NULL || !jsonb_container_get(&body->root, "code", &v) || v.type != jbvNumeric)
+		return -1;
+	code = numeric_int4_opt_error(v.val.numeric, &overflow);
+	return overflow ? -1 : code;
+}
+
 /* Outcome of Discord's answer. */
 static void
 discord_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
@@ -88,8 +102,14 @@ discord_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 		return;
 	}
 	body = jsonb_parse_object_or_null(req->response.data, req->response.len);
-	/* 404 Unknown Webhook, 401 Invalid Webhook Token: the webhook was deleted */
-	novu_webhook_outcome(m, req, req->status == 404 || req->status == 401, false,
+	/*
+	 * 404 Unknown Webhook (code 10015), 401 Invalid Webhook Token (50027): the
+	 * webhook was deleted.  A 404 or 401 without its code (a proxy's) does not
+	 * remove the credential.
+	 */
+	novu_webhook_outcome(m, req,
+						 (req->status == 404 && discord_code(body) == 10015) ||
+						 (req->status == 401 && discord_code(body) == 50027), false,
 						 body ? jsonb_container_get_string(&body->root, "message") : NULL);
 	if (m->outcome == OUTCOME_SENT && body != NULL)
 		m->provider_message_id = jsonb_container_get_string(&body->root, "id");

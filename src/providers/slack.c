@@ -11,6 +11,8 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -57,6 +59,23 @@ slack_build(Integration *ig, Message **msgs, int n)
 	return novu_json_request(ig, m->target, novu_text_body("text", m->body, m->overrides));
 }
 
+/* Is Slack's answer body this error code (surrounding blanks aside)? */
+static bool
+slack_body_is(HttpRequest *req, const char *code)
+{
+	const char *b = req->response.data;
+	int			len = (int) req->response.len;
+	int			clen = strlen(code);
+
+	if (b == NULL)
+		return false;
+	while (len > 0 && isspace((unsigned char) *b))
+		b++, len--;
+	while (len > 0 && isspace((unsigned char) b[len - 1]))
+		len--;
+	return len == clen && memcmp(b, code, clen) == 0;
+}
+
 /* Outcome of Slack's answer (a short text body: "ok" or an error code). */
 static void
 slack_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
@@ -68,8 +87,15 @@ slack_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 		novu_classify_transport(req, msgs, n);
 		return;
 	}
-	/* no_team, channel_not_found (404), invalid_token (403), channel_is_archived (410) */
-	novu_webhook_outcome(m, req, req->status == 404 || req->status == 403 || req->status == 410, false,
+	/*
+	 * no_team, channel_not_found (404), invalid_token (403), channel_is_archived
+	 * (410): the webhook cannot be used again.  A 403 or 404 with another body
+	 * (action_prohibited, a proxy's page) does not remove the credential.
+	 */
+	novu_webhook_outcome(m, req,
+						 (req->status == 404 && (slack_body_is(req, "no_team") || slack_body_is(req, "channel_not_found"))) ||
+						 (req->status == 403 && slack_body_is(req, "invalid_token")) ||
+						 req->status == 410, false,
 						 pnstrdup(req->response.data, Min(req->response.len, 100)));
 }
 

@@ -142,6 +142,22 @@ for my $p (sort keys %gone)
 is(q1(q{SELECT tokens_pruned FROM novu.stat_providers WHERE integration_identifier = 'discord-main'}), 1,
 	'the removal is counted');
 
+# a 403 or 404 that is not the provider saying the webhook is gone (Slack's
+# action_prohibited, a proxy's 404 without Discord's code 10015) fails the
+# message and keeps the credential
+q1(q{SELECT novu.identify('ch-2b', '{"firstName": "Bo"}')});
+my %kept = (discord => "$chat/api/webhooks/223344556677889911/tok-k", slack => "$chat/services/T000KKK/B000KKK/secretK");
+set_cred('ch-2b', $_, $kept{$_}) for keys %kept;
+NovuTest::set_tokens($mocks, 'chat', 'fail:404:0:1:Not Found', path_of($kept{discord}));
+NovuTest::set_tokens($mocks, 'chat', 'fail:403:0:1:action_prohibited', path_of($kept{slack}));
+trigger('ch-2b', 'ch-tx-2b', { order => 7 });
+ok(wait_final('ch-tx-2b', 3), 'not-gone messages final');
+for my $p (sort keys %kept)
+{
+	is(chat_msg('ch-tx-2b', $kept{$p})->{status}, 'failed', "$p: a 40x that does not say the webhook is gone fails the message");
+	is(webhook_of('ch-2b', $p), $kept{$p}, "$p: and keeps the subscriber's webhook URL");
+}
+
 q1(q{SELECT novu.identify('ch-3', '{"firstName": "Cy"}')});
 my $limited = "$chat/api/webhooks/334455667788990011/tok-c";
 set_cred('ch-3', 'discord', $limited);
