@@ -4828,7 +4828,10 @@ BEGIN
              WHERE m.digest_id = r.id AND m.status = 'merged' ORDER BY m.event_id LIMIT 1;
             IF leader IS NULL THEN
                 UPDATE novu.step_runs x SET status = 'canceled', updated_at = now() WHERE x.id = r.id;
-            ELSIF leader <> r.transaction_id THEN
+            -- only the leader's cancel hands the window over: a follower's
+            -- leaves it with the leader it has (which need not be its oldest
+            -- event: windows of one batch open in fan-out order)
+            ELSIF r.transaction_id = p_transaction_id AND leader <> r.transaction_id THEN
                 UPDATE novu.step_runs x SET transaction_id = leader, updated_at = now() WHERE x.id = r.id;
                 INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
                 VALUES (leader, r.subscriber_id, r.workflow_id, 'digest', 'Pending',
