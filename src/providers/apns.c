@@ -92,6 +92,9 @@ apns_prepare(Integration *ig, char **error)
 			return false;
 		}
 		st->key = crypto_load_private_key_pem(pem, error);
+		/* the key lives in OpenSSL now: no copy of its PEM stays in memory */
+		explicit_bzero(pem, strlen(pem));
+		pfree(pem);
 		if (st->key == NULL)
 			return false;
 		cb = palloc(sizeof(MemoryContextCallback));
