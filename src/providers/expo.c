@@ -387,28 +387,66 @@ expo_token_check(const char *t, size_t len, const char **problem)
 	return false;
 }
 
-/* Expo: overrides.expo merges into each push message (PROTOCOLS.md 3.1). */
+/*
+ * sound: a string ("default" or a sound file's name), null, or an object
+ * {critical: boolean, name: string or null, volume: number} (PROTOCOLS.md
+ * 3.1).  Keys of the object beyond these are Expo's to judge.
+ */
+static const char *
+expo_sound_check(JsonbValue *v)
+{
+	JsonbValue	x;
+
+	if (v->type == jbvString || v->type == jbvNull)
+		return NULL;
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		return " must be a string, null or an object";
+	if (jsonb_container_get(v->val.binary.data, "critical", &x) && x.type != jbvBool)
+		return ".critical must be true or false";
+	if (jsonb_container_get(v->val.binary.data, "name", &x) && x.type != jbvString && x.type != jbvNull)
+		return ".name must be a string or null";
+	if (jsonb_container_get(v->val.binary.data, "volume", &x) && x.type != jbvNumeric)
+		return ".volume must be a number";
+	return NULL;
+}
+
+static const char *const expo_priorities[] = {"default", "normal", "high", NULL};
+static const char *const expo_interruption_levels[] = {"active", "critical", "passive", "time-sensitive", NULL};
+
+static const FieldRule expo_rich_content_fields[] = {
+	ALLOW("image", FIELD_STRING),
+	OTHERS(FIELD_ANY)
+};
+
+/*
+ * Expo: overrides.expo merges into each push message (PROTOCOLS.md 3.1), each
+ * field with the type Expo takes: Expo refuses a whole request (VALIDATION_ERROR)
+ * for one wrong value, and a request carries the messages of many triggers.
+ * Only types and Expo's documented words are checked: what Expo may accept
+ * beyond them (a negative number, keys it adds) is left to it, and a request
+ * it refuses is split (expo_classify).
+ */
 static const FieldRule expo_fields[] = {
 	REFUSE("to", "the Expo push token is the message's target"),
-	ALLOW("title", FIELD_ANY),
-	ALLOW("body", FIELD_ANY),
-	ALLOW("subtitle", FIELD_ANY),
+	ALLOW("title", FIELD_STRING),
+	ALLOW("body", FIELD_STRING),
+	ALLOW("subtitle", FIELD_STRING),
 	ALLOW("data", FIELD_OBJECT),
-	ALLOW("sound", FIELD_ANY),
-	ALLOW("badge", FIELD_ANY),
-	ALLOW("ttl", FIELD_ANY),
-	ALLOW("expiration", FIELD_ANY),
-	ALLOW("priority", FIELD_ANY),
-	ALLOW("channelId", FIELD_ANY),
-	ALLOW("categoryId", FIELD_ANY),
-	ALLOW("mutableContent", FIELD_ANY),
-	ALLOW("interruptionLevel", FIELD_ANY),
-	ALLOW("richContent", FIELD_OBJECT),
-	ALLOW("icon", FIELD_ANY),
-	ALLOW("collapseId", FIELD_ANY),
-	ALLOW("tag", FIELD_ANY),
-	ALLOW("_contentAvailable", FIELD_ANY),
-	ALLOW("_displayInForeground", FIELD_ANY),
+	VALUE("sound", expo_sound_check, "a string (\"default\" or a sound's name), null, or an object {critical: true or false, name: a string or null, volume: a number}"),
+	ALLOW("badge", FIELD_NUMBER),
+	ALLOW("ttl", FIELD_NUMBER),
+	ALLOW("expiration", FIELD_NUMBER),
+	WORDS("priority", expo_priorities),
+	ALLOW("channelId", FIELD_STRING),
+	ALLOW("categoryId", FIELD_STRING),
+	ALLOW("mutableContent", FIELD_BOOLEAN),
+	WORDS("interruptionLevel", expo_interruption_levels),
+	NESTED("richContent", expo_rich_content_fields),
+	ALLOW("icon", FIELD_STRING),
+	ALLOW("collapseId", FIELD_STRING),
+	ALLOW("tag", FIELD_STRING),
+	ALLOW("_contentAvailable", FIELD_BOOLEAN),
+	ALLOW("_displayInForeground", FIELD_BOOLEAN),
 	OTHERS(FIELD_REFUSED)
 };
 
@@ -434,9 +472,10 @@ const ProviderOps novu_expo_provider = {
 	.token_check = expo_token_check,
 	.token_form = "An Expo push token looks like ExponentPushToken[xxxxxxxxxxxxxxxxxxxxxx] or ExpoPushToken[...] (letters, digits, '-' and '_' between the brackets).",
 	.overrides = expo_fields,
-	.overrides_hint = "Expo overrides may set title, body, subtitle, data, sound, badge, ttl, expiration, priority, "
-	"channelId, categoryId, mutableContent, interruptionLevel, richContent, icon, collapseId, tag, "
-	"_contentAvailable and _displayInForeground.",
+	.overrides_hint = "Expo overrides may set title, body, subtitle, channelId, categoryId, icon, collapseId and tag "
+	"(strings), data and richContent (objects), sound (a string, null or an object), badge, ttl and expiration "
+	"(numbers), priority (default, normal or high), interruptionLevel (active, critical, passive or time-sensitive), "
+	"mutableContent, _contentAvailable and _displayInForeground (true or false).",
 	.max_batch = 100,
 	.warm_up = false,
 	.prepare = expo_prepare,
