@@ -119,6 +119,52 @@ SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"to": "ExponentP
 SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"providers": {"expo": {"to": ["ExponentPushToken[a]", "ExponentPushToken[b]"]}}}', 'ps-tx-1');
 SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"recipients": "x"}}', 'ps-tx-1');
 
+-- Expo: each field with the type Expo's message takes (PROTOCOLS.md 3.1): Expo
+-- refuses a whole request for one wrong value, so one trigger's override would
+-- fail the other subscribers' messages sent with it
+\set VERBOSITY default
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"priority": "urgent"}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"ttl": "3600"}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"sound": 1}}', 'ps-tx-1');
+\set VERBOSITY terse
+DO $$
+BEGIN
+    PERFORM novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"badge": "1"}}', 'ps-tx-1');
+EXCEPTION WHEN invalid_parameter_value THEN
+    RAISE NOTICE 'refused with SQLSTATE %: %', SQLSTATE, SQLERRM;
+END
+$$;
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"priority": 10}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"priority": "HIGH"}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"priority": null}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"ttl": true}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"expiration": "tomorrow"}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"badge": [1]}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"title": 5}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"title": null}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"body": ["x"]}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"subtitle": {"text": "x"}}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"channelId": 1}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"categoryId": false}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"icon": 1}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"collapseId": 1}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"tag": {}}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"sound": true}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"sound": ["default"]}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"sound": {"critical": "yes"}}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"sound": {"name": 5}}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"sound": {"volume": "loud"}}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"mutableContent": "true"}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"_contentAvailable": 1}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"_displayInForeground": "yes"}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"interruptionLevel": "urgent"}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"richContent": {"image": 1}}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"data": "x"}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"providers": {"expo": {"ttl": "1h"}}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"steps": {"push-0": {"expo": {"badge": "2"}}}}', 'ps-tx-1');
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"steps": {"push-0": {"providers": {"expo": {"priority": "max"}}}}}', 'ps-tx-1');
+SELECT novu.broadcast('order-shipped', '{}', '{"expo": {"priority": "urgent"}}', 'ps-tx-1');
+
 -- the other push providers: their targets too
 SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"web-push": {"endpoint": "https://attacker.example"}}', 'ps-tx-1');
 SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"one-signal": {"included_segments": ["All"]}}', 'ps-tx-1');
@@ -143,6 +189,18 @@ SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{
              "aps": {"content-available": 1}, "orderId": 1},
     "providers": {"expo": {"priority": "high", "sound": "default", "badge": 2, "channelId": "orders", "data": {"k": "v"}}},
     "steps": {"push-0": {"apns": {"aps": {"sound": "default"}}}}}', 'ps-tx-ok') ->> 'status';
+-- every value Expo takes (PROTOCOLS.md 3.1): sound a string, null or an object; numbers; Expo's words
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{
+    "expo": {"title": "T", "body": "B", "subtitle": "S", "data": {"k": [1]}, "sound": null, "badge": 0, "ttl": 0,
+             "expiration": 1700000000, "priority": "normal", "channelId": "c", "categoryId": "k", "mutableContent": true,
+             "interruptionLevel": "time-sensitive", "richContent": {"image": "https://example.com/i.png"}, "icon": "i",
+             "collapseId": "x", "tag": "t", "_contentAvailable": false, "_displayInForeground": true},
+    "steps": {"push-0": {"expo": {"sound": {"critical": true, "name": "alarm.wav", "volume": 0.5}, "priority": "default",
+                                  "ttl": 86400.5}}}}', 'ps-tx-ok-expo') ->> 'status';
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"sound": "chime.wav", "priority": "high", "badge": 3,
+    "interruptionLevel": "active"}}', 'ps-tx-ok-expo2') ->> 'status';
+SELECT novu.trigger('order-shipped', '"ps-1"', '{}', '{"expo": {"sound": {"name": null}, "interruptionLevel": "critical"}}',
+    'ps-tx-ok-expo3') ->> 'status';
 
 -- ---------------------------------------------------------------------------
 -- overrides of workflow steps (stored, then merged into every trigger)
@@ -151,9 +209,12 @@ SELECT novu.create_workflow('ps-wf', '[{"type": "push", "title": "t", "content":
 SELECT novu.create_workflow('ps-wf', '[{"type": "push", "title": "t", "content": "c"},
     {"type": "push", "title": "t", "content": "c", "overrides": {"providers": {"apns": {"headers": {"apns-collapse-id": "a\r\nb"}}}}}]');
 SELECT novu.create_workflow('ps-wf', '[{"type": "push", "title": "t", "content": "c", "overrides": {"expo": {"to": "ExponentPushToken[attacker]"}}}]');
+SELECT novu.create_workflow('ps-wf', '[{"type": "push", "title": "t", "content": "c", "overrides": {"expo": {"priority": "urgent"}}}]');
+SELECT novu.create_workflow('ps-wf', '[{"type": "push", "title": "t", "content": "c", "overrides": {"providers": {"expo": {"ttl": "1h"}}}}]');
 SELECT novu.create_workflow('ps-wf', '[{"type": "push", "title": "t", "content": "c",
     "overrides": {"fcm": {"android": {"priority": "HIGH"}}, "apns": {"headers": {"apns-priority": "10"}}}}]') ->> 'workflowId';
 SELECT novu.update_workflow('ps-wf', '{"steps": [{"type": "push", "title": "t", "content": "c", "overrides": {"apns": {"headers": {"authorization": "bearer x"}}}}]}');
+SELECT novu.update_workflow('ps-wf', '{"steps": [{"type": "push", "title": "t", "content": "c", "overrides": {"expo": {"mutableContent": 1}}}]}');
 SELECT novu.get_workflow('ps-wf') #> '{steps,0,overrides}';
 
 -- clean up

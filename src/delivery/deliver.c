@@ -707,7 +707,8 @@ placed_cmp(const void *a, const void *b)
 }
 
 /*
- * Order the messages of a provider with request keys (ProviderOps.request_key):
+ * Order the messages of a provider with request keys (ProviderOps.request_key,
+ * or keys its classify() gave a split request, see handle_answer):
  * the messages of each retried request together and first, the new ones after
  * in their order.  A retried message whose content is no longer that of its
  * request (its subscriber's data changed since) cannot go in that body: it
@@ -898,10 +899,12 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 		n = kept;
 	}
 	if (keyed)
-	{
-		order_requests(ig, msgs, n);
 		fresh = palloc(sizeof(InFlight *) * Max(n, 1));
-	}
+	/* the messages of each retried request together (a provider's split requests too, see handle_answer) */
+	for (i = 0; i < n && !keyed && msgs[i]->request_key == NULL; i++)
+		;
+	if (keyed || i < n)
+		order_requests(ig, msgs, n);
 
 	for (i = 0; i < n; i += k)
 	{
@@ -1364,8 +1367,61 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 }
 
 /*
+ * Record the request keys classify() gave messages of an answered request
+ * (sent[i]: the key msgs[i] went out with): a request-level error that may be
+ * some messages' only, and the provider splits the request.  A message it
+ * sets to be retried with a new key is retried in that request, apart from
+ * the others (novu._claim_groups), as a new attempt like any retry; the key
+ * is recorded before its result, in a transaction of its own (as a new
+ * request's, submit_with_new_keys).  A key that is not recorded (an error, the
+ * lease went to another attempt), or on a message that will not be retried,
+ * is dropped: the message is retried as before, in whatever request comes.
+ */
+static void
+record_split_keys(Message **msgs, int n, char **sent)
+{
+	int64	   *ids = palloc(sizeof(int64) * n);
+	int32	   *attempts = palloc(sizeof(int32) * n);
+	char	  **keys = palloc(sizeof(char *) * n);
+	bool	   *written = palloc(sizeof(bool) * n);
+	int		   *at = palloc(sizeof(int) * n);
+	char	   *error = NULL;
+	bool		ok;
+	int			k = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		Message    *m = msgs[i];
+
+		if (m->request_key == sent[i])
+			continue;
+		if (m->request_key == NULL || m->outcome != OUTCOME_RETRY || m->attempts >= novu_max_attempts ||
+			(sent[i] != NULL && strcmp(m->request_key, sent[i]) == 0))
+		{
+			m->request_key = sent[i];
+			continue;
+		}
+		m->request_key = pstrdup(m->request_key);	/* out of the scratch context */
+		ids[k] = m->id;
+		attempts[k] = m->attempts;
+		keys[k] = m->request_key;
+		at[k++] = i;
+	}
+	if (k == 0)
+		return;
+	ok = record_request_keys(ids, attempts, keys, k, written, &error);
+	for (i = 0; i < k; i++)
+	{
+		if (!ok || !written[i])
+			msgs[at[i]]->request_key = sent[at[i]];
+	}
+}
+
+/*
  * A request was answered: classify its messages and queue their results; a
- * credential the provider rejected is renewed once and the messages resent.
+ * credential the provider rejected is renewed once and the messages resent;
+ * the keys of a request the provider split are recorded (record_split_keys).
  */
 static void
 handle_answer(HttpRequest *req)
@@ -1374,19 +1430,26 @@ handle_answer(HttpRequest *req)
 	Integration *ig = f->ig;
 	MemoryContext old = MemoryContextSwitchTo(f->batch->context);
 	Message   **again;
+	char	  **sent_keys = palloc(sizeof(char *) * f->n);
 	int			nagain = 0;
 	int			i;
 
 	ig->in_flight--;
 	messages_in_flight -= f->n;
+	for (i = 0; i < f->n; i++)
+		sent_keys[i] = f->msgs[i]->request_key;
 	MemoryContextSwitchTo(scratch_context);
 	{
 		ProviderCall call = {ig, req, f->msgs, f->n};
 		char	   *error = NULL;
 
-		/* an answer that cannot be read is retried like a lost one */
+		/* an answer that cannot be read is retried like a lost one, in the request it went out in */
 		if (!run_guarded(classify_call, &call, &error))
+		{
 			novu_messages_set(f->msgs, f->n, OUTCOME_RETRY, psprintf("Could not read the answer: %s", error));
+			for (i = 0; i < f->n; i++)
+				f->msgs[i]->request_key = sent_keys[i];
+		}
 	}
 	{
 		double		jitter = 0.5 + pg_prng_double(&pg_global_prng_state);
@@ -1397,6 +1460,7 @@ handle_answer(HttpRequest *req)
 	novu_breaker_note(ig, f->msgs, f->n);
 	MemoryContextSwitchTo(f->batch->context);
 	keep_answers(f->msgs, f->n);
+	record_split_keys(f->msgs, f->n, sent_keys);
 	MemoryContextReset(scratch_context);
 	http_request_free(req);
 

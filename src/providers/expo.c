@@ -10,6 +10,16 @@
  * allowlist; "to" is set last, so nothing can retarget it).  A token is
  * removed only on a DeviceNotRegistered ticket or receipt of that token, never
  * on a request-level error.
+ *
+ * Expo may refuse a whole request for one message (a wrong value:
+ * VALIDATION_ERROR; a token of another project: PUSH_TOO_MANY_EXPERIENCE_IDS),
+ * and a request carries the messages of many triggers.  Such an error on a
+ * request of several messages (expo_error_may_be_some) splits it: its
+ * messages are retried, each a new attempt, by project when the error's
+ * details list the projects' tokens, else one per request (expo_split,
+ * ProviderOps); a message refused alone fails with Expo's reason.  Errors
+ * about the integration (401, 403, UNAUTHORIZED, its credentials), a wrong
+ * endpoint, the rate or the service still answer for all its messages.
  */
 #include "postgres.h"
 
@@ -166,18 +176,22 @@ expo_error_outcome(const char *code)
 	if (strcmp(code, "MessageRateExceeded") == 0 || strcmp(code, "TOO_MANY_REQUESTS") == 0)
 		return OUTCOME_RETRY;
 	if (strcmp(code, "InvalidCredentials") == 0 || strcmp(code, "MismatchSenderId") == 0 ||
-		strcmp(code, "UNAUTHORIZED") == 0 || strcmp(code, "PUSH_TOO_MANY_EXPERIENCE_IDS") == 0)
+		strcmp(code, "UNAUTHORIZED") == 0)
 		return OUTCOME_CONFIG_ERROR;
 	return OUTCOME_DROP;
 }
 
-/* The first request-level error {"errors": [{"code", "message"}]} of a body. */
+/*
+ * The first request-level error {"errors": [{"code", "message", "details"}]}
+ * of a body; *details is its details object, or has type jbvNull.
+ */
 static bool
-expo_request_error(Jsonb *body, char **code, char **message)
+expo_request_error(Jsonb *body, char **code, char **message, JsonbValue *details)
 {
 	JsonbValue	errors;
 	JsonbValue	first;
 
+	details->type = jbvNull;
 	if (body == NULL || !JB_ROOT_IS_OBJECT(body) ||
 		!jsonb_container_get(&body->root, "errors", &errors) || errors.type != jbvBinary ||
 		!JsonContainerIsArray(errors.val.binary.data) ||
@@ -186,7 +200,100 @@ expo_request_error(Jsonb *body, char **code, char **message)
 	first = *getIthJsonbValueFromContainer(errors.val.binary.data, 0);
 	*code = first.type == jbvBinary ? jsonb_container_get_string(first.val.binary.data, "code") : NULL;
 	*message = first.type == jbvBinary ? jsonb_container_get_string(first.val.binary.data, "message") : NULL;
+	if (first.type == jbvBinary && (!jsonb_container_get(first.val.binary.data, "details", details) ||
+									details->type != jbvBinary || !JsonContainerIsObject(details->val.binary.data)))
+		details->type = jbvNull;
 	return true;
+}
+
+/*
+ * Whether an error Expo answered for a whole request may be about some of its
+ * messages only: a 4xx other than authentication (401, 403), a wrong endpoint
+ * (404, 405) and the rate limit (429), whose code does not name the project's
+ * credentials or rate (expo_error_outcome: a payload error).  VALIDATION_ERROR
+ * (one message's value), PUSH_TOO_MANY_EXPERIENCE_IDS (a token of another
+ * project), PUSH_TOO_MANY_NOTIFICATIONS, a body too large (413) are.
+ */
+static bool
+expo_error_may_be_some(long status, const char *code)
+{
+	if (status < 400 || status >= 500 || status == 401 || status == 403 || status == 404 ||
+		status == 405 || status == 429)
+		return false;
+	return code == NULL || expo_error_outcome(code) == OUTCOME_DROP;
+}
+
+/* The position of the project whose tokens (details: {project: [tokens]}) hold a token, or -1. */
+static int
+expo_project_of(JsonbValue *details, const char *token)
+{
+	JsonbIterator *it = JsonbIteratorInit(details->val.binary.data);
+	JsonbIteratorToken tok;
+	JsonbValue	k;
+	JsonbValue	v;
+	JsonbValue	want;
+	int			p = 0;
+
+	want.type = jbvString;
+	want.val.string.val = (char *) token;
+	want.val.string.len = strlen(token);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		(void) JsonbIteratorNext(&it, &v, true);
+		if (v.type == jbvBinary && JsonContainerIsArray(v.val.binary.data) &&
+			findJsonbValueFromContainer(v.val.binary.data, JB_FARRAY, &want) != NULL)
+			return p;
+		p++;
+	}
+	return -1;
+}
+
+/*
+ * A request of several messages that Expo refused as a whole for what may be
+ * some of them (expo_error_may_be_some): each message is retried, as a new
+ * attempt, in a smaller request (ProviderOps: a new request_key per group).
+ * With the tokens of each project (PUSH_TOO_MANY_EXPERIENCE_IDS details), a
+ * project's messages go together; otherwise, and when the request was such a
+ * group already, each message goes alone, so that a split always ends: a
+ * message refused alone fails with Expo's reason, and the others are sent.
+ */
+static void
+expo_split(Integration *ig, Message **msgs, int n, JsonbValue *details, const char *code, const char *message)
+{
+	int		   *lead = palloc(sizeof(int) * n);	/* the first message of each one's group */
+	int		   *project = palloc(sizeof(int) * n);
+	int			groups = 0;
+	char	   *reason;
+	int			i;
+	int			j;
+
+	for (i = 0; i < n; i++)
+	{
+		/* the keys of Expo's requests are only those of its splits: a group is split into single messages */
+		project[i] = details->type == jbvBinary && msgs[0]->request_key == NULL
+			? expo_project_of(details, msgs[i]->target) : -1;
+		for (j = 0; project[i] >= 0 && j < i && project[j] != project[i]; j++)
+			;
+		lead[i] = project[i] >= 0 ? j : i;
+		if (lead[i] == i)
+			groups++;
+	}
+	/* one group of them all (details that do not tell the projects apart): each alone */
+	for (i = 0; groups == 1 && i < n; i++)
+		lead[i] = i;
+	/* the split first: a reason is cut at NOVU_REASON_MAX_LEN bytes, Expo's text may be long */
+	reason = psprintf("%s (a request of %d messages, split %s)%s%s", code, n,
+					  groups > 1 && groups < n ? "by Expo project" : "into one per message",
+					  message ? ": " : "", message ? message : "");
+	for (i = 0; i < n; i++)
+	{
+		Message    *first = msgs[lead[i]];
+
+		msgs[i]->request_key = psprintf("expo:" INT64_FORMAT ":" INT64_FORMAT ":%d", ig->id, first->id, first->attempts);
+		novu_message_set(msgs[i], OUTCOME_RETRY, reason);
+	}
 }
 
 /* Map the tickets of a send answer back to the messages, in order. */
@@ -195,6 +302,7 @@ expo_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 {
 	Jsonb	   *body;
 	JsonbValue	data;
+	JsonbValue	details;
 	char	   *code = NULL;
 	char	   *message = NULL;
 	int			i;
@@ -208,16 +316,23 @@ expo_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 	for (i = 0; i < n; i++)
 		msgs[i]->retry_after = http_retry_after_seconds(req->retry_after);
 
-	if (expo_request_error(body, &code, &message))
+	if (expo_request_error(body, &code, &message, &details))
 	{
 		Outcome		o = expo_error_outcome(code);
+		char	   *reason = psprintf("%s: %s", code ? code : "error", message ? message : "");
 
 		/* a request-level error is never about one token: a dead-token code there is not Expo speaking */
 		if (o == OUTCOME_REMOVE_TOKEN)
 			o = OUTCOME_CONFIG_ERROR;
 		if (req->status == 429 || req->status >= 500)
 			o = OUTCOME_RETRY;
-		novu_messages_set(msgs, n, o, psprintf("%s: %s", code ? code : "error", message ? message : ""));
+		else if (n > 1 && expo_error_may_be_some(req->status, code))
+		{
+			/* one message's error must not fail the others sent with it */
+			expo_split(ig, msgs, n, &details, code ? code : "error", message);
+			return;
+		}
+		novu_messages_set(msgs, n, o, reason);
 		return;
 	}
 	if (req->status == 429 || req->status >= 500 || body == NULL)
@@ -229,8 +344,11 @@ expo_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 	}
 	if (req->status != 200)
 	{
-		novu_messages_set(msgs, n, req->status == 401 || req->status == 403 ? OUTCOME_CONFIG_ERROR : OUTCOME_DROP,
-					 psprintf("HTTP %ld", req->status));
+		if (n > 1 && expo_error_may_be_some(req->status, NULL))
+			expo_split(ig, msgs, n, &details, psprintf("HTTP %ld", req->status), NULL);
+		else
+			novu_messages_set(msgs, n, req->status == 401 || req->status == 403 ? OUTCOME_CONFIG_ERROR : OUTCOME_DROP,
+							  psprintf("HTTP %ld", req->status));
 		return;
 	}
 	if (!jsonb_container_get(&body->root, "data", &data) || data.type != jbvBinary ||
@@ -387,28 +505,66 @@ expo_token_check(const char *t, size_t len, const char **problem)
 	return false;
 }
 
-/* Expo: overrides.expo merges into each push message (PROTOCOLS.md 3.1). */
+/*
+ * sound: a string ("default" or a sound file's name), null, or an object
+ * {critical: boolean, name: string or null, volume: number} (PROTOCOLS.md
+ * 3.1).  Keys of the object beyond these are Expo's to judge.
+ */
+static const char *
+expo_sound_check(JsonbValue *v)
+{
+	JsonbValue	x;
+
+	if (v->type == jbvString || v->type == jbvNull)
+		return NULL;
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		return " must be a string, null or an object";
+	if (jsonb_container_get(v->val.binary.data, "critical", &x) && x.type != jbvBool)
+		return ".critical must be true or false";
+	if (jsonb_container_get(v->val.binary.data, "name", &x) && x.type != jbvString && x.type != jbvNull)
+		return ".name must be a string or null";
+	if (jsonb_container_get(v->val.binary.data, "volume", &x) && x.type != jbvNumeric)
+		return ".volume must be a number";
+	return NULL;
+}
+
+static const char *const expo_priorities[] = {"default", "normal", "high", NULL};
+static const char *const expo_interruption_levels[] = {"active", "critical", "passive", "time-sensitive", NULL};
+
+static const FieldRule expo_rich_content_fields[] = {
+	ALLOW("image", FIELD_STRING),
+	OTHERS(FIELD_ANY)
+};
+
+/*
+ * Expo: overrides.expo merges into each push message (PROTOCOLS.md 3.1), each
+ * field with the type Expo takes: Expo refuses a whole request (VALIDATION_ERROR)
+ * for one wrong value, and a request carries the messages of many triggers.
+ * Only types and Expo's documented words are checked: what Expo may accept
+ * beyond them (a negative number, keys it adds) is left to it, and a request
+ * it refuses is split (expo_classify).
+ */
 static const FieldRule expo_fields[] = {
 	REFUSE("to", "the Expo push token is the message's target"),
-	ALLOW("title", FIELD_ANY),
-	ALLOW("body", FIELD_ANY),
-	ALLOW("subtitle", FIELD_ANY),
+	ALLOW("title", FIELD_STRING),
+	ALLOW("body", FIELD_STRING),
+	ALLOW("subtitle", FIELD_STRING),
 	ALLOW("data", FIELD_OBJECT),
-	ALLOW("sound", FIELD_ANY),
-	ALLOW("badge", FIELD_ANY),
-	ALLOW("ttl", FIELD_ANY),
-	ALLOW("expiration", FIELD_ANY),
-	ALLOW("priority", FIELD_ANY),
-	ALLOW("channelId", FIELD_ANY),
-	ALLOW("categoryId", FIELD_ANY),
-	ALLOW("mutableContent", FIELD_ANY),
-	ALLOW("interruptionLevel", FIELD_ANY),
-	ALLOW("richContent", FIELD_OBJECT),
-	ALLOW("icon", FIELD_ANY),
-	ALLOW("collapseId", FIELD_ANY),
-	ALLOW("tag", FIELD_ANY),
-	ALLOW("_contentAvailable", FIELD_ANY),
-	ALLOW("_displayInForeground", FIELD_ANY),
+	VALUE("sound", expo_sound_check, "a string (\"default\" or a sound's name), null, or an object {critical: true or false, name: a string or null, volume: a number}"),
+	ALLOW("badge", FIELD_NUMBER),
+	ALLOW("ttl", FIELD_NUMBER),
+	ALLOW("expiration", FIELD_NUMBER),
+	WORDS("priority", expo_priorities),
+	ALLOW("channelId", FIELD_STRING),
+	ALLOW("categoryId", FIELD_STRING),
+	ALLOW("mutableContent", FIELD_BOOLEAN),
+	WORDS("interruptionLevel", expo_interruption_levels),
+	NESTED("richContent", expo_rich_content_fields),
+	ALLOW("icon", FIELD_STRING),
+	ALLOW("collapseId", FIELD_STRING),
+	ALLOW("tag", FIELD_STRING),
+	ALLOW("_contentAvailable", FIELD_BOOLEAN),
+	ALLOW("_displayInForeground", FIELD_BOOLEAN),
 	OTHERS(FIELD_REFUSED)
 };
 
@@ -434,9 +590,10 @@ const ProviderOps novu_expo_provider = {
 	.token_check = expo_token_check,
 	.token_form = "An Expo push token looks like ExponentPushToken[xxxxxxxxxxxxxxxxxxxxxx] or ExpoPushToken[...] (letters, digits, '-' and '_' between the brackets).",
 	.overrides = expo_fields,
-	.overrides_hint = "Expo overrides may set title, body, subtitle, data, sound, badge, ttl, expiration, priority, "
-	"channelId, categoryId, mutableContent, interruptionLevel, richContent, icon, collapseId, tag, "
-	"_contentAvailable and _displayInForeground.",
+	.overrides_hint = "Expo overrides may set title, body, subtitle, channelId, categoryId, icon, collapseId and tag "
+	"(strings), data and richContent (objects), sound (a string, null or an object), badge, ttl and expiration "
+	"(numbers), priority (default, normal or high), interruptionLevel (active, critical, passive or time-sensitive), "
+	"mutableContent, _contentAvailable and _displayInForeground (true or false).",
 	.max_batch = 100,
 	.warm_up = false,
 	.prepare = expo_prepare,

@@ -73,7 +73,10 @@ typedef struct Message
 	bool		receipt;		/* a receipt is to be checked later (ProviderOps.receipts) */
 	bool		judged;			/* the circuit breaker has counted this answer */
 
-	/* ProviderOps.request_key: the key of the request it went out in (NULL: none yet) */
+	/*
+	 * The key of the request it went out in (NULL: none): ProviderOps.request_key's,
+	 * or one classify() gave it to be retried apart (see ProviderOps)
+	 */
 	char	   *request_key;
 } Message;
 
@@ -147,9 +150,22 @@ typedef struct ReceiptOps
  * request of these messages and build() sends msgs[0]->request_key.  The
  * pipeline records the key on the messages before the request is first sent,
  * and a retry is that request again: its messages not final yet, together,
- * with that key, never merged with others (novu._claim_groups).  A provider
- * whose build is NULL is accepted but not delivered by this version: its
- * messages fail with a configuration error.
+ * with that key, never merged with others (novu._claim_groups).
+ *
+ * Splitting a request: one message must never fail the others (DESIGN 5), and
+ * a provider whose request carries several messages may answer an error about
+ * some of them for the whole request (Expo: one wrong value, one token of
+ * another project).  Its classify() then sets those messages to OUTCOME_RETRY
+ * with a new request_key, the same for the messages to be sent again together
+ * (each alone, or grouped as the answer says), different from the key they
+ * went out with.  The pipeline records the keys before the results, and each
+ * retry is that smaller request, a new attempt like any retry (counted, with
+ * backoff, up to novu.max_attempts); a request never reaches a provider
+ * without its attempt being recorded.  A provider without request_key() sends
+ * no key: there it only groups the retries.
+ *
+ * A provider whose build is NULL is accepted but not delivered by this
+ * version: its messages fail with a configuration error.
  */
 typedef struct ProviderOps
 {

@@ -465,6 +465,42 @@ check_headers(const HeaderRule *rules, JsonbValue *headers, const char *path, co
 	return true;
 }
 
+/* What a JSON value (an iterator's, containers not expanded) is, in words. */
+static const char *
+json_kind(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "a string";
+		case jbvNumeric:
+			return "a number";
+		case jbvBool:
+			return "a boolean";
+		case jbvBinary:
+			return JsonContainerIsArray(v->val.binary.data) ? "an array" : "an object";
+		case jbvArray:
+			return "an array";
+		default:
+			return "an object";
+	}
+}
+
+/* The words of a FIELD_WORD rule as a list: "a, b or c". */
+static char *
+words_text(const char *const *words)
+{
+	StringInfoData buf;
+	int			i;
+
+	initStringInfo(&buf);
+	for (i = 0; words[i]; i++)
+		appendStringInfo(&buf, "%s%s", i == 0 ? "" : words[i + 1] ? ", " : " or ", words[i]);
+	return buf.data;
+}
+
 /* Check an override object (path names it) against a field list. */
 static bool
 check_fields(const FieldRule *rules, JsonbContainer *c, const char *path, const char *hint,
@@ -509,6 +545,35 @@ check_fields(const FieldRule *rules, JsonbContainer *c, const char *path, const 
 				if (!check_headers(r->headers, &v, field, hint, p))
 					return false;
 				break;
+			case FIELD_STRING:
+			case FIELD_NUMBER:
+			case FIELD_BOOLEAN:
+				{
+					enum jbvType want = r->kind == FIELD_STRING ? jbvString : r->kind == FIELD_NUMBER ? jbvNumeric : jbvBool;
+					const char *what = r->kind == FIELD_STRING ? "a string" : r->kind == FIELD_NUMBER ? "a number" : "true or false";
+
+					if (v.type != want)
+						return refuse(p, hint, psprintf("%s must be %s", field, what),
+									  psprintf("%.*s takes %s, not %s.", k.val.string.len, k.val.string.val,
+											   what, json_kind(&v)));
+					break;
+				}
+			case FIELD_WORD:
+				if (v.type != jbvString || !novu_word_in(v.val.string.val, v.val.string.len, r->words))
+					return refuse(p, hint, psprintf("%s must be one of %s", field, words_text(r->words)),
+								  psprintf("%.*s takes one of the strings %s, not %s.", k.val.string.len,
+										   k.val.string.val, words_text(r->words),
+										   v.type == jbvString ? "another string" : json_kind(&v)));
+				break;
+			case FIELD_VALUE:
+				{
+					const char *problem = r->check(&v);
+
+					if (problem != NULL)
+						return refuse(p, hint, psprintf("%s%s", field, problem),
+									  psprintf("%.*s takes %s.", k.val.string.len, k.val.string.val, r->why));
+					break;
+				}
 		}
 	}
 	return true;

@@ -81,13 +81,30 @@ typedef enum FieldKind
 	FIELD_OBJECT,				/* a JSON object, its contents free */
 	FIELD_NESTED,				/* a JSON object whose keys have rules of their own */
 	FIELD_HEADERS,				/* request headers, checked against a header list */
+	FIELD_STRING,				/* a JSON string */
+	FIELD_NUMBER,				/* a JSON number */
+	FIELD_BOOLEAN,				/* true or false */
+	FIELD_WORD,					/* a JSON string, one of a list of words */
+	FIELD_VALUE,				/* a value its own check accepts */
 	FIELD_REFUSED				/* targets or authenticates: never overridable */
 } FieldKind;
+
+/*
+ * The check of a FIELD_VALUE field: NULL if v is acceptable, else what is
+ * wrong, completing the field's path: " must be ..." about the value itself,
+ * or ".key must be ..." about a key inside it.
+ */
+typedef const char *(*FieldValueCheck) (JsonbValue *v);
 
 /*
  * One field of an override object.  A list ends with an entry whose name is
  * NULL; its kind says what happens to fields not listed (FIELD_ANY: allowed,
  * FIELD_REFUSED: refused).  A name ending in '*' matches a prefix.
+ *
+ * A provider that refuses a whole request for one wrong value (Expo) gives
+ * its fields their types, so that a trigger with a wrong one is refused
+ * before anything is stored rather than failing the messages of others sent
+ * with its own (DESIGN.md 5).
  */
 typedef struct FieldRule
 {
@@ -95,15 +112,23 @@ typedef struct FieldRule
 	FieldKind	kind;
 	const struct FieldRule *fields; /* FIELD_NESTED */
 	const HeaderRule *headers;	/* FIELD_HEADERS */
-	const char *why;			/* FIELD_REFUSED: what the field is */
+	const char *why;			/* FIELD_REFUSED: what the field is; FIELD_VALUE: the values it takes */
+	const char *const *words;	/* FIELD_WORD: the values it takes, NULL-terminated */
+	FieldValueCheck check;		/* FIELD_VALUE */
 } FieldRule;
 
-/* list entries: an allowed field, a nested object, headers, a refused field, the rule of unlisted fields */
-#define ALLOW(name, kind)		{name, kind, NULL, NULL, NULL}
-#define NESTED(name, fields)	{name, FIELD_NESTED, fields, NULL, NULL}
-#define HEADERS(name, rules)	{name, FIELD_HEADERS, NULL, rules, NULL}
-#define REFUSE(name, why)		{name, FIELD_REFUSED, NULL, NULL, why}
-#define OTHERS(kind)			{NULL, kind, NULL, NULL, NULL}
+/*
+ * list entries: an allowed field (any kind without a list of its own), a
+ * nested object, headers, one of some words, a value with its own check, a
+ * refused field, the rule of unlisted fields
+ */
+#define ALLOW(name, kind)		{name, kind, NULL, NULL, NULL, NULL, NULL}
+#define NESTED(name, fields)	{name, FIELD_NESTED, fields, NULL, NULL, NULL, NULL}
+#define HEADERS(name, rules)	{name, FIELD_HEADERS, NULL, rules, NULL, NULL, NULL}
+#define WORDS(name, words)		{name, FIELD_WORD, NULL, NULL, NULL, words, NULL}
+#define VALUE(name, check, form) {name, FIELD_VALUE, NULL, NULL, form, NULL, check}
+#define REFUSE(name, why)		{name, FIELD_REFUSED, NULL, NULL, why, NULL, NULL}
+#define OTHERS(kind)			{NULL, kind, NULL, NULL, NULL, NULL, NULL}
 
 #define WHY_TOKEN	"the device token is the message's target"
 
