@@ -313,6 +313,8 @@ CREATE TABLE novu.deliveries (
     -- ProviderOps.request_key): the key of the request this message went out in,
     -- written before the request is first sent.  Its messages that are retried are
     -- that request again, claimed together (novu._claim_groups), with this key.
+    -- Expo's messages get one too when Expo refused their shared request for
+    -- some of them: each smaller request it is split into goes again whole.
     request_key             text COLLATE "C"
 ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX deliveries_receipt_idx ON novu.deliveries (receipt_at) WHERE receipt_at IS NOT NULL;
@@ -5337,7 +5339,8 @@ END
 $$;
 COMMENT ON FUNCTION novu._claim_receipts(integer, integer) IS 'Internal (workers): lease Expo receipts that are due for checking';
 
--- Retries of requests with an idempotency key (ProviderOps.request_key: OneSignal).
+-- Retries of requests with an idempotency key (ProviderOps.request_key: OneSignal),
+-- and of the smaller requests an Expo request refused for some messages is split into.
 -- A request whose answer was lost may have been processed, and the provider
 -- deduplicates only the same key: a retry must be that request again, the same
 -- messages with the same key.  A part of it, or it merged with others, would be
