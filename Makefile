@@ -16,14 +16,18 @@ DATA = sql/novu--0.1.0.sql $(wildcard sql/novu--*--*.sql) sql/novu--$(EXTVERSION
 REGRESS = setup template crypto integrations secrets subscribers credentials url_policy workflows trigger fanout_subscribers topics engine provider_safety import limits queue_stats feed security roles upgrade
 ISOLATION = concurrent_identify concurrent_trigger concurrent_fanout_subscribers workflow_cache concurrent_digest digest_group_shift cancel_due cancel_next_delay concurrent_marks claim_groups stats_skip_locked
 
-PG_CPPFLAGS = -I$(srcdir)/src $(shell curl-config --cflags) -DNOVU_EXTVERSION=\"$(EXTVERSION)\"
+# -MMD -MP: each object's header dependencies (src/*/*.d), so a changed header rebuilds
+# what includes it
+PG_CPPFLAGS = -I$(srcdir)/src $(shell curl-config --cflags) -DNOVU_EXTVERSION=\"$(EXTVERSION)\" -MMD -MP
 SHLIB_LINK = $(shell curl-config --libs) -lnghttp2 -lssl -lcrypto -lz -Wl,--version-script=$(srcdir)/src/exports.map
 
-EXTRA_CLEAN = build sql/novu--$(EXTVERSION).sql
+EXTRA_CLEAN = build sql/novu--$(EXTVERSION).sql $(OBJS:.o=.d)
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+-include $(OBJS:.o=.d)
 
 all: sql/novu--$(EXTVERSION).sql
 
