@@ -11,6 +11,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/jsonfuncs.h"
+#include "utils/numeric.h"
 
 #include "common/jsonb_util.h"
 #include "novu.h"
@@ -40,6 +41,26 @@ jsonb_container_get_string(JsonbContainer *container, const char *key)
 	if (!jsonb_container_get(container, key, &v) || v.type != jbvString)
 		return NULL;
 	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+/*
+ * The integer value of a key of a jsonb object (a number that fits an int32,
+ * its fraction dropped); false if absent, not a number or out of range.
+ */
+bool
+jsonb_container_get_int32(JsonbContainer *container, const char *key, int32 *result)
+{
+	JsonbValue	v;
+	bool		overflow = false;
+	int32		n;
+
+	if (!jsonb_container_get(container, key, &v) || v.type != jbvNumeric)
+		return false;
+	n = numeric_int4_opt_error(v.val.numeric, &overflow);
+	if (overflow)
+		return false;
+	*result = n;
+	return true;
 }
 
 /* Push an object key while building a jsonb value. */

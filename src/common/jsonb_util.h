@@ -9,6 +9,7 @@
 
 extern bool jsonb_container_get(JsonbContainer *container, const char *key, JsonbValue *result);
 extern char *jsonb_container_get_string(JsonbContainer *container, const char *key);
+extern bool jsonb_container_get_int32(JsonbContainer *container, const char *key, int32 *result);
 extern void jsonb_push_key(JsonbParseState **state, const char *key);
 extern void jsonb_push_string(JsonbParseState **state, const char *key, const char *value);
 extern void jsonb_push_bool(JsonbParseState **state, const char *key, bool value);

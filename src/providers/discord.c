@@ -78,14 +78,9 @@ discord_build(Integration *ig, Message **msgs, int n)
 static int
 discord_code(Jsonb *body)
 {
-	JsonbValue	v;
-	bool		overflow = false;
 	int32		code;
 
-	if (body == NULL || !jsonb_container_get(&body->root, "code", &v) || v.type != jbvNumeric)
-		return -1;
-	code = numeric_int4_opt_error(v.val.numeric, &overflow);
-	return overflow ? -1 : code;
+	return body != NULL && jsonb_container_get_int32(&body->root, "code", &code) ? code : -1;
 }
 
 /* Outcome of Discord's answer. */

@@ -319,7 +319,6 @@ expo_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 	if (expo_request_error(body, &code, &message, &details))
 	{
 		Outcome		o = expo_error_outcome(code);
-		char	   *reason = psprintf("%s: %s", code ? code : "error", message ? message : "");
 
 		/* a request-level error is never about one token: a dead-token code there is not Expo speaking */
 		if (o == OUTCOME_REMOVE_TOKEN)
@@ -332,7 +331,7 @@ expo_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 			expo_split(ig, msgs, n, &details, code ? code : "error", message);
 			return;
 		}
-		novu_messages_set(msgs, n, o, reason);
+		novu_messages_set(msgs, n, o, psprintf("%s: %s", code ? code : "error", message ? message : ""));
 		return;
 	}
 	if (req->status == 429 || req->status >= 500 || body == NULL)

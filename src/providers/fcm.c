@@ -21,7 +21,6 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
-#include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "crypto/crypto.h"
@@ -130,8 +129,8 @@ fcm_authorize(Integration *ig, bool force, Outcome *failure, char **error)
 	HttpRequest *req;
 	Jsonb	   *resp;
 	char	   *token;
-	JsonbValue	v;
 	long		expires_in = 3600;
+	int32		given;
 	MemoryContext old;
 
 	if (!force && st->access_token != NULL && now < st->token_expires)
@@ -203,13 +202,8 @@ fcm_authorize(Integration *ig, bool force, Outcome *failure, char **error)
 	 * must not raise an error in the worker (int8 overflow), a zero or
 	 * negative one must not make every batch fetch a token first.
 	 */
-	if (jsonb_container_get(&resp->root, "expires_in", &v) && v.type == jbvNumeric)
-	{
-		bool		overflow = false;
-		int32		given = numeric_int4_opt_error(v.val.numeric, &overflow);
-
-		expires_in = overflow ? 3600 : Min(Max(given, 60), 86400);
-	}
+	if (jsonb_container_get_int32(&resp->root, "expires_in", &given))
+		expires_in = Min(Max(given, 60), 86400);
 
 	/* renew five minutes early (or halfway through a short lifetime) */
 	expires_in = expires_in > 600 ? expires_in - 300 : expires_in / 2;
