@@ -59,10 +59,11 @@ if ! as_owner env PATH="$PGBIN:$PATH" TESTDIR="$suite" PG_REGRESS="$PGXS_DIR/src
         case "$f" in *.log) echo "---- $f (last 40 lines)"; tail -40 "$f";; esac
     done
     # Last, where a truncated CI log still shows it: which test failed and how.
+    fail_re='^not ok|Looks like you|BAIL|error running SQL|no plan was declared| died at '
     for f in "$suite"/tmp_check/log/regress_log_*; do
-        if grep -qE '^not ok|Looks like|died|BAIL' "$f"; then
+        if grep -qE "$fail_re" "$f"; then
             echo "---- $f (failed; its lines from the first failure, at most 80)"
-            grep -nE -m1 '^not ok|Looks like|died|BAIL' "$f" | cut -d: -f1 |
+            grep -nE -m1 "$fail_re" "$f" | cut -d: -f1 |
                 { read -r n; sed -n "$((n > 30 ? n - 30 : 1)),$((n + 50))p" "$f"; }
         fi
     done
