@@ -366,7 +366,7 @@ record_outcome(ResultBatch *rb, Message *m)
 		case OUTCOME_NONE:
 		case OUTCOME_REAUTH:
 		case OUTCOME_RETRY:
-			if (m->attempts >= novu_max_attempts)
+			if (m->attempts >= novu_max_attempts && !m->split_resend)
 				result_add(rb, m, "failed", reason, 0, -1,
 						   psprintf("Failed after %d attempts: %s", m->attempts, reason));
 			else
@@ -1367,6 +1367,14 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 }
 
 /*
+ * A request refused as a whole for what may be another message's fault is
+ * split (at most twice: by project, then one per message, see expo_split), and
+ * each resend is an attempt: a message refused at its last attempt alongside
+ * others still gets its resends, up to this many past novu.max_attempts.
+ */
+#define SPLIT_EXTRA_ATTEMPTS 2
+
+/*
  * Record the request keys classify() gave messages of an answered request
  * (sent[i]: the key msgs[i] went out with): a request-level error that may be
  * some messages' only, and the provider splits the request.  A message it
@@ -1396,7 +1404,8 @@ record_split_keys(Message **msgs, int n, char **sent)
 
 		if (m->request_key == sent[i])
 			continue;
-		if (m->request_key == NULL || m->outcome != OUTCOME_RETRY || m->attempts >= novu_max_attempts ||
+		if (m->request_key == NULL || m->outcome != OUTCOME_RETRY ||
+			m->attempts >= novu_max_attempts + SPLIT_EXTRA_ATTEMPTS ||
 			(sent[i] != NULL && strcmp(m->request_key, sent[i]) == 0))
 		{
 			m->request_key = sent[i];
@@ -1415,6 +1424,8 @@ record_split_keys(Message **msgs, int n, char **sent)
 	{
 		if (!ok || !written[i])
 			msgs[at[i]]->request_key = sent[at[i]];
+		else
+			msgs[at[i]]->split_resend = true;
 	}
 }
 

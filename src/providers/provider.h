@@ -78,6 +78,8 @@ typedef struct Message
 	 * or one classify() gave it to be retried apart (see ProviderOps)
 	 */
 	char	   *request_key;
+	bool		split_resend;	/* its request was split and the new key recorded: the
+								 * resend may go past novu.max_attempts (deliver.c) */
 } Message;
 
 /* An integration as the worker caches it, with its provider's private state. */

@@ -14,6 +14,8 @@
 #    sent, and no message is a configuration error.
 # 3. A group sent again and refused again is split into single messages.
 # 4. An error about the integration (401 UNAUTHORIZED) is not split.
+# 5. With novu.max_attempts 1, the group of 3 still ends as in 3: a split's
+#    resends are allowed past the last attempt (at most two of them).
 # Throughout: a message's token reaches Expo once per attempt recorded.
 use strict;
 use warnings;
@@ -185,6 +187,29 @@ COMMIT;
 	like(q1(q{SELECT string_agg(detail, '|') FROM novu.execution_details WHERE transaction_id = 'tx-auth'}),
 		qr/^Integration configuration error: UNAUTHORIZED.*\|Integration configuration error: UNAUTHORIZED/,
 		'unauthorized: as a configuration error');
+}
+
+# ===========================================================================
+# 5. Refused at its last attempt beside another message: still split
+# ===========================================================================
+{
+	NovuTest::reset_mocks($mocks);
+	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.max_attempts = 1; SELECT pg_reload_conf();});
+	ok(NovuTest::wait_for($node, q{SELECT current_setting('novu.max_attempts') = '1'}, 10), 'last attempt: novu.max_attempts is 1');
+	my ($ta, $tb, $tc) = map { "ExponentPushToken[last-$_]" } qw(a b c);
+	NovuTest::set_tokens($mocks, 'expo', 'fail:400', $tb);
+	NovuTest::set_tokens($mocks, 'expo', 'project:@other/app', $tc);
+	identify('last-1', $ta, $tb, $tc);
+	q1(q{SELECT novu.trigger('iso', '"last-1"', '{"n": 6}', '{}', 'tx-last')});
+	ok(wait_done('tx-last', 3), 'last attempt: the messages are final');
+	is(scalar @{ send_tokens() }, 5, 'last attempt: split by project, then the refused group one message each');
+	is(msg('tx-last', $ta)->{status} . ' ' . msg('tx-last', $ta)->{attempts}, 'sent 3',
+		'last attempt: the valid message of the refused group is sent, at its third attempt');
+	is(msg('tx-last', $tc)->{status} . ' ' . msg('tx-last', $tc)->{attempts}, 'sent 2',
+		"last attempt: the other project's message is sent, at its second");
+	is(msg('tx-last', $tb)->{status}, 'failed', 'last attempt: only the refused message fails');
+	sends_match_attempts('tx-last', 'last attempt: each token reached Expo once per attempt recorded');
+	$node->safe_psql('postgres', q{ALTER SYSTEM RESET novu.max_attempts; SELECT pg_reload_conf();});
 }
 
 $node->stop;
