@@ -483,6 +483,13 @@ SELECT novu.render('{% for i in (1..100000) %}{{ payload.s | slice: -1 }}{% endf
 -- many assigned variables are charged per lookup (quadratic before)
 SELECT novu.render(string_agg('{% assign v' || i || ' = 1 %}', ''), '{}') FROM generate_series(1, 40000) i;
 SELECT novu.render(string_agg('{% assign v' || i || ' = ' || i || ' %}', '') || '{{ v1 }}+{{ v300 }}', '{}') FROM generate_series(1, 300) i;
+-- uniq charges each probe: strings chosen so that their hashes (not seeded)
+-- fall in 64 of the 16,384 slots probe in long runs and hit the work limit;
+-- as many strings with spread hashes do not
+SELECT novu.render('{{ payload.a | uniq | size }}', jsonb_build_object('payload', jsonb_build_object('a',
+    (SELECT jsonb_agg('k' || i) FROM generate_series(1, 1300000) i WHERE hashtext('k' || i) & 16383 < 64))));
+SELECT novu.render('{{ payload.a | uniq | size }}', jsonb_build_object('payload', jsonb_build_object('a',
+    (SELECT jsonb_agg('k' || i) FROM generate_series(1, 5000) i))));
 RESET statement_timeout;
 
 --
@@ -500,4 +507,20 @@ SELECT novu._check_template('{{ x | base64_encode }}', 'title');
 SELECT novu.render('{% for x in xs %}{% for y in xs %}{% endfor %}{% endfor %}',
                    jsonb_build_object('xs', (SELECT jsonb_agg(i) FROM generate_series(1, 320) i)));
 SELECT novu.render('{{ x }}', '[1]');
+SELECT novu.render('{{ "%zz" | url_decode }}', '{}');
 \set VERBOSITY terse
+
+-- the SQLSTATEs: a syntax error 42601, a render limit 54000, a value a filter refuses 22023
+CREATE FUNCTION pg_temp.render_state(t text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM novu.render(t, '{}');
+    RETURN 'rendered';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE;
+END $$;
+SELECT pg_temp.render_state('{% if x %}') AS syntax,
+       pg_temp.render_state('{% for i in (1..200000) %}{% endfor %}') AS range_limit,
+       pg_temp.render_state('{% for i in (1..1000) %}{% for j in (1..1000) %}{% endfor %}{% endfor %}') AS loop_limit,
+       pg_temp.render_state('{{ "x" | append: "y" }}') AS ok,
+       pg_temp.render_state('{{ "%zz" | url_decode }}') AS bad_value,
+       pg_temp.render_state('{{ 0 | date: "%z", "Not/AZone" }}') AS bad_zone;

@@ -559,7 +559,7 @@ strftime_liquid(RenderState *st, StringInfo buf, DateParts *p, const char *f, in
 		if (fl_dash)
 			pad = 0;
 		if (pad > TEMPLATE_MAX_OUTPUT_BYTES)
-			tpl_fail(st, "date: a width of %d is over the output limit", pad);
+			tpl_fail_limit(st, "date: a width of %d is over the output limit", pad);
 		tpl_reserve(st, pad + strlen(ret));
 		append_padded(buf, ret, pad, padc);
 	}

@@ -25,26 +25,52 @@ static void render_nodes(RenderState *st, List *nodes);
 
 /* ---------- Errors and budget ---------- */
 
-/* Format an error message and unwind to template_render(). */
-void
-tpl_fail(RenderState *st, const char *fmt,...)
+static void tpl_format_error(RenderState *st, const char *fmt, va_list args) pg_attribute_printf(2, 0);
+
+/* Format st->errmsg from fmt and args. */
+static void
+tpl_format_error(RenderState *st, const char *fmt, va_list args)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
 	for (;;)
 	{
-		va_list		args;
+		va_list		copy;
 		int			needed;
 
-		va_start(args, fmt);
-		needed = appendStringInfoVA(&buf, fmt, args);
-		va_end(args);
+		va_copy(copy, args);
+		needed = appendStringInfoVA(&buf, fmt, copy);
+		va_end(copy);
 		if (needed == 0)
 			break;
 		enlargeStringInfo(&buf, needed);
 	}
 	st->errmsg = buf.data;
+}
+
+/* Fail on the data (a malformed value, a wrong argument): unwind to template_render(). */
+void
+tpl_fail(RenderState *st, const char *fmt,...)
+{
+	va_list		args;
+
+	va_start(args, fmt);
+	tpl_format_error(st, fmt, args);
+	va_end(args);
+	siglongjmp(st->fail, 1);
+}
+
+/* Fail on a render limit (work, memory, output, iterations): unwind to template_render(). */
+void
+tpl_fail_limit(RenderState *st, const char *fmt,...)
+{
+	va_list		args;
+
+	va_start(args, fmt);
+	tpl_format_error(st, fmt, args);
+	va_end(args);
+	st->over_limit = true;
 	siglongjmp(st->fail, 1);
 }
 
@@ -54,11 +80,11 @@ tpl_check_budget(RenderState *st, int64 pending)
 {
 	CHECK_FOR_INTERRUPTS();
 	if (st->work > TEMPLATE_MAX_WORK)
-		tpl_fail(st, "render work limit exceeded: more than %d units of work in one render",
+		tpl_fail_limit(st, "render work limit exceeded: more than %d units of work in one render",
 				 TEMPLATE_MAX_WORK);
 	if ((int64) MemoryContextMemAllocated(st->render_cxt, true) + st->main_out.maxlen + pending >
 		TEMPLATE_MAX_MEMORY)
-		tpl_fail(st, "render memory limit exceeded: more than %d bytes of working memory in one render",
+		tpl_fail_limit(st, "render memory limit exceeded: more than %d bytes of working memory in one render",
 				 TEMPLATE_MAX_MEMORY);
 	st->next_check = st->work + WORK_CHECK_INTERVAL;
 }
@@ -70,7 +96,7 @@ emit(RenderState *st, const char *s, int len)
 	StringInfo	out = st->out;
 
 	if (unlikely((int64) out->len + len > TEMPLATE_MAX_OUTPUT_BYTES))
-		tpl_fail(st, "rendered output exceeds the limit of 1 MB (%d bytes)",
+		tpl_fail_limit(st, "rendered output exceeds the limit of 1 MB (%d bytes)",
 				 TEMPLATE_MAX_OUTPUT_BYTES);
 	tpl_reserve(st, len);
 	if (likely(out->len + len < out->maxlen))
@@ -195,7 +221,7 @@ tpl_eval_token(RenderState *st, ValToken *t)
 				int			i;
 
 				if (count > TEMPLATE_MAX_ITERATIONS)
-					tpl_fail(st, "range (%g..%g) has more than %d elements", lo, hi - 1,
+					tpl_fail_limit(st, "range (%g..%g) has more than %d elements", lo, hi - 1,
 							 TEMPLATE_MAX_ITERATIONS);
 				tpl_reserve(st, (int64) count * sizeof(TplValue));
 				items = palloc(Max(count, 1) * sizeof(TplValue));
@@ -353,7 +379,7 @@ scratch_push(RenderState *st)
 	int			d = ++st->scratch_depth;
 
 	if (d >= MAX_SCRATCH_DEPTH)
-		tpl_fail(st, "nesting too deep");
+		tpl_fail_limit(st, "nesting too deep");
 	if (st->scratch_stack == NULL)
 	{
 		st->scratch_stack = MemoryContextAllocZero(keep_context(st),
@@ -452,7 +478,7 @@ render_for(RenderState *st, TplNode *node)
 	{
 		CHECK_FOR_INTERRUPTS();
 		if (++st->iterations > TEMPLATE_MAX_ITERATIONS)
-			tpl_fail(st, "loop iteration limit exceeded: more than %d iterations in one render",
+			tpl_fail_limit(st, "loop iteration limit exceeded: more than %d iterations in one render",
 					 TEMPLATE_MAX_ITERATIONS);
 		tpl_spend(st, WORK_PER_STEP);
 		frame.index0 = i;
@@ -623,12 +649,20 @@ render_nodes(RenderState *st, List *nodes)
 /* ---------- Public API ---------- */
 
 /*
- * Render against a jsonb object; NULL and *errmsg when a limit is exceeded.
+ * Render against a jsonb object; NULL and *errmsg when rendering fails (a
+ * limit is exceeded, or a filter refuses its value or arguments).
  * The render's work and memory are bounded by TEMPLATE_MAX_WORK and
  * TEMPLATE_MAX_MEMORY.
  */
 char *
 template_render(const Template *tpl, Jsonb *context, char **errmsg)
+{
+	return template_render_ext(tpl, context, errmsg, NULL);
+}
+
+/* template_render(), and *over_limit (if not NULL): whether a failure is a render limit. */
+char *
+template_render_ext(const Template *tpl, Jsonb *context, char **errmsg, bool *over_limit)
 {
 	/* kept across renders and reset at the start of each: no context to create per render */
 	static MemoryContext render_cxt = NULL;
@@ -654,6 +688,7 @@ template_render(const Template *tpl, Jsonb *context, char **errmsg)
 	st->scratch_depth = 0;
 	st->break_called = st->continue_called = false;
 	st->iterations = 0;
+	st->over_limit = false;
 	st->work = 0;
 	st->next_check = WORK_CHECK_INTERVAL;
 	initStringInfo(&st->main_out);
@@ -661,6 +696,8 @@ template_render(const Template *tpl, Jsonb *context, char **errmsg)
 	{
 		MemoryContextSwitchTo(callercxt);
 		*errmsg = pstrdup(st->errmsg);
+		if (over_limit)
+			*over_limit = st->over_limit;
 		MemoryContextReset(render_cxt);
 		pfree(st->main_out.data);
 		return NULL;

@@ -39,6 +39,7 @@ novu_render(PG_FUNCTION_ARGS)
 	Template   *tpl;
 	char	   *msg;
 	char	   *out;
+	bool		over_limit;
 
 	if (!JB_ROOT_IS_OBJECT(context))
 		ereport(ERROR,
@@ -55,10 +56,15 @@ novu_render(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_SYNTAX_ERROR),
 				 errmsg("invalid template: %s", msg),
 				 errhint("%s", TEMPLATE_HINT)));
-	out = template_render(tpl, context, &msg);
-	if (out == NULL)
+	out = template_render_ext(tpl, context, &msg, &over_limit);
+	if (out == NULL && !over_limit)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid template: %s", msg),
+				 errhint("A filter refused the value or the arguments it was given here.")));
+	if (out == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("invalid template: %s", msg),
 				 errhint("Rendering is limited to %d bytes of output, %d loop iterations, %d units of work (a byte a filter or comparison handles is one) and %d bytes of working memory.",
 						 TEMPLATE_MAX_OUTPUT_BYTES, TEMPLATE_MAX_ITERATIONS,

@@ -53,6 +53,7 @@ extern Template *template_parse(const char *src, int len, char **errmsg);
  * NULL with *errmsg set when a limit is exceeded.
  */
 extern char *template_render(const Template *tpl, Jsonb *context, char **errmsg);
+extern char *template_render_ext(const Template *tpl, Jsonb *context, char **errmsg, bool *over_limit);
 
 /* True if src holds no template syntax ("{{" or "{%"): it renders as itself. */
 extern bool template_is_static(const char *src, int len);

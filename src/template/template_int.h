@@ -198,6 +198,7 @@ typedef struct RenderState
 	int64		next_check;
 	sigjmp_buf	fail;
 	char	   *errmsg;
+	bool		over_limit;		/* the failure is a limit (work, memory, output, ...) */
 } RenderState;
 
 /* Work units (see template.h) */
@@ -207,6 +208,7 @@ typedef struct RenderState
 #define WORK_CHECK_INTERVAL	65536
 
 extern void tpl_fail(RenderState *st, const char *fmt,...) pg_attribute_printf(2, 3) pg_attribute_noreturn();
+extern void tpl_fail_limit(RenderState *st, const char *fmt,...) pg_attribute_printf(2, 3) pg_attribute_noreturn();
 extern void tpl_check_budget(RenderState *st, int64 pending);
 
 /* Spend units of work, checking the budgets every WORK_CHECK_INTERVAL units. */
