@@ -277,6 +277,29 @@ SELECT novu.feed('fd-ann') -> 'totalCount' AS ann_total, novu.feed('fd-eve') -> 
 SELECT pg_temp.err($$SELECT novu.delete_messages('')$$);
 
 ------------------------------------------------------------------------------
+-- delete_subscriber takes the feed with it: a subscriber made later with the
+-- same id starts with an empty feed; a message claimed before the deletion and
+-- stored after it is canceled, not stored
+------------------------------------------------------------------------------
+SELECT novu.identify('fd-gone', '{"firstName": "Gone"}') ->> 'subscriberId';
+SELECT novu.trigger('fd-plain', '"fd-gone"', '{}', '{}', 'fd-tx-gone-1') ->> 'status';
+SELECT pg_temp.deliver() AS delivered;
+SELECT novu.feed('fd-gone') -> 'totalCount' AS before, novu.feed('fd-gone') #>> '{data,0,content}' AS content;
+SELECT novu.trigger('fd-plain', '"fd-gone"', '{}', '{}', 'fd-tx-gone-2') ->> 'status';
+CREATE TEMP TABLE gone_lease AS
+    SELECT * FROM novu._fanout(1000, 1000, 60000, 0, 1) x WHERE x.id IS NOT NULL AND x.workflow_id LIKE 'fd-%';
+SELECT count(*) AS claimed FROM gone_lease;
+SELECT novu.delete_subscriber('fd-gone');
+SELECT count(*) AS feed_rows_left FROM novu.in_app_messages WHERE subscriber_id = 'fd-gone';
+SELECT novu._store_in_app(array_agg(id), array_agg(attempts), array_agg('s'::text), array_agg('stored after the deletion'::text),
+                          array_agg(NULL::text)) AS stored
+  FROM gone_lease;
+SELECT status, last_error FROM novu.deliveries WHERE transaction_id = 'fd-tx-gone-2';
+SELECT detail FROM novu.execution_details WHERE transaction_id = 'fd-tx-gone-2' AND detail LIKE 'Message canceled%';
+SELECT novu.identify('fd-gone') ->> 'subscriberId';
+SELECT novu.feed('fd-gone') -> 'totalCount' AS new_subscriber_total, novu.unseen_count('fd-gone') AS new_subscriber_unseen;
+
+------------------------------------------------------------------------------
 -- roles: the app role calls the feed and activity functions; others cannot
 ------------------------------------------------------------------------------
 CREATE ROLE novu_feed_app LOGIN IN ROLE novu_app;

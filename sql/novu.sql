@@ -1111,14 +1111,18 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     found_it boolean;
+    feed_rows integer;
 BEGIN
+    PERFORM novu._check_id(delete_subscriber.subscriber_id, 'subscriber_id');
     DELETE FROM novu.subscribers s WHERE s.subscriber_id = delete_subscriber.subscriber_id;
     found_it := FOUND;
     -- a trigger made before now and not fanned out yet must not create it
     -- again (the fan-out creates missing recipients); also when it does not
     -- exist yet because that trigger's fan-out has not run
     INSERT INTO novu.subscriber_deletions AS x (subscriber_id, deleted_at, last_event_id)
-    SELECT delete_subscriber.subscriber_id, now(), q.last_value FROM novu.events_id_seq q
+    SELECT delete_subscriber.subscriber_id, now(),
+           CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END
+      FROM novu.events_id_seq q
     ON CONFLICT ON CONSTRAINT subscriber_deletions_pkey
     DO UPDATE SET deleted_at = excluded.deleted_at, last_event_id = excluded.last_event_id;
     IF found_it THEN
@@ -1159,10 +1163,24 @@ BEGIN
                c.provider_id, 'Warning', 'Message canceled: subscriber deleted'
           FROM c;
     END IF;
+    -- Its in-app feed goes with it: a subscriber made later with the same id
+    -- starts with an empty feed (in Novu, a new subscriber has a new _id).
+    -- Locked in feed order first, as the mark functions lock; a worker storing
+    -- a message for it holds its row (novu._store_in_app), and the DELETE
+    -- above waited for that worker: this statement sees what it stored.
+    PERFORM FROM novu.in_app_messages m
+      WHERE m.subscriber_id = delete_subscriber.subscriber_id
+      ORDER BY m.created_at DESC, m.id DESC
+      FOR UPDATE;
+    DELETE FROM novu.in_app_messages m WHERE m.subscriber_id = delete_subscriber.subscriber_id;
+    GET DIAGNOSTICS feed_rows = ROW_COUNT;
+    IF feed_rows > 0 THEN
+        PERFORM novu._notify_in_app(delete_subscriber.subscriber_id);
+    END IF;
     RETURN found_it;
 END
 $$;
-COMMENT ON FUNCTION novu.delete_subscriber(text) IS 'Delete a subscriber with its credentials and preferences; pending deliveries and waiting delays and digests are canceled, history stays; false if unknown';
+COMMENT ON FUNCTION novu.delete_subscriber(text) IS 'Delete a subscriber with its credentials, preferences and in-app feed; pending deliveries and waiting delays and digests are canceled, the activity history stays; false if unknown';
 
 CREATE FUNCTION novu.list_subscribers(page integer DEFAULT 0, page_size integer DEFAULT 10)
 RETURNS jsonb
@@ -3761,6 +3779,13 @@ DECLARE
     feed_subscribers text[];
 BEGIN
     PERFORM novu._check_id(delete_messages.transaction_id, 'transaction_id');
+    -- the feed rows locked in feed order first, as the mark functions lock
+    -- theirs: deleted in the table's order, two rows of one feed could be
+    -- taken in the other order than novu.mark_all_as takes them (a deadlock)
+    PERFORM FROM novu.in_app_messages m
+      WHERE m.transaction_id = delete_messages.transaction_id
+      ORDER BY m.created_at DESC, m.id DESC
+      FOR UPDATE;
     WITH d AS (
         DELETE FROM novu.deliveries d WHERE d.transaction_id = delete_messages.transaction_id RETURNING d.id
     ),
@@ -5241,7 +5266,10 @@ COMMENT ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], t
 -- as in _record: a message is stored once), the feed row is written with the
 -- step's cta, actions, avatar and feed id, the trigger's payload and the actor's
 -- public profile, "Message created" goes to the activity log, and each
--- subscriber's unseen count is notified on novu_in_app at commit.  Returns the
+-- subscriber's unseen count is notified on novu_in_app at commit.  A message
+-- whose subscriber was deleted meanwhile is not stored: it is canceled (the
+-- subscriber's row is held while stored ones are written, so that
+-- novu.delete_subscriber, which deletes the feed, waits).  Returns the
 -- messages stored.
 CREATE FUNCTION novu._store_in_app(p_ids bigint[], p_attempts integer[], p_subjects text[], p_contents text[],
                                    p_urls text[])
@@ -5265,6 +5293,9 @@ BEGIN
           FROM r CROSS JOIN LATERAL (SELECT x.ctid AS tid FROM novu.deliveries x
                                       WHERE x.id = r.id AND x.attempts = r.attempts
                                         AND x.status || '' = 'sending'
+                                        AND EXISTS (SELECT FROM novu.subscribers s
+                                                     WHERE s.subscriber_id = x.subscriber_id
+                                                       FOR KEY SHARE)
                                       OFFSET 0) l
          WHERE d.ctid = l.tid
         RETURNING d.id, d.transaction_id, d.workflow_id, d.subscriber_id, d.step_index, r.subject, r.content, r.url
@@ -5300,6 +5331,23 @@ BEGIN
                                             status, detail)
         SELECT u.transaction_id, u.id, u.subscriber_id, u.workflow_id, 'in_app', 'Success', 'Message created'
           FROM upd u
+    ),
+    -- claimed before its subscriber was deleted: not stored (its feed went
+    -- with it), canceled as novu.delete_subscriber cancels the pending ones
+    gone AS (
+        UPDATE novu.deliveries d
+           SET status = 'canceled', last_error = 'Subscriber deleted', lease_until = NULL, updated_at = now()
+          FROM r
+         WHERE d.id = r.id AND d.attempts = r.attempts AND d.status = 'sending'
+           AND NOT EXISTS (SELECT FROM novu.subscribers s WHERE s.subscriber_id = d.subscriber_id)
+        RETURNING d.id, d.transaction_id, d.workflow_id, d.subscriber_id
+    ),
+    gone_log AS (
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id, channel,
+                                            status, detail)
+        SELECT g.transaction_id, g.id, g.subscriber_id, g.workflow_id, 'in_app', 'Warning',
+               'Message canceled: subscriber deleted'
+          FROM gone g
     )
     SELECT array_agg(DISTINCT i.subscriber_id), count(*) INTO subs, n FROM ins i;
     PERFORM novu._notify_in_app(s) FROM unnest(subs) s;

@@ -46,6 +46,13 @@ SELECT subscriber_id FROM novu.subscribers WHERE subscriber_id LIKE 'bulk-%' ORD
 
 -- delete: true, then false
 SELECT novu.delete_subscriber('bulk-4'), novu.delete_subscriber('bulk-4');
+-- delete: the id is checked as identify checks it, and nothing is written
+SELECT novu.delete_subscriber('');
+SELECT novu.delete_subscriber(NULL);
+SELECT novu.delete_subscriber(E'ctl\x01char');
+SELECT novu.delete_subscriber(repeat('x', 256));
+SELECT count(*) AS deletions_written FROM novu.subscriber_deletions
+ WHERE subscriber_id IN ('', E'ctl\x01char', repeat('x', 256));
 
 -- a rolled-back identify leaves nothing
 BEGIN;
