@@ -22,6 +22,15 @@ SELECT novu.trigger('lim-wf', '"lim-user"', (repeat('{"a":', 65) || '1' || repea
 SELECT novu.trigger('lim-wf', '"lim-user"', (repeat('{"a":', 63) || '1' || repeat('}', 63))::jsonb) ->> 'status';
 -- a 1,000-level payload is refused without exhausting the stack
 SELECT novu.trigger('lim-wf', '"lim-user"', ('{"a": ' || repeat('[', 1000) || repeat(']', 1000) || '}')::jsonb);
+-- numbers count as the text they are written out as: 1e131071 is a few bytes
+-- stored and 131,072 characters sent (1,780 of them in 43 kB once took a
+-- worker to 3.2 GB, and failed the other messages of its request)
+SELECT novu.trigger('lim-wf', '"lim-user"', (SELECT jsonb_object_agg('k' || i, 1e131071) FROM generate_series(1, 1780) i));
+SELECT novu.trigger('lim-wf', '"lim-user"', jsonb_build_object('a', (SELECT jsonb_agg(1e-16000) FROM generate_series(1, 20))));
+SELECT novu.trigger('lim-wf', '"lim-user"', jsonb_build_object('x', 1e131071, 'y', repeat('a', 140000)));
+SELECT novu.trigger('lim-wf', '"lim-user"', overrides => jsonb_build_object('fcm', jsonb_build_object('data', jsonb_build_object('n', 1e70000))));
+SELECT novu.identify('lim-user', jsonb_build_object('data', jsonb_build_object('n', 1e70000))) IS NOT NULL;
+SELECT novu.trigger('lim-wf', '"lim-user"', (SELECT jsonb_object_agg('k' || i, 1e1000) FROM generate_series(1, 200) i)) ->> 'status';
 -- nothing was written by the refused calls
 SELECT count(*) AS lim_events FROM novu.events WHERE workflow_id = 'lim-wf';
 SELECT count(*) AS lim_subscribers FROM novu.subscribers WHERE subscriber_id IN ('lim-actor', 'lim-big', 'lim-1');

@@ -411,7 +411,7 @@ COMMENT ON TABLE novu.execution_details IS 'Activity log: one row per step event
 -- counted up to a limit, never over a subscriber's whole history.
 CREATE TABLE novu.in_app_messages (
     id              bigint PRIMARY KEY,
-    subscriber_id   text COLLATE "C" NOT NULL,
+    subscriber_id   text COLLATE "C" NOT NULL REFERENCES novu.subscribers ON DELETE CASCADE,
     transaction_id  text COLLATE "C" NOT NULL,
     workflow_id     text COLLATE "C" NOT NULL,
     feed_identifier text COLLATE "C",
@@ -1114,6 +1114,15 @@ DECLARE
     feed_rows integer;
 BEGIN
     PERFORM novu._check_id(delete_subscriber.subscriber_id, 'subscriber_id');
+    -- Its in-app feed goes with it (the foreign key's cascade): a subscriber
+    -- made later with the same id starts with an empty feed, as a new Novu
+    -- subscriber has a new _id.  The rows are locked in feed order first, as
+    -- the mark functions lock them (the cascade takes them in the table's).
+    PERFORM FROM novu.in_app_messages m
+      WHERE m.subscriber_id = delete_subscriber.subscriber_id
+      ORDER BY m.created_at DESC, m.id DESC
+      FOR UPDATE;
+    GET DIAGNOSTICS feed_rows = ROW_COUNT;
     DELETE FROM novu.subscribers s WHERE s.subscriber_id = delete_subscriber.subscriber_id;
     found_it := FOUND;
     -- a trigger made before now and not fanned out yet must not create it
@@ -1163,17 +1172,6 @@ BEGIN
                c.provider_id, 'Warning', 'Message canceled: subscriber deleted'
           FROM c;
     END IF;
-    -- Its in-app feed goes with it: a subscriber made later with the same id
-    -- starts with an empty feed (in Novu, a new subscriber has a new _id).
-    -- Locked in feed order first, as the mark functions lock; a worker storing
-    -- a message for it holds its row (novu._store_in_app), and the DELETE
-    -- above waited for that worker: this statement sees what it stored.
-    PERFORM FROM novu.in_app_messages m
-      WHERE m.subscriber_id = delete_subscriber.subscriber_id
-      ORDER BY m.created_at DESC, m.id DESC
-      FOR UPDATE;
-    DELETE FROM novu.in_app_messages m WHERE m.subscriber_id = delete_subscriber.subscriber_id;
-    GET DIAGNOSTICS feed_rows = ROW_COUNT;
     IF feed_rows > 0 THEN
         PERFORM novu._notify_in_app(delete_subscriber.subscriber_id);
     END IF;
@@ -5102,7 +5100,10 @@ BEGIN
             IF b.kind = 'broadcast' THEN
                 SELECT array_agg(s.subscriber_id ORDER BY s.subscriber_id) INTO chunk
                   FROM (SELECT sub.subscriber_id FROM novu.subscribers sub
-                         WHERE b.cursor IS NULL OR sub.subscriber_id > b.cursor
+                         -- an index condition: the chunk starts at the cursor (an OR
+                         -- with "cursor IS NULL" made it a filter, every chunk
+                         -- scanning from the first subscriber: a broadcast O(n^2))
+                         WHERE sub.subscriber_id > COALESCE(b.cursor, '')
                          ORDER BY sub.subscriber_id LIMIT budget) s;
             ELSE
                 chunk := NULLIF(novu._topic_chunk(b.recipients, b.topics,
@@ -5267,9 +5268,9 @@ COMMENT ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], t
 -- step's cta, actions, avatar and feed id, the trigger's payload and the actor's
 -- public profile, "Message created" goes to the activity log, and each
 -- subscriber's unseen count is notified on novu_in_app at commit.  A message
--- whose subscriber was deleted meanwhile is not stored: it is canceled (the
--- subscriber's row is held while stored ones are written, so that
--- novu.delete_subscriber, which deletes the feed, waits).  Returns the
+-- whose subscriber was deleted meanwhile is not stored: it is canceled (and
+-- the feed's foreign key holds the subscriber while a stored one is written:
+-- a deletion running at that moment waits, then deletes it too).  Returns the
 -- messages stored.
 CREATE FUNCTION novu._store_in_app(p_ids bigint[], p_attempts integer[], p_subjects text[], p_contents text[],
                                    p_urls text[])
@@ -5294,8 +5295,7 @@ BEGIN
                                       WHERE x.id = r.id AND x.attempts = r.attempts
                                         AND x.status || '' = 'sending'
                                         AND EXISTS (SELECT FROM novu.subscribers s
-                                                     WHERE s.subscriber_id = x.subscriber_id
-                                                       FOR KEY SHARE)
+                                                     WHERE s.subscriber_id = x.subscriber_id)
                                       OFFSET 0) l
          WHERE d.ctid = l.tid
         RETURNING d.id, d.transaction_id, d.workflow_id, d.subscriber_id, d.step_index, r.subject, r.content, r.url

@@ -340,24 +340,55 @@ jsonb_depth(JsonbContainer *c, int limit)
 }
 
 /*
+ * The bytes of JSON text of the numbers in a jsonb value, counted until they
+ * pass stop_at.  A number's text is not bounded by its binary size: 1e131071
+ * is a few bytes stored and 131,072 characters written out.
+ */
+static Size
+jsonb_numbers_text_len(JsonbContainer *c, Size stop_at)
+{
+	JsonbIterator *it = JsonbIteratorInit(c);
+	JsonbIteratorToken tok;
+	JsonbValue	v;
+	Size		len = 0;
+
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if ((tok == WJB_VALUE || tok == WJB_ELEM) && v.type == jbvNumeric)
+		{
+			char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+
+			len += strlen(text);
+			pfree(text);
+			if (len > stop_at)
+				break;
+		}
+	}
+	return len;
+}
+
+/*
  * Raise unless the value's JSON text has at most max_bytes bytes and its
- * containers nest at most NOVU_MAX_JSON_DEPTH deep.  The text of a jsonb is
- * at most about six times its binary size (a control character becomes
- * "\u0001"), so small values skip the conversion to text.
+ * containers nest at most NOVU_MAX_JSON_DEPTH deep.  Apart from numbers, the
+ * text of a jsonb is at most about six times its binary size (a control
+ * character becomes "\u0001"): the numbers are written out first (stopping
+ * past the limit), and only values that may then be too long are written out
+ * whole.
  */
 void
 novu_check_json_size(Jsonb *value, const char *field, int max_bytes)
 {
 	Size		binary = VARSIZE(value);
+	Size		numbers = jsonb_numbers_text_len(&value->root, (Size) max_bytes);
+	Size		textlen = numbers;
 
-	Size		textlen = 0;
-
-	if (binary * 6 > (Size) max_bytes)
+	if (numbers <= (Size) max_bytes && binary * 6 + numbers > (Size) max_bytes)
 		textlen = strlen(JsonbToCString(NULL, &value->root, binary));
 	if (textlen > (Size) max_bytes)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("%s is too large (%zu bytes as JSON text)", field, textlen),
+				 errmsg("%s is too large (%s%zu bytes as JSON text)", field,
+						numbers > (Size) max_bytes ? "at least " : "", textlen),
 				 errdetail("The limit is %d bytes as JSON text.", max_bytes),
 				 errhint("Keep large data in your tables and pass its key instead.")));
 	/* each level costs a container header and an entry: small values are shallow */
