@@ -408,3 +408,150 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION novu._fanout(integer, integer, integer, integer, integer, bigint) IS 'Internal (workers): create the missing recipients of pending triggers, fan the triggers out, then chunks of broadcasts and topic triggers, into deliveries; returns the messages leased to the caller, then one row with the count handled';
+
+-- Control characters are the C0 and C1 ones (U+0001..U+001F, U+007F..U+009F),
+-- whatever the database's locale says [[:cntrl:]] is: the same rule as
+-- novu.trigger's (which let U+0080..U+009F through before).
+CREATE OR REPLACE FUNCTION novu._check_id(value text, field text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL OR value = '' THEN
+        RAISE EXCEPTION '% must not be empty', field
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Give a %s of 1 to 255 characters.', field);
+    END IF;
+    IF length(value) > 255 THEN
+        RAISE EXCEPTION '% is too long (% characters)', field, length(value)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('A %s has at most 255 characters.', field);
+    END IF;
+    IF value ~ '[\u0001-\u001f\u007f-\u009f]' THEN
+        RAISE EXCEPTION '% must not contain control characters', field
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Use printable characters in %s.', field);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_id(text, text) IS 'Internal: raise unless the identifier has 1 to 255 characters and no control characters';
+CREATE OR REPLACE FUNCTION novu.import_subscribers()
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n_total bigint;
+    n_rejected bigint;
+    n_created bigint;
+    n_updated bigint;
+BEGIN
+    -- Wait for COPYs in progress; block new ones until this transaction ends.
+    LOCK TABLE novu.subscriber_import IN EXCLUSIVE MODE;
+
+    CREATE TEMP TABLE pg_temp.novu_import_checked ON COMMIT DROP AS
+    SELECT i.line, i.sid, i.first_name, i.last_name, i.email, i.phone, i.locale, i.avatar,
+           i.timezone, i.data_text,
+           CASE WHEN i.row_bytes <= 65536 THEN novu._parse_object(i.data_text) END AS data,
+           CASE
+               WHEN i.sid IS NULL THEN 'missing subscriberId'
+               WHEN i.row_bytes > 65536 THEN 'row is larger than 64 KiB'
+               WHEN length(i.sid) > 255 THEN 'subscriberId longer than 255 characters'
+               WHEN i.sid ~ '[\u0001-\u001f\u007f-\u009f]' THEN 'subscriberId contains control characters'
+               WHEN i.email IS NOT NULL AND i.email !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$'
+                   THEN 'invalid email format'
+               WHEN i.locale IS NOT NULL AND i.locale !~ '^[a-zA-Z]{2}(-[a-zA-Z]{2})?$'
+                   THEN 'invalid locale format'
+               WHEN i.data_text IS NOT NULL AND novu._parse_object(i.data_text) IS NULL
+                   THEN 'data is not a JSON object'
+           END AS reason
+      FROM (SELECT line,
+                   nullif(btrim(s."subscriberId"), '') AS sid,
+                   nullif(btrim(s."firstName"), '') AS first_name,
+                   nullif(btrim(s."lastName"), '') AS last_name,
+                   nullif(btrim(s.email), '') AS email,
+                   nullif(btrim(s.phone), '') AS phone,
+                   nullif(btrim(s.locale), '') AS locale,
+                   nullif(btrim(s.avatar), '') AS avatar,
+                   nullif(btrim(s.timezone), '') AS timezone,
+                   nullif(btrim(s.data), '') AS data_text,
+                   COALESCE(octet_length(s."subscriberId"), 0) + COALESCE(octet_length(s."firstName"), 0)
+                   + COALESCE(octet_length(s."lastName"), 0) + COALESCE(octet_length(s.email), 0)
+                   + COALESCE(octet_length(s.phone), 0) + COALESCE(octet_length(s.locale), 0)
+                   + COALESCE(octet_length(s.avatar), 0) + COALESCE(octet_length(s.timezone), 0)
+                   + COALESCE(octet_length(s.data), 0) AS row_bytes
+              FROM novu.subscriber_import s) i;
+    GET DIAGNOSTICS n_total = ROW_COUNT;
+
+    -- A subscriberId appearing twice: the last line wins, earlier ones are rejected.
+    UPDATE pg_temp.novu_import_checked c
+       SET reason = 'duplicate subscriberId (a later line wins)'
+      FROM (SELECT sid, max(line) AS last_line
+              FROM pg_temp.novu_import_checked
+             WHERE reason IS NULL
+             GROUP BY sid HAVING count(*) > 1) d
+     WHERE c.reason IS NULL AND c.sid = d.sid AND c.line < d.last_line;
+
+    INSERT INTO novu.subscriber_import_rejects (line, subscriber_id, reason, row_data)
+    SELECT line, sid, reason,
+           jsonb_strip_nulls(jsonb_build_object('subscriberId', sid, 'firstName', first_name,
+               'lastName', last_name, 'email', email, 'phone', phone, 'locale', locale,
+               'avatar', avatar, 'timezone', timezone, 'data', data_text))
+      FROM pg_temp.novu_import_checked
+     WHERE reason IS NOT NULL;
+    GET DIAGNOSTICS n_rejected = ROW_COUNT;
+
+    WITH up AS (
+        INSERT INTO novu.subscribers AS s
+               (subscriber_id, email, first_name, last_name, phone, avatar, locale, timezone, data)
+        SELECT sid, email, first_name, last_name, phone, avatar, locale, timezone, COALESCE(data, '{}')
+          FROM pg_temp.novu_import_checked
+         WHERE reason IS NULL
+        ON CONFLICT (subscriber_id) DO UPDATE SET
+            email      = COALESCE(excluded.email, s.email),
+            first_name = COALESCE(excluded.first_name, s.first_name),
+            last_name  = COALESCE(excluded.last_name, s.last_name),
+            phone      = COALESCE(excluded.phone, s.phone),
+            avatar     = COALESCE(excluded.avatar, s.avatar),
+            locale     = COALESCE(excluded.locale, s.locale),
+            timezone   = COALESCE(excluded.timezone, s.timezone),
+            data       = CASE WHEN excluded.data = '{}' THEN s.data ELSE excluded.data END,
+            updated_at = now()
+        RETURNING (xmax = 0) AS created)
+    SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created)
+      INTO n_created, n_updated
+      FROM up;
+
+    TRUNCATE novu.subscriber_import RESTART IDENTITY;
+    DROP TABLE pg_temp.novu_import_checked;
+
+    RETURN jsonb_build_object('total', n_total, 'created', n_created, 'updated', n_updated,
+                              'rejected', n_rejected);
+END
+$$;
+COMMENT ON FUNCTION novu.import_subscribers() IS 'Validate and upsert every row COPYed into novu.subscriber_import, set-based; bad rows go to novu.subscriber_import_rejects with the reason';
+CREATE OR REPLACE FUNCTION novu._check_topic_name(value text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL OR btrim(value) = '' THEN
+        RAISE EXCEPTION 'name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give a name of 1 to 255 characters (create_topic uses the key when the name is null).';
+    END IF;
+    IF length(value) > 255 THEN
+        RAISE EXCEPTION 'name is too long (% characters)', length(value)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A topic name has at most 255 characters.';
+    END IF;
+    IF value ~ '[\u0001-\u001f\u007f-\u009f]' THEN
+        RAISE EXCEPTION 'name must not contain control characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use printable characters in name.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION novu._check_topic_name(text) IS 'Internal: raise unless the topic name has 1 to 255 characters and no control characters';

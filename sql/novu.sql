@@ -706,7 +706,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('A %s has at most 255 characters.', field);
     END IF;
-    IF value ~ '[[:cntrl:]]' THEN
+    IF value ~ '[\u0001-\u001f\u007f-\u009f]' THEN
         RAISE EXCEPTION '% must not contain control characters', field
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('Use printable characters in %s.', field);
@@ -1303,7 +1303,7 @@ BEGIN
                WHEN i.sid IS NULL THEN 'missing subscriberId'
                WHEN i.row_bytes > 65536 THEN 'row is larger than 64 KiB'
                WHEN length(i.sid) > 255 THEN 'subscriberId longer than 255 characters'
-               WHEN i.sid ~ '[[:cntrl:]]' THEN 'subscriberId contains control characters'
+               WHEN i.sid ~ '[\u0001-\u001f\u007f-\u009f]' THEN 'subscriberId contains control characters'
                WHEN i.email IS NOT NULL AND i.email !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$'
                    THEN 'invalid email format'
                WHEN i.locale IS NOT NULL AND i.locale !~ '^[a-zA-Z]{2}(-[a-zA-Z]{2})?$'
@@ -2394,7 +2394,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A topic name has at most 255 characters.';
     END IF;
-    IF value ~ '[[:cntrl:]]' THEN
+    IF value ~ '[\u0001-\u001f\u007f-\u009f]' THEN
         RAISE EXCEPTION 'name must not contain control characters'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use printable characters in name.';

@@ -71,6 +71,16 @@ SELECT novu.trigger('order-shipped', '"user-1"', jsonb_build_object('b', repeat(
 SELECT novu.trigger('order-shipped', '"user-1"', jsonb_build_object('b', repeat(E'\u0001', 50000)), '{}', 'tx-escaped');
 
 -- errors, each writes nothing
+-- control characters in a subscriberId or transactionId, C1 ones too (U+0085),
+-- as identify refuses them
+SELECT novu.trigger('order-shipped', to_jsonb(E'ctl\u0085x'::text));
+SELECT novu.trigger('order-shipped', to_jsonb(E'ctl\u0009x'::text));
+SELECT novu.trigger('order-shipped', '"user-1"', '{}', '{}', E'tx\u009fc1');
+SELECT novu.identify(E'ctl\u0085y');
+-- (printable characters beyond ASCII are fine; rolled back, as counts follow)
+BEGIN;
+SELECT novu.trigger('order-shipped', to_jsonb(E'caf\u00e9 \u2603'::text), '{}', '{}', 'tx-printable-unicode') ->> 'status';
+ROLLBACK;
 SELECT novu.trigger('no-such-workflow', '"user-1"');
 SELECT novu.trigger(NULL, '"user-1"');
 SELECT novu.trigger('order-shipped', NULL);

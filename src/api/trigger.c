@@ -80,9 +80,10 @@ novu_check_identifier(const char *value, const char *field)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s is too long (%d characters)", field, pg_mbstrlen(value)),
 				 errhint("A %s has at most 255 characters.", field)));
+	/* the C0 and C1 controls (U+0080..U+009F: 0xC2 0x80..0x9F), as novu._check_id */
 	for (p = (const unsigned char *) value; *p; p++)
 	{
-		if (*p < 0x20 || *p == 0x7f)
+		if (*p < 0x20 || *p == 0x7f || (p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s must not contain control characters", field),
