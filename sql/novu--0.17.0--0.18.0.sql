@@ -13,16 +13,20 @@
 -- A feed row references its subscriber, and goes with it: a subscriber made
 -- later with the same id starts with an empty feed (in Novu a new subscriber
 -- has a new _id).  The rows of subscribers deleted before (kept until now) go.
+-- Both tables are locked first (the key's check would take this lock anyway):
+-- a subscriber deleted, or a feed row stored, between the DELETE and the
+-- check would fail the update.
+LOCK TABLE novu.subscribers, novu.in_app_messages IN SHARE ROW EXCLUSIVE MODE;
 DELETE FROM novu.in_app_messages m
  WHERE NOT EXISTS (SELECT FROM novu.subscribers s WHERE s.subscriber_id = m.subscriber_id);
 ALTER TABLE novu.in_app_messages
     ADD CONSTRAINT in_app_messages_subscriber_id_fkey FOREIGN KEY (subscriber_id)
         REFERENCES novu.subscribers ON DELETE CASCADE;
 
--- delete_subscriber checks the id it is given, locks the feed rows in feed
--- order before the cascade deletes them, and records the last event id made
--- before it right (a fresh sequence's last_value is the next id, not one
--- handed out).
+-- delete_subscriber checks the id it is given (one stored before can still be
+-- deleted), locks the subscriber, then its feed rows in feed order, before the
+-- cascade deletes them, and records the last event id made before it right (a
+-- fresh sequence's last_value is the next id, not one handed out).
 CREATE OR REPLACE FUNCTION novu.delete_subscriber(subscriber_id text)
 RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
@@ -32,7 +36,17 @@ DECLARE
     found_it boolean;
     feed_rows integer;
 BEGIN
-    PERFORM novu._check_id(delete_subscriber.subscriber_id, 'subscriber_id');
+    -- An exact lookup: an id stored before control characters were refused
+    -- (U+0080..U+009F, before 0.18.0) can still be deleted; a new one is checked
+    -- as identify checks it, and nothing is written for a refused one.
+    IF delete_subscriber.subscriber_id IS NULL OR delete_subscriber.subscriber_id = ''
+       OR length(delete_subscriber.subscriber_id) > 255
+       OR NOT EXISTS (SELECT FROM novu.subscribers s WHERE s.subscriber_id = delete_subscriber.subscriber_id) THEN
+        PERFORM novu._check_id(delete_subscriber.subscriber_id, 'subscriber_id');
+    END IF;
+    -- The subscriber's row first: a worker storing an in-app message for it
+    -- holds it (the feed's foreign key) and is waited for; then none can.
+    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = delete_subscriber.subscriber_id FOR UPDATE;
     -- Its in-app feed goes with it (the foreign key's cascade): a subscriber
     -- made later with the same id starts with an empty feed, as a new Novu
     -- subscriber has a new _id.  The rows are locked in feed order first, as
@@ -201,9 +215,13 @@ BEGIN
     gone AS (
         UPDATE novu.deliveries d
            SET status = 'canceled', last_error = 'Subscriber deleted', lease_until = NULL, updated_at = now()
-          FROM r
-         WHERE d.id = r.id AND d.attempts = r.attempts AND d.status = 'sending'
-           AND NOT EXISTS (SELECT FROM novu.subscribers s WHERE s.subscriber_id = d.subscriber_id)
+          FROM r CROSS JOIN LATERAL (SELECT x.ctid AS tid FROM novu.deliveries x
+                                      WHERE x.id = r.id AND x.attempts = r.attempts
+                                        AND x.status || '' = 'sending'
+                                        AND NOT EXISTS (SELECT FROM novu.subscribers s
+                                                         WHERE s.subscriber_id = x.subscriber_id)
+                                      OFFSET 0) l
+         WHERE d.ctid = l.tid
         RETURNING d.id, d.transaction_id, d.workflow_id, d.subscriber_id
     ),
     gone_log AS (
@@ -428,7 +446,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('A %s has at most 255 characters.', field);
     END IF;
-    IF value ~ '[\u0001-\u001f\u007f-\u009f]' THEN
+    IF value ~ E'[\\u0001-\\u001f\\u007f-\\u009f]' THEN
         RAISE EXCEPTION '% must not contain control characters', field
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('Use printable characters in %s.', field);
@@ -458,7 +476,7 @@ BEGIN
                WHEN i.sid IS NULL THEN 'missing subscriberId'
                WHEN i.row_bytes > 65536 THEN 'row is larger than 64 KiB'
                WHEN length(i.sid) > 255 THEN 'subscriberId longer than 255 characters'
-               WHEN i.sid ~ '[\u0001-\u001f\u007f-\u009f]' THEN 'subscriberId contains control characters'
+               WHEN i.sid ~ E'[\\u0001-\\u001f\\u007f-\\u009f]' THEN 'subscriberId contains control characters'
                WHEN i.email IS NOT NULL AND i.email !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$'
                    THEN 'invalid email format'
                WHEN i.locale IS NOT NULL AND i.locale !~ '^[a-zA-Z]{2}(-[a-zA-Z]{2})?$'
@@ -547,7 +565,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A topic name has at most 255 characters.';
     END IF;
-    IF value ~ '[\u0001-\u001f\u007f-\u009f]' THEN
+    IF value ~ E'[\\u0001-\\u001f\\u007f-\\u009f]' THEN
         RAISE EXCEPTION 'name must not contain control characters'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use printable characters in name.';

@@ -706,7 +706,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('A %s has at most 255 characters.', field);
     END IF;
-    IF value ~ '[\u0001-\u001f\u007f-\u009f]' THEN
+    IF value ~ E'[\\u0001-\\u001f\\u007f-\\u009f]' THEN
         RAISE EXCEPTION '% must not contain control characters', field
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('Use printable characters in %s.', field);
@@ -1113,7 +1113,17 @@ DECLARE
     found_it boolean;
     feed_rows integer;
 BEGIN
-    PERFORM novu._check_id(delete_subscriber.subscriber_id, 'subscriber_id');
+    -- An exact lookup: an id stored before control characters were refused
+    -- (U+0080..U+009F, before 0.18.0) can still be deleted; a new one is checked
+    -- as identify checks it, and nothing is written for a refused one.
+    IF delete_subscriber.subscriber_id IS NULL OR delete_subscriber.subscriber_id = ''
+       OR length(delete_subscriber.subscriber_id) > 255
+       OR NOT EXISTS (SELECT FROM novu.subscribers s WHERE s.subscriber_id = delete_subscriber.subscriber_id) THEN
+        PERFORM novu._check_id(delete_subscriber.subscriber_id, 'subscriber_id');
+    END IF;
+    -- The subscriber's row first: a worker storing an in-app message for it
+    -- holds it (the feed's foreign key) and is waited for; then none can.
+    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = delete_subscriber.subscriber_id FOR UPDATE;
     -- Its in-app feed goes with it (the foreign key's cascade): a subscriber
     -- made later with the same id starts with an empty feed, as a new Novu
     -- subscriber has a new _id.  The rows are locked in feed order first, as
@@ -1303,7 +1313,7 @@ BEGIN
                WHEN i.sid IS NULL THEN 'missing subscriberId'
                WHEN i.row_bytes > 65536 THEN 'row is larger than 64 KiB'
                WHEN length(i.sid) > 255 THEN 'subscriberId longer than 255 characters'
-               WHEN i.sid ~ '[\u0001-\u001f\u007f-\u009f]' THEN 'subscriberId contains control characters'
+               WHEN i.sid ~ E'[\\u0001-\\u001f\\u007f-\\u009f]' THEN 'subscriberId contains control characters'
                WHEN i.email IS NOT NULL AND i.email !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$'
                    THEN 'invalid email format'
                WHEN i.locale IS NOT NULL AND i.locale !~ '^[a-zA-Z]{2}(-[a-zA-Z]{2})?$'
@@ -2394,7 +2404,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A topic name has at most 255 characters.';
     END IF;
-    IF value ~ '[\u0001-\u001f\u007f-\u009f]' THEN
+    IF value ~ E'[\\u0001-\\u001f\\u007f-\\u009f]' THEN
         RAISE EXCEPTION 'name must not contain control characters'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use printable characters in name.';
@@ -5268,10 +5278,12 @@ COMMENT ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], t
 -- step's cta, actions, avatar and feed id, the trigger's payload and the actor's
 -- public profile, "Message created" goes to the activity log, and each
 -- subscriber's unseen count is notified on novu_in_app at commit.  A message
--- whose subscriber was deleted meanwhile is not stored: it is canceled (and
--- the feed's foreign key holds the subscriber while a stored one is written:
--- a deletion running at that moment waits, then deletes it too).  Returns the
--- messages stored.
+-- whose subscriber was deleted meanwhile is not stored: it is canceled.  The
+-- feed's foreign key holds the subscriber while a stored one is written: a
+-- deletion that starts then waits, and deletes it too; one that had already
+-- started makes this insert fail on the key (the worker then stores the batch
+-- one message at a time, and the message of the deleted subscriber fails).
+-- Returns the messages stored.
 CREATE FUNCTION novu._store_in_app(p_ids bigint[], p_attempts integer[], p_subjects text[], p_contents text[],
                                    p_urls text[])
 RETURNS integer
@@ -5337,9 +5349,13 @@ BEGIN
     gone AS (
         UPDATE novu.deliveries d
            SET status = 'canceled', last_error = 'Subscriber deleted', lease_until = NULL, updated_at = now()
-          FROM r
-         WHERE d.id = r.id AND d.attempts = r.attempts AND d.status = 'sending'
-           AND NOT EXISTS (SELECT FROM novu.subscribers s WHERE s.subscriber_id = d.subscriber_id)
+          FROM r CROSS JOIN LATERAL (SELECT x.ctid AS tid FROM novu.deliveries x
+                                      WHERE x.id = r.id AND x.attempts = r.attempts
+                                        AND x.status || '' = 'sending'
+                                        AND NOT EXISTS (SELECT FROM novu.subscribers s
+                                                         WHERE s.subscriber_id = x.subscriber_id)
+                                      OFFSET 0) l
+         WHERE d.ctid = l.tid
         RETURNING d.id, d.transaction_id, d.workflow_id, d.subscriber_id
     ),
     gone_log AS (

@@ -67,3 +67,25 @@ SELECT count(*) FROM novu.events;
 
 \c contrib_regression
 DROP DATABASE novu_upgrade;
+
+-- 0.18.0: the feed references its subscriber; the rows of subscribers deleted
+-- before (0.17.0 kept them) go with the update, the others stay
+CREATE DATABASE novu_upgrade_feed;
+\c novu_upgrade_feed
+SET client_min_messages = warning;
+CREATE EXTENSION novu VERSION '0.17.0';
+SELECT (novu.identify('feed-kept')) ->> 'subscriberId';
+SELECT (novu.identify('feed-gone')) ->> 'subscriberId';
+INSERT INTO novu.in_app_messages (id, subscriber_id, transaction_id, workflow_id, content)
+SELECT i, CASE WHEN i % 2 = 0 THEN 'feed-kept' ELSE 'feed-gone' END, 'feed-tx-' || i, 'wf', 'message ' || i
+  FROM generate_series(1, 6) i;
+SELECT novu.delete_subscriber('feed-gone');
+SELECT subscriber_id, count(*) FROM novu.in_app_messages GROUP BY 1 ORDER BY 1;
+ALTER EXTENSION novu UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'novu';
+SELECT subscriber_id, count(*) FROM novu.in_app_messages GROUP BY 1 ORDER BY 1;
+SELECT conname, confdeltype FROM pg_constraint WHERE conrelid = 'novu.in_app_messages'::regclass AND contype = 'f';
+SELECT novu.delete_subscriber('feed-kept');
+SELECT count(*) AS feed_rows_left FROM novu.in_app_messages;
+\c contrib_regression
+DROP DATABASE novu_upgrade_feed;
