@@ -314,74 +314,70 @@ jsonb_value_to_text(JsonbValue *v)
 	return JsonbToCString(NULL, &JsonbValueToJsonb(v)->root, 0);
 }
 
-/* How deeply containers nest in a jsonb value (0 for a scalar). */
-static int
-jsonb_depth(JsonbContainer *c, int limit)
+/*
+ * One walk over a jsonb value: how deeply its containers nest (*deepest, 0 for
+ * a scalar) and how many bytes of JSON text its numbers make (*numbers).  It
+ * stops once the nesting passes depth_limit or the numbers pass numbers_stop.
+ * A number's text is not bounded by its binary size: 1e131071 is a few bytes
+ * stored and 131,072 characters written out.
+ */
+static void
+jsonb_walk_shape(JsonbContainer *c, int depth_limit, Size numbers_stop, int *deepest, Size *numbers)
 {
 	JsonbIterator *it = JsonbIteratorInit(c);
 	JsonbIteratorToken tok;
 	JsonbValue	v;
 	int			depth = 0;
-	int			deepest = 0;
 
+	*deepest = 0;
+	*numbers = 0;
 	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
 	{
 		if (tok == WJB_BEGIN_ARRAY || tok == WJB_BEGIN_OBJECT)
 		{
-			if (++depth > deepest)
-				deepest = depth;
-			if (deepest > limit)
+			/* a scalar root comes as a one-element "raw scalar" array */
+			if (!(tok == WJB_BEGIN_ARRAY && v.val.array.rawScalar) && ++depth > *deepest)
+				*deepest = depth;
+			if (*deepest > depth_limit)
 				break;
 		}
 		else if (tok == WJB_END_ARRAY || tok == WJB_END_OBJECT)
 			depth--;
-	}
-	return deepest;
-}
-
-/*
- * The bytes of JSON text of the numbers in a jsonb value, counted until they
- * pass stop_at.  A number's text is not bounded by its binary size: 1e131071
- * is a few bytes stored and 131,072 characters written out.
- */
-static Size
-jsonb_numbers_text_len(JsonbContainer *c, Size stop_at)
-{
-	JsonbIterator *it = JsonbIteratorInit(c);
-	JsonbIteratorToken tok;
-	JsonbValue	v;
-	Size		len = 0;
-
-	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
-	{
-		if ((tok == WJB_VALUE || tok == WJB_ELEM) && v.type == jbvNumeric)
+		else if ((tok == WJB_VALUE || tok == WJB_ELEM) && v.type == jbvNumeric)
 		{
 			char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
 
-			len += strlen(text);
+			*numbers += strlen(text);
 			pfree(text);
-			if (len > stop_at)
+			if (*numbers > numbers_stop)
 				break;
 		}
 	}
-	return len;
 }
 
 /*
- * Raise unless the value's JSON text has at most max_bytes bytes and its
- * containers nest at most NOVU_MAX_JSON_DEPTH deep.  Apart from numbers, the
- * text of a jsonb is at most about six times its binary size (a control
- * character becomes "\u0001"): the numbers are written out first (stopping
- * past the limit), and only values that may then be too long are written out
- * whole.
+ * Raise unless the value's containers nest at most NOVU_MAX_JSON_DEPTH deep
+ * and its JSON text has at most max_bytes bytes.  Apart from numbers, the text
+ * of a jsonb is at most about six times its binary size (a control character
+ * becomes "\u0001"): the numbers are written out first (stopping past the
+ * limit), and only values that may then be too long are written out whole.
  */
 void
 novu_check_json_size(Jsonb *value, const char *field, int max_bytes)
 {
 	Size		binary = VARSIZE(value);
-	Size		numbers = jsonb_numbers_text_len(&value->root, (Size) max_bytes);
-	Size		textlen = numbers;
+	int			deepest;
+	Size		numbers;
+	Size		textlen;
 
+	jsonb_walk_shape(&value->root, NOVU_MAX_JSON_DEPTH, (Size) max_bytes, &deepest, &numbers);
+	if (deepest > NOVU_MAX_JSON_DEPTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s nests too deeply", field),
+				 errdetail("The limit is %d levels of objects and arrays.", NOVU_MAX_JSON_DEPTH),
+				 errhint("Flatten the structure.")));
+	textlen = numbers;
 	if (numbers <= (Size) max_bytes && binary * 6 + numbers > (Size) max_bytes)
 		textlen = strlen(JsonbToCString(NULL, &value->root, binary));
 	if (textlen > (Size) max_bytes)
@@ -391,14 +387,6 @@ novu_check_json_size(Jsonb *value, const char *field, int max_bytes)
 						numbers > (Size) max_bytes ? "at least " : "", textlen),
 				 errdetail("The limit is %d bytes as JSON text.", max_bytes),
 				 errhint("Keep large data in your tables and pass its key instead.")));
-	/* each level costs a container header and an entry: small values are shallow */
-	if (binary >= NOVU_MAX_JSON_DEPTH * 4 && !JB_ROOT_IS_SCALAR(value) &&
-		jsonb_depth(&value->root, NOVU_MAX_JSON_DEPTH) > NOVU_MAX_JSON_DEPTH)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("%s nests too deeply", field),
-				 errdetail("The limit is %d levels of objects and arrays.", NOVU_MAX_JSON_DEPTH),
-				 errhint("Flatten the structure.")));
 }
 
 /*
