@@ -20,6 +20,7 @@ COPY novu.subscriber_import ("subscriberId", data) FROM STDIN (FORMAT csv);
 csv-7,"{""plan"": ""pro""}"
 csv-8,"{""plan"": "
 csv-9,"[1, 2]"
+csv-10,"{""a"": 1e30000, ""b"": 1e30000, ""c"": 1e30000}"
 \.
 
 SELECT novu.import_subscribers();

@@ -483,6 +483,10 @@ BEGIN
                    THEN 'invalid locale format'
                WHEN i.data_text IS NOT NULL AND novu._parse_object(i.data_text) IS NULL
                    THEN 'data is not a JSON object'
+               -- numbers count as written out: 1e130000 is a few bytes in the
+               -- CSV row and 130,001 characters in every message's subscriber
+               WHEN i.data_text IS NOT NULL AND NOT novu._json_size_ok(novu._parse_object(i.data_text), 65536)
+                   THEN 'data is larger than 64 KiB as JSON text'
            END AS reason
       FROM (SELECT line,
                    nullif(btrim(s."subscriberId"), '') AS sid,
@@ -573,3 +577,12 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION novu._check_topic_name(text) IS 'Internal: raise unless the topic name has 1 to 255 characters and no control characters';
+
+-- The CSV import rejects a row whose data is too large as JSON text (numbers
+-- count as written out), as identify refuses it.
+CREATE FUNCTION novu._json_size_ok(value jsonb, max_bytes integer)
+RETURNS boolean
+LANGUAGE C STRICT IMMUTABLE
+AS 'MODULE_PATHNAME', 'novu_json_size_ok';
+COMMENT ON FUNCTION novu._json_size_ok(jsonb, integer) IS 'Internal: whether novu._check_size would accept the value (its JSON text at most max_bytes bytes, numbers as written out; at most 64 levels), without raising';
+REVOKE EXECUTE ON FUNCTION novu._json_size_ok(jsonb, integer) FROM PUBLIC;

@@ -618,6 +618,12 @@ LANGUAGE C STRICT IMMUTABLE
 AS 'MODULE_PATHNAME', 'novu_check_size';
 COMMENT ON FUNCTION novu._check_size(jsonb, text, integer) IS 'Internal: raise unless the value''s JSON text has at most max_bytes bytes and nests at most 64 levels; returns the value';
 
+CREATE FUNCTION novu._json_size_ok(value jsonb, max_bytes integer)
+RETURNS boolean
+LANGUAGE C STRICT IMMUTABLE
+AS 'MODULE_PATHNAME', 'novu_json_size_ok';
+COMMENT ON FUNCTION novu._json_size_ok(jsonb, integer) IS 'Internal: whether novu._check_size would accept the value (its JSON text at most max_bytes bytes, numbers as written out; at most 64 levels), without raising';
+
 -- Subscriber webhook URLs get the check of integration URLs (netpolicy.c): https
 -- only, no user:password@, no fragment, at most 2048 bytes, no literal address
 -- that novu.allowed_private_networks does not allow (so STABLE: it reads the
@@ -1320,6 +1326,10 @@ BEGIN
                    THEN 'invalid locale format'
                WHEN i.data_text IS NOT NULL AND novu._parse_object(i.data_text) IS NULL
                    THEN 'data is not a JSON object'
+               -- numbers count as written out: 1e130000 is a few bytes in the
+               -- CSV row and 130,001 characters in every message's subscriber
+               WHEN i.data_text IS NOT NULL AND NOT novu._json_size_ok(novu._parse_object(i.data_text), 65536)
+                   THEN 'data is larger than 64 KiB as JSON text'
            END AS reason
       FROM (SELECT line,
                    nullif(btrim(s."subscriberId"), '') AS sid,

@@ -86,6 +86,21 @@ SELECT novu.update_integration('sec-fcm', '{"credentials": {"endpoint": "https:/
 SELECT novu.update_integration('sec-webhook', '{"credentials": {"webhookUrl": "https://127.0.0.1:9443/hook"}}');
 SELECT credentials ->> 'apiKey' = :'before' AND credentials ->> 'endpoint' IS NULL AS unchanged
   FROM novu.integrations WHERE identifier = 'sec-expo';
+-- attack: an older sealed value of the row (novu_admin reads the table; or a
+-- dump, a backup) given back after the route changed, or after the secret was
+-- removed, would decrypt and go to the new route: a sealed value is accepted
+-- only as the one the row holds now
+SELECT credentials ->> 'apiKey' AS sealed_old FROM novu.integrations WHERE identifier = 'sec-expo' \gset
+CREATE ROLE novu_sec_thief IN ROLE novu_admin;
+SET ROLE novu_sec_thief;
+SELECT novu.update_integration('sec-expo', '{"credentials": {"endpoint": "https://127.0.0.1:9444", "apiKey": "junk"}}') #>> '{credentials,endpoint}';
+SELECT novu.update_integration('sec-expo', jsonb_build_object('credentials', jsonb_build_object('endpoint', 'https://127.0.0.1:9444', 'apiKey', :'sealed_old')));
+SELECT novu.update_integration('sec-expo', '{"credentials": {"endpoint": "https://127.0.0.1:9444", "apiKey": null}}') #>> '{credentials,endpoint}';
+SELECT novu.update_integration('sec-expo', jsonb_build_object('credentials', jsonb_build_object('endpoint', 'https://127.0.0.1:9444', 'apiKey', :'sealed_old')));
+RESET ROLE;
+SELECT credentials ->> 'apiKey' IS DISTINCT FROM :'sealed_old' AS old_secret_not_back FROM novu.integrations WHERE identifier = 'sec-expo';
+DROP ROLE novu_sec_thief;
+SELECT novu.update_integration('sec-expo', '{"credentials": {"endpoint": null, "apiKey": "expo-PLANTED-token-0"}}') #>> '{credentials,endpoint}';
 -- the same endpoint again is no change; a new one with the secret is accepted
 SELECT novu.update_integration('sec-expo', '{"credentials": {"endpoint": "https://127.0.0.1:9443", "apiKey": "expo-PLANTED-token-1"}}') #>> '{credentials,endpoint}';
 SELECT novu.update_integration('sec-expo', '{"credentials": {"endpoint": "https://127.0.0.1:9443"}}') #>> '{credentials,endpoint}';
@@ -157,21 +172,33 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 SELECT pg_temp.try('SELECT novu.reencrypt_secrets()') AS nothing_to_do;
+-- (through the table's trigger a sealed value is taken only as the one the row
+-- holds: refused; a superuser that bypasses the trigger, or a doctored dump, gets
+-- it in, and reencrypt_secrets names it)
 UPDATE novu.integrations SET credentials = jsonb_set(credentials, '{apiKey}',
        (SELECT credentials -> 'apiKey' FROM novu.integrations WHERE identifier = 'sec-expo'))
  WHERE identifier = 'sec-expo-2';
+ALTER TABLE novu.integrations DISABLE TRIGGER seal_secrets;
+UPDATE novu.integrations SET credentials = jsonb_set(credentials, '{apiKey}',
+       (SELECT credentials -> 'apiKey' FROM novu.integrations WHERE identifier = 'sec-expo'))
+ WHERE identifier = 'sec-expo-2';
+ALTER TABLE novu.integrations ENABLE TRIGGER seal_secrets;
 SELECT pg_temp.try('SELECT novu.reencrypt_secrets()') AS swapped_row;
+ALTER TABLE novu.integrations DISABLE TRIGGER seal_secrets;
 UPDATE novu.integrations SET credentials = jsonb_set(credentials, '{apiKey}',
        (SELECT credentials -> 'secretKey' FROM novu.integrations WHERE identifier = 'sec-webhook'))
  WHERE identifier = 'sec-expo-2';
+ALTER TABLE novu.integrations ENABLE TRIGGER seal_secrets;
 SELECT pg_temp.try('SELECT novu.reencrypt_secrets()') AS swapped_field;
 SELECT novu.update_integration('sec-expo-2', '{"credentials": {"apiKey": "expo-PLANTED-token-3"}}') ->> 'identifier' AS given_again;
 SELECT pg_temp.try('SELECT novu.reencrypt_secrets()') AS fixed;
 -- one character of the ciphertext changed
+ALTER TABLE novu.integrations DISABLE TRIGGER seal_secrets;
 UPDATE novu.integrations
    SET credentials = jsonb_set(credentials, '{apiKey}', to_jsonb(overlay(credentials ->> 'apiKey' PLACING
        CASE WHEN substr(credentials ->> 'apiKey', 40, 1) = 'A' THEN 'B' ELSE 'A' END FROM 40 FOR 1)))
  WHERE identifier = 'sec-expo-2';
+ALTER TABLE novu.integrations ENABLE TRIGGER seal_secrets;
 SELECT pg_temp.try('SELECT novu.reencrypt_secrets()') AS altered;
 SELECT novu.update_integration('sec-expo-2', '{"credentials": {"apiKey": "expo-PLANTED-token-3"}}') ->> 'identifier' AS given_again;
 

@@ -18,6 +18,7 @@
 
 PG_FUNCTION_INFO_V1(novu_parse_object);
 PG_FUNCTION_INFO_V1(novu_check_size);
+PG_FUNCTION_INFO_V1(novu_json_size_ok);
 PG_FUNCTION_INFO_V1(novu_profile);
 
 /* Look a key up in a jsonb object container; false if absent (result may be NULL). */
@@ -356,37 +357,68 @@ jsonb_walk_shape(JsonbContainer *c, int depth_limit, Size numbers_stop, int *dee
 }
 
 /*
+ * Measure a jsonb value against a limit of max_bytes of JSON text: how deeply
+ * it nests (*deepest) and its text's length (*textlen; *partial when only its
+ * numbers were written out, already past the limit).  Apart from numbers, the
+ * text of a jsonb is at most about six times its binary size (a control
+ * character becomes "\u0001"): the numbers are written out first (stopping
+ * past the limit), and only values that may then be too long are written out
+ * whole.
+ */
+static void
+json_measure(Jsonb *value, int max_bytes, int *deepest, Size *textlen, bool *partial)
+{
+	Size		binary = VARSIZE(value);
+	Size		numbers;
+
+	jsonb_walk_shape(&value->root, NOVU_MAX_JSON_DEPTH, (Size) max_bytes, deepest, &numbers);
+	*textlen = numbers;
+	*partial = numbers > (Size) max_bytes;
+	if (*deepest <= NOVU_MAX_JSON_DEPTH && !*partial && binary * 6 + numbers > (Size) max_bytes)
+		*textlen = strlen(JsonbToCString(NULL, &value->root, binary));
+}
+
+/*
  * Raise unless the value's containers nest at most NOVU_MAX_JSON_DEPTH deep
- * and its JSON text has at most max_bytes bytes.  Apart from numbers, the text
- * of a jsonb is at most about six times its binary size (a control character
- * becomes "\u0001"): the numbers are written out first (stopping past the
- * limit), and only values that may then be too long are written out whole.
+ * and its JSON text has at most max_bytes bytes.
  */
 void
 novu_check_json_size(Jsonb *value, const char *field, int max_bytes)
 {
-	Size		binary = VARSIZE(value);
 	int			deepest;
-	Size		numbers;
 	Size		textlen;
+	bool		partial;
 
-	jsonb_walk_shape(&value->root, NOVU_MAX_JSON_DEPTH, (Size) max_bytes, &deepest, &numbers);
+	json_measure(value, max_bytes, &deepest, &textlen, &partial);
 	if (deepest > NOVU_MAX_JSON_DEPTH)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("%s nests too deeply", field),
 				 errdetail("The limit is %d levels of objects and arrays.", NOVU_MAX_JSON_DEPTH),
 				 errhint("Flatten the structure.")));
-	textlen = numbers;
-	if (numbers <= (Size) max_bytes && binary * 6 + numbers > (Size) max_bytes)
-		textlen = strlen(JsonbToCString(NULL, &value->root, binary));
 	if (textlen > (Size) max_bytes)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("%s is too large (%s%zu bytes as JSON text)", field,
-						numbers > (Size) max_bytes ? "at least " : "", textlen),
+						partial ? "at least " : "", textlen),
 				 errdetail("The limit is %d bytes as JSON text.", max_bytes),
 				 errhint("Keep large data in your tables and pass its key instead.")));
+}
+
+/*
+ * novu._json_size_ok(value jsonb, max_bytes integer): whether
+ * novu._check_size would accept the value, without raising (the CSV import
+ * rejects such a row alone).
+ */
+Datum
+novu_json_size_ok(PG_FUNCTION_ARGS)
+{
+	int			deepest;
+	Size		textlen;
+	bool		partial;
+
+	json_measure(PG_GETARG_JSONB_P(0), PG_GETARG_INT32(1), &deepest, &textlen, &partial);
+	PG_RETURN_BOOL(deepest <= NOVU_MAX_JSON_DEPTH && textlen <= (Size) PG_GETARG_INT32(1));
 }
 
 /*

@@ -150,6 +150,9 @@ typedef struct SecretWalk
 
 static void keyring_load(KeyRing *ring);
 
+/* reencrypt_secrets is rewriting the table: its new sealed values pass the trigger */
+static bool reencrypting = false;
+
 /* The secret fields of a provider (its ProviderOps.secrets), or NULL. */
 static const SecretField *
 provider_secrets(const char *provider_id)
@@ -715,6 +718,13 @@ check_kept_secret(SecretWalk *w, const SecretField *f, JsonbContainer *parent)
  * one is encrypted under the current key.  Without a usable key a new clear
  * secret is refused, while a clear one the row already held (left by an
  * upgrade without a key) may stay.
+ *
+ * An update may give a sealed value only as the one the row holds now.  Any
+ * sealed text of this row's field decrypts (it is bound to the row, not to the
+ * route), and novu_admin reads the table: an older one (from before a route
+ * change, a dump, a backup) given back after the route changed, or after the
+ * secret was removed, would send the secret to the new route.
+ * reencrypt_secrets writes new sealed values (reencrypting).
  */
 static char *
 visit_seal(SecretWalk *w, const SecretField *f, JsonbContainer *parent, const char *value)
@@ -723,14 +733,20 @@ visit_seal(SecretWalk *w, const SecretField *f, JsonbContainer *parent, const ch
 	KeyProblem	problem;
 	char	   *old_value;
 
+	old_value = credentials_string(w->old, f->object, f->key);
 	if (secrets_is_sealed(value))
 	{
 		w->sealed++;
+		if (w->old != NULL && !reencrypting && !same_string(value, old_value))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid credentials for provider \"%s\": %s is an encrypted value this integration does not hold",
+							w->provider_id, field_path(f)),
+					 errdetail("An encrypted secret is kept only as the value stored now; another one (older, or of a removed secret) is not accepted."),
+					 errhint("Give the secret itself, or " MASK " to keep the stored one.")));
 		check_kept_secret(w, f, parent);
 		return NULL;
 	}
-
-	old_value = credentials_string(w->old, f->object, f->key);
 
 	/*
 	 * The mask list_integrations shows, given back (an admin tool that reads,
@@ -1250,10 +1266,12 @@ reencrypt_all(void)
 	memset(&ring, 0, sizeof(ring));
 	PG_TRY();
 	{
+		reencrypting = true;
 		rewritten = reencrypt_rows(&ring);
 	}
 	PG_FINALLY();
 	{
+		reencrypting = false;
 		keyring_clear(&ring);
 	}
 	PG_END_TRY();
