@@ -382,6 +382,18 @@ CREATE TABLE novu.digest_events (
 CREATE INDEX digest_events_transaction_idx ON novu.digest_events (transaction_id);
 COMMENT ON TABLE novu.digest_events IS 'Workflow engine: the events merged into a digest window, oldest first by event_id';
 
+-- The digest keys' locks.  The events of one digest key (workflow, subscriber,
+-- step, digestKey value; by its hashtext) are serialized on a row here, locked
+-- by novu._lock_digest_keys until the transaction ends: two at once end in one
+-- window.  A row lock on a table only the workers write, not an advisory lock:
+-- any role may take an advisory lock and hold it, and so stall a worker.  A row
+-- is made when first needed and deleted by housekeeping when nobody holds it;
+-- two keys with one hash only wait for each other.
+CREATE TABLE novu.digest_locks (
+    key_hash    integer PRIMARY KEY
+);
+COMMENT ON TABLE novu.digest_locks IS 'Workflow engine: one row per digest key hash, locked while a worker merges events of that key';
+
 -- The activity log (Novu's execution details).
 CREATE TABLE novu.execution_details (
     id              bigserial PRIMARY KEY,
@@ -4123,11 +4135,27 @@ AS $$
 $$;
 COMMENT ON FUNCTION novu._digest_context(bigint) IS 'Internal (workers): step.digest, step.events (oldest first) and step.total_count of a digest';
 
+-- Lock digest keys (novu.digest_locks) until the transaction ends, in key
+-- order: a key's row is inserted, or, if there, locked (ON CONFLICT DO UPDATE
+-- locks the row it finds, WHERE false writes nothing); one being inserted or
+-- held elsewhere is waited for, one deleted meanwhile inserted again.
+CREATE FUNCTION novu._lock_digest_keys(p_keys integer[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO novu.digest_locks AS l (key_hash)
+    SELECT DISTINCT u.k FROM unnest(p_keys) AS u(k) WHERE u.k IS NOT NULL ORDER BY 1
+    ON CONFLICT (key_hash) DO UPDATE SET key_hash = excluded.key_hash WHERE false
+$$;
+COMMENT ON FUNCTION novu._lock_digest_keys(integer[]) IS 'Internal (workers): lock digest keys, in key order, until the transaction ends';
+
 -- A notification reaches a digest step: it merges into the open window of its
 -- (workflow, subscriber, step, digestKey value), or opens one, or (backoff, no
 -- event of that key in the backoff window) goes through at once.  Returns
--- 'merged', 'opened' or 'through'.  Events of one key are serialized by a
--- transaction advisory lock: two at once end in one window, each merged once.
+-- 'merged', 'opened' or 'through'.  Events of one key are serialized by the
+-- key's lock (novu._lock_digest_keys): two at once end in one window, each
+-- merged once.
 -- A window being closed (claimed by novu._continue) is locked: a merge waits,
 -- then finds it closed and opens the next one.
 CREATE FUNCTION novu._digest_join(p_transaction_id text, p_event_id bigint, p_workflow_id text, p_subscriber_id text,
@@ -4147,8 +4175,7 @@ BEGIN
         k := COALESCE(p_payload #>> novu._payload_path(p_step ->> 'digestKey'), '');
         raw := raw || jsonb_build_object('digestKey', k);
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtext('novu.digest'),
-                                  hashtext(p_workflow_id || '/' || p_subscriber_id || '/' || p_step_index || '/' || k));
+    PERFORM novu._lock_digest_keys(ARRAY[hashtext(p_workflow_id || '/' || p_subscriber_id || '/' || p_step_index || '/' || k)]);
     SELECT * INTO r FROM novu.step_runs x
      WHERE x.kind = 'digest' AND x.status = 'waiting' AND x.workflow_id = p_workflow_id
        AND x.subscriber_id = p_subscriber_id AND x.step_index = p_step_index AND x.digest_key = k
@@ -4233,13 +4260,13 @@ DECLARE
     t text;
     d interval;
     raw jsonb;
-    h integer;
 BEGIN
     -- The digest keys these notifications may reach, locked now in one order
     -- (novu._digest_join takes them again, already held): two workers fanning
     -- out events of the same keys in different orders never wait on each
     -- other in a cycle.
-    FOR h IN SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' ||
+    PERFORM novu._lock_digest_keys(ARRAY(
+             SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' ||
                                       CASE WHEN s.step ? 'digestKey'
                                            THEN COALESCE(e.payload #>> novu._payload_path(s.step ->> 'digestKey'), '')
                                            ELSE '' END)
@@ -4248,9 +4275,7 @@ BEGIN
                CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
                LEFT JOIN novu.events e ON e.transaction_id = z.t
               WHERE s.step ->> 'type' = 'digest' AND s.n > COALESCE(z.f, 0)
-              ORDER BY 1 LOOP
-        PERFORM pg_advisory_xact_lock(hashtext('novu.digest'), h);
-    END LOOP;
+             ));
     FOR k IN 1 .. COALESCE(cardinality(p_transaction_ids), 0) LOOP
         v_tx := p_transaction_ids[k];
         v_wf := p_workflow_ids[k];
@@ -4398,7 +4423,6 @@ DECLARE
     ss text[];
     n integer := 0;
     done_n bigint[];
-    h integer;
     gid bigint[];
     glead text[];
     gdue timestamptz[];
@@ -4476,7 +4500,8 @@ BEGIN
     -- one).  First the digest keys that any of these notifications may reach
     -- are locked in one order, as novu._advance does (it takes them again,
     -- already held): two workers never wait on each other in a cycle.
-    FOR h IN SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' ||
+    PERFORM novu._lock_digest_keys(ARRAY(
+             SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' ||
                                       CASE WHEN s.step ? 'digestKey'
                                            THEN COALESCE(e.payload #>> novu._payload_path(s.step ->> 'digestKey'), '')
                                            ELSE '' END)
@@ -4485,9 +4510,7 @@ BEGIN
                CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
                LEFT JOIN novu.events e ON e.transaction_id = z.t
               WHERE s.step ->> 'type' = 'digest'
-              ORDER BY 1 LOOP
-        PERFORM pg_advisory_xact_lock(hashtext('novu.digest'), h);
-    END LOOP;
+             ));
     -- The key groups of these notifications (g, by workflow, subscriber and
     -- key): each group's open window, locked (a window being closed by
     -- novu._continue is waited for, then no longer waiting), or a new one
@@ -5422,8 +5445,9 @@ COMMENT ON FUNCTION novu._claim_receipts(integer, integer) IS 'Internal (workers
 -- takes the messages of such a request that are not final yet together or not at
 -- all: only when every one of them is due (pending and due, its lease expired, or
 -- with p_recover leased before p_orphan_before by a worker not in p_pids), by one
--- worker at a time (a transaction advisory lock on the key, tried, never waited
--- for), all of them locked here (FOR UPDATE SKIP LOCKED: else none).  Requests go
+-- worker at a time (the one that locks the request's first message not final;
+-- tried, never waited for: not an advisory lock, which any role could take and
+-- hold), all of them locked here (FOR UPDATE SKIP LOCKED: else none).  Requests go
 -- oldest first while the messages taken before them number fewer than p_limit:
 -- the first whatever its size.  A request some of whose messages are due and
 -- others not (results recorded apart) has the due ones wait for the last, so
@@ -5492,15 +5516,23 @@ BEGIN
           FROM early e
          WHERE d.id = e.id
     ),
-    chosen AS MATERIALIZED (
-        -- oldest first, while those before hold fewer than p_limit messages; each
-        -- by one worker (the lock is tried only for a request that is taken)
+    taken AS MATERIALIZED (
+        -- oldest first, while those before hold fewer than p_limit messages
         SELECT c.request_key, c.size
           FROM (SELECT r.request_key, r.size,
                        sum(r.size) OVER (ORDER BY r.due_at, r.request_key) - r.size AS before
                   FROM requests r WHERE r.ready) c
-         WHERE CASE WHEN c.before < p_limit
-                    THEN pg_try_advisory_xact_lock(hashtextextended(c.request_key, 0)) ELSE false END
+         WHERE c.before < p_limit
+    ),
+    chosen AS MATERIALIZED (
+        -- each by one worker: the one that locks the request's first message
+        -- not final (tried; a worker that cannot takes none of the request's)
+        SELECT t.request_key, t.size
+          FROM taken t
+          JOIN novu.deliveries d ON d.id = (SELECT min(x.id) FROM novu.deliveries x
+                                             WHERE x.request_key = t.request_key
+                                               AND x.status IN ('pending', 'sending'))
+           FOR UPDATE OF d SKIP LOCKED
     ),
     locked AS MATERIALIZED (
         SELECT d.id, d.request_key
@@ -5680,6 +5712,10 @@ BEGIN
                                             WHERE e.status IN ('pending', 'processing')), 9223372036854775807)
          LIMIT p_limit);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+    -- digest key locks nobody holds now (made again when needed); not history,
+    -- not counted
+    DELETE FROM novu.digest_locks x WHERE x.key_hash IN (
+        SELECT l.key_hash FROM novu.digest_locks l FOR UPDATE SKIP LOCKED LIMIT p_limit);
     RETURN total;
 END
 $$;
@@ -5846,6 +5882,7 @@ GRANT SELECT, INSERT, UPDATE ON novu.provider_stats TO novu_worker;
 GRANT SELECT, INSERT ON novu.in_app_messages TO novu_worker;
 GRANT USAGE ON SEQUENCE novu.deliveries_id_seq, novu.execution_details_id_seq TO novu_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON novu.step_runs, novu.digest_events TO novu_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON novu.digest_locks TO novu_worker;
 GRANT USAGE ON SEQUENCE novu.step_runs_id_seq TO novu_worker;
 GRANT EXECUTE ON FUNCTION
     novu._expand(text[], text[], text[], integer, integer, integer[], bigint[], jsonb[]),
@@ -5854,6 +5891,7 @@ GRANT EXECUTE ON FUNCTION
     novu._advance(text[], text[], text[], integer[], bigint[], integer, integer),
     novu._continue(integer, integer, integer),
     novu._run_steps(bigint[], integer, integer),
+    novu._lock_digest_keys(integer[]),
     novu._digest_join(text, bigint, text, text, integer, jsonb, jsonb),
     novu._digest_context(bigint),
     novu._filters_pass(jsonb, jsonb, jsonb, jsonb, boolean, timestamptz, text, text),

@@ -149,4 +149,17 @@ SELECT m.roleid::regrole AS granted, m.member::regrole AS member
  WHERE m.member::regrole::text IN ('novu_app', 'novu_admin', 'novu_worker')
  ORDER BY 1, 2;
 
+-- The locks the workers wait for are rows of a table only they write (an
+-- advisory lock, which any role can take, held by a role stalled a worker;
+-- isolation concurrent_digest and claim_groups): neither the app role nor
+-- the admin can lock one.
+SET ROLE sec_app;
+SELECT novu._lock_digest_keys(ARRAY[1]);
+SELECT key_hash FROM novu.digest_locks FOR UPDATE;
+RESET ROLE;
+SET ROLE sec_admin;
+SELECT key_hash FROM novu.digest_locks FOR UPDATE;
+INSERT INTO novu.digest_locks VALUES (1);
+RESET ROLE;
+
 DROP ROLE sec_app, sec_admin, sec_owner;
