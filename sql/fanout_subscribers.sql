@@ -62,6 +62,44 @@ SELECT count(*) > 0 AS fanned_out FROM novu._fanout(1000, 0, 60000, 0, 1);
 RESET ROLE;
 SELECT subscriber_id, status, last_error FROM novu.messages WHERE transaction_id = 'fs-8';
 
+-- rows written by hand (the table owner) with no recipient, a null one or an
+-- empty list fail alone, logged; the trigger after them is fanned out
+INSERT INTO novu.events (transaction_id, workflow_id, recipients)
+VALUES ('fs-poison-null', 'fs-push', ARRAY[NULL]::text[]), ('fs-poison-empty', 'fs-push', '{}'),
+       ('fs-poison-none', 'fs-push', NULL);
+SELECT novu.trigger('fs-push', '"fs-known"', '{}', '{}', 'fs-after-poison') ->> 'status';
+SET LOCAL ROLE novu_worker;
+SELECT count(*) > 0 AS fanned_out FROM novu._fanout(1000, 0, 60000, 0, 1);
+RESET ROLE;
+SELECT transaction_id, status, detail FROM novu.execution_details
+ WHERE transaction_id LIKE 'fs-poison-%' ORDER BY 1;
+SELECT transaction_id, status FROM novu.events WHERE transaction_id LIKE 'fs-poison-%' ORDER BY 1;
+SELECT status, last_error FROM novu.messages WHERE transaction_id = 'fs-after-poison';
+
+-- a trigger set aside (a recipient another transaction was creating:
+-- test/t/021_lock_waits.pl) is not taken before its retry_at, then is
+SELECT novu.trigger('fs-push', '"fs-known"', '{}', '{}', 'fs-aside') ->> 'status';
+UPDATE novu.events SET retry_at = now() + interval '1 hour' WHERE transaction_id = 'fs-aside';
+SET LOCAL ROLE novu_worker;
+SELECT count(*) AS fanned_out FROM novu._fanout(1000, 0, 60000, 0, 1) WHERE handled > 0;
+RESET ROLE;
+SELECT status FROM novu.events WHERE transaction_id = 'fs-aside';
+UPDATE novu.events SET retry_at = now() - interval '1 second' WHERE transaction_id = 'fs-aside';
+SET LOCAL ROLE novu_worker;
+SELECT count(*) AS fanned_out FROM novu._fanout(1000, 0, 60000, 0, 1) WHERE handled > 0;
+RESET ROLE;
+SELECT status FROM novu.events WHERE transaction_id = 'fs-aside';
+
+-- delete_messages leaves a message a worker is sending (it completes, as with
+-- cancel): its row locked by an application transaction would stop the worker
+UPDATE novu.deliveries SET status = 'sending', lease_until = now() + interval '1 minute'
+ WHERE transaction_id = 'fs-aside';
+SELECT novu.delete_messages('fs-aside') AS deleted;
+SELECT status FROM novu.deliveries WHERE transaction_id = 'fs-aside';
+SELECT novu.delete_message(id::text) AS deleted_one FROM novu.deliveries WHERE transaction_id = 'fs-aside';
+UPDATE novu.deliveries SET status = 'skipped', lease_until = NULL WHERE transaction_id = 'fs-aside';
+SELECT novu.delete_messages('fs-aside') AS deleted;
+
 -- housekeeping forgets a deletion older than the retention once no pending
 -- outbox row predates it
 UPDATE novu.subscriber_deletions SET deleted_at = deleted_at - interval '2 days' WHERE subscriber_id = 'fs-deleted';

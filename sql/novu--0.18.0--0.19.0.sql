@@ -35,6 +35,49 @@ COMMENT ON FUNCTION novu._lock_digest_keys(integer[]) IS 'Internal (workers): lo
 REVOKE EXECUTE ON FUNCTION novu._lock_digest_keys(integer[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION novu._lock_digest_keys(integer[]) TO novu_worker;
 
+-- The workers wait for no application transaction left open: a trigger naming
+-- a subscriber another transaction is creating is set aside (retry_at) after
+-- novu.fanout_lock_wait; a message being sent is not deleted; a dead token a
+-- transaction holds is not pruned then.
+ALTER TABLE novu.events ADD COLUMN retry_at timestamptz;
+GRANT UPDATE (created_at) ON novu.device_tokens TO novu_worker;
+
+CREATE FUNCTION novu._create_subscribers(p_ids text[])
+RETURNS text[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = 0
+AS $$
+DECLARE
+    ids text[] := ARRAY(SELECT DISTINCT u.s FROM unnest(p_ids) AS u(s) WHERE u.s IS NOT NULL ORDER BY 1);
+    blocked text[] := '{}';
+    one text;
+BEGIN
+    IF cardinality(ids) = 0 THEN
+        RETURN blocked;
+    END IF;
+    PERFORM set_config('lock_timeout', COALESCE(current_setting('novu.fanout_lock_wait', true), '100ms'), true);
+    BEGIN
+        INSERT INTO novu.subscribers (subscriber_id) SELECT u.s FROM unnest(ids) AS u(s) ON CONFLICT DO NOTHING;
+        RETURN blocked;
+    EXCEPTION WHEN lock_not_available THEN
+        NULL;
+    END;
+    PERFORM set_config('lock_timeout', '10ms', true);
+    FOREACH one IN ARRAY ids LOOP
+        BEGIN
+            INSERT INTO novu.subscribers (subscriber_id) VALUES (one) ON CONFLICT DO NOTHING;
+        EXCEPTION WHEN lock_not_available THEN
+            blocked := blocked || one;
+        END;
+    END LOOP;
+    RETURN blocked;
+END
+$$;
+COMMENT ON FUNCTION novu._create_subscribers(text[]) IS 'Internal (workers): create missing recipients with an empty profile, waiting novu.fanout_lock_wait at most for another transaction creating one; returns the ids not created';
+REVOKE EXECUTE ON FUNCTION novu._create_subscribers(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION novu._create_subscribers(text[]) TO novu_worker;
+
 CREATE OR REPLACE FUNCTION novu._digest_join(p_transaction_id text, p_event_id bigint, p_workflow_id text, p_subscriber_id text,
                                   p_step_index integer, p_step jsonb, p_payload jsonb)
 RETURNS text
@@ -589,3 +632,396 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION novu._housekeeping(interval, integer) IS 'Internal (workers): delete finished messages, activity and outbox rows older than the retention, and subscriber deletions no pending trigger predates, in batches';
+
+CREATE OR REPLACE FUNCTION novu._fanout(p_limit integer, p_lease_limit integer, p_lease_ms integer,
+                             p_slot integer, p_nslots integer, p_floor bigint DEFAULT 0)
+RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
+               device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
+               step jsonb, step_key text, subscriber jsonb, handled integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    txids text[];
+    wfids text[];
+    subids text[];
+    one text;
+    msg text;
+    done integer := 0;
+    leased integer := 0;
+    n integer;
+    b novu.events;
+    chunk text[];
+    tids tid[];
+    more tid[];
+    budget integer;
+    last_id bigint := 0;
+    state text;
+    blocked text[];
+    waiting text[];
+BEGIN
+    -- claim pending triggers, then mark them processed.  Each worker takes its
+    -- own share first (id modulo the workers): workers that scan the same rows
+    -- would each try the other's row locks, one by one, to skip them.  With its
+    -- share short of p_limit, it helps with the others' (so one wake-up takes
+    -- every row committed so far, and a call that took fewer than p_limit rows
+    -- tells the worker that nothing more is waiting).  The rows are locked first and
+    -- updated by TID after (_take_events): a join of the locking subquery with
+    -- the table can be planned (on an outbox analyzed while empty) as a nested
+    -- loop that locks and scans again for every row, which took 24 s for a
+    -- batch of 10,000.  The scans start at the worker's floor (p_floor: no
+    -- trigger below it is or can become pending, see src/queue/floor.c), past
+    -- the index entries of triggers already fanned out that VACUUM has not
+    -- removed yet (after a burst, hundreds of pages read at every wake-up).
+    -- Never above the sequence's last value: a sequence set back (TRUNCATE
+    -- ... RESTART IDENTITY) hands out ids below the floor until the worker
+    -- sees it.
+    p_floor := LEAST(p_floor, (SELECT s.last_value FROM novu.events_id_seq s));
+    SELECT array_agg(c.ctid) INTO tids
+      FROM (SELECT x.ctid FROM novu.events x
+             WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id >= p_floor
+               AND (p_nslots <= 1 OR x.id % p_nslots = p_slot) AND (x.retry_at IS NULL OR x.retry_at <= now())
+             ORDER BY x.id LIMIT p_limit
+             FOR UPDATE SKIP LOCKED) c;
+    IF p_nslots > 1 AND COALESCE(cardinality(tids), 0) < p_limit THEN
+        SELECT array_agg(c.ctid) INTO more
+          FROM (SELECT x.ctid FROM novu.events x
+                 WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id >= p_floor AND x.id % p_nslots <> p_slot
+                   AND (x.retry_at IS NULL OR x.retry_at <= now())
+                 ORDER BY x.id LIMIT p_limit - COALESCE(cardinality(tids), 0)
+                 FOR UPDATE SKIP LOCKED) c;
+        tids := COALESCE(tids || more, tids, more);
+    END IF;
+    IF tids IS NOT NULL THEN
+        SELECT array_agg(e.transaction_id), array_agg(e.workflow_id), array_agg(r.subscriber_id),
+               count(DISTINCT e.transaction_id)
+          INTO txids, wfids, subids, done
+          FROM novu._take_events(tids) e LEFT JOIN LATERAL unnest(e.recipients) AS r(subscriber_id) ON true;
+    END IF;
+    IF txids IS NOT NULL THEN
+        -- a row written by hand with no recipient, or a null one, fails alone
+        -- (novu.trigger writes neither)
+        SELECT array_agg(DISTINCT z.t) INTO waiting FROM unnest(txids, subids) AS z(t, s) WHERE z.s IS NULL;
+        IF waiting IS NOT NULL THEN
+            INSERT INTO novu.execution_details (transaction_id, workflow_id, status, detail)
+            SELECT e.transaction_id, e.workflow_id, 'Failed', 'Fan-out failed: the trigger names no recipient, or a null one'
+              FROM novu.events e WHERE e.transaction_id = ANY (waiting);
+            SELECT array_agg(z.t ORDER BY z.i), array_agg(z.w ORDER BY z.i), array_agg(z.s ORDER BY z.i)
+              INTO txids, wfids, subids
+              FROM unnest(txids, wfids, subids) WITH ORDINALITY AS z(t, w, s, i)
+             WHERE z.t <> ALL (waiting);
+        END IF;
+    END IF;
+    IF txids IS NOT NULL THEN
+        -- novu.trigger does not look up a recipient named by a plain
+        -- subscriberId: the missing ones are created here, with an empty
+        -- profile, except one deleted after its trigger was made (its messages
+        -- end skipped, "Subscriber not found")
+        -- (OFFSET 0: the deletions are looked up for the missing ones only)
+        blocked := novu._create_subscribers(ARRAY(
+            SELECT m.s
+              FROM (SELECT z.t, z.s FROM unnest(txids, subids) AS z(t, s)
+                     WHERE NOT EXISTS (SELECT FROM novu.subscribers x WHERE x.subscriber_id = z.s)
+                    OFFSET 0) m
+             WHERE NOT EXISTS (SELECT FROM novu.subscriber_deletions d JOIN novu.events e ON e.transaction_id = m.t
+                                WHERE d.subscriber_id = m.s AND d.last_event_id >= e.id)));
+        IF cardinality(blocked) > 0 THEN
+            -- a recipient another transaction is creating: its triggers wait,
+            -- pending again (no other transaction saw them taken) and set
+            -- aside for a second, and this worker goes on with the others
+            SELECT array_agg(DISTINCT z.t) INTO waiting FROM unnest(txids, subids) AS z(t, s) WHERE z.s = ANY (blocked);
+            UPDATE novu.events e SET status = 'pending', processed_at = NULL, retry_at = now() + interval '1 second'
+             WHERE e.transaction_id = ANY (waiting);
+            SELECT array_agg(z.t ORDER BY z.i), array_agg(z.w ORDER BY z.i), array_agg(z.s ORDER BY z.i)
+              INTO txids, wfids, subids
+              FROM unnest(txids, wfids, subids) WITH ORDINALITY AS z(t, w, s, i)
+             WHERE z.t <> ALL (waiting);
+            done := done - cardinality(waiting);
+        END IF;
+    END IF;
+    IF txids IS NOT NULL THEN
+        BEGIN
+            RETURN QUERY SELECT x.*, 0 FROM novu._start(txids, wfids, subids, p_lease_limit, p_lease_ms) x;
+            GET DIAGNOSTICS leased = ROW_COUNT;
+        EXCEPTION WHEN OTHERS THEN
+            -- one bad event (and nothing it returned) is undone; the others go on one by one
+            leased := 0;
+            FOREACH one IN ARRAY ARRAY(SELECT DISTINCT u FROM unnest(txids) u) LOOP
+                BEGIN
+                    RETURN QUERY
+                    SELECT x.*, 0 FROM novu._start(
+                        ARRAY(SELECT t FROM unnest(txids, wfids, subids) AS z(t, w, s) WHERE t = one),
+                        ARRAY(SELECT w FROM unnest(txids, wfids, subids) AS z(t, w, s) WHERE t = one),
+                        ARRAY(SELECT s FROM unnest(txids, wfids, subids) AS z(t, w, s) WHERE t = one),
+                        GREATEST(p_lease_limit - leased, 0), p_lease_ms) x;
+                    GET DIAGNOSTICS n = ROW_COUNT;
+                    leased := leased + n;
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+                    INSERT INTO novu.execution_details (transaction_id, workflow_id, status, detail)
+                    SELECT e.transaction_id, e.workflow_id, 'Failed', 'Fan-out failed: ' || msg
+                      FROM novu.events e WHERE e.transaction_id = one;
+                END;
+            END LOOP;
+        END;
+    END IF;
+
+    -- Broadcasts and triggers naming topics (kind 'topic', see _topic_chunk)
+    -- go by chunks, in subscriberId order from the cursor on their outbox row.
+    -- One call hands out at most p_limit subscribers in all (each row costs at
+    -- least one): a big row takes its chunk and ends the call, small topic
+    -- triggers are finished several per call.  The row's cursor moves before
+    -- its chunk is expanded, in the same subtransaction: a chunk that fails
+    -- to expand is undone whole, and its row is marked processed with the
+    -- reason, as a failing trigger is, so that it cannot block the rows after
+    -- it.
+    budget := p_limit;
+    LOOP
+        SELECT * INTO b FROM novu.events ev
+         WHERE ev.status IN ('pending', 'processing') AND ev.kind <> 'trigger' AND ev.id > last_id
+           AND (ev.retry_at IS NULL OR ev.retry_at <= now())
+         ORDER BY ev.id LIMIT 1
+         FOR UPDATE SKIP LOCKED;
+        EXIT WHEN NOT FOUND;
+        last_id := b.id;
+        BEGIN
+            -- a topic trigger's direct recipients, as a trigger's above
+            -- (one another transaction is creating: the row is set aside for a second)
+            IF b.kind <> 'broadcast' AND b.cursor IS NULL AND b.recipients IS NOT NULL
+               AND cardinality(novu._create_subscribers(ARRAY(
+                       SELECT r.s FROM unnest(b.recipients) AS r(s)
+                        WHERE NOT EXISTS (SELECT FROM novu.subscribers x WHERE x.subscriber_id = r.s)
+                          AND NOT EXISTS (SELECT FROM novu.subscriber_deletions d
+                                           WHERE d.subscriber_id = r.s AND d.last_event_id >= b.id)))) > 0 THEN
+                UPDATE novu.events SET retry_at = now() + interval '1 second' WHERE novu.events.id = b.id;
+                CONTINUE;
+            END IF;
+            IF b.kind = 'broadcast' THEN
+                SELECT array_agg(s.subscriber_id ORDER BY s.subscriber_id) INTO chunk
+                  FROM (SELECT sub.subscriber_id FROM novu.subscribers sub
+                         -- an index condition: the chunk starts at the cursor (an OR
+                         -- with "cursor IS NULL" made it a filter, every chunk
+                         -- scanning from the first subscriber: a broadcast O(n^2))
+                         WHERE sub.subscriber_id > COALESCE(b.cursor, '')
+                         ORDER BY sub.subscriber_id LIMIT budget) s;
+            ELSE
+                chunk := NULLIF(novu._topic_chunk(b.recipients, b.topics,
+                                                  CASE jsonb_typeof(b.actor) WHEN 'string' THEN b.actor #>> '{}'
+                                                       ELSE b.actor ->> 'subscriberId' END,
+                                                  b.cursor, budget), '{}');
+            END IF;
+            IF chunk IS NULL OR cardinality(chunk) < budget THEN
+                UPDATE novu.events SET status = 'processed', processed_at = now(), cursor = NULL WHERE novu.events.id = b.id;
+            ELSE
+                UPDATE novu.events SET status = 'processing', cursor = chunk[cardinality(chunk)] WHERE novu.events.id = b.id;
+            END IF;
+            IF chunk IS NOT NULL THEN
+                RETURN QUERY
+                SELECT x.*, 0 FROM novu._start(array_fill(b.transaction_id, ARRAY[cardinality(chunk)]),
+                                                array_fill(b.workflow_id, ARRAY[cardinality(chunk)]), chunk,
+                                                GREATEST(p_lease_limit - leased, 0), p_lease_ms) x;
+                GET DIAGNOSTICS n = ROW_COUNT;
+                leased := leased + n;
+                done := done + cardinality(chunk);
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+            -- a transient failure (serialization, deadlock, lock timeout, out of
+            -- resources) ends the call: the worker tries this chunk again later
+            IF left(state, 2) IN ('40', '53', '55', '57', '58') THEN
+                RAISE;
+            END IF;
+            UPDATE novu.events SET status = 'processed', processed_at = now(), cursor = NULL WHERE novu.events.id = b.id;
+            INSERT INTO novu.execution_details (transaction_id, workflow_id, status, detail)
+            VALUES (b.transaction_id, b.workflow_id, 'Failed', 'Fan-out failed: ' || msg);
+            chunk := NULL;
+        END;
+        done := done + 1;
+        budget := budget - GREATEST(COALESCE(cardinality(chunk), 0), 1);
+        EXIT WHEN budget <= 0;
+    END LOOP;
+
+    -- the count of handled outbox rows travels in one extra row with no message
+    RETURN QUERY SELECT NULL::bigint, NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text, NULL::bigint,
+                        NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb, done;
+END
+$$;
+COMMENT ON FUNCTION novu._fanout(integer, integer, integer, integer, integer, bigint) IS 'Internal (workers): create the missing recipients of pending triggers, fan the triggers out, then chunks of broadcasts and topic triggers, into deliveries; returns the messages leased to the caller, then one row with the count handled';
+
+CREATE OR REPLACE FUNCTION novu.delete_message(message_id text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    msg_id bigint;
+    n_delivery integer;
+    feed_subscriber text;
+BEGIN
+    IF delete_message.message_id IS NULL THEN
+        RAISE EXCEPTION 'message_id is required'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the "_id" of a message.';
+    END IF;
+    msg_id := novu._message_id(to_jsonb(delete_message.message_id), 'message_id');
+    -- a message a worker is sending now completes (as with novu.cancel): its
+    -- row locked here until this transaction ends would stop that worker
+    DELETE FROM novu.deliveries d WHERE d.id = msg_id AND d.status <> 'sending';
+    GET DIAGNOSTICS n_delivery = ROW_COUNT;
+    DELETE FROM novu.in_app_messages m WHERE m.id = msg_id RETURNING m.subscriber_id INTO feed_subscriber;
+    IF feed_subscriber IS NOT NULL THEN
+        PERFORM novu._notify_in_app(feed_subscriber);
+    END IF;
+    RETURN n_delivery > 0 OR feed_subscriber IS NOT NULL;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_message(text) IS 'Delete one message (any channel; an in_app one leaves the feed); false if unknown or being sent now (it completes).  The activity log keeps its entries';
+
+CREATE OR REPLACE FUNCTION novu.delete_messages(transaction_id text)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+    feed_subscribers text[];
+BEGIN
+    PERFORM novu._check_id(delete_messages.transaction_id, 'transaction_id');
+    -- the feed rows locked in feed order first, as the mark functions lock
+    -- theirs: deleted in the table's order, two rows of one feed could be
+    -- taken in the other order than novu.mark_all_as takes them (a deadlock)
+    PERFORM FROM novu.in_app_messages m
+      WHERE m.transaction_id = delete_messages.transaction_id
+      ORDER BY m.created_at DESC, m.id DESC
+      FOR UPDATE;
+    -- messages a worker is sending now complete (as with novu.cancel): their
+    -- rows locked here until this transaction ends would stop that worker
+    WITH d AS (
+        DELETE FROM novu.deliveries d
+         WHERE d.transaction_id = delete_messages.transaction_id AND d.status <> 'sending'
+        RETURNING d.id
+    ),
+    m AS (
+        DELETE FROM novu.in_app_messages m WHERE m.transaction_id = delete_messages.transaction_id
+        RETURNING m.id, m.subscriber_id
+    )
+    SELECT (SELECT count(*) FROM (SELECT d.id FROM d UNION SELECT m.id FROM m) u),
+           (SELECT array_agg(DISTINCT m.subscriber_id) FROM m)
+      INTO n, feed_subscribers;
+    PERFORM novu._notify_in_app(s) FROM unnest(feed_subscribers) s;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION novu.delete_messages(text) IS 'Delete every message of a transaction (any channel; in_app ones leave the feeds) but those being sent now (they complete); returns how many.  It does not stop what is not fanned out yet: see novu.cancel()';
+
+CREATE OR REPLACE FUNCTION novu._record(p_worker integer, p_ids bigint[], p_attempts integer[], p_statuses text[],
+                             p_errors text[], p_message_ids text[], p_delays_ms bigint[], p_receipt_ms bigint[],
+                             p_details text[], p_prune_integrations bigint[], p_prune_tokens text[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    n integer;
+BEGIN
+
+    WITH r AS (
+        SELECT * FROM unnest(p_ids, p_attempts, p_statuses, p_errors, p_message_ids, p_delays_ms, p_receipt_ms, p_details)
+                 AS r(id, attempts, status, error, message_id, delay_ms, receipt_ms, detail)
+    ),
+    upd AS (
+        UPDATE novu.deliveries d
+           SET status = r.status,
+               last_error = COALESCE(r.error, CASE WHEN r.status = 'sent' THEN NULL ELSE d.last_error END),
+               provider_message_id = COALESCE(r.message_id, d.provider_message_id),
+               next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.delay_ms * interval '1 millisecond'
+                                      ELSE d.next_attempt_at END,
+               sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END,
+               receipt_at = CASE WHEN r.receipt_ms IS NOT NULL THEN now() + r.receipt_ms * interval '1 millisecond' END,
+               lease_until = NULL,
+               updated_at = now()
+          FROM r CROSS JOIN LATERAL (SELECT x.ctid AS tid FROM novu.deliveries x
+                                      WHERE x.id = r.id AND x.attempts = r.attempts
+                                        AND x.status || '' = 'sending'
+                                      OFFSET 0) l
+         WHERE d.ctid = l.tid
+        RETURNING d.id, d.transaction_id, d.subscriber_id, d.workflow_id, d.channel, d.provider_id,
+                  d.integration_id, r.status, r.error, r.detail
+    ),
+    log AS (
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id, channel,
+                                            provider_id, status, detail)
+        SELECT transaction_id, id, subscriber_id, workflow_id, channel, provider_id,
+               CASE status WHEN 'sent' THEN 'Success' WHEN 'pending' THEN 'Pending' ELSE 'Failed' END,
+               detail
+          FROM upd WHERE detail IS NOT NULL
+    ),
+    counts AS (
+        SELECT integration_id,
+               count(*) FILTER (WHERE status = 'sent') AS sent,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               count(*) FILTER (WHERE status = 'pending') AS retried,
+               max(error) FILTER (WHERE status <> 'sent') AS last_error
+          FROM upd WHERE integration_id IS NOT NULL GROUP BY integration_id
+    ),
+    stats AS (
+        INSERT INTO novu.provider_stats AS s (integration_id, worker, sent, failed, retried, last_error, last_error_at)
+        SELECT c.integration_id, p_worker, c.sent, c.failed, c.retried, c.last_error,
+               CASE WHEN c.last_error IS NOT NULL THEN now() END
+          FROM counts c
+         WHERE EXISTS (SELECT FROM novu.integrations i WHERE i.id = c.integration_id)
+        ON CONFLICT (integration_id, worker) DO UPDATE SET
+            sent = s.sent + excluded.sent,
+            failed = s.failed + excluded.failed,
+            retried = s.retried + excluded.retried,
+            last_error = COALESCE(excluded.last_error, s.last_error),
+            last_error_at = COALESCE(excluded.last_error_at, s.last_error_at)
+    )
+    SELECT count(*)::integer INTO n FROM upd;
+    -- Dead tokens and deleted chat webhooks, when a provider said so (rare: a
+    -- statement of its own, not planned and opened with every record)
+    IF cardinality(p_prune_integrations) > 0 THEN
+        -- (a token or webhook an application transaction holds is left: that
+        -- transaction is changing it, and waiting for it would stop the worker;
+        -- a send to it that fails again prunes it then)
+        WITH dead_tokens AS MATERIALIZED (
+            SELECT t.ctid AS tid FROM novu.device_tokens t
+              JOIN unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+                ON t.integration_id = x.integration_id AND t.device_token = x.token
+               FOR UPDATE OF t SKIP LOCKED
+        ),
+        pruned_tokens AS (
+            DELETE FROM novu.device_tokens t USING dead_tokens k WHERE t.ctid = k.tid
+            RETURNING t.integration_id
+        ),
+        dead_webhooks AS MATERIALIZED (
+            -- a deleted chat webhook: the subscriber's credential goes
+            SELECT c.ctid AS tid FROM novu.subscriber_channels c
+              JOIN unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+                ON c.integration_id = x.integration_id AND c.webhook_url = x.token
+             WHERE EXISTS (SELECT FROM novu.integrations ig WHERE ig.id = c.integration_id AND ig.channel = 'chat')
+               FOR UPDATE OF c SKIP LOCKED
+        ),
+        pruned_webhooks AS (
+            UPDATE novu.subscriber_channels c SET webhook_url = NULL, updated_at = now()
+              FROM dead_webhooks k WHERE c.ctid = k.tid
+            RETURNING c.integration_id
+        ),
+        pruned AS (
+            SELECT integration_id FROM pruned_tokens UNION ALL SELECT integration_id FROM pruned_webhooks
+        )
+        INSERT INTO novu.provider_stats AS s (integration_id, worker, tokens_pruned)
+        SELECT p.integration_id, p_worker, count(*)
+          FROM pruned p
+         WHERE EXISTS (SELECT FROM novu.integrations i WHERE i.id = p.integration_id)
+         GROUP BY p.integration_id
+        ON CONFLICT (integration_id, worker) DO UPDATE SET tokens_pruned = s.tokens_pruned + excluded.tokens_pruned;
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record a batch of delivery results, the activity log and counters in one statement, and prune the dead tokens named (a second one, only then)';

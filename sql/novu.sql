@@ -267,7 +267,9 @@ CREATE TABLE novu.events (
     cursor          text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     processed_at    timestamptz,
-    topics          text[] COLLATE "C"                      -- kind topic: the topic keys of "to"
+    topics          text[] COLLATE "C",                     -- kind topic: the topic keys of "to"
+    retry_at        timestamptz                             -- set aside until then: another transaction
+                                                            -- was creating a recipient (novu._create_subscribers)
 ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX events_pending_idx ON novu.events (id) WHERE status IN ('pending', 'processing');
 -- the next broadcast or topic trigger to fan out in chunks, without walking the
@@ -3788,7 +3790,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the "_id" of a message.';
     END IF;
     msg_id := novu._message_id(to_jsonb(delete_message.message_id), 'message_id');
-    DELETE FROM novu.deliveries d WHERE d.id = msg_id;
+    -- a message a worker is sending now completes (as with novu.cancel): its
+    -- row locked here until this transaction ends would stop that worker
+    DELETE FROM novu.deliveries d WHERE d.id = msg_id AND d.status <> 'sending';
     GET DIAGNOSTICS n_delivery = ROW_COUNT;
     DELETE FROM novu.in_app_messages m WHERE m.id = msg_id RETURNING m.subscriber_id INTO feed_subscriber;
     IF feed_subscriber IS NOT NULL THEN
@@ -3797,7 +3801,7 @@ BEGIN
     RETURN n_delivery > 0 OR feed_subscriber IS NOT NULL;
 END
 $$;
-COMMENT ON FUNCTION novu.delete_message(text) IS 'Delete one message (any channel; an in_app one leaves the feed); false if unknown.  The activity log keeps its entries';
+COMMENT ON FUNCTION novu.delete_message(text) IS 'Delete one message (any channel; an in_app one leaves the feed); false if unknown or being sent now (it completes).  The activity log keeps its entries';
 
 CREATE FUNCTION novu.delete_messages(transaction_id text)
 RETURNS integer
@@ -3816,8 +3820,12 @@ BEGIN
       WHERE m.transaction_id = delete_messages.transaction_id
       ORDER BY m.created_at DESC, m.id DESC
       FOR UPDATE;
+    -- messages a worker is sending now complete (as with novu.cancel): their
+    -- rows locked here until this transaction ends would stop that worker
     WITH d AS (
-        DELETE FROM novu.deliveries d WHERE d.transaction_id = delete_messages.transaction_id RETURNING d.id
+        DELETE FROM novu.deliveries d
+         WHERE d.transaction_id = delete_messages.transaction_id AND d.status <> 'sending'
+        RETURNING d.id
     ),
     m AS (
         DELETE FROM novu.in_app_messages m WHERE m.transaction_id = delete_messages.transaction_id
@@ -3830,7 +3838,7 @@ BEGIN
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION novu.delete_messages(text) IS 'Delete every message of a transaction (any channel; in_app ones leave the feeds); returns how many.  It does not stop what is not fanned out yet: see novu.cancel()';
+COMMENT ON FUNCTION novu.delete_messages(text) IS 'Delete every message of a transaction (any channel; in_app ones leave the feeds) but those being sent now (they complete); returns how many.  It does not stop what is not fanned out yet: see novu.cancel()';
 
 ------------------------------------------------------------------------------
 -- Worker side (called by the delivery workers, as novu_worker, in short transactions)
@@ -5000,6 +5008,48 @@ AS $$
 $$;
 COMMENT ON FUNCTION novu._topic_chunk(text[], text[], text, text, integer) IS 'Internal (workers): the next chunk of a topic trigger''s recipients after the cursor: direct recipients and topic members (the actor left out), de-duplicated, in subscriberId order';
 
+-- Create the recipients a fan-out names that do not exist yet (p_ids: missing
+-- and not deleted since, see novu._fanout), with an empty profile, in id order
+-- (workers creating the same ones wait for each other in one order).  An
+-- application transaction creating one of them too (novu.identify not
+-- committed yet) would hold the worker until it ends, however long: the
+-- insert waits novu.fanout_lock_wait at most, then the ids are tried one by
+-- one, each for a moment only.  Returns the ids not created, being created
+-- (or deleted) by another transaction; the caller sets their triggers aside.
+CREATE FUNCTION novu._create_subscribers(p_ids text[])
+RETURNS text[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = 0
+AS $$
+DECLARE
+    ids text[] := ARRAY(SELECT DISTINCT u.s FROM unnest(p_ids) AS u(s) WHERE u.s IS NOT NULL ORDER BY 1);
+    blocked text[] := '{}';
+    one text;
+BEGIN
+    IF cardinality(ids) = 0 THEN
+        RETURN blocked;
+    END IF;
+    PERFORM set_config('lock_timeout', COALESCE(current_setting('novu.fanout_lock_wait', true), '100ms'), true);
+    BEGIN
+        INSERT INTO novu.subscribers (subscriber_id) SELECT u.s FROM unnest(ids) AS u(s) ON CONFLICT DO NOTHING;
+        RETURN blocked;
+    EXCEPTION WHEN lock_not_available THEN
+        NULL;
+    END;
+    PERFORM set_config('lock_timeout', '10ms', true);
+    FOREACH one IN ARRAY ids LOOP
+        BEGIN
+            INSERT INTO novu.subscribers (subscriber_id) VALUES (one) ON CONFLICT DO NOTHING;
+        EXCEPTION WHEN lock_not_available THEN
+            blocked := blocked || one;
+        END;
+    END LOOP;
+    RETURN blocked;
+END
+$$;
+COMMENT ON FUNCTION novu._create_subscribers(text[]) IS 'Internal (workers): create missing recipients with an empty profile, waiting novu.fanout_lock_wait at most for another transaction creating one; returns the ids not created';
+
 -- Fan out pending outbox rows: trigger events in one set-based statement (one by
 -- one if that fails, so a bad event cannot block the others), then chunks of at
 -- most p_limit subscribers in all of broadcasts and triggers naming topics.  Returns the rows leased to the
@@ -5031,6 +5081,8 @@ DECLARE
     budget integer;
     last_id bigint := 0;
     state text;
+    blocked text[];
+    waiting text[];
 BEGIN
     -- claim pending triggers, then mark them processed.  Each worker takes its
     -- own share first (id modulo the workers): workers that scan the same rows
@@ -5052,13 +5104,14 @@ BEGIN
     SELECT array_agg(c.ctid) INTO tids
       FROM (SELECT x.ctid FROM novu.events x
              WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id >= p_floor
-               AND (p_nslots <= 1 OR x.id % p_nslots = p_slot)
+               AND (p_nslots <= 1 OR x.id % p_nslots = p_slot) AND (x.retry_at IS NULL OR x.retry_at <= now())
              ORDER BY x.id LIMIT p_limit
              FOR UPDATE SKIP LOCKED) c;
     IF p_nslots > 1 AND COALESCE(cardinality(tids), 0) < p_limit THEN
         SELECT array_agg(c.ctid) INTO more
           FROM (SELECT x.ctid FROM novu.events x
                  WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id >= p_floor AND x.id % p_nslots <> p_slot
+                   AND (x.retry_at IS NULL OR x.retry_at <= now())
                  ORDER BY x.id LIMIT p_limit - COALESCE(cardinality(tids), 0)
                  FOR UPDATE SKIP LOCKED) c;
         tids := COALESCE(tids || more, tids, more);
@@ -5067,24 +5120,50 @@ BEGIN
         SELECT array_agg(e.transaction_id), array_agg(e.workflow_id), array_agg(r.subscriber_id),
                count(DISTINCT e.transaction_id)
           INTO txids, wfids, subids, done
-          FROM novu._take_events(tids) e CROSS JOIN LATERAL unnest(e.recipients) AS r(subscriber_id);
+          FROM novu._take_events(tids) e LEFT JOIN LATERAL unnest(e.recipients) AS r(subscriber_id) ON true;
+    END IF;
+    IF txids IS NOT NULL THEN
+        -- a row written by hand with no recipient, or a null one, fails alone
+        -- (novu.trigger writes neither)
+        SELECT array_agg(DISTINCT z.t) INTO waiting FROM unnest(txids, subids) AS z(t, s) WHERE z.s IS NULL;
+        IF waiting IS NOT NULL THEN
+            INSERT INTO novu.execution_details (transaction_id, workflow_id, status, detail)
+            SELECT e.transaction_id, e.workflow_id, 'Failed', 'Fan-out failed: the trigger names no recipient, or a null one'
+              FROM novu.events e WHERE e.transaction_id = ANY (waiting);
+            SELECT array_agg(z.t ORDER BY z.i), array_agg(z.w ORDER BY z.i), array_agg(z.s ORDER BY z.i)
+              INTO txids, wfids, subids
+              FROM unnest(txids, wfids, subids) WITH ORDINALITY AS z(t, w, s, i)
+             WHERE z.t <> ALL (waiting);
+        END IF;
     END IF;
     IF txids IS NOT NULL THEN
         -- novu.trigger does not look up a recipient named by a plain
         -- subscriberId: the missing ones are created here, with an empty
-        -- profile, in subscriberId order (workers creating the same ones wait
-        -- for each other in one order), except one deleted after its trigger
-        -- was made (its messages end skipped, "Subscriber not found")
+        -- profile, except one deleted after its trigger was made (its messages
+        -- end skipped, "Subscriber not found")
         -- (OFFSET 0: the deletions are looked up for the missing ones only)
-        INSERT INTO novu.subscribers (subscriber_id)
-        SELECT DISTINCT m.s
-          FROM (SELECT z.t, z.s FROM unnest(txids, subids) AS z(t, s)
-                 WHERE NOT EXISTS (SELECT FROM novu.subscribers x WHERE x.subscriber_id = z.s)
-                OFFSET 0) m
-         WHERE NOT EXISTS (SELECT FROM novu.subscriber_deletions d JOIN novu.events e ON e.transaction_id = m.t
-                            WHERE d.subscriber_id = m.s AND d.last_event_id >= e.id)
-         ORDER BY 1
-        ON CONFLICT DO NOTHING;
+        blocked := novu._create_subscribers(ARRAY(
+            SELECT m.s
+              FROM (SELECT z.t, z.s FROM unnest(txids, subids) AS z(t, s)
+                     WHERE NOT EXISTS (SELECT FROM novu.subscribers x WHERE x.subscriber_id = z.s)
+                    OFFSET 0) m
+             WHERE NOT EXISTS (SELECT FROM novu.subscriber_deletions d JOIN novu.events e ON e.transaction_id = m.t
+                                WHERE d.subscriber_id = m.s AND d.last_event_id >= e.id)));
+        IF cardinality(blocked) > 0 THEN
+            -- a recipient another transaction is creating: its triggers wait,
+            -- pending again (no other transaction saw them taken) and set
+            -- aside for a second, and this worker goes on with the others
+            SELECT array_agg(DISTINCT z.t) INTO waiting FROM unnest(txids, subids) AS z(t, s) WHERE z.s = ANY (blocked);
+            UPDATE novu.events e SET status = 'pending', processed_at = NULL, retry_at = now() + interval '1 second'
+             WHERE e.transaction_id = ANY (waiting);
+            SELECT array_agg(z.t ORDER BY z.i), array_agg(z.w ORDER BY z.i), array_agg(z.s ORDER BY z.i)
+              INTO txids, wfids, subids
+              FROM unnest(txids, wfids, subids) WITH ORDINALITY AS z(t, w, s, i)
+             WHERE z.t <> ALL (waiting);
+            done := done - cardinality(waiting);
+        END IF;
+    END IF;
+    IF txids IS NOT NULL THEN
         BEGIN
             RETURN QUERY SELECT x.*, 0 FROM novu._start(txids, wfids, subids, p_lease_limit, p_lease_ms) x;
             GET DIAGNOSTICS leased = ROW_COUNT;
@@ -5124,21 +5203,22 @@ BEGIN
     LOOP
         SELECT * INTO b FROM novu.events ev
          WHERE ev.status IN ('pending', 'processing') AND ev.kind <> 'trigger' AND ev.id > last_id
+           AND (ev.retry_at IS NULL OR ev.retry_at <= now())
          ORDER BY ev.id LIMIT 1
          FOR UPDATE SKIP LOCKED;
         EXIT WHEN NOT FOUND;
         last_id := b.id;
         BEGIN
             -- a topic trigger's direct recipients, as a trigger's above
-            IF b.kind <> 'broadcast' AND b.cursor IS NULL AND b.recipients IS NOT NULL THEN
-                INSERT INTO novu.subscribers (subscriber_id)
-                SELECT DISTINCT r.s
-                  FROM unnest(b.recipients) AS r(s)
-                 WHERE NOT EXISTS (SELECT FROM novu.subscribers x WHERE x.subscriber_id = r.s)
-                   AND NOT EXISTS (SELECT FROM novu.subscriber_deletions d
-                                    WHERE d.subscriber_id = r.s AND d.last_event_id >= b.id)
-                 ORDER BY 1
-                ON CONFLICT DO NOTHING;
+            -- (one another transaction is creating: the row is set aside for a second)
+            IF b.kind <> 'broadcast' AND b.cursor IS NULL AND b.recipients IS NOT NULL
+               AND cardinality(novu._create_subscribers(ARRAY(
+                       SELECT r.s FROM unnest(b.recipients) AS r(s)
+                        WHERE NOT EXISTS (SELECT FROM novu.subscribers x WHERE x.subscriber_id = r.s)
+                          AND NOT EXISTS (SELECT FROM novu.subscriber_deletions d
+                                           WHERE d.subscriber_id = r.s AND d.last_event_id >= b.id)))) > 0 THEN
+                UPDATE novu.events SET retry_at = now() + interval '1 second' WHERE novu.events.id = b.id;
+                CONTINUE;
             END IF;
             IF b.kind = 'broadcast' THEN
                 SELECT array_agg(s.subscriber_id ORDER BY s.subscriber_id) INTO chunk
@@ -5275,18 +5355,30 @@ BEGIN
     -- Dead tokens and deleted chat webhooks, when a provider said so (rare: a
     -- statement of its own, not planned and opened with every record)
     IF cardinality(p_prune_integrations) > 0 THEN
-        WITH pruned_tokens AS (
-            DELETE FROM novu.device_tokens t
-             USING unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
-             WHERE t.integration_id = x.integration_id AND t.device_token = x.token
+        -- (a token or webhook an application transaction holds is left: that
+        -- transaction is changing it, and waiting for it would stop the worker;
+        -- a send to it that fails again prunes it then)
+        WITH dead_tokens AS MATERIALIZED (
+            SELECT t.ctid AS tid FROM novu.device_tokens t
+              JOIN unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+                ON t.integration_id = x.integration_id AND t.device_token = x.token
+               FOR UPDATE OF t SKIP LOCKED
+        ),
+        pruned_tokens AS (
+            DELETE FROM novu.device_tokens t USING dead_tokens k WHERE t.ctid = k.tid
             RETURNING t.integration_id
         ),
-        pruned_webhooks AS (
+        dead_webhooks AS MATERIALIZED (
             -- a deleted chat webhook: the subscriber's credential goes
+            SELECT c.ctid AS tid FROM novu.subscriber_channels c
+              JOIN unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+                ON c.integration_id = x.integration_id AND c.webhook_url = x.token
+             WHERE EXISTS (SELECT FROM novu.integrations ig WHERE ig.id = c.integration_id AND ig.channel = 'chat')
+               FOR UPDATE OF c SKIP LOCKED
+        ),
+        pruned_webhooks AS (
             UPDATE novu.subscriber_channels c SET webhook_url = NULL, updated_at = now()
-              FROM unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
-             WHERE c.integration_id = x.integration_id AND c.webhook_url = x.token
-               AND EXISTS (SELECT FROM novu.integrations ig WHERE ig.id = c.integration_id AND ig.channel = 'chat')
+              FROM dead_webhooks k WHERE c.ctid = k.tid
             RETURNING c.integration_id
         ),
         pruned AS (
@@ -5869,6 +5961,8 @@ GRANT SELECT ON novu.integrations, novu.subscribers, novu.subscriber_channels, n
                 novu.preferences, novu.topics, novu.topic_subscribers
     TO novu_worker;
 GRANT SELECT, DELETE ON novu.device_tokens TO novu_worker;
+-- (the prune locks dead tokens FOR UPDATE SKIP LOCKED, which takes an UPDATE privilege)
+GRANT UPDATE (created_at) ON novu.device_tokens TO novu_worker;
 -- the fan-out creates missing recipients (an empty profile: the key only)
 GRANT INSERT (subscriber_id) ON novu.subscribers TO novu_worker;
 GRANT SELECT, DELETE ON novu.subscriber_deletions TO novu_worker;
@@ -5906,6 +6000,7 @@ GRANT EXECUTE ON FUNCTION
     novu._iso(timestamptz),
     novu._profile(text, text, text, text, text, text, text, text, jsonb),
     novu._take_events(tid[]),
+    novu._create_subscribers(text[]),
     novu._topic_chunk(text[], text[], text, text, integer),
     novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]),
     novu._claim_receipts(integer, integer),

@@ -21,6 +21,7 @@ bool		novu_durable_claims = false;
 int			novu_max_attempts = 5;
 int			novu_retry_initial_delay = 1000;
 int			novu_retry_max_delay = 3600000;
+int			novu_fanout_lock_wait = 100;
 char	   *novu_ca_file = NULL;
 int			novu_retention = 30 * 24 * 3600;
 int			novu_expo_receipt_delay = 15 * 60 * 1000;
@@ -118,6 +119,15 @@ novu_define_gucs(void)
 							&novu_retry_max_delay,
 							3600000, 1, 86400000,
 							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("novu.fanout_lock_wait",
+							"How long a fan-out waits for another transaction creating a subscriber it names.",
+							"Then the triggers naming it are set aside for a second and the worker goes on.",
+							&novu_fanout_lock_wait,
+							100, 1, 60000,
+							PGC_SUSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

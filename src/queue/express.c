@@ -20,6 +20,8 @@
  *   - each recipient exists and has no preference row,
  *   - each recipient has a device token for each step (no skipped message),
  *   - all the messages fit in the lease limit (each is leased at once).
+ * (A trigger set aside until retry_at, see novu._create_subscribers, is
+ * not taken before then, by either way.)
  * Then the triggers are marked processed and the messages inserted leased to
  * this worker ("sending", attempt 1), as _expand does; the rows come back in
  * _fanout's shape, and a row without a message id carries the number of triggers taken.
@@ -80,6 +82,7 @@ static const char express_sql[] =
 "  SELECT e.id, e.transaction_id, e.workflow_id, e.recipients, e.payload, e.overrides, e.actor"
 "    FROM novu.events e"
 "   WHERE e.status = 'pending' AND e.kind = 'trigger'"
+"     AND (e.retry_at IS NULL OR e.retry_at <= pg_catalog.now())"
 "     AND e.id >= LEAST($1, (SELECT q.last_value FROM novu.events_id_seq q))"
 "   ORDER BY e.id LIMIT " CppAsString2(EXPRESS_MAX)
 "     FOR UPDATE SKIP LOCKED),"
@@ -105,7 +108,8 @@ static const char express_sql[] =
 " h AS MATERIALIZED ("
 "  SELECT (SELECT pg_catalog.count(*) FROM c)::integer AS claimed,"
 "         EXISTS (SELECT FROM novu.events b"
-"                  WHERE b.kind <> 'trigger' AND b.status IN ('pending', 'processing')) AS chunked),"
+"                  WHERE b.kind <> 'trigger' AND b.status IN ('pending', 'processing')"
+"                    AND (b.retry_at IS NULL OR b.retry_at <= pg_catalog.now())) AS chunked),"
 " chk AS MATERIALIZED ("
 "  SELECT h.claimed, h.chunked,"
 "         h.claimed > 0 AND NOT h.chunked"

@@ -1,0 +1,129 @@
+# 021_lock_waits.pl: an application transaction left open never stops delivery.
+# One worker (so that a stall shows); while an application holds, uncommitted:
+#   1. a subscriber it is creating (novu.identify) that a committed trigger
+#      names: the worker sets that trigger aside and delivers the others; once
+#      the application commits, the trigger goes to the subscriber it created,
+#      with the device token given in that transaction;
+#   2. novu.delete_messages of a message a worker is sending: the message is
+#      left to complete (recorded 'sent' while the application still holds its
+#      transaction), and the others go on;
+#   3. the device token a provider has just called dead (set_credentials
+#      again): the worker records the answer without pruning it, and goes on.
+# In each, no worker waits on a lock (pg_stat_activity).
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::Bin;
+
+use NovuTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $mocks = NovuTest::start_mocks();
+my $node = NovuTest::new_node('lock_waits', $mocks, 'novu.workers' => 1);
+NovuTest::create_integrations($node, $mocks);
+
+sub q1 { return NovuTest::query($node, $_[0]); }
+
+sub identify_sql
+{
+	my ($sub, $token) = @_;
+	return "SELECT novu.identify('$sub', '{\"channels\": [{\"providerId\": \"fcm\", \"integrationIdentifier\": \"fcm-mock\","
+	  . " \"credentials\": {\"deviceTokens\": [\"$token\"]}}]}')";
+}
+
+sub trigger_sql
+{
+	my ($sub, $tx) = @_;
+	return "SELECT novu.trigger('locks', '\"$sub\"', '{}', '{}', '$tx')";
+}
+
+sub sent { return "SELECT count(*) = 1 AND bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = '$_[0]'"; }
+
+# no delivery worker waits on a heavyweight lock (row locks are waited for as locks on transactions)
+sub workers_waiting
+{
+	return q1(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'novu delivery worker' AND wait_event_type = 'Lock'});
+}
+
+q1(q{SELECT novu.create_workflow('locks', '[{"type": "push", "title": "t", "content": "c"}]')});
+q1(identify_sql('dave', 'tok-dave'));
+q1(identify_sql('erin', 'tok-erin'));
+q1(identify_sql('frank', 'tok-frank'));
+
+######################################################################
+# 1. a subscriber an open transaction is creating
+{
+	my $app = $node->background_psql('postgres');
+	$app->query_safe('BEGIN');
+	$app->query_safe(identify_sql('carol', 'tok-carol'));
+	q1(trigger_sql('carol', 'tx-carol'));
+	q1(trigger_sql('dave', 'tx-dave-1'));
+	ok(NovuTest::wait_for($node, sent('tx-dave-1'), 20),
+		'identify held: a trigger to another subscriber is delivered meanwhile');
+	ok(NovuTest::wait_for($node, q{SELECT status = 'pending' AND retry_at IS NOT NULL FROM novu.events WHERE transaction_id = 'tx-carol'}, 20),
+		'identify held: the trigger naming the subscriber being created is set aside, pending');
+	q1(trigger_sql('dave', 'tx-dave-2'));
+	ok(NovuTest::wait_for($node, sent('tx-dave-2'), 20),
+		'identify held: a trigger committed after the set-aside one is delivered too');
+	is(workers_waiting(), '0', 'identify held: no worker waits on a lock');
+	is(q1(q{SELECT string_agg(status, ',') FROM novu.messages WHERE transaction_id = 'tx-carol'}), 'pending',
+		'identify held: its message shows pending');
+	is(q1(q{SELECT count(*) FROM novu.deliveries WHERE transaction_id = 'tx-carol'}), '0',
+		'identify held: nothing fanned out for the subscriber yet');
+	$app->query_safe('COMMIT');
+	$app->quit;
+	ok(NovuTest::wait_for($node, sent('tx-carol'), 20),
+		'identify committed: the set-aside trigger is delivered');
+	is(q1(q{SELECT device_token FROM novu.messages WHERE transaction_id = 'tx-carol'}), 'tok-carol',
+		'identify committed: to the device token given in that transaction');
+	is(NovuTest::accepted($mocks, 'fcm')->{'tok-carol'}, 1, 'identify committed: the provider got it once');
+}
+
+######################################################################
+# 2. delete_messages of a message being sent, held open
+{
+	NovuTest::set_tokens($mocks, 'fcm', 'slow:2000', 'tok-erin');
+	q1(trigger_sql('erin', 'tx-slow'));
+	ok(NovuTest::wait_for($node, q{SELECT status = 'sending' FROM novu.messages WHERE transaction_id = 'tx-slow'}, 20),
+		'delete held: the slow message is in flight');
+	my $app = $node->background_psql('postgres');
+	$app->query_safe('BEGIN');
+	is($app->query_safe(q{SELECT novu.delete_messages('tx-slow')}), '0',
+		'delete held: a message being sent is not deleted (it completes, as with cancel)');
+	ok(NovuTest::wait_for($node, sent('tx-slow'), 20),
+		'delete held: its answer is recorded while the deleting transaction is still open');
+	q1(trigger_sql('dave', 'tx-dave-3'));
+	ok(NovuTest::wait_for($node, sent('tx-dave-3'), 20), 'delete held: the others go on');
+	is(workers_waiting(), '0', 'delete held: no worker waits on a lock');
+	$app->query_safe('COMMIT');
+	$app->quit;
+	is(q1(q{SELECT novu.delete_messages('tx-slow')}), '1', 'delete: once recorded, the message is deleted');
+}
+
+######################################################################
+# 3. a dead device token an open transaction holds (set_credentials again)
+{
+	NovuTest::set_tokens($mocks, 'fcm', 'dead', 'tok-frank');
+	my $app = $node->background_psql('postgres');
+	$app->query_safe('BEGIN');
+	$app->query_safe(q{SELECT novu.set_credentials('frank', 'fcm', '{"deviceTokens": ["tok-frank"]}', 'fcm-mock')});
+	q1(trigger_sql('frank', 'tx-dead'));
+	ok(NovuTest::wait_for($node, q{SELECT status = 'failed' FROM novu.messages WHERE transaction_id = 'tx-dead'}, 20),
+		'token held: the dead-token answer is recorded while the token is held');
+	q1(trigger_sql('dave', 'tx-dave-4'));
+	ok(NovuTest::wait_for($node, sent('tx-dave-4'), 20), 'token held: the others go on');
+	is(workers_waiting(), '0', 'token held: no worker waits on a lock');
+	$app->query_safe('COMMIT');
+	$app->quit;
+	is(q1(q{SELECT count(*) FROM novu.device_tokens WHERE device_token = 'tok-frank'}), '1',
+		'token held: the token the transaction kept is not pruned behind its back');
+	q1(trigger_sql('frank', 'tx-dead-2'));
+	ok(NovuTest::wait_for($node, q{SELECT status = 'failed' FROM novu.messages WHERE transaction_id = 'tx-dead-2'}
+		  . q{ AND NOT EXISTS (SELECT FROM novu.device_tokens WHERE device_token = 'tok-frank')}, 20),
+		'token released: the next dead answer prunes it');
+}
+
+$node->stop;
+done_testing();
