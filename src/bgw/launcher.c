@@ -36,6 +36,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "novu.h"
 #include "common/shmem.h"
@@ -43,13 +44,29 @@
 
 PGDLLEXPORT void novu_launcher_main(Datum main_arg);
 
-/* One started delivery worker. */
+/*
+ * One delivery worker: started by this launcher (handle), or found running in
+ * its slot when this launcher started (adopted_pid: a launcher restarted
+ * after an error or pg_terminate_backend knows nothing of the workers its
+ * predecessor started; starting others beside them would put two workers in a
+ * slot).  A worker that stops within FAST_EXIT_MS of its start is started again
+ * after a delay that doubles up to RESTART_MAX_MS (a worker that cannot
+ * connect, e.g. CONNECT revoked, would otherwise be forked without end).
+ */
 typedef struct WorkerHandle
 {
 	BackgroundWorkerHandle *handle;
+	pid_t		adopted_pid;
 	Oid			dboid;
 	Oid			roleoid;
+	TimestampTz started_at;
+	TimestampTz next_start;		/* not started again before then */
+	int			fast_exits;		/* stops in a row soon after a start */
+	bool		start_failed;	/* no free background worker slot (logged) */
 } WorkerHandle;
+
+#define FAST_EXIT_MS	10000
+#define RESTART_MAX_MS	60000
 
 static WorkerHandle workers[NOVU_MAX_WORKERS];
 
@@ -187,52 +204,107 @@ start_worker(int slot, Oid dboid, Oid roleoid)
 
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 	{
-		ereport(WARNING,
-				(errmsg("novu: could not start delivery worker %d: no free background worker slot", slot),
-				 errhint("Raise max_worker_processes (it also serves parallel query and other extensions), or lower novu.workers.")));
+		/* once until one starts again: the launcher tries every few seconds */
+		if (!workers[slot].start_failed)
+			ereport(WARNING,
+					(errmsg("novu: could not start delivery worker %d: no free background worker slot", slot),
+					 errhint("Raise max_worker_processes (it also serves parallel query and other extensions), or lower novu.workers.")));
+		workers[slot].start_failed = true;
 		return;
 	}
+	workers[slot].start_failed = false;
 	workers[slot].handle = handle;
 	workers[slot].dboid = dboid;
 	workers[slot].roleoid = roleoid;
+	workers[slot].started_at = GetCurrentTimestamp();
 }
 
-/* Whether the worker in a slot is starting or running. */
+/* A worker of this launcher stopped: when may it start again? */
+static void
+worker_stopped(int slot)
+{
+	WorkerHandle *w = &workers[slot];
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!TimestampDifferenceExceeds(w->started_at, now, FAST_EXIT_MS))
+	{
+		long		delay = Min(1000L << Min(w->fast_exits, 6), (long) RESTART_MAX_MS);
+
+		w->fast_exits++;
+		w->next_start = TimestampTzPlusMilliseconds(now, delay);
+		if (delay < RESTART_MAX_MS || w->fast_exits == 7)
+			ereport(LOG,
+					(errmsg("novu: delivery worker %d stopped %d time(s) in a row soon after it started; next start in %ld s",
+							slot, w->fast_exits, delay / 1000),
+					 errhint("The server log says why (e.g. it may not connect to the database).")));
+	}
+	else
+	{
+		w->fast_exits = 0;
+		w->next_start = 0;
+	}
+}
+
+/*
+ * Whether the worker in a slot is starting or running: one this launcher
+ * started, or one found holding the slot in shared memory (adopted).
+ */
 static bool
 worker_alive(int slot)
 {
+	WorkerHandle *w = &workers[slot];
 	pid_t		pid;
 
-	if (workers[slot].handle == NULL)
-		return false;
-	switch (GetBackgroundWorkerPid(workers[slot].handle, &pid))
+	if (w->handle != NULL)
 	{
-		case BGWH_STARTED:
-		case BGWH_NOT_YET_STARTED:
-			return true;
-		default:
-			pfree(workers[slot].handle);
-			workers[slot].handle = NULL;
-			return false;
+		switch (GetBackgroundWorkerPid(w->handle, &pid))
+		{
+			case BGWH_STARTED:
+			case BGWH_NOT_YET_STARTED:
+				return true;
+			default:
+				pfree(w->handle);
+				w->handle = NULL;
+				worker_stopped(slot);
+				return false;
+		}
 	}
+	w->adopted_pid = novu_worker_slot_owner(slot, &w->dboid, &w->roleoid);
+	return w->adopted_pid != 0;
 }
 
 /* Stop the worker in a slot (database changed or fewer workers wanted). */
 static void
 stop_worker(int slot)
 {
-	if (workers[slot].handle != NULL)
+	WorkerHandle *w = &workers[slot];
+
+	if (w->handle != NULL)
 	{
-		TerminateBackgroundWorker(workers[slot].handle);
-		pfree(workers[slot].handle);
-		workers[slot].handle = NULL;
+		TerminateBackgroundWorker(w->handle);
+		pfree(w->handle);
+		w->handle = NULL;
 	}
+	else if (w->adopted_pid != 0)
+	{
+		/* not this launcher's: SIGTERM, as TerminateBackgroundWorker would send */
+		(void) kill(w->adopted_pid, SIGTERM);
+		w->adopted_pid = 0;
+	}
+	w->fast_exits = 0;
+	w->next_start = 0;
 }
 
-/* Make the running workers match novu.workers, the database and the role. */
-static void
+/*
+ * Make the running workers match novu.workers, the database and the role.
+ * Returns how long until a worker held back after fast exits may start
+ * (ms; -1: none is).
+ */
+static long
 reconcile_workers(Oid dboid, Oid roleoid)
 {
+	TimestampTz now = GetCurrentTimestamp();
+	long		next_ms = -1;
 	int			i;
 
 	for (i = 0; i < NOVU_MAX_WORKERS; i++)
@@ -246,8 +318,18 @@ reconcile_workers(Oid dboid, Oid roleoid)
 			alive = false;
 		}
 		if (wanted && !alive)
-			start_worker(i, dboid, roleoid);
+		{
+			if (workers[i].next_start > now)
+			{
+				long		ms = (long) ((workers[i].next_start - now) / 1000) + 1;
+
+				next_ms = next_ms < 0 ? ms : Min(next_ms, ms);
+			}
+			else
+				start_worker(i, dboid, roleoid);
+		}
 	}
+	return next_ms;
 }
 
 /* Log (once per change of state) why no worker can connect as the role. */
@@ -304,6 +386,8 @@ novu_launcher_main(Datum main_arg)
 		Oid			dboid;
 		Oid			roleoid;
 		WorkerRoleState role_state;
+		long		held_back_ms;
+		long		timeout_ms;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -326,12 +410,15 @@ novu_launcher_main(Datum main_arg)
 			missing_logged = false;
 		role_state = lookup_worker_role(&roleoid);
 		report_role_state(role_state);
-		reconcile_workers(dboid, role_state == ROLE_OK ? roleoid : InvalidOid);
+		held_back_ms = reconcile_workers(dboid, role_state == ROLE_OK ? roleoid : InvalidOid);
 
 		/* look again soon while delivery waits for CREATE DATABASE/EXTENSION */
+		timeout_ms = OidIsValid(dboid) && role_state == ROLE_OK ? 5000L : 1000L;
+		if (held_back_ms >= 0)
+			timeout_ms = Min(timeout_ms, held_back_ms);
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 OidIsValid(dboid) && role_state == ROLE_OK ? 5000L : 1000L,
+						 timeout_ms,
 						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}

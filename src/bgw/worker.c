@@ -45,11 +45,40 @@
 PGDLLEXPORT void novu_worker_main(Datum main_arg);
 
 
-/* Withdraw the worker's latch from shared memory at exit. */
+/* Withdraw the worker from its slot in shared memory at exit. */
 static void
 worker_shmem_exit(int code, Datum arg)
 {
-	novu_set_worker_latch(DatumGetInt32(arg), NULL);
+	novu_release_worker_slot(DatumGetInt32(arg));
+}
+
+/* How long a new worker waits for its slot's previous holder to exit (ms). */
+#define SLOT_WAIT_MS 10000
+
+/*
+ * Take this worker's slot (novu_claim_worker_slot).  A worker stopped by the
+ * launcher may still be exiting: wait for it a while.  A slot still held then
+ * is another live worker's (adopted by a restarted launcher): this one exits.
+ */
+static void
+claim_slot(Oid dboid, Oid roleoid)
+{
+	int			waited = 0;
+
+	while (!novu_claim_worker_slot(novu_worker_slot, MyLatch, dboid, roleoid))
+	{
+		if (waited >= SLOT_WAIT_MS)
+		{
+			ereport(LOG,
+					(errmsg("novu: delivery worker %d is already running; this one exits", novu_worker_slot)));
+			proc_exit(0);
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		waited += 100;
+	}
+	on_shmem_exit(worker_shmem_exit, Int32GetDatum(novu_worker_slot));
 }
 
 /*
@@ -148,7 +177,7 @@ novu_worker_main(Datum main_arg)
 	Oid			dboid;
 	Oid			roleoid;
 	bool		running_as_superuser;
-	int			consecutive_errors = 0;
+	volatile int consecutive_errors = 0;	/* changed after sigsetjmp */
 	MemoryContext cycle_context;
 
 	novu_worker_slot = DatumGetInt32(main_arg);
@@ -226,8 +255,7 @@ novu_worker_main(Datum main_arg)
 	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	novu_apply_time_slice();
-	novu_set_worker_latch(novu_worker_slot, MyLatch);
-	on_shmem_exit(worker_shmem_exit, Int32GetDatum(novu_worker_slot));
+	claim_slot(dboid, roleoid);
 
 	novu_deliver_init();
 

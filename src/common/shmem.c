@@ -14,6 +14,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 
@@ -217,17 +218,89 @@ novu_wake_other_worker(void)
 	wake_one(MyLatch);
 }
 
-/* Publish (or, with NULL, withdraw) a worker's latch in its slot. */
+/* Empty a slot (the caller holds the mutex). */
+static void
+clear_slot(int slot)
+{
+	novu_shared->worker_latch[slot] = NULL;
+	novu_shared->worker_pid[slot] = 0;
+	novu_shared->worker_dboid[slot] = InvalidOid;
+	novu_shared->worker_roleoid[slot] = InvalidOid;
+	novu_shared->generation++;
+}
+
+/*
+ * Take a slot for this delivery worker: publish its latch, pid, database and
+ * role.  A slot held by a live process is not taken (returns false): a worker
+ * started by a launcher that has since restarted (it knows nothing of its old
+ * workers and adopts them, see launcher.c), or one stopped that has not exited
+ * yet.  Two workers in one slot would each take the other for dead and claim
+ * again the messages it is sending.
+ */
+bool
+novu_claim_worker_slot(int slot, Latch *latch, Oid dboid, Oid roleoid)
+{
+	int32		owner;
+
+	if (novu_shared == NULL || slot < 0 || slot >= NOVU_MAX_WORKERS)
+		return false;
+	for (;;)
+	{
+		SpinLockAcquire(&novu_shared->mutex);
+		owner = novu_shared->worker_pid[slot];
+		if (owner == 0 || owner == MyProcPid)
+		{
+			novu_shared->worker_latch[slot] = latch;
+			novu_shared->worker_pid[slot] = MyProcPid;
+			novu_shared->worker_dboid[slot] = dboid;
+			novu_shared->worker_roleoid[slot] = roleoid;
+			novu_shared->generation++;
+			SpinLockRelease(&novu_shared->mutex);
+			return true;
+		}
+		SpinLockRelease(&novu_shared->mutex);
+		if (BackendPidGetProc(owner) != NULL)
+			return false;
+		/* an owner gone without withdrawing: its slot is free */
+		SpinLockAcquire(&novu_shared->mutex);
+		if (novu_shared->worker_pid[slot] == owner)
+			clear_slot(slot);
+		SpinLockRelease(&novu_shared->mutex);
+	}
+}
+
+/* Withdraw this worker from its slot, if the slot is still its own. */
 void
-novu_set_worker_latch(int slot, Latch *latch)
+novu_release_worker_slot(int slot)
 {
 	if (novu_shared == NULL || slot < 0 || slot >= NOVU_MAX_WORKERS)
 		return;
 	SpinLockAcquire(&novu_shared->mutex);
-	novu_shared->worker_latch[slot] = latch;
-	novu_shared->worker_pid[slot] = latch ? MyProcPid : 0;
-	novu_shared->generation++;
+	if (novu_shared->worker_pid[slot] == MyProcPid)
+		clear_slot(slot);
 	SpinLockRelease(&novu_shared->mutex);
+}
+
+/*
+ * The live process holding a slot (0: none), with the database and role it
+ * serves.
+ */
+int32
+novu_worker_slot_owner(int slot, Oid *dboid, Oid *roleoid)
+{
+	int32		pid;
+
+	*dboid = *roleoid = InvalidOid;
+	if (novu_shared == NULL || slot < 0 || slot >= NOVU_MAX_WORKERS)
+		return 0;
+	SpinLockAcquire(&novu_shared->mutex);
+	pid = novu_shared->worker_pid[slot];
+	*dboid = novu_shared->worker_dboid[slot];
+	*roleoid = novu_shared->worker_roleoid[slot];
+	SpinLockRelease(&novu_shared->mutex);
+	if (pid != 0 && BackendPidGetProc(pid) == NULL)
+		return 0;
+	return pid;
 }
 
 /*
