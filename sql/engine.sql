@@ -325,11 +325,14 @@ SELECT novu.trigger('eng-hk', '"eng-a"', '{"name": "A"}', '{}', 'eng-h1') ->> 's
 SELECT pg_temp.fan() > 0;
 SELECT novu.trigger('eng-hk', '"eng-a"', '{"name": "B"}', '{}', 'eng-h2') ->> 'status';
 SELECT pg_temp.fan() > 0;
-UPDATE novu.events SET created_at = created_at - interval '31 days' WHERE transaction_id IN ('eng-h1', 'eng-h2');
+-- (housekeeping walks rows in id order and stops at the first one made after
+-- the cutoff: the outbox rows before these are made old too)
+UPDATE novu.events SET created_at = created_at - interval '31 days'
+ WHERE id <= (SELECT max(id) FROM novu.events WHERE transaction_id IN ('eng-h1', 'eng-h2'));
 -- the digest keys' lock rows (made by the merges) go too (a held one stays:
 -- isolation concurrent_digest)
 SELECT count(*) > 0 AS key_locks FROM novu.digest_locks;
-SELECT novu._housekeeping(interval '30 days', 1000) AS deleted;
+SELECT novu._housekeeping(interval '30 days', 1000) > 0 AS deleted_some;
 SELECT count(*) AS key_locks_left FROM novu.digest_locks;
 SELECT transaction_id, status FROM novu.events WHERE transaction_id IN ('eng-h1', 'eng-h2') ORDER BY 1;
 SELECT novu.trigger('eng-hk', '"eng-a"', '{"name": "B2"}', '{}', 'eng-h2') ->> 'status' AS triggered_again;
@@ -339,3 +342,31 @@ SELECT transaction_id FROM novu.events WHERE transaction_id IN ('eng-h1', 'eng-h
 SELECT pg_temp.due('eng-h2');
 SELECT transaction_id, payload ->> 'name' AS name, step -> '_digest' -> 'total_count' AS total
   FROM novu._continue(100, 10, 60000) WHERE id IS NOT NULL;
+
+-- housekeeping keeps a finished digest window while a delay after it still
+-- waits (its messages show the window's events, step.events), then deletes it
+SELECT novu.create_workflow('eng-hk2', '[{"type": "digest", "amount": 1, "unit": "seconds"},
+                                         {"type": "delay", "amount": 2, "unit": "days"},
+                                         {"type": "in_app", "content": "{{step.total_count}}: {% for e in step.events %}{{e.n}} {% endfor %}"}]') ->> 'workflowId';
+SELECT novu.trigger('eng-hk2', '"eng-a"', '{"n": 1}', '{}', 'eng-k1') ->> 'status';
+SELECT novu.trigger('eng-hk2', '"eng-a"', '{"n": 2}', '{}', 'eng-k2') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT pg_temp.due('eng-k1');
+SELECT pg_temp.cont() > 0;
+SELECT kind, status, digest_id IS NOT NULL AS after_digest FROM novu.step_runs WHERE transaction_id = 'eng-k1' ORDER BY id;
+-- (the window and every step row before it made old: housekeeping walks them
+-- in id order and stops at the first one made after the cutoff)
+UPDATE novu.step_runs SET created_at = created_at - interval '31 days'
+ WHERE id <= (SELECT id FROM novu.step_runs WHERE kind = 'digest' AND transaction_id = 'eng-k1');
+UPDATE novu.step_runs SET updated_at = updated_at - interval '31 days' WHERE kind = 'digest' AND transaction_id = 'eng-k1';
+SELECT novu._housekeeping(interval '30 days', 1000) >= 0 AS housekept;
+SELECT count(*) AS digest_kept FROM novu.step_runs WHERE kind = 'digest' AND transaction_id = 'eng-k1';
+SELECT pg_temp.due('eng-k1');
+SELECT transaction_id, step -> '_digest' -> 'total_count' AS total, jsonb_array_length(step -> '_digest' -> 'events') AS events
+  FROM novu._continue(100, 10, 60000) WHERE id IS NOT NULL;
+-- its message is being sent: the window stays; once sent, it goes
+SELECT novu._housekeeping(interval '30 days', 1000) >= 0 AS housekept;
+SELECT count(*) AS digest_kept FROM novu.step_runs WHERE kind = 'digest' AND transaction_id = 'eng-k1';
+UPDATE novu.deliveries SET status = 'sent', lease_until = NULL WHERE transaction_id = 'eng-k1';
+SELECT novu._housekeeping(interval '30 days', 1000) >= 0 AS housekept;
+SELECT count(*) AS digest_left FROM novu.step_runs WHERE kind = 'digest' AND transaction_id = 'eng-k1';

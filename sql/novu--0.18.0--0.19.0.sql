@@ -42,6 +42,16 @@ GRANT EXECUTE ON FUNCTION novu._lock_digest_keys(integer[]) TO novu_worker;
 ALTER TABLE novu.events ADD COLUMN retry_at timestamptz;
 GRANT UPDATE (created_at) ON novu.device_tokens TO novu_worker;
 
+-- Housekeeping walks each table from its oldest row by id (the block range
+-- indexes on created_at read the whole table once reused space mixed old and
+-- new rows), and keeps a digest window that a delay or a message still needs.
+DROP INDEX novu.deliveries_created_idx, novu.step_runs_created_idx, novu.execution_details_created_idx;
+CREATE INDEX events_done_idx ON novu.events (id) WHERE status IN ('processed', 'canceled');
+CREATE INDEX deliveries_digest_idx ON novu.deliveries (digest_id)
+    WHERE digest_id IS NOT NULL AND status IN ('pending', 'sending');
+CREATE INDEX step_runs_digest_ref_idx ON novu.step_runs (digest_id) WHERE status = 'waiting' AND digest_id IS NOT NULL;
+GRANT UPDATE (deleted_at) ON novu.subscriber_deletions TO novu_worker;
+
 CREATE FUNCTION novu._create_subscribers(p_ids text[])
 RETURNS text[]
 LANGUAGE plpgsql
@@ -578,51 +588,85 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    cutoff timestamptz := now() - p_retention;
+    ids bigint[];
+    txs text[];
+    r record;
     n integer;
     total integer := 0;
 BEGIN
-    -- updated_at >= created_at: "created before the cutoff" only narrows the
-    -- search to the old block ranges (the BRIN indexes), it keeps every candidate
+    -- finished messages (updated_at >= created_at: a row updated since the
+    -- cutoff, an Expo receipt say, waits)
+    ids := '{}';
+    FOR r IN SELECT d.id, d.created_at, d.status, d.updated_at FROM novu.deliveries d ORDER BY d.id LOOP
+        EXIT WHEN r.created_at >= cutoff;
+        CONTINUE WHEN r.status NOT IN ('sent', 'failed', 'canceled', 'skipped') OR r.updated_at >= cutoff;
+        ids := ids || r.id;
+        EXIT WHEN cardinality(ids) >= p_limit;
+    END LOOP;
     DELETE FROM novu.deliveries WHERE id IN (
-        SELECT id FROM novu.deliveries
-         WHERE created_at < now() - p_retention
-           AND status IN ('sent', 'failed', 'canceled', 'skipped') AND updated_at < now() - p_retention
-         LIMIT p_limit);
+        SELECT x.id FROM novu.deliveries x WHERE x.id = ANY (ids) FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
-    DELETE FROM novu.execution_details WHERE id IN (
-        SELECT id FROM novu.execution_details WHERE created_at < now() - p_retention LIMIT p_limit);
+
+    ids := '{}';
+    FOR r IN SELECT e.id, e.created_at FROM novu.execution_details e ORDER BY e.id LOOP
+        EXIT WHEN r.created_at >= cutoff OR cardinality(ids) >= p_limit;
+        ids := ids || r.id;
+    END LOOP;
+    DELETE FROM novu.execution_details WHERE id = ANY (ids);   -- (activity rows are never locked)
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
-    DELETE FROM novu.events e WHERE e.transaction_id IN (
-        SELECT x.transaction_id FROM novu.events x
-         WHERE x.status IN ('processed', 'canceled') AND x.created_at < now() - p_retention
-           AND NOT EXISTS (SELECT FROM novu.deliveries d
-                            WHERE d.transaction_id = x.transaction_id AND d.status IN ('pending', 'sending'))
-           AND NOT EXISTS (SELECT FROM novu.step_runs r
-                            WHERE r.transaction_id = x.transaction_id AND r.status = 'waiting')
-           -- an event merged into a window still open, which may stay open
-           -- longer than the retention: step_runs names only its leader, but
-           -- every event of it keeps its transactionId taken (a trigger again
-           -- is a duplicate), and the one that leads it after a hand-over
-           -- needs its payload for the steps after the digest
-           AND NOT EXISTS (SELECT FROM novu.digest_events m JOIN novu.step_runs r ON r.id = m.digest_id
-                            WHERE m.transaction_id = x.transaction_id AND m.status = 'merged'
-                              AND r.status = 'waiting')
-         LIMIT p_limit);
+
+    -- triggers fanned out, except those something still needs: a message not
+    -- final, a delay or window waiting, or an event merged into a window
+    -- still open, which may stay open longer than the retention (step_runs
+    -- names only its leader, but every event of it keeps its transactionId
+    -- taken, a trigger again being a duplicate, and the one that leads it
+    -- after a hand-over needs its payload for the steps after the digest)
+    txs := '{}';
+    FOR r IN SELECT e.transaction_id, e.created_at FROM novu.events e
+              WHERE e.status IN ('processed', 'canceled') ORDER BY e.id LOOP
+        EXIT WHEN r.created_at >= cutoff;
+        CONTINUE WHEN EXISTS (SELECT FROM novu.deliveries d
+                               WHERE d.transaction_id = r.transaction_id AND d.status IN ('pending', 'sending'))
+                   OR EXISTS (SELECT FROM novu.step_runs w
+                               WHERE w.transaction_id = r.transaction_id AND w.status = 'waiting')
+                   OR EXISTS (SELECT FROM novu.digest_events m JOIN novu.step_runs w ON w.id = m.digest_id
+                               WHERE m.transaction_id = r.transaction_id AND m.status = 'merged'
+                                 AND w.status = 'waiting');
+        txs := txs || r.transaction_id;
+        EXIT WHEN cardinality(txs) >= p_limit;
+    END LOOP;
+    DELETE FROM novu.events WHERE transaction_id IN (
+        SELECT x.transaction_id FROM novu.events x WHERE x.transaction_id = ANY (txs) FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
-    -- finished delays and digests (their events cascade)
+
+    -- finished delays and digests (their events cascade), except a digest
+    -- whose events a delay still waiting after it, or a message still to
+    -- send, will show (step.events)
+    ids := '{}';
+    FOR r IN SELECT w.id, w.kind, w.created_at, w.status, w.updated_at FROM novu.step_runs w ORDER BY w.id LOOP
+        EXIT WHEN r.created_at >= cutoff;
+        CONTINUE WHEN r.status = 'waiting' OR r.updated_at >= cutoff;
+        CONTINUE WHEN r.kind = 'digest'
+                  AND (EXISTS (SELECT FROM novu.step_runs x WHERE x.digest_id = r.id AND x.status = 'waiting')
+                       OR EXISTS (SELECT FROM novu.deliveries d
+                                   WHERE d.digest_id = r.id AND d.status IN ('pending', 'sending')));
+        ids := ids || r.id;
+        EXIT WHEN cardinality(ids) >= p_limit;
+    END LOOP;
     DELETE FROM novu.step_runs WHERE id IN (
-        SELECT id FROM novu.step_runs
-         WHERE created_at < now() - p_retention AND status <> 'waiting' AND updated_at < now() - p_retention
-         LIMIT p_limit);
+        SELECT x.id FROM novu.step_runs x WHERE x.id = ANY (ids) FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+
     -- subscriber deletions older than the retention that no outbox row still
     -- waiting for its fan-out predates
     DELETE FROM novu.subscriber_deletions x WHERE x.subscriber_id IN (
         SELECT d.subscriber_id FROM novu.subscriber_deletions d
-         WHERE d.deleted_at < now() - p_retention
+         WHERE d.deleted_at < cutoff
            AND d.last_event_id < COALESCE((SELECT min(e.id) FROM novu.events e
                                             WHERE e.status IN ('pending', 'processing')), 9223372036854775807)
-         LIMIT p_limit);
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     -- digest key locks nobody holds now (made again when needed); not history,
     -- not counted
@@ -631,7 +675,7 @@ BEGIN
     RETURN total;
 END
 $$;
-COMMENT ON FUNCTION novu._housekeeping(interval, integer) IS 'Internal (workers): delete finished messages, activity and outbox rows older than the retention, and subscriber deletions no pending trigger predates, in batches';
+COMMENT ON FUNCTION novu._housekeeping(interval, integer) IS 'Internal (workers): delete finished messages, activity and outbox rows older than the retention (each table walked from its oldest row, at most p_limit rows each), and subscriber deletions no pending trigger predates; returns how many';
 
 CREATE OR REPLACE FUNCTION novu._fanout(p_limit integer, p_lease_limit integer, p_lease_ms integer,
                              p_slot integer, p_nslots integer, p_floor bigint DEFAULT 0)

@@ -275,9 +275,10 @@ CREATE INDEX events_pending_idx ON novu.events (id) WHERE status IN ('pending', 
 -- the next broadcast or topic trigger to fan out in chunks, without walking the
 -- pending triggers
 CREATE INDEX events_chunked_idx ON novu.events (id) WHERE kind <> 'trigger' AND status IN ('pending', 'processing');
--- housekeeping reaches the rows older than the retention without reading the
--- rest (rows are appended in time order: a block range index is a few pages)
+-- the activity statistics' time ranges (notification_stats, notification_graph_stats)
 CREATE INDEX events_created_idx ON novu.events USING brin (created_at);
+-- housekeeping walks the triggers fanned out from the oldest (see novu._housekeeping)
+CREATE INDEX events_done_idx ON novu.events (id) WHERE status IN ('processed', 'canceled');
 COMMENT ON TABLE novu.events IS 'Trigger outbox: committed with the caller''s transaction, fanned out by the delivery workers; keeps transactionId idempotency while retained';
 -- (no CHECK constraints here: this insert runs inside application transactions,
 -- and only novu.trigger/novu.broadcast and the workers write this table)
@@ -328,8 +329,9 @@ CREATE INDEX deliveries_transaction_idx ON novu.deliveries (transaction_id);
 -- pending deliveries of a subscriber (delete_subscriber cancels them); partial, so
 -- sent and failed row versions cost no entry here
 CREATE INDEX deliveries_subscriber_idx ON novu.deliveries (subscriber_id) WHERE status = 'pending';
--- housekeeping: the rows created before the retention (see events_created_idx)
-CREATE INDEX deliveries_created_idx ON novu.deliveries USING brin (created_at);
+-- the messages still to send after a digest, by window (housekeeping keeps the window)
+CREATE INDEX deliveries_digest_idx ON novu.deliveries (digest_id)
+    WHERE digest_id IS NOT NULL AND status IN ('pending', 'sending');
 -- the messages of requests with an idempotency key that are not final: by key (a
 -- request's messages) and the pending ones by due time (the requests to retry)
 CREATE INDEX deliveries_request_idx ON novu.deliveries (request_key)
@@ -361,8 +363,8 @@ CREATE INDEX step_runs_due_idx ON novu.step_runs (due_at) WHERE status = 'waitin
 CREATE INDEX step_runs_transaction_idx ON novu.step_runs (transaction_id);
 -- a subscriber's waiting steps (delete_subscriber cancels them)
 CREATE INDEX step_runs_subscriber_idx ON novu.step_runs (subscriber_id) WHERE status = 'waiting';
--- housekeeping: the rows created before the retention (see events_created_idx)
-CREATE INDEX step_runs_created_idx ON novu.step_runs USING brin (created_at);
+-- the delays waiting after a digest, by window (housekeeping keeps the window)
+CREATE INDEX step_runs_digest_ref_idx ON novu.step_runs (digest_id) WHERE status = 'waiting' AND digest_id IS NOT NULL;
 -- one open window per (workflow, subscriber, digest step, key); the backoff looks up the last one
 CREATE UNIQUE INDEX step_runs_window_idx ON novu.step_runs (workflow_id, subscriber_id, step_index, digest_key)
     WHERE kind = 'digest' AND status = 'waiting';
@@ -411,8 +413,6 @@ CREATE TABLE novu.execution_details (
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX execution_details_transaction_idx ON novu.execution_details (transaction_id);
--- housekeeping deletes by age: rows arrive in time order, a BRIN index is nearly free to maintain
-CREATE INDEX execution_details_created_idx ON novu.execution_details USING brin (created_at);
 COMMENT ON TABLE novu.execution_details IS 'Activity log: one row per step event ("Message sent", "Token removed: Unregistered", ...)';
 
 -- The in-app feed (Novu's in_app messages): one row per in_app message, written by
@@ -5751,58 +5751,98 @@ END
 $$;
 COMMENT ON FUNCTION novu._record_receipts(integer, bigint[], text[], text[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record checked Expo receipts in one statement';
 
--- Delete finished history older than the retention, in bounded batches.
+-- Delete finished history older than the retention, in bounded batches.  Each
+-- table is walked from its oldest row by id (rows are numbered as they are
+-- made), up to the first row made after the cutoff or p_limit rows to delete:
+-- a call costs what it deletes and the old rows it must keep, whatever the
+-- table's size.  (A block range index on created_at did not: once the space
+-- of deleted rows is reused, every range holds an old row, and each call read
+-- the whole table.)  Rows another worker's housekeeping holds are skipped.
 CREATE FUNCTION novu._housekeeping(p_retention interval, p_limit integer)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    cutoff timestamptz := now() - p_retention;
+    ids bigint[];
+    txs text[];
+    r record;
     n integer;
     total integer := 0;
 BEGIN
-    -- updated_at >= created_at: "created before the cutoff" only narrows the
-    -- search to the old block ranges (the BRIN indexes), it keeps every candidate
+    -- finished messages (updated_at >= created_at: a row updated since the
+    -- cutoff, an Expo receipt say, waits)
+    ids := '{}';
+    FOR r IN SELECT d.id, d.created_at, d.status, d.updated_at FROM novu.deliveries d ORDER BY d.id LOOP
+        EXIT WHEN r.created_at >= cutoff;
+        CONTINUE WHEN r.status NOT IN ('sent', 'failed', 'canceled', 'skipped') OR r.updated_at >= cutoff;
+        ids := ids || r.id;
+        EXIT WHEN cardinality(ids) >= p_limit;
+    END LOOP;
     DELETE FROM novu.deliveries WHERE id IN (
-        SELECT id FROM novu.deliveries
-         WHERE created_at < now() - p_retention
-           AND status IN ('sent', 'failed', 'canceled', 'skipped') AND updated_at < now() - p_retention
-         LIMIT p_limit);
+        SELECT x.id FROM novu.deliveries x WHERE x.id = ANY (ids) FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
-    DELETE FROM novu.execution_details WHERE id IN (
-        SELECT id FROM novu.execution_details WHERE created_at < now() - p_retention LIMIT p_limit);
+
+    ids := '{}';
+    FOR r IN SELECT e.id, e.created_at FROM novu.execution_details e ORDER BY e.id LOOP
+        EXIT WHEN r.created_at >= cutoff OR cardinality(ids) >= p_limit;
+        ids := ids || r.id;
+    END LOOP;
+    DELETE FROM novu.execution_details WHERE id = ANY (ids);   -- (activity rows are never locked)
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
-    DELETE FROM novu.events e WHERE e.transaction_id IN (
-        SELECT x.transaction_id FROM novu.events x
-         WHERE x.status IN ('processed', 'canceled') AND x.created_at < now() - p_retention
-           AND NOT EXISTS (SELECT FROM novu.deliveries d
-                            WHERE d.transaction_id = x.transaction_id AND d.status IN ('pending', 'sending'))
-           AND NOT EXISTS (SELECT FROM novu.step_runs r
-                            WHERE r.transaction_id = x.transaction_id AND r.status = 'waiting')
-           -- an event merged into a window still open, which may stay open
-           -- longer than the retention: step_runs names only its leader, but
-           -- every event of it keeps its transactionId taken (a trigger again
-           -- is a duplicate), and the one that leads it after a hand-over
-           -- needs its payload for the steps after the digest
-           AND NOT EXISTS (SELECT FROM novu.digest_events m JOIN novu.step_runs r ON r.id = m.digest_id
-                            WHERE m.transaction_id = x.transaction_id AND m.status = 'merged'
-                              AND r.status = 'waiting')
-         LIMIT p_limit);
+
+    -- triggers fanned out, except those something still needs: a message not
+    -- final, a delay or window waiting, or an event merged into a window
+    -- still open, which may stay open longer than the retention (step_runs
+    -- names only its leader, but every event of it keeps its transactionId
+    -- taken, a trigger again being a duplicate, and the one that leads it
+    -- after a hand-over needs its payload for the steps after the digest)
+    txs := '{}';
+    FOR r IN SELECT e.transaction_id, e.created_at FROM novu.events e
+              WHERE e.status IN ('processed', 'canceled') ORDER BY e.id LOOP
+        EXIT WHEN r.created_at >= cutoff;
+        CONTINUE WHEN EXISTS (SELECT FROM novu.deliveries d
+                               WHERE d.transaction_id = r.transaction_id AND d.status IN ('pending', 'sending'))
+                   OR EXISTS (SELECT FROM novu.step_runs w
+                               WHERE w.transaction_id = r.transaction_id AND w.status = 'waiting')
+                   OR EXISTS (SELECT FROM novu.digest_events m JOIN novu.step_runs w ON w.id = m.digest_id
+                               WHERE m.transaction_id = r.transaction_id AND m.status = 'merged'
+                                 AND w.status = 'waiting');
+        txs := txs || r.transaction_id;
+        EXIT WHEN cardinality(txs) >= p_limit;
+    END LOOP;
+    DELETE FROM novu.events WHERE transaction_id IN (
+        SELECT x.transaction_id FROM novu.events x WHERE x.transaction_id = ANY (txs) FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
-    -- finished delays and digests (their events cascade)
+
+    -- finished delays and digests (their events cascade), except a digest
+    -- whose events a delay still waiting after it, or a message still to
+    -- send, will show (step.events)
+    ids := '{}';
+    FOR r IN SELECT w.id, w.kind, w.created_at, w.status, w.updated_at FROM novu.step_runs w ORDER BY w.id LOOP
+        EXIT WHEN r.created_at >= cutoff;
+        CONTINUE WHEN r.status = 'waiting' OR r.updated_at >= cutoff;
+        CONTINUE WHEN r.kind = 'digest'
+                  AND (EXISTS (SELECT FROM novu.step_runs x WHERE x.digest_id = r.id AND x.status = 'waiting')
+                       OR EXISTS (SELECT FROM novu.deliveries d
+                                   WHERE d.digest_id = r.id AND d.status IN ('pending', 'sending')));
+        ids := ids || r.id;
+        EXIT WHEN cardinality(ids) >= p_limit;
+    END LOOP;
     DELETE FROM novu.step_runs WHERE id IN (
-        SELECT id FROM novu.step_runs
-         WHERE created_at < now() - p_retention AND status <> 'waiting' AND updated_at < now() - p_retention
-         LIMIT p_limit);
+        SELECT x.id FROM novu.step_runs x WHERE x.id = ANY (ids) FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+
     -- subscriber deletions older than the retention that no outbox row still
     -- waiting for its fan-out predates
     DELETE FROM novu.subscriber_deletions x WHERE x.subscriber_id IN (
         SELECT d.subscriber_id FROM novu.subscriber_deletions d
-         WHERE d.deleted_at < now() - p_retention
+         WHERE d.deleted_at < cutoff
            AND d.last_event_id < COALESCE((SELECT min(e.id) FROM novu.events e
                                             WHERE e.status IN ('pending', 'processing')), 9223372036854775807)
-         LIMIT p_limit);
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
     -- digest key locks nobody holds now (made again when needed); not history,
     -- not counted
@@ -5811,7 +5851,7 @@ BEGIN
     RETURN total;
 END
 $$;
-COMMENT ON FUNCTION novu._housekeeping(interval, integer) IS 'Internal (workers): delete finished messages, activity and outbox rows older than the retention, and subscriber deletions no pending trigger predates, in batches';
+COMMENT ON FUNCTION novu._housekeeping(interval, integer) IS 'Internal (workers): delete finished messages, activity and outbox rows older than the retention (each table walked from its oldest row, at most p_limit rows each), and subscriber deletions no pending trigger predates; returns how many';
 
 -- The queue tables' statistics, kept up with a burst.  A queue drained to
 -- empty and vacuumed has reltuples = 0 over its old pages, and the planner then
@@ -5966,6 +6006,7 @@ GRANT UPDATE (created_at) ON novu.device_tokens TO novu_worker;
 -- the fan-out creates missing recipients (an empty profile: the key only)
 GRANT INSERT (subscriber_id) ON novu.subscribers TO novu_worker;
 GRANT SELECT, DELETE ON novu.subscriber_deletions TO novu_worker;
+GRANT UPDATE (deleted_at) ON novu.subscriber_deletions TO novu_worker;   -- housekeeping locks (SKIP LOCKED) what it deletes
 GRANT UPDATE (webhook_url, updated_at) ON novu.subscriber_channels TO novu_worker;
 GRANT SELECT, UPDATE, DELETE ON novu.events TO novu_worker;
 -- the claim floor reads its last value (src/queue/floor.c)

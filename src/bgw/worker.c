@@ -165,7 +165,7 @@ worker_cycle(long *sleep_ms)
 		last_receipts = now;
 		done += novu_check_receipts();
 	}
-	novu_housekeeping();
+	done += novu_housekeeping();
 	return done;
 }
 

@@ -303,6 +303,25 @@ novu_worker_slot_owner(int slot, Oid *dboid, Oid *roleoid)
 	return pid;
 }
 
+/* The lowest slot a delivery worker holds now (-1: none). */
+int
+novu_first_live_slot(void)
+{
+	int			slot = -1;
+	int			i;
+
+	if (novu_shared == NULL)
+		return -1;
+	SpinLockAcquire(&novu_shared->mutex);
+	for (i = 0; i < NOVU_MAX_WORKERS && slot < 0; i++)
+	{
+		if (novu_shared->worker_pid[i] != 0)
+			slot = i;
+	}
+	SpinLockRelease(&novu_shared->mutex);
+	return slot;
+}
+
 /*
  * The PIDs of the delivery workers running now, and the generation of that
  * set (it changes whenever a worker starts or stops); returns how many.

@@ -34,6 +34,7 @@ extern void novu_wake_other_worker(void);
 extern bool novu_claim_worker_slot(int slot, Latch *latch, Oid dboid, Oid roleoid);
 extern void novu_release_worker_slot(int slot);
 extern int32 novu_worker_slot_owner(int slot, Oid *dboid, Oid *roleoid);
+extern int	novu_first_live_slot(void);
 extern void novu_set_worker_waiting(int slot, bool waiting);
 extern int	novu_live_worker_pids(int32 *pids, uint32 *generation);
 

@@ -12,6 +12,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -25,7 +26,10 @@
 #include "common/shmem.h"
 #include "queue/work.h"
 
-#define HOUSEKEEPING_LIMIT	5000
+/* Rows per table in one housekeeping transaction (see novu_housekeeping). */
+#define HOUSEKEEPING_LIMIT	1000
+/* Housekeeping time per call while a backlog remains (ms). */
+#define HOUSEKEEPING_BUDGET_MS	100
 
 static Datum int4_array(int32 *values, int n);
 
@@ -886,29 +890,56 @@ queue_record_receipts(ResultBatch *rb)
 	novu_end_work();
 }
 
-/* Delete finished history older than novu.retention, a bounded batch at a time. */
-void
+/*
+ * Delete history older than novu.retention (novu._housekeeping), in the
+ * worker of the lowest live slot only (two would walk the same oldest rows).
+ * Transactions of at most HOUSEKEEPING_LIMIT rows per table, one after
+ * another for up to HOUSEKEEPING_BUDGET_MS; while they still find rows, the
+ * next call goes on at once (the caller counts the rows as work done, so the
+ * worker does not sleep), else it comes back in a minute.  A backlog is thus
+ * worked off between deliveries at the rate one worker can delete, not at a
+ * fixed number of rows a minute.  Returns the rows deleted.
+ */
+int
 novu_housekeeping(void)
 {
 	static TimestampTz last = 0;
+	static bool backlog = false;
 	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz until = TimestampTzPlusMilliseconds(now, HOUSEKEEPING_BUDGET_MS);
 	Oid			argtypes[2] = {INTERVALOID, INT4OID};
 	Datum		values[2];
+	int			total = 0;
+	int			n;
 
 	/* once a minute is plenty (more often only with a very short retention) */
-	if (last != 0 && !TimestampDifferenceExceeds(last, now, Min(60, Max(novu_retention / 2, 1)) * 1000))
-		return;
+	if (!backlog && last != 0 &&
+		!TimestampDifferenceExceeds(last, now, Min(60, Max(novu_retention / 2, 1)) * 1000))
+		return 0;
 	last = now;
+	backlog = false;
+	if (novu_first_live_slot() != novu_worker_slot)
+		return 0;
 
 	values[0] = DirectFunctionCall7(make_interval, Int32GetDatum(0), Int32GetDatum(0), Int32GetDatum(0),
 									Int32GetDatum(0), Int32GetDatum(0), Int32GetDatum(0),
 									Float8GetDatum((double) novu_retention));
 	values[1] = Int32GetDatum(HOUSEKEEPING_LIMIT);
-	novu_begin_work("novu: housekeeping");
-	novu_prepare_once(&housekeeping_plan, "SELECT novu._housekeeping($1, $2)", 2, argtypes);
-	if (SPI_execute_plan(housekeeping_plan, values, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "novu: housekeeping failed");
-	novu_end_work();
+	do
+	{
+		bool		isnull;
+
+		novu_begin_work("novu: housekeeping");
+		novu_prepare_once(&housekeeping_plan, "SELECT novu._housekeeping($1, $2)", 2, argtypes);
+		if (SPI_execute_plan(housekeeping_plan, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "novu: housekeeping failed");
+		n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		novu_end_work();
+		total += n;
+		CHECK_FOR_INTERRUPTS();
+	} while (n > 0 && GetCurrentTimestamp() < until);
+	backlog = (n > 0);
+	return total;
 }
 
 /*

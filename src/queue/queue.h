@@ -76,7 +76,7 @@ extern int	queue_store_in_app(int64 *ids, int32 *attempts, char **subjects, char
 							   int n);
 extern int	queue_claim_receipts(int limit, int lease_ms, ReceiptRow **rows);
 extern void queue_record_receipts(ResultBatch *rb);
-extern void novu_housekeeping(void);
+extern int	novu_housekeeping(void);
 extern int	queue_refresh_stats(void);
 extern void queue_floor_update(void);
 extern int64 queue_floor(void);

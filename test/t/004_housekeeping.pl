@@ -77,6 +77,45 @@ is(NovuTest::query($node, q{SELECT status || ': ' || last_error FROM novu.messag
 is(scalar(grep { $_->{body}{message}{token} eq 'hk-3' } @{ NovuTest::requests($mocks, 'fcm') }), 1,
 	'and the provider received it once (the first attempt)');
 
+# A backlog is worked off at the rate a worker deletes, not a fixed number of
+# rows a minute (5,000 per table until 0.19.0): 60,000 finished messages, their
+# activity and 30,000 outbox rows, all older than the retention.  (A retention
+# of 20 s: housekeeping comes every 10 s, and 0.18.0 took 5,000 rows per table
+# then, two minutes for this backlog.)
+{
+	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.retention = '20s'; SELECT pg_reload_conf();});
+	# (housekeeping walks rows in id order, up to the first one made after the
+	# cutoff: the rows made before the backlog are made an hour old too)
+	$node->safe_psql('postgres', q{
+UPDATE novu.deliveries SET created_at = created_at - interval '1 hour';
+UPDATE novu.events SET created_at = created_at - interval '1 hour';
+UPDATE novu.execution_details SET created_at = created_at - interval '1 hour';
+});
+	$node->safe_psql('postgres', q{
+INSERT INTO novu.events (transaction_id, workflow_id, recipients, status, created_at, processed_at)
+SELECT 'bulk-' || i, 'w', ARRAY['h1'], 'processed', now() - interval '1 hour', now() - interval '1 hour'
+  FROM generate_series(1, 30000) i;
+INSERT INTO novu.deliveries (transaction_id, workflow_id, subscriber_id, channel, provider_id, device_token,
+                             status, attempts, created_at, updated_at)
+SELECT 'bulk-' || (i % 30000 + 1), 'w', 'h1', 'push', 'fcm', 'hk-bulk-' || i, 'sent', 1,
+       now() - interval '1 hour', now() - interval '1 hour'
+  FROM generate_series(1, 60000) i;
+INSERT INTO novu.execution_details (transaction_id, status, detail, created_at)
+SELECT 'bulk-' || (i % 30000 + 1), 'Success', 'Message sent', now() - interval '1 hour'
+  FROM generate_series(1, 60000) i;
+});
+	my $t0 = time();
+	ok(NovuTest::wait_for($node, q{SELECT NOT EXISTS (SELECT FROM novu.deliveries WHERE transaction_id LIKE 'bulk-%')
+    AND NOT EXISTS (SELECT FROM novu.execution_details WHERE transaction_id LIKE 'bulk-%')
+    AND NOT EXISTS (SELECT FROM novu.events WHERE transaction_id LIKE 'bulk-%')}, 60),
+		'a backlog of 150,000 old rows is deleted within a minute');
+	diag(sprintf('backlog of 150,000 rows deleted in %.1f s', time() - $t0));
+	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.retention = '3s'; SELECT pg_reload_conf();});
+	$node->safe_psql('postgres', q{SELECT novu.trigger('w', '"h1"', '{}', '{}', 'tx-after-backlog')});
+	ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.messages WHERE transaction_id = 'tx-after-backlog'}, 20),
+		'delivery went on meanwhile');
+}
+
 # Workers of a database without the extension wait for it (the role exists once any
 # database has the extension): they must not spin.  Measured as the workers' CPU time
 # over a window of two seconds (spinning workers used one core each).
@@ -170,6 +209,7 @@ SKIP:
 	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.worker_time_slice = 0; SELECT pg_reload_conf();});
 	ok(slices_become(sub { $_[0] != 2_000_000 && $_[0] != 100_000 }, 20), '0 gives the kernel\'s default back');
 }
+
 
 $node->stop;
 done_testing();
