@@ -370,3 +370,22 @@ SELECT count(*) AS digest_kept FROM novu.step_runs WHERE kind = 'digest' AND tra
 UPDATE novu.deliveries SET status = 'sent', lease_until = NULL WHERE transaction_id = 'eng-k1';
 SELECT novu._housekeeping(interval '30 days', 1000) >= 0 AS housekept;
 SELECT count(*) AS digest_left FROM novu.step_runs WHERE kind = 'digest' AND transaction_id = 'eng-k1';
+
+-- step.events holds at most 1 MiB of JSON text (measured as text: payloads that
+-- compress well were counted by their stored size, so 90 MB fitted); a
+-- digestKey value too long for the index of open windows is kept as its hash
+SELECT novu.create_workflow('eng-big', '[{"type": "digest", "amount": 1, "unit": "hours", "digestKey": "k"},
+                                         {"type": "in_app", "content": "{{step.total_count}}"}]') ->> 'workflowId';
+SELECT count(novu.trigger('eng-big', '"eng-a"', jsonb_build_object('k', 'same', 't', repeat('a', 200000), 'i', i), '{}', 'eng-big-' || i))
+  FROM generate_series(1, 10) i;
+SELECT novu.trigger('eng-big', '"eng-a"', jsonb_build_object('k', repeat('k', 6400)), '{}', 'eng-longkey') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT transaction_id, octet_length(digest_key) AS key_bytes, left(digest_key, 7) AS key_prefix
+  FROM novu.step_runs WHERE workflow_id = 'eng-big' ORDER BY id;
+SELECT sum(pg_column_size(payload)) < 1048576 AS stored_small, sum(payload_bytes) AS text_bytes
+  FROM novu.digest_events m JOIN novu.step_runs r ON r.id = m.digest_id WHERE r.transaction_id = 'eng-big-1';
+SELECT pg_temp.due('eng-big-1');
+SELECT pg_temp.due('eng-longkey');
+SELECT transaction_id, step -> '_digest' -> 'total_count' AS total, jsonb_array_length(step -> '_digest' -> 'events') AS events,
+       octet_length((step -> '_digest' -> 'events')::text) <= 1048576 AS within_1mib
+  FROM novu._continue(100, 10, 60000) WHERE id IS NOT NULL ORDER BY 1;

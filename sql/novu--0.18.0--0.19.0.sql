@@ -52,6 +52,23 @@ CREATE INDEX deliveries_digest_idx ON novu.deliveries (digest_id)
 CREATE INDEX step_runs_digest_ref_idx ON novu.step_runs (digest_id) WHERE status = 'waiting' AND digest_id IS NOT NULL;
 GRANT UPDATE (deleted_at) ON novu.subscriber_deletions TO novu_worker;
 
+-- step.events keeps to 1 MiB of JSON text (the stored, compressed size let
+-- through payloads that compress well, 90 MB of them in one window)
+ALTER TABLE novu.digest_events ADD COLUMN payload_bytes integer GENERATED ALWAYS AS (octet_length(payload::text)) STORED;
+
+CREATE FUNCTION novu._digest_key(p_payload jsonb, p_step jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN octet_length(x.v) > 200 THEN 'sha256:' || encode(sha256(convert_to(x.v, 'UTF8')), 'hex') ELSE x.v END
+      FROM (SELECT CASE WHEN p_step ? 'digestKey'
+                        THEN COALESCE(p_payload #>> novu._payload_path(p_step ->> 'digestKey'), '') ELSE '' END AS v) x
+$$;
+COMMENT ON FUNCTION novu._digest_key(jsonb, jsonb) IS 'Internal (workers): the digest key of a notification at a digest step (a value over 200 bytes as its sha256)';
+REVOKE EXECUTE ON FUNCTION novu._digest_key(jsonb, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION novu._digest_key(jsonb, jsonb) TO novu_worker;
+
 CREATE FUNCTION novu._create_subscribers(p_ids text[])
 RETURNS text[]
 LANGUAGE plpgsql
@@ -88,6 +105,204 @@ COMMENT ON FUNCTION novu._create_subscribers(text[]) IS 'Internal (workers): cre
 REVOKE EXECUTE ON FUNCTION novu._create_subscribers(text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION novu._create_subscribers(text[]) TO novu_worker;
 
+CREATE OR REPLACE FUNCTION novu._digest_context(p_digest_id bigint)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object('digest', true,
+                              'events', COALESCE(jsonb_agg(x.payload ORDER BY x.event_id) FILTER (WHERE x.keep), '[]'),
+                              'total_count', count(*))
+      FROM (SELECT m.payload, m.event_id,
+                   row_number() OVER w <= 1000 AND sum(m.payload_bytes) OVER w <= 1048576 AS keep
+              FROM novu.digest_events m
+             WHERE m.digest_id = p_digest_id AND m.status = 'merged'
+            WINDOW w AS (ORDER BY m.event_id)) x
+$$;
+COMMENT ON FUNCTION novu._digest_context(bigint) IS 'Internal (workers): step.digest, step.events (oldest first) and step.total_count of a digest';
+
+CREATE OR REPLACE FUNCTION novu._run_steps(p_ids bigint[], p_lease_limit integer, p_lease_ms integer)
+RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
+               device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
+               step jsonb, step_key text, subscriber jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET enable_seqscan = off
+AS $$
+#variable_conflict use_column
+DECLARE
+    r novu.step_runs;
+    leased integer := 0;
+    n integer;
+    leader text;
+    total integer;
+    plain bigint[];
+    tx text[];
+    wf text[];
+    sub text[];
+    st integer[];
+    wins bigint[];
+    others bigint[];
+    dg bigint[];
+    cx jsonb[];
+BEGIN
+    -- The batch's rows still waiting, in its order, sorted out in one pass:
+    -- delays and digest windows followed by channel steps without filters
+    -- only (set-based below), and the others (step by step, at the end).
+    SELECT array_agg(x.id ORDER BY u.n) FILTER (WHERE x.kind = 'delay' AND x.digest_id IS NULL AND w.plain),
+           array_agg(x.id ORDER BY u.n) FILTER (WHERE x.kind = 'digest' AND w.plain),
+           array_agg(x.id ORDER BY u.n) FILTER (WHERE NOT (w.plain AND (x.kind = 'digest' OR x.digest_id IS NULL)))
+      INTO plain, wins, others
+      FROM unnest(p_ids) WITH ORDINALITY AS u(id, n)
+      CROSS JOIN LATERAL (SELECT y.* FROM novu.step_runs y WHERE y.id = u.id OFFSET 0) x
+      CROSS JOIN LATERAL (SELECT COALESCE(novu._plain_after(v.steps, x.step_index), false) AS plain
+                            FROM (SELECT) one LEFT JOIN novu.workflows v ON v.workflow_id = x.workflow_id OFFSET 0) w
+     WHERE x.status = 'waiting';
+    -- Delays followed by channel steps without filters only (the usual "wait,
+    -- then send"): all of them done and expanded together, in one statement
+    -- of novu._expand (a row per notification and step).  The others go one
+    -- by one, step by step (novu._advance).
+    IF plain IS NOT NULL THEN
+        WITH d AS (
+            UPDATE novu.step_runs x SET status = 'done', updated_at = now()
+             WHERE x.id = ANY (plain)
+            RETURNING x.id, x.transaction_id, x.workflow_id, x.subscriber_id, x.step_index),
+        logged AS (
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            SELECT d.transaction_id, d.subscriber_id, d.workflow_id, 'delay', 'Success', 'Delay finished',
+                   jsonb_build_object('stepIndex', d.step_index)
+              FROM d)
+        SELECT array_agg(d.transaction_id ORDER BY array_position(plain, d.id), s.n),
+               array_agg(d.workflow_id ORDER BY array_position(plain, d.id), s.n),
+               array_agg(d.subscriber_id ORDER BY array_position(plain, d.id), s.n),
+               array_agg((s.n - 1)::integer ORDER BY array_position(plain, d.id), s.n)
+          INTO tx, wf, sub, st
+          FROM d
+          CROSS JOIN LATERAL (SELECT v.steps FROM novu.workflows v WHERE v.workflow_id = d.workflow_id OFFSET 0) w
+          CROSS JOIN LATERAL jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
+         WHERE s.n > d.step_index + 1;
+        IF tx IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM novu._expand(tx, wf, sub, p_lease_limit, p_lease_ms, st);
+            GET DIAGNOSTICS leased = ROW_COUNT;
+        END IF;
+    END IF;
+    -- Digest windows followed by channel steps without filters only: closed
+    -- together, set-based.  Each window's merged events are read by the key
+    -- (digest_id first), window by window: its leader (the oldest event; a
+    -- window left without events is canceled), its total and the step
+    -- context of novu._digest_context (the same bounds: memory stays bounded
+    -- however large a window).  The windows are marked done, each leader
+    -- gets its activity row ("Digest finished: <n> events"; the other events
+    -- have theirs from the merge, "Merged into the digest of transaction
+    -- <leader>", with the window's id in raw: a row per event here made the
+    -- close a third slower), and the steps after them are expanded in one
+    -- statement of novu._expand, with the window and its context.
+    IF wins IS NOT NULL THEN
+        tx := NULL;
+        WITH win AS MATERIALIZED (
+            SELECT u.id, u.n, (SELECT y.ctid FROM novu.step_runs y WHERE y.id = u.id) AS tid, a.total, a.leader, a.ctx
+              FROM unnest(wins) WITH ORDINALITY AS u(id, n)
+              CROSS JOIN LATERAL (
+                  SELECT count(*) AS total, min(e.transaction_id) FILTER (WHERE e.k = 1) AS leader,
+                         jsonb_build_object('digest', true,
+                                            'events', COALESCE(jsonb_agg(e.payload ORDER BY e.event_id)
+                                                               FILTER (WHERE e.k <= 1000 AND e.bytes <= 1048576), '[]'),
+                                            'total_count', count(*)) AS ctx
+                    FROM (SELECT m.transaction_id, m.event_id, m.payload,
+                                 row_number() OVER w AS k, sum(m.payload_bytes) OVER w AS bytes
+                            FROM novu.digest_events m
+                           WHERE m.digest_id = u.id AND m.status = 'merged'
+                          WINDOW w AS (ORDER BY m.event_id)) e) a),
+        closed AS (
+            UPDATE novu.step_runs x
+               SET status = CASE WHEN l.total = 0 THEN 'canceled' ELSE 'done' END,
+                   transaction_id = COALESCE(l.leader, x.transaction_id),
+                   updated_at = now()
+              FROM win l
+             WHERE x.ctid = l.tid
+            RETURNING x.id, l.n, x.transaction_id, x.workflow_id, x.subscriber_id, x.step_index, x.status, l.ctx,
+                      format('Digest finished: %s event%s', l.total, CASE WHEN l.total = 1 THEN '' ELSE 's' END) AS lead_detail,
+                      jsonb_build_object('stepIndex', x.step_index, 'digestId', x.id, 'digestKey', x.digest_key) AS raw),
+        logged AS (
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            SELECT c.transaction_id, c.subscriber_id, c.workflow_id, 'digest', 'Success', c.lead_detail, c.raw
+              FROM closed c WHERE c.status = 'done' ORDER BY c.id)
+        SELECT array_agg(c.transaction_id ORDER BY c.n, s.n), array_agg(c.workflow_id ORDER BY c.n, s.n),
+               array_agg(c.subscriber_id ORDER BY c.n, s.n), array_agg((s.n - 1)::integer ORDER BY c.n, s.n),
+               array_agg(c.id ORDER BY c.n, s.n), array_agg(c.ctx ORDER BY c.n, s.n)
+          INTO tx, wf, sub, st, dg, cx
+          FROM closed c
+          CROSS JOIN LATERAL (SELECT v.steps FROM novu.workflows v WHERE v.workflow_id = c.workflow_id OFFSET 0) w
+          CROSS JOIN LATERAL jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, n)
+         WHERE c.status = 'done' AND s.n > c.step_index + 1;
+        IF tx IS NOT NULL THEN
+            RETURN QUERY
+            SELECT * FROM novu._expand(tx, wf, sub, GREATEST(p_lease_limit - leased, 0), p_lease_ms, st, dg, cx);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            leased := leased + n;
+        END IF;
+    END IF;
+    FOR r IN SELECT x.* FROM unnest(others) WITH ORDINALITY AS u(id, n)
+               CROSS JOIN LATERAL (SELECT y.* FROM novu.step_runs y WHERE y.id = u.id OFFSET 0) x
+              ORDER BY u.n LOOP
+        UPDATE novu.step_runs x SET status = 'done', updated_at = now() WHERE x.id = r.id;
+        IF r.kind = 'delay' THEN
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            VALUES (r.transaction_id, r.subscriber_id, r.workflow_id, 'delay', 'Success', 'Delay finished',
+                    jsonb_build_object('stepIndex', r.step_index));
+            RETURN QUERY
+            SELECT * FROM novu._advance(ARRAY[r.transaction_id], ARRAY[r.workflow_id], ARRAY[r.subscriber_id],
+                                        ARRAY[r.step_index + 1], ARRAY[r.digest_id],
+                                        GREATEST(p_lease_limit - leased, 0), p_lease_ms);
+        ELSE
+            leader := NULL;
+            SELECT m.transaction_id, count(*) OVER () INTO leader, total
+              FROM novu.digest_events m WHERE m.digest_id = r.id AND m.status = 'merged'
+             ORDER BY m.event_id LIMIT 1;
+            IF leader IS NULL THEN
+                UPDATE novu.step_runs x SET status = 'canceled' WHERE x.id = r.id;
+                CONTINUE;
+            END IF;
+            UPDATE novu.step_runs x SET transaction_id = leader WHERE x.id = r.id AND x.transaction_id <> leader;
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+            VALUES (leader, r.subscriber_id, r.workflow_id, 'digest', 'Success',
+                    format('Digest finished: %s event%s', total, CASE WHEN total = 1 THEN '' ELSE 's' END),
+                    jsonb_build_object('stepIndex', r.step_index, 'digestId', r.id, 'digestKey', r.digest_key));
+            RETURN QUERY
+            SELECT * FROM novu._advance(ARRAY[leader], ARRAY[r.workflow_id], ARRAY[r.subscriber_id],
+                                        ARRAY[r.step_index + 1], ARRAY[r.id],
+                                        GREATEST(p_lease_limit - leased, 0), p_lease_ms);
+        END IF;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        leased := leased + n;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION novu._run_steps(bigint[], integer, integer) IS 'Internal (workers): run the steps after locked delays and digest windows; returns the messages leased to the caller';
+
+CREATE OR REPLACE FUNCTION novu._digest_first(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[])
+RETURNS TABLE (t text, w text, s text, n bigint, event_id bigint, payload jsonb, k text, window_len interval,
+               keyed boolean, raw jsonb, g bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.*, dense_rank() OVER (ORDER BY c.w, c.s, c.k) AS g
+      FROM (SELECT z.t, z.w, z.s, z.n, e.id, COALESCE(e.payload, '{}'),
+                   novu._digest_key(e.payload, wf.steps -> 0) AS k,
+                   novu._step_interval(wf.steps -> 0 -> 'amount', wf.steps -> 0 -> 'unit'),
+                   (wf.steps -> 0) ? 'digestKey',
+                   jsonb_build_object('stepId', novu._step_id(wf.steps -> 0, 0), 'stepIndex', 0)
+              FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids) WITH ORDINALITY AS z(t, w, s, n)
+              JOIN novu.workflows wf ON wf.workflow_id = z.w
+              LEFT JOIN novu.events e ON e.transaction_id = z.t
+             WHERE jsonb_typeof(wf.steps) = 'array' AND wf.steps -> 0 ->> 'type' = 'digest'
+               AND NOT (wf.steps -> 0) ? 'filters'
+               AND NOT COALESCE((wf.steps -> 0 ->> 'backoff')::boolean, false)) c
+$$;
+COMMENT ON FUNCTION novu._digest_first(text[], text[], text[]) IS 'Internal (workers): the notifications that start with a plain digest step, with their key group';
+
 CREATE OR REPLACE FUNCTION novu._digest_join(p_transaction_id text, p_event_id bigint, p_workflow_id text, p_subscriber_id text,
                                   p_step_index integer, p_step jsonb, p_payload jsonb)
 RETURNS text
@@ -102,7 +317,7 @@ DECLARE
     raw jsonb := jsonb_build_object('stepId', novu._step_id(p_step, p_step_index), 'stepIndex', p_step_index);
 BEGIN
     IF p_step ? 'digestKey' THEN
-        k := COALESCE(p_payload #>> novu._payload_path(p_step ->> 'digestKey'), '');
+        k := novu._digest_key(p_payload, p_step);
         raw := raw || jsonb_build_object('digestKey', k);
     END IF;
     PERFORM novu._lock_digest_keys(ARRAY[hashtext(p_workflow_id || '/' || p_subscriber_id || '/' || p_step_index || '/' || k)]);
@@ -189,10 +404,7 @@ BEGIN
     -- out events of the same keys in different orders never wait on each
     -- other in a cycle.
     PERFORM novu._lock_digest_keys(ARRAY(
-             SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' ||
-                                      CASE WHEN s.step ? 'digestKey'
-                                           THEN COALESCE(e.payload #>> novu._payload_path(s.step ->> 'digestKey'), '')
-                                           ELSE '' END)
+             SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' || novu._digest_key(e.payload, s.step))
                FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_from_steps) AS z(t, w, s, f)
                JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
                CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
@@ -396,10 +608,7 @@ BEGIN
     -- are locked in one order, as novu._advance does (it takes them again,
     -- already held): two workers never wait on each other in a cycle.
     PERFORM novu._lock_digest_keys(ARRAY(
-             SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' ||
-                                      CASE WHEN s.step ? 'digestKey'
-                                           THEN COALESCE(e.payload #>> novu._payload_path(s.step ->> 'digestKey'), '')
-                                           ELSE '' END)
+             SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' || novu._digest_key(e.payload, s.step))
                FROM unnest(st, sw, ss) AS z(t, w, s)
                JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
                CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
@@ -803,7 +1012,13 @@ BEGIN
                     GET DIAGNOSTICS n = ROW_COUNT;
                     leased := leased + n;
                 EXCEPTION WHEN OTHERS THEN
-                    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+                    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+                    -- transient (serialization, deadlock, lock timeout, resources):
+                    -- the whole fan-out is undone and tried again, the trigger
+                    -- is not failed for good
+                    IF left(state, 2) IN ('40', '53', '55', '57', '58') THEN
+                        RAISE;
+                    END IF;
                     INSERT INTO novu.execution_details (transaction_id, workflow_id, status, detail)
                     SELECT e.transaction_id, e.workflow_id, 'Failed', 'Fan-out failed: ' || msg
                       FROM novu.events e WHERE e.transaction_id = one;

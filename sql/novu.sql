@@ -381,6 +381,9 @@ CREATE TABLE novu.digest_events (
     status          text NOT NULL DEFAULT 'merged' CHECK (status IN ('merged', 'canceled')),
     payload         jsonb NOT NULL DEFAULT '{}',
     created_at      timestamptz NOT NULL DEFAULT now(),
+    -- its size as JSON text, for step.events' 1 MiB (the stored size is
+    -- compressed: a payload that compresses well is many times larger)
+    payload_bytes   integer GENERATED ALWAYS AS (octet_length(payload::text)) STORED,
     PRIMARY KEY (digest_id, transaction_id)
 );
 CREATE INDEX digest_events_transaction_idx ON novu.digest_events (transaction_id);
@@ -4136,12 +4139,28 @@ AS $$
                               'events', COALESCE(jsonb_agg(x.payload ORDER BY x.event_id) FILTER (WHERE x.keep), '[]'),
                               'total_count', count(*))
       FROM (SELECT m.payload, m.event_id,
-                   row_number() OVER w <= 1000 AND sum(pg_column_size(m.payload)) OVER w <= 1048576 AS keep
+                   row_number() OVER w <= 1000 AND sum(m.payload_bytes) OVER w <= 1048576 AS keep
               FROM novu.digest_events m
              WHERE m.digest_id = p_digest_id AND m.status = 'merged'
             WINDOW w AS (ORDER BY m.event_id)) x
 $$;
 COMMENT ON FUNCTION novu._digest_context(bigint) IS 'Internal (workers): step.digest, step.events (oldest first) and step.total_count of a digest';
+
+-- The digest key of a notification at a digest step: the value at the step's
+-- digestKey path in the payload ('' without one).  A value longer than 200
+-- bytes is kept as 'sha256:' and its hash: the key is in the index of open
+-- windows, whose entries hold at most 2,704 bytes (a longer value failed the
+-- notification after its trigger was accepted).
+CREATE FUNCTION novu._digest_key(p_payload jsonb, p_step jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN octet_length(x.v) > 200 THEN 'sha256:' || encode(sha256(convert_to(x.v, 'UTF8')), 'hex') ELSE x.v END
+      FROM (SELECT CASE WHEN p_step ? 'digestKey'
+                        THEN COALESCE(p_payload #>> novu._payload_path(p_step ->> 'digestKey'), '') ELSE '' END AS v) x
+$$;
+COMMENT ON FUNCTION novu._digest_key(jsonb, jsonb) IS 'Internal (workers): the digest key of a notification at a digest step (a value over 200 bytes as its sha256)';
 
 -- Lock digest keys (novu.digest_locks) until the transaction ends, in key
 -- order: a key's row is inserted, or, if there, locked (ON CONFLICT DO UPDATE
@@ -4180,7 +4199,7 @@ DECLARE
     raw jsonb := jsonb_build_object('stepId', novu._step_id(p_step, p_step_index), 'stepIndex', p_step_index);
 BEGIN
     IF p_step ? 'digestKey' THEN
-        k := COALESCE(p_payload #>> novu._payload_path(p_step ->> 'digestKey'), '');
+        k := novu._digest_key(p_payload, p_step);
         raw := raw || jsonb_build_object('digestKey', k);
     END IF;
     PERFORM novu._lock_digest_keys(ARRAY[hashtext(p_workflow_id || '/' || p_subscriber_id || '/' || p_step_index || '/' || k)]);
@@ -4274,10 +4293,7 @@ BEGIN
     -- out events of the same keys in different orders never wait on each
     -- other in a cycle.
     PERFORM novu._lock_digest_keys(ARRAY(
-             SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' ||
-                                      CASE WHEN s.step ? 'digestKey'
-                                           THEN COALESCE(e.payload #>> novu._payload_path(s.step ->> 'digestKey'), '')
-                                           ELSE '' END)
+             SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' || novu._digest_key(e.payload, s.step))
                FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_from_steps) AS z(t, w, s, f)
                JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
                CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
@@ -4396,8 +4412,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT c.*, dense_rank() OVER (ORDER BY c.w, c.s, c.k) AS g
       FROM (SELECT z.t, z.w, z.s, z.n, e.id, COALESCE(e.payload, '{}'),
-                   CASE WHEN (wf.steps -> 0) ? 'digestKey'
-                        THEN COALESCE(e.payload #>> novu._payload_path(wf.steps -> 0 ->> 'digestKey'), '') ELSE '' END AS k,
+                   novu._digest_key(e.payload, wf.steps -> 0) AS k,
                    novu._step_interval(wf.steps -> 0 -> 'amount', wf.steps -> 0 -> 'unit'),
                    (wf.steps -> 0) ? 'digestKey',
                    jsonb_build_object('stepId', novu._step_id(wf.steps -> 0, 0), 'stepIndex', 0)
@@ -4509,10 +4524,7 @@ BEGIN
     -- are locked in one order, as novu._advance does (it takes them again,
     -- already held): two workers never wait on each other in a cycle.
     PERFORM novu._lock_digest_keys(ARRAY(
-             SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' ||
-                                      CASE WHEN s.step ? 'digestKey'
-                                           THEN COALESCE(e.payload #>> novu._payload_path(s.step ->> 'digestKey'), '')
-                                           ELSE '' END)
+             SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' || novu._digest_key(e.payload, s.step))
                FROM unnest(st, sw, ss) AS z(t, w, s)
                JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
                CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
@@ -4713,7 +4725,7 @@ BEGIN
                                                                FILTER (WHERE e.k <= 1000 AND e.bytes <= 1048576), '[]'),
                                             'total_count', count(*)) AS ctx
                     FROM (SELECT m.transaction_id, m.event_id, m.payload,
-                                 row_number() OVER w AS k, sum(pg_column_size(m.payload)) OVER w AS bytes
+                                 row_number() OVER w AS k, sum(m.payload_bytes) OVER w AS bytes
                             FROM novu.digest_events m
                            WHERE m.digest_id = u.id AND m.status = 'merged'
                           WINDOW w AS (ORDER BY m.event_id)) e) a),
@@ -5181,7 +5193,13 @@ BEGIN
                     GET DIAGNOSTICS n = ROW_COUNT;
                     leased := leased + n;
                 EXCEPTION WHEN OTHERS THEN
-                    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+                    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+                    -- transient (serialization, deadlock, lock timeout, resources):
+                    -- the whole fan-out is undone and tried again, the trigger
+                    -- is not failed for good
+                    IF left(state, 2) IN ('40', '53', '55', '57', '58') THEN
+                        RAISE;
+                    END IF;
                     INSERT INTO novu.execution_details (transaction_id, workflow_id, status, detail)
                     SELECT e.transaction_id, e.workflow_id, 'Failed', 'Fan-out failed: ' || msg
                       FROM novu.events e WHERE e.transaction_id = one;
@@ -6027,6 +6045,7 @@ GRANT EXECUTE ON FUNCTION
     novu._continue(integer, integer, integer),
     novu._run_steps(bigint[], integer, integer),
     novu._lock_digest_keys(integer[]),
+    novu._digest_key(jsonb, jsonb),
     novu._digest_join(text, bigint, text, text, integer, jsonb, jsonb),
     novu._digest_context(bigint),
     novu._filters_pass(jsonb, jsonb, jsonb, jsonb, boolean, timestamptz, text, text),
