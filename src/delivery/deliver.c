@@ -1367,14 +1367,6 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 }
 
 /*
- * A request refused as a whole for what may be another message's fault is
- * split (at most twice: by project, then one per message, see expo_split), and
- * each resend is an attempt: a message refused at its last attempt alongside
- * others still gets its resends, up to this many past novu.max_attempts.
- */
-#define SPLIT_EXTRA_ATTEMPTS 2
-
-/*
  * Record the request keys classify() gave messages of an answered request
  * (sent[i]: the key msgs[i] went out with): a request-level error that may be
  * some messages' only, and the provider splits the request.  A message it

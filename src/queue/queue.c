@@ -26,6 +26,10 @@
 #include "common/shmem.h"
 #include "queue/work.h"
 
+/* A pending message this many attempts past novu.max_attempts fails at its claim. */
+#define LAST_ATTEMPT_EXTRA	CppAsString2(SPLIT_EXTRA_ATTEMPTS)
+/* A claim that found due rows and could take none tries again after this (ms). */
+#define DUE_BUT_LOCKED_RETRY_MS	200
 /* Rows per table in one housekeeping transaction (see novu_housekeeping). */
 #define HOUSEKEEPING_LIMIT	1000
 /* Housekeeping time per call while a backlog remains (ms). */
@@ -393,7 +397,9 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 		/*
 		 * A message whose lease expired was sent and never answered (the
 		 * worker died, or its answer was lost): that attempt counts.  At
-		 * novu.max_attempts it fails instead of being sent once more.
+		 * novu.max_attempts it fails instead of being sent once more.  A
+		 * pending one past any attempt it may have (novu.max_attempts lowered,
+		 * a row written by hand, attempts at the integer's end) fails too.
 		 *
 		 * The messages of a request with an idempotency key come first, and
 		 * whole (novu._claim_groups), even past the limit: a retry must be
@@ -424,13 +430,17 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 					 "  LIMIT GREATEST($1 - (SELECT pg_catalog.count(*) FROM g), 0)) others),"
 					 " u AS ("
 					 " UPDATE novu.deliveries d"
-					 "    SET status = CASE WHEN d.status = 'sending' AND d.attempts >= $6 THEN 'failed' ELSE 'sending' END,"
-					 "        attempts = CASE WHEN d.status = 'sending' AND d.attempts >= $6 THEN d.attempts ELSE d.attempts + 1 END,"
+					 "    SET status = CASE WHEN (d.status = 'sending' AND d.attempts >= $6) OR d.attempts >= $6 + " LAST_ATTEMPT_EXTRA
+					 "          THEN 'failed' ELSE 'sending' END,"
+					 "        attempts = CASE WHEN (d.status = 'sending' AND d.attempts >= $6) OR d.attempts >= $6 + " LAST_ATTEMPT_EXTRA
+					 "          THEN d.attempts ELSE d.attempts + 1 END,"
 					 "        last_error = CASE WHEN d.status = 'sending' AND d.attempts >= $6"
-					 "          THEN 'no answer after ' || d.attempts || ' attempts (lease expired)' ELSE d.last_error END,"
+					 "          THEN 'no answer after ' || d.attempts || ' attempts (lease expired)'"
+					 "          WHEN d.attempts >= $6 + " LAST_ATTEMPT_EXTRA " THEN 'no attempt left (novu.max_attempts is ' || $6 || ')'"
+					 "          ELSE d.last_error END,"
 					 "        claimed_by = pg_catalog.pg_backend_pid(),"
-					 "        lease_until = CASE WHEN d.status = 'sending' AND d.attempts >= $6 THEN NULL"
-					 "          ELSE pg_catalog.now() + $2 * interval '1 millisecond' END,"
+					 "        lease_until = CASE WHEN (d.status = 'sending' AND d.attempts >= $6) OR d.attempts >= $6 + " LAST_ATTEMPT_EXTRA
+					 "          THEN NULL ELSE pg_catalog.now() + $2 * interval '1 millisecond' END,"
 					 "        updated_at = pg_catalog.now()"
 					 "   FROM c"
 					 "   LEFT JOIN novu.events e ON e.transaction_id = c.transaction_id"
@@ -496,11 +506,19 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 					 "SELECT (pg_catalog.extract('epoch', LEAST("
 					 "   (SELECT pg_catalog.min(next_attempt_at) FROM novu.deliveries WHERE status = 'pending'),"
 					 "   (SELECT pg_catalog.min(lease_until) FROM novu.deliveries WHERE status = 'sending'),"
-					 "   (SELECT pg_catalog.min(receipt_at) FROM novu.deliveries WHERE receipt_at IS NOT NULL),"
 					 "   (SELECT pg_catalog.min(due_at) FROM novu.step_runs WHERE status = 'waiting'))"
 					 "  - pg_catalog.now()) * 1000)::bigint",
 					 0, NULL);
 		*next_due_ms = ms_until(next_due_plan, -1);
+
+		/*
+		 * Due already, and none of it taken: locked by another transaction
+		 * (a cancel, another worker's claim).  Not again at once: claiming
+		 * every millisecond until it is released spun a worker at a
+		 * thousand transactions a second.
+		 */
+		if (n == 0 && *next_due_ms == 0)
+			*next_due_ms = DUE_BUT_LOCKED_RETRY_MS;
 	}
 	/* the claimed rows' integrations, in the same transaction (one unit of work, not two) */
 	*nirows = claimed_integrations_in_tx(result, n, irows);

@@ -8,6 +8,15 @@
 
 #include "providers/provider.h"
 
+/*
+ * A request refused as a whole for what may be another message's fault is
+ * split (at most twice: by project, then one per message, see expo_split), and
+ * each resend is an attempt: a message refused at its last attempt alongside
+ * others still gets its resends, up to this many past novu.max_attempts (the
+ * claim fails a message beyond that).
+ */
+#define SPLIT_EXTRA_ATTEMPTS 2
+
 /* A claimed batch: messages plus the raw context their rendering needs. */
 typedef struct ClaimedRow
 {

@@ -19,6 +19,7 @@ use lib $FindBin::Bin;
 use NovuTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 
 my $mocks = NovuTest::start_mocks();
 my $node = NovuTest::new_node('lock_waits', $mocks, 'novu.workers' => 1);
@@ -123,6 +124,43 @@ q1(identify_sql('frank', 'tok-frank'));
 	ok(NovuTest::wait_for($node, q{SELECT status = 'failed' FROM novu.messages WHERE transaction_id = 'tx-dead-2'}
 		  . q{ AND NOT EXISTS (SELECT FROM novu.device_tokens WHERE device_token = 'tok-frank')}, 20),
 		'token released: the next dead answer prunes it');
+}
+
+######################################################################
+# 4. a due retry held by a deletion not committed yet: the worker does not
+#    claim again every moment until it is released
+{
+	q1(q{ALTER SYSTEM SET track_functions = 'all'; SELECT pg_reload_conf();});
+	NovuTest::set_tokens($mocks, 'fcm', 'fail:503::1', 'tok-dave');
+	q1(trigger_sql('dave', 'tx-retry'));
+	ok(NovuTest::wait_for($node, q{SELECT status = 'pending' AND attempts = 1 FROM novu.deliveries WHERE transaction_id = 'tx-retry'}, 20),
+		'retry held: the message waits for its retry');
+	my $app = $node->background_psql('postgres');
+	$app->query_safe('BEGIN');
+	is($app->query_safe(q{SELECT novu.delete_messages('tx-retry')}), '1', 'retry held: a deletion not committed holds it');
+	ok(NovuTest::wait_for($node, q{SELECT next_attempt_at < now() - interval '100 ms' FROM novu.deliveries WHERE transaction_id = 'tx-retry'}, 20),
+		'retry held: its retry is due');
+	my $calls = sub { q1(q{SELECT COALESCE(sum(calls), 0) FROM pg_stat_user_functions WHERE funcname = '_claim_groups'}) };
+	my $c0 = $calls->();
+	usleep(2_000_000);	# the measurement window
+	my $c1 = $calls->();
+	cmp_ok($c1 - $c0, '<', 40, "retry held: the worker claims a few times a second, not every moment ($c0 -> $c1 in 2 s)");
+	$app->query_safe('ROLLBACK');
+	$app->quit;
+	ok(NovuTest::wait_for($node, sent('tx-retry'), 20), 'retry released: the retry is sent');
+}
+
+######################################################################
+# 5. a row written by hand with attempts at the integer's end fails at its
+#    claim; the claim goes on for the others
+{
+	q1(q{INSERT INTO novu.deliveries (transaction_id, workflow_id, subscriber_id, channel, provider_id, device_token,
+	                                  status, attempts, next_attempt_at)
+	     VALUES ('tx-poison', 'locks', 'dave', 'push', 'fcm', 'tok-dave', 'pending', 2147483647, now())});
+	q1(trigger_sql('dave', 'tx-after-poison'));
+	ok(NovuTest::wait_for($node, sent('tx-after-poison'), 20), 'poison row: the others are delivered');
+	ok(NovuTest::wait_for($node, q{SELECT status = 'failed' AND last_error LIKE 'no attempt left%' FROM novu.deliveries WHERE transaction_id = 'tx-poison'}, 20),
+		'poison row: it fails, with the reason');
 }
 
 $node->stop;
