@@ -41,6 +41,13 @@ SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 1.5, "unit": 
 SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": "5", "unit": "seconds"}]');
 SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 5, "unit": "years"}]');
 SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 13, "unit": "months"}]');
+-- a year is 366 days, 52 weeks or 12 months (not 360 days); a huge count is
+-- refused as such, not by an overflow
+SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 53, "unit": "weeks"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 367, "unit": "days"}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 999999999, "unit": "weeks"}]');
+SELECT u, novu._step_interval(to_jsonb(a), to_jsonb(u)) AS longest
+  FROM (VALUES (31622400, 'seconds'), (527040, 'minutes'), (8784, 'hours'), (366, 'days'), (52, 'weeks'), (12, 'months')) v(a, u);
 SELECT novu.create_workflow('eng-x', '[{"type": "delay", "amount": 5, "unit": "seconds", "delayPath": "sendAt"}]');
 SELECT novu.create_workflow('eng-x', '[{"type": "delay", "delayPath": "send at"}]');
 SELECT novu.create_workflow('eng-x', '[{"type": "delay", "delayPath": 5}]');
@@ -74,6 +81,10 @@ SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content":
 SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "isOnline", "value": "yes"}]}]}]');
 SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "isOnlineInLast", "value": 5, "timeOperator": "weeks"}]}]}]');
 SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "isOnlineInLast", "value": 0, "timeOperator": "minutes"}]}]}]');
+-- isOnline takes EQUAL (as Novu's editor writes it) or NOT_EQUAL, and is run
+-- with it; isOnlineInLast only EQUAL
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "isOnline", "operator": "LARGER", "value": true}]}]}]');
+SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "isOnlineInLast", "operator": "NOT_EQUAL", "value": 5, "timeOperator": "minutes"}]}]}]');
 SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "previousStep", "step": "push-0", "stepType": "read"}]}]}]');
 SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c"}, {"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "previousStep", "step": "push-0", "stepType": "read"}]}]}]');
 SELECT novu.create_workflow('eng-x', '[{"type": "push", "title": "t", "content": "c", "filters": [{"children": [{"on": "previousStep", "step": "push-0", "stepType": "opened"}]}]}]');
@@ -93,7 +104,10 @@ SELECT op, v::text, a::text, novu._filter_matches(a, op, v) AS matches
                ('NOT_BETWEEN', '[10, 20]', '21'), ('BETWEEN', '[10, 20]', '"x"'),
                ('LIKE', '"ell"', '"Hello"'), ('LIKE', '"ELL"', '"Hello"'), ('NOT_LIKE', '"ell"', '"Hello"'),
                ('IS_DEFINED', NULL, '0'), ('IS_DEFINED', NULL, 'null'), ('IS_DEFINED', NULL, NULL),
-               ('IS_DEFINED', 'false', NULL)) AS t(op, v, a);
+               ('IS_DEFINED', 'false', NULL),
+               -- numbers compare as numbers whatever their length (1e31 is written with 32 digits)
+               ('LARGER', '5', '1e31'), ('SMALLER', '1e40', '1e31'), ('EQUAL', '1e31', '10000000000000000000000000000000')
+       ) AS t(op, v, a);
 
 -- groups: any group passes; AND, OR, isNegated; isOnline, isOnlineInLast
 SELECT name, novu._filters_pass(f, '[]', '{"n": 5}', '{"data": {"plan": "pro"}}', online, last_online, 'tx', 'sub') AS passes
@@ -107,6 +121,9 @@ SELECT name, novu._filters_pass(f, '[]', '{"n": 5}', '{"data": {"plan": "pro"}}'
     ('second group', '[{"children": [{"on": "payload", "field": "n", "operator": "EQUAL", "value": 6}]}, {"children": [{"on": "payload", "field": "n", "operator": "EQUAL", "value": 5}]}]', false, NULL),
     ('online true', '[{"children": [{"on": "isOnline", "value": true}]}]', true, NULL),
     ('online false', '[{"children": [{"on": "isOnline", "value": true}]}]', false, NULL),
+    ('online EQUAL', '[{"children": [{"on": "isOnline", "operator": "EQUAL", "value": true}]}]', true, NULL),
+    ('offline, NOT_EQUAL true', '[{"children": [{"on": "isOnline", "operator": "NOT_EQUAL", "value": true}]}]', false, NULL),
+    ('online, NOT_EQUAL true', '[{"children": [{"on": "isOnline", "operator": "NOT_EQUAL", "value": true}]}]', true, NULL),
     ('in last 5 min', '[{"children": [{"on": "isOnlineInLast", "value": 5, "timeOperator": "minutes"}]}]', false, now() - interval '2 minutes'),
     ('not in last 1 min', '[{"children": [{"on": "isOnlineInLast", "value": 1, "timeOperator": "minutes"}]}]', false, now() - interval '2 minutes'),
     ('online now', '[{"children": [{"on": "isOnlineInLast", "value": 1, "timeOperator": "seconds"}]}]', true, NULL)

@@ -1722,12 +1722,17 @@ RETURNS interval
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+    -- at most a year: 366 days, or 12 months (each unit's count is capped
+    -- before it is multiplied: 999999999 weeks overflowed an interval, and
+    -- interval '1 year' compares as 360 days, which refused 52 weeks)
     SELECT CASE WHEN jsonb_typeof(amount) = 'number' AND jsonb_typeof(unit) = 'string'
                      AND (amount #>> '{}') ~ '^[0-9]{1,9}$'
-                     AND unit #>> '{}' IN ('seconds', 'minutes', 'hours', 'days', 'weeks', 'months')
+                     AND (amount #>> '{}')::integer <= CASE unit #>> '{}' WHEN 'seconds' THEN 31622400 WHEN 'minutes' THEN 527040
+                                                                          WHEN 'hours' THEN 8784 WHEN 'days' THEN 366
+                                                                          WHEN 'weeks' THEN 52 WHEN 'months' THEN 12 END
                 THEN (amount #>> '{}')::integer * ('1 ' || (unit #>> '{}'))::interval END
 $$;
-COMMENT ON FUNCTION novu._step_interval(jsonb, jsonb) IS 'Internal: amount and unit of a delay or digest as an interval';
+COMMENT ON FUNCTION novu._step_interval(jsonb, jsonb) IS 'Internal: amount and unit of a delay or digest as an interval; NULL if not one or longer than a year';
 
 -- Raise unless amount and unit (or their names given) make 1 second to 1 year.
 CREATE FUNCTION novu._check_amount(amount jsonb, unit jsonb, field text, amount_key text, unit_key text)
@@ -1748,9 +1753,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = format('Example: "%s": 5, "%s": "minutes".', amount_key, unit_key);
     END IF;
     d := novu._step_interval(amount, unit);
-    IF d > interval '1 year' THEN
+    IF d IS NULL THEN
         RAISE EXCEPTION '%.% is longer than a year', field, amount_key
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'A delay or digest window is at most one year.';
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A delay or digest window is at most one year: 366 days, 52 weeks or 12 months.';
     END IF;
 END
 $$;
@@ -1881,7 +1887,7 @@ BEGIN
     allowed := CASE c ->> 'on'
         WHEN 'payload' THEN ARRAY['on', 'field', 'operator', 'value']
         WHEN 'subscriber' THEN ARRAY['on', 'field', 'operator', 'value']
-        WHEN 'isOnline' THEN ARRAY['on', 'operator', 'value']
+        WHEN 'isOnline' THEN ARRAY['on', 'operator', 'value']   -- operator: EQUAL (Novu's editor writes it) or NOT_EQUAL
         WHEN 'isOnlineInLast' THEN ARRAY['on', 'operator', 'value', 'timeOperator']
         WHEN 'previousStep' THEN ARRAY['on', 'step', 'stepType'] END;
     IF allowed IS NULL THEN
@@ -1940,6 +1946,10 @@ BEGIN
             RAISE EXCEPTION '%.value must be true or false', f
                 USING ERRCODE = 'invalid_parameter_value', HINT = '{"on": "isOnline", "value": true}.';
         END IF;
+        IF c ? 'operator' AND (jsonb_typeof(c -> 'operator') IS DISTINCT FROM 'string' OR c ->> 'operator' NOT IN ('EQUAL', 'NOT_EQUAL')) THEN
+            RAISE EXCEPTION '%.operator must be EQUAL or NOT_EQUAL', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = '{"on": "isOnline", "value": true} is the same as with "operator": "EQUAL".';
+        END IF;
     WHEN 'isOnlineInLast' THEN
         IF jsonb_typeof(v) IS DISTINCT FROM 'number' OR NOT (v #>> '{}') ~ '^[0-9]{1,9}$' OR (v #>> '{}')::integer < 1 THEN
             RAISE EXCEPTION '%.value must be a positive integer', f
@@ -1948,6 +1958,10 @@ BEGIN
         IF c ->> 'timeOperator' IS NULL OR c ->> 'timeOperator' NOT IN ('seconds', 'minutes', 'hours', 'days') THEN
             RAISE EXCEPTION '%.timeOperator must be one of seconds, minutes, hours, days', f
                 USING ERRCODE = 'invalid_parameter_value', HINT = '{"on": "isOnlineInLast", "timeOperator": "minutes", "value": 5}.';
+        END IF;
+        IF c ? 'operator' AND c -> 'operator' IS DISTINCT FROM '"EQUAL"' THEN
+            RAISE EXCEPTION '%.operator of isOnlineInLast can only be EQUAL', f
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Online now or within the last "value" "timeOperator"; leave "operator" out.';
         END IF;
     WHEN 'previousStep' THEN
         IF c ->> 'stepType' IS NULL OR c ->> 'stepType' NOT IN ('read', 'unread', 'seen', 'unseen') THEN
@@ -4013,7 +4027,11 @@ BEGIN
         RETURN op IN ('NOT_EQUAL', 'NOT_IN', 'NOT_BETWEEN', 'NOT_LIKE');
     END IF;
     a := actual #>> '{}';
-    IF a ~ num_re THEN
+    -- a JSON number compares as a number whatever its size (jsonb writes 1e31
+    -- with 32 digits); a string as a number only when it reads as one
+    IF jsonb_typeof(actual) = 'number' THEN
+        a_num := actual::numeric;
+    ELSIF a ~ num_re THEN
         a_num := a::numeric;
     END IF;
     CASE op
@@ -4032,7 +4050,7 @@ BEGIN
         RETURN (strpos(a, value #>> '{}') > 0) = (op = 'LIKE');
     ELSE
         v := value #>> '{}';
-        IF a_num IS NOT NULL AND v ~ num_re THEN
+        IF a_num IS NOT NULL AND (jsonb_typeof(value) = 'number' OR v ~ num_re) THEN
             v_num := v::numeric;
             cmp := CASE WHEN a_num < v_num THEN -1 WHEN a_num > v_num THEN 1 ELSE 0 END;
         ELSE
@@ -4097,7 +4115,7 @@ BEGIN
             WHEN 'subscriber' THEN
                 ok := novu._filter_matches(p_subscriber #> string_to_array(c ->> 'field', '.'), c ->> 'operator', c -> 'value');
             WHEN 'isOnline' THEN
-                ok := COALESCE(p_is_online, false) = (c ->> 'value')::boolean;
+                ok := (COALESCE(p_is_online, false) = (c ->> 'value')::boolean) = (c ->> 'operator' IS DISTINCT FROM 'NOT_EQUAL');
             WHEN 'isOnlineInLast' THEN
                 ok := COALESCE(p_is_online, false)
                       OR COALESCE(p_last_online_at >= now() - (c ->> 'value')::integer * ('1 ' || (c ->> 'timeOperator'))::interval, false);
@@ -4356,7 +4374,7 @@ BEGIN
                     d := novu._step_interval(st -> 'amount', st -> 'unit');
                     IF ev.overrides ? 'delay' THEN
                         d := novu._step_interval(ev.overrides -> 'delay' -> 'amount', ev.overrides -> 'delay' -> 'unit');
-                        IF d IS NULL OR d > interval '1 year' THEN
+                        IF d IS NULL THEN
                             err := 'Delay failed: overrides.delay must be {"amount": a positive integer, "unit": seconds ... months}, at most a year';
                         END IF;
                     END IF;
@@ -5790,11 +5808,13 @@ DECLARE
     total integer := 0;
 BEGIN
     -- finished messages (updated_at >= created_at: a row updated since the
-    -- cutoff, an Expo receipt say, waits)
+    -- cutoff waits; so does one whose Expo receipt is still to be checked, a
+    -- retention shorter than novu.expo_receipt_delay notwithstanding)
     ids := '{}';
-    FOR r IN SELECT d.id, d.created_at, d.status, d.updated_at FROM novu.deliveries d ORDER BY d.id LOOP
+    FOR r IN SELECT d.id, d.created_at, d.status, d.updated_at, d.receipt_at FROM novu.deliveries d ORDER BY d.id LOOP
         EXIT WHEN r.created_at >= cutoff;
-        CONTINUE WHEN r.status NOT IN ('sent', 'failed', 'canceled', 'skipped') OR r.updated_at >= cutoff;
+        CONTINUE WHEN r.status NOT IN ('sent', 'failed', 'canceled', 'skipped') OR r.updated_at >= cutoff
+                   OR r.receipt_at IS NOT NULL;
         ids := ids || r.id;
         EXIT WHEN cardinality(ids) >= p_limit;
     END LOOP;
@@ -5898,17 +5918,23 @@ DECLARE
     believed double precision;
 BEGIN
     FOREACH t IN ARRAY ARRAY['novu.events'::regclass, 'novu.deliveries'::regclass] LOOP
-        -- one worker analyzes a table at a time; the others go on
-        IF pg_stat_get_live_tuples(t) > 2 * GREATEST((SELECT c.reltuples FROM pg_class c WHERE c.oid = t), 0) + 1000
-           AND pg_try_advisory_xact_lock(pg_catalog.hashtext('novu._refresh_queue_stats'), t::oid::integer) THEN
-            -- SKIP_LOCKED: a VACUUM running on the table (a DBA's is never
-            -- canceled for us) does not hold the worker up; the next check tries again
-            IF t = 'novu.events'::regclass THEN
-                ANALYZE (SKIP_LOCKED) novu.events (id, transaction_id, status, kind);
-            ELSE
-                ANALYZE (SKIP_LOCKED) novu.deliveries;
-            END IF;
-            analyzed := analyzed + 1;
+        -- one worker analyzes a table at a time, the others go on: the lock
+        -- ANALYZE takes, tried (a VACUUM running on the table, a DBA's never
+        -- canceled for us, does not hold the worker up either; the next check
+        -- tries again).  Not an advisory lock: any role could hold one.
+        IF pg_stat_get_live_tuples(t) > 2 * GREATEST((SELECT c.reltuples FROM pg_class c WHERE c.oid = t), 0) + 1000 THEN
+            BEGIN
+                IF t = 'novu.events'::regclass THEN
+                    LOCK TABLE novu.events IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;
+                    ANALYZE novu.events (id, transaction_id, status, kind);
+                ELSE
+                    LOCK TABLE novu.deliveries IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;
+                    ANALYZE novu.deliveries;
+                END IF;
+                analyzed := analyzed + 1;
+            EXCEPTION WHEN lock_not_available THEN
+                NULL;
+            END;
         END IF;
     END LOOP;
     -- The engine's waiting steps.  What matters is how many are waiting, not
@@ -5928,12 +5954,15 @@ BEGIN
        AND pg_stat_get_mod_since_analyze('novu.step_runs'::regclass)
            > 1000 + 0.001 * GREATEST((SELECT c.reltuples FROM pg_class c WHERE c.oid = 'novu.step_runs'::regclass), 0)
        AND (SELECT count(*) FROM (SELECT FROM novu.step_runs x WHERE x.status = 'waiting'
-                                   LIMIT (2 * believed + 1001)::bigint) w) > 2 * believed + 1000
-       AND pg_try_advisory_xact_lock(pg_catalog.hashtext('novu._refresh_queue_stats'),
-                                     'novu.step_runs'::regclass::oid::integer) THEN
-        PERFORM set_config('default_statistics_target', '100', true);
-        ANALYZE (SKIP_LOCKED) novu.step_runs;
-        analyzed := analyzed + 1;
+                                   LIMIT (2 * believed + 1001)::bigint) w) > 2 * believed + 1000 THEN
+        BEGIN
+            LOCK TABLE novu.step_runs IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;
+            PERFORM set_config('default_statistics_target', '100', true);
+            ANALYZE novu.step_runs;
+            analyzed := analyzed + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;
+        END;
     END IF;
     RETURN analyzed;
 END

@@ -166,6 +166,7 @@ worker_cycle(long *sleep_ms)
 		done += novu_check_receipts();
 	}
 	done += novu_housekeeping();
+	novu_deliver_evict_idle();
 	return done;
 }
 

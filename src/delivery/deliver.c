@@ -61,7 +61,12 @@ typedef struct IntegrationEntry
 	Integration *ig;
 	bool		secrets_failed; /* its secrets did not decrypt ... */
 	uint32		key_state;		/* ... with the key settings and files in this state */
+	TimestampTz used_at;		/* last claimed for (novu_deliver_evict_idle) */
 } IntegrationEntry;
+
+/* A cached integration unused this long is dropped (ms), and how often to look. */
+#define INTEGRATION_IDLE_MS		(5 * 60 * 1000)
+#define INTEGRATION_SWEEP_MS	(60 * 1000)
 
 /* The memory of one claimed batch, freed once all its messages are recorded. */
 typedef struct Batch
@@ -249,6 +254,45 @@ novu_deliver_init(void)
 	integration_cache = hash_create("novu integrations", 32, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
+/* Free a cached integration: its connections, its decrypted secrets, its memory. */
+static void
+integration_free(Integration *ig)
+{
+	http_pool_destroy(ig->pool);
+	/* the decrypted secrets do not outlive the cache entry */
+	explicit_bzero(ig->credentials, VARSIZE(ig->credentials));
+	MemoryContextDelete(ig->context);
+	pfree(ig);
+}
+
+/*
+ * Drop the integrations not claimed for INTEGRATION_IDLE_MS (deleted ones,
+ * say): their connections, decrypted secrets and memory would stay for the
+ * worker's life.  Only while nothing is in flight or waits to be recorded:
+ * those messages point to their integration.
+ */
+void
+novu_deliver_evict_idle(void)
+{
+	static TimestampTz last = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	HASH_SEQ_STATUS seq;
+	IntegrationEntry *entry;
+
+	if (messages_in_flight > 0 || nanswered > 0 || finished_batches != NIL ||
+		!TimestampDifferenceExceeds(last, now, INTEGRATION_SWEEP_MS))
+		return;
+	last = now;
+	hash_seq_init(&seq, integration_cache);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		if (entry->ig->in_flight > 0 || !TimestampDifferenceExceeds(entry->used_at, now, INTEGRATION_IDLE_MS))
+			continue;
+		integration_free(entry->ig);
+		(void) hash_search(integration_cache, &entry->id, HASH_REMOVE, NULL);
+	}
+}
+
 /* The cached integration for a row, rebuilt when its credentials changed. */
 static Integration *
 integration_get(IntegrationRow *row)
@@ -260,18 +304,13 @@ integration_get(IntegrationRow *row)
 	char	   *error = NULL;
 
 	entry = hash_search(integration_cache, &row->id, HASH_ENTER, &found);
+	entry->used_at = GetCurrentTimestamp();
 	/* changed credentials take effect once its requests in flight are answered */
 	if (found && (strcmp(entry->ig->updated_at, row->updated_at) == 0 || entry->ig->in_flight > 0) &&
 		!(entry->secrets_failed && entry->key_state != secrets_key_state()))
 		return entry->ig;
 	if (found)
-	{
-		http_pool_destroy(entry->ig->pool);
-		/* the decrypted secrets do not outlive the cache entry */
-		explicit_bzero(entry->ig->credentials, VARSIZE(entry->ig->credentials));
-		MemoryContextDelete(entry->ig->context);
-		pfree(entry->ig);
-	}
+		integration_free(entry->ig);
 
 	old = MemoryContextSwitchTo(cache_context);
 	ig = palloc0(sizeof(Integration));

@@ -11,5 +11,6 @@ extern int	novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_
 extern bool novu_deliver_busy(void);
 extern void novu_deliver_abandon(void);
 extern int	novu_check_receipts(void);
+extern void novu_deliver_evict_idle(void);
 
 #endif							/* NOVU_DELIVER_H */

@@ -108,11 +108,21 @@ discord_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 						 body ? jsonb_container_get_string(&body->root, "message") : NULL);
 	if (m->outcome == OUTCOME_SENT && body != NULL)
 		m->provider_message_id = jsonb_container_get_string(&body->root, "id");
-	/* a rate limit says retry_after (seconds, a float) in the body too */
+	/*
+	 * A rate limit says retry_after (seconds, a float) in the body too:
+	 * bounded as the Retry-After header is (a day at most; 1e9 would park the
+	 * message for decades, and past INT_MAX the conversion is undefined).
+	 */
 	if (m->retry_after < 0 && body != NULL &&
 		jsonb_container_get(&body->root, "retry_after", &v) && v.type == jbvNumeric)
-		m->retry_after = (int) ceil(DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-																	   NumericGetDatum(v.val.numeric))));
+	{
+		/* as text: numeric_float8 raises on a number too large for a double */
+		double		secs = strtod(DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric))),
+								  NULL);
+
+		if (!isnan(secs) && secs >= 0)
+			m->retry_after = (int) ceil(Min(secs, 86400.0));
+	}
 }
 
 const ProviderOps novu_discord_provider = {

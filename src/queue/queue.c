@@ -350,6 +350,7 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 	int32		pids[NOVU_MAX_WORKERS];
 	int			npids;
 	uint32		generation;
+	TimestampTz orphan_before;
 	bool		recover;
 	int			n = 0;
 	int			claimed = 0;
@@ -364,10 +365,13 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 	*fanned = fanout_first ? fanout_in_tx(limit, lease_ms, &result, &n) : 0;
 
 	/*
-	 * Read the live workers after this transaction's snapshot: a worker that
-	 * starts later leases rows later than lease_until < $5, so its rows are
-	 * never taken for a dead worker's.
+	 * Read the live workers after this transaction's snapshot, and the bound
+	 * of orphaned leases ($5) before reading them: a worker that is not among
+	 * them published its slot after this, so every lease it takes ends after
+	 * $5, and its rows are never taken for a dead worker's.  (Taken after the
+	 * read, the bound could pass the lease of a worker started meanwhile.)
 	 */
+	orphan_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), lease_ms);
 	npids = novu_live_worker_pids(pids, &generation);
 	recover = !recovered_once || generation != recovered_generation;
 
@@ -391,7 +395,7 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 		values[1] = Int32GetDatum(lease_ms);
 		values[2] = int4_array(pids, npids);
 		values[3] = BoolGetDatum(recover);
-		values[4] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), lease_ms));
+		values[4] = TimestampTzGetDatum(orphan_before);
 		values[5] = Int32GetDatum(novu_max_attempts);
 
 		/*

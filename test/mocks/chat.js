@@ -83,8 +83,9 @@ const discord = {
     if (!nonEmpty(b.content) && !(Array.isArray(b.embeds) && b.embeds.length)) return ['empty message', json(400, { message: 'Cannot send an empty message', code: 50006 })];
     return null;
   },
-  rateLimited: (sec) => json(429, { message: 'You are being rate limited.', retry_after: sec, global: false },
-    { 'retry-after': String(Math.ceil(sec)), 'x-ratelimit-scope': 'user' }),
+  // bodyOnly: retry_after in the body and no Retry-After header
+  rateLimited: (sec, bodyOnly) => json(429, { message: 'You are being rate limited.', retry_after: sec, global: false },
+    bodyOnly ? { 'x-ratelimit-scope': 'user' } : { 'retry-after': String(Math.ceil(sec)), 'x-ratelimit-scope': 'user' }),
   state(st) {
     switch (st.kind) {
       case 'deleted': case 'not-found': case 'dead': case 'archived': return json(404, { message: 'Unknown Webhook', code: 10015 });
@@ -95,7 +96,7 @@ const discord = {
   fail(st) {
     if (st.status === 429) {
       const sec = st.retryAfter === null || st.retryAfter === undefined || !/^\d+(\.\d+)?$/.test(String(st.retryAfter)) ? 0.5 : Number(st.retryAfter);
-      return discord.rateLimited(sec);
+      return discord.rateLimited(sec, st.reason === 'body-only');
     }
     return json(st.status, { message: st.reason || statusText(st.status), code: 0 }, retryAfterOf(st));
   },

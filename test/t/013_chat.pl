@@ -170,6 +170,20 @@ my $r = chat_requests($limited);
 my $gap = @$r == 2 ? ($r->[1]{time} - $r->[0]{time}) / 1000 : 0;
 cmp_ok($gap, '>=', 0.95, sprintf('discord 429: the retry waited %.2f s (retry_after 1)', $gap));
 
+# a retry_after in the body only (no Retry-After header) is bounded as the
+# header is: a day at most, not 1e9 seconds
+q1(q{SELECT novu.identify('ch-3b', '{"firstName": "Cy"}')});
+my $limited_long = "$chat/api/webhooks/334455667788990012/tok-cb";
+set_cred('ch-3b', 'discord', $limited_long);
+NovuTest::set_tokens($mocks, 'chat', 'fail:429:1000000000:1:body-only', path_of($limited_long));
+trigger('ch-3b', 'ch-tx-3b', { order => 8 });
+ok(NovuTest::wait_for($node, q{SELECT status = 'pending' AND attempts = 1 FROM novu.messages WHERE transaction_id = 'ch-tx-3b' AND channel = 'chat'}, 30),
+	'discord 429, retry_after 1e9 in the body: the message waits for its retry');
+is(q1(q{SELECT next_attempt_at BETWEEN now() + interval '23 hours' AND now() + interval '25 hours'
+          FROM novu.deliveries WHERE transaction_id = 'ch-tx-3b' AND channel = 'chat'}), 't',
+	'discord 429, retry_after 1e9 in the body: retried in a day, not in 31 years');
+q1(q{SELECT novu.delete_messages('ch-tx-3b')});
+
 q1(q{SELECT novu.identify('ch-4', '{"firstName": "Di", "channels": [{"providerId": "expo", "credentials": {"deviceTokens": ["ExponentPushToken[chat4]"]}}]}')});
 my $muted = "$chat/services/T000DDD/B000DDD/secretD";
 set_cred('ch-4', 'slack', $muted);
