@@ -65,8 +65,12 @@ typedef struct IntegrationEntry
 } IntegrationEntry;
 
 /* A cached integration unused this long is dropped (ms), and how often to look. */
+#ifndef INTEGRATION_IDLE_MS
 #define INTEGRATION_IDLE_MS		(5 * 60 * 1000)
+#endif
+#ifndef INTEGRATION_SWEEP_MS
 #define INTEGRATION_SWEEP_MS	(60 * 1000)
+#endif
 
 /* The memory of one claimed batch, freed once all its messages are recorded. */
 typedef struct Batch
