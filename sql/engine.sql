@@ -406,3 +406,22 @@ SELECT pg_temp.due('eng-longkey');
 SELECT transaction_id, step -> '_digest' -> 'total_count' AS total, jsonb_array_length(step -> '_digest' -> 'events') AS events,
        octet_length((step -> '_digest' -> 'events')::text) <= 1048576 AS within_1mib
   FROM novu._continue(100, 10, 60000) WHERE id IS NOT NULL ORDER BY 1;
+
+-- housekeeping looks at a bounded number of rows per call (twice p_limit), and
+-- the next call goes on where it stopped: 2,500 old triggers that delays still
+-- wait for stand before one that may go
+UPDATE novu.events SET created_at = created_at - interval '31 days';
+INSERT INTO novu.events (transaction_id, workflow_id, recipients, status, created_at)
+SELECT 'eng-kept-' || i, 'eng-hk2', ARRAY['eng-a'], 'processed', now() - interval '40 days' FROM generate_series(1, 2500) i;
+INSERT INTO novu.step_runs (kind, transaction_id, workflow_id, subscriber_id, step_index, due_at)
+SELECT 'delay', 'eng-kept-' || i, 'eng-hk2', 'eng-a', 1, now() + interval '1 day' FROM generate_series(1, 2500) i;
+INSERT INTO novu.events (transaction_id, workflow_id, recipients, status, created_at)
+VALUES ('eng-free', 'eng-hk2', ARRAY['eng-a'], 'processed', now() - interval '40 days');
+UPDATE novu.housekeeping_cursor SET after_id = 0;
+SELECT novu._housekeeping(interval '30 days', 1000) >= 0 AS housekept;
+SELECT after_id > 0 AS goes_on FROM novu.housekeeping_cursor WHERE table_name = 'events';
+SELECT count(*) AS free_left FROM novu.events WHERE transaction_id = 'eng-free';
+SELECT novu._housekeeping(interval '30 days', 1000) >= 0 AS housekept;
+SELECT after_id AS from_the_oldest_again FROM novu.housekeeping_cursor WHERE table_name = 'events';
+SELECT count(*) AS free_left, (SELECT count(*) FROM novu.events WHERE transaction_id LIKE 'eng-kept-%') AS kept
+  FROM novu.events WHERE transaction_id = 'eng-free';

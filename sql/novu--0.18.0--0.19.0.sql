@@ -51,6 +51,20 @@ CREATE INDEX deliveries_digest_idx ON novu.deliveries (digest_id)
     WHERE digest_id IS NOT NULL AND status IN ('pending', 'sending');
 CREATE INDEX step_runs_digest_ref_idx ON novu.step_runs (digest_id) WHERE status = 'waiting' AND digest_id IS NOT NULL;
 GRANT UPDATE (deleted_at) ON novu.subscriber_deletions TO novu_worker;
+CREATE TABLE novu.housekeeping_cursor (
+    table_name  text PRIMARY KEY,
+    after_id    bigint NOT NULL DEFAULT 0
+);
+INSERT INTO novu.housekeeping_cursor (table_name)
+VALUES ('deliveries'), ('execution_details'), ('events'), ('step_runs');
+COMMENT ON TABLE novu.housekeeping_cursor IS 'Housekeeping: where the walk of each history table goes on';
+REVOKE ALL ON novu.housekeeping_cursor FROM PUBLIC;
+GRANT SELECT, UPDATE ON novu.housekeeping_cursor TO novu_worker;
+
+-- A digestKey value over 200 bytes is kept as its sha256 (novu._digest_key):
+-- the windows and backoff records made before keep matching theirs.
+UPDATE novu.step_runs SET digest_key = 'sha256:' || encode(sha256(convert_to(digest_key, 'UTF8')), 'hex')
+ WHERE kind = 'digest' AND octet_length(digest_key) > 200;
 
 -- step.events keeps to 1 MiB of JSON text (the stored, compressed size let
 -- through payloads that compress well, 90 MB of them in one window)
@@ -77,33 +91,60 @@ SET lock_timeout = 0
 AS $$
 DECLARE
     ids text[] := ARRAY(SELECT DISTINCT u.s FROM unnest(p_ids) AS u(s) WHERE u.s IS NOT NULL ORDER BY 1);
+    wait text := COALESCE(current_setting('novu.fanout_lock_wait', true), '100ms');
     blocked text[] := '{}';
-    one text;
+    until timestamptz;
+    k integer;
 BEGIN
     IF cardinality(ids) = 0 THEN
         RETURN blocked;
     END IF;
-    PERFORM set_config('lock_timeout', COALESCE(current_setting('novu.fanout_lock_wait', true), '100ms'), true);
+    PERFORM set_config('lock_timeout', wait, true);
     BEGIN
         INSERT INTO novu.subscribers (subscriber_id) SELECT u.s FROM unnest(ids) AS u(s) ON CONFLICT DO NOTHING;
         RETURN blocked;
     EXCEPTION WHEN lock_not_available THEN
         NULL;
     END;
-    PERFORM set_config('lock_timeout', '10ms', true);
-    FOREACH one IN ARRAY ids LOOP
+    until := clock_timestamp() + wait::interval;
+    PERFORM set_config('lock_timeout', '1ms', true);
+    FOR k IN 1 .. cardinality(ids) LOOP
+        IF clock_timestamp() >= until THEN
+            RETURN blocked || ids[k:];
+        END IF;
         BEGIN
-            INSERT INTO novu.subscribers (subscriber_id) VALUES (one) ON CONFLICT DO NOTHING;
+            INSERT INTO novu.subscribers (subscriber_id) VALUES (ids[k]) ON CONFLICT DO NOTHING;
         EXCEPTION WHEN lock_not_available THEN
-            blocked := blocked || one;
+            blocked := blocked || ids[k];
         END;
     END LOOP;
     RETURN blocked;
 END
 $$;
-COMMENT ON FUNCTION novu._create_subscribers(text[]) IS 'Internal (workers): create missing recipients with an empty profile, waiting novu.fanout_lock_wait at most for another transaction creating one; returns the ids not created';
+COMMENT ON FUNCTION novu._create_subscribers(text[]) IS 'Internal (workers): create missing recipients with an empty profile, waiting at most twice novu.fanout_lock_wait in all for other transactions creating them; returns the ids not created';
 REVOKE EXECUTE ON FUNCTION novu._create_subscribers(text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION novu._create_subscribers(text[]) TO novu_worker;
+
+CREATE OR REPLACE FUNCTION novu.update_subscriber(subscriber_id text, profile jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_id(update_subscriber.subscriber_id, 'subscriberId');
+    -- FOR NO KEY UPDATE: the key does not change, and a worker storing an
+    -- in-app message for this subscriber (its foreign key check) does not wait
+    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = update_subscriber.subscriber_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', update_subscriber.subscriber_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with novu.identify().';
+    END IF;
+    PERFORM novu._upsert_subscriber(update_subscriber.subscriber_id, profile);
+    RETURN novu.get_subscriber(update_subscriber.subscriber_id);
+END
+$$;
+COMMENT ON FUNCTION novu.update_subscriber(text, jsonb) IS 'Update an existing subscriber; only given keys change; unknown subscriberId is an error';
 
 CREATE OR REPLACE FUNCTION novu._digest_context(p_digest_id bigint)
 RETURNS jsonb
@@ -1147,27 +1188,46 @@ DECLARE
     r record;
     n integer;
     total integer := 0;
+    pos bigint;
+    seen integer;
+    last_id bigint;
+    done boolean;
 BEGIN
     -- finished messages (updated_at >= created_at: a row updated since the
     -- cutoff waits; so does one whose Expo receipt is still to be checked, a
     -- retention shorter than novu.expo_receipt_delay notwithstanding)
-    ids := '{}';
-    FOR r IN SELECT d.id, d.created_at, d.status, d.updated_at, d.receipt_at FROM novu.deliveries d ORDER BY d.id LOOP
+    SELECT c.after_id INTO pos FROM novu.housekeeping_cursor c WHERE c.table_name = 'deliveries';
+    ids := '{}'; seen := 0; last_id := 0; done := true;
+    FOR r IN SELECT d.id, d.created_at, d.status, d.updated_at, d.receipt_at FROM novu.deliveries d
+              WHERE d.id > COALESCE(pos, 0) ORDER BY d.id LOOP
         EXIT WHEN r.created_at >= cutoff;
-        CONTINUE WHEN r.status NOT IN ('sent', 'failed', 'canceled', 'skipped') OR r.updated_at >= cutoff
-                   OR r.receipt_at IS NOT NULL;
-        ids := ids || r.id;
-        EXIT WHEN cardinality(ids) >= p_limit;
+        last_id := r.id; seen := seen + 1;
+        IF r.status IN ('sent', 'failed', 'canceled', 'skipped') AND r.updated_at < cutoff AND r.receipt_at IS NULL THEN
+            ids := ids || r.id;
+        END IF;
+        IF cardinality(ids) >= p_limit OR seen >= 2 * p_limit THEN
+            done := false;
+            EXIT;
+        END IF;
     END LOOP;
+    UPDATE novu.housekeeping_cursor SET after_id = CASE WHEN done THEN 0 ELSE last_id END WHERE table_name = 'deliveries';
     DELETE FROM novu.deliveries WHERE id IN (
         SELECT x.id FROM novu.deliveries x WHERE x.id = ANY (ids) FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
 
-    ids := '{}';
-    FOR r IN SELECT e.id, e.created_at FROM novu.execution_details e ORDER BY e.id LOOP
-        EXIT WHEN r.created_at >= cutoff OR cardinality(ids) >= p_limit;
+    -- the activity log (every old row goes)
+    SELECT c.after_id INTO pos FROM novu.housekeeping_cursor c WHERE c.table_name = 'execution_details';
+    ids := '{}'; done := true;
+    FOR r IN SELECT e.id, e.created_at FROM novu.execution_details e WHERE e.id > COALESCE(pos, 0) ORDER BY e.id LOOP
+        EXIT WHEN r.created_at >= cutoff;
         ids := ids || r.id;
+        IF cardinality(ids) >= p_limit THEN
+            done := false;
+            EXIT;
+        END IF;
     END LOOP;
+    UPDATE novu.housekeeping_cursor SET after_id = CASE WHEN done THEN 0 ELSE ids[cardinality(ids)] END
+     WHERE table_name = 'execution_details';
     DELETE FROM novu.execution_details WHERE id = ANY (ids);   -- (activity rows are never locked)
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
 
@@ -1177,20 +1237,27 @@ BEGIN
     -- names only its leader, but every event of it keeps its transactionId
     -- taken, a trigger again being a duplicate, and the one that leads it
     -- after a hand-over needs its payload for the steps after the digest)
-    txs := '{}';
-    FOR r IN SELECT e.transaction_id, e.created_at FROM novu.events e
-              WHERE e.status IN ('processed', 'canceled') ORDER BY e.id LOOP
+    SELECT c.after_id INTO pos FROM novu.housekeeping_cursor c WHERE c.table_name = 'events';
+    txs := '{}'; seen := 0; last_id := 0; done := true;
+    FOR r IN SELECT e.id, e.transaction_id, e.created_at FROM novu.events e
+              WHERE e.status IN ('processed', 'canceled') AND e.id > COALESCE(pos, 0) ORDER BY e.id LOOP
         EXIT WHEN r.created_at >= cutoff;
-        CONTINUE WHEN EXISTS (SELECT FROM novu.deliveries d
-                               WHERE d.transaction_id = r.transaction_id AND d.status IN ('pending', 'sending'))
-                   OR EXISTS (SELECT FROM novu.step_runs w
-                               WHERE w.transaction_id = r.transaction_id AND w.status = 'waiting')
-                   OR EXISTS (SELECT FROM novu.digest_events m JOIN novu.step_runs w ON w.id = m.digest_id
-                               WHERE m.transaction_id = r.transaction_id AND m.status = 'merged'
-                                 AND w.status = 'waiting');
-        txs := txs || r.transaction_id;
-        EXIT WHEN cardinality(txs) >= p_limit;
+        last_id := r.id; seen := seen + 1;
+        IF NOT EXISTS (SELECT FROM novu.deliveries d
+                        WHERE d.transaction_id = r.transaction_id AND d.status IN ('pending', 'sending'))
+           AND NOT EXISTS (SELECT FROM novu.step_runs w
+                            WHERE w.transaction_id = r.transaction_id AND w.status = 'waiting')
+           AND NOT EXISTS (SELECT FROM novu.digest_events m JOIN novu.step_runs w ON w.id = m.digest_id
+                            WHERE m.transaction_id = r.transaction_id AND m.status = 'merged'
+                              AND w.status = 'waiting') THEN
+            txs := txs || r.transaction_id;
+        END IF;
+        IF cardinality(txs) >= p_limit OR seen >= 2 * p_limit THEN
+            done := false;
+            EXIT;
+        END IF;
     END LOOP;
+    UPDATE novu.housekeeping_cursor SET after_id = CASE WHEN done THEN 0 ELSE last_id END WHERE table_name = 'events';
     DELETE FROM novu.events WHERE transaction_id IN (
         SELECT x.transaction_id FROM novu.events x WHERE x.transaction_id = ANY (txs) FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
@@ -1198,17 +1265,25 @@ BEGIN
     -- finished delays and digests (their events cascade), except a digest
     -- whose events a delay still waiting after it, or a message still to
     -- send, will show (step.events)
-    ids := '{}';
-    FOR r IN SELECT w.id, w.kind, w.created_at, w.status, w.updated_at FROM novu.step_runs w ORDER BY w.id LOOP
+    SELECT c.after_id INTO pos FROM novu.housekeeping_cursor c WHERE c.table_name = 'step_runs';
+    ids := '{}'; seen := 0; last_id := 0; done := true;
+    FOR r IN SELECT w.id, w.kind, w.created_at, w.status, w.updated_at FROM novu.step_runs w
+              WHERE w.id > COALESCE(pos, 0) ORDER BY w.id LOOP
         EXIT WHEN r.created_at >= cutoff;
-        CONTINUE WHEN r.status = 'waiting' OR r.updated_at >= cutoff;
-        CONTINUE WHEN r.kind = 'digest'
-                  AND (EXISTS (SELECT FROM novu.step_runs x WHERE x.digest_id = r.id AND x.status = 'waiting')
-                       OR EXISTS (SELECT FROM novu.deliveries d
-                                   WHERE d.digest_id = r.id AND d.status IN ('pending', 'sending')));
-        ids := ids || r.id;
-        EXIT WHEN cardinality(ids) >= p_limit;
+        last_id := r.id; seen := seen + 1;
+        IF r.status <> 'waiting' AND r.updated_at < cutoff
+           AND NOT (r.kind = 'digest'
+                    AND (EXISTS (SELECT FROM novu.step_runs x WHERE x.digest_id = r.id AND x.status = 'waiting')
+                         OR EXISTS (SELECT FROM novu.deliveries d
+                                     WHERE d.digest_id = r.id AND d.status IN ('pending', 'sending')))) THEN
+            ids := ids || r.id;
+        END IF;
+        IF cardinality(ids) >= p_limit OR seen >= 2 * p_limit THEN
+            done := false;
+            EXIT;
+        END IF;
     END LOOP;
+    UPDATE novu.housekeeping_cursor SET after_id = CASE WHEN done THEN 0 ELSE last_id END WHERE table_name = 'step_runs';
     DELETE FROM novu.step_runs WHERE id IN (
         SELECT x.id FROM novu.step_runs x WHERE x.id = ANY (ids) FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
@@ -1230,7 +1305,7 @@ BEGIN
     RETURN total;
 END
 $$;
-COMMENT ON FUNCTION novu._housekeeping(interval, integer) IS 'Internal (workers): delete finished messages, activity and outbox rows older than the retention (each table walked from its oldest row, at most p_limit rows each), and subscriber deletions no pending trigger predates; returns how many';
+COMMENT ON FUNCTION novu._housekeeping(interval, integer) IS 'Internal (workers): delete finished messages, activity and outbox rows older than the retention (each table walked by id from where the last call stopped, a bounded number of rows each), and subscriber deletions no pending trigger predates; returns how many';
 
 CREATE OR REPLACE FUNCTION novu._fanout(p_limit integer, p_lease_limit integer, p_lease_ms integer,
                              p_slot integer, p_nslots integer, p_floor bigint DEFAULT 0)
@@ -1281,14 +1356,27 @@ BEGIN
     SELECT array_agg(c.ctid) INTO tids
       FROM (SELECT x.ctid FROM novu.events x
              WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id >= p_floor
-               AND (p_nslots <= 1 OR x.id % p_nslots = p_slot) AND (x.retry_at IS NULL OR x.retry_at <= now())
+               AND (p_nslots <= 1 OR x.id % p_nslots = p_slot) AND x.retry_at IS NULL
              ORDER BY x.id LIMIT p_limit
              FOR UPDATE SKIP LOCKED) c;
     IF p_nslots > 1 AND COALESCE(cardinality(tids), 0) < p_limit THEN
         SELECT array_agg(c.ctid) INTO more
           FROM (SELECT x.ctid FROM novu.events x
                  WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id >= p_floor AND x.id % p_nslots <> p_slot
-                   AND (x.retry_at IS NULL OR x.retry_at <= now())
+                   AND x.retry_at IS NULL
+                 ORDER BY x.id LIMIT p_limit - COALESCE(cardinality(tids), 0)
+                 FOR UPDATE SKIP LOCKED) c;
+        tids := COALESCE(tids || more, tids, more);
+    END IF;
+    -- Then the triggers set aside whose time has come (novu._create_subscribers),
+    -- after every new one: set aside again and again while an application
+    -- holds their recipients, they must not come before the triggers behind
+    -- them.  (Scanned only when the new ones did not fill the call: then few
+    -- triggers are pending.)
+    IF COALESCE(cardinality(tids), 0) < p_limit THEN
+        SELECT array_agg(c.ctid) INTO more
+          FROM (SELECT x.ctid FROM novu.events x
+                 WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id >= p_floor AND x.retry_at <= now()
                  ORDER BY x.id LIMIT p_limit - COALESCE(cardinality(tids), 0)
                  FOR UPDATE SKIP LOCKED) c;
         tids := COALESCE(tids || more, tids, more);
@@ -1329,9 +1417,13 @@ BEGIN
         IF cardinality(blocked) > 0 THEN
             -- a recipient another transaction is creating: its triggers wait,
             -- pending again (no other transaction saw them taken) and set
-            -- aside for a second, and this worker goes on with the others
+            -- aside for as long as they have waited already, 1 to 30 s, from
+            -- now (clock time: this transaction may have begun a while ago),
+            -- and this worker goes on with the others
             SELECT array_agg(DISTINCT z.t) INTO waiting FROM unnest(txids, subids) AS z(t, s) WHERE z.s = ANY (blocked);
-            UPDATE novu.events e SET status = 'pending', processed_at = NULL, retry_at = now() + interval '1 second'
+            UPDATE novu.events e SET status = 'pending', processed_at = NULL,
+                   retry_at = clock_timestamp() + LEAST(GREATEST(clock_timestamp() - e.created_at, interval '1 second'),
+                                                        interval '30 seconds')
              WHERE e.transaction_id = ANY (waiting);
             SELECT array_agg(z.t ORDER BY z.i), array_agg(z.w ORDER BY z.i), array_agg(z.s ORDER BY z.i)
               INTO txids, wfids, subids
@@ -1400,7 +1492,10 @@ BEGIN
                         WHERE NOT EXISTS (SELECT FROM novu.subscribers x WHERE x.subscriber_id = r.s)
                           AND NOT EXISTS (SELECT FROM novu.subscriber_deletions d
                                            WHERE d.subscriber_id = r.s AND d.last_event_id >= b.id)))) > 0 THEN
-                UPDATE novu.events SET retry_at = now() + interval '1 second' WHERE novu.events.id = b.id;
+                UPDATE novu.events
+                   SET retry_at = clock_timestamp() + LEAST(GREATEST(clock_timestamp() - created_at, interval '1 second'),
+                                                            interval '30 seconds')
+                 WHERE novu.events.id = b.id;
                 CONTINUE;
             END IF;
             IF b.kind = 'broadcast' THEN

@@ -401,6 +401,16 @@ CREATE TABLE novu.digest_locks (
 );
 COMMENT ON TABLE novu.digest_locks IS 'Workflow engine: one row per digest key hash, locked while a worker merges events of that key';
 
+-- Where housekeeping's walk of each table stopped (novu._housekeeping): the
+-- next call goes on after that id; 0 starts again from the oldest row.
+CREATE TABLE novu.housekeeping_cursor (
+    table_name  text PRIMARY KEY,
+    after_id    bigint NOT NULL DEFAULT 0
+);
+INSERT INTO novu.housekeeping_cursor (table_name)
+VALUES ('deliveries'), ('execution_details'), ('events'), ('step_runs');
+COMMENT ON TABLE novu.housekeeping_cursor IS 'Housekeeping: where the walk of each history table goes on';
+
 -- The activity log (Novu's execution details).
 CREATE TABLE novu.execution_details (
     id              bigserial PRIMARY KEY,
@@ -1115,7 +1125,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM novu._check_id(update_subscriber.subscriber_id, 'subscriberId');
-    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = update_subscriber.subscriber_id FOR UPDATE;
+    -- FOR NO KEY UPDATE: the key does not change, and a worker storing an
+    -- in-app message for this subscriber (its foreign key check) does not wait
+    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = update_subscriber.subscriber_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscriber "%" not found', update_subscriber.subscriber_id
             USING ERRCODE = 'undefined_object',
@@ -5043,9 +5055,12 @@ COMMENT ON FUNCTION novu._topic_chunk(text[], text[], text, text, integer) IS 'I
 -- (workers creating the same ones wait for each other in one order).  An
 -- application transaction creating one of them too (novu.identify not
 -- committed yet) would hold the worker until it ends, however long: the
--- insert waits novu.fanout_lock_wait at most, then the ids are tried one by
--- one, each for a moment only.  Returns the ids not created, being created
--- (or deleted) by another transaction; the caller sets their triggers aside.
+-- insert waits novu.fanout_lock_wait at most; then the ids are tried one by
+-- one, each for a millisecond, within that time again in all, and those not
+-- reached by then count as not created.  Returns the ids not created (being
+-- created or deleted by another transaction, or not tried); the caller sets
+-- their triggers aside.  The worker's transaction is so held up for twice
+-- novu.fanout_lock_wait at most, however many ids are held elsewhere.
 CREATE FUNCTION novu._create_subscribers(p_ids text[])
 RETURNS text[]
 LANGUAGE plpgsql
@@ -5054,31 +5069,37 @@ SET lock_timeout = 0
 AS $$
 DECLARE
     ids text[] := ARRAY(SELECT DISTINCT u.s FROM unnest(p_ids) AS u(s) WHERE u.s IS NOT NULL ORDER BY 1);
+    wait text := COALESCE(current_setting('novu.fanout_lock_wait', true), '100ms');
     blocked text[] := '{}';
-    one text;
+    until timestamptz;
+    k integer;
 BEGIN
     IF cardinality(ids) = 0 THEN
         RETURN blocked;
     END IF;
-    PERFORM set_config('lock_timeout', COALESCE(current_setting('novu.fanout_lock_wait', true), '100ms'), true);
+    PERFORM set_config('lock_timeout', wait, true);
     BEGIN
         INSERT INTO novu.subscribers (subscriber_id) SELECT u.s FROM unnest(ids) AS u(s) ON CONFLICT DO NOTHING;
         RETURN blocked;
     EXCEPTION WHEN lock_not_available THEN
         NULL;
     END;
-    PERFORM set_config('lock_timeout', '10ms', true);
-    FOREACH one IN ARRAY ids LOOP
+    until := clock_timestamp() + wait::interval;
+    PERFORM set_config('lock_timeout', '1ms', true);
+    FOR k IN 1 .. cardinality(ids) LOOP
+        IF clock_timestamp() >= until THEN
+            RETURN blocked || ids[k:];
+        END IF;
         BEGIN
-            INSERT INTO novu.subscribers (subscriber_id) VALUES (one) ON CONFLICT DO NOTHING;
+            INSERT INTO novu.subscribers (subscriber_id) VALUES (ids[k]) ON CONFLICT DO NOTHING;
         EXCEPTION WHEN lock_not_available THEN
-            blocked := blocked || one;
+            blocked := blocked || ids[k];
         END;
     END LOOP;
     RETURN blocked;
 END
 $$;
-COMMENT ON FUNCTION novu._create_subscribers(text[]) IS 'Internal (workers): create missing recipients with an empty profile, waiting novu.fanout_lock_wait at most for another transaction creating one; returns the ids not created';
+COMMENT ON FUNCTION novu._create_subscribers(text[]) IS 'Internal (workers): create missing recipients with an empty profile, waiting at most twice novu.fanout_lock_wait in all for other transactions creating them; returns the ids not created';
 
 -- Fan out pending outbox rows: trigger events in one set-based statement (one by
 -- one if that fails, so a bad event cannot block the others), then chunks of at
@@ -5134,14 +5155,27 @@ BEGIN
     SELECT array_agg(c.ctid) INTO tids
       FROM (SELECT x.ctid FROM novu.events x
              WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id >= p_floor
-               AND (p_nslots <= 1 OR x.id % p_nslots = p_slot) AND (x.retry_at IS NULL OR x.retry_at <= now())
+               AND (p_nslots <= 1 OR x.id % p_nslots = p_slot) AND x.retry_at IS NULL
              ORDER BY x.id LIMIT p_limit
              FOR UPDATE SKIP LOCKED) c;
     IF p_nslots > 1 AND COALESCE(cardinality(tids), 0) < p_limit THEN
         SELECT array_agg(c.ctid) INTO more
           FROM (SELECT x.ctid FROM novu.events x
                  WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id >= p_floor AND x.id % p_nslots <> p_slot
-                   AND (x.retry_at IS NULL OR x.retry_at <= now())
+                   AND x.retry_at IS NULL
+                 ORDER BY x.id LIMIT p_limit - COALESCE(cardinality(tids), 0)
+                 FOR UPDATE SKIP LOCKED) c;
+        tids := COALESCE(tids || more, tids, more);
+    END IF;
+    -- Then the triggers set aside whose time has come (novu._create_subscribers),
+    -- after every new one: set aside again and again while an application
+    -- holds their recipients, they must not come before the triggers behind
+    -- them.  (Scanned only when the new ones did not fill the call: then few
+    -- triggers are pending.)
+    IF COALESCE(cardinality(tids), 0) < p_limit THEN
+        SELECT array_agg(c.ctid) INTO more
+          FROM (SELECT x.ctid FROM novu.events x
+                 WHERE x.status = 'pending' AND x.kind = 'trigger' AND x.id >= p_floor AND x.retry_at <= now()
                  ORDER BY x.id LIMIT p_limit - COALESCE(cardinality(tids), 0)
                  FOR UPDATE SKIP LOCKED) c;
         tids := COALESCE(tids || more, tids, more);
@@ -5182,9 +5216,13 @@ BEGIN
         IF cardinality(blocked) > 0 THEN
             -- a recipient another transaction is creating: its triggers wait,
             -- pending again (no other transaction saw them taken) and set
-            -- aside for a second, and this worker goes on with the others
+            -- aside for as long as they have waited already, 1 to 30 s, from
+            -- now (clock time: this transaction may have begun a while ago),
+            -- and this worker goes on with the others
             SELECT array_agg(DISTINCT z.t) INTO waiting FROM unnest(txids, subids) AS z(t, s) WHERE z.s = ANY (blocked);
-            UPDATE novu.events e SET status = 'pending', processed_at = NULL, retry_at = now() + interval '1 second'
+            UPDATE novu.events e SET status = 'pending', processed_at = NULL,
+                   retry_at = clock_timestamp() + LEAST(GREATEST(clock_timestamp() - e.created_at, interval '1 second'),
+                                                        interval '30 seconds')
              WHERE e.transaction_id = ANY (waiting);
             SELECT array_agg(z.t ORDER BY z.i), array_agg(z.w ORDER BY z.i), array_agg(z.s ORDER BY z.i)
               INTO txids, wfids, subids
@@ -5253,7 +5291,10 @@ BEGIN
                         WHERE NOT EXISTS (SELECT FROM novu.subscribers x WHERE x.subscriber_id = r.s)
                           AND NOT EXISTS (SELECT FROM novu.subscriber_deletions d
                                            WHERE d.subscriber_id = r.s AND d.last_event_id >= b.id)))) > 0 THEN
-                UPDATE novu.events SET retry_at = now() + interval '1 second' WHERE novu.events.id = b.id;
+                UPDATE novu.events
+                   SET retry_at = clock_timestamp() + LEAST(GREATEST(clock_timestamp() - created_at, interval '1 second'),
+                                                            interval '30 seconds')
+                 WHERE novu.events.id = b.id;
                 CONTINUE;
             END IF;
             IF b.kind = 'broadcast' THEN
@@ -5788,12 +5829,16 @@ $$;
 COMMENT ON FUNCTION novu._record_receipts(integer, bigint[], text[], text[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record checked Expo receipts in one statement';
 
 -- Delete finished history older than the retention, in bounded batches.  Each
--- table is walked from its oldest row by id (rows are numbered as they are
--- made), up to the first row made after the cutoff or p_limit rows to delete:
--- a call costs what it deletes and the old rows it must keep, whatever the
--- table's size.  (A block range index on created_at did not: once the space
--- of deleted rows is reused, every range holds an old row, and each call read
--- the whole table.)  Rows another worker's housekeeping holds are skipped.
+-- table is walked by id (rows are numbered as they are made) from where the
+-- last call stopped (novu.housekeeping_cursor), up to the first row made after
+-- the cutoff (then the next call starts again from the oldest row), p_limit
+-- rows to delete, or 2 * p_limit rows looked at: a call costs at most that,
+-- whatever the table's size and however many old rows must stay (a delay
+-- waiting longer than the retention keeps its trigger).  (A block range index
+-- on created_at did not: once the space of deleted rows is reused, every range
+-- holds an old row, and each call read the whole table.)  Rows another
+-- transaction holds are skipped.  Returns the rows deleted; a cursor left past
+-- 0 says the walk goes on.
 CREATE FUNCTION novu._housekeeping(p_retention interval, p_limit integer)
 RETURNS integer
 LANGUAGE plpgsql
@@ -5806,27 +5851,46 @@ DECLARE
     r record;
     n integer;
     total integer := 0;
+    pos bigint;
+    seen integer;
+    last_id bigint;
+    done boolean;
 BEGIN
     -- finished messages (updated_at >= created_at: a row updated since the
     -- cutoff waits; so does one whose Expo receipt is still to be checked, a
     -- retention shorter than novu.expo_receipt_delay notwithstanding)
-    ids := '{}';
-    FOR r IN SELECT d.id, d.created_at, d.status, d.updated_at, d.receipt_at FROM novu.deliveries d ORDER BY d.id LOOP
+    SELECT c.after_id INTO pos FROM novu.housekeeping_cursor c WHERE c.table_name = 'deliveries';
+    ids := '{}'; seen := 0; last_id := 0; done := true;
+    FOR r IN SELECT d.id, d.created_at, d.status, d.updated_at, d.receipt_at FROM novu.deliveries d
+              WHERE d.id > COALESCE(pos, 0) ORDER BY d.id LOOP
         EXIT WHEN r.created_at >= cutoff;
-        CONTINUE WHEN r.status NOT IN ('sent', 'failed', 'canceled', 'skipped') OR r.updated_at >= cutoff
-                   OR r.receipt_at IS NOT NULL;
-        ids := ids || r.id;
-        EXIT WHEN cardinality(ids) >= p_limit;
+        last_id := r.id; seen := seen + 1;
+        IF r.status IN ('sent', 'failed', 'canceled', 'skipped') AND r.updated_at < cutoff AND r.receipt_at IS NULL THEN
+            ids := ids || r.id;
+        END IF;
+        IF cardinality(ids) >= p_limit OR seen >= 2 * p_limit THEN
+            done := false;
+            EXIT;
+        END IF;
     END LOOP;
+    UPDATE novu.housekeeping_cursor SET after_id = CASE WHEN done THEN 0 ELSE last_id END WHERE table_name = 'deliveries';
     DELETE FROM novu.deliveries WHERE id IN (
         SELECT x.id FROM novu.deliveries x WHERE x.id = ANY (ids) FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
 
-    ids := '{}';
-    FOR r IN SELECT e.id, e.created_at FROM novu.execution_details e ORDER BY e.id LOOP
-        EXIT WHEN r.created_at >= cutoff OR cardinality(ids) >= p_limit;
+    -- the activity log (every old row goes)
+    SELECT c.after_id INTO pos FROM novu.housekeeping_cursor c WHERE c.table_name = 'execution_details';
+    ids := '{}'; done := true;
+    FOR r IN SELECT e.id, e.created_at FROM novu.execution_details e WHERE e.id > COALESCE(pos, 0) ORDER BY e.id LOOP
+        EXIT WHEN r.created_at >= cutoff;
         ids := ids || r.id;
+        IF cardinality(ids) >= p_limit THEN
+            done := false;
+            EXIT;
+        END IF;
     END LOOP;
+    UPDATE novu.housekeeping_cursor SET after_id = CASE WHEN done THEN 0 ELSE ids[cardinality(ids)] END
+     WHERE table_name = 'execution_details';
     DELETE FROM novu.execution_details WHERE id = ANY (ids);   -- (activity rows are never locked)
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
 
@@ -5836,20 +5900,27 @@ BEGIN
     -- names only its leader, but every event of it keeps its transactionId
     -- taken, a trigger again being a duplicate, and the one that leads it
     -- after a hand-over needs its payload for the steps after the digest)
-    txs := '{}';
-    FOR r IN SELECT e.transaction_id, e.created_at FROM novu.events e
-              WHERE e.status IN ('processed', 'canceled') ORDER BY e.id LOOP
+    SELECT c.after_id INTO pos FROM novu.housekeeping_cursor c WHERE c.table_name = 'events';
+    txs := '{}'; seen := 0; last_id := 0; done := true;
+    FOR r IN SELECT e.id, e.transaction_id, e.created_at FROM novu.events e
+              WHERE e.status IN ('processed', 'canceled') AND e.id > COALESCE(pos, 0) ORDER BY e.id LOOP
         EXIT WHEN r.created_at >= cutoff;
-        CONTINUE WHEN EXISTS (SELECT FROM novu.deliveries d
-                               WHERE d.transaction_id = r.transaction_id AND d.status IN ('pending', 'sending'))
-                   OR EXISTS (SELECT FROM novu.step_runs w
-                               WHERE w.transaction_id = r.transaction_id AND w.status = 'waiting')
-                   OR EXISTS (SELECT FROM novu.digest_events m JOIN novu.step_runs w ON w.id = m.digest_id
-                               WHERE m.transaction_id = r.transaction_id AND m.status = 'merged'
-                                 AND w.status = 'waiting');
-        txs := txs || r.transaction_id;
-        EXIT WHEN cardinality(txs) >= p_limit;
+        last_id := r.id; seen := seen + 1;
+        IF NOT EXISTS (SELECT FROM novu.deliveries d
+                        WHERE d.transaction_id = r.transaction_id AND d.status IN ('pending', 'sending'))
+           AND NOT EXISTS (SELECT FROM novu.step_runs w
+                            WHERE w.transaction_id = r.transaction_id AND w.status = 'waiting')
+           AND NOT EXISTS (SELECT FROM novu.digest_events m JOIN novu.step_runs w ON w.id = m.digest_id
+                            WHERE m.transaction_id = r.transaction_id AND m.status = 'merged'
+                              AND w.status = 'waiting') THEN
+            txs := txs || r.transaction_id;
+        END IF;
+        IF cardinality(txs) >= p_limit OR seen >= 2 * p_limit THEN
+            done := false;
+            EXIT;
+        END IF;
     END LOOP;
+    UPDATE novu.housekeeping_cursor SET after_id = CASE WHEN done THEN 0 ELSE last_id END WHERE table_name = 'events';
     DELETE FROM novu.events WHERE transaction_id IN (
         SELECT x.transaction_id FROM novu.events x WHERE x.transaction_id = ANY (txs) FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
@@ -5857,17 +5928,25 @@ BEGIN
     -- finished delays and digests (their events cascade), except a digest
     -- whose events a delay still waiting after it, or a message still to
     -- send, will show (step.events)
-    ids := '{}';
-    FOR r IN SELECT w.id, w.kind, w.created_at, w.status, w.updated_at FROM novu.step_runs w ORDER BY w.id LOOP
+    SELECT c.after_id INTO pos FROM novu.housekeeping_cursor c WHERE c.table_name = 'step_runs';
+    ids := '{}'; seen := 0; last_id := 0; done := true;
+    FOR r IN SELECT w.id, w.kind, w.created_at, w.status, w.updated_at FROM novu.step_runs w
+              WHERE w.id > COALESCE(pos, 0) ORDER BY w.id LOOP
         EXIT WHEN r.created_at >= cutoff;
-        CONTINUE WHEN r.status = 'waiting' OR r.updated_at >= cutoff;
-        CONTINUE WHEN r.kind = 'digest'
-                  AND (EXISTS (SELECT FROM novu.step_runs x WHERE x.digest_id = r.id AND x.status = 'waiting')
-                       OR EXISTS (SELECT FROM novu.deliveries d
-                                   WHERE d.digest_id = r.id AND d.status IN ('pending', 'sending')));
-        ids := ids || r.id;
-        EXIT WHEN cardinality(ids) >= p_limit;
+        last_id := r.id; seen := seen + 1;
+        IF r.status <> 'waiting' AND r.updated_at < cutoff
+           AND NOT (r.kind = 'digest'
+                    AND (EXISTS (SELECT FROM novu.step_runs x WHERE x.digest_id = r.id AND x.status = 'waiting')
+                         OR EXISTS (SELECT FROM novu.deliveries d
+                                     WHERE d.digest_id = r.id AND d.status IN ('pending', 'sending')))) THEN
+            ids := ids || r.id;
+        END IF;
+        IF cardinality(ids) >= p_limit OR seen >= 2 * p_limit THEN
+            done := false;
+            EXIT;
+        END IF;
     END LOOP;
+    UPDATE novu.housekeeping_cursor SET after_id = CASE WHEN done THEN 0 ELSE last_id END WHERE table_name = 'step_runs';
     DELETE FROM novu.step_runs WHERE id IN (
         SELECT x.id FROM novu.step_runs x WHERE x.id = ANY (ids) FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
@@ -5889,7 +5968,7 @@ BEGIN
     RETURN total;
 END
 $$;
-COMMENT ON FUNCTION novu._housekeeping(interval, integer) IS 'Internal (workers): delete finished messages, activity and outbox rows older than the retention (each table walked from its oldest row, at most p_limit rows each), and subscriber deletions no pending trigger predates; returns how many';
+COMMENT ON FUNCTION novu._housekeeping(interval, integer) IS 'Internal (workers): delete finished messages, activity and outbox rows older than the retention (each table walked by id from where the last call stopped, a bounded number of rows each), and subscriber deletions no pending trigger predates; returns how many';
 
 -- The queue tables' statistics, kept up with a burst.  A queue drained to
 -- empty and vacuumed has reltuples = 0 over its old pages, and the planner then
@@ -6065,6 +6144,7 @@ GRANT SELECT, INSERT ON novu.in_app_messages TO novu_worker;
 GRANT USAGE ON SEQUENCE novu.deliveries_id_seq, novu.execution_details_id_seq TO novu_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON novu.step_runs, novu.digest_events TO novu_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON novu.digest_locks TO novu_worker;
+GRANT SELECT, UPDATE ON novu.housekeeping_cursor TO novu_worker;
 GRANT USAGE ON SEQUENCE novu.step_runs_id_seq TO novu_worker;
 GRANT EXECUTE ON FUNCTION
     novu._expand(text[], text[], text[], integer, integer, integer[], bigint[], jsonb[]),

@@ -287,8 +287,16 @@ stop_worker(int slot)
 	}
 	else if (w->adopted_pid != 0)
 	{
-		/* not this launcher's: SIGTERM, as TerminateBackgroundWorker would send */
-		(void) kill(w->adopted_pid, SIGTERM);
+		Oid			dboid;
+		Oid			roleoid;
+
+		/*
+		 * Not this launcher's: SIGTERM, as TerminateBackgroundWorker would
+		 * send, if the slot is still that process's (looked at again just
+		 * before: a pid freed meanwhile could be another backend's).
+		 */
+		if (novu_worker_slot_owner(slot, &dboid, &roleoid) == w->adopted_pid)
+			(void) kill(w->adopted_pid, SIGTERM);
 		w->adopted_pid = 0;
 	}
 	w->fast_exits = 0;

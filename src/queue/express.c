@@ -20,8 +20,8 @@
  *   - each recipient exists and has no preference row,
  *   - each recipient has a device token for each step (no skipped message),
  *   - all the messages fit in the lease limit (each is leased at once).
- * (A trigger set aside until retry_at, see novu._create_subscribers, is
- * not taken before then, by either way.)
+ * (A trigger set aside, see novu._create_subscribers, is left to
+ * novu._fanout, which takes it once its retry_at has come.)
  * Then the triggers are marked processed and the messages inserted leased to
  * this worker ("sending", attempt 1), as _expand does; the rows come back in
  * _fanout's shape, and a row without a message id carries the number of triggers taken.
@@ -82,7 +82,7 @@ static const char express_sql[] =
 "  SELECT e.id, e.transaction_id, e.workflow_id, e.recipients, e.payload, e.overrides, e.actor"
 "    FROM novu.events e"
 "   WHERE e.status = 'pending' AND e.kind = 'trigger'"
-"     AND (e.retry_at IS NULL OR e.retry_at <= pg_catalog.now())"
+"     AND e.retry_at IS NULL"
 "     AND e.id >= LEAST($1, (SELECT q.last_value FROM novu.events_id_seq q))"
 "   ORDER BY e.id LIMIT " CppAsString2(EXPRESS_MAX)
 "     FOR UPDATE SKIP LOCKED),"

@@ -915,12 +915,13 @@ queue_record_receipts(ResultBatch *rb)
 /*
  * Delete history older than novu.retention (novu._housekeeping), in the
  * worker of the lowest live slot only (two would walk the same oldest rows).
- * Transactions of at most HOUSEKEEPING_LIMIT rows per table, one after
- * another for up to HOUSEKEEPING_BUDGET_MS; while they still find rows, the
- * next call goes on at once (the caller counts the rows as work done, so the
- * worker does not sleep), else it comes back in a minute.  A backlog is thus
- * worked off between deliveries at the rate one worker can delete, not at a
- * fixed number of rows a minute.  Returns the rows deleted.
+ * Transactions of at most HOUSEKEEPING_LIMIT rows per table deleted (twice
+ * that looked at), one after another for up to HOUSEKEEPING_BUDGET_MS; while
+ * they still find rows or a walk stopped part way, the next call goes on at
+ * the next round (the caller counts the rows as work done, so the worker does
+ * not sleep when there were some), else it comes back in a minute.  A
+ * backlog is thus worked off between deliveries at the rate one worker can
+ * delete, not at a fixed number of rows a minute.  Returns the rows deleted.
  */
 int
 novu_housekeeping(void)
@@ -933,6 +934,7 @@ novu_housekeeping(void)
 	Datum		values[2];
 	int			total = 0;
 	int			n;
+	bool		more;
 
 	/* once a minute is plenty (more often only with a very short retention) */
 	if (!backlog && last != 0 &&
@@ -952,15 +954,20 @@ novu_housekeeping(void)
 		bool		isnull;
 
 		novu_begin_work("novu: housekeeping");
-		novu_prepare_once(&housekeeping_plan, "SELECT novu._housekeeping($1, $2)", 2, argtypes);
+		novu_prepare_once(&housekeeping_plan,
+						  "SELECT novu._housekeeping($1, $2),"
+						  "       EXISTS (SELECT FROM novu.housekeeping_cursor WHERE after_id > 0)",
+						  2, argtypes);
 		if (SPI_execute_plan(housekeeping_plan, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "novu: housekeeping failed");
 		n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		/* rows deleted, or a walk stopped part way: more may be waiting */
+		more = n > 0 || DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 		novu_end_work();
 		total += n;
 		CHECK_FOR_INTERRUPTS();
-	} while (n > 0 && GetCurrentTimestamp() < until);
-	backlog = (n > 0);
+	} while (more && GetCurrentTimestamp() < until);
+	backlog = more;
 	return total;
 }
 

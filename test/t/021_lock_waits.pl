@@ -83,6 +83,29 @@ q1(identify_sql('frank', 'tok-frank'));
 }
 
 ######################################################################
+# 1b. many subscribers an open transaction is creating (an import): the
+#     worker's wait for them is bounded in all, the triggers are set aside
+#     for a second from the clock (not from their transaction's start), and a
+#     trigger to an existing subscriber goes meanwhile
+{
+	my $app = $node->background_psql('postgres');
+	$app->query_safe('BEGIN');
+	$app->query_safe(q{SELECT count(novu.identify('imp-' || i)) FROM generate_series(1, 2000) i});
+	q1(q{SELECT count(novu.trigger('locks', to_jsonb('imp-' || i), '{}', '{}', 'tx-imp-' || i)) FROM generate_series(1, 2000) i});
+	q1(trigger_sql('dave', 'tx-dave-imp'));
+	ok(NovuTest::wait_for($node, sent('tx-dave-imp'), 15),
+		'import held: a trigger to an existing subscriber is delivered meanwhile');
+	ok(NovuTest::wait_for($node, q{SELECT count(*) > 0 FROM novu.events WHERE transaction_id LIKE 'tx-imp-%' AND retry_at > now()}, 15),
+		'import held: the triggers naming them are set aside into the future');
+	is(workers_waiting(), '0', 'import held: no worker is held on a lock for long')
+	  or diag(q1(q{SELECT string_agg(wait_event_type || ':' || wait_event || ' ' || (now() - xact_start), ', ') FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}));
+	$app->query_safe('ROLLBACK');
+	$app->quit;
+	ok(NovuTest::wait_for($node, q{SELECT count(*) = 2000 FROM novu.events WHERE transaction_id LIKE 'tx-imp-%' AND status = 'processed'}, 60),
+		'import rolled back: the set-aside triggers are fanned out (their subscribers created empty)');
+}
+
+######################################################################
 # 2. delete_messages of a message being sent, held open
 {
 	NovuTest::set_tokens($mocks, 'fcm', 'slow:2000', 'tok-erin');
