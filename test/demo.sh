@@ -31,7 +31,7 @@ psql -q -c "CREATE EXTENSION novu"
 run() { printf '\n\033[1m%s\033[0m\n' "$1"; shift; psql -X -P pager=off "$@"; }
 
 # a VAPID key pair for Web Push (raw P-256, base64url), and a browser subscription bound to it
-read -r vapid_pub vapid_priv < <(node -e "const e=require('crypto').createECDH('prime256v1');e.generateKeys();console.log(e.getPublicKey('base64url'),e.getPrivateKey('base64url'))")
+read -r vapid_pub vapid_priv < <(node -e "const e=require('crypto').createECDH('prime256v1');e.generateKeys();const k=e.getPrivateKey();console.log(e.getPublicKey('base64url'),Buffer.concat([Buffer.alloc(32-k.length),k]).toString('base64url'))")
 subscription=$(curl -s -X POST "$control/webpush/subscriptions" -H 'content-type: application/json' \
     -d "{\"service\": \"mozilla\", \"applicationServerKey\": \"$vapid_pub\"}" | node -e '
 let s = ""; process.stdin.on("data", d => s += d).on("end", () => console.log(JSON.stringify(JSON.parse(s).subscriptions[0])));')

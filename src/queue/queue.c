@@ -28,8 +28,11 @@
 
 /* A pending message this many attempts past novu.max_attempts fails at its claim. */
 #define LAST_ATTEMPT_EXTRA	CppAsString2(SPLIT_EXTRA_ATTEMPTS)
-/* A claim that found due rows and could take none tries again after this (ms). */
+/* A claim that found due rows and could take none tries again after at most this (ms). */
 #define DUE_BUT_LOCKED_RETRY_MS	200
+
+/* Claims in a row that found due rows and could take none (see queue_claim). */
+static int	empty_due_claims = 0;
 /* Rows per table in one housekeeping transaction (see novu_housekeeping). */
 #define HOUSEKEEPING_LIMIT	1000
 /* Housekeeping time per call while a backlog remains (ms). */
@@ -516,13 +519,20 @@ queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
 		*next_due_ms = ms_until(next_due_plan, -1);
 
 		/*
-		 * Due already, and none of it taken: locked by another transaction
-		 * (a cancel, another worker's claim).  Not again at once: claiming
-		 * every millisecond until it is released spun a worker at a
-		 * thousand transactions a second.
+		 * Due already, and none of it taken: locked by another transaction.
+		 * Another worker's claim ends in a few milliseconds; an
+		 * application's cancel or deletion may last, and claiming every
+		 * millisecond until it ends spun a worker at a thousand transactions
+		 * a second.  So again after 1, 2, 4 ... ms, up to
+		 * DUE_BUT_LOCKED_RETRY_MS, while it lasts.
 		 */
 		if (n == 0 && *next_due_ms == 0)
-			*next_due_ms = DUE_BUT_LOCKED_RETRY_MS;
+		{
+			*next_due_ms = Min(1L << Min(empty_due_claims, 8), (long) DUE_BUT_LOCKED_RETRY_MS);
+			empty_due_claims++;
+		}
+		else
+			empty_due_claims = 0;
 	}
 	/* the claimed rows' integrations, in the same transaction (one unit of work, not two) */
 	*nirows = claimed_integrations_in_tx(result, n, irows);

@@ -49,7 +49,7 @@ bench_start_mock() {
 
 bench_setup() {
     local vapid
-    vapid=$(node -e "const e=require('crypto').createECDH('prime256v1');e.generateKeys();console.log(e.getPublicKey('base64url')+' '+e.getPrivateKey('base64url'))")
+    vapid=$(node -e "const e=require('crypto').createECDH('prime256v1');e.generateKeys();const k=e.getPrivateKey();console.log(e.getPublicKey('base64url')+' '+Buffer.concat([Buffer.alloc(32-k.length),k]).toString('base64url'))")
     q -c "CREATE EXTENSION novu"
     q -v sa="$(cat "$BENCH_CERTS/fcm-service-account.json")" -v p8="$(cat "$BENCH_CERTS/apns-key.p8")" -v mock="$mock" \
       -v vapid_pub="${vapid% *}" -v vapid_priv="${vapid#* }" >/dev/null <<'SQL'

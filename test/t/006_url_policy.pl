@@ -108,7 +108,7 @@ SQL
 # URLs stored by the application role: a browser's push endpoint and a chat webhook, on a
 # host name (stored: only literal addresses are refused then; connecting: see section 3)
 my ($vapid_pub, $vapid_priv) = split / /,
-  `node -e "const e=require('crypto').createECDH('prime256v1');e.generateKeys();console.log(e.getPublicKey('base64url')+' '+e.getPrivateKey('base64url'))"`;
+  `node -e "const e=require('crypto').createECDH('prime256v1');e.generateKeys();const k=e.getPrivateKey();console.log(e.getPublicKey('base64url')+' '+Buffer.concat([Buffer.alloc(32-k.length),k]).toString('base64url'))"`;
 chomp $vapid_priv;
 my $wp_local = NovuTest::control($mocks, 'POST', '/webpush/subscriptions',
 	{ service => 'mozilla', host => 'localhost', applicationServerKey => $vapid_pub })->{subscriptions}[0];

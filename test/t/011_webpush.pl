@@ -33,7 +33,7 @@ sub q1 { return NovuTest::query($node, $_[0]); }
 # A VAPID key pair (raw, base64url), made by Node's crypto (an implementation of its own).
 sub vapid_keys
 {
-	my $out = `node -e "const e=require('crypto').createECDH('prime256v1');e.generateKeys();console.log(e.getPublicKey('base64url')+' '+e.getPrivateKey('base64url'))"`;
+	my $out = `node -e "const e=require('crypto').createECDH('prime256v1');e.generateKeys();const k=e.getPrivateKey();console.log(e.getPublicKey('base64url')+' '+Buffer.concat([Buffer.alloc(32-k.length),k]).toString('base64url'))"`;
 	chomp $out;
 	return split / /, $out;
 }
