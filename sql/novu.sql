@@ -4207,6 +4207,31 @@ AS $$
 $$;
 COMMENT ON FUNCTION novu._lock_digest_keys(integer[]) IS 'Internal (workers): lock digest keys, in key order, until the transaction ends';
 
+-- A worker's wait for a digest window another transaction holds is bounded: an
+-- application's novu.cancel or novu.delete_subscriber not committed yet locks
+-- the windows it cancels, for as long as that transaction lasts.  Sets
+-- lock_timeout to novu.fanout_lock_wait (or to the lock_timeout in force, if
+-- shorter) and returns the value to restore after the statement that locks
+-- the windows; past it the statement fails with lock_not_available, and the
+-- caller sets the notification aside (novu._fanout, novu._continue).
+CREATE FUNCTION novu._window_wait()
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    prev text := current_setting('lock_timeout');
+    wait text := COALESCE(current_setting('novu.fanout_lock_wait', true), '100ms');
+BEGIN
+    IF prev <> '0' AND prev::interval < wait::interval THEN
+        wait := prev;
+    END IF;
+    PERFORM set_config('lock_timeout', wait, true);
+    RETURN prev;
+END
+$$;
+COMMENT ON FUNCTION novu._window_wait() IS 'Internal (workers): bound the wait for a digest window to novu.fanout_lock_wait (lock_timeout); returns the lock_timeout to restore';
+
 -- A notification reaches a digest step: it merges into the open window of its
 -- (workflow, subscriber, step, digestKey value), or opens one, or (backoff, no
 -- event of that key in the backoff window) goes through at once.  Returns
@@ -4214,7 +4239,9 @@ COMMENT ON FUNCTION novu._lock_digest_keys(integer[]) IS 'Internal (workers): lo
 -- key's lock (novu._lock_digest_keys): two at once end in one window, each
 -- merged once.
 -- A window being closed (claimed by novu._continue) is locked: a merge waits,
--- then finds it closed and opens the next one.
+-- then finds it closed and opens the next one.  One held by another transaction
+-- longer than novu.fanout_lock_wait (novu._window_wait) fails the merge with
+-- lock_not_available.
 CREATE FUNCTION novu._digest_join(p_transaction_id text, p_event_id bigint, p_workflow_id text, p_subscriber_id text,
                                   p_step_index integer, p_step jsonb, p_payload jsonb)
 RETURNS text
@@ -4227,17 +4254,20 @@ DECLARE
     backoff interval;
     window_len interval := novu._step_interval(p_step -> 'amount', p_step -> 'unit');
     raw jsonb := jsonb_build_object('stepId', novu._step_id(p_step, p_step_index), 'stepIndex', p_step_index);
+    prev_wait text;
 BEGIN
     IF p_step ? 'digestKey' THEN
         k := novu._digest_key(p_payload, p_step);
         raw := raw || jsonb_build_object('digestKey', k);
     END IF;
     PERFORM novu._lock_digest_keys(ARRAY[hashtext(p_workflow_id || '/' || p_subscriber_id || '/' || p_step_index || '/' || k)]);
+    prev_wait := novu._window_wait();
     SELECT * INTO r FROM novu.step_runs x
      WHERE x.kind = 'digest' AND x.status = 'waiting' AND x.workflow_id = p_workflow_id
        AND x.subscriber_id = p_subscriber_id AND x.step_index = p_step_index AND x.digest_key = k
        FOR UPDATE;
-    IF FOUND THEN
+    IF r.id IS NOT NULL THEN
+        PERFORM set_config('lock_timeout', prev_wait, true);
         INSERT INTO novu.digest_events (digest_id, transaction_id, event_id, payload)
         VALUES (r.id, p_transaction_id, COALESCE(p_event_id, 0), COALESCE(p_payload, '{}'))
         ON CONFLICT DO NOTHING;
@@ -4247,6 +4277,7 @@ BEGIN
                 'Merged into the digest of transaction ' || r.transaction_id, raw || jsonb_build_object('digestId', r.id));
         RETURN 'merged';
     END IF;
+    PERFORM set_config('lock_timeout', prev_wait, true);
     IF COALESCE((p_step ->> 'backoff')::boolean, false) THEN
         backoff := COALESCE(novu._step_interval(p_step -> 'backoffAmount', p_step -> 'backoffUnit'), window_len);
         IF NOT EXISTS (SELECT FROM novu.step_runs x
@@ -4488,6 +4519,7 @@ DECLARE
     cev bigint[];
     cpay jsonb[];
     craw jsonb[];
+    prev_wait text;
 BEGIN
     IF NOT EXISTS (SELECT FROM novu.workflows w WHERE w.workflow_id = ANY (p_workflow_ids) AND w.staged) THEN
         RETURN QUERY SELECT * FROM novu._expand(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_lease_limit, p_lease_ms);
@@ -4572,6 +4604,9 @@ BEGIN
     -- new snapshot, a workflow changed while this statement waited for a
     -- window would add or drop notifications, the groups would be numbered
     -- otherwise, and an event would merge into another subscriber's window.
+    -- A window another transaction holds is waited for a moment at most
+    -- (novu._window_wait).
+    prev_wait := novu._window_wait();
     WITH cand AS (
         SELECT * FROM novu._digest_first(st, sw, ss)),
     grp AS (
@@ -4606,6 +4641,7 @@ BEGIN
                    array_agg(c.raw || CASE WHEN c.keyed THEN jsonb_build_object('digestKey', c.k) ELSE '{}' END
                              ORDER BY c.n)
               FROM cand c) c;
+    PERFORM set_config('lock_timeout', prev_wait, true);
     -- every notification merged into its group's window, and logged
     WITH cand AS (
         SELECT * FROM unnest(cn, ct, cw, cs, cg, cev, cpay, craw) AS c(n, t, w, s, g, event_id, payload, raw)),
@@ -4848,6 +4884,7 @@ DECLARE
     n integer;
     msg text;
     state text;
+    prev_wait text;
 BEGIN
     SELECT array_agg(c.id ORDER BY c.due_at) INTO ids
       FROM (SELECT x.id, x.due_at FROM novu.step_runs x
@@ -4859,9 +4896,16 @@ BEGIN
             RETURN QUERY SELECT x.*, 0 FROM novu._run_steps(ids, p_lease_limit, p_lease_ms) x;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE;
-            -- transient (serialization, deadlock, lock timeout, resources): the claim is tried again
-            IF left(state, 2) IN ('40', '53', '55', '57', '58') THEN
+            -- transient (serialization, deadlock, shutdown, I/O): the claim is
+            -- tried again.  A lock held past the wait (a digest window an
+            -- application is canceling) or out of resources: one by one, and
+            -- the rows that meet it again are set aside below.
+            IF left(state, 2) IN ('40', '55', '57', '58') AND state <> '55P03' THEN
                 RAISE;
+            END IF;
+            prev_wait := current_setting('lock_timeout');
+            IF state = '55P03' THEN
+                PERFORM set_config('lock_timeout', '1ms', true);
             END IF;
             FOREACH one IN ARRAY ids LOOP
                 BEGIN
@@ -4870,7 +4914,20 @@ BEGIN
                     leased := leased + n;
                 EXCEPTION WHEN OTHERS THEN
                     GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
-                    IF left(state, 2) IN ('40', '53', '55', '57', '58') THEN
+                    -- held past the wait, or out of resources: it stays waiting,
+                    -- due again in 1 to 30 s (as long as it is overdue already)
+                    IF state = '55P03' OR left(state, 2) = '53' THEN
+                        UPDATE novu.step_runs x
+                           SET due_at = clock_timestamp() + LEAST(GREATEST(clock_timestamp() - x.due_at, interval '1 second'),
+                                                                  interval '30 seconds'),
+                               updated_at = now()
+                         WHERE x.id = one;
+                        IF state = '55P03' THEN
+                            PERFORM set_config('lock_timeout', '1ms', true);
+                        END IF;
+                        CONTINUE;
+                    END IF;
+                    IF left(state, 2) IN ('40', '55', '57', '58') THEN
                         RAISE;
                     END IF;
                     UPDATE novu.step_runs x SET status = 'failed', updated_at = now() WHERE x.id = one;
@@ -4879,6 +4936,7 @@ BEGIN
                       FROM novu.step_runs x WHERE x.id = one;
                 END;
             END LOOP;
+            PERFORM set_config('lock_timeout', prev_wait, true);
         END;
     END IF;
     RETURN QUERY SELECT NULL::bigint, NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text, NULL::bigint,
@@ -5134,6 +5192,7 @@ DECLARE
     state text;
     blocked text[];
     waiting text[];
+    prev_wait text;
 BEGIN
     -- claim pending triggers, then mark them processed.  Each worker takes its
     -- own share first (id modulo the workers): workers that scan the same rows
@@ -5236,8 +5295,15 @@ BEGIN
             RETURN QUERY SELECT x.*, 0 FROM novu._start(txids, wfids, subids, p_lease_limit, p_lease_ms) x;
             GET DIAGNOSTICS leased = ROW_COUNT;
         EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE;
             -- one bad event (and nothing it returned) is undone; the others go on one by one
             leased := 0;
+            prev_wait := current_setting('lock_timeout');
+            IF state = '55P03' THEN
+                -- a digest window held by another transaction: the triggers that reach
+                -- one are set aside below, after a millisecond's wait each
+                PERFORM set_config('lock_timeout', '1ms', true);
+            END IF;
             FOREACH one IN ARRAY ARRAY(SELECT DISTINCT u FROM unnest(txids) u) LOOP
                 BEGIN
                     RETURN QUERY
@@ -5250,10 +5316,25 @@ BEGIN
                     leased := leased + n;
                 EXCEPTION WHEN OTHERS THEN
                     GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
-                    -- transient (serialization, deadlock, lock timeout, resources):
-                    -- the whole fan-out is undone and tried again, the trigger
-                    -- is not failed for good
-                    IF left(state, 2) IN ('40', '53', '55', '57', '58') THEN
+                    -- a lock another transaction holds past the wait (a digest
+                    -- window an application is canceling), or out of resources
+                    -- (memory, disk): this trigger is set aside, pending again
+                    -- as novu._create_subscribers' are, and the others go on
+                    IF state = '55P03' OR left(state, 2) = '53' THEN
+                        UPDATE novu.events e SET status = 'pending', processed_at = NULL,
+                               retry_at = clock_timestamp() + LEAST(GREATEST(clock_timestamp() - e.created_at, interval '1 second'),
+                                                                    interval '30 seconds')
+                         WHERE e.transaction_id = one;
+                        done := done - 1;
+                        IF state = '55P03' THEN
+                            PERFORM set_config('lock_timeout', '1ms', true);
+                        END IF;
+                        CONTINUE;
+                    END IF;
+                    -- transient (serialization, deadlock, shutdown, I/O): the
+                    -- whole fan-out is undone and tried again, the trigger is
+                    -- not failed for good
+                    IF left(state, 2) IN ('40', '55', '57', '58') THEN
                         RAISE;
                     END IF;
                     INSERT INTO novu.execution_details (transaction_id, workflow_id, status, detail)
@@ -5261,6 +5342,7 @@ BEGIN
                       FROM novu.events e WHERE e.transaction_id = one;
                 END;
             END LOOP;
+            PERFORM set_config('lock_timeout', prev_wait, true);
         END;
     END IF;
 
@@ -5327,9 +5409,19 @@ BEGIN
             END IF;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
-            -- a transient failure (serialization, deadlock, lock timeout, out of
-            -- resources) ends the call: the worker tries this chunk again later
-            IF left(state, 2) IN ('40', '53', '55', '57', '58') THEN
+            -- a lock held past the wait (a digest window an application is
+            -- canceling) or out of resources: this row is set aside (its cursor
+            -- unmoved) and the others go on
+            IF state = '55P03' OR left(state, 2) = '53' THEN
+                UPDATE novu.events
+                   SET retry_at = clock_timestamp() + LEAST(GREATEST(clock_timestamp() - created_at, interval '1 second'),
+                                                            interval '30 seconds')
+                 WHERE novu.events.id = b.id;
+                CONTINUE;
+            END IF;
+            -- a transient failure (serialization, deadlock, shutdown, I/O) ends
+            -- the call: the worker tries this chunk again later
+            IF left(state, 2) IN ('40', '55', '57', '58') THEN
                 RAISE;
             END IF;
             UPDATE novu.events SET status = 'processed', processed_at = now(), cursor = NULL WHERE novu.events.id = b.id;
@@ -5481,11 +5573,13 @@ COMMENT ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], t
 -- public profile, "Message created" goes to the activity log, and each
 -- subscriber's unseen count is notified on novu_in_app at commit.  A message
 -- whose subscriber was deleted meanwhile is not stored: it is canceled.  The
--- feed's foreign key holds the subscriber while a stored one is written: a
--- deletion that starts then waits, and deletes it too; one that had already
--- started makes this insert fail on the key (the worker then stores the batch
--- one message at a time, and the message of the deleted subscriber fails).
--- Returns the messages stored.
+-- batch's subscribers are locked first (FOR KEY SHARE, as the feed's foreign
+-- key would) without waiting: a deletion that starts then waits for this
+-- short transaction, and deletes the stored messages too; a subscriber whose
+-- deletion has begun and is not committed (an application's transaction,
+-- which may stay open) is not waited for: its messages go back to pending, a
+-- second later, with no attempt counted, and are canceled or stored once that
+-- transaction ends.  Returns the messages stored.
 CREATE FUNCTION novu._store_in_app(p_ids bigint[], p_attempts integer[], p_subjects text[], p_contents text[],
                                    p_urls text[])
 RETURNS integer
@@ -5496,11 +5590,35 @@ SET enable_mergejoin = off
 AS $$
 DECLARE
     subs text[];
+    held bigint[];
     n integer;
 BEGIN
+    -- the subscribers locked by this transaction, and the messages of those
+    -- another one is deleting (locked, still visible): set back to pending
+    WITH m AS MATERIALIZED (
+        SELECT x.id, x.subscriber_id FROM unnest(p_ids, p_attempts) AS r(id, attempts)
+          CROSS JOIN LATERAL (SELECT y.id, y.subscriber_id FROM novu.deliveries y
+                               WHERE y.id = r.id AND y.attempts = r.attempts AND y.status || '' = 'sending'
+                              OFFSET 0) x),
+    locked AS MATERIALIZED (
+        SELECT s.subscriber_id FROM novu.subscribers s
+         WHERE s.subscriber_id IN (SELECT m.subscriber_id FROM m)
+         ORDER BY s.subscriber_id
+           FOR KEY SHARE SKIP LOCKED)
+    SELECT array_agg(m.id) INTO held
+      FROM m
+     WHERE NOT EXISTS (SELECT FROM locked l WHERE l.subscriber_id = m.subscriber_id)
+       AND EXISTS (SELECT FROM novu.subscribers s WHERE s.subscriber_id = m.subscriber_id);
+    IF held IS NOT NULL THEN
+        UPDATE novu.deliveries d
+           SET status = 'pending', attempts = GREATEST(d.attempts - 1, 0), lease_until = NULL, claimed_by = NULL,
+               next_attempt_at = now() + interval '1 second', updated_at = now()
+         WHERE d.id = ANY (held);
+    END IF;
     WITH r AS (
         SELECT * FROM unnest(p_ids, p_attempts, p_subjects, p_contents, p_urls)
                  AS r(id, attempts, subject, content, url)
+         WHERE held IS NULL OR r.id <> ALL (held)
     ),
     upd AS (
         UPDATE novu.deliveries d
@@ -6131,6 +6249,8 @@ GRANT SELECT, DELETE ON novu.device_tokens TO novu_worker;
 GRANT UPDATE (created_at) ON novu.device_tokens TO novu_worker;
 -- the fan-out creates missing recipients (an empty profile: the key only)
 GRANT INSERT (subscriber_id) ON novu.subscribers TO novu_worker;
+-- (the in-app sink locks its subscribers FOR KEY SHARE SKIP LOCKED, which takes an UPDATE privilege)
+GRANT UPDATE (updated_at) ON novu.subscribers TO novu_worker;
 GRANT SELECT, DELETE ON novu.subscriber_deletions TO novu_worker;
 GRANT UPDATE (deleted_at) ON novu.subscriber_deletions TO novu_worker;   -- housekeeping locks (SKIP LOCKED) what it deletes
 GRANT UPDATE (webhook_url, updated_at) ON novu.subscriber_channels TO novu_worker;
@@ -6156,6 +6276,7 @@ GRANT EXECUTE ON FUNCTION
     novu._lock_digest_keys(integer[]),
     novu._digest_key(jsonb, jsonb),
     novu._digest_join(text, bigint, text, text, integer, jsonb, jsonb),
+    novu._window_wait(),
     novu._digest_context(bigint),
     novu._filters_pass(jsonb, jsonb, jsonb, jsonb, boolean, timestamptz, text, text),
     novu._filter_matches(jsonb, text, jsonb),

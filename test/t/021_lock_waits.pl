@@ -9,6 +9,10 @@
 #      transaction), and the others go on;
 #   3. the device token a provider has just called dead (set_credentials
 #      again): the worker records the answer without pruning it, and goes on.
+#   6. novu.cancel of a digest's only event, whose window a new event of the
+#      same key then reaches (the fan-out merge, and the step after a delay);
+#   7. novu.delete_subscriber of a subscriber whose in-app message a worker
+#      is storing in the feed.
 # In each, no worker waits on a lock (pg_stat_activity).
 use strict;
 use warnings;
@@ -184,6 +188,84 @@ q1(identify_sql('frank', 'tok-frank'));
 	ok(NovuTest::wait_for($node, sent('tx-after-poison'), 20), 'poison row: the others are delivered');
 	ok(NovuTest::wait_for($node, q{SELECT status = 'failed' AND last_error LIKE 'no attempt left%' FROM novu.deliveries WHERE transaction_id = 'tx-poison'}, 20),
 		'poison row: it fails, with the reason');
+}
+
+######################################################################
+# 6. a digest window an open cancel holds: the fan-out of a new event of the
+#    same key (and a delay that runs on into that digest) waits a moment at
+#    most, is set aside, and the others go on; once the cancel commits, the
+#    event opens a new window; had it rolled back, it merges into the old one
+{
+	q1(q{SELECT novu.create_workflow('locks-digest', '[{"type": "digest", "amount": 4, "unit": "seconds"},
+	                                                   {"type": "push", "title": "{{step.total_count}} events", "content": "c"}]')});
+	q1(q{SELECT novu.create_workflow('locks-delay-digest', '[{"type": "delay", "amount": 1, "unit": "seconds"},
+	                                                         {"type": "digest", "amount": 4, "unit": "seconds"},
+	                                                         {"type": "push", "title": "{{step.total_count}} events", "content": "c"}]')});
+	for my $wf ('locks-digest', 'locks-delay-digest')
+	{
+		my $t = $wf eq 'locks-digest' ? 'dg' : 'dd';
+		q1("SELECT novu.trigger('$wf', '\"erin\"', '{}', '{}', 'tx-$t-1')");
+		ok(NovuTest::wait_for($node, "SELECT count(*) = 1 FROM novu.step_runs WHERE kind = 'digest' AND status = 'waiting' AND workflow_id = '$wf'", 20),
+			"$wf: the window is open");
+		my $app = $node->background_psql('postgres');
+		$app->query_safe('BEGIN');
+		is($app->query_safe("SELECT novu.cancel('tx-$t-1')"), 't', "$wf: its only event canceled, not committed");
+		q1("SELECT novu.trigger('$wf', '\"erin\"', '{}', '{}', 'tx-$t-2')");
+		# the delay before the digest runs out first: the worker reaches the window then
+		ok(NovuTest::wait_for($node, "SELECT count(*) = 1 FROM novu.step_runs WHERE kind = 'delay' AND transaction_id = 'tx-$t-2'"
+			  . " AND created_at < now() - interval '1500 ms'", 20), "$wf: the delay before the digest is over")
+		  if $t eq 'dd';
+		q1(trigger_sql('dave', "tx-dave-$t"));
+		ok(NovuTest::wait_for($node, sent("tx-dave-$t"), 20), "$wf: a trigger behind the held window is delivered meanwhile");
+		is(workers_waiting(), '0', "$wf: no worker waits on a lock")
+		  or diag(q1(q{SELECT string_agg(wait_event_type || ':' || wait_event || ' ' || (now() - xact_start), ', ') FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}));
+		$app->query_safe('COMMIT');
+		$app->quit;
+		ok(NovuTest::wait_for($node, "SELECT count(*) = 1 FROM novu.digest_events m JOIN novu.step_runs r ON r.id = m.digest_id"
+			  . " WHERE m.transaction_id = 'tx-$t-2' AND m.status = 'merged' AND r.transaction_id = 'tx-$t-2'", 30),
+			"$wf: once the cancel commits, the new event leads a window of its own");
+		ok(NovuTest::wait_for($node, sent("tx-$t-2"), 30), "$wf: and its digest is sent");
+		is(q1("SELECT count(*) FROM novu.deliveries WHERE transaction_id = 'tx-$t-1'"), '0', "$wf: nothing for the canceled event");
+	}
+}
+
+######################################################################
+# 7. a subscriber an open delete_subscriber holds while a worker stores its
+#    in-app message: the store does not wait for the deletion; the message is
+#    stored after a rollback, and canceled after a commit
+{
+	q1(q{SELECT novu.create_workflow('locks-inbox', '[{"type": "in_app", "content": "hello {{subscriber.subscriberId}}"}]')});
+	q1(q{SELECT novu.identify('gina')});
+	q1(q{SELECT novu.identify('hank')});
+	for my $end ('ROLLBACK', 'COMMIT')
+	{
+		my $app = $node->background_psql('postgres');
+		$app->query_safe('BEGIN');
+		is($app->query_safe(q{SELECT novu.delete_subscriber('gina')}), 't', "$end: the deletion holds gina");
+		q1("SELECT novu.trigger('locks-inbox', '\"gina\"', '{}', '{}', 'tx-inbox-$end')");
+		q1("SELECT novu.trigger('locks-inbox', '\"hank\"', '{}', '{}', 'tx-inbox-hank-$end')");
+		ok(NovuTest::wait_for($node, "SELECT count(*) = 1 FROM novu.in_app_messages WHERE transaction_id = 'tx-inbox-hank-$end'", 20),
+			"$end: another subscriber's in-app message is stored meanwhile");
+		ok(NovuTest::wait_for($node, "SELECT count(*) = 1 FROM novu.deliveries WHERE transaction_id = 'tx-inbox-$end' AND status = 'pending' AND attempts = 0", 20),
+			"$end: the held one waits, pending, no attempt counted");
+		is(workers_waiting(), '0', "$end: no worker waits on a lock")
+		  or diag(q1(q{SELECT string_agg(wait_event_type || ':' || wait_event || ' ' || (now() - xact_start), ', ') FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}));
+		$app->query_safe($end);
+		$app->quit;
+		if ($end eq 'ROLLBACK')
+		{
+			ok(NovuTest::wait_for($node, "SELECT count(*) = 1 FROM novu.in_app_messages WHERE transaction_id = 'tx-inbox-$end' AND subscriber_id = 'gina'", 20),
+				'rolled back: the message is stored in her feed');
+		}
+		else
+		{
+			ok(NovuTest::wait_for($node, "SELECT status NOT IN ('pending', 'sending') FROM novu.deliveries WHERE transaction_id = 'tx-inbox-$end'", 20),
+				'committed: the message ends, the subscriber is gone');
+			like(q1("SELECT status || ': ' || COALESCE(last_error, '') FROM novu.deliveries WHERE transaction_id = 'tx-inbox-$end'"),
+				qr/^(canceled: Subscriber deleted|failed: Subscriber not found)$/, 'committed: not delivered, with the reason');
+			is(q1(q{SELECT count(*) FROM novu.in_app_messages WHERE subscriber_id = 'gina'}), '0', 'committed: nothing in a feed');
+		}
+	}
 }
 
 $node->stop;
