@@ -14,7 +14,7 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/*/*.c)))
 DATA = sql/novu--0.1.0.sql $(wildcard sql/novu--*--*.sql) sql/novu--$(EXTVERSION).sql
 
 REGRESS = setup template crypto integrations secrets subscribers credentials url_policy workflows trigger fanout_subscribers topics engine provider_safety import limits queue_stats feed security roles upgrade
-ISOLATION = concurrent_identify concurrent_trigger concurrent_fanout_subscribers workflow_cache concurrent_digest digest_group_shift cancel_due cancel_next_delay concurrent_marks claim_groups stats_skip_locked digest_key_change delete_messages_marks delete_subscriber_feed
+ISOLATION = concurrent_identify concurrent_trigger concurrent_fanout_subscribers workflow_cache concurrent_digest digest_group_shift cancel_due cancel_next_delay concurrent_marks claim_groups stats_skip_locked digest_key_change delete_messages_marks delete_subscriber_feed backoff_order
 
 # -MMD -MP: each object's header dependencies (src/*/*.d), so a changed header rebuilds
 # what includes it

@@ -4232,6 +4232,51 @@ END
 $$;
 COMMENT ON FUNCTION novu._window_wait() IS 'Internal (workers): bound the wait for a digest window to novu.fanout_lock_wait (lock_timeout); returns the lock_timeout to restore';
 
+-- Whether an older event (a lower outbox id) of the same workflow, subscriber
+-- and digest key has yet to reach step p_step_index: a trigger still pending in
+-- the outbox (another worker fanning it out, or set aside), or, past a delay,
+-- a delay that is due or was put off (another worker running it, or set
+-- aside).  A backoff digest lets the first event of a key through: that is the
+-- oldest, not the one whose worker took the key's lock first, so this one
+-- waits for it.  What this transaction has taken is no longer pending here
+-- (its batch runs in outbox order).  Looks at the 1,000 pending triggers
+-- nearest below p_event_id at most: the workers' batches in flight.
+CREATE FUNCTION novu._older_pending(p_event_id bigint, p_workflow_id text, p_subscriber_id text,
+                                    p_step_index integer, p_step jsonb, p_key text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    staged_before boolean;
+BEGIN
+    IF p_event_id IS NULL THEN
+        RETURN false;
+    END IF;
+    -- a delay or digest before the step: an older trigger still in the outbox
+    -- would wait there first; a delay's own rows are what to look at
+    SELECT EXISTS (SELECT FROM jsonb_array_elements(w.steps) WITH ORDINALITY AS s(step, i)
+                    WHERE s.i <= p_step_index AND s.step ->> 'type' IN ('delay', 'digest'))
+      INTO staged_before
+      FROM novu.workflows w WHERE w.workflow_id = p_workflow_id;
+    IF NOT COALESCE(staged_before, false) THEN
+        RETURN EXISTS (
+            SELECT FROM (SELECT x.kind, x.workflow_id, x.recipients, x.payload FROM novu.events x
+                          WHERE x.id < p_event_id AND x.status IN ('pending', 'processing')
+                          ORDER BY x.id DESC LIMIT 1000) e
+             WHERE e.kind = 'trigger' AND e.workflow_id = p_workflow_id AND p_subscriber_id = ANY (e.recipients)
+               AND novu._digest_key(e.payload, p_step) = p_key);
+    END IF;
+    RETURN EXISTS (
+        SELECT FROM novu.step_runs x JOIN novu.events e ON e.transaction_id = x.transaction_id
+         WHERE x.subscriber_id = p_subscriber_id AND x.status = 'waiting' AND x.kind = 'delay'
+           AND x.workflow_id = p_workflow_id AND x.step_index < p_step_index
+           AND (x.due_at <= clock_timestamp() OR x.updated_at > x.created_at)
+           AND e.id < p_event_id AND novu._digest_key(e.payload, p_step) = p_key);
+END
+$$;
+COMMENT ON FUNCTION novu._older_pending(bigint, text, text, integer, jsonb, text) IS 'Internal (workers): whether an older event of a digest key has yet to reach that digest (backoff order)';
+
 -- A notification reaches a digest step: it merges into the open window of its
 -- (workflow, subscriber, step, digestKey value), or opens one, or (backoff, no
 -- event of that key in the backoff window) goes through at once.  Returns
@@ -4283,6 +4328,14 @@ BEGIN
         IF NOT EXISTS (SELECT FROM novu.step_runs x
                         WHERE x.kind = 'digest' AND x.workflow_id = p_workflow_id AND x.subscriber_id = p_subscriber_id
                           AND x.step_index = p_step_index AND x.digest_key = k AND x.last_event_at > now() - backoff) THEN
+            -- the oldest event goes through: while an older one has yet to
+            -- come here, this one is set aside to merge behind it
+            -- (lock_not_available: novu._fanout and novu._continue retry it in
+            -- a second or more)
+            IF novu._older_pending(p_event_id, p_workflow_id, p_subscriber_id, p_step_index, p_step, k) THEN
+                RAISE EXCEPTION 'novu: an older event of this digest key has yet to reach it'
+                    USING ERRCODE = 'lock_not_available';
+            END IF;
             -- recorded (done at once) so that the next event within the backoff window opens a digest
             INSERT INTO novu.step_runs (kind, transaction_id, workflow_id, subscriber_id, step_index, digest_key, status, due_at)
             VALUES ('digest', p_transaction_id, p_workflow_id, p_subscriber_id, p_step_index, k, 'done', now())
@@ -4886,7 +4939,8 @@ DECLARE
     state text;
     prev_wait text;
 BEGIN
-    SELECT array_agg(c.id ORDER BY c.due_at) INTO ids
+    -- (steps due at the same time run in the order they were written)
+    SELECT array_agg(c.id ORDER BY c.due_at, c.id) INTO ids
       FROM (SELECT x.id, x.due_at FROM novu.step_runs x
              WHERE x.status = 'waiting' AND x.due_at <= now()
              ORDER BY x.due_at LIMIT p_limit
@@ -5037,7 +5091,7 @@ COMMENT ON FUNCTION novu._cancel_steps(text) IS 'Internal: cancel a transaction'
 -- to the planner: with "0 pages" statistics it preferred scanning the pending
 -- index and comparing every row with every TID of the batch.
 CREATE FUNCTION novu._take_events(p_tids tid[])
-RETURNS TABLE (transaction_id text, workflow_id text, recipients text[])
+RETURNS TABLE (id bigint, transaction_id text, workflow_id text, recipients text[])
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
@@ -5049,7 +5103,7 @@ BEGIN
     RETURN QUERY
     UPDATE novu.events ev SET status = 'processed', processed_at = now()
      WHERE ev.ctid = ANY (p_tids) AND ev.status = 'pending'
-    RETURNING ev.transaction_id, ev.workflow_id, ev.recipients;
+    RETURNING ev.id, ev.transaction_id, ev.workflow_id, ev.recipients;
 END
 $$;
 COMMENT ON FUNCTION novu._take_events(tid[]) IS 'Internal (workers): mark locked outbox rows processed, by TID';
@@ -5240,10 +5294,13 @@ BEGIN
         tids := COALESCE(tids || more, tids, more);
     END IF;
     IF tids IS NOT NULL THEN
-        SELECT array_agg(e.transaction_id), array_agg(e.workflow_id), array_agg(r.subscriber_id),
-               count(DISTINCT e.transaction_id)
+        -- in outbox order (the worker's own share comes before the others'):
+        -- the first event of a backoff digest's key is the oldest
+        SELECT array_agg(e.transaction_id ORDER BY e.id, r.i), array_agg(e.workflow_id ORDER BY e.id, r.i),
+               array_agg(r.subscriber_id ORDER BY e.id, r.i), count(DISTINCT e.transaction_id)
           INTO txids, wfids, subids, done
-          FROM novu._take_events(tids) e LEFT JOIN LATERAL unnest(e.recipients) AS r(subscriber_id) ON true;
+          FROM novu._take_events(tids) e
+          LEFT JOIN LATERAL unnest(e.recipients) WITH ORDINALITY AS r(subscriber_id, i) ON true;
     END IF;
     IF txids IS NOT NULL THEN
         -- a row written by hand with no recipient, or a null one, fails alone
@@ -5304,7 +5361,8 @@ BEGIN
                 -- one are set aside below, after a millisecond's wait each
                 PERFORM set_config('lock_timeout', '1ms', true);
             END IF;
-            FOREACH one IN ARRAY ARRAY(SELECT DISTINCT u FROM unnest(txids) u) LOOP
+            FOREACH one IN ARRAY ARRAY(SELECT u.t FROM unnest(txids) WITH ORDINALITY AS u(t, i)
+                                        GROUP BY u.t ORDER BY min(u.i)) LOOP
                 BEGIN
                     RETURN QUERY
                     SELECT x.*, 0 FROM novu._start(
@@ -6276,6 +6334,7 @@ GRANT EXECUTE ON FUNCTION
     novu._lock_digest_keys(integer[]),
     novu._digest_key(jsonb, jsonb),
     novu._digest_join(text, bigint, text, text, integer, jsonb, jsonb),
+    novu._older_pending(bigint, text, text, integer, jsonb, text),
     novu._window_wait(),
     novu._digest_context(bigint),
     novu._filters_pass(jsonb, jsonb, jsonb, jsonb, boolean, timestamptz, text, text),
