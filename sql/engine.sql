@@ -425,3 +425,41 @@ SELECT novu._housekeeping(interval '30 days', 1000) >= 0 AS housekept;
 SELECT after_id AS from_the_oldest_again FROM novu.housekeeping_cursor WHERE table_name = 'events';
 SELECT count(*) AS free_left, (SELECT count(*) FROM novu.events WHERE transaction_id LIKE 'eng-kept-%') AS kept
   FROM novu.events WHERE transaction_id = 'eng-free';
+
+-- a resource error (class 53: out of memory, disk full) while starting one
+-- trigger sets that trigger aside (pending, retried in a second or more) and the
+-- others go on; while running one due step, that step is put off (due again in
+-- 1 to 30 s) and the others go on.  Neither is failed for good.
+CREATE FUNCTION public.eng_out_of_memory() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.transaction_id LIKE 'eng-oom%' THEN
+        RAISE EXCEPTION 'simulated: out of memory' USING ERRCODE = 'out_of_memory';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER eng_oom BEFORE INSERT ON novu.step_runs FOR EACH ROW EXECUTE FUNCTION public.eng_out_of_memory();
+SELECT novu.trigger('eng-delay', '"eng-a"', '{}', '{}', 'eng-oom-1') ->> 'status';
+SELECT novu.trigger('eng-delay', '"eng-a"', '{}', '{}', 'eng-ok-1') ->> 'status';
+SELECT pg_temp.fan() > 0;
+SELECT transaction_id, status, retry_at > clock_timestamp() AS set_aside FROM novu.events
+ WHERE transaction_id IN ('eng-oom-1', 'eng-ok-1') ORDER BY 1;
+SELECT transaction_id, status FROM novu.step_runs WHERE transaction_id IN ('eng-oom-1', 'eng-ok-1');
+SELECT count(*) AS failed FROM novu.execution_details WHERE transaction_id = 'eng-oom-1' AND status = 'Failed';
+DROP TRIGGER eng_oom ON novu.step_runs;
+-- its time comes: it goes on as any other
+UPDATE novu.events SET retry_at = now() - interval '1 second' WHERE transaction_id = 'eng-oom-1';
+SELECT pg_temp.fan() > 0;
+SELECT transaction_id, status FROM novu.step_runs WHERE transaction_id IN ('eng-oom-1', 'eng-ok-1') ORDER BY 1;
+-- the steps after the delay: out of memory creating the messages of one of them
+CREATE TRIGGER eng_oom BEFORE INSERT ON novu.deliveries FOR EACH ROW EXECUTE FUNCTION public.eng_out_of_memory();
+SELECT pg_temp.due('eng-oom-1');
+SELECT pg_temp.due('eng-ok-1');
+SELECT pg_temp.cont();
+SELECT transaction_id, status, due_at > clock_timestamp() AS put_off FROM novu.step_runs
+ WHERE transaction_id IN ('eng-oom-1', 'eng-ok-1') ORDER BY 1;
+SELECT transaction_id, count(*) AS messages FROM novu.deliveries WHERE transaction_id IN ('eng-oom-1', 'eng-ok-1') GROUP BY 1 ORDER BY 1;
+DROP TRIGGER eng_oom ON novu.deliveries;
+SELECT pg_temp.due('eng-oom-1');
+SELECT pg_temp.cont();
+SELECT transaction_id, count(*) AS messages FROM novu.deliveries WHERE transaction_id IN ('eng-oom-1', 'eng-ok-1') GROUP BY 1 ORDER BY 1;
+DROP FUNCTION public.eng_out_of_memory();
