@@ -220,6 +220,8 @@ SELECT novu.list_notifications(channels => '["in_app"]', search => 'fd-tx-p') ->
        novu.list_notifications(search => 'fd-eve', templates => '["fd-plain", "fd-icon"]') -> 'totalCount' AS search_sub,
        novu.list_notifications(emails => '["off@example.com"]') -> 'totalCount' AS by_email,
        novu.list_notifications(channels => '["chat"]', templates => '["fd-comment"]') -> 'totalCount' AS no_chat;
+-- a search reads the whole history; its page is newest first too (by outbox id)
+SELECT jsonb_path_query_array(novu.list_notifications(search => 'fd-tx-1', templates => '["fd-comment"]'), '$.data[*].transactionId') AS search_page;
 SELECT pg_temp.err($$SELECT novu.list_notifications(channels => '["fax"]')$$);
 SELECT pg_temp.err($$SELECT novu.list_notifications(channels => '"in_app"')$$);
 SELECT pg_temp.err($$SELECT novu.list_notifications(templates => '[1]')$$);
