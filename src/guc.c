@@ -22,6 +22,7 @@ int			novu_max_attempts = 5;
 int			novu_retry_initial_delay = 1000;
 int			novu_retry_max_delay = 3600000;
 int			novu_fanout_lock_wait = 100;
+int			novu_integration_idle_timeout = 300000;
 char	   *novu_ca_file = NULL;
 int			novu_retention = 30 * 24 * 3600;
 int			novu_expo_receipt_delay = 15 * 60 * 1000;
@@ -128,6 +129,15 @@ novu_define_gucs(void)
 							&novu_fanout_lock_wait,
 							100, 1, 60000,
 							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("novu.integration_idle_timeout",
+							"How long a delivery worker keeps an integration it has not used.",
+							"Then its connections and decrypted secrets are dropped (a deleted integration's too); the next message for it loads it again.",
+							&novu_integration_idle_timeout,
+							300000, 1000, 86400000,
+							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

@@ -22,6 +22,7 @@ extern char *novu_ca_file;
 extern int	novu_retention;
 extern int	novu_expo_receipt_delay;
 extern int	novu_fanout_lock_wait;
+extern int	novu_integration_idle_timeout;
 extern char *novu_secret_key_file;
 extern char *novu_previous_secret_key_file;
 

@@ -64,13 +64,8 @@ typedef struct IntegrationEntry
 	TimestampTz used_at;		/* last claimed for (novu_deliver_evict_idle) */
 } IntegrationEntry;
 
-/* A cached integration unused this long is dropped (ms), and how often to look. */
-#ifndef INTEGRATION_IDLE_MS
-#define INTEGRATION_IDLE_MS		(5 * 60 * 1000)
-#endif
-#ifndef INTEGRATION_SWEEP_MS
+/* How often to look for integrations unused for novu.integration_idle_timeout (ms, at most). */
 #define INTEGRATION_SWEEP_MS	(60 * 1000)
-#endif
 
 /* The memory of one claimed batch, freed once all its messages are recorded. */
 typedef struct Batch
@@ -270,9 +265,10 @@ integration_free(Integration *ig)
 }
 
 /*
- * Drop the integrations not claimed for INTEGRATION_IDLE_MS (deleted ones,
- * say): their connections, decrypted secrets and memory would stay for the
- * worker's life.  Only while nothing is in flight or waits to be recorded:
+ * Drop the integrations not claimed for novu.integration_idle_timeout
+ * (deleted ones, say): their connections, decrypted secrets and memory would
+ * stay for the worker's life.  Looked for every fifth of that time (a minute
+ * at most), and only while nothing is in flight or waits to be recorded:
  * those messages point to their integration.
  */
 void
@@ -284,13 +280,14 @@ novu_deliver_evict_idle(void)
 	IntegrationEntry *entry;
 
 	if (messages_in_flight > 0 || nanswered > 0 || finished_batches != NIL ||
-		!TimestampDifferenceExceeds(last, now, INTEGRATION_SWEEP_MS))
+		!TimestampDifferenceExceeds(last, now, Min(INTEGRATION_SWEEP_MS, novu_integration_idle_timeout / 5)))
 		return;
 	last = now;
 	hash_seq_init(&seq, integration_cache);
 	while ((entry = hash_seq_search(&seq)) != NULL)
 	{
-		if (entry->ig->in_flight > 0 || !TimestampDifferenceExceeds(entry->used_at, now, INTEGRATION_IDLE_MS))
+		if (entry->ig->in_flight > 0 ||
+			!TimestampDifferenceExceeds(entry->used_at, now, novu_integration_idle_timeout))
 			continue;
 		integration_free(entry->ig);
 		(void) hash_search(integration_cache, &entry->id, HASH_REMOVE, NULL);

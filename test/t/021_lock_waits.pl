@@ -158,7 +158,9 @@ q1(identify_sql('frank', 'tok-frank'));
 #    claim again every moment until it is released
 {
 	q1(q{ALTER SYSTEM SET track_functions = 'all'; SELECT pg_reload_conf();});
-	NovuTest::set_tokens($mocks, 'fcm', 'fail:503::1', 'tok-dave');
+	# Retry-After: 2 s, so that the retry is not taken before the deletion
+	# below holds it (200 ms, the test cluster's first retry, was a race)
+	NovuTest::set_tokens($mocks, 'fcm', 'fail:503:2:1', 'tok-dave');
 	q1(trigger_sql('dave', 'tx-retry'));
 	ok(NovuTest::wait_for($node, q{SELECT status = 'pending' AND attempts = 1 FROM novu.deliveries WHERE transaction_id = 'tx-retry'}, 20),
 		'retry held: the message waits for its retry');

@@ -5,6 +5,9 @@
 #   2. A worker that cannot connect (CONNECT revoked) is started again after
 #      growing delays, not forked without end; once it may connect it runs.
 #   3. A worker whose every cycle fails pauses longer each time (1, 2, 4 s ...).
+#   4. An integration a worker has not used for novu.integration_idle_timeout
+#      is dropped with its connections (and decrypted secrets); the next
+#      message loads it again.
 use strict;
 use warnings;
 
@@ -119,6 +122,25 @@ ok(NovuTest::wait_for($node, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE b
 	q1(q{SELECT novu.trigger('wk', '"wk-2"', '{}', '{}', 'wk-after-errors')});
 	ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.deliveries WHERE transaction_id = 'wk-after-errors'}, 60),
 		'cycle errors: once fixed, delivery goes on');
+}
+
+######################################################################
+# 4. an integration unused for novu.integration_idle_timeout is dropped
+{
+	my $fcm_connections = sub { NovuTest::control($mocks, 'GET', '/stats')->{connections}{fcm} };
+	$node->append_conf('postgresql.conf', "novu.integration_idle_timeout = '2s'\n");
+	$node->reload;
+	ok(NovuTest::wait_workers_reloaded($node), 'idle integration: the worker read the setting');
+	q1(q{SELECT novu.trigger('wk', '"wk-3"', '{}', '{}', 'wk-idle-1')});
+	ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.deliveries WHERE transaction_id = 'wk-idle-1'}, 30),
+		'idle integration: a message sent');
+	cmp_ok($fcm_connections->(), '>=', 1, 'idle integration: the worker keeps its connection to FCM open');
+	my $deadline = time() + 20;
+	usleep(100_000) while $fcm_connections->() > 0 && time() < $deadline;
+	is($fcm_connections->(), 0, 'idle integration: unused for 2 s, it is dropped with its connection');
+	q1(q{SELECT novu.trigger('wk', '"wk-4"', '{}', '{}', 'wk-idle-2')});
+	ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.deliveries WHERE transaction_id = 'wk-idle-2'}, 30),
+		'idle integration: the next message loads it again and is sent');
 }
 
 $node->stop;
