@@ -3665,31 +3665,56 @@ BEGIN
           FROM hits h;
     ELSE
         -- A part of a subscriberId, transactionId or email, or emails: the
-        -- matches may lie anywhere in the history, so it is read in one pass
-        -- (hash joins) and the page taken from all of them; walked from the
-        -- newest row by row instead, a rare match cost three times as long.
-        WITH hits AS MATERIALIZED (
-        (SELECT e.id, r.subscriber_id, e.transaction_id
-           FROM novu.events e
-           CROSS JOIN LATERAL (SELECT u.s FROM unnest(e.recipients) AS u(s) WHERE e.kind = 'trigger'
-                               UNION ALL
-                               SELECT DISTINCT d.subscriber_id FROM novu.deliveries d
-                                WHERE d.transaction_id = e.transaction_id AND e.kind IN ('broadcast', 'topic')) AS r(subscriber_id)
-           LEFT JOIN novu.subscribers s ON s.subscriber_id = r.subscriber_id
-           LEFT JOIN novu.workflows w ON w.workflow_id = e.workflow_id
-          WHERE (list_notifications.transaction_id IS NULL OR e.transaction_id = list_notifications.transaction_id)
-            AND (wfs IS NULL OR e.workflow_id = ANY (wfs))
-            AND (ems IS NULL OR s.email = ANY (ems))
-            AND (chs IS NULL OR EXISTS (SELECT FROM jsonb_array_elements(w.steps) st WHERE st ->> 'type' = ANY (chs)))
-            AND (list_notifications.search IS NULL
-                 OR strpos(r.subscriber_id, list_notifications.search) > 0
-                 OR strpos(e.transaction_id, list_notifications.search) > 0
-                 OR strpos(lower(s.email), lower(list_notifications.search)) > 0)))
-        SELECT LEAST(count(*), lim),
-               (array_agg(h.transaction_id ORDER BY h.id DESC, h.subscriber_id))[off + 1 : off + 10],
-               (array_agg(h.subscriber_id ORDER BY h.id DESC, h.subscriber_id))[off + 1 : off + 10]
-          INTO total, page_tx, page_sub
-          FROM hits h;
+        -- matches may lie anywhere in the history, so it is read whole (hash
+        -- joins), once for the count (up to lim) and once for the page (a
+        -- top-N sort), as before 0.20.0.
+        SELECT count(*) INTO total
+          FROM (SELECT n.id, n.subscriber_id, n.transaction_id
+                  FROM (SELECT e.id, r.s AS subscriber_id, e.transaction_id, e.workflow_id
+                          FROM novu.events e CROSS JOIN LATERAL unnest(e.recipients) AS r(s)
+                         WHERE e.kind = 'trigger'
+                        UNION ALL
+                        SELECT e.id, d.subscriber_id, e.transaction_id, e.workflow_id
+                          FROM novu.events e
+                          CROSS JOIN LATERAL (SELECT DISTINCT dd.subscriber_id FROM novu.deliveries dd
+                                               WHERE dd.transaction_id = e.transaction_id) AS d
+                         WHERE e.kind IN ('broadcast', 'topic')) n
+                  LEFT JOIN novu.subscribers s ON s.subscriber_id = n.subscriber_id
+                  LEFT JOIN novu.workflows w ON w.workflow_id = n.workflow_id
+                 WHERE (list_notifications.transaction_id IS NULL OR n.transaction_id = list_notifications.transaction_id)
+                   AND (wfs IS NULL OR n.workflow_id = ANY (wfs))
+                   AND (ems IS NULL OR s.email = ANY (ems))
+                   AND (chs IS NULL OR EXISTS (SELECT FROM jsonb_array_elements(w.steps) st WHERE st ->> 'type' = ANY (chs)))
+                   AND (list_notifications.search IS NULL
+                        OR strpos(n.subscriber_id, list_notifications.search) > 0
+                        OR strpos(n.transaction_id, list_notifications.search) > 0
+                        OR strpos(lower(s.email), lower(list_notifications.search)) > 0)
+                 LIMIT lim) c;
+        SELECT array_agg(h.transaction_id ORDER BY h.id DESC, h.subscriber_id),
+               array_agg(h.subscriber_id ORDER BY h.id DESC, h.subscriber_id)
+          INTO page_tx, page_sub
+          FROM (SELECT n.id, n.subscriber_id, n.transaction_id
+                  FROM (SELECT e.id, r.s AS subscriber_id, e.transaction_id, e.workflow_id
+                          FROM novu.events e CROSS JOIN LATERAL unnest(e.recipients) AS r(s)
+                         WHERE e.kind = 'trigger'
+                        UNION ALL
+                        SELECT e.id, d.subscriber_id, e.transaction_id, e.workflow_id
+                          FROM novu.events e
+                          CROSS JOIN LATERAL (SELECT DISTINCT dd.subscriber_id FROM novu.deliveries dd
+                                               WHERE dd.transaction_id = e.transaction_id) AS d
+                         WHERE e.kind IN ('broadcast', 'topic')) n
+                  LEFT JOIN novu.subscribers s ON s.subscriber_id = n.subscriber_id
+                  LEFT JOIN novu.workflows w ON w.workflow_id = n.workflow_id
+                 WHERE (list_notifications.transaction_id IS NULL OR n.transaction_id = list_notifications.transaction_id)
+                   AND (wfs IS NULL OR n.workflow_id = ANY (wfs))
+                   AND (ems IS NULL OR s.email = ANY (ems))
+                   AND (chs IS NULL OR EXISTS (SELECT FROM jsonb_array_elements(w.steps) st WHERE st ->> 'type' = ANY (chs)))
+                   AND (list_notifications.search IS NULL
+                        OR strpos(n.subscriber_id, list_notifications.search) > 0
+                        OR strpos(n.transaction_id, list_notifications.search) > 0
+                        OR strpos(lower(s.email), lower(list_notifications.search)) > 0)
+                 ORDER BY n.id DESC, n.subscriber_id
+                OFFSET off LIMIT 10) h;
     END IF;
     SELECT COALESCE(jsonb_agg(novu._notification_json(
                         ROW(e.transaction_id, e.workflow_id, z.s, e.kind, e.status, e.payload,
@@ -4249,11 +4274,15 @@ COMMENT ON FUNCTION novu._digest_key(jsonb, jsonb) IS 'Internal (workers): the d
 -- Lock digest keys (novu.digest_locks) until the transaction ends, in key
 -- order: a key's row is inserted, or, if there, locked (ON CONFLICT DO UPDATE
 -- locks the row it finds, WHERE false writes nothing); one being inserted or
--- held elsewhere is waited for, one deleted meanwhile inserted again.
+-- held elsewhere is waited for, one deleted meanwhile inserted again.  Only
+-- workers hold these rows, for one claim's transaction: the wait is not cut
+-- short by a lock_timeout the caller set for application locks (a trigger
+-- set aside because another worker held its key would wait a second or more).
 CREATE FUNCTION novu._lock_digest_keys(p_keys integer[])
 RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = 0
 AS $$
     INSERT INTO novu.digest_locks AS l (key_hash)
     SELECT DISTINCT u.k FROM unnest(p_keys) AS u(k) WHERE u.k IS NOT NULL ORDER BY 1
@@ -4287,22 +4316,27 @@ $$;
 COMMENT ON FUNCTION novu._window_wait() IS 'Internal (workers): bound the wait for a digest window to novu.fanout_lock_wait (lock_timeout); returns the lock_timeout to restore';
 
 -- Whether an older event (a lower outbox id) of the same workflow, subscriber
--- and digest key has yet to reach step p_step_index: a trigger still pending in
--- the outbox (another worker fanning it out, or set aside), or, past a delay,
--- a delay that is due or was put off (another worker running it, or set
--- aside).  A backoff digest lets the first event of a key through: that is the
--- oldest, not the one whose worker took the key's lock first, so this one
--- waits for it.  What this transaction has taken is no longer pending here
--- (its batch runs in outbox order).  Looks at the 1,000 pending triggers
--- nearest below p_event_id at most: the workers' batches in flight.
-CREATE FUNCTION novu._older_pending(p_event_id bigint, p_workflow_id text, p_subscriber_id text,
-                                    p_step_index integer, p_step jsonb, p_key text)
+-- and digest key is on its way to step p_step_index in another worker's
+-- transaction: a trigger claimed for its fan-out (its outbox row pending and
+-- locked), or, past a delay, its due delay claimed.  A backoff digest lets the
+-- first event of a key through: that is the oldest, not the one whose worker
+-- took the key's lock first.  Rows nobody holds do not count (a trigger set
+-- aside waits for an application, and must not hold back the ones after it),
+-- nor rows this transaction holds (its batch runs in outbox order).  The
+-- triggers looked at are those of the workers' batches in flight: the ids of
+-- two batches per worker below p_event_id, whatever the backlog.
+CREATE FUNCTION novu._older_in_flight(p_event_id bigint, p_workflow_id text, p_subscriber_id text,
+                                      p_step_index integer, p_step jsonb, p_key text)
 RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     staged_before boolean;
+    span bigint := 2 * GREATEST(current_setting('novu.batch_size', true)::bigint, 1)
+                     * GREATEST(current_setting('novu.workers', true)::bigint, 1);
+    ids bigint[];
+    n integer;
 BEGIN
     IF p_event_id IS NULL THEN
         RETURN false;
@@ -4314,22 +4348,34 @@ BEGIN
       INTO staged_before
       FROM novu.workflows w WHERE w.workflow_id = p_workflow_id;
     IF NOT COALESCE(staged_before, false) THEN
-        RETURN EXISTS (
-            SELECT FROM (SELECT x.kind, x.workflow_id, x.recipients, x.payload FROM novu.events x
-                          WHERE x.id < p_event_id AND x.status IN ('pending', 'processing')
-                          ORDER BY x.id DESC LIMIT 1000) e
-             WHERE e.kind = 'trigger' AND e.workflow_id = p_workflow_id AND p_subscriber_id = ANY (e.recipients)
-               AND novu._digest_key(e.payload, p_step) = p_key);
+        SELECT array_agg(e.id) INTO ids
+          FROM novu.events e
+         WHERE e.id < p_event_id AND e.id >= p_event_id - span AND e.status IN ('pending', 'processing')
+           AND e.kind = 'trigger' AND e.workflow_id = p_workflow_id AND p_subscriber_id = ANY (e.recipients)
+           AND novu._digest_key(e.payload, p_step) = p_key;
+        IF ids IS NULL THEN
+            RETURN false;
+        END IF;
+        -- those another transaction has locked are skipped
+        SELECT count(*) INTO n
+          FROM (SELECT FROM novu.events e WHERE e.id = ANY (ids) AND e.status IN ('pending', 'processing')
+                   FOR KEY SHARE SKIP LOCKED) f;
+        RETURN n < cardinality(ids);
     END IF;
-    RETURN EXISTS (
-        SELECT FROM novu.step_runs x JOIN novu.events e ON e.transaction_id = x.transaction_id
-         WHERE x.subscriber_id = p_subscriber_id AND x.status = 'waiting' AND x.kind = 'delay'
-           AND x.workflow_id = p_workflow_id AND x.step_index < p_step_index
-           AND (x.due_at <= clock_timestamp() OR x.updated_at > x.created_at)
-           AND e.id < p_event_id AND novu._digest_key(e.payload, p_step) = p_key);
+    SELECT array_agg(x.id) INTO ids
+      FROM novu.step_runs x JOIN novu.events e ON e.transaction_id = x.transaction_id
+     WHERE x.subscriber_id = p_subscriber_id AND x.status = 'waiting' AND x.kind = 'delay'
+       AND x.workflow_id = p_workflow_id AND x.step_index < p_step_index AND x.due_at <= clock_timestamp()
+       AND e.id < p_event_id AND novu._digest_key(e.payload, p_step) = p_key;
+    IF ids IS NULL THEN
+        RETURN false;
+    END IF;
+    SELECT count(*) INTO n
+      FROM (SELECT FROM novu.step_runs x WHERE x.id = ANY (ids) AND x.status = 'waiting' FOR KEY SHARE SKIP LOCKED) f;
+    RETURN n < cardinality(ids);
 END
 $$;
-COMMENT ON FUNCTION novu._older_pending(bigint, text, text, integer, jsonb, text) IS 'Internal (workers): whether an older event of a digest key has yet to reach that digest (backoff order)';
+COMMENT ON FUNCTION novu._older_in_flight(bigint, text, text, integer, jsonb, text) IS 'Internal (workers): whether an older event of a digest key is on its way to that digest in another worker''s transaction (backoff order)';
 
 -- A notification reaches a digest step: it merges into the open window of its
 -- (workflow, subscriber, step, digestKey value), or opens one, or (backoff, no
@@ -4382,13 +4428,13 @@ BEGIN
         IF NOT EXISTS (SELECT FROM novu.step_runs x
                         WHERE x.kind = 'digest' AND x.workflow_id = p_workflow_id AND x.subscriber_id = p_subscriber_id
                           AND x.step_index = p_step_index AND x.digest_key = k AND x.last_event_at > now() - backoff) THEN
-            -- the oldest event goes through: while an older one has yet to
-            -- come here, this one is set aside to merge behind it
-            -- (lock_not_available: novu._fanout and novu._continue retry it in
-            -- a second or more)
-            IF novu._older_pending(p_event_id, p_workflow_id, p_subscriber_id, p_step_index, p_step, k) THEN
-                RAISE EXCEPTION 'novu: an older event of this digest key has yet to reach it'
-                    USING ERRCODE = 'lock_not_available';
+            -- the oldest event goes through: while another worker runs an
+            -- older one towards here, this one is set aside to merge behind it
+            -- (SQLSTATE NV001: novu._fanout and novu._continue take it again
+            -- a second later)
+            IF novu._older_in_flight(p_event_id, p_workflow_id, p_subscriber_id, p_step_index, p_step, k) THEN
+                RAISE EXCEPTION 'novu: an older event of this digest key is on its way here in another worker'
+                    USING ERRCODE = 'NV001';
             END IF;
             -- recorded (done at once) so that the next event within the backoff window opens a digest
             INSERT INTO novu.step_runs (kind, transaction_id, workflow_id, subscriber_id, step_index, digest_key, status, due_at)
@@ -5022,6 +5068,13 @@ BEGIN
                     leased := leased + n;
                 EXCEPTION WHEN OTHERS THEN
                     GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+                    -- an older event of its backoff digest's key in another
+                    -- worker (novu._older_in_flight): due again in a second
+                    IF state = 'NV001' THEN
+                        UPDATE novu.step_runs x SET due_at = clock_timestamp() + interval '1 second', updated_at = now()
+                         WHERE x.id = one;
+                        CONTINUE;
+                    END IF;
                     -- held past the wait, or out of resources: it stays waiting,
                     -- due again in 1 to 30 s (as long as it is overdue already)
                     IF state = '55P03' OR left(state, 2) = '53' THEN
@@ -5428,6 +5481,15 @@ BEGIN
                     leased := leased + n;
                 EXCEPTION WHEN OTHERS THEN
                     GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+                    -- an older event of its backoff digest's key in another
+                    -- worker (novu._older_in_flight): taken again in a second
+                    IF state = 'NV001' THEN
+                        UPDATE novu.events e SET status = 'pending', processed_at = NULL,
+                               retry_at = clock_timestamp() + interval '1 second'
+                         WHERE e.transaction_id = one;
+                        done := done - 1;
+                        CONTINUE;
+                    END IF;
                     -- a lock another transaction holds past the wait (a digest
                     -- window an application is canceling), or out of resources
                     -- (memory, disk): this trigger is set aside, pending again
@@ -5521,6 +5583,12 @@ BEGIN
             END IF;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+            -- an older event of a backoff digest's key in another worker
+            -- (novu._older_in_flight): this chunk is taken again in a second
+            IF state = 'NV001' THEN
+                UPDATE novu.events SET retry_at = clock_timestamp() + interval '1 second' WHERE novu.events.id = b.id;
+                CONTINUE;
+            END IF;
             -- a lock held past the wait (a digest window an application is
             -- canceling) or out of resources: this row is set aside (its cursor
             -- unmoved) and the others go on
@@ -5725,7 +5793,8 @@ BEGIN
         UPDATE novu.deliveries d
            SET status = 'pending', attempts = GREATEST(d.attempts - 1, 0), lease_until = NULL, claimed_by = NULL,
                next_attempt_at = now() + interval '1 second', updated_at = now()
-         WHERE d.id = ANY (held);
+          FROM unnest(p_ids, p_attempts) AS r(id, attempts)
+         WHERE d.id = r.id AND r.id = ANY (held) AND d.attempts = r.attempts AND d.status = 'sending';
     END IF;
     WITH r AS (
         SELECT * FROM unnest(p_ids, p_attempts, p_subjects, p_contents, p_urls)
@@ -6388,7 +6457,7 @@ GRANT EXECUTE ON FUNCTION
     novu._lock_digest_keys(integer[]),
     novu._digest_key(jsonb, jsonb),
     novu._digest_join(text, bigint, text, text, integer, jsonb, jsonb),
-    novu._older_pending(bigint, text, text, integer, jsonb, text),
+    novu._older_in_flight(bigint, text, text, integer, jsonb, text),
     novu._window_wait(),
     novu._digest_context(bigint),
     novu._filters_pass(jsonb, jsonb, jsonb, jsonb, boolean, timestamptz, text, text),

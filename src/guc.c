@@ -124,8 +124,8 @@ novu_define_gucs(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("novu.fanout_lock_wait",
-							"How long a fan-out waits for another transaction creating a subscriber it names.",
-							"Then the triggers naming it are set aside for a second and the worker goes on.",
+							"How long a worker waits for another transaction creating a subscriber it names, or holding a digest window it reaches.",
+							"Then that trigger or due step is set aside for 1 to 30 s and the worker goes on.",
 							&novu_fanout_lock_wait,
 							100, 1, 60000,
 							PGC_SUSET,
