@@ -3629,7 +3629,9 @@ BEGIN
         -- Each status group's index (events_pending_idx, events_done_idx) read
         -- backwards only as far as the page and the count need: sorted by
         -- created_at, every call read and sorted the whole history (1.2 s a
-        -- page with a million triggers).
+        -- page with a million triggers).  The two branches differ in their
+        -- status list only: the planner takes a partial index for a query that
+        -- names its predicate, and each one ends at its own LIMIT.
         WITH hits AS MATERIALIZED (
         (SELECT e.id, r.subscriber_id, e.transaction_id
            FROM novu.events e
