@@ -4318,15 +4318,16 @@ $$;
 COMMENT ON FUNCTION novu._window_wait() IS 'Internal (workers): bound the wait for a digest window to novu.fanout_lock_wait (lock_timeout); returns the lock_timeout to restore';
 
 -- Whether an older event (a lower outbox id) of the same workflow, subscriber
--- and digest key is on its way to step p_step_index in another worker's
--- transaction: a trigger claimed for its fan-out (its outbox row pending and
--- locked), or, past a delay, its due delay claimed.  A backoff digest lets the
--- first event of a key through: that is the oldest, not the one whose worker
--- took the key's lock first.  Rows nobody holds do not count (a trigger set
--- aside waits for an application, and must not hold back the ones after it),
--- nor rows this transaction holds (its batch runs in outbox order).  The
--- triggers looked at are those of the workers' batches in flight: the ids of
--- two batches per worker below p_event_id, whatever the backlog.
+-- and digest key is still on its way to step p_step_index: a trigger pending
+-- in the outbox (another worker fanning it out, or waiting its turn), or, past
+-- a delay, a delay due and not run yet.  A backoff digest lets the first event
+-- of a key through: that is the oldest, not the one whose worker took the
+-- key's lock first.  A trigger set aside (retry_at: it waits for an
+-- application) or a delay put off does not count: it must not hold back the
+-- ones after it.  What this transaction has run is no longer pending here (its
+-- batch runs in outbox order).  The triggers looked at are those of the
+-- workers' batches in flight: the ids of two batches per worker below
+-- p_event_id, whatever the backlog.  Nothing is locked.
 CREATE FUNCTION novu._older_in_flight(p_event_id bigint, p_workflow_id text, p_subscriber_id text,
                                       p_step_index integer, p_step jsonb, p_key text)
 RETURNS boolean
@@ -4337,8 +4338,6 @@ DECLARE
     staged_before boolean;
     span bigint := 2 * GREATEST(current_setting('novu.batch_size', true)::bigint, 1)
                      * GREATEST(current_setting('novu.workers', true)::bigint, 1);
-    ids bigint[];
-    n integer;
 BEGIN
     IF p_event_id IS NULL THEN
         RETURN false;
@@ -4350,34 +4349,20 @@ BEGIN
       INTO staged_before
       FROM novu.workflows w WHERE w.workflow_id = p_workflow_id;
     IF NOT COALESCE(staged_before, false) THEN
-        SELECT array_agg(e.id) INTO ids
-          FROM novu.events e
-         WHERE e.id < p_event_id AND e.id >= p_event_id - span AND e.status IN ('pending', 'processing')
-           AND e.kind = 'trigger' AND e.workflow_id = p_workflow_id AND p_subscriber_id = ANY (e.recipients)
-           AND novu._digest_key(e.payload, p_step) = p_key;
-        IF ids IS NULL THEN
-            RETURN false;
-        END IF;
-        -- those another transaction has locked are skipped
-        SELECT count(*) INTO n
-          FROM (SELECT FROM novu.events e WHERE e.id = ANY (ids) AND e.status IN ('pending', 'processing')
-                   FOR KEY SHARE SKIP LOCKED) f;
-        RETURN n < cardinality(ids);
+        RETURN EXISTS (
+            SELECT FROM novu.events e
+             WHERE e.id < p_event_id AND e.id >= p_event_id - span AND e.status IN ('pending', 'processing')
+               AND e.retry_at IS NULL AND e.kind = 'trigger' AND e.workflow_id = p_workflow_id
+               AND p_subscriber_id = ANY (e.recipients) AND novu._digest_key(e.payload, p_step) = p_key);
     END IF;
-    SELECT array_agg(x.id) INTO ids
-      FROM novu.step_runs x JOIN novu.events e ON e.transaction_id = x.transaction_id
-     WHERE x.subscriber_id = p_subscriber_id AND x.status = 'waiting' AND x.kind = 'delay'
-       AND x.workflow_id = p_workflow_id AND x.step_index < p_step_index AND x.due_at <= clock_timestamp()
-       AND e.id < p_event_id AND novu._digest_key(e.payload, p_step) = p_key;
-    IF ids IS NULL THEN
-        RETURN false;
-    END IF;
-    SELECT count(*) INTO n
-      FROM (SELECT FROM novu.step_runs x WHERE x.id = ANY (ids) AND x.status = 'waiting' FOR KEY SHARE SKIP LOCKED) f;
-    RETURN n < cardinality(ids);
+    RETURN EXISTS (
+        SELECT FROM novu.step_runs x JOIN novu.events e ON e.transaction_id = x.transaction_id
+         WHERE x.subscriber_id = p_subscriber_id AND x.status = 'waiting' AND x.kind = 'delay'
+           AND x.workflow_id = p_workflow_id AND x.step_index < p_step_index AND x.due_at <= clock_timestamp()
+           AND e.id < p_event_id AND novu._digest_key(e.payload, p_step) = p_key);
 END
 $$;
-COMMENT ON FUNCTION novu._older_in_flight(bigint, text, text, integer, jsonb, text) IS 'Internal (workers): whether an older event of a digest key is on its way to that digest in another worker''s transaction (backoff order)';
+COMMENT ON FUNCTION novu._older_in_flight(bigint, text, text, integer, jsonb, text) IS 'Internal (workers): whether an older event of a digest key is still on its way to that digest, not set aside (backoff order)';
 
 -- A notification reaches a digest step: it merges into the open window of its
 -- (workflow, subscriber, step, digestKey value), or opens one, or (backoff, no
@@ -4430,8 +4415,8 @@ BEGIN
         IF NOT EXISTS (SELECT FROM novu.step_runs x
                         WHERE x.kind = 'digest' AND x.workflow_id = p_workflow_id AND x.subscriber_id = p_subscriber_id
                           AND x.step_index = p_step_index AND x.digest_key = k AND x.last_event_at > now() - backoff) THEN
-            -- the oldest event goes through: while another worker runs an
-            -- older one towards here, this one is set aside to merge behind it
+            -- the oldest event goes through: while an older one is still on
+            -- its way here, this one is set aside to merge behind it
             -- (SQLSTATE NV001: novu._fanout and novu._continue take it again
             -- a second later)
             IF novu._older_in_flight(p_event_id, p_workflow_id, p_subscriber_id, p_step_index, p_step, k) THEN
@@ -5464,6 +5449,16 @@ BEGIN
             GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE;
             -- one bad event (and nothing it returned) is undone; the others go on one by one
             leased := 0;
+            -- the digest keys of every trigger, in key order first, as novu._start
+            -- takes them: locked one trigger at a time while holding the earlier
+            -- ones, two workers could wait on each other (a deadlock)
+            PERFORM novu._lock_digest_keys(ARRAY(
+                     SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (st.n - 1) || '/' || novu._digest_key(e.payload, st.step))
+                       FROM unnest(txids, wfids, subids) AS z(t, w, s)
+                       JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
+                       CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS st(step, n)
+                       LEFT JOIN novu.events e ON e.transaction_id = z.t
+                      WHERE st.step ->> 'type' = 'digest'));
             prev_wait := current_setting('lock_timeout');
             IF state = '55P03' THEN
                 -- a digest window held by another transaction: the triggers that reach
