@@ -82,6 +82,24 @@ COMMENT ON FUNCTION novu._older_in_flight(bigint, text, text, integer, jsonb, te
 REVOKE EXECUTE ON FUNCTION novu._older_in_flight(bigint, text, text, integer, jsonb, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION novu._older_in_flight(bigint, text, text, integer, jsonb, text) TO novu_worker;
 
+CREATE FUNCTION novu._digest_keys(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[],
+                                  p_from_steps integer[] DEFAULT NULL)
+RETURNS integer[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY(
+        SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' || novu._digest_key(e.payload, s.step))
+          FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids) WITH ORDINALITY AS z(t, w, s, i)
+          JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
+          CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
+          LEFT JOIN novu.events e ON e.transaction_id = z.t
+         WHERE s.step ->> 'type' = 'digest' AND s.n > COALESCE(p_from_steps[z.i], 0))
+$$;
+COMMENT ON FUNCTION novu._digest_keys(text[], text[], text[], integer[]) IS 'Internal (workers): the digest keys notifications may reach from a step on, for novu._lock_digest_keys';
+REVOKE EXECUTE ON FUNCTION novu._digest_keys(text[], text[], text[], integer[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION novu._digest_keys(text[], text[], text[], integer[]) TO novu_worker;
+
 GRANT UPDATE (updated_at) ON novu.subscribers TO novu_worker;
 
 -- a worker's wait for a digest key another worker holds is not cut short
@@ -183,6 +201,144 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION novu._advance(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[],
+                              p_from_steps integer[], p_digest_ids bigint[], p_lease_limit integer, p_lease_ms integer)
+RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
+               device_token text, integration_id bigint, payload jsonb, overrides jsonb, actor jsonb,
+               step jsonb, step_key text, subscriber jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+#variable_conflict use_column
+DECLARE
+    k integer;
+    v_tx text;
+    v_wf text;
+    v_sub text;
+    v_digest bigint;
+    ctx jsonb;
+    w novu.workflows;
+    ev novu.events;
+    sub novu.subscribers;
+    profile jsonb;
+    st jsonb;
+    stype text;
+    i integer;
+    nsteps integer;
+    leased integer := 0;
+    n integer;
+    due timestamptz;
+    err text;
+    t text;
+    d interval;
+    raw jsonb;
+BEGIN
+    -- The digest keys these notifications may reach, locked now in one order
+    -- (novu._digest_join takes them again, already held): two workers fanning
+    -- out events of the same keys in different orders never wait on each
+    -- other in a cycle.
+    PERFORM novu._lock_digest_keys(novu._digest_keys(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_from_steps));
+    FOR k IN 1 .. COALESCE(cardinality(p_transaction_ids), 0) LOOP
+        v_tx := p_transaction_ids[k];
+        v_wf := p_workflow_ids[k];
+        v_sub := p_subscriber_ids[k];
+        v_digest := p_digest_ids[k];
+        ctx := CASE WHEN v_digest IS NOT NULL THEN jsonb_build_object('_digest', novu._digest_context(v_digest)) END;
+        SELECT * INTO w FROM novu.workflows x WHERE x.workflow_id = v_wf;
+        IF NOT FOUND THEN
+            INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, status, detail)
+            VALUES (v_tx, v_sub, v_wf, 'Failed', 'Workflow not found');
+            CONTINUE;
+        END IF;
+        SELECT * INTO ev FROM novu.events e WHERE e.transaction_id = v_tx;
+        SELECT * INTO sub FROM novu.subscribers s WHERE s.subscriber_id = v_sub;
+        profile := CASE WHEN sub.subscriber_id IS NOT NULL THEN jsonb_build_object(
+                       'subscriberId', sub.subscriber_id, 'firstName', sub.first_name, 'lastName', sub.last_name,
+                       'email', sub.email, 'phone', sub.phone, 'avatar', sub.avatar, 'locale', sub.locale,
+                       'timezone', sub.timezone, 'data', sub.data, 'isOnline', sub.is_online,
+                       'lastOnlineAt', novu._iso(sub.last_online_at)) END;
+        nsteps := jsonb_array_length(w.steps);
+        i := COALESCE(p_from_steps[k], 0);
+        WHILE i < nsteps LOOP
+            st := w.steps -> i;
+            stype := st ->> 'type';
+            raw := jsonb_build_object('stepId', novu._step_id(st, i), 'stepIndex', i);
+            IF st ? 'filters' AND NOT novu._filters_pass(st -> 'filters', w.steps, COALESCE(ev.payload, '{}'), profile,
+                                                         sub.is_online, sub.last_online_at, v_tx, v_sub) THEN
+                INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+                VALUES (v_tx, v_sub, v_wf, stype, 'Warning', 'Step was filtered based on steps filters', raw);
+                i := i + 1;
+                CONTINUE;
+            END IF;
+            IF stype = 'delay' THEN
+                due := NULL;
+                err := NULL;
+                IF st ? 'delayPath' THEN
+                    t := ev.payload #>> novu._payload_path(st ->> 'delayPath');
+                    IF t IS NULL THEN
+                        err := format('Delay failed: payload.%s is missing', regexp_replace(st ->> 'delayPath', '^payload\.', ''));
+                    ELSIF NOT t ~ '^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$' THEN
+                        err := format('Delay failed: payload.%s is not an ISO time', regexp_replace(st ->> 'delayPath', '^payload\.', ''));
+                    ELSE
+                        BEGIN
+                            due := t::timestamptz;
+                        EXCEPTION WHEN OTHERS THEN
+                            err := format('Delay failed: payload.%s is not an ISO time', regexp_replace(st ->> 'delayPath', '^payload\.', ''));
+                        END;
+                        IF due <= now() THEN
+                            err := format('Delay failed: payload.%s (%s) is in the past',
+                                          regexp_replace(st ->> 'delayPath', '^payload\.', ''), t);
+                        END IF;
+                    END IF;
+                ELSE
+                    d := novu._step_interval(st -> 'amount', st -> 'unit');
+                    IF ev.overrides ? 'delay' THEN
+                        d := novu._step_interval(ev.overrides -> 'delay' -> 'amount', ev.overrides -> 'delay' -> 'unit');
+                        IF d IS NULL THEN
+                            err := 'Delay failed: overrides.delay must be {"amount": a positive integer, "unit": seconds ... months}, at most a year';
+                        END IF;
+                    END IF;
+                    due := now() + d;
+                END IF;
+                IF err IS NOT NULL THEN
+                    INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+                    VALUES (v_tx, v_sub, v_wf, 'delay', 'Failed', err, raw);
+                    EXIT;
+                END IF;
+                INSERT INTO novu.step_runs (kind, transaction_id, workflow_id, subscriber_id, step_index, digest_id, due_at)
+                VALUES ('delay', v_tx, v_wf, v_sub, i, v_digest, due);
+                INSERT INTO novu.execution_details (transaction_id, subscriber_id, workflow_id, channel, status, detail, raw)
+                VALUES (v_tx, v_sub, v_wf, 'delay', 'Pending', 'Step delayed until ' || novu._iso(due),
+                        raw || jsonb_build_object('dueAt', novu._iso(due)));
+                EXIT;
+            ELSIF stype = 'digest' THEN
+                EXIT WHEN novu._digest_join(v_tx, ev.id, v_wf, v_sub, i, st, COALESCE(ev.payload, '{}')) <> 'through';
+                -- let through at once (backoff): the steps after it see no digest
+                v_digest := NULL;
+                ctx := NULL;
+            ELSE
+                RETURN QUERY
+                SELECT x.id, x.attempts, x.transaction_id, x.workflow_id, x.subscriber_id, x.device_token,
+                       x.integration_id, x.payload, x.overrides, x.actor,
+                       CASE WHEN ctx IS NULL THEN x.step ELSE x.step || ctx END,
+                       x.step_key || COALESCE('/' || v_digest, ''), x.subscriber
+                  FROM novu._expand(ARRAY[v_tx], ARRAY[v_wf], ARRAY[v_sub], GREATEST(p_lease_limit - leased, 0),
+                                    p_lease_ms, ARRAY[i]) x;
+                GET DIAGNOSTICS n = ROW_COUNT;
+                leased := leased + n;
+                IF v_digest IS NOT NULL THEN
+                    UPDATE novu.deliveries dl SET digest_id = v_digest
+                     WHERE dl.transaction_id = v_tx AND dl.subscriber_id = v_sub AND dl.step_index = i
+                       AND dl.digest_id IS NULL;
+                END IF;
+            END IF;
+            i := i + 1;
+        END LOOP;
+    END LOOP;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION novu._start(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[],
                             p_lease_limit integer, p_lease_ms integer)
 RETURNS TABLE (id bigint, attempts integer, transaction_id text, workflow_id text, subscriber_id text,
@@ -279,14 +435,7 @@ BEGIN
     -- one).  First the digest keys that any of these notifications may reach
     -- are locked in one order, as novu._advance does (it takes them again,
     -- already held): two workers never wait on each other in a cycle.
-    PERFORM novu._lock_digest_keys(ARRAY(
-             SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' || novu._digest_key(e.payload, s.step))
-               FROM unnest(st, sw, ss) AS z(t, w, s)
-               JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
-               CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
-               LEFT JOIN novu.events e ON e.transaction_id = z.t
-              WHERE s.step ->> 'type' = 'digest'
-             ));
+    PERFORM novu._lock_digest_keys(novu._digest_keys(st, sw, ss));
     -- The key groups of these notifications (g, by workflow, subscriber and
     -- key): each group's open window, locked (a window being closed by
     -- novu._continue is waited for, then no longer waiting), or a new one
@@ -591,13 +740,7 @@ BEGIN
             -- the digest keys of every trigger, in key order first, as novu._start
             -- takes them: locked one trigger at a time while holding the earlier
             -- ones, two workers could wait on each other (a deadlock)
-            PERFORM novu._lock_digest_keys(ARRAY(
-                     SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (st.n - 1) || '/' || novu._digest_key(e.payload, st.step))
-                       FROM unnest(txids, wfids, subids) AS z(t, w, s)
-                       JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
-                       CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS st(step, n)
-                       LEFT JOIN novu.events e ON e.transaction_id = z.t
-                      WHERE st.step ->> 'type' = 'digest'));
+            PERFORM novu._lock_digest_keys(novu._digest_keys(txids, wfids, subids));
             prev_wait := current_setting('lock_timeout');
             IF state = '55P03' THEN
                 -- a digest window held by another transaction: the triggers that reach

@@ -4292,6 +4292,25 @@ AS $$
 $$;
 COMMENT ON FUNCTION novu._lock_digest_keys(integer[]) IS 'Internal (workers): lock digest keys, in key order, until the transaction ends';
 
+-- The digest keys (as novu._lock_digest_keys takes them) that notifications
+-- may reach: every digest step of their workflows after step p_from_steps[i]
+-- (all of them when NULL), with the digestKey value of each one's payload.
+CREATE FUNCTION novu._digest_keys(p_transaction_ids text[], p_workflow_ids text[], p_subscriber_ids text[],
+                                  p_from_steps integer[] DEFAULT NULL)
+RETURNS integer[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY(
+        SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' || novu._digest_key(e.payload, s.step))
+          FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids) WITH ORDINALITY AS z(t, w, s, i)
+          JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
+          CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
+          LEFT JOIN novu.events e ON e.transaction_id = z.t
+         WHERE s.step ->> 'type' = 'digest' AND s.n > COALESCE(p_from_steps[z.i], 0))
+$$;
+COMMENT ON FUNCTION novu._digest_keys(text[], text[], text[], integer[]) IS 'Internal (workers): the digest keys notifications may reach from a step on, for novu._lock_digest_keys';
+
 -- A worker's wait for a digest window another transaction holds is bounded: an
 -- application's novu.cancel or novu.delete_subscriber not committed yet locks
 -- the windows it cancels, for as long as that transaction lasts.  Sets
@@ -4493,14 +4512,7 @@ BEGIN
     -- (novu._digest_join takes them again, already held): two workers fanning
     -- out events of the same keys in different orders never wait on each
     -- other in a cycle.
-    PERFORM novu._lock_digest_keys(ARRAY(
-             SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' || novu._digest_key(e.payload, s.step))
-               FROM unnest(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_from_steps) AS z(t, w, s, f)
-               JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
-               CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
-               LEFT JOIN novu.events e ON e.transaction_id = z.t
-              WHERE s.step ->> 'type' = 'digest' AND s.n > COALESCE(z.f, 0)
-             ));
+    PERFORM novu._lock_digest_keys(novu._digest_keys(p_transaction_ids, p_workflow_ids, p_subscriber_ids, p_from_steps));
     FOR k IN 1 .. COALESCE(cardinality(p_transaction_ids), 0) LOOP
         v_tx := p_transaction_ids[k];
         v_wf := p_workflow_ids[k];
@@ -4725,14 +4737,7 @@ BEGIN
     -- one).  First the digest keys that any of these notifications may reach
     -- are locked in one order, as novu._advance does (it takes them again,
     -- already held): two workers never wait on each other in a cycle.
-    PERFORM novu._lock_digest_keys(ARRAY(
-             SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (s.n - 1) || '/' || novu._digest_key(e.payload, s.step))
-               FROM unnest(st, sw, ss) AS z(t, w, s)
-               JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
-               CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS s(step, n)
-               LEFT JOIN novu.events e ON e.transaction_id = z.t
-              WHERE s.step ->> 'type' = 'digest'
-             ));
+    PERFORM novu._lock_digest_keys(novu._digest_keys(st, sw, ss));
     -- The key groups of these notifications (g, by workflow, subscriber and
     -- key): each group's open window, locked (a window being closed by
     -- novu._continue is waited for, then no longer waiting), or a new one
@@ -5452,13 +5457,7 @@ BEGIN
             -- the digest keys of every trigger, in key order first, as novu._start
             -- takes them: locked one trigger at a time while holding the earlier
             -- ones, two workers could wait on each other (a deadlock)
-            PERFORM novu._lock_digest_keys(ARRAY(
-                     SELECT DISTINCT hashtext(z.w || '/' || z.s || '/' || (st.n - 1) || '/' || novu._digest_key(e.payload, st.step))
-                       FROM unnest(txids, wfids, subids) AS z(t, w, s)
-                       JOIN novu.workflows wf ON wf.workflow_id = z.w AND jsonb_typeof(wf.steps) = 'array'
-                       CROSS JOIN LATERAL jsonb_array_elements(wf.steps) WITH ORDINALITY AS st(step, n)
-                       LEFT JOIN novu.events e ON e.transaction_id = z.t
-                      WHERE st.step ->> 'type' = 'digest'));
+            PERFORM novu._lock_digest_keys(novu._digest_keys(txids, wfids, subids));
             prev_wait := current_setting('lock_timeout');
             IF state = '55P03' THEN
                 -- a digest window held by another transaction: the triggers that reach
@@ -6455,6 +6454,7 @@ GRANT EXECUTE ON FUNCTION
     novu._digest_key(jsonb, jsonb),
     novu._digest_join(text, bigint, text, text, integer, jsonb, jsonb),
     novu._older_in_flight(bigint, text, text, integer, jsonb, text),
+    novu._digest_keys(text[], text[], text[], integer[]),
     novu._window_wait(),
     novu._digest_context(bigint),
     novu._filters_pass(jsonb, jsonb, jsonb, jsonb, boolean, timestamptz, text, text),
