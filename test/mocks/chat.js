@@ -365,7 +365,9 @@ function create(ctx) {
   async function handle(req, res) {
     const cfg = ctx.config.chat;
     const entry = rec.begin('chat', C.compatInfo(req), ctx.config.logLimit);
-    const { buf, over } = await C.readBody(req, 1 << 20);
+    const { buf, over, aborted } = await C.readBody(req, 1 << 20);
+    // a request whose stream ended before its END_STREAM never reached the provider: not received
+    if (aborted) return rec.finish(entry, 'aborted', {}, null);
     Object.assign(entry, C.bodyForLog(buf), { bodyBytes: buf.length });
     let url;
     try { url = new URL(req.url, 'https://mock.invalid'); } catch { url = new URL('https://mock.invalid/'); }

@@ -168,17 +168,51 @@ sub compare_counts
 	return \%r;
 }
 
-# Up to 5 examples, each with its message's history.
+# Up to 5 examples of $provider, each with its message's history and what the
+# mock saw of its token: every request (connection, stream, fault, outcome)
+# and the breaks of the connections they came on.
 sub examples
 {
-	my @list = @_;
+	my ($provider, @list) = @_;
 	my $out = '';
 	for my $what (@list[ 0 .. ($#list < 4 ? $#list : 4) ])
 	{
-		my ($id) = $what =~ /\(message (\d+)\)$/;
+		my ($token, $id) = $what =~ /^(.*): received .*\(message (\d+)\)$/;
 		$out .= "  $what\n    "
 		  . NovuTest::query($node, qq{SELECT string_agg(to_char(created_at, 'HH24:MI:SS.MS') || ' ' || detail, E'\\n    '
 		       ORDER BY id) FROM novu.execution_details WHERE message_id = $id}) . "\n";
+		my $t = $token =~ s/'/''/gr;
+		$out .= "    deliveries of the token: "
+		  . NovuTest::query($node, qq{SELECT string_agg(id || ' ' || status || ' attempts ' || attempts || ' tx ' || transaction_id, '; ' ORDER BY id)
+		       FROM novu.deliveries WHERE device_token = '$t'}) . "\n";
+		$out .= mock_history($provider, $token);
+	}
+	return $out;
+}
+
+# The mock's log of the requests for one token, and the breaks of their connections.
+sub mock_history
+{
+	my ($provider, $token) = @_;
+	my $t = $token;
+	$t =~ s/([^A-Za-z0-9_.~-])/sprintf('%%%02X', ord($1))/ge;
+	my $log = NovuTest::control($mocks, 'GET', "/requests?provider=$provider&token=$t");
+	my $out = '';
+	my %conns;
+	for my $e (@{ $log->{requests} })
+	{
+		my $r = $e->{response} // {};
+		$conns{ $e->{connId} // '' } = 1;
+		$out .= sprintf("    mock: seq %s conn %s stream %s at %s fault %s -> %s at %s\n",
+			$e->{seq}, $e->{connId} // '-', $e->{streamId} // '-', $e->{time} // '-',
+			$e->{fault} // 'none', $r->{status} // 'no answer', $r->{time} // '-');
+	}
+	my $events = NovuTest::control($mocks, 'GET', "/requests?provider=$provider&events=1");
+	for my $e (@{ $events->{requests} })
+	{
+		next unless $e->{event} && defined $e->{connId} && $conns{ $e->{connId} };
+		$out .= "    mock event: " . join(' ', map { "$_=" . ($e->{$_} // '') }
+			qw(seq event kind connId streamId held waitedMs quiet open reading time)) . "\n";
 	}
 	return $out;
 }
@@ -193,7 +227,7 @@ for my $p (@PROVIDERS)
 	my $r = compare_counts('c1ea', $p);
 	is(scalar(@{ $r->{unknown} }), 0, "no faults, $p: no token received without a message");
 	is(scalar(@{ $r->{dup} }), 0, "no faults, $p: no token received more often than attempted")
-	  or diag(examples(@{ $r->{dup} }));
+	  or diag(examples($p, @{ $r->{dup} }));
 	# APNs refuses all but one stream of a fresh connection until a request
 	# authenticates it; libcurl 7.88 closes the connection of each refused
 	# stream and gives up after 5 ("Connection died, tried 5 times before
@@ -201,7 +235,7 @@ for my $p (@PROVIDERS)
 	# a new connection up with one request first
 	is(scalar(@{ $r->{unseen} }), 0, "no faults, $p: every token received exactly as often as attempted")
 	  or diag("$p: " . scalar(@{ $r->{unseen} }) . " tokens attempted more often than received, e.g.\n"
-		  . examples(@{ $r->{unseen} }));
+		  . examples($p, @{ $r->{unseen} }));
 }
 
 ######################################################################
@@ -232,10 +266,10 @@ for my $p (@PROVIDERS)
 	is(scalar(@{ $r->{unknown} }), 0, "faults, $p: no token received without a message");
 	is(scalar(@{ $r->{dup} }), 0, "faults, $p: no token received more often than attempted (no hidden resend)")
 	  or diag("$p: " . scalar(@{ $r->{dup} }) . " tokens received more often than attempted, e.g.\n"
-		  . examples(@{ $r->{dup} }));
+		  . examples($p, @{ $r->{dup} }));
 	is(scalar(@{ $r->{unexplained} }), 0,
 		"faults, $p: each token was received at least as often as its attempts that got an answer")
-	  or diag("$p: " . scalar(@{ $r->{unexplained} }) . " tokens, e.g.\n" . examples(@{ $r->{unexplained} }));
+	  or diag("$p: " . scalar(@{ $r->{unexplained} }) . " tokens, e.g.\n" . examples($p, @{ $r->{unexplained} }));
 	for my $kind (qw(goaway reset drop error slow))
 	{
 		cmp_ok($faults->{$p}{byKind}{$kind} // 0, '>', 0, "faults, $p: $kind faults were injected");
