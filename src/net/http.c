@@ -530,6 +530,8 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 	req->sends++;
 	req->stream_refused = false;
 	req->on_stream = false;
+	req->h2_session = NULL;
+	req->h2_stream_id = 0;
 	req->written = false;
 	req->sent_at = GetCurrentTimestamp();	/* the provider's time starts now */
 	return CURL_PREREQFUNC_OK;
@@ -545,6 +547,24 @@ active_request(void *easy)
 		return NULL;
 	entry = hash_search(active_requests, &easy, HASH_FIND, NULL);
 	return entry != NULL ? entry->req : NULL;
+}
+
+/*
+ * Our request whose current send went on this HTTP/2 stream, or NULL.  An
+ * easy handle serves one request after another (easy_get), and an event of a
+ * stream an earlier request or an earlier send left behind (a stream still
+ * known to its session, whose user data still names the handle) must never
+ * mark the request it carries now as refused, written or answered: a request
+ * wrongly taken for refused would be let through prereq_cb and sent twice.
+ */
+static HttpRequest *
+stream_request(void *easy, const void *session, int32 stream_id)
+{
+	HttpRequest *req = active_request(easy);
+
+	if (req == NULL || !req->on_stream || req->h2_session != session || req->h2_stream_id != stream_id)
+		return NULL;
+	return req;
 }
 
 /*
@@ -571,9 +591,9 @@ request_deadline(HttpRequest *req)
  * Never ereports.
  */
 bool
-http_answer_started(void *easy)
+http_answer_started(void *easy, const void *session, int32 stream_id)
 {
-	HttpRequest *req = active_request(easy);
+	HttpRequest *req = stream_request(easy, session, stream_id);
 
 	return req != NULL && req->headers_done;
 }
@@ -584,9 +604,9 @@ http_answer_started(void *easy)
  * the easy handle, which may be another curl user's.  Never ereports.
  */
 void
-http_stream_refused(void *easy)
+http_stream_refused(void *easy, const void *session, int32 stream_id)
 {
-	HttpRequest *req = active_request(easy);
+	HttpRequest *req = stream_request(easy, session, stream_id);
 
 	if (req != NULL)
 	{
@@ -606,12 +626,16 @@ http_stream_refused(void *easy)
  * Never ereports.
  */
 void
-http_request_on_stream(void *easy)
+http_request_on_stream(void *easy, const void *session, int32 stream_id)
 {
 	HttpRequest *req = active_request(easy);
 
 	if (req != NULL)
+	{
 		req->on_stream = true;
+		req->h2_session = session;
+		req->h2_stream_id = stream_id;
+	}
 }
 
 /*
@@ -620,9 +644,9 @@ http_request_on_stream(void *easy)
  * be another curl user's.  Never ereports.
  */
 void
-http_request_written(void *easy)
+http_request_written(void *easy, const void *session, int32 stream_id)
 {
-	HttpRequest *req = active_request(easy);
+	HttpRequest *req = stream_request(easy, session, stream_id);
 
 	if (req != NULL)
 		req->written = true;
@@ -681,6 +705,8 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 	req->stream_refused = false;
 	req->headers_done = false;
 	req->on_stream = false;
+	req->h2_session = NULL;
+	req->h2_stream_id = 0;
 	req->written = false;
 	req->unsent = NULL;
 	req->refused[0] = '\0';

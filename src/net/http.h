@@ -60,6 +60,8 @@ typedef struct HttpRequest
 	bool		stream_refused; /* the server refused its stream: not processed */
 	bool		headers_done;	/* the answer's headers arrived */
 	bool		on_stream;		/* its last send went on an HTTP/2 stream (http_request_on_stream) */
+	const void *h2_session;		/* ... that stream's nghttp2 session and id: the */
+	int32		h2_stream_id;	/* only stream whose events concern this request */
 	bool		written;		/* ... and went out whole (http_request_written) */
 	const char *unsent;			/* a transfer that failed without its request
 								 * reaching the provider whole: why (see
@@ -70,10 +72,10 @@ typedef struct HttpRequest
 extern bool novu_wakeup_pending;
 
 extern void http_init(void);
-extern void http_stream_refused(void *easy);
-extern bool http_answer_started(void *easy);
-extern void http_request_on_stream(void *easy);
-extern void http_request_written(void *easy);
+extern void http_stream_refused(void *easy, const void *session, int32 stream_id);
+extern bool http_answer_started(void *easy, const void *session, int32 stream_id);
+extern void http_request_on_stream(void *easy, const void *session, int32 stream_id);
+extern void http_request_written(void *easy, const void *session, int32 stream_id);
 extern HttpPool *http_pool_create(bool warm_up);
 extern void http_pool_destroy(HttpPool *pool);
 extern HttpRequest *http_request_new(const char *url);

@@ -18,7 +18,10 @@
  * refuses every stream but one on a new token connection until the first
  * request authenticates it.  So libcurl's stream-close callback is wrapped,
  * and a refused stream is reported to http.c (http_stream_refused) before
- * libcurl sees it.
+ * libcurl sees it.  Every report names the session and the stream: http.c
+ * acts on it only for the stream its request's current send went on
+ * (http_request_on_stream), never for one an earlier use of the same easy
+ * handle left behind.
  *
  * Requests sent whole.  A transfer that failed without an answer may or may
  * not have reached the provider; the activity log says which (http.c,
@@ -74,7 +77,7 @@ stream_close_hook(nghttp2_session *session, int32_t stream_id, uint32_t error_co
 		void	   *easy = nghttp2_session_get_stream_user_data(session, stream_id);
 
 		if (easy != NULL)
-			http_stream_refused(easy);
+			http_stream_refused(easy, session, stream_id);
 	}
 	return curl_stream_close != NULL ? curl_stream_close(session, stream_id, error_code, user_data) : 0;
 }
@@ -95,7 +98,7 @@ frame_send_hook(nghttp2_session *session, const nghttp2_frame *frame, void *user
 		void	   *easy = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
 
 		if (easy != NULL)
-			http_request_written(easy);
+			http_request_written(easy, session, frame->hd.stream_id);
 	}
 	return curl_frame_send != NULL ? curl_frame_send(session, frame, user_data) : 0;
 }
@@ -162,7 +165,7 @@ nghttp2_submit_request(nghttp2_session *session, const nghttp2_priority_spec *pr
 		return NGHTTP2_ERR_INVALID_STATE;	/* cannot happen: nghttp2 is loaded */
 	stream_id = real(session, pri_spec, nva, nvlen, data_prd, stream_user_data);
 	if (stream_id > 0 && stream_user_data != NULL)
-		http_request_on_stream(stream_user_data);
+		http_request_on_stream(stream_user_data, session, stream_id);
 	return stream_id;
 }
 
@@ -205,7 +208,7 @@ nghttp2_submit_rst_stream(nghttp2_session *session, uint8_t flags, int32_t strea
 			return 0;
 		/* our request was sent whole and its answer came: nothing to cancel */
 		if (nghttp2_stream_get_state(stream) == NGHTTP2_STREAM_STATE_HALF_CLOSED_LOCAL &&
-			http_answer_started(nghttp2_session_get_stream_user_data(session, stream_id)))
+			http_answer_started(nghttp2_session_get_stream_user_data(session, stream_id), session, stream_id))
 			return 0;
 	}
 	if (real == NULL)
