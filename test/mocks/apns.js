@@ -109,6 +109,8 @@ function create(ctx, { env, auth }) {
     let size = 0;
     stream.on('data', (c) => { size += c.length; if (size <= 1 << 20) chunks.push(c); });
     stream.on('end', () => {
+      // half a request (the client reset the stream before its END_STREAM): never received
+      if (!C.endedWhole(stream)) { rec.finish(entry, 'aborted', {}, null); return; }
       handle(stream, headers, rawHeaders || [], entry, Buffer.concat(chunks), size).catch((e) => {
         ctx.log(`${name}: internal error ${e.stack}`);
         try { stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR); } catch { /* gone */ }

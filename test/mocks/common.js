@@ -367,13 +367,20 @@ function compatInfo(req) {
 }
 
 // Collect a request body (Buffer). Stops storing after `limit` bytes but drains the rest.
+// Whether an HTTP/2 stream's request came whole, at its 'end': Node also ends the readable side
+// of a stream the client reset before its END_STREAM, and that stream is closed by then (one
+// that came whole stays open for the answer). Half a request is not one a server acts on.
+function endedWhole(stream) {
+  return !stream || !stream.closed;
+}
+
 function readBody(req, limit = 8 * 1024 * 1024) {
   return new Promise((resolve) => {
     const chunks = [];
     let size = 0, over = false, done = false;
     const finish = (aborted) => { if (done) return; done = true; resolve({ buf: Buffer.concat(chunks), size, over, aborted }); };
     req.on('data', (c) => { size += c.length; if (size > limit) over = true; else chunks.push(c); });
-    req.on('end', () => finish(false));
+    req.on('end', () => finish(!endedWhole(req.stream)));
     req.on('error', () => finish(true));
     req.on('aborted', () => finish(true));
     req.on('close', () => finish(true));
@@ -609,6 +616,6 @@ module.exports = {
   parseJson, keysOf, dupKeysOf, isObj,
   b64urlDecode, decodeJwt,
   Recorder, TokenRegistry, parseState,
-  CONN, trackConnections, FAULT_KINDS, faultFor, compatInfo, clientGone, readBody, bodyForLog, sendCompat, abortCompat, hardClose, pairs,
+  CONN, trackConnections, FAULT_KINDS, faultFor, compatInfo, clientGone, endedWhole, readBody, bodyForLog, sendCompat, abortCompat, hardClose, pairs,
   PROXY_502_HTML, REDIRECT_HTML, deepMerge, takeNext, sleep,
 };

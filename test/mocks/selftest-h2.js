@@ -10,6 +10,8 @@
 //   selftest-h2.js certsettings PORT CA CERT KEY   initial SETTINGS on a certificate connection
 //   selftest-h2.js burst      PORT CA JWT N [MS]   one request, then N at once (tokens 00..), each
 //                                                  outcome: status, rst:<code> or lost; after MS ms
+//   selftest-h2.js halfbody   PORT CA PATH BODY    a POST whose whole body goes out without END_STREAM,
+//                                                  then RST_STREAM: half a request
 
 const fs = require('fs');
 const http2 = require('http2');
@@ -85,6 +87,20 @@ async function main() {
     const outcome = res.map((r) => (r.status ? String(r.status) : r.rstCode ? `rst:${r.rstCode}` : 'lost'));
     await new Promise((r) => setTimeout(r, Number(args[2] || 0)));
     out({ outcome, ids: res.map((r) => r.id), goaway });
+  } else if (cmd === 'halfbody') {
+    const s = http2.connect(url, { ca });
+    s.on('error', () => {});
+    const r = s.request({ ':method': 'POST', ':path': args[0], 'content-type': 'application/json' }, { endStream: false });
+    r.on('error', () => {});
+    let status = null;
+    r.on('response', (h) => { status = h[':status']; });
+    r.write(args[1]);
+    await new Promise((res) => setTimeout(res, 200));
+    // destroy, not close: Http2Stream.close() ends the writable side (END_STREAM) first
+    r.destroy(new Error('half a request'));
+    await new Promise((res) => setTimeout(res, 200));
+    s.close();
+    out({ status, canceled: true });
   } else if (cmd === 'noalpn') {
     const sock = tls.connect({ host: '127.0.0.1', port: Number(port), servername: 'localhost', ca });
     let secure = false;

@@ -218,6 +218,29 @@ sub mock_history
 }
 
 ######################################################################
+# 0. the mocks count only whole requests: a body that went out without its
+#    END_STREAM, its stream then canceled, is half a request no server acts on
+#    (the extension calls such an attempt "not sent whole")
+
+for my $case ([ 'fcm', '/v1/projects/novu-test/messages:send', '{"message":{"token":"fcm-half-1"}}', 'fcm-half-1' ],
+	[ 'expo', '/--/api/v2/push/send', '[{"to":"ExponentPushToken[half-1]","title":"t"}]', 'ExponentPushToken[half-1]' ])
+{
+	my ($p, $path, $body, $token) = @$case;
+	my $probe = `node $FindBin::Bin/../mocks/selftest-h2.js halfbody $mocks->{ports}{$p} $mocks->{dir}/ca.pem '$path' '$body'`;
+	like($probe, qr/"canceled":true/, "$p: half a request was sent and canceled");
+	my $aborted = 0;
+	for (my $deadline = time() + 10; time() < $deadline && !$aborted; Time::HiRes::sleep(0.05))
+	{
+		my $log = NovuTest::control($mocks, 'GET', "/requests?provider=$p");
+		$aborted = grep { (($_->{response} // {})->{status} // '') eq 'aborted' } @{ $log->{requests} };
+	}
+	ok($aborted, "$p: the mock logged the half request as aborted");
+	is(NovuTest::control($mocks, 'GET', "/received?provider=$p")->{$token} // 0, 0,
+		"$p: half a request is not counted as received");
+}
+NovuTest::reset_mocks($mocks);
+
+######################################################################
 # 1. no faults: exact counts
 
 trigger_load('c1ea', $CLEAN);
