@@ -187,11 +187,12 @@ p3() {  # p3 PROVIDER -> "p50 p99 n commit_p50 commit_p99 commit_n io_waits samp
 # on I/O (a data page read: the page in neither shared_buffers nor the OS page
 # cache) out of all worker samples.  A P3 row's tail with many such samples is
 # the machine's storage, not novu's CPU (results.md, session 17).
+# psql's own \watch repeats the query: a shell loop forking sleep(1) 50 times a second
+# took 30% of a core of this 2-core machine, beside the P3 it measured (psql's query
+# itself and \watch: 2%).
 waits_start() {
-    ( while :; do
-          echo "SELECT count(*) FILTER (WHERE wait_event_type = 'IO'), count(*) FROM pg_stat_activity WHERE backend_type = 'novu delivery worker';"
-          sleep 0.02
-      done | psql -XAtq -F ' ' > "$tmp/waits" ) 2>/dev/null &
+    ( printf '%s\n' "SELECT count(*) FILTER (WHERE wait_event_type = 'IO'), count(*) FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'" \
+          '\watch 0.02' | psql -XAtq -F ' ' > "$tmp/waits" ) 2>/dev/null &
     waits_pid=$!
 }
 waits_stop() {  # -> "io_samples worker_samples"
