@@ -365,9 +365,9 @@ function create(ctx) {
   async function handle(req, res) {
     const cfg = ctx.config.chat;
     const entry = rec.begin('chat', C.compatInfo(req), ctx.config.logLimit);
-    const { buf, over, aborted } = await C.readBody(req, 1 << 20);
-    // a request whose stream ended before its END_STREAM never reached the provider: not received
-    if (aborted) return rec.finish(entry, 'aborted', {}, null);
+    const whole = await C.readWholeBody(rec, req, entry, 1 << 20);
+    if (!whole) return;  // half a request: not received
+    const { buf, over } = whole;
     Object.assign(entry, C.bodyForLog(buf), { bodyBytes: buf.length });
     let url;
     try { url = new URL(req.url, 'https://mock.invalid'); } catch { url = new URL('https://mock.invalid/'); }

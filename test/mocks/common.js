@@ -366,7 +366,6 @@ function compatInfo(req) {
   };
 }
 
-// Collect a request body (Buffer). Stops storing after `limit` bytes but drains the rest.
 // Whether an HTTP/2 stream's request came whole, at its 'end': Node also ends the readable side
 // of a stream the client reset before its END_STREAM, and that stream is closed by then (one
 // that came whole stays open for the answer). Half a request is not one a server acts on.
@@ -374,6 +373,7 @@ function endedWhole(stream) {
   return !stream || !stream.closed;
 }
 
+// Collect a request body (Buffer). Stops storing after `limit` bytes but drains the rest.
 function readBody(req, limit = 8 * 1024 * 1024) {
   return new Promise((resolve) => {
     const chunks = [];
@@ -385,6 +385,15 @@ function readBody(req, limit = 8 * 1024 * 1024) {
     req.on('aborted', () => finish(true));
     req.on('close', () => finish(true));
   });
+}
+
+// A request's body, or null for half a request (its stream or connection ended before its
+// END_STREAM: never received, its log entry says "aborted").
+async function readWholeBody(rec, req, entry, limit) {
+  const r = await readBody(req, limit);
+  if (!r.aborted) return r;
+  rec.finish(entry, 'aborted', {}, null);
+  return null;
 }
 
 // Try to show a body in the log: parsed JSON if possible, else text, else base64.
@@ -616,6 +625,6 @@ module.exports = {
   parseJson, keysOf, dupKeysOf, isObj,
   b64urlDecode, decodeJwt,
   Recorder, TokenRegistry, parseState,
-  CONN, trackConnections, FAULT_KINDS, faultFor, compatInfo, clientGone, endedWhole, readBody, bodyForLog, sendCompat, abortCompat, hardClose, pairs,
+  CONN, trackConnections, FAULT_KINDS, faultFor, compatInfo, clientGone, endedWhole, readBody, readWholeBody, bodyForLog, sendCompat, abortCompat, hardClose, pairs,
   PROXY_502_HTML, REDIRECT_HTML, deepMerge, takeNext, sleep,
 };

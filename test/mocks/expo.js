@@ -106,9 +106,9 @@ function create(ctx) {
   async function handle(req, res) {
     const cfg = ctx.config.expo;
     const entry = rec.begin('expo', C.compatInfo(req), ctx.config.logLimit);
-    const { buf: wire, over, aborted } = await C.readBody(req, 8 << 20);
-    // a request whose stream ended before its END_STREAM never reached the provider: not received
-    if (aborted) return rec.finish(entry, 'aborted', {}, null);
+    const whole = await C.readWholeBody(rec, req, entry, 8 << 20);
+    if (!whole) return;  // half a request: not received
+    const { buf: wire, over } = whole;
     const ce = String(req.headers['content-encoding'] || '').toLowerCase();
     let buf = wire, decodeError = null;
     if (ce === 'gzip') { try { buf = zlib.gunzipSync(wire); } catch (e) { decodeError = `gzip: ${e.message}`; } }

@@ -194,9 +194,9 @@ function create(ctx) {
   async function handle(req, res) {
     const cfg = ctx.config;
     const entry = rec.begin('fcm', C.compatInfo(req), cfg.logLimit);
-    const { buf: wire, over, aborted } = await C.readBody(req, 1 << 20);
-    // a request whose stream ended before its END_STREAM never reached the provider: not received
-    if (aborted) return rec.finish(entry, 'aborted', {}, null);
+    const whole = await C.readWholeBody(rec, req, entry, 1 << 20);
+    if (!whole) return;  // half a request: not received
+    const { buf: wire, over } = whole;
     let buf = wire;
     const ce = String(req.headers['content-encoding'] || '').toLowerCase();
     let decodeError = null;

@@ -114,9 +114,9 @@ function create(ctx) {
   async function handle(req, res) {
     const cfg = ctx.config.onesignal;
     const entry = rec.begin('onesignal', C.compatInfo(req), ctx.config.logLimit);
-    const { buf, over, aborted } = await C.readBody(req, 4 << 20);
-    // a request whose stream ended before its END_STREAM never reached the provider: not received
-    if (aborted) return rec.finish(entry, 'aborted', {}, null);
+    const whole = await C.readWholeBody(rec, req, entry, 4 << 20);
+    if (!whole) return;  // half a request: not received
+    const { buf, over } = whole;
     Object.assign(entry, C.bodyForLog(buf), { bodyBytes: buf.length });
     // every subscription id of a complete request counts as received, whatever is answered
     const sent = entry.body && Array.isArray(entry.body.include_subscription_ids) ? entry.body.include_subscription_ids.filter((t) => typeof t === 'string') : [];

@@ -409,9 +409,9 @@ function create(ctx, { portName }) {
   async function handle(req, res) {
     const cfg = ctx.config;
     const entry = rec.begin('webpush', Object.assign(C.compatInfo(req), { port: portName }), cfg.logLimit);
-    const { buf, size, over, aborted } = await C.readBody(req, 1 << 20);
-    // a request whose stream ended before its END_STREAM never reached the provider: not received
-    if (aborted) return rec.finish(entry, 'aborted', {}, null);
+    const whole = await C.readWholeBody(rec, req, entry, 1 << 20);
+    if (!whole) return;  // half a request: not received
+    const { buf, size, over } = whole;
     entry.bodyBytes = size;
     if (buf.length) entry.bodyBase64 = buf.toString('base64');
     entry.body = null;
