@@ -84,6 +84,15 @@ SELECT novu.update_integration('sec-expo', '{"credentials": {"endpoint": "https:
 SELECT novu.update_integration('sec-onesignal', '{"credentials": {"endpoint": "https://127.0.0.1:9443"}}');
 SELECT novu.update_integration('sec-fcm', '{"credentials": {"endpoint": "https://127.0.0.1:9443"}}');
 SELECT novu.update_integration('sec-webhook', '{"credentials": {"webhookUrl": "https://127.0.0.1:9443/hook"}}');
+-- FCM's token_uri receives the JWT its private key signs: a route too, also when
+-- the private key is given back as stored (sealed; novu_admin reads the table)
+SELECT credentials -> 'serviceAccount' AS fcm_sa FROM novu.integrations WHERE identifier = 'sec-fcm' \gset
+SELECT novu.update_integration('sec-fcm', jsonb_build_object('credentials', jsonb_build_object('serviceAccount',
+    :'fcm_sa'::jsonb || '{"token_uri": "https://127.0.0.1:9443/token"}')));
+-- the same token_uri given again is no change
+SELECT novu.update_integration('sec-fcm', jsonb_build_object('credentials', jsonb_build_object('serviceAccount',
+    :'fcm_sa'::jsonb))) #>> '{credentials,serviceAccount,token_uri}' AS token_uri;
+SELECT credentials -> 'serviceAccount' = :'fcm_sa'::jsonb AS fcm_unchanged FROM novu.integrations WHERE identifier = 'sec-fcm';
 SELECT credentials ->> 'apiKey' = :'before' AND credentials ->> 'endpoint' IS NULL AS unchanged
   FROM novu.integrations WHERE identifier = 'sec-expo';
 -- attack: an older sealed value of the row (novu_admin reads the table; or a
@@ -221,6 +230,12 @@ SELECT strpos(credentials::text, 'PLANTED') = 0 AS sealed_on_write FROM novu.int
 -- ids and providers bind ciphertexts: they cannot change under them
 UPDATE novu.integrations SET id = id + 1000 WHERE identifier = 'sec-expo';
 UPDATE novu.integrations SET provider_id = 'one-signal' WHERE identifier = 'sec-expo';
+-- a NULL identifier or provider reaches the trigger before NOT NULL is checked
+-- (the table's owner writing it directly): a clear error, not a crash
+INSERT INTO novu.integrations (identifier, provider_id, name, credentials) VALUES (NULL, 'expo', 'x', '{}');
+INSERT INTO novu.integrations (identifier, provider_id, name, credentials) VALUES ('sec-null', NULL, 'x', '{}');
+UPDATE novu.integrations SET provider_id = NULL WHERE identifier = 'sec-expo';
+UPDATE novu.integrations SET identifier = NULL, credentials = credentials WHERE identifier = 'sec-expo';
 
 -- who may do what: only superusers re-encrypt; nobody calls the internals; the key
 -- settings are superuser-only (hidden from other roles)

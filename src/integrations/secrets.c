@@ -670,7 +670,20 @@ same_string(const char *a, const char *b)
  * token), goes there; were it kept when that changes, an admin could send it
  * to a host of their own and read it there, though it is never read back.
  */
-static const char *const route_keys[] = {"endpoint", "webhookUrl", NULL};
+typedef struct RouteKey
+{
+	const char *object;			/* the object holding it, NULL: the top level */
+	const char *key;
+	const char *path;			/* as messages name it */
+} RouteKey;
+
+static const RouteKey route_keys[] = {
+	{NULL, "endpoint", "endpoint"},
+	{NULL, "webhookUrl", "webhookUrl"},
+	/* FCM: receives the JWT assertion the service account's private key signs */
+	{"serviceAccount", "token_uri", "serviceAccount.token_uri"},
+	{NULL, NULL, NULL}
+};
 
 /*
  * A stored secret is kept by an update (given sealed, or as the mask): its
@@ -699,17 +712,19 @@ check_kept_secret(SecretWalk *w, const SecretField *f, JsonbContainer *parent)
 							   f->key, f->pair),
 					 errhint("Give %s and %s together.", f->pair, f->key)));
 	}
-	for (i = 0; route_keys[i] != NULL; i++)
+	for (i = 0; route_keys[i].key != NULL; i++)
 	{
-		if (!same_string(credentials_string(w->root, NULL, route_keys[i]),
-						 credentials_string(w->old, NULL, route_keys[i])))
+		const RouteKey *r = &route_keys[i];
+
+		if (!same_string(credentials_string(w->root, r->object, r->key),
+						 credentials_string(w->old, r->object, r->key)))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid credentials for provider \"%s\": %s changed but %s was not given",
-							w->provider_id, route_keys[i], field_path(f)),
+							w->provider_id, r->path, field_path(f)),
 					 errdetail("A stored secret goes only where it was given for: it is encrypted and never read back, and the new %s would receive it or what it signs.",
-							   route_keys[i]),
-					 errhint("Give %s and %s together.", route_keys[i], field_path(f))));
+							   r->path),
+					 errhint("Give %s and %s together.", r->path, field_path(f))));
 	}
 }
 
@@ -1067,6 +1082,25 @@ integrations_attnum(TupleDesc desc, const char *name)
 }
 
 /*
+ * A column of a novu.integrations row the trigger needs; NULL is an error
+ * here, as the NOT NULL constraint (checked after BEFORE triggers) would say.
+ */
+static Datum
+integrations_value(HeapTuple tuple, TupleDesc desc, const char *name)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tuple, integrations_attnum(desc, name), desc, &isnull);
+
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("null value in column \"%s\" of relation \"integrations\" violates not-null constraint",
+						name),
+				 errhint("Create and change integrations with novu.create_integration and novu.update_integration.")));
+	return d;
+}
+
+/*
  * novu._seal_secrets(): BEFORE INSERT OR UPDATE OF id, provider_id,
  * credentials ON novu.integrations FOR EACH ROW.  Encrypts every clear secret
  * of the new row under the current key (see visit_seal for the rules), and
@@ -1080,7 +1114,6 @@ novu_seal_secrets(PG_FUNCTION_ARGS)
 	TupleDesc	desc;
 	HeapTuple	tuple;
 	HeapTuple	old_tuple = NULL;
-	int			att_id;
 	int			att_credentials;
 	Datum		d;
 	bool		isnull;
@@ -1113,7 +1146,6 @@ novu_seal_secrets(PG_FUNCTION_ARGS)
 	}
 	else
 		tuple = td->tg_trigtuple;
-	att_id = integrations_attnum(desc, "id");
 	att_credentials = integrations_attnum(desc, "credentials");
 
 	d = heap_getattr(tuple, att_credentials, desc, &isnull);
@@ -1124,9 +1156,9 @@ novu_seal_secrets(PG_FUNCTION_ARGS)
 	memset(&w, 0, sizeof(w));
 	w.mode = WALK_SEAL;
 	w.ring = &ring;
-	w.id = DatumGetInt64(heap_getattr(tuple, att_id, desc, &isnull));
-	w.identifier = TextDatumGetCString(heap_getattr(tuple, integrations_attnum(desc, "identifier"), desc, &isnull));
-	w.provider_id = TextDatumGetCString(heap_getattr(tuple, integrations_attnum(desc, "provider_id"), desc, &isnull));
+	w.id = DatumGetInt64(integrations_value(tuple, desc, "id"));
+	w.identifier = TextDatumGetCString(integrations_value(tuple, desc, "identifier"));
+	w.provider_id = TextDatumGetCString(integrations_value(tuple, desc, "provider_id"));
 	if (old_tuple != NULL)
 	{
 		Datum		od = heap_getattr(old_tuple, att_credentials, desc, &isnull);
@@ -1139,9 +1171,8 @@ novu_seal_secrets(PG_FUNCTION_ARGS)
 
 	/* a ciphertext is bound to its row's id and provider */
 	if (old_tuple != NULL && w.sealed > 0 &&
-		(DatumGetInt64(heap_getattr(old_tuple, att_id, desc, &isnull)) != w.id ||
-		 strcmp(TextDatumGetCString(heap_getattr(old_tuple, integrations_attnum(desc, "provider_id"), desc, &isnull)),
-				w.provider_id) != 0))
+		(DatumGetInt64(integrations_value(old_tuple, desc, "id")) != w.id ||
+		 strcmp(TextDatumGetCString(integrations_value(old_tuple, desc, "provider_id")), w.provider_id) != 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the id and provider_id of integration \"%s\" cannot change: its encrypted secrets are bound to them",
