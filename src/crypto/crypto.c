@@ -213,6 +213,16 @@ pem_unescape_len(const char *pem, size_t *outlen)
 	return out;
 }
 
+/* Wipe a palloc'd secret string (explicit_bzero: not optimized away), then free it. */
+void
+crypto_free_secret(char *secret)
+{
+	if (secret == NULL)
+		return;
+	explicit_bzero(secret, strlen(secret));
+	pfree(secret);
+}
+
 /* PEM text with the two-character escapes \n, \r, \/ undone (palloc'd), for storing or handing to libcurl. */
 char *
 crypto_pem_unescape(const char *pem)

@@ -34,6 +34,9 @@
 extern char *base64url_encode(const unsigned char *data, size_t len);	/* no padding */
 extern unsigned char *base64url_decode(const char *text, size_t *outlen); /* accepts missing padding; NULL if invalid */
 
+/* wipe a palloc'd string that held a secret (a key, a token, a JWT), then free it; NULL is fine */
+extern void crypto_free_secret(char *secret);
+
 /* keys and certificates from PEM text (literal \n escapes accepted; never prompts for a password) */
 extern char *crypto_pem_unescape(const char *pem);	/* the two-character escapes \n, \r, \/ undone */
 extern EVP_PKEY *crypto_load_private_key_pem(const char *pem, char **errmsg);

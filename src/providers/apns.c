@@ -51,7 +51,7 @@ typedef struct ApnsState
 	long		jwt_iat;
 } ApnsState;
 
-/* Free the OpenSSL key with the integration's context. */
+/* Free the OpenSSL key and wipe the secrets kept with the integration's context. */
 static void
 apns_state_free(void *arg)
 {
@@ -60,6 +60,10 @@ apns_state_free(void *arg)
 	if (st->key)
 		EVP_PKEY_free(st->key);
 	st->key = NULL;
+	crypto_free_secret(st->private_key);
+	st->private_key = NULL;
+	crypto_free_secret(st->jwt);
+	st->jwt = NULL;
 }
 
 /* Parse the credentials once; false with *error if they cannot be used. */
@@ -70,7 +74,12 @@ apns_prepare(Integration *ig, char **error)
 	JsonbContainer *c = &ig->credentials->root;
 	JsonbValue	secure;
 	char	   *pem;
+	MemoryContextCallback *cb = palloc(sizeof(MemoryContextCallback));
 
+	/* whatever happens below, the key and secrets go with the integration */
+	cb->func = apns_state_free;
+	cb->arg = st;
+	MemoryContextRegisterResetCallback(ig->context, cb);
 	st->topic = jsonb_container_get_string(c, "applicationId");
 	if (st->topic == NULL)
 	{
@@ -82,25 +91,19 @@ apns_prepare(Integration *ig, char **error)
 	pem = jsonb_container_get_string(c, "secretKey");
 	if (pem != NULL)
 	{
-		MemoryContextCallback *cb;
-
 		st->key_id = jsonb_container_get_string(c, "apiKey");
 		st->team_id = jsonb_container_get_string(c, "projectName");
 		if (st->key_id == NULL || st->team_id == NULL)
 		{
+			crypto_free_secret(pem);
 			*error = "token auth needs apiKey (Key ID) and projectName (Team ID)";
 			return false;
 		}
 		st->key = crypto_load_private_key_pem(pem, error);
 		/* the key lives in OpenSSL now: no copy of its PEM stays in memory */
-		explicit_bzero(pem, strlen(pem));
-		pfree(pem);
+		crypto_free_secret(pem);
 		if (st->key == NULL)
 			return false;
-		cb = palloc(sizeof(MemoryContextCallback));
-		cb->func = apns_state_free;
-		cb->arg = st;
-		MemoryContextRegisterResetCallback(ig->context, cb);
 	}
 	else if (st->certificate == NULL || st->private_key == NULL)
 	{
@@ -151,8 +154,7 @@ apns_authorize(Integration *ig, bool force, Outcome *failure, char **error)
 		return false;
 	}
 	old = MemoryContextSwitchTo(ig->context);
-	if (st->jwt)
-		pfree(st->jwt);
+	crypto_free_secret(st->jwt);
 	st->jwt = pstrdup(jwt);
 	MemoryContextSwitchTo(old);
 	st->jwt_iat = now;

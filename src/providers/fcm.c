@@ -49,7 +49,7 @@ typedef struct FcmState
 	TimestampTz token_expires;
 } FcmState;
 
-/* Free the OpenSSL key when the integration's context goes away. */
+/* Free the OpenSSL key and wipe the access token when the integration's context goes away. */
 static void
 fcm_state_free(void *arg)
 {
@@ -58,6 +58,8 @@ fcm_state_free(void *arg)
 	if (st->key)
 		EVP_PKEY_free(st->key);
 	st->key = NULL;
+	crypto_free_secret(st->access_token);
+	st->access_token = NULL;
 }
 
 /* Parse the service account once; false with *error if it cannot be used. */
@@ -65,11 +67,15 @@ static bool
 fcm_prepare(Integration *ig, char **error)
 {
 	FcmState   *st = palloc0(sizeof(FcmState));
-	MemoryContextCallback *cb;
+	MemoryContextCallback *cb = palloc(sizeof(MemoryContextCallback));
 	JsonbValue	sa;
 	JsonbContainer *c;
 	char	   *pem;
 
+	/* whatever happens below, the key and the token go with the integration */
+	cb->func = fcm_state_free;
+	cb->arg = st;
+	MemoryContextRegisterResetCallback(ig->context, cb);
 	if (!jsonb_container_get(&ig->credentials->root, "serviceAccount", &sa) || sa.type != jbvBinary)
 	{
 		*error = "serviceAccount is missing";
@@ -85,19 +91,15 @@ fcm_prepare(Integration *ig, char **error)
 	pem = jsonb_container_get_string(c, "private_key");
 	if (st->project_id == NULL || st->client_email == NULL || pem == NULL)
 	{
+		crypto_free_secret(pem);
 		*error = "serviceAccount lacks project_id, client_email or private_key";
 		return false;
 	}
 	st->key = crypto_load_private_key_pem(pem, error);
 	/* the key lives in OpenSSL now: no copy of its PEM stays in memory */
-	explicit_bzero(pem, strlen(pem));
-	pfree(pem);
+	crypto_free_secret(pem);
 	if (st->key == NULL)
 		return false;
-	cb = palloc(sizeof(MemoryContextCallback));
-	cb->func = fcm_state_free;
-	cb->arg = st;
-	MemoryContextRegisterResetCallback(ig->context, cb);
 
 	st->send_url = psprintf("%s/v1/projects/%s/messages:send",
 							novu_integration_base_url(ig, FCM_DEFAULT_BASE), st->project_id);
@@ -208,8 +210,7 @@ fcm_authorize(Integration *ig, bool force, Outcome *failure, char **error)
 	/* renew five minutes early (or halfway through a short lifetime) */
 	expires_in = expires_in > 600 ? expires_in - 300 : expires_in / 2;
 	old = MemoryContextSwitchTo(ig->context);
-	if (st->access_token)
-		pfree(st->access_token);
+	crypto_free_secret(st->access_token);
 	st->access_token = pstrdup(token);
 	MemoryContextSwitchTo(old);
 	st->token_expires = TimestampTzPlusMilliseconds(now, expires_in * 1000);

@@ -99,6 +99,8 @@ webpush_validate(CredCheck *c)
 	cred_push_string(c, "vapidPublicKey", base64url_encode(pub, publen));
 	cred_push_string(c, "vapidPrivateKey", priv ? base64url_encode(priv, privlen) : priv_b64);
 	cred_push_string(c, "subject", subject);
+	if (priv != NULL)
+		explicit_bzero(priv, privlen);	/* the stored text is sealed by the trigger */
 }
 
 /* Whether a string value of a jsonb object is base64url text (padding allowed) of bounded length. */
@@ -268,21 +270,46 @@ typedef struct WebPushState
 	MemoryContext context;		/* the integration's: where tokens live */
 } WebPushState;
 
+/* Free the VAPID key and wipe the JWTs when the integration's context goes away. */
+static void
+webpush_state_free(void *arg)
+{
+	WebPushState *st = arg;
+	int			i;
+
+	if (st->key)
+		EVP_PKEY_free(st->key);
+	st->key = NULL;
+	for (i = 0; i < st->ntokens; i++)
+	{
+		crypto_free_secret(st->tokens[i].header);
+		st->tokens[i].header = NULL;
+	}
+	st->ntokens = 0;
+}
+
 /* Load the VAPID key pair and the subject. */
 static bool
 webpush_prepare(Integration *ig, char **error)
 {
 	WebPushState *st = palloc0(sizeof(WebPushState));
+	MemoryContextCallback *cb = palloc(sizeof(MemoryContextCallback));
 	char	   *pub = jsonb_container_get_string(&ig->credentials->root, "vapidPublicKey");
 	char	   *priv = jsonb_container_get_string(&ig->credentials->root, "vapidPrivateKey");
 
+	cb->func = webpush_state_free;
+	cb->arg = st;
+	MemoryContextRegisterResetCallback(ig->context, cb);
 	st->subject = jsonb_container_get_string(&ig->credentials->root, "subject");
 	if (pub == NULL || priv == NULL || st->subject == NULL)
 	{
+		crypto_free_secret(priv);
 		*error = pstrdup("vapidPublicKey, vapidPrivateKey and subject are required");
 		return false;
 	}
 	st->key = crypto_vapid_key(pub, priv, error);
+	/* the key lives in OpenSSL now: no copy of it stays in memory */
+	crypto_free_secret(priv);
 	if (st->key == NULL)
 		return false;
 	st->public_b64 = pub;
@@ -298,13 +325,31 @@ url_origin(const char *url)
 	const char *host;
 	size_t		len;
 
+	char	   *origin;
+	char	   *port;
+	size_t		i;
+
 	if (pg_strncasecmp(url, "https://", 8) != 0)
 		return NULL;
 	host = url + 8;
 	len = strcspn(host, "/?#");
 	if (len == 0)
 		return NULL;
-	return psprintf("https://%.*s", (int) len, host);
+	/* serialized as RFC 6454 says: the host in lower case, no default port */
+	origin = psprintf("https://%.*s", (int) len, host);
+	for (i = 8; origin[i] != '\0'; i++)
+		origin[i] = pg_ascii_tolower((unsigned char) origin[i]);
+	port = strrchr(origin + 8, ':');
+	if (port != NULL && strchr(port, ']') == NULL)
+	{
+		char	   *p = port + 1;
+
+		while (*p == '0')
+			p++;
+		if (port[1] == '\0' || strcmp(p, "443") == 0)
+			*port = '\0';
+	}
+	return origin;
 }
 
 /* The Authorization header for an origin: a cached JWT, or a new one. */
@@ -358,13 +403,13 @@ vapid_header(WebPushState *st, const char *origin, char **error)
 				if (st->tokens[i].used < t->used)
 					t = &st->tokens[i];
 			pfree(t->origin);
-			pfree(t->header);
+			crypto_free_secret(t->header);
 		}
 		t->origin = pstrdup(origin);
 		t->used = st->uses;
 	}
 	else
-		pfree(t->header);
+		crypto_free_secret(t->header);
 	t->header = psprintf("Authorization: vapid t=%s, k=%s", jwt, st->public_b64);
 	t->exp = now + VAPID_LIFETIME_S;
 	MemoryContextSwitchTo(old);
