@@ -244,6 +244,16 @@ novu_worker_main(Datum main_arg)
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * exit_on_error would turn every error the worker catches (one message's
+	 * bad template or delay time, a row lock not available) into an exit, and
+	 * the same message would end the next worker too: no message could be
+	 * delivered.  standard_conforming_strings off would change what the
+	 * literals of the worker's SQL say ('\d' in a pattern).  The database's
+	 * owner may set both for its applications.
+	 */
+	SetConfigOption("exit_on_error", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("standard_conforming_strings", "on", PGC_SUSET, PGC_S_OVERRIDE);
 	/* short keyed statements on small batches: compiling them never pays */
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
@@ -254,6 +264,16 @@ novu_worker_main(Datum main_arg)
 	 * fan-out once took 24 s that way): an index is always the right path.
 	 */
 	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/* and the paths the statements take stay allowed, whatever the database says */
+	{
+		static const char *const paths[] = {"enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan",
+		"enable_tidscan", "enable_nestloop", "enable_hashjoin", "enable_mergejoin", "enable_hashagg", "enable_sort",
+		"enable_material", "enable_memoize", NULL};
+		int			i;
+
+		for (i = 0; paths[i] != NULL; i++)
+			SetConfigOption(paths[i], "on", PGC_SUSET, PGC_S_OVERRIDE);
+	}
 
 	novu_apply_time_slice();
 	claim_slot(dboid, roleoid);

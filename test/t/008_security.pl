@@ -254,29 +254,55 @@ is(NovuTest::query($node, q{SELECT status FROM novu.messages WHERE transaction_i
 ######################################################################
 # 7. settings of the database for its applications: with read-only
 # transactions by default every claim would fail, and a statement or lock
-# timeout would end fan-outs and claims part way, retried for ever.  The
-# workers run with PostgreSQL's defaults for those.  (This test's own role
-# keeps the defaults in this database: a role's setting wins.)
+# timeout would end fan-outs and claims part way, retried for ever;
+# exit_on_error would turn the errors the workers catch (one bad message) into
+# an exit, again at every start; standard_conforming_strings off would change
+# what the workers' own SQL literals say.  The workers run with PostgreSQL's
+# defaults for those.  (This test's own role keeps the defaults in this
+# database: a role's setting wins.)  The database's owner, not a superuser,
+# may set them all.
 
+$node->safe_psql('postgres', q{SELECT novu.create_workflow('sched', '[{"type": "delay", "delayPath": "sendAt"},
+    {"type": "push", "title": "t", "content": "c"}]')});
 $node->safe_psql('postgres', q{
 ALTER ROLE postgres IN DATABASE postgres SET default_transaction_read_only = off;
 ALTER ROLE postgres IN DATABASE postgres SET statement_timeout = 0;
 ALTER ROLE postgres IN DATABASE postgres SET lock_timeout = 0;
 ALTER ROLE postgres IN DATABASE postgres SET idle_in_transaction_session_timeout = 0;
+ALTER ROLE postgres IN DATABASE postgres SET exit_on_error = off;
+ALTER ROLE postgres IN DATABASE postgres SET standard_conforming_strings = on;
+SET ROLE dbo;
 ALTER DATABASE postgres SET default_transaction_read_only = on;
 ALTER DATABASE postgres SET statement_timeout = '1ms';
 ALTER DATABASE postgres SET lock_timeout = '1ms';
-ALTER DATABASE postgres SET idle_in_transaction_session_timeout = '1ms';});
+ALTER DATABASE postgres SET idle_in_transaction_session_timeout = '1ms';
+ALTER DATABASE postgres SET exit_on_error = on;
+ALTER DATABASE postgres SET standard_conforming_strings = off;});
 $node->safe_psql('postgres',
 	q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'});
 ok(NovuTest::wait_for($node,
 	q{SELECT count(*) > 0 AND bool_and(backend_start > pg_catalog.now() - interval '30 s') FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}),
 	'settings: the workers reconnected under the database\'s settings');
+my @settings_pids = worker_pids();
 is(NovuTest::query($node, q{SELECT current_setting('default_transaction_read_only') || ',' || current_setting('statement_timeout')}),
 	'off,0', 'settings: this test\'s sessions keep the defaults');
 NovuTest::set_tokens($mocks, 'fcm', 'fail:503:0:1', 'fcm-bystander');
 ok(defined ping_bystander(), 'settings: delivery (with a retry) works in a read-only, 1 ms statement timeout database');
 ok(defined ping_bystander(), 'settings: and again after idle cycles');
+# a delay whose time does not parse raises inside the engine (caught there: that
+# step fails alone); a good one is read with the standard meaning of '\d'
+$node->safe_psql('postgres', q{
+SELECT novu.trigger('sched', '"bystander"', '{"sendAt": "2099-13-45T00:00:00"}', '{}', 'sched-bad');
+SELECT novu.trigger('sched', '"bystander"', '{"sendAt": "2099-01-01T00:00:00"}', '{}', 'sched-good');});
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 2 FROM novu.execution_details
+    WHERE transaction_id IN ('sched-bad', 'sched-good') AND (detail LIKE 'Delay failed%' OR detail LIKE 'Step delayed until%')}, 30),
+	'settings: both delays are handled');
+like(NovuTest::query($node, q{SELECT string_agg(detail, '|') FROM novu.execution_details WHERE transaction_id = 'sched-bad'}),
+	qr/Delay failed: payload.sendAt is not an ISO time/, 'settings: the bad time fails its own step');
+like(NovuTest::query($node, q{SELECT string_agg(detail, '|') FROM novu.execution_details WHERE transaction_id = 'sched-good'}),
+	qr/Step delayed until 2099-01-01T00:00:00/, 'settings: the good time is read as the ISO time it is');
+ok(defined ping_bystander(), 'settings: and the others are still delivered');
+is(join(',', sort(worker_pids())), join(',', sort(@settings_pids)), 'settings: no worker exited on the way');
 $node->safe_psql('postgres', q{ALTER DATABASE postgres RESET ALL; ALTER ROLE postgres IN DATABASE postgres RESET ALL;});
 
 done_testing();
