@@ -41,3 +41,12 @@ id,email
 x,x@example.com
 \.
 SELECT count(*) FROM novu.subscriber_import;
+-- staged rows repeating a line number (novu_app may write line): the last row
+-- of a subscriberId still wins alone, and the import goes through
+TRUNCATE novu.subscriber_import, novu.subscriber_import_rejects;
+INSERT INTO novu.subscriber_import ("subscriberId", email, line)
+VALUES ('dup-line', 'first@example.com', 7), ('dup-line', 'second@example.com', 7), ('dup-other', NULL, 8);
+SELECT novu.import_subscribers() - 'durationMs' AS imported;
+SELECT subscriber_id, reason FROM novu.subscriber_import_rejects ORDER BY line, subscriber_id;
+SELECT subscriber_id, email FROM novu.subscribers WHERE subscriber_id LIKE 'dup-%' ORDER BY 1;
+SELECT count(*) AS staged_left FROM novu.subscriber_import;

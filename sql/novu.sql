@@ -806,7 +806,7 @@ BEGIN
     END LOOP;
 
     IF profile ->> 'email' IS NOT NULL
-       AND profile ->> 'email' !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$' THEN
+       AND profile ->> 'email' !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+[.][A-Za-z]{2,}$' THEN
         RAISE EXCEPTION 'invalid email "%" in %', profile ->> 'email', what
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'An email looks like name@example.com.';
@@ -1231,14 +1231,8 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF page IS NULL OR page < 0 THEN
-        RAISE EXCEPTION 'page must be 0 or more'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pages are numbered from 0.';
-    END IF;
-    IF page_size IS NULL OR page_size < 1 OR page_size > 100 THEN
-        RAISE EXCEPTION 'page_size must be between 1 and 100'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default page size is 10.';
-    END IF;
+    -- at most 1,000,000 rows skipped, as every list
+    PERFORM novu._check_paging(page, page_size);
     RETURN jsonb_build_object(
         'page', page,
         'totalCount', (SELECT count(*) FROM novu.subscribers),
@@ -1341,7 +1335,7 @@ BEGIN
     LOCK TABLE novu.subscriber_import IN EXCLUSIVE MODE;
 
     CREATE TEMP TABLE pg_temp.novu_import_checked ON COMMIT DROP AS
-    SELECT i.line, i.sid, i.first_name, i.last_name, i.email, i.phone, i.locale, i.avatar,
+    SELECT i.line, i.ord, i.sid, i.first_name, i.last_name, i.email, i.phone, i.locale, i.avatar,
            i.timezone, i.data_text,
            CASE WHEN i.row_bytes <= 65536 THEN novu._parse_object(i.data_text) END AS data,
            CASE
@@ -1349,7 +1343,7 @@ BEGIN
                WHEN i.row_bytes > 65536 THEN 'row is larger than 64 KiB'
                WHEN length(i.sid) > 255 THEN 'subscriberId longer than 255 characters'
                WHEN i.sid ~ E'[\\u0001-\\u001f\\u007f-\\u009f]' THEN 'subscriberId contains control characters'
-               WHEN i.email IS NOT NULL AND i.email !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$'
+               WHEN i.email IS NOT NULL AND i.email !~ '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+[.][A-Za-z]{2,}$'
                    THEN 'invalid email format'
                WHEN i.locale IS NOT NULL AND i.locale !~ '^[a-zA-Z]{2}(-[a-zA-Z]{2})?$'
                    THEN 'invalid locale format'
@@ -1361,6 +1355,8 @@ BEGIN
                    THEN 'data is larger than 64 KiB as JSON text'
            END AS reason
       FROM (SELECT line,
+                   -- the row order: line (novu_app may write it, repeated), then where the row is
+                   row_number() OVER (ORDER BY s.line, s.ctid) AS ord,
                    nullif(btrim(s."subscriberId"), '') AS sid,
                    nullif(btrim(s."firstName"), '') AS first_name,
                    nullif(btrim(s."lastName"), '') AS last_name,
@@ -1381,11 +1377,11 @@ BEGIN
     -- A subscriberId appearing twice: the last line wins, earlier ones are rejected.
     UPDATE pg_temp.novu_import_checked c
        SET reason = 'duplicate subscriberId (a later line wins)'
-      FROM (SELECT sid, max(line) AS last_line
+      FROM (SELECT sid, max(ord) AS last_ord
               FROM pg_temp.novu_import_checked
              WHERE reason IS NULL
              GROUP BY sid HAVING count(*) > 1) d
-     WHERE c.reason IS NULL AND c.sid = d.sid AND c.line < d.last_line;
+     WHERE c.reason IS NULL AND c.sid = d.sid AND c.ord < d.last_ord;
 
     INSERT INTO novu.subscriber_import_rejects (line, subscriber_id, reason, row_data)
     SELECT line, sid, reason,
@@ -1782,7 +1778,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF jsonb_typeof(value) IS DISTINCT FROM 'string'
-       OR NOT (value #>> '{}') ~ '^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*$'
+       OR NOT (value #>> '{}') ~ '^[A-Za-z0-9_$-]+([.][A-Za-z0-9_$-]+)*$'
        OR length(value #>> '{}') > 255 OR value #>> '{}' = 'payload' THEN
         RAISE EXCEPTION '% must be a path in the payload', field
             USING ERRCODE = 'invalid_parameter_value',
@@ -1798,7 +1794,7 @@ RETURNS text[]
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT string_to_array(regexp_replace(path, '^payload\.', ''), '.')
+    SELECT string_to_array(regexp_replace(path, '^payload[.]', ''), '.')
 $$;
 COMMENT ON FUNCTION novu._payload_path(text) IS 'Internal: a payload path as a key array';
 
@@ -1812,7 +1808,7 @@ SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 AS $$
 BEGIN
-    IF t IS NULL OR NOT t ~ '^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$' THEN
+    IF t IS NULL OR NOT t ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$' THEN
         RETURN NULL;
     END IF;
     RETURN t::timestamptz;
@@ -1918,7 +1914,7 @@ BEGIN
     CASE c ->> 'on'
     WHEN 'payload', 'subscriber' THEN
         IF jsonb_typeof(c -> 'field') IS DISTINCT FROM 'string'
-           OR NOT (c ->> 'field') ~ '^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*$' THEN
+           OR NOT (c ->> 'field') ~ '^[A-Za-z0-9_$-]+([.][A-Za-z0-9_$-]+)*$' THEN
             RAISE EXCEPTION '%.field must be a dot path', f
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = CASE c ->> 'on' WHEN 'payload' THEN 'A key of the payload, e.g. "plan" or "order.total".'
@@ -2571,14 +2567,8 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF page IS NULL OR page < 0 THEN
-        RAISE EXCEPTION 'page must be 0 or more'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pages are numbered from 0.';
-    END IF;
-    IF page_size IS NULL OR page_size < 1 OR page_size > 100 THEN
-        RAISE EXCEPTION 'page_size must be between 1 and 100'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default page size is 10.';
-    END IF;
+    -- at most 1,000,000 rows skipped, as every list
+    PERFORM novu._check_paging(page, page_size);
     RETURN jsonb_build_object(
         'page', page,
         'totalCount', (SELECT count(*) FROM novu.topics),
@@ -2706,14 +2696,8 @@ DECLARE
     t novu.topics;
 BEGIN
     t := novu._get_topic(topic_subscribers.key);
-    IF page IS NULL OR page < 0 THEN
-        RAISE EXCEPTION 'page must be 0 or more'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pages are numbered from 0.';
-    END IF;
-    IF page_size IS NULL OR page_size < 1 OR page_size > 100 THEN
-        RAISE EXCEPTION 'page_size must be between 1 and 100'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default page size is 10.';
-    END IF;
+    -- at most 1,000,000 rows skipped, as every list
+    PERFORM novu._check_paging(page, page_size);
     RETURN jsonb_build_object(
         'page', page,
         'totalCount', (SELECT count(*) FROM novu.topic_subscribers ts WHERE ts.topic_id = t.id),
@@ -3212,6 +3196,13 @@ BEGIN
                       HINT = 'The feed keeps the messages whose payload contains it, e.g. {"postId": 42}.';
         END IF;
         PERFORM novu._check_size(feed.payload, 'payload', 16384);
+        -- array containment compares every element with every element, per
+        -- message: a filter of thousands of elements took seconds a row
+        IF jsonb_path_exists(feed.payload, 'strict $.** ? (@.type() == "array")') THEN
+            RAISE EXCEPTION 'payload must not contain arrays'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Filter by keys and scalar values, e.g. {"postId": 42} or {"post": {"id": 42}}.';
+        END IF;
     END IF;
     -- totalCount is counted up to 1000 (Novu's COUNT_LIMIT), or up to one past
     -- the page asked for when that is further, so that hasMore is always
@@ -4105,7 +4096,7 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    num_re constant text := '^-?[0-9]{1,30}(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?$';
+    num_re constant text := '^-?[0-9]{1,30}([.][0-9]{1,30})?([eE][-+]?[0-9]{1,3})?$';
     a text;
     a_num numeric;
     v text;
@@ -4551,18 +4542,18 @@ BEGIN
                 IF st ? 'delayPath' THEN
                     t := ev.payload #>> novu._payload_path(st ->> 'delayPath');
                     IF t IS NULL THEN
-                        err := format('Delay failed: payload.%s is missing', regexp_replace(st ->> 'delayPath', '^payload\.', ''));
-                    ELSIF NOT t ~ '^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$' THEN
-                        err := format('Delay failed: payload.%s is not an ISO time', regexp_replace(st ->> 'delayPath', '^payload\.', ''));
+                        err := format('Delay failed: payload.%s is missing', regexp_replace(st ->> 'delayPath', '^payload[.]', ''));
+                    ELSIF NOT t ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$' THEN
+                        err := format('Delay failed: payload.%s is not an ISO time', regexp_replace(st ->> 'delayPath', '^payload[.]', ''));
                     ELSE
                         BEGIN
                             due := t::timestamptz;
                         EXCEPTION WHEN OTHERS THEN
-                            err := format('Delay failed: payload.%s is not an ISO time', regexp_replace(st ->> 'delayPath', '^payload\.', ''));
+                            err := format('Delay failed: payload.%s is not an ISO time', regexp_replace(st ->> 'delayPath', '^payload[.]', ''));
                         END;
                         IF due <= now() THEN
                             err := format('Delay failed: payload.%s (%s) is in the past',
-                                          regexp_replace(st ->> 'delayPath', '^payload\.', ''), t);
+                                          regexp_replace(st ->> 'delayPath', '^payload[.]', ''), t);
                         END IF;
                     END IF;
                 ELSE

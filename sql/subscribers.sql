@@ -91,3 +91,18 @@ SELECT novu.bulk_identify('{"subscriberId": "x"}');
 SELECT novu.bulk_identify((SELECT jsonb_agg(jsonb_build_object('subscriberId', 'many-' || i)) FROM generate_series(1, 501) i));
 SELECT count(*) FROM novu.subscribers WHERE subscriber_id LIKE 'many-%';
 SELECT no_ts(novu.get_subscriber('user-1')) - 'channels' AS unchanged_after_errors;
+-- lists skip at most 1,000,000 rows
+SELECT novu.list_subscribers(2147483647, 100);
+SELECT novu.list_topics(2147483647, 100);
+SELECT novu.create_topic('paging-topic') ->> 'key' AS topic;
+SELECT novu.topic_subscribers('paging-topic', 2147483647, 100);
+SELECT novu.delete_topic('paging-topic');
+-- a caller's standard_conforming_strings does not change the checks of definer
+-- functions (their patterns are read as written); a new session compiles them
+\c
+SET standard_conforming_strings = off;
+SELECT novu.identify('scs-user', jsonb_build_object('email', 'a@b' || chr(10) || 'cc'));
+SELECT novu.identify('scs-user', '{"email": "x@y<zz"}');
+SELECT novu.identify('scs-user', '{"email": "scs@example.com"}') ->> 'email' AS email;
+SELECT novu._delay_time('2099-01-01T00:00:00') = '2099-01-01 00:00:00+00' AS delay_time_read;
+RESET standard_conforming_strings;
