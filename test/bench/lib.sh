@@ -153,3 +153,22 @@ hog_stop() {
     for p in $hog_pids; do wait "$p" 2>/dev/null || true; done
     hog_pids=""
 }
+# What the machine itself gives, beside the hog or not: one SCHED_FIFO thread per core
+# (cyclictest; it preempts every process of this machine, the hog included) sleeps 1 ms
+# at a time for SECONDS and counts how late it wakes.  Ten milliseconds late or more is
+# time its core did not run at all (the hypervisor gave the vCPU to someone else): no
+# process here can be faster than that.  -> "late_10ms late_50ms max_ms wakeups"
+# ("- - - 0" without cyclictest or the right to use SCHED_FIFO)
+machine_stalls() {
+    local f
+    f=$(mktemp)
+    if ! $SUDO cyclictest -q -m -t"$(nproc)" -a "0-$(($(nproc) - 1))" -p 80 -i 1000 -D "$1" -h 120000 > "$f" 2>/dev/null; then
+        rm -f "$f"; echo "- - - 0"; return
+    fi
+    # histogram rows: microseconds, then one count per thread; past 120 ms: the overflows
+    awk '/^[0-9]/ && NF > 2 { b = $1 + 0; for (c = 2; c <= NF; c++) { v = $c + 0; n += v; if (b >= 10000) l10 += v; if (b >= 50000) l50 += v } }
+         /^# Histogram Overflows:/ { for (c = 4; c <= NF; c++) { v = $c + 0; n += v; l10 += v; l50 += v } }
+         /^# Max Latencies:/ { for (c = 4; c <= NF; c++) if ($c + 0 > mx) mx = $c + 0 }
+         END { printf "%d %d %.1f %d\n", l10, l50, mx / 1000, n }' "$f"
+    rm -f "$f"
+}

@@ -58,6 +58,8 @@ TUNED_SETTINGS="shared_buffers = '2GB', max_wal_size = '20GB', checkpoint_timeou
 
 ensure_packages
 command -v h2load >/dev/null || { $SUDO apt-get install -y -qq nghttp2-client >/dev/null; }
+# cyclictest: what the machine itself gives (machine_stalls); without it that line says "-"
+command -v cyclictest >/dev/null || $SUDO apt-get install -y -qq rt-tests >/dev/null || true
 build_and_install
 
 tmp=$(mktemp -d /tmp/novu-bench.XXXXXX)
@@ -228,6 +230,11 @@ p2p3_round() {  # p2p3_round quiet|hog RUN
 }
 
 if want p2p3; then
+    R[stalls_quiet]=$(machine_stalls 30)
+    hog_start
+    R[stalls_hog]=$(machine_stalls 30)
+    hog_stop
+    log "vCPU stalls (cyclictest, 30 s): late >= 10 ms / >= 50 ms / max ms / wakeups: quiet ${R[stalls_quiet]}, beside the hog ${R[stalls_hog]}"
     workers default
     for r in $(seq "$RUNS"); do
         p2p3_round quiet "$r"
@@ -484,6 +491,13 @@ p2p3_verdict() {
         echo "trigger's own commit (WAL fsync: see the floor row)."
         echo "CPU hog: one \`$HOG_CMD\` per core ($(nproc)), started 1 s before the round and killed after it."
         echo "Each run measures quiet, then beside the hog; $RUNS run(s)."
+        set -- ${R[stalls_quiet]}; sq10=$1 sq50=$2 sqmax=$3 sqn=$4
+        set -- ${R[stalls_hog]}; sh10=$1 sh50=$2 shmax=$3 shn=$4
+        echo "The machine itself (machine_stalls in test/bench/lib.sh: cyclictest, one SCHED_FIFO thread per core"
+        echo "waking every 1 ms for 30 s; it preempts every process here, so waking 10 ms late or more is its core"
+        echo "not running at all): quiet $sq10 of $sqn wakeups ≥ 10 ms late ($sq50 ≥ 50 ms, the latest $sqmax ms);"
+        echo "beside the hog $sh10 of $shn ($sh50 ≥ 50 ms, the latest $shmax ms). Every process on a core that stops"
+        echo "that long waits as long: the P3 rows beside the hog cannot be shorter."
         echo
         p2p3_table
         echo
