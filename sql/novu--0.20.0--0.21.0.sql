@@ -696,3 +696,184 @@ BEGIN
 END
 $$;
 
+
+-- APNs' 410 answer says since when a token is invalid: the token is removed only
+-- if it was not registered again after that (PROTOCOLS 2.6).  Registering a token
+-- again (set_credentials) now dates it anew (device_tokens.created_at), and
+-- novu._record takes, per token to prune, that time in ms (NULL: unconditional).
+CREATE OR REPLACE FUNCTION novu._store_credentials(p_subscriber_id text, p_provider_id text, p_credentials jsonb,
+                                        p_identifier text, p_replace boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    integ novu.integrations;
+    tokens text[];
+    ntokens bigint;
+BEGIN
+    PERFORM novu._check_id(p_subscriber_id, 'subscriberId');
+    integ := novu._resolve_integration(p_provider_id, p_identifier);
+    tokens := novu._check_credentials(p_provider_id, p_credentials);
+    PERFORM FROM novu.subscribers WHERE subscriber_id = p_subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', p_subscriber_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it first with novu.identify().';
+    END IF;
+
+    INSERT INTO novu.subscriber_channels AS c (subscriber_id, integration_id, webhook_url)
+    VALUES (p_subscriber_id, integ.id, p_credentials ->> 'webhookUrl')
+    ON CONFLICT (subscriber_id, integration_id) DO UPDATE SET
+        webhook_url = CASE WHEN p_replace OR p_credentials ? 'webhookUrl' THEN excluded.webhook_url
+                           ELSE c.webhook_url END,
+        updated_at = now();
+
+    IF p_replace THEN
+        DELETE FROM novu.device_tokens
+         WHERE subscriber_id = p_subscriber_id AND integration_id = integ.id
+           AND device_token <> ALL (tokens);
+    END IF;
+
+    -- A token belongs to one subscriber per integration: take it over from anyone
+    -- else.  Registering a token again dates it anew: APNs' "invalid since" answer
+    -- removes only a token not registered again after that time.
+    INSERT INTO novu.device_tokens AS d (integration_id, device_token, subscriber_id)
+    SELECT integ.id, tok, p_subscriber_id
+      FROM unnest(tokens) WITH ORDINALITY AS u(tok, n)
+     ORDER BY n
+    ON CONFLICT (integration_id, device_token) DO UPDATE SET
+        subscriber_id = excluded.subscriber_id,
+        created_at = now();
+
+    -- At most 100 tokens per subscriber and integration in all, not only per
+    -- call: a trigger makes one message per token, and appending without end
+    -- would let one trigger make any number of them.  (Concurrent calls for one
+    -- subscriber and integration wait for each other on its channel row,
+    -- upserted above, and this count sees what the other committed.)
+    SELECT count(*) INTO ntokens FROM novu.device_tokens
+     WHERE subscriber_id = p_subscriber_id AND integration_id = integ.id;
+    IF ntokens > 100 THEN
+        RAISE EXCEPTION 'subscriber "%" would have % device tokens for integration "%"', p_subscriber_id, ntokens, integ.identifier
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'A subscriber keeps at most 100 device tokens per integration: replace them with novu.set_credentials(), or remove stale ones with novu.remove_device_token().';
+    END IF;
+END
+$$;
+
+DROP FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]);
+CREATE FUNCTION novu._record(p_worker integer, p_ids bigint[], p_attempts integer[], p_statuses text[],
+                             p_errors text[], p_message_ids text[], p_delays_ms bigint[], p_receipt_ms bigint[],
+                             p_details text[], p_prune_integrations bigint[], p_prune_tokens text[],
+                             p_prune_since bigint[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    n integer;
+BEGIN
+
+    WITH r AS (
+        SELECT * FROM unnest(p_ids, p_attempts, p_statuses, p_errors, p_message_ids, p_delays_ms, p_receipt_ms, p_details)
+                 AS r(id, attempts, status, error, message_id, delay_ms, receipt_ms, detail)
+    ),
+    upd AS (
+        UPDATE novu.deliveries d
+           SET status = r.status,
+               last_error = COALESCE(r.error, CASE WHEN r.status = 'sent' THEN NULL ELSE d.last_error END),
+               provider_message_id = COALESCE(r.message_id, d.provider_message_id),
+               next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.delay_ms * interval '1 millisecond'
+                                      ELSE d.next_attempt_at END,
+               sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END,
+               receipt_at = CASE WHEN r.receipt_ms IS NOT NULL THEN now() + r.receipt_ms * interval '1 millisecond' END,
+               lease_until = NULL,
+               updated_at = now()
+          FROM r CROSS JOIN LATERAL (SELECT x.ctid AS tid FROM novu.deliveries x
+                                      WHERE x.id = r.id AND x.attempts = r.attempts
+                                        AND x.status || '' = 'sending'
+                                      OFFSET 0) l
+         WHERE d.ctid = l.tid
+        RETURNING d.id, d.transaction_id, d.subscriber_id, d.workflow_id, d.channel, d.provider_id,
+                  d.integration_id, r.status, r.error, r.detail
+    ),
+    log AS (
+        INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id, channel,
+                                            provider_id, status, detail)
+        SELECT transaction_id, id, subscriber_id, workflow_id, channel, provider_id,
+               CASE status WHEN 'sent' THEN 'Success' WHEN 'pending' THEN 'Pending' ELSE 'Failed' END,
+               detail
+          FROM upd WHERE detail IS NOT NULL
+    ),
+    counts AS (
+        SELECT integration_id,
+               count(*) FILTER (WHERE status = 'sent') AS sent,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               count(*) FILTER (WHERE status = 'pending') AS retried,
+               max(error) FILTER (WHERE status <> 'sent') AS last_error
+          FROM upd WHERE integration_id IS NOT NULL GROUP BY integration_id
+    ),
+    stats AS (
+        INSERT INTO novu.provider_stats AS s (integration_id, worker, sent, failed, retried, last_error, last_error_at)
+        SELECT c.integration_id, p_worker, c.sent, c.failed, c.retried, c.last_error,
+               CASE WHEN c.last_error IS NOT NULL THEN now() END
+          FROM counts c
+         WHERE EXISTS (SELECT FROM novu.integrations i WHERE i.id = c.integration_id)
+        ON CONFLICT (integration_id, worker) DO UPDATE SET
+            sent = s.sent + excluded.sent,
+            failed = s.failed + excluded.failed,
+            retried = s.retried + excluded.retried,
+            last_error = COALESCE(excluded.last_error, s.last_error),
+            last_error_at = COALESCE(excluded.last_error_at, s.last_error_at)
+    )
+    SELECT count(*)::integer INTO n FROM upd;
+    -- Dead tokens and deleted chat webhooks, when a provider said so (rare: a
+    -- statement of its own, not planned and opened with every record)
+    IF cardinality(p_prune_integrations) > 0 THEN
+        -- (a token or webhook an application transaction holds is left: that
+        -- transaction is changing it, and waiting for it would stop the worker;
+        -- a send to it that fails again prunes it then)
+        WITH dead_tokens AS MATERIALIZED (
+            SELECT t.ctid AS tid FROM novu.device_tokens t
+              JOIN unnest(p_prune_integrations, p_prune_tokens, p_prune_since) AS x(integration_id, token, since_ms)
+                ON t.integration_id = x.integration_id AND t.device_token = x.token
+             -- APNs says since when a token is invalid: one registered again after that stays
+             WHERE x.since_ms IS NULL OR t.created_at <= to_timestamp(x.since_ms / 1000.0)
+               FOR UPDATE OF t SKIP LOCKED
+        ),
+        pruned_tokens AS (
+            DELETE FROM novu.device_tokens t USING dead_tokens k WHERE t.ctid = k.tid
+            RETURNING t.integration_id
+        ),
+        dead_webhooks AS MATERIALIZED (
+            -- a deleted chat webhook: the subscriber's credential goes
+            SELECT c.ctid AS tid FROM novu.subscriber_channels c
+              JOIN unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+                ON c.integration_id = x.integration_id AND c.webhook_url = x.token
+             WHERE EXISTS (SELECT FROM novu.integrations ig WHERE ig.id = c.integration_id AND ig.channel = 'chat')
+               FOR UPDATE OF c SKIP LOCKED
+        ),
+        pruned_webhooks AS (
+            UPDATE novu.subscriber_channels c SET webhook_url = NULL, updated_at = now()
+              FROM dead_webhooks k WHERE c.ctid = k.tid
+            RETURNING c.integration_id
+        ),
+        pruned AS (
+            SELECT integration_id FROM pruned_tokens UNION ALL SELECT integration_id FROM pruned_webhooks
+        )
+        INSERT INTO novu.provider_stats AS s (integration_id, worker, tokens_pruned)
+        SELECT p.integration_id, p_worker, count(*)
+          FROM pruned p
+         WHERE EXISTS (SELECT FROM novu.integrations i WHERE i.id = p.integration_id)
+         GROUP BY p.integration_id
+        ON CONFLICT (integration_id, worker) DO UPDATE SET tokens_pruned = s.tokens_pruned + excluded.tokens_pruned;
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[], bigint[]) IS 'Internal (workers): record a batch of delivery results, the activity log and counters in one statement, and prune the dead tokens named unless registered again after the time given (a second one, only then)';
+REVOKE EXECUTE ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[], bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[], bigint[]) TO novu_worker;

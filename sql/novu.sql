@@ -193,7 +193,7 @@ CREATE TABLE novu.device_tokens (
     device_token    text COLLATE "C" NOT NULL,
     subscriber_id   text COLLATE "C" NOT NULL,
     seq             bigserial NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT now(),
+    created_at      timestamptz NOT NULL DEFAULT now(),  -- when last registered (set_credentials)
     PRIMARY KEY (integration_id, device_token),
     FOREIGN KEY (subscriber_id, integration_id)
         REFERENCES novu.subscriber_channels (subscriber_id, integration_id) ON DELETE CASCADE
@@ -1057,15 +1057,16 @@ BEGIN
            AND device_token <> ALL (tokens);
     END IF;
 
-    -- A token belongs to one subscriber per integration: take it over from anyone else.
+    -- A token belongs to one subscriber per integration: take it over from anyone
+    -- else.  Registering a token again dates it anew: APNs' "invalid since" answer
+    -- removes only a token not registered again after that time.
     INSERT INTO novu.device_tokens AS d (integration_id, device_token, subscriber_id)
     SELECT integ.id, tok, p_subscriber_id
       FROM unnest(tokens) WITH ORDINALITY AS u(tok, n)
      ORDER BY n
     ON CONFLICT (integration_id, device_token) DO UPDATE SET
         subscriber_id = excluded.subscriber_id,
-        created_at = now()
-     WHERE d.subscriber_id <> excluded.subscriber_id;
+        created_at = now();
 
     -- At most 100 tokens per subscriber and integration in all, not only per
     -- call: a trigger makes one message per token, and appending without end
@@ -5623,7 +5624,8 @@ COMMENT ON FUNCTION novu._fanout(integer, integer, integer, integer, integer, bi
 -- claimed again is left to its new owner).
 CREATE FUNCTION novu._record(p_worker integer, p_ids bigint[], p_attempts integer[], p_statuses text[],
                              p_errors text[], p_message_ids text[], p_delays_ms bigint[], p_receipt_ms bigint[],
-                             p_details text[], p_prune_integrations bigint[], p_prune_tokens text[])
+                             p_details text[], p_prune_integrations bigint[], p_prune_tokens text[],
+                             p_prune_since bigint[])
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -5696,8 +5698,10 @@ BEGIN
         -- a send to it that fails again prunes it then)
         WITH dead_tokens AS MATERIALIZED (
             SELECT t.ctid AS tid FROM novu.device_tokens t
-              JOIN unnest(p_prune_integrations, p_prune_tokens) AS x(integration_id, token)
+              JOIN unnest(p_prune_integrations, p_prune_tokens, p_prune_since) AS x(integration_id, token, since_ms)
                 ON t.integration_id = x.integration_id AND t.device_token = x.token
+             -- APNs says since when a token is invalid: one registered again after that stays
+             WHERE x.since_ms IS NULL OR t.created_at <= to_timestamp(x.since_ms / 1000.0)
                FOR UPDATE OF t SKIP LOCKED
         ),
         pruned_tokens AS (
@@ -5730,7 +5734,7 @@ BEGIN
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]) IS 'Internal (workers): record a batch of delivery results, the activity log and counters in one statement, and prune the dead tokens named (a second one, only then)';
+COMMENT ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[], bigint[]) IS 'Internal (workers): record a batch of delivery results, the activity log and counters in one statement, and prune the dead tokens named unless registered again after the time given (a second one, only then)';
 
 -- The in_app sink: the worker renders a claimed in_app message (content, subject,
 -- the cta's url) and stores it here, in the feed, in one short transaction: the
@@ -6462,7 +6466,7 @@ GRANT EXECUTE ON FUNCTION
     novu._take_events(tid[]),
     novu._create_subscribers(text[]),
     novu._topic_chunk(text[], text[], text, text, integer),
-    novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[]),
+    novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[], bigint[]),
     novu._claim_receipts(integer, integer),
     novu._claim_groups(integer, integer[], boolean, timestamptz),
     novu._set_request_keys(bigint[], integer[], text[]),

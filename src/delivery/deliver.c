@@ -17,6 +17,8 @@
  */
 #include "postgres.h"
 
+#include <time.h>
+
 #include "access/xact.h"
 #include "common/pg_prng.h"
 #include "miscadmin.h"
@@ -378,6 +380,19 @@ log_config_error(Integration *ig, const char *reason)
 			 errhint("Fix it with novu.update_integration(); this is logged once until its credentials change.")));
 }
 
+/* A time given in ms since the epoch, as ISO 8601 in UTC with milliseconds. */
+static char *
+iso_from_ms(int64 ms)
+{
+	time_t		secs = (time_t) (ms / 1000);
+	struct tm	tm;
+	char		buf[64];
+
+	if (gmtime_r(&secs, &tm) == NULL || strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+		return psprintf("%lld ms", (long long) ms);
+	return psprintf("%s.%03dZ", buf, (int) (ms % 1000));
+}
+
 /* Turn a message's outcome into its recorded status. */
 static void
 record_outcome(ResultBatch *rb, Message *m)
@@ -392,8 +407,13 @@ record_outcome(ResultBatch *rb, Message *m)
 					   "Message sent");
 			break;
 		case OUTCOME_REMOVE_TOKEN:
-			result_prune(rb, ig->id, m->target);
-			result_add(rb, m, "failed", reason, 0, -1, psprintf("Token removed: %s", reason));
+			result_prune(rb, ig->id, m->target, m->gone_since_ms);
+			if (m->gone_since_ms > 0)
+				result_add(rb, m, "failed", reason, 0, -1,
+						   psprintf("Token removed: %s (invalid since %s; kept if registered again after that)",
+									reason, iso_from_ms(m->gone_since_ms)));
+			else
+				result_add(rb, m, "failed", reason, 0, -1, psprintf("Token removed: %s", reason));
 			break;
 		case OUTCOME_CONFIG_ERROR:
 			log_config_error(ig, reason);
@@ -1813,7 +1833,7 @@ novu_check_receipts(void)
 					result_add(&rb, m, "later", NULL, later_ms, -1, NULL);
 				break;
 			case OUTCOME_REMOVE_TOKEN:
-				result_prune(&rb, m->integration->id, m->target);
+				result_prune(&rb, m->integration->id, m->target, 0);
 				result_add(&rb, m, "failed", reason, 0, -1, psprintf("Token removed: %s (receipt)", reason));
 				break;
 			case OUTCOME_RETRY:

@@ -22,6 +22,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "crypto/crypto.h"
@@ -342,6 +343,28 @@ static const ApnsReason apns_reasons[] = {
 	{"Shutdown", 0, OUTCOME_RETRY},
 };
 
+/*
+ * The "timestamp" of a 410 answer: since when APNs has known the token to be
+ * invalid (milliseconds since the epoch), or 0 if absent or not a plausible
+ * whole number.
+ */
+static int64
+apns_gone_since(Jsonb *body)
+{
+	JsonbValue	v;
+	char	   *text;
+	char	   *end;
+	long long	ms;
+
+	if (body == NULL || !jsonb_container_get(&body->root, "timestamp", &v) || v.type != jbvNumeric)
+		return 0;
+	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+	if (strspn(text, "0123456789") != strlen(text) || strlen(text) > 15)
+		return 0;				/* not a whole number of ms before the year 33658 */
+	ms = strtoll(text, &end, 10);
+	return ms > 0 ? (int64) ms : 0;
+}
+
 /* Classify APNs's answer (PROTOCOLS.md 2.6 and 7). */
 static void
 apns_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
@@ -377,7 +400,12 @@ apns_classify(Integration *ig, HttpRequest *req, Message **msgs, int n)
 						psprintf("%s with HTTP %ld (APNs answers it with %ld: check the endpoint)",
 								 reason, req->status, r->status));
 		else
+		{
 			novu_message_set(m, r->outcome, reason);
+			/* "unless the device registered the token again after that" (PROTOCOLS 2.6) */
+			if (r->outcome == OUTCOME_REMOVE_TOKEN && req->status == 410)
+				m->gone_since_ms = apns_gone_since(body);
+		}
 		return;
 	}
 	if (reason == NULL)

@@ -69,6 +69,7 @@ typedef struct Message
 	char	   *reason;			/* provider's reason, e.g. "UNREGISTERED" or "Unregistered" */
 	char	   *provider_message_id;
 	int			retry_after;	/* seconds, -1 if none given */
+	int64		gone_since_ms;	/* APNs 410: the token is invalid since then (ms since the epoch; 0: not said) */
 	double		jitter;			/* backoff factor shared by the messages of one request (0: unset) */
 	bool		receipt;		/* a receipt is to be checked later (ProviderOps.receipts) */
 	bool		judged;			/* the circuit breaker has counted this answer */

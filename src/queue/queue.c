@@ -668,9 +668,12 @@ result_add(ResultBatch *rb, Message *m, const char *status, const char *error,
 	rb->n++;
 }
 
-/* Ask for a device token to be removed when the batch is recorded. */
+/*
+ * Ask for a device token to be removed when the batch is recorded; with
+ * gone_since_ms (> 0), only if it was not registered again after that.
+ */
 void
-result_prune(ResultBatch *rb, int64 integration_id, const char *token)
+result_prune(ResultBatch *rb, int64 integration_id, const char *token, int64 gone_since_ms)
 {
 	if (rb->nprune == rb->prune_cap)
 	{
@@ -680,16 +683,19 @@ result_prune(ResultBatch *rb, int64 integration_id, const char *token)
 		{
 			rb->prune_integrations = palloc(sizeof(int64) * cap);
 			rb->prune_tokens = palloc(sizeof(char *) * cap);
+			rb->prune_since = palloc(sizeof(int64) * cap);
 		}
 		else
 		{
 			rb->prune_integrations = repalloc(rb->prune_integrations, sizeof(int64) * cap);
 			rb->prune_tokens = repalloc(rb->prune_tokens, sizeof(char *) * cap);
+			rb->prune_since = repalloc(rb->prune_since, sizeof(int64) * cap);
 		}
 		rb->prune_cap = cap;
 	}
 	rb->prune_integrations[rb->nprune] = integration_id;
 	rb->prune_tokens[rb->nprune] = (char *) token;
+	rb->prune_since[rb->nprune] = gone_since_ms > 0 ? gone_since_ms : -1;
 	rb->nprune++;
 }
 
@@ -745,9 +751,9 @@ int4_array(int32 *values, int n)
 static void
 record_in_tx(ResultBatch *rb)
 {
-	Oid			argtypes[11] = {INT4OID, INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
-	Datum		values[11];
+	Oid			argtypes[12] = {INT4OID, INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
+	Datum		values[12];
 
 	if (rb->n == 0 && rb->nprune == 0)
 		return;
@@ -762,9 +768,10 @@ record_in_tx(ResultBatch *rb)
 	values[8] = text_array(rb->details, rb->n);
 	values[9] = int8_array(rb->prune_integrations, rb->nprune, false);
 	values[10] = text_array(rb->prune_tokens, rb->nprune);
+	values[11] = int8_array(rb->prune_since, rb->nprune, true);
 
-	novu_prepare_once(&record_plan, "SELECT novu._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-				 11, argtypes);
+	novu_prepare_once(&record_plan, "SELECT novu._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+				 12, argtypes);
 	if (SPI_execute_plan(record_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "novu: recording results failed");
 }

@@ -69,6 +69,7 @@ typedef struct ResultBatch
 	int			prune_cap;
 	int64	   *prune_integrations;
 	char	  **prune_tokens;
+	int64	   *prune_since;	/* ms since the epoch the provider says the token is gone; -1: not said */
 } ResultBatch;
 
 extern int	queue_claim(int limit, int lease_ms, ClaimedRow **rows, long *next_due_ms,
@@ -78,7 +79,7 @@ extern Size queue_last_claim_bytes(void);
 extern int	queue_load_integrations(int64 *ids, int n, IntegrationRow **rows);
 extern void result_add(ResultBatch *rb, Message *m, const char *status, const char *error,
 					   int64 delay_ms, int64 receipt_ms, const char *detail);
-extern void result_prune(ResultBatch *rb, int64 integration_id, const char *token);
+extern void result_prune(ResultBatch *rb, int64 integration_id, const char *token, int64 gone_since_ms);
 extern void queue_record(ResultBatch *rb);
 extern int	queue_set_request_keys(int64 *ids, int32 *attempts, char **keys, int n, bool *written);
 extern int	queue_store_in_app(int64 *ids, int32 *attempts, char **subjects, char **contents, char **urls,

@@ -136,25 +136,29 @@ SQL
 # ===========================================================================
 {
 	NovuTest::reset_mocks($mocks);
-	my %apns = map { $_ => hex_token("rm-apns-$_") } qw(dead bad expired good);
+	my %apns = map { $_ => hex_token("rm-apns-$_") } qw(dead bad expired good good2 again);
 	my %t = (
 		fcm_dead => 'fcm-rm-dead', fcm_bad => 'fcm-rm-bad', fcm_apnsdead => 'fcm-rm-apns-dead', fcm_good => 'fcm-rm-good',
 		expo_dead => 'ExponentPushToken[rm-dead]', expo_good => 'ExponentPushToken[rm-good]');
 	NovuTest::set_tokens($mocks, 'fcm', 'dead', $t{fcm_dead});
 	NovuTest::set_tokens($mocks, 'fcm', 'bad', $t{fcm_bad});
 	NovuTest::set_tokens($mocks, 'fcm', 'apns-dead', $t{fcm_apnsdead});
-	NovuTest::set_tokens($mocks, 'apns', 'dead', $apns{dead});
 	NovuTest::set_tokens($mocks, 'apns', 'bad', $apns{bad});
-	NovuTest::set_tokens($mocks, 'apns', 'expired', $apns{expired});
 	NovuTest::set_tokens($mocks, 'expo', 'dead', $t{expo_dead});
+	# APNs answers 410 with the time since which it knows the token to be invalid
+	# (the mock: when the token's state was set).  "again" went dead, then the
+	# device registered it again: APNs' time is older than the registration.
+	NovuTest::set_tokens($mocks, 'apns', 'dead', $apns{again});
 	identify('rm-1',
 		[ 'fcm', 'fcm-mock', [ @t{qw(fcm_dead fcm_bad fcm_apnsdead fcm_good)} ] ],
-		[ 'apns', 'apns-mock', [ @apns{qw(dead bad expired good)} ] ],
+		[ 'apns', 'apns-mock', [ @apns{qw(dead bad expired good good2 again)} ] ],
 		[ 'expo', 'expo-mock', [ @t{qw(expo_dead expo_good)} ] ]);
+	NovuTest::set_tokens($mocks, 'apns', 'dead', $apns{dead});
+	NovuTest::set_tokens($mocks, 'apns', 'expired', $apns{expired});
 	my %pruned0 = map { $_ => pstat($_, 'tokens_pruned') } qw(fcm-mock apns-mock expo-mock);
 
 	trigger('tx-rm-1', 'rm-1');
-	ok(wait_done('tx-rm-1', 10), 'REMOVE_TOKEN: the 10 messages of the trigger are final');
+	ok(wait_done('tx-rm-1', 12), 'REMOVE_TOKEN: the 12 messages of the trigger are final');
 
 	my @cases = (
 		[ 'fcm', $t{fcm_dead}, qr/^UNREGISTERED\b/, '404 UNREGISTERED', 404 ],
@@ -197,7 +201,15 @@ SQL
 		  if $good->[0] ne 'expo';
 	}
 	is_deeply(tokens_of('rm-1', 'fcm-mock'), [ $t{fcm_good} ], 'FCM: dead, invalid and APNs-dead tokens removed, the good one kept');
-	is_deeply(tokens_of('rm-1', 'apns-mock'), [ $apns{good} ], 'APNs: Unregistered, BadDeviceToken and ExpiredToken tokens removed, the good one kept');
+	is_deeply([ sort @{ tokens_of('rm-1', 'apns-mock') } ], [ sort($apns{good}, $apns{good2}, $apns{again}) ],
+		'APNs: Unregistered, BadDeviceToken and ExpiredToken tokens removed; the good ones kept, and the one registered after APNs\' time');
+	my $again = msg('tx-rm-1', $apns{again});
+	is($again->{status} . ': ' . ($again->{last_error} // ''), 'failed: Unregistered',
+		'APNs 410 for a token registered again after its time: that message fails');
+	my $ts = token_requests('apns', $apns{again})->[0]{response}{body}{timestamp};
+	ok(defined $ts && $ts =~ /^\d+$/, 'the APNs mock answered a timestamp (ms)');
+	like(join('|', @{ details('tx-rm-1', $apns{again}) }), qr/Token removed: Unregistered \(invalid since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z; kept if registered again after that\)/,
+		'its activity says since when, and that a later registration keeps the token');
 	is_deeply(tokens_of('rm-1', 'expo-mock'), [ $t{expo_good} ], 'Expo: DeviceNotRegistered token removed, the good one kept');
 	is(pstat('fcm-mock', 'tokens_pruned') - $pruned0{'fcm-mock'}, 3, 'stat_providers: fcm-mock counts 3 tokens pruned');
 	is(pstat('apns-mock', 'tokens_pruned') - $pruned0{'apns-mock'}, 3, 'stat_providers: apns-mock counts 3 tokens pruned');
@@ -206,9 +218,9 @@ SQL
 	# the pruned tokens are not targeted any more
 	NovuTest::reset_mocks($mocks);
 	trigger('tx-rm-2', 'rm-1');
-	ok(wait_done('tx-rm-2', 3), 'a second trigger makes 3 messages only (the good tokens)');
+	ok(wait_done('tx-rm-2', 5), 'a second trigger makes 5 messages only (the good tokens, and the one registered again)');
 	is(q1(q{SELECT string_agg(provider_id || ':' || status, ',' ORDER BY provider_id) FROM novu.messages WHERE transaction_id = 'tx-rm-2'}),
-		'apns:sent,expo:sent,fcm:sent', 'second trigger: the three good tokens are sent');
+		'apns:sent,apns:sent,apns:sent,expo:sent,fcm:sent', 'second trigger: the five tokens kept are sent');
 	is(scalar(@{ token_requests('fcm', $t{fcm_dead}) }) + scalar(@{ token_requests('apns', $apns{dead}) }), 0,
 		'second trigger: no request for a pruned token');
 }
