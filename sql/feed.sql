@@ -328,3 +328,5 @@ DROP ROLE novu_feed_app, novu_feed_nobody;
 SELECT novu.feed('fd-ann', payload => (SELECT jsonb_build_object('tags', jsonb_agg(i)) FROM generate_series(1, 2000) i));
 SELECT novu.feed('fd-ann', payload => '{"post": {"tags": []}}');
 SELECT novu.feed('fd-ann', payload => '{"post": {"id": 3}}') -> 'totalCount' AS nested_ok;
+-- mark_as answers with the messages (content and payload): at most a page of ids
+SELECT pg_temp.err($$SELECT novu.mark_as('fd-ann', (SELECT jsonb_agg(i::text) FROM generate_series(1, 101) i), '{"seen": true}')$$);

@@ -877,3 +877,256 @@ $$;
 COMMENT ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[], bigint[]) IS 'Internal (workers): record a batch of delivery results, the activity log and counters in one statement, and prune the dead tokens named unless registered again after the time given (a second one, only then)';
 REVOKE EXECUTE ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[], bigint[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION novu._record(integer, bigint[], integer[], text[], text[], text[], bigint[], bigint[], text[], bigint[], text[], bigint[]) TO novu_worker;
+
+-- A NULL or empty subscriberId (get_subscriber, set_online_status, get_preferences,
+-- set_preference, delete_credentials, remove_device_token), token or transactionId
+-- (cancel) is an error naming the field, as elsewhere.  mark_as takes at most 100
+-- ids: it answers with the messages, as a feed page does.
+
+CREATE OR REPLACE FUNCTION novu.get_subscriber(subscriber_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s novu.subscribers;
+BEGIN
+    PERFORM novu._check_id(get_subscriber.subscriber_id, 'subscriber_id');
+    SELECT * INTO s FROM novu.subscribers x WHERE x.subscriber_id = get_subscriber.subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', get_subscriber.subscriber_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with novu.identify().';
+    END IF;
+    RETURN novu._subscriber_json(s);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION novu.set_online_status(subscriber_id text, is_online boolean)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_id(set_online_status.subscriber_id, 'subscriber_id');
+    IF is_online IS NULL THEN
+        RAISE EXCEPTION 'is_online must not be null'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+    END IF;
+    UPDATE novu.subscribers s
+       SET is_online = set_online_status.is_online,
+           last_online_at = CASE WHEN s.is_online AND NOT set_online_status.is_online THEN now()
+                                 ELSE s.last_online_at END,
+           updated_at = now()
+     WHERE s.subscriber_id = set_online_status.subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', set_online_status.subscriber_id
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.identify().';
+    END IF;
+    RETURN novu.get_subscriber(set_online_status.subscriber_id);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION novu.remove_device_token(subscriber_id text, provider_id text, token text,
+                                         integration_identifier text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_id(remove_device_token.subscriber_id, 'subscriber_id');
+    IF remove_device_token.token IS NULL OR remove_device_token.token = '' THEN
+        RAISE EXCEPTION 'token must not be empty'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the device token to remove.';
+    END IF;
+    PERFORM novu._check_provider(provider_id);
+    IF integration_identifier IS NOT NULL THEN
+        PERFORM novu._resolve_integration(provider_id, integration_identifier);
+    END IF;
+    DELETE FROM novu.device_tokens d
+     USING novu.integrations i
+     WHERE i.id = d.integration_id
+       AND d.subscriber_id = remove_device_token.subscriber_id
+       AND d.device_token = token
+       AND i.provider_id = remove_device_token.provider_id
+       AND (remove_device_token.integration_identifier IS NULL
+            OR i.identifier = remove_device_token.integration_identifier);
+    RETURN FOUND;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION novu.delete_credentials(subscriber_id text, provider_id text,
+                                        integration_identifier text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_id(delete_credentials.subscriber_id, 'subscriber_id');
+    PERFORM novu._check_provider(provider_id);
+    IF integration_identifier IS NOT NULL THEN
+        PERFORM novu._resolve_integration(provider_id, integration_identifier);
+    END IF;
+    DELETE FROM novu.subscriber_channels c
+     USING novu.integrations i
+     WHERE i.id = c.integration_id
+       AND c.subscriber_id = delete_credentials.subscriber_id
+       AND i.provider_id = delete_credentials.provider_id
+       AND (delete_credentials.integration_identifier IS NULL
+            OR i.identifier = delete_credentials.integration_identifier);
+    RETURN FOUND;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION novu.cancel(transaction_id text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n_events bigint;
+    n_messages bigint;
+    n_steps bigint;
+BEGIN
+    PERFORM novu._check_id(cancel.transaction_id, 'transaction_id');
+    UPDATE novu.events e SET status = 'canceled', processed_at = now()
+     WHERE e.transaction_id = cancel.transaction_id AND e.status IN ('pending', 'processing');
+    GET DIAGNOSTICS n_events = ROW_COUNT;
+    -- delays and digest events; before the messages: a step being run is
+    -- waited for, and the messages it made are canceled below
+    n_steps := novu._cancel_steps(cancel.transaction_id);
+    WITH c AS (
+        UPDATE novu.deliveries d SET status = 'canceled', updated_at = now(), last_error = 'Canceled'
+         WHERE d.transaction_id = cancel.transaction_id AND d.status = 'pending'
+        RETURNING d.id, d.subscriber_id, d.workflow_id, d.channel, d.provider_id)
+    INSERT INTO novu.execution_details (transaction_id, message_id, subscriber_id, workflow_id,
+                                        channel, provider_id, status, detail)
+    SELECT cancel.transaction_id, c.id, c.subscriber_id, c.workflow_id, c.channel, c.provider_id,
+           'Warning', 'Message canceled'
+      FROM c;
+    GET DIAGNOSTICS n_messages = ROW_COUNT;
+    RETURN n_events + n_messages + n_steps > 0;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION novu.get_preferences(subscriber_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM novu._check_id(get_preferences.subscriber_id, 'subscriber_id');
+    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = get_preferences.subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', get_preferences.subscriber_id
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.identify().';
+    END IF;
+    RETURN jsonb_build_object(
+        'global', (SELECT novu._preference_json(p.enabled, p.channels)
+                     FROM (SELECT NULL) x
+                     LEFT JOIN novu.preferences p
+                       ON p.subscriber_id = get_preferences.subscriber_id AND p.workflow_id IS NULL),
+        'workflows', COALESCE((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'workflowId', w.workflow_id, 'name', w.name, 'critical', w.critical,
+                       'preference', novu._preference_json(p.enabled, p.channels))
+                     ORDER BY w.workflow_id)
+              FROM novu.workflows w
+              LEFT JOIN novu.preferences p
+                ON p.subscriber_id = get_preferences.subscriber_id AND p.workflow_id = w.workflow_id), '[]'::jsonb));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION novu.set_preference(subscriber_id text, workflow_id text DEFAULT NULL,
+                                    enabled boolean DEFAULT NULL, channels jsonb DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    v jsonb;
+    p novu.preferences;
+BEGIN
+    PERFORM novu._check_id(set_preference.subscriber_id, 'subscriber_id');
+    PERFORM FROM novu.subscribers s WHERE s.subscriber_id = set_preference.subscriber_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscriber "%" not found', set_preference.subscriber_id
+            USING ERRCODE = 'undefined_object', HINT = 'Create it with novu.identify().';
+    END IF;
+    IF set_preference.workflow_id IS NOT NULL THEN
+        PERFORM FROM novu.workflows w WHERE w.workflow_id = set_preference.workflow_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'workflow "%" not found', set_preference.workflow_id
+                USING ERRCODE = 'undefined_object', HINT = 'Pass NULL for the global preference.';
+        END IF;
+    END IF;
+    IF channels IS NOT NULL THEN
+        IF jsonb_typeof(channels) <> 'object' THEN
+            RAISE EXCEPTION 'channels must be a JSON object'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Example: {"push": false}.';
+        END IF;
+        FOR k, v IN SELECT * FROM jsonb_each(channels) LOOP
+            IF k NOT IN ('push', 'in_app', 'chat', 'email', 'sms') THEN
+                RAISE EXCEPTION 'unknown channel "%" in channels', k
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Channels: push, in_app, chat, email, sms.';
+            END IF;
+            IF jsonb_typeof(v) <> 'boolean' THEN
+                RAISE EXCEPTION 'channels.% must be a boolean', k
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
+            END IF;
+        END LOOP;
+    END IF;
+    INSERT INTO novu.preferences AS x (subscriber_id, workflow_id, enabled, channels)
+    VALUES (set_preference.subscriber_id, set_preference.workflow_id, COALESCE(enabled, true), COALESCE(channels, '{}'))
+    ON CONFLICT ON CONSTRAINT preferences_key DO UPDATE SET
+        enabled = COALESCE(set_preference.enabled, x.enabled),
+        channels = x.channels || COALESCE(set_preference.channels, '{}'),
+        updated_at = now()
+    RETURNING * INTO p;
+    RETURN jsonb_build_object('workflowId', p.workflow_id,
+                              'preference', novu._preference_json(p.enabled, p.channels));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION novu.mark_as(subscriber_id text, message_ids jsonb, mark jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ids bigint[];
+    mk jsonb;
+    to_seen boolean;
+    to_read boolean;
+    changed integer;
+BEGIN
+    PERFORM novu._feed_subscriber(mark_as.subscriber_id);
+    ids := novu._message_ids(mark_as.message_ids);
+    -- the answer lists the messages, content and payload included: a feed page's worth
+    IF cardinality(ids) > 100 THEN
+        RAISE EXCEPTION 'message_ids has % ids, mark_as takes at most 100', cardinality(ids)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'It answers with the messages, as a feed page does: mark a page at a time, or use novu.mark_all_as.';
+    END IF;
+    mk := novu._feed_mark(mark_as.mark);
+    to_seen := (mk ->> 'seen')::boolean;
+    to_read := (mk ->> 'read')::boolean;
+    PERFORM novu._lock_feed_messages(mark_as.subscriber_id, ids);
+    UPDATE novu.in_app_messages m
+       SET seen = COALESCE(to_seen, m.seen),
+           last_seen_at = CASE WHEN to_seen AND NOT m.seen THEN now() ELSE m.last_seen_at END,
+           read = COALESCE(to_read, m.read),
+           last_read_at = CASE WHEN to_read AND NOT m.read THEN now() ELSE m.last_read_at END,
+           updated_at = now()
+     WHERE m.id = ANY (ids) AND m.subscriber_id = mark_as.subscriber_id
+       AND (m.seen <> COALESCE(to_seen, m.seen) OR m.read <> COALESCE(to_read, m.read));
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    IF changed > 0 THEN
+        PERFORM novu._notify_in_app(mark_as.subscriber_id);
+    END IF;
+    RETURN (SELECT COALESCE(jsonb_agg(novu._feed_item(m) ORDER BY m.created_at DESC, m.id DESC), '[]')
+              FROM novu.in_app_messages m
+             WHERE m.id = ANY (ids) AND m.subscriber_id = mark_as.subscriber_id);
+END
+$$;

@@ -1096,6 +1096,7 @@ AS $$
 DECLARE
     s novu.subscribers;
 BEGIN
+    PERFORM novu._check_id(get_subscriber.subscriber_id, 'subscriber_id');
     SELECT * INTO s FROM novu.subscribers x WHERE x.subscriber_id = get_subscriber.subscriber_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscriber "%" not found', get_subscriber.subscriber_id
@@ -1299,6 +1300,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM novu._check_id(set_online_status.subscriber_id, 'subscriber_id');
     IF is_online IS NULL THEN
         RAISE EXCEPTION 'is_online must not be null'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass true or false.';
@@ -1462,6 +1464,11 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM novu._check_id(remove_device_token.subscriber_id, 'subscriber_id');
+    IF remove_device_token.token IS NULL OR remove_device_token.token = '' THEN
+        RAISE EXCEPTION 'token must not be empty'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the device token to remove.';
+    END IF;
     PERFORM novu._check_provider(provider_id);
     IF integration_identifier IS NOT NULL THEN
         PERFORM novu._resolve_integration(provider_id, integration_identifier);
@@ -1486,6 +1493,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM novu._check_id(delete_credentials.subscriber_id, 'subscriber_id');
     PERFORM novu._check_provider(provider_id);
     IF integration_identifier IS NOT NULL THEN
         PERFORM novu._resolve_integration(provider_id, integration_identifier);
@@ -2804,6 +2812,7 @@ DECLARE
     n_messages bigint;
     n_steps bigint;
 BEGIN
+    PERFORM novu._check_id(cancel.transaction_id, 'transaction_id');
     UPDATE novu.events e SET status = 'canceled', processed_at = now()
      WHERE e.transaction_id = cancel.transaction_id AND e.status IN ('pending', 'processing');
     GET DIAGNOSTICS n_events = ROW_COUNT;
@@ -2895,6 +2904,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM novu._check_id(get_preferences.subscriber_id, 'subscriber_id');
     PERFORM FROM novu.subscribers s WHERE s.subscriber_id = get_preferences.subscriber_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscriber "%" not found', get_preferences.subscriber_id
@@ -2928,6 +2938,7 @@ DECLARE
     v jsonb;
     p novu.preferences;
 BEGIN
+    PERFORM novu._check_id(set_preference.subscriber_id, 'subscriber_id');
     PERFORM FROM novu.subscribers s WHERE s.subscriber_id = set_preference.subscriber_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscriber "%" not found', set_preference.subscriber_id
@@ -3345,6 +3356,12 @@ DECLARE
 BEGIN
     PERFORM novu._feed_subscriber(mark_as.subscriber_id);
     ids := novu._message_ids(mark_as.message_ids);
+    -- the answer lists the messages, content and payload included: a feed page's worth
+    IF cardinality(ids) > 100 THEN
+        RAISE EXCEPTION 'message_ids has % ids, mark_as takes at most 100', cardinality(ids)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'It answers with the messages, as a feed page does: mark a page at a time, or use novu.mark_all_as.';
+    END IF;
     mk := novu._feed_mark(mark_as.mark);
     to_seen := (mk ->> 'seen')::boolean;
     to_read := (mk ->> 'read')::boolean;

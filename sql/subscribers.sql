@@ -106,3 +106,14 @@ SELECT novu.identify('scs-user', '{"email": "x@y<zz"}');
 SELECT novu.identify('scs-user', '{"email": "scs@example.com"}') ->> 'email' AS email;
 SELECT novu._delay_time('2099-01-01T00:00:00') = '2099-01-01 00:00:00+00' AS delay_time_read;
 RESET standard_conforming_strings;
+-- a NULL or empty id is an error naming the field, not "not found" or false
+SELECT novu.get_subscriber(NULL);
+SELECT novu.set_online_status(NULL, true);
+SELECT novu.get_preferences('');
+SELECT novu.set_preference(NULL, NULL, false);
+SELECT novu.delete_credentials(NULL, 'fcm');
+SELECT novu.remove_device_token('user-1', 'fcm', NULL);
+SELECT novu.remove_device_token(NULL, 'fcm', 'tok');
+SELECT novu.cancel(NULL);
+SELECT novu.cancel('');
+SELECT novu.cancel(repeat('x', 256));
