@@ -1130,3 +1130,18 @@ BEGIN
              WHERE m.id = ANY (ids) AND m.subscriber_id = mark_as.subscriber_id);
 END
 $$;
+
+-- A listener holding a transaction open keeps the notification queue from being
+-- emptied; once full, every notifying commit failed.  Past half the queue the
+-- in-app notification (a hint) is not sent.
+CREATE OR REPLACE FUNCTION novu._notify_in_app(p_subscriber_id text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_notify('novu_in_app', format('{"subscriberId": %s, "unseenCount": %s}', to_json(p_subscriber_id),
+        (SELECT count(*) FROM (SELECT FROM novu.in_app_messages m
+                                WHERE m.subscriber_id = p_subscriber_id AND NOT m.seen
+                                LIMIT 100) c)))
+     WHERE pg_notification_queue_usage() < 0.5
+$$;

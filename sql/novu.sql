@@ -3175,7 +3175,11 @@ $$;
 COMMENT ON FUNCTION novu._feed_item(novu.in_app_messages) IS 'Internal: JSON of a feed item (Novu''s in_app message)';
 
 -- NOTIFY novu_in_app {"subscriberId", "unseenCount"} (unseen counted up to 100),
--- delivered when the calling transaction commits.
+-- delivered when the calling transaction commits.  Any role that may connect can
+-- LISTEN and then hold a transaction open, which keeps the server's notification
+-- queue from being emptied; once full, every commit that notifies fails (the
+-- worker's in-app sink, the marks).  The notification is a hint: past half the
+-- queue none is sent, and the messages and marks commit.
 CREATE FUNCTION novu._notify_in_app(p_subscriber_id text)
 RETURNS void
 LANGUAGE sql
@@ -3185,6 +3189,7 @@ AS $$
         (SELECT count(*) FROM (SELECT FROM novu.in_app_messages m
                                 WHERE m.subscriber_id = p_subscriber_id AND NOT m.seen
                                 LIMIT 100) c)))
+     WHERE pg_notification_queue_usage() < 0.5
 $$;
 COMMENT ON FUNCTION novu._notify_in_app(text) IS 'Internal: NOTIFY novu_in_app with the subscriber''s unseen count (up to 100), at commit';
 
