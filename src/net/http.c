@@ -842,6 +842,8 @@ unsent_reason(HttpRequest *req, CURLcode result)
 	return NULL;
 }
 
+static void start_waiting(HttpPool *pool);
+
 /* Record a finished transfer in its request and queue it as done. */
 static void
 finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
@@ -907,11 +909,16 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 	in_flight--;
 	done = grow(done, &done_cap, ndone + 1, sizeof(HttpRequest *));
 	done[ndone++] = req;
+	start_waiting(pool);
+}
 
-	/*
-	 * The oldest waiting requests take the free places; after a policy
-	 * change, only once the pool is idle and renewed (then all of them).
-	 */
+/*
+ * The oldest waiting requests of a pool take its free places; after a policy
+ * change, only once the pool is idle and renewed (then all of them).
+ */
+static void
+start_waiting(HttpPool *pool)
+{
 	if (pool->policy_generation != netpolicy_generation)
 	{
 		if (pool->active > 0)
@@ -1260,18 +1267,12 @@ http_in_flight(void)
 	return in_flight;
 }
 
-/*
- * Send one request and wait for it (OAuth tokens, Expo receipts).  Other
- * requests keep going meanwhile; this one is taken off the done queue.
- */
-void
-http_run_one(HttpPool *pool, HttpRequest *req)
+/* Take a request off the done queue, if it is there. */
+static void
+unqueue_done(HttpRequest *req)
 {
 	int			i;
 
-	http_submit(pool, req);
-	while (!req->done)
-		(void) http_wait(1000);
 	for (i = 0; i < ndone && done[i] != req; i++)
 		;
 	if (i < ndone)
@@ -1279,6 +1280,72 @@ http_run_one(HttpPool *pool, HttpRequest *req)
 		memmove(done + i, done + i + 1, sizeof(HttpRequest *) * (ndone - i - 1));
 		ndone--;
 	}
+}
+
+/*
+ * Withdraw a submitted request, wherever it is: in curl (its transfer ends
+ * there; on HTTP/2 its stream is reset), waiting in its pool, or done and
+ * not taken yet.  Nothing of it is touched afterwards, so its memory may go.
+ */
+static void
+http_withdraw(HttpRequest *req)
+{
+	HttpPool   *pool = req->pool;
+	int			i;
+
+	if (req->easy != NULL)
+	{
+		CURL	   *h = req->easy;
+
+		curl_multi_remove_handle(pool->multi, h);
+		(void) hash_search(active_requests, &h, HASH_REMOVE, NULL);
+		req->easy = NULL;
+		easy_put(h);
+		pool->active--;
+		pool->in_flight--;
+		in_flight--;
+		req->done = true;
+		start_waiting(pool);
+		return;
+	}
+	for (i = 0; i < pool->nwaiting; i++)
+	{
+		if (pool->waiting[i] == req)
+		{
+			memmove(pool->waiting + i, pool->waiting + i + 1, sizeof(HttpRequest *) * (pool->nwaiting - i - 1));
+			pool->nwaiting--;
+			pool->in_flight--;
+			in_flight--;
+			req->done = true;
+			return;
+		}
+	}
+	unqueue_done(req);
+}
+
+/*
+ * Send one request and wait for it (OAuth tokens, Expo receipts).  Other
+ * requests keep going meanwhile; this one is taken off the done queue.  An
+ * error while waiting (a cancel, a shutdown) withdraws it first: the caller's
+ * memory that holds it goes with the error, and curl must not write there,
+ * nor the worker take it for a delivery's answer.
+ */
+void
+http_run_one(HttpPool *pool, HttpRequest *req)
+{
+	http_submit(pool, req);
+	PG_TRY();
+	{
+		while (!req->done)
+			(void) http_wait(1000);
+	}
+	PG_CATCH();
+	{
+		http_withdraw(req);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	unqueue_done(req);
 }
 
 /* Release a request's header list. */

@@ -27,6 +27,7 @@ function create(ctx) {
     const cfg = ctx.config;
     const entry = rec.begin('oauth', C.compatInfo(req), cfg.logLimit);
     const { buf, over } = await C.readBody(req, 1 << 20);
+    if (cfg.oauth.delayMs > 0) await C.sleep(cfg.oauth.delayMs);
     const text = buf.toString('utf8');
     entry.bodyText = text;
     entry.body = Object.fromEntries(new URLSearchParams(text));

@@ -43,6 +43,7 @@ const DEFAULTS = {
     skew: 60,              // allowed clock skew for assertion iat (s)
     audience: null,        // expected assertion aud; null = the service account's token_uri
     proxy502Next: 0,       // next N requests get a non-JSON 502 from a "proxy"
+    delayMs: 0,            // every answer comes this late
   },
   fcm: {
     project: null,         // null = the service account's project_id

@@ -305,4 +305,38 @@ ok(defined ping_bystander(), 'settings: and the others are still delivered');
 is(join(',', sort(worker_pids())), join(',', sort(@settings_pids)), 'settings: no worker exited on the way');
 $node->safe_psql('postgres', q{ALTER DATABASE postgres RESET ALL; ALTER ROLE postgres IN DATABASE postgres RESET ALL;});
 
+######################################################################
+# 8. a cancel (pg_cancel_backend: any member of pg_signal_backend) while a
+# worker waits for a request it runs and waits for (FCM's OAuth token): the
+# request is withdrawn with the error.  Its memory goes with the error; when
+# its answer came later, the worker took it for a delivery's and crashed (a
+# segfault restarts every backend of the cluster).
+
+NovuTest::control($mocks, 'POST', '/config', { oauth => { delayMs => 3000 } });
+# new credentials: the integration is built again and fetches a token of its own
+$node->safe_psql('postgres', q{SELECT novu.update_integration('fcm-mock', '{"name": "FCM, renamed"}')});
+my @cancel_pids = worker_pids();
+my $oauth_before = scalar @{ NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests} };
+NovuTest::query($node, q{SELECT novu.trigger('ping', '"bystander"', '{"n": 900}', '{}', 'oauth-cancel')});
+my $deadline = time() + 15;
+usleep(20_000) while time() < $deadline
+  && scalar @{ NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests} } == $oauth_before;
+ok(scalar @{ NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests} } > $oauth_before,
+	'cancel: a worker asks the OAuth mock for a token (answered 3 s later)');
+is(NovuTest::query($node, q{SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) > 0 FROM pg_stat_activity
+    WHERE backend_type = 'novu delivery worker'}), 't', 'cancel: the workers are sent a cancel while one waits');
+# the answer comes 3 s after the request, to the request withdrawn
+my $answered = sub {
+	my $r = NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests};
+	return defined $r->[$oauth_before] && defined $r->[$oauth_before]{response};
+};
+$deadline = time() + 15;
+usleep(50_000) while time() < $deadline && !$answered->();
+ok($answered->(), 'cancel: the OAuth mock answered the token request after the cancel');
+NovuTest::control($mocks, 'POST', '/config', { oauth => { delayMs => 0 } });
+ok(defined ping_bystander(), 'cancel: delivery goes on after that answer came');
+is(join(',', sort(worker_pids())), join(',', sort(@cancel_pids)), 'cancel: no worker exited (no crash, no restart)');
+unlike(PostgreSQL::Test::Utils::slurp_file($node->logfile), qr/terminated by signal|server process .* was terminated/,
+	'cancel: the server log shows no crash');
+
 done_testing();
