@@ -227,3 +227,15 @@ SELECT novu.trigger('cached-wf', '"cache-1"') ->> 'status';
 SELECT novu._workflows_changed();
 DELETE FROM novu.events WHERE recipients = '{cache-1}';
 DELETE FROM novu.subscribers WHERE subscriber_id IN ('cache-1', 'direct-insert-1');
+-- a read-only transaction refuses a trigger as it refuses an INSERT (the row of a
+-- generated transactionId goes to the table directly, past the executor's check)
+BEGIN READ ONLY;
+SELECT novu.trigger('order-shipped', '"ro-user"');
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT novu.trigger('order-shipped', '"ro-user"', transaction_id => 'ro-tx');
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT novu.broadcast('order-shipped');
+ROLLBACK;
+SELECT count(*) AS read_only_rows FROM novu.events WHERE recipients = '{ro-user}' OR transaction_id = 'ro-tx';

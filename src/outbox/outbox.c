@@ -24,6 +24,7 @@
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
@@ -352,6 +353,13 @@ novu_outbox_insert(const char *transaction_id, bool generated, const char *kind,
 	given_null[COL_ACTOR] = (actor == NULL);
 	given[COL_TOPICS] = PointerGetDatum(topics);
 	given_null[COL_TOPICS] = (topics == NULL);
+
+	/*
+	 * The direct insert below bypasses the executor's checks: a read-only
+	 * transaction (or a standby) refuses the row as an INSERT would.
+	 */
+	PreventCommandIfReadOnly("INSERT INTO novu.events");
+	PreventCommandDuringRecovery("INSERT INTO novu.events");
 
 	/*
 	 * The transaction's xid before the row's id: the workers' claim floor
