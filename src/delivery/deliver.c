@@ -106,6 +106,7 @@ static Message **answered = NULL;	/* in results_context */
 static int	nanswered = 0;
 static int	answered_cap = 0;
 static List *finished_batches = NIL;	/* in TopMemoryContext */
+static List *retired_integrations = NIL;	/* replaced, not freed yet (integration_retire) */
 static TimestampTz results_since = 0;
 
 /* Messages claimed and not answered yet (in flight or waiting to be resent). */
@@ -281,8 +282,17 @@ novu_deliver_evict_idle(void)
 	HASH_SEQ_STATUS seq;
 	IntegrationEntry *entry;
 
-	if (messages_in_flight > 0 || nanswered > 0 || finished_batches != NIL ||
-		!TimestampDifferenceExceeds(last, now, Min(INTEGRATION_SWEEP_MS, novu_integration_idle_timeout / 5)))
+	if (messages_in_flight > 0 || nanswered > 0 || finished_batches != NIL)
+		return;
+	/* nothing points to a replaced integration any more */
+	while (retired_integrations != NIL)
+	{
+		Integration *ig = linitial(retired_integrations);
+
+		retired_integrations = list_delete_first(retired_integrations);
+		integration_free(ig);
+	}
+	if (!TimestampDifferenceExceeds(last, now, Min(INTEGRATION_SWEEP_MS, novu_integration_idle_timeout / 5)))
 		return;
 	last = now;
 	hash_seq_init(&seq, integration_cache);
@@ -296,54 +306,112 @@ novu_deliver_evict_idle(void)
 	}
 }
 
+/*
+ * Build an integration from its row: secrets decrypted, provider state
+ * prepared, a connection pool.  An error part way frees what was built
+ * (wiping the decrypted secrets) and leaves the cache as it was.
+ */
+static Integration *
+integration_build(IntegrationRow *row, bool *secrets_failed, uint32 *key_state)
+{
+	Integration *ig;
+	MemoryContext old;
+	char	   *error = NULL;
+
+	old = MemoryContextSwitchTo(cache_context);
+	ig = palloc0(sizeof(Integration));
+	ig->context = AllocSetContextCreate(cache_context, "novu integration", ALLOCSET_SMALL_SIZES);
+	MemoryContextSwitchTo(ig->context);
+	PG_TRY();
+	{
+		ig->id = row->id;
+		ig->identifier = pstrdup(row->identifier);
+		ig->provider_id = pstrdup(row->provider_id);
+		/* secrets are decrypted here, once per load of the integration (secrets.c) */
+		ig->credentials = secrets_open_credentials(row->id, row->provider_id, row->credentials, &error);
+		*secrets_failed = (ig->credentials == NULL);
+		if (ig->credentials == row->credentials || ig->credentials == NULL)
+		{
+			ig->credentials = palloc(VARSIZE(row->credentials));
+			memcpy(ig->credentials, row->credentials, VARSIZE(row->credentials));
+		}
+		ig->updated_at = pstrdup(row->updated_at);
+		ig->ops = novu_provider_lookup(row->provider_id);
+		ig->pool = http_pool_create(ig->ops != NULL && ig->ops->warm_up);
+		if (*secrets_failed)
+		{
+			ig->config_error = psprintf("cannot decrypt its secrets: %s", error);
+			*key_state = secrets_key_state();
+		}
+		else if (ig->ops == NULL || ig->ops->build == NULL)
+			ig->config_error = psprintf("provider \"%s\" is not delivered by this version", row->provider_id);
+		else if (ig->ops->prepare != NULL && !ig->ops->prepare(ig, &error))
+			ig->config_error = pstrdup(error ? error : "unusable credentials");
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		if (ig->pool != NULL)
+			http_pool_destroy(ig->pool);
+		if (ig->credentials != NULL)
+			explicit_bzero(ig->credentials, VARSIZE(ig->credentials));
+		MemoryContextDelete(ig->context);
+		pfree(ig);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	return ig;
+}
+
+/*
+ * An integration replaced in the cache (its credentials changed): messages
+ * answered and not recorded yet may still point to it, so it is freed once
+ * nothing is in flight or waits to be recorded (novu_deliver_evict_idle).
+ */
+static void
+integration_retire(Integration *ig)
+{
+	MemoryContext old;
+
+	if (messages_in_flight == 0 && nanswered == 0 && finished_batches == NIL)
+	{
+		integration_free(ig);
+		return;
+	}
+	old = MemoryContextSwitchTo(cache_context);
+	retired_integrations = lappend(retired_integrations, ig);
+	MemoryContextSwitchTo(old);
+}
+
 /* The cached integration for a row, rebuilt when its credentials changed. */
 static Integration *
 integration_get(IntegrationRow *row)
 {
 	IntegrationEntry *entry;
 	bool		found;
+	bool		secrets_failed = false;
+	uint32		key_state = 0;
 	Integration *ig;
-	MemoryContext old;
-	char	   *error = NULL;
 
+	entry = hash_search(integration_cache, &row->id, HASH_FIND, NULL);
+	if (entry != NULL)
+	{
+		entry->used_at = GetCurrentTimestamp();
+		/* changed credentials take effect once its requests in flight are answered */
+		if ((strcmp(entry->ig->updated_at, row->updated_at) == 0 || entry->ig->in_flight > 0) &&
+			!(entry->secrets_failed && entry->key_state != secrets_key_state()))
+			return entry->ig;
+	}
+	/* built before it enters the cache: an error leaves no entry half made */
+	ig = integration_build(row, &secrets_failed, &key_state);
 	entry = hash_search(integration_cache, &row->id, HASH_ENTER, &found);
-	entry->used_at = GetCurrentTimestamp();
-	/* changed credentials take effect once its requests in flight are answered */
-	if (found && (strcmp(entry->ig->updated_at, row->updated_at) == 0 || entry->ig->in_flight > 0) &&
-		!(entry->secrets_failed && entry->key_state != secrets_key_state()))
-		return entry->ig;
 	if (found)
-		integration_free(entry->ig);
-
-	old = MemoryContextSwitchTo(cache_context);
-	ig = palloc0(sizeof(Integration));
-	ig->context = AllocSetContextCreate(cache_context, "novu integration", ALLOCSET_SMALL_SIZES);
-	MemoryContextSwitchTo(ig->context);
-	ig->id = row->id;
-	ig->identifier = pstrdup(row->identifier);
-	ig->provider_id = pstrdup(row->provider_id);
-	/* secrets are decrypted here, once per load of the integration (secrets.c) */
-	ig->credentials = secrets_open_credentials(row->id, row->provider_id, row->credentials, &error);
-	entry->secrets_failed = (ig->credentials == NULL);
-	if (ig->credentials == row->credentials || ig->credentials == NULL)
-	{
-		ig->credentials = palloc(VARSIZE(row->credentials));
-		memcpy(ig->credentials, row->credentials, VARSIZE(row->credentials));
-	}
-	ig->updated_at = pstrdup(row->updated_at);
-	ig->ops = novu_provider_lookup(row->provider_id);
-	ig->pool = http_pool_create(ig->ops != NULL && ig->ops->warm_up);
-	if (entry->secrets_failed)
-	{
-		ig->config_error = psprintf("cannot decrypt its secrets: %s", error);
-		entry->key_state = secrets_key_state();
-	}
-	else if (ig->ops == NULL || ig->ops->build == NULL)
-		ig->config_error = psprintf("provider \"%s\" is not delivered by this version", row->provider_id);
-	else if (ig->ops->prepare != NULL && !ig->ops->prepare(ig, &error))
-		ig->config_error = pstrdup(error ? error : "unusable credentials");
-	MemoryContextSwitchTo(old);
+		integration_retire(entry->ig);
 	entry->ig = ig;
+	entry->secrets_failed = secrets_failed;
+	entry->key_state = key_state;
+	entry->used_at = GetCurrentTimestamp();
 	return ig;
 }
 
