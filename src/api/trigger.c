@@ -284,6 +284,13 @@ parse_recipient(JsonbValue *v, const char *field, bool allow_topic)
 	return r;
 }
 
+/* Order recipients by subscriberId, bytewise (qsort comparator). */
+static int
+recipient_cmp(const void *a, const void *b)
+{
+	return strcmp((*(Recipient *const *) a)->subscriber_id, (*(Recipient *const *) b)->subscriber_id);
+}
+
 /* Order C strings bytewise, as COLLATE "C" does (qsort comparator). */
 static int
 cstring_cmp(const void *a, const void *b)
@@ -756,16 +763,28 @@ trigger_call(FunctionCallInfo fcinfo)
 			status = "duplicate";
 		else
 		{
-			/* Inline profiles and channels change in the caller's transaction. */
+			/*
+			 * Inline profiles and channels change in the caller's
+			 * transaction, in subscriberId order: two triggers naming the
+			 * same subscribers in another order lock their rows in one
+			 * order, and do not deadlock.
+			 */
+			Recipient **profiles = palloc(sizeof(Recipient *) * (list_length(recipients) + 1));
+			int			nprofiles = 0;
+			int			i;
+
 			foreach(lc, recipients)
 			{
 				Recipient  *r = lfirst(lc);
 
 				if (r->profile != NULL)
-					upsert_profile(r->subscriber_id, r->profile);
+					profiles[nprofiles++] = r;
 			}
 			if (actor_profile != NULL && actor_profile->profile != NULL)
-				upsert_profile(actor_profile->subscriber_id, actor_profile->profile);
+				profiles[nprofiles++] = actor_profile;
+			qsort(profiles, nprofiles, sizeof(Recipient *), recipient_cmp);
+			for (i = 0; i < nprofiles; i++)
+				upsert_profile(profiles[i]->subscriber_id, profiles[i]->profile);
 
 			/*
 			 * Subscriber objects and the actor that do not exist are created
