@@ -148,8 +148,15 @@ worker_cycle(long *sleep_ms)
 	static bool fanout_more = false;
 	TimestampTz now = GetCurrentTimestamp();
 	bool		woken = novu_wakeup_pending;
-	bool		poll_due = TimestampDifferenceExceeds(last_poll, now, novu_poll_interval);
+	bool		poll_due;
 	int			done = 0;
+
+	/* the wall clock set back: the polls are due now, not once it catches up */
+	if (last_poll > now)
+		last_poll = 0;
+	if (last_receipts > now)
+		last_receipts = 0;
+	poll_due = TimestampDifferenceExceeds(last_poll, now, novu_poll_interval);
 
 	novu_wakeup_pending = false;
 	*sleep_ms = novu_poll_interval;

@@ -1646,6 +1646,14 @@ novu_deliver(bool poke, bool *fanout_more, long wait_ms, long *sleep_ms)
 	int			handled = 0;
 	HttpRequest *req;
 
+	/*
+	 * The next claim is never planned further than a poll interval ahead:
+	 * further means the wall clock was set back, and due work would wait as
+	 * long as the clock went back.
+	 */
+	if (next_claim_at > TimestampTzPlusMilliseconds(now, novu_poll_interval))
+		next_claim_at = now;
+
 	/* answers held back by an error are recorded first, on their own */
 	if (record_errors > 0 && nanswered > 0)
 		handled += flush_results();

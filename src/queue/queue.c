@@ -953,6 +953,8 @@ novu_housekeeping(void)
 	int			n;
 	bool		more;
 
+	if (last > now)
+		last = 0;				/* the wall clock was set back: do not wait for it */
 	/* once a minute is plenty (more often only with a very short retention) */
 	if (!backlog && last != 0 &&
 		!TimestampDifferenceExceeds(last, now, Min(60, Max(novu_retention / 2, 1)) * 1000))
@@ -1006,6 +1008,8 @@ queue_refresh_stats(void)
 	int			analyzed = 0;
 	bool		isnull;
 
+	if (last > now)
+		last = 0;				/* the wall clock was set back: do not wait for it */
 	if (last != 0 && !TimestampDifferenceExceeds(last, now, 1000))
 		return 0;
 	last = now;
