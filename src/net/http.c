@@ -844,6 +844,20 @@ unsent_reason(HttpRequest *req, CURLcode result)
 
 static void start_waiting(HttpPool *pool);
 
+/* Take a transfer out of curl and give its easy handle back; the request is done. */
+static void
+detach_transfer(HttpPool *pool, HttpRequest *req, CURL *h)
+{
+	curl_multi_remove_handle(pool->multi, h);
+	(void) hash_search(active_requests, &h, HASH_REMOVE, NULL);
+	req->easy = NULL;
+	req->done = true;
+	easy_put(h);
+	pool->active--;
+	pool->in_flight--;
+	in_flight--;
+}
+
 /* Record a finished transfer in its request and queue it as done. */
 static void
 finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
@@ -899,14 +913,7 @@ finish_transfer(HttpPool *pool, CURL *h, CURLcode result)
 	}
 	if (req->status > 0 && pool->open_conns > 0)
 		pool->warm = true;		/* an answer came: the connection is open for more */
-	curl_multi_remove_handle(pool->multi, h);
-	(void) hash_search(active_requests, &h, HASH_REMOVE, NULL);
-	req->easy = NULL;
-	req->done = true;
-	easy_put(h);
-	pool->active--;
-	pool->in_flight--;
-	in_flight--;
+	detach_transfer(pool, req, h);
 	done = grow(done, &done_cap, ndone + 1, sizeof(HttpRequest *));
 	done[ndone++] = req;
 	start_waiting(pool);
@@ -1295,16 +1302,7 @@ http_withdraw(HttpRequest *req)
 
 	if (req->easy != NULL)
 	{
-		CURL	   *h = req->easy;
-
-		curl_multi_remove_handle(pool->multi, h);
-		(void) hash_search(active_requests, &h, HASH_REMOVE, NULL);
-		req->easy = NULL;
-		easy_put(h);
-		pool->active--;
-		pool->in_flight--;
-		in_flight--;
-		req->done = true;
+		detach_transfer(pool, req, req->easy);
 		start_waiting(pool);
 		return;
 	}
