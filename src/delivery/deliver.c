@@ -47,13 +47,19 @@
 #define REAUTH_INTERVAL_MS		10000	/* renew a credential at most this often on 401 */
 #define BREAKER_SETTLE_MS		1000	/* dead-token answers wait this long for a sample */
 /*
- * A claimed message's request is sent no later than its lease's end less the
- * provider's time (novu.request_timeout) and this much for recording the
- * answer: a request still waiting then (a deep queue behind a slow provider)
- * is not sent at all, and the message is retried as a recorded attempt, so
- * no other worker claims a message whose request may still be going out.
+ * A claim's lease, with novu.request_timeout T: its requests go out within
+ * 2T + 10 s of the claim (send_by; a request still waiting then, behind a
+ * slow provider, is not sent at all and its message is retried as a recorded
+ * attempt), the provider has T to answer, and the answer then has
+ * LEASE_RECORD_MARGIN_MS + 2T to be recorded: a request of the worker's own
+ * that it waits for (an OAuth token, receipts: up to 2T, unsent for T and then
+ * answered in T) may come between an answer and its record, never two
+ * (record_before_blocking).  So no other worker claims a message whose
+ * request may still be going out or whose answer is about to be recorded.
  */
 #define LEASE_RECORD_MARGIN_MS	20000
+#define LEASE_MS(timeout_ms)	((timeout_ms) * 5 + 30000)
+#define RECORD_MS(timeout_ms)	((timeout_ms) * 2 + LEASE_RECORD_MARGIN_MS)
 #define CLAIM_BYTES_BUDGET		(32 * 1024 * 1024)	/* event data one claim may hold */
 
 /* Cached integrations, by id. */
@@ -74,8 +80,10 @@ typedef struct Batch
 {
 	MemoryContext context;
 	int			unrecorded;
-	TimestampTz send_by;		/* its requests are not sent after this (LEASE_RECORD_MARGIN_MS) */
+	TimestampTz send_by;		/* its requests are not sent after this (LEASE_MS) */
 	int			timeout_ms;		/* novu.request_timeout its lease was made for */
+	Message   **msgs;			/* the messages claimed */
+	int			nmsgs;
 } Batch;
 
 /* One request in flight with the messages it carries. */
@@ -122,8 +130,21 @@ static int	claim_limit = 0;
 /* Errors in a row while answers waited to be recorded (see novu_deliver_abandon). */
 static int	record_errors = 0;
 
+static void record_before_blocking(void);
+static void abandon_answer(void);
+
 /* The batch of a claim under way: none of its messages is handed out yet. */
 static Batch *claiming = NULL;
+
+/* The batch claimed and being rendered and sent: some messages may not be handed out yet. */
+static Batch *sending = NULL;
+
+/* The answered request whose credential is being renewed (handle_answer). */
+static InFlight *answering = NULL;
+
+/* Before a wait of the worker's own: answers being taken, or recorded (record_before_blocking). */
+static bool taking_answers = false;
+static bool flushing_before_wait = false;
 
 /*
  * Run fn(arg), turning an ERROR it raises into a false return with the
@@ -166,10 +187,11 @@ run_guarded(void (*fn) (void *), void *arg, char **error)
  * Run fn(arg), which does its work in a transaction of its own (queue.c's
  * short transactions); false, with the error's message in *error, if it
  * failed: the error is logged and the transaction rolled back, so that the
- * caller can go on with the other messages.
+ * caller can go on with the other messages.  With pass_cancel, a cancel or a
+ * shutdown goes on to the worker's handler after the rollback.
  */
 static bool
-run_transaction(void (*fn) (void *), void *arg, char **error)
+run_transaction(void (*fn) (void *), void *arg, char **error, bool pass_cancel)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool ok = false;
@@ -186,6 +208,13 @@ run_transaction(void (*fn) (void *), void *arg, char **error)
 		HOLD_INTERRUPTS();
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
+		if (pass_cancel &&
+			(edata->sqlerrcode == ERRCODE_QUERY_CANCELED || edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN))
+		{
+			AbortOutOfAnyTransaction();
+			RESUME_INTERRUPTS();
+			PG_RE_THROW();
+		}
 		EmitErrorReport();
 		AbortOutOfAnyTransaction();
 		MemoryContextSwitchTo(cxt);
@@ -246,6 +275,7 @@ novu_deliver_init(void)
 	HASHCTL		ctl;
 
 	http_init();
+	http_set_before_wait(record_before_blocking);
 	results_context = AllocSetContextCreate(TopMemoryContext, "novu results", ALLOCSET_DEFAULT_SIZES);
 	cache_context = AllocSetContextCreate(TopMemoryContext, "novu integrations", ALLOCSET_DEFAULT_SIZES);
 	scratch_context = AllocSetContextCreate(TopMemoryContext, "novu scratch", ALLOCSET_DEFAULT_SIZES);
@@ -546,6 +576,7 @@ add_result(Message *m, Batch *b)
 	if (nanswered == 0)
 		results_since = GetCurrentTimestamp();
 	answered[nanswered++] = m;
+	m->handed = true;
 	batch_done(b, 1);
 }
 
@@ -586,7 +617,8 @@ build_results_of(Message **msgs, int n, ResultBatch *rb)
 	{
 		Message    *m = msgs[i];
 
-		if (m->integration == NULL)
+		/* no integration: an in_app message, or one dropped before it had one */
+		if (m->integration == NULL && m->outcome != OUTCOME_RETRY)
 			result_add(rb, m, "failed", m->reason, 0, -1, psprintf("Message dropped: %s", m->reason));
 		else
 			record_outcome(rb, m);
@@ -883,9 +915,14 @@ order_requests(Integration *ig, Message **msgs, int n)
 static void
 submit_request(InFlight *f)
 {
+	int			i;
+
 	f->req->owner = f;
 	f->req->send_by = f->batch->send_by;
 	f->req->timeout_ms = f->batch->timeout_ms;	/* not a later setting: the lease is this one's */
+	/* before: a request curl may have is never given up as unsent (novu_deliver_abandon) */
+	for (i = 0; i < f->n; i++)
+		f->msgs[i]->handed = true;
 	http_submit(f->ig->pool, f->req);
 	f->ig->in_flight++;
 	messages_in_flight += f->n;
@@ -920,7 +957,7 @@ record_request_keys(int64 *ids, int32 *attempts, char **keys, int n, bool *writt
 {
 	RequestKeysCall call = {ids, attempts, keys, n, written};
 
-	return run_transaction(request_keys_call, &call, error);
+	return run_transaction(request_keys_call, &call, error, false);
 }
 
 /*
@@ -1318,7 +1355,8 @@ in_app_store(InAppBatch *ia, int from, int n, char **error)
 {
 	InAppStoreCall call = {ia, from, n};
 
-	return run_transaction(in_app_store_call, &call, error);
+	/* a cancel: the messages not stored are recorded as not sent (novu_deliver_abandon) */
+	return run_transaction(in_app_store_call, &call, error, true);
 }
 
 /*
@@ -1338,6 +1376,8 @@ in_app_deliver(InAppBatch *ia, Batch *b)
 		return;
 	if (in_app_store(ia, 0, ia->n, &error))
 	{
+		for (i = 0; i < ia->n; i++)
+			ia->msgs[i]->handed = true;
 		batch_done(b, ia->n);
 		return;
 	}
@@ -1345,7 +1385,10 @@ in_app_deliver(InAppBatch *ia, Batch *b)
 	{
 		CHECK_FOR_INTERRUPTS();
 		if (in_app_store(ia, i, 1, &error))
+		{
+			ia->msgs[i]->handed = true;
 			batch_done(b, 1);
+		}
 		else
 		{
 			novu_message_set(ia->msgs[i], OUTCOME_DROP, psprintf("Could not store the in-app message: %s", error));
@@ -1379,7 +1422,7 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 	Message    *prev_kept;
 	ClaimedRow *prev_row;
 	InAppBatch	in_app;
-	int			lease_ms = novu_request_timeout * 3 + 30000;
+	int			lease_ms = LEASE_MS(novu_request_timeout);
 
 	{
 		ResultBatch rb;
@@ -1397,7 +1440,7 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 		/* taken before the claim's transaction begins: its lease ends later */
 		b->timeout_ms = novu_request_timeout;
 		b->send_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												 lease_ms - b->timeout_ms - LEASE_RECORD_MARGIN_MS);
+												 lease_ms - b->timeout_ms - RECORD_MS(b->timeout_ms));
 		n = queue_claim(limit, lease_ms, &rows, next_due_ms, recording ? &rb : NULL, fanout, claim_due, fanned,
 						&irows, &nirows);
 		claiming = NULL;
@@ -1415,6 +1458,11 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 		return 0;
 	}
 	b->unrecorded = n;
+	b->msgs = palloc(sizeof(Message *) * n);
+	b->nmsgs = n;
+	for (i = 0; i < n; i++)
+		b->msgs[i] = rows[i].msg;
+	sending = b;				/* until each message is handed out (novu_deliver_abandon) */
 
 	/* the batch's integrations were read with it (integration_get: the cache, refreshed if changed) */
 	groups = palloc0(sizeof(Message **) * Max(nirows, 1));
@@ -1490,6 +1538,7 @@ claim_and_send(int limit, long *next_due_ms, bool fanout, bool claim_due, int *f
 		if (ngroup[g] > 0)
 			send_group(integration_get(&irows[g]), groups[g], ngroup[g], b);
 	}
+	sending = NULL;
 	MemoryContextSwitchTo(old);
 	return n;
 }
@@ -1594,38 +1643,48 @@ handle_answer(HttpRequest *req)
 	record_split_keys(f->msgs, f->n, sent_keys);
 	MemoryContextReset(scratch_context);
 	http_request_free(req);
+	/* its answers are kept: an error from here on records them (novu_deliver_abandon) */
+	answering = f;
 
-	/* REAUTH_THEN_RETRY: renew the credential (at most every 10 s) and resend */
+	/* every answer but REAUTH_THEN_RETRY is final: recorded whatever comes next */
 	again = palloc(sizeof(Message *) * f->n);
 	for (i = 0; i < f->n; i++)
 	{
 		if (f->msgs[i]->outcome == OUTCOME_REAUTH)
 			again[nagain++] = f->msgs[i];
+		else
+			add_result(f->msgs[i], f->batch);
 	}
+
+	/* REAUTH_THEN_RETRY: renew the credential (at most every 10 s) and resend */
 	if (nagain > 0)
 	{
 		TimestampTz now = GetCurrentTimestamp();
 		Outcome		failure = OUTCOME_RETRY;
 		char	   *error = NULL;
+		bool		resend = false;
 
 		if (ig->reauth_at == 0 || TimestampDifferenceExceeds(ig->reauth_at, now, REAUTH_INTERVAL_MS))
 		{
 			ig->reauth_at = now;
 			if (ig->ops->authorize == NULL || authorize_guarded(ig, true, &failure, &error))
-			{
-				novu_messages_set(again, nagain, OUTCOME_NONE, NULL);
-				submit_messages(ig, again, nagain, f->batch);
-			}
+				resend = true;
 			else
 				novu_messages_set(again, nagain, failure, error);
 		}
+		answering = NULL;		/* resent, they are handed to curl again */
+		if (resend)
+		{
+			novu_messages_set(again, nagain, OUTCOME_NONE, NULL);
+			submit_messages(ig, again, nagain, f->batch);
+		}
+		else
+		{
+			for (i = 0; i < nagain; i++)
+				add_result(again[i], f->batch);
+		}
 	}
-
-	for (i = 0; i < f->n; i++)
-	{
-		if (f->msgs[i]->outcome != OUTCOME_NONE || nagain == 0)
-			add_result(f->msgs[i], f->batch);
-	}
+	answering = NULL;
 	MemoryContextSwitchTo(old);
 }
 
@@ -1760,6 +1819,29 @@ novu_deliver_busy(void)
 }
 
 /*
+ * An error while an answer was being handled, once its answers were kept
+ * (handle_answer renewing a credential): the messages waiting for the renewal
+ * are recorded as the retry their answer asked for, not left leased.
+ */
+static void
+abandon_answer(void)
+{
+	InFlight   *f = answering;
+	int			i;
+
+	if (f == NULL)
+		return;
+	answering = NULL;
+	for (i = 0; i < f->n; i++)
+	{
+		if (f->msgs[i]->outcome != OUTCOME_REAUTH)
+			continue;			/* given its result already */
+		f->msgs[i]->outcome = OUTCOME_RETRY;
+		add_result(f->msgs[i], f->batch);
+	}
+}
+
+/*
  * After an error: keep the answers not recorded yet (dropping them would send
  * their messages again once their leases expired).  The next cycle records
  * them on their own, and one by one if that fails again.  Requests still in
@@ -1779,6 +1861,108 @@ novu_deliver_abandon(void)
 		pfree(claiming);
 		claiming = NULL;
 	}
+
+	/*
+	 * An error after a claim (a cancel while rendering, or while waiting for
+	 * an OAuth token): the messages it had not handed out were not sent.
+	 * They are recorded so (an attempt, retried after the usual delay), at
+	 * once rather than when their lease ends, and their batch is freed once
+	 * the requests it did send are answered.
+	 */
+	if (sending != NULL)
+	{
+		Batch	   *b = sending;
+		MemoryContext old = MemoryContextSwitchTo(b->context);
+		int			i;
+
+		sending = NULL;
+		for (i = 0; i < b->nmsgs; i++)
+		{
+			Message    *m = b->msgs[i];
+
+			if (m->handed)
+				continue;
+			novu_message_set(m, OUTCOME_RETRY, "not sent: the worker stopped with an error before sending it (see the server log)");
+			add_result(m, b);
+		}
+		MemoryContextSwitchTo(old);
+	}
+	abandon_answer();
+	taking_answers = false;
+	flushing_before_wait = false;
+}
+
+/*
+ * Before the worker waits for a request of its own (an OAuth token, Expo
+ * receipts: http_run_one), take the answers that came and record the answers
+ * it holds, so that an answer waits for at most one such request before it is
+ * recorded (the lease leaves room for one, see LEASE_MS): with several
+ * integrations renewing their tokens in one batch the waits would add up.
+ * While an answer renews its credential (handle_answer), the answers held are
+ * recorded and the others wait for the loop that takes them.  Dead-token
+ * answers the circuit breaker waits to judge together (results_ready) are not
+ * recorded early: they wait at most BREAKER_SETTLE_MS more.  An error while
+ * recording keeps the answers for the next cycle, as any error while
+ * recording does (novu_deliver_abandon); a cancel or a shutdown goes on to the
+ * worker's handler.
+ */
+static void
+record_before_blocking(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	HttpRequest *req;
+
+	Assert(cxt != scratch_context); /* reset by handle_answer */
+	if (flushing_before_wait || IsTransactionState())
+		return;
+	/* not while an answer is handled: it is renewing that answer's credential */
+	if (answering == NULL && !taking_answers)
+	{
+		taking_answers = true;
+		PG_TRY();
+		{
+			while ((req = http_take_done()) != NULL)
+				handle_answer(req);
+		}
+		PG_CATCH();
+		{
+			abandon_answer();
+			taking_answers = false;
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		taking_answers = false;
+		MemoryContextSwitchTo(cxt);
+	}
+	if (nanswered == 0 || record_errors > 0 || !results_ready())
+		return;
+	flushing_before_wait = true;
+	PG_TRY();
+	{
+		(void) flush_results();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		AbortOutOfAnyTransaction();
+		MemoryContextSwitchTo(cxt);
+		flushing_before_wait = false;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+		{
+			RESUME_INTERRUPTS();
+			PG_RE_THROW();
+		}
+		EmitErrorReport();
+		FlushErrorState();
+		RESUME_INTERRUPTS();
+		record_errors++;
+	}
+	PG_END_TRY();
+	flushing_before_wait = false;
 }
 
 /*
@@ -1804,7 +1988,7 @@ novu_check_receipts(void)
 	ResultBatch rb;
 	int64		later_ms = Max((int64) novu_expo_receipt_delay, 1000);
 
-	n = queue_claim_receipts(1000, novu_request_timeout * 3 + 30000, &rows);
+	n = queue_claim_receipts(1000, LEASE_MS(novu_request_timeout), &rows);
 	if (n == 0)
 		return 0;
 

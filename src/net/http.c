@@ -127,6 +127,9 @@ static HTAB *active_requests = NULL;
  */
 static TimestampTz next_deadline = 0;
 
+/* What http_run_one calls before it waits (http_set_before_wait); NULL: nothing. */
+static void (*before_wait_hook) (void) = NULL;
+
 /* Set when a wait saw MyLatch set (the latch is reset here; see http_wait). */
 bool		novu_wakeup_pending = false;
 
@@ -777,12 +780,12 @@ start_transfer(HttpPool *pool, HttpRequest *req)
 }
 
 /*
- * Queue a POST request in a pool; it runs while http_wait() waits.  At most
- * HTTP_MAX_ACTIVE requests of a pool are in curl's hands (enough to fill the
- * multiplexed connections); the others wait here, in order.
+ * Queue a request in a pool (see http_submit); first: one the worker waits
+ * for (http_run_one), which goes to curl even when the pool is full (a pool
+ * that warms up a connection excepted: it goes first in the queue).
  */
-void
-http_submit(HttpPool *pool, HttpRequest *req)
+static void
+submit(HttpPool *pool, HttpRequest *req, bool first)
 {
 	req->pool = pool;
 	req->done = false;
@@ -792,13 +795,32 @@ http_submit(HttpPool *pool, HttpRequest *req)
 	/* after a policy change, new transfers wait until the old connections are idle */
 	if (pool->policy_generation != netpolicy_generation && pool->active == 0)
 		pool_renew(pool);
-	if (pool->active < pool_capacity(pool) && pool->policy_generation == netpolicy_generation)
+	if ((pool->active < pool_capacity(pool) || (first && !pool->warm_up)) &&
+		pool->policy_generation == netpolicy_generation)
 	{
 		start_transfer(pool, req);
 		return;
 	}
 	pool->waiting = grow(pool->waiting, &pool->waiting_cap, pool->nwaiting + 1, sizeof(HttpRequest *));
-	pool->waiting[pool->nwaiting++] = req;
+	if (first)
+	{
+		memmove(pool->waiting + 1, pool->waiting, sizeof(HttpRequest *) * pool->nwaiting);
+		pool->waiting[0] = req;
+		pool->nwaiting++;
+	}
+	else
+		pool->waiting[pool->nwaiting++] = req;
+}
+
+/*
+ * Queue a POST request in a pool; it runs while http_wait() waits.  At most
+ * HTTP_MAX_ACTIVE requests of a pool are in curl's hands (enough to fill the
+ * multiplexed connections); the others wait here, in order.
+ */
+void
+http_submit(HttpPool *pool, HttpRequest *req)
+{
+	submit(pool, req, false);
 }
 
 /* Whether a transfer ended because prereq_cb refused curl's own resend (see there). */
@@ -1322,6 +1344,16 @@ http_withdraw(HttpRequest *req)
 }
 
 /*
+ * Set what http_run_one calls before it sends its request and waits (the
+ * delivery layer records the answers it holds: see record_before_blocking).
+ */
+void
+http_set_before_wait(void (*hook) (void))
+{
+	before_wait_hook = hook;
+}
+
+/*
  * Send one request and wait for it (OAuth tokens, Expo receipts).  Other
  * requests keep going meanwhile; this one is taken off the done queue.  An
  * error while waiting (a cancel, a shutdown) withdraws it first: the caller's
@@ -1331,7 +1363,9 @@ http_withdraw(HttpRequest *req)
 void
 http_run_one(HttpPool *pool, HttpRequest *req)
 {
-	http_submit(pool, req);
+	if (before_wait_hook != NULL)
+		before_wait_hook();
+	submit(pool, req, true);	/* not behind the pool's deliveries: the worker waits for it */
 	PG_TRY();
 	{
 		while (!req->done)

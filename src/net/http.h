@@ -86,6 +86,7 @@ extern bool http_wait(long timeout_ms);
 extern HttpRequest *http_take_done(void);
 extern int	http_in_flight(void);
 extern void http_run_one(HttpPool *pool, HttpRequest *req);
+extern void http_set_before_wait(void (*hook) (void));
 extern void http_request_free(HttpRequest *req);
 extern char *http_transport_error(HttpRequest *req);
 extern int	http_retry_after_seconds(const char *value);

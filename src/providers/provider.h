@@ -73,6 +73,7 @@ typedef struct Message
 	double		jitter;			/* backoff factor shared by the messages of one request (0: unset) */
 	bool		receipt;		/* a receipt is to be checked later (ProviderOps.receipts) */
 	bool		judged;			/* the circuit breaker has counted this answer */
+	bool		handed;			/* handed to curl, stored in the feed or given its result (deliver.c) */
 
 	/*
 	 * The key of the request it went out in (NULL: none): ProviderOps.request_key's,

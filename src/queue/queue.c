@@ -562,7 +562,7 @@ integrations_in_tx(int64 *ids, int n, IntegrationRow **rows)
 	values[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	novu_prepare_generic_once(&integrations_plan,
 						  "SELECT id, identifier, provider_id, credentials, updated_at::text, active"
-						  "  FROM novu.integrations WHERE id = ANY ($1)",
+						  "  FROM novu.integrations WHERE id = ANY ($1) ORDER BY id",
 						  1, argtypes);
 	if (SPI_execute_plan(integrations_plan, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "novu: integration lookup failed");

@@ -241,7 +241,7 @@ my $NOVU_ERROR = qr/^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:ERROR|FATAL|PANIC):/;
 	NovuTest::reset_mocks($mocks);    # the tokens answer at once again
 	$node->start;
 	my $t1 = time();
-	# the lease is 3 x 120 s + 30 s: only the reclaim of a dead worker's rows delivers them now
+	# the lease is 5 x 120 s + 30 s: only the reclaim of a dead worker's rows delivers them now
 	ok(NovuTest::poll_until($node, q{SELECT count(*) = 20 AND bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = 'tx-s3'}, 30),
 		'hung provider: after the restart the messages are delivered (claimed again at once, not after the lease)');
 	diag(sprintf('hung provider: delivered %.2f s after the restart', time() - $t1));

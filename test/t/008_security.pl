@@ -310,7 +310,8 @@ $node->safe_psql('postgres', q{ALTER DATABASE postgres RESET ALL; ALTER ROLE pos
 # worker waits for a request it runs and waits for (FCM's OAuth token): the
 # request is withdrawn with the error.  Its memory goes with the error; when
 # its answer came later, the worker took it for a delivery's and crashed (a
-# segfault restarts every backend of the cluster).
+# segfault restarts every backend of the cluster).  The message it was getting
+# the token for is recorded as not sent at once (it waited for its lease).
 
 NovuTest::control($mocks, 'POST', '/config', { oauth => { delayMs => 3000 } });
 # new credentials: the integration is built again and fetches a token of its own
@@ -335,6 +336,15 @@ usleep(50_000) while time() < $deadline && !$answered->();
 ok($answered->(), 'cancel: the OAuth mock answered the token request after the cancel');
 NovuTest::control($mocks, 'POST', '/config', { oauth => { delayMs => 0 } });
 ok(defined ping_bystander(), 'cancel: delivery goes on after that answer came');
+# the message the canceled worker had claimed and not sent is recorded so at
+# once and retried, not left leased until its lease ends (5 x 3 s + 30 s here)
+ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.messages WHERE transaction_id = 'oauth-cancel'}, 20),
+	'cancel: the message claimed when the cancel came is delivered (well before its lease ends)');
+my $cancel_details = NovuTest::query($node, q{SELECT string_agg(detail, ' | ' ORDER BY id) FROM novu.execution_details WHERE transaction_id = 'oauth-cancel'});
+diag("cancel: the claimed message's activity: $cancel_details");
+like($cancel_details,
+	qr/^Retry 2 scheduled in [0-9.]+ s: not sent: the worker stopped with an error before sending it/,
+	'cancel: its first attempt is recorded as not sent, with the reason');
 is(join(',', sort(worker_pids())), join(',', sort(@cancel_pids)), 'cancel: no worker exited (no crash, no restart)');
 unlike(PostgreSQL::Test::Utils::slurp_file($node->logfile), qr/terminated by signal|server process .* was terminated/,
 	'cancel: the server log shows no crash');

@@ -115,11 +115,11 @@ is(q1(q{SELECT attempts FROM novu.deliveries WHERE transaction_id = 'tx-late'}) 
 	'2 2', 'late answer: two attempts recorded, two requests received');
 
 # A request is sent within its message's lease, or not at all.  The lease
-# (3 x novu.request_timeout + 30 s) must outlast the request, or another
-# worker could claim the message while its request is still going out; so a
-# request that has waited in the worker until less than the timeout plus 20 s
-# of the lease is left is not sent (deliver.c, LEASE_RECORD_MARGIN_MS).  With
-# a 1 s timeout that is 12 s after the claim.  A cold APNs pool sends one
+# (5 x novu.request_timeout + 30 s) must outlast the request and the record
+# of its answer, or another worker could claim the message while its request
+# is still going out; so a request that has waited in the worker until less
+# than 3 x the timeout plus 20 s of the lease is left is not sent (deliver.c,
+# LEASE_MS).  With a 1 s timeout that is 12 s after the claim.  A cold APNs pool sends one
 # request at a time until an answer came on its connection, and every first
 # request here is answered only after the timeout: fifteen messages of one
 # claim go out one a second, and the last ones are past that point.  The
@@ -222,5 +222,36 @@ cmp_ok(scalar(grep { /\(no connection or stream for the request within 3000 ms \
 	'silent endpoint: the second never had a connection, and says so (the first may end at the connect timeout just before)')
   or diag(join("\n", @silent));
 close($silent);
+
+# The lease leaves room for one request of the worker's own between an
+# answer and its record (deliver.c, LEASE_MS), so the worker records what it
+# holds before each such wait.  One claim with a message for APNs and one for
+# each of two new FCM integrations (each fetches its OAuth token first, the
+# token server answering 1.5 s late): the APNs request goes out first and is
+# answered during the first token wait; it is recorded before the second,
+# not after both.
+NovuTest::control($mocks, 'POST', '/config', { oauth => { delayMs => 1500 } });
+for my $name ('fcm-two', 'fcm-three')
+{
+	$node->safe_psql('postgres', "SELECT novu.create_integration('fcm', jsonb_build_object('serviceAccount', \$sa\$$sa\$sa\$::jsonb,"
+		  . " 'endpoint', '$mocks->{urls}{fcm}'), '$name')");
+}
+my $hold_apns = substr(unpack('H*', 'deadline-hold-apns') . ('0' x 64), 0, 64);
+$node->safe_psql('postgres', qq{
+SELECT novu.identify('hold-apns', jsonb_build_object('channels', jsonb_build_array(jsonb_build_object(
+    'providerId', 'apns', 'integrationIdentifier', 'apns-mock', 'credentials', jsonb_build_object('deviceTokens', jsonb_build_array('$hold_apns'))))));
+SELECT novu.identify(s, jsonb_build_object('channels', jsonb_build_array(jsonb_build_object(
+    'providerId', 'fcm', 'integrationIdentifier', replace(s, 'hold-', 'fcm-'), 'credentials', jsonb_build_object('deviceTokens', jsonb_build_array(s))))))
+    FROM unnest(ARRAY['hold-two', 'hold-three']) s;
+SELECT novu.trigger('deadline', '["hold-apns", "hold-two", "hold-three"]', '{}', '{}', 'tx-own-waits');});
+ok(NovuTest::wait_for($node, q{SELECT count(*) = 3 AND bool_and(status = 'sent') FROM novu.deliveries WHERE transaction_id = 'tx-own-waits'}, 30),
+	'own waits: the three messages are sent');
+NovuTest::control($mocks, 'POST', '/config', { oauth => { delayMs => 0 } });
+my %recorded = map { split /=/ } split /\n/, q1(q{SELECT subscriber_id || '=' || extract(epoch FROM created_at)
+    FROM novu.execution_details WHERE transaction_id = 'tx-own-waits' AND detail = 'Message sent'});
+is(q1(q{SELECT max(attempts) FROM novu.deliveries WHERE transaction_id = 'tx-own-waits'}), '1', 'own waits: one attempt each');
+cmp_ok($recorded{'hold-three'} - $recorded{'hold-apns'}, '>', 1.0,
+	sprintf('own waits: the APNs answer was recorded before the second token wait (%.2f s before the last FCM one)',
+		$recorded{'hold-three'} - $recorded{'hold-apns'}));
 
 done_testing();
