@@ -14,6 +14,8 @@
 #     message fails with the reason, the others of its batch are delivered
 #  7. the database's settings for its applications (read-only transactions,
 #     statement, lock and idle timeouts) do not stop the workers
+#  8. a cancel while a worker waits for an OAuth token (for a new batch, or
+#     after a 401): no crash, and the messages it held are recorded at once
 use strict;
 use warnings;
 
@@ -348,5 +350,28 @@ like($cancel_details,
 is(join(',', sort(worker_pids())), join(',', sort(@cancel_pids)), 'cancel: no worker exited (no crash, no restart)');
 unlike(PostgreSQL::Test::Utils::slurp_file($node->logfile), qr/terminated by signal|server process .* was terminated/,
 	'cancel: the server log shows no crash');
+
+# The same cancel while a worker renews the token after FCM answered a plain
+# 401 (the answer asks for a new token and a resend): the answer is recorded
+# as the retry it is, at once, not left leased until its lease ends.
+NovuTest::control($mocks, 'POST', '/config', { oauth => { delayMs => 3000 }, fcm => { unauthNext => 1 } });
+$oauth_before = scalar @{ NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests} };
+NovuTest::query($node, q{SELECT novu.trigger('ping', '"bystander"', '{"n": 901}', '{}', 'reauth-cancel')});
+$deadline = time() + 15;
+usleep(20_000) while time() < $deadline
+  && scalar @{ NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests} } == $oauth_before;
+ok(scalar @{ NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests} } > $oauth_before,
+	'cancel in a renewal: FCM answered 401 and a worker asks for a new token');
+is(NovuTest::query($node, q{SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) > 0 FROM pg_stat_activity
+    WHERE backend_type = 'novu delivery worker'}), 't', 'cancel in a renewal: the workers are sent a cancel while one waits');
+$deadline = time() + 15;
+usleep(50_000) while time() < $deadline && !$answered->();
+NovuTest::control($mocks, 'POST', '/config', { oauth => { delayMs => 0 } });
+ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.messages WHERE transaction_id = 'reauth-cancel'}, 20),
+	'cancel in a renewal: the message is delivered (well before its lease ends)');
+my $reauth_details = NovuTest::query($node, q{SELECT string_agg(detail, ' | ' ORDER BY id) FROM novu.execution_details WHERE transaction_id = 'reauth-cancel'});
+diag("cancel in a renewal: the message's activity: $reauth_details");
+like($reauth_details, qr/^Retry 2 scheduled in [0-9.]+ s: .*\| Message sent$/, 'cancel in a renewal: its 401 is recorded as a retry, then it is sent');
+is(join(',', sort(worker_pids())), join(',', sort(@cancel_pids)), 'cancel in a renewal: no worker exited');
 
 done_testing();
