@@ -319,33 +319,46 @@ NovuTest::control($mocks, 'POST', '/config', { oauth => { delayMs => 3000 } });
 # new credentials: the integration is built again and fetches a token of its own
 $node->safe_psql('postgres', q{SELECT novu.update_integration('fcm-mock', '{"name": "FCM, renamed"}')});
 my @cancel_pids = worker_pids();
-my $oauth_before = scalar @{ NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests} };
-NovuTest::query($node, q{SELECT novu.trigger('ping', '"bystander"', '{"n": 900}', '{}', 'oauth-cancel')});
-my $deadline = time() + 15;
-usleep(20_000) while time() < $deadline
-  && scalar @{ NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests} } == $oauth_before;
-ok(scalar @{ NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests} } > $oauth_before,
-	'cancel: a worker asks the OAuth mock for a token (answered 3 s later)');
-is(NovuTest::query($node, q{SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) > 0 FROM pg_stat_activity
-    WHERE backend_type = 'novu delivery worker'}), 't', 'cancel: the workers are sent a cancel while one waits');
+
+# Trigger 'ping' as $tx, wait until a worker asks the OAuth mock for a token
+# (answered 3 s later), cancel the workers then, and wait until the mock
+# answered the request withdrawn; returns whether it did.
+sub cancel_in_token_wait
+{
+	my ($tx, $label, $asks) = @_;
+	my $oauth = sub { NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests} };
+	my $before = scalar @{ $oauth->() };
+	NovuTest::query($node, qq{SELECT novu.trigger('ping', '"bystander"', '{"n": 900}', '{}', '$tx')});
+	my $deadline = time() + 15;
+	usleep(20_000) while time() < $deadline && scalar @{ $oauth->() } == $before;
+	ok(scalar @{ $oauth->() } > $before, "$label: $asks");
+	is(NovuTest::query($node, q{SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) > 0 FROM pg_stat_activity
+	    WHERE backend_type = 'novu delivery worker'}), 't', "$label: the workers are sent a cancel while one waits");
+	my $answered = sub { my $r = $oauth->(); return defined $r->[$before] && defined $r->[$before]{response}; };
+	$deadline = time() + 15;
+	usleep(50_000) while time() < $deadline && !$answered->();
+	return $answered->();
+}
+
+# A notification's activity, oldest first, as one line.
+sub activity
+{
+	my $detail = NovuTest::query($node,
+		qq{SELECT string_agg(detail, ' | ' ORDER BY id) FROM novu.execution_details WHERE transaction_id = '$_[0]'});
+	diag("$_[0]: $detail");
+	return $detail;
+}
+
 # the answer comes 3 s after the request, to the request withdrawn
-my $answered = sub {
-	my $r = NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests};
-	return defined $r->[$oauth_before] && defined $r->[$oauth_before]{response};
-};
-$deadline = time() + 15;
-usleep(50_000) while time() < $deadline && !$answered->();
-ok($answered->(), 'cancel: the OAuth mock answered the token request after the cancel');
+ok(cancel_in_token_wait('oauth-cancel', 'cancel', 'a worker asks the OAuth mock for a token (answered 3 s later)'),
+	'cancel: the OAuth mock answered the token request after the cancel');
 NovuTest::control($mocks, 'POST', '/config', { oauth => { delayMs => 0 } });
 ok(defined ping_bystander(), 'cancel: delivery goes on after that answer came');
 # the message the canceled worker had claimed and not sent is recorded so at
 # once and retried, not left leased until its lease ends (5 x 3 s + 30 s here)
 ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.messages WHERE transaction_id = 'oauth-cancel'}, 20),
 	'cancel: the message claimed when the cancel came is delivered (well before its lease ends)');
-my $cancel_details = NovuTest::query($node, q{SELECT string_agg(detail, ' | ' ORDER BY id) FROM novu.execution_details WHERE transaction_id = 'oauth-cancel'});
-diag("cancel: the claimed message's activity: $cancel_details");
-like($cancel_details,
-	qr/^Retry 2 scheduled in [0-9.]+ s: not sent: the worker stopped with an error before sending it/,
+like(activity('oauth-cancel'), qr/^Retry 2 scheduled in [0-9.]+ s: not sent: the worker stopped with an error before sending it/,
 	'cancel: its first attempt is recorded as not sent, with the reason');
 is(join(',', sort(worker_pids())), join(',', sort(@cancel_pids)), 'cancel: no worker exited (no crash, no restart)');
 unlike(PostgreSQL::Test::Utils::slurp_file($node->logfile), qr/terminated by signal|server process .* was terminated/,
@@ -355,23 +368,12 @@ unlike(PostgreSQL::Test::Utils::slurp_file($node->logfile), qr/terminated by sig
 # 401 (the answer asks for a new token and a resend): the answer is recorded
 # as the retry it is, at once, not left leased until its lease ends.
 NovuTest::control($mocks, 'POST', '/config', { oauth => { delayMs => 3000 }, fcm => { unauthNext => 1 } });
-$oauth_before = scalar @{ NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests} };
-NovuTest::query($node, q{SELECT novu.trigger('ping', '"bystander"', '{"n": 901}', '{}', 'reauth-cancel')});
-$deadline = time() + 15;
-usleep(20_000) while time() < $deadline
-  && scalar @{ NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests} } == $oauth_before;
-ok(scalar @{ NovuTest::control($mocks, 'GET', '/requests?provider=oauth')->{requests} } > $oauth_before,
-	'cancel in a renewal: FCM answered 401 and a worker asks for a new token');
-is(NovuTest::query($node, q{SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) > 0 FROM pg_stat_activity
-    WHERE backend_type = 'novu delivery worker'}), 't', 'cancel in a renewal: the workers are sent a cancel while one waits');
-$deadline = time() + 15;
-usleep(50_000) while time() < $deadline && !$answered->();
+cancel_in_token_wait('reauth-cancel', 'cancel in a renewal', 'FCM answered 401 and a worker asks for a new token');
 NovuTest::control($mocks, 'POST', '/config', { oauth => { delayMs => 0 } });
 ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.messages WHERE transaction_id = 'reauth-cancel'}, 20),
 	'cancel in a renewal: the message is delivered (well before its lease ends)');
-my $reauth_details = NovuTest::query($node, q{SELECT string_agg(detail, ' | ' ORDER BY id) FROM novu.execution_details WHERE transaction_id = 'reauth-cancel'});
-diag("cancel in a renewal: the message's activity: $reauth_details");
-like($reauth_details, qr/^Retry 2 scheduled in [0-9.]+ s: .*\| Message sent$/, 'cancel in a renewal: its 401 is recorded as a retry, then it is sent');
+like(activity('reauth-cancel'), qr/^Retry 2 scheduled in [0-9.]+ s: .*\| Message sent$/,
+	'cancel in a renewal: its 401 is recorded as a retry, then it is sent');
 is(join(',', sort(worker_pids())), join(',', sort(@cancel_pids)), 'cancel in a renewal: no worker exited');
 
 done_testing();
