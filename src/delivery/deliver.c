@@ -53,9 +53,11 @@
  * attempt), the provider has T to answer, and the answer then has
  * LEASE_RECORD_MARGIN_MS + 2T to be recorded: a request of the worker's own
  * that it waits for (an OAuth token, receipts: up to 2T, unsent for T and then
- * answered in T) may come between an answer and its record, never two
- * (record_before_blocking).  So no other worker claims a message whose
- * request may still be going out or whose answer is about to be recorded.
+ * answered in T) may come between an answer and its record, not two
+ * (record_before_blocking; dead-token answers the circuit breaker waits to
+ * judge together may wait up to BREAKER_SETTLE_MS more).  So no other worker
+ * claims a message whose request may still be going out or whose answer is
+ * about to be recorded.
  */
 #define LEASE_RECORD_MARGIN_MS	20000
 #define LEASE_MS(timeout_ms)	((timeout_ms) * 5 + 30000)
