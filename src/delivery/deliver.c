@@ -141,6 +141,10 @@ static Batch *claiming = NULL;
 /* The batch claimed and being rendered and sent: some messages may not be handed out yet. */
 static Batch *sending = NULL;
 
+/* Requests built with a new key and not sent yet (submit_messages); freed after an error. */
+static InFlight **unsent_built = NULL;
+static int	nunsent_built = 0;
+
 /* The answered request whose credential is being renewed (handle_answer). */
 static InFlight *answering = NULL;
 
@@ -1066,7 +1070,11 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 		n = kept;
 	}
 	if (keyed)
+	{
 		fresh = palloc(sizeof(InFlight *) * Max(n, 1));
+		unsent_built = fresh;	/* an error before they go: their header lists are freed */
+		nunsent_built = 0;
+	}
 	/* the messages of each retried request together (a provider's split requests too, see handle_answer) */
 	for (i = 0; i < n && !keyed && msgs[i]->request_key == NULL; i++)
 		;
@@ -1144,10 +1152,15 @@ submit_messages(Integration *ig, Message **msgs, int n, Batch *b)
 		f->n = k;
 		f->batch = b;
 		if (new_key)
+		{
 			fresh[nfresh++] = f;
+			nunsent_built = nfresh;
+		}
 		else
 			submit_request(f);
 	}
+	unsent_built = NULL;
+	nunsent_built = 0;
 	if (nfresh > 0)
 		submit_with_new_keys(fresh, nfresh, b);
 }
@@ -1852,6 +1865,8 @@ abandon_answer(void)
 void
 novu_deliver_abandon(void)
 {
+	int			i;
+
 	if (nanswered > 0)
 		record_errors++;
 	/* an error in the express fan-out: the general one takes its triggers for a while */
@@ -1875,7 +1890,6 @@ novu_deliver_abandon(void)
 	{
 		Batch	   *b = sending;
 		MemoryContext old = MemoryContextSwitchTo(b->context);
-		int			i;
 
 		sending = NULL;
 		for (i = 0; i < b->nmsgs; i++)
@@ -1890,6 +1904,11 @@ novu_deliver_abandon(void)
 		MemoryContextSwitchTo(old);
 	}
 	abandon_answer();
+	/* requests built and not handed to curl: only their header lists live outside the batch */
+	for (i = 0; i < nunsent_built; i++)
+		http_request_free(unsent_built[i]->req);
+	unsent_built = NULL;
+	nunsent_built = 0;
 	taking_answers = false;
 	flushing_before_wait = false;
 }
