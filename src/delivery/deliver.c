@@ -1913,6 +1913,13 @@ novu_deliver_abandon(void)
 	flushing_before_wait = false;
 }
 
+/* Record the answered messages (run_transaction body). */
+static void
+flush_call(void *arg)
+{
+	(void) flush_results();
+}
+
 /*
  * Before the worker waits for a request of its own (an OAuth token, Expo
  * receipts: http_run_one), take the answers that came and record the answers
@@ -1932,6 +1939,7 @@ record_before_blocking(void)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	HttpRequest *req;
+	char	   *error = NULL;
 
 	Assert(cxt != scratch_context); /* reset by handle_answer */
 	if (flushing_before_wait || IsTransactionState())
@@ -1958,31 +1966,8 @@ record_before_blocking(void)
 	if (nanswered == 0 || record_errors > 0 || !results_ready())
 		return;
 	flushing_before_wait = true;
-	PG_TRY();
-	{
-		(void) flush_results();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		AbortOutOfAnyTransaction();
-		MemoryContextSwitchTo(cxt);
-		flushing_before_wait = false;
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-		{
-			RESUME_INTERRUPTS();
-			PG_RE_THROW();
-		}
-		EmitErrorReport();
-		FlushErrorState();
-		RESUME_INTERRUPTS();
+	if (!run_transaction(flush_call, NULL, &error, true))
 		record_errors++;
-	}
-	PG_END_TRY();
 	flushing_before_wait = false;
 }
 
