@@ -4,7 +4,7 @@
 #   bash test/run-tests.sh          everything, from a fresh machine (see README)
 
 EXTENSION = novu
-EXTVERSION = 0.21.0
+EXTVERSION = 0.22.0
 
 MODULE_big = novu
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/*/*.c)))

@@ -275,8 +275,6 @@ CREATE INDEX events_pending_idx ON novu.events (id) WHERE status IN ('pending', 
 -- the next broadcast or topic trigger to fan out in chunks, without walking the
 -- pending triggers
 CREATE INDEX events_chunked_idx ON novu.events (id) WHERE kind <> 'trigger' AND status IN ('pending', 'processing');
--- the activity statistics' time ranges (notification_stats, notification_graph_stats)
-CREATE INDEX events_created_idx ON novu.events USING brin (created_at);
 -- housekeeping walks the triggers fanned out from the oldest (see novu._housekeeping)
 CREATE INDEX events_done_idx ON novu.events (id) WHERE status IN ('processed', 'canceled');
 COMMENT ON TABLE novu.events IS 'Trigger outbox: committed with the caller''s transaction, fanned out by the delivery workers; keeps transactionId idempotency while retained';

@@ -205,6 +205,30 @@ SELECT count(*) FROM novu.events e
  WHERE recipients = '{direct-insert-1}'
    AND EXISTS (SELECT FROM novu.events x WHERE x.transaction_id = e.transaction_id AND x.id = e.id);
 SELECT novu.cancel(transaction_id) FROM novu.events WHERE recipients = '{direct-insert-1}';
+-- the direct insert opens (and locks, until the transaction ends) only the
+-- indexes whose predicate the row meets: a trigger's row is in neither the
+-- chunked nor the done index, a broadcast's is in the chunked one
+BEGIN;
+SELECT novu.trigger('order-shipped', '"direct-insert-2"') ->> 'status';
+SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+ WHERE l.pid = pg_backend_pid() AND c.relnamespace = 'novu'::regnamespace AND c.relname LIKE 'events%'
+ ORDER BY 1;
+COMMIT;
+BEGIN;
+SELECT novu.broadcast('order-shipped') ->> 'transactionId' AS direct_broadcast \gset
+SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+ WHERE l.pid = pg_backend_pid() AND c.relnamespace = 'novu'::regnamespace AND c.relname LIKE 'events%'
+ ORDER BY 1;
+COMMIT;
+-- and every index holds exactly the rows it should (amcheck reads the heap
+-- and finds each row that meets an index's predicate in that index)
+CREATE EXTENSION amcheck;
+SELECT c.relname AS checked
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid CROSS JOIN LATERAL bt_index_check(c.oid, true)
+ WHERE i.indrelid = 'novu.events'::regclass ORDER BY 1;
+DROP EXTENSION amcheck;
+SELECT novu.cancel(transaction_id) FROM novu.events
+ WHERE recipients = '{direct-insert-2}' OR transaction_id = :'direct_broadcast';
 
 -- each backend caches its workflows' state; every write to novu.workflows
 -- (through the API or not, committed or rolled back) is seen by the next trigger
@@ -226,7 +250,7 @@ SELECT novu.trigger('cached-wf', '"cache-1"') ->> 'status';
 -- the trigger that keeps the caches right cannot be called by hand
 SELECT novu._workflows_changed();
 DELETE FROM novu.events WHERE recipients = '{cache-1}';
-DELETE FROM novu.subscribers WHERE subscriber_id IN ('cache-1', 'direct-insert-1');
+DELETE FROM novu.subscribers WHERE subscriber_id IN ('cache-1', 'direct-insert-1', 'direct-insert-2');
 -- a read-only transaction refuses a trigger as it refuses an INSERT (the row of a
 -- generated transactionId goes to the table directly, past the executor's check)
 BEGIN READ ONLY;

@@ -211,30 +211,57 @@ load_shape(Relation rel)
 }
 
 /*
- * Open the indexes of novu.events for one insert, as ExecOpenIndices does, but
- * with the IndexInfo of the shape.  An index access method may keep a cache in
- * ii_AmCache (BRIN does), allocated in ii_Context: both are set for this
- * insert only, so that the cache goes with the executor state.
+ * Open the indexes of novu.events that take this row, as ExecOpenIndices
+ * would open them all, but with the IndexInfo of the shape.  An index whose
+ * predicate the row fails (a trigger's row is in neither events_chunked_idx
+ * nor events_done_idx) or that is not ready for inserts gets no entry, and
+ * is neither opened nor locked: ExecInsertIndexTuples would skip it after
+ * paying for both, a fifth of the insert.  This is safe because every change
+ * of an index's predicate or readiness (CREATE, DROP, REINDEX) invalidates
+ * the table, and the shape is checked once the table is locked.  The
+ * indexes opened are locked until the transaction ends, as the table is
+ * (ExecCloseIndices would release each lock at once, one more lock-table
+ * round trip per index).  An index access method may keep a cache in
+ * ii_AmCache, allocated in ii_Context: both are set for this insert only, so
+ * that the cache goes with the executor state.
  */
 static void
-open_indexes(ResultRelInfo *rri, EState *estate)
+open_indexes(ResultRelInfo *rri, EState *estate, TupleTableSlot *slot)
 {
+	ExprContext *econtext = GetPerTupleExprContext(estate);
 	int			i;
 
-	rri->ri_NumIndices = shape.nindexes;
+	rri->ri_NumIndices = 0;
 	if (shape.nindexes == 0)
 		return;
 	rri->ri_IndexRelationDescs = palloc(sizeof(Relation) * shape.nindexes);
 	rri->ri_IndexRelationInfo = palloc(sizeof(IndexInfo *) * shape.nindexes);
+	econtext->ecxt_scantuple = slot;
 	for (i = 0; i < shape.nindexes; i++)
 	{
 		IndexInfo  *info = shape.index_infos[i];
+		int			k = rri->ri_NumIndices;
 
-		rri->ri_IndexRelationDescs[i] = index_open(shape.index_oids[i], RowExclusiveLock);
+		if (!info->ii_ReadyForInserts)
+			continue;
+		if (info->ii_PredicateState != NULL && !ExecQual(info->ii_PredicateState, econtext))
+			continue;
+		rri->ri_IndexRelationDescs[k] = index_open(shape.index_oids[i], RowExclusiveLock);
 		info->ii_AmCache = NULL;
 		info->ii_Context = estate->es_query_cxt;
-		rri->ri_IndexRelationInfo[i] = info;
+		rri->ri_IndexRelationInfo[k] = info;
+		rri->ri_NumIndices++;
 	}
+}
+
+/* Close the indexes open_indexes opened, keeping their locks until the transaction ends. */
+static void
+close_indexes(ResultRelInfo *rri)
+{
+	int			i;
+
+	for (i = 0; i < rri->ri_NumIndices; i++)
+		index_close(rri->ri_IndexRelationDescs[i], NoLock);
 }
 
 /* Insert the row straight into the heap and its indexes (a generated transactionId). */
@@ -261,9 +288,6 @@ insert_direct(Relation rel, Datum *given, bool *given_null)
 #endif
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	estate->es_output_cid = GetCurrentCommandId(true);
-	old = MemoryContextSwitchTo(estate->es_query_cxt);
-	open_indexes(rri, estate);
-	MemoryContextSwitchTo(old);
 
 	slot = ExecInitExtraTupleSlot(estate, desc, &TTSOpsVirtual);
 	ExecClearTuple(slot);
@@ -289,9 +313,13 @@ insert_direct(Relation rel, Datum *given, bool *given_null)
 	}
 	ExecStoreVirtualTuple(slot);
 
+	old = MemoryContextSwitchTo(estate->es_query_cxt);
+	open_indexes(rri, estate, slot);
+	MemoryContextSwitchTo(old);
+
 	ExecSimpleRelationInsert(rri, estate, slot);
 
-	ExecCloseIndices(rri);
+	close_indexes(rri);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 }
