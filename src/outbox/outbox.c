@@ -214,12 +214,12 @@ load_shape(Relation rel)
  * Open the indexes of novu.events that take this row, as ExecOpenIndices
  * would open them all, but with the IndexInfo of the shape.  An index whose
  * predicate the row fails (a trigger's row is in neither events_chunked_idx
- * nor events_done_idx) or that is not ready for inserts gets no entry, and
- * is neither opened nor locked: ExecInsertIndexTuples would skip it after
- * paying for both, a fifth of the insert.  This is safe because every change
+ * nor events_done_idx) or that is not ready for inserts gets no entry, and is
+ * neither opened nor locked: ExecInsertIndexTuples would skip it after paying
+ * for both, a tenth of the outbox insert.  This is safe because every change
  * of an index's predicate or readiness (CREATE, DROP, REINDEX) invalidates
- * the table, and the shape is checked once the table is locked.  The
- * indexes opened are locked until the transaction ends, as the table is
+ * the table, and the shape is checked once the table is locked.  The indexes
+ * opened stay locked until the transaction ends, as the table does
  * (ExecCloseIndices would release each lock at once, one more lock-table
  * round trip per index).  An index access method may keep a cache in
  * ii_AmCache, allocated in ii_Context: both are set for this insert only, so

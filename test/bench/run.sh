@@ -23,7 +23,8 @@
 #                      their own clusters (test/bench/feed.sh, test/bench/engine.sh)
 #   BENCH_P3_RATE=200 BENCH_P3_SECONDS=30   the steady trigger rate of P3, per provider
 #   BENCH_P1_RUNS=3 BENCH_P1_SECONDS=15     P1 repeated (every run is reported)
-#   BENCH_P1_SLICES=3  each P1 pair alternates in that many slices (P1_SECONDS in all per statement)
+#   BENCH_P1_SLICES=3  each P1 pair alternates in that many slices (P1_SECONDS in all per statement),
+#                      then runs interleaved in one pgbench run (P1_SECONDS more)
 #   PG_NET_SRC=DIR     a checkout of supabase/pg_net, built outside the project for
 #                      the P2 baseline (not found: the table says so)
 #   BENCH_RESULTS=FILE where the table goes (default test/bench/results.md for a
@@ -297,6 +298,15 @@ if want p1; then
         done
         echo "$((b / P1_SLICES)) $((t / P1_SLICES))"
     }
+    # The same pair interleaved: one pgbench run draws each transaction from the two
+    # scripts alike (weights 1:1), on the same connections at the same moments, so
+    # what the machine does meanwhile (the CPU's speed drifting, the first pass of
+    # new backends over the WAL buffers) falls on both alike; each one's cost is
+    # its mean latency, and the ratio is the baseline's over the trigger's.
+    p1_mixed() {  # p1_mixed BASELINE SCRIPT SYNC -> "baseline_ms script_ms"
+        PGOPTIONS="-c synchronous_commit=$3" pgbench -n -c 4 -j 2 -T "$P1_SECONDS" -f "$1@1" -f "$2@1" postgres 2>/dev/null \
+            | awk '/^SQL script/ { s = $3 + 0 } /^ - latency average/ { l[s] = $5 } END { printf "%s %s", l[1], l[2] }'
+    }
     # each run measures the four pairs back to back; every run is reported
     for r in $(seq "$P1_RUNS"); do
         for sync in on off; do
@@ -305,6 +315,11 @@ if want p1; then
             R[p1_$sync]="${R[p1_$sync]:+${R[p1_$sync]}; }$trg / $ins = $(awk -v a="$trg" -v b="$ins" 'BEGIN { printf "%.2f", a / b }')"
             R[p1r_$sync]="${R[p1r_$sync]:+${R[p1r_$sync]}; }$rnd / $insr = $(awk -v a="$rnd" -v b="$insr" 'BEGIN { printf "%.2f", a / b }')"
             log "P1 run $r synchronous_commit=$sync: trigger $trg tps (random recipients $rnd), plain insert $ins tps (with the random recipient $insr)"
+            set -- $(p1_mixed "$tmp/p1_insert.sql" "$tmp/p1_trigger.sql" $sync)
+            R[p1m_$sync]="${R[p1m_$sync]:+${R[p1m_$sync]}; }$1 / $2 ms = $(awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }')"
+            set -- $(p1_mixed "$tmp/p1_insert_random.sql" "$tmp/p1_random.sql" $sync)
+            R[p1mr_$sync]="${R[p1mr_$sync]:+${R[p1mr_$sync]}; }$1 / $2 ms = $(awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }')"
+            log "P1 run $r synchronous_commit=$sync interleaved: ${R[p1m_$sync]##*; } (random ${R[p1mr_$sync]##*; })"
         done
     done
     q -c "TRUNCATE bench_plain" -c "TRUNCATE novu.events"
@@ -521,6 +536,8 @@ p2p3_verdict() {
     want p1 && echo "| P1 (sync off) | the same with synchronous_commit=off | tuned, workers stopped | ${R[p1_off]} | ratio ≥ 0.8 |"
     want p1 && echo "| P1 random recipients | the same, each trigger to a subscriber drawn at random from $N_FANOUT, against the plain INSERT of the same row with that random recipient (\`to_jsonb('sub-' || :sub)\` in both statements); synchronous_commit=on | tuned, workers stopped | ${R[p1r_on]} | ratio ≥ 0.8 |"
     want p1 && echo "| P1 random (sync off) | the same with synchronous_commit=off | tuned, workers stopped | ${R[p1r_off]} | ratio ≥ 0.8 |"
+    want p1 && echo "| P1 interleaved | each pair of the rows above in one pgbench run instead ($P1_SECONDS s, 4 clients, each transaction drawn from the two statements 1:1): the plain INSERT's mean latency / the trigger's, hot subscriber; synchronous_commit on, then off | tuned, workers stopped | on: ${R[p1m_on]}; off: ${R[p1m_off]} | ratio ≥ 0.8 |"
+    want p1 && echo "| P1 interleaved, random recipients | the same with the random-recipient pair | tuned, workers stopped | on: ${R[p1mr_on]}; off: ${R[p1mr_off]} | ratio ≥ 0.8 |"
     want pgnet && echo "| P2 baseline | pg_net posting 10k requests to the mock's HTTP/1.1 port, pg_net's default settings | tuned | ${R[pgnet]} | P2 ≥ 50× |"
     want p4 && echo "| P4 fan-out | broadcast to every subscriber ($N_FANOUT, one FCM device each) | tuned | ${R[p4]} | ≥ P2 (tuned row), < 100 MB |"
     want p5 && echo "| P5 import | CSV of $N_IMPORT subscribers: \\copy + novu.import_subscribers() | tuned | ${R[p5]} rows/s | ≥ 100,000/s |"
