@@ -77,6 +77,9 @@ is(NovuTest::query($node, q{SELECT count(*) FROM novu.execution_details WHERE tr
 is(NovuTest::query($node, q{SELECT sum(sent) FROM novu.stat_providers}), '3', 'stat_providers counts three sent');
 
 # 2. overrides: Novu's two forms, trigger over step, deep merge
+# (the OAuth token requests are counted across sections 1 and 2: each of the two
+# delivery workers fetches one token at most, whichever triggers it happens to take)
+my $oauth_requests = scalar @{ NovuTest::requests($mocks, 'oauth') };
 NovuTest::reset_mocks($mocks);
 NovuTest::query($node, q{SELECT novu.trigger('order-shipped', '"alice"', '{"orderId": 43, "items": []}',
     '{"fcm": {"android": {"priority": "HIGH"}, "data": {"extra": 7}},
@@ -95,13 +98,15 @@ is($apns->{body}{aps}{alert}{title}, 'Order 43 shipped', 'APNs: alert kept by th
 is(NovuTest::expo_sends($mocks)->[0]{body}[0]{priority}, 'high', 'Expo: overrides.providers.expo merged');
 # each delivery worker (two) keeps the token it fetched: the second trigger may go to
 # the other one, which fetches its own once
-cmp_ok(scalar @{ NovuTest::requests($mocks, 'oauth') }, '<=', 1, 'the OAuth access token was reused (one per worker)');
+$oauth_requests += scalar @{ NovuTest::requests($mocks, 'oauth') };
+cmp_ok($oauth_requests, '<=', 2, "the OAuth access token was reused (one per worker; $oauth_requests so far)");
 NovuTest::reset_mocks($mocks);
 NovuTest::query($node, q{SELECT novu.trigger('order-shipped', '"alice"', '{"orderId": 44}', '{}', 'tx-again-1')});
 NovuTest::query($node, q{SELECT novu.trigger('order-shipped', '"alice"', '{"orderId": 45}', '{}', 'tx-again-2')});
 ok(NovuTest::wait_for($node, q{SELECT count(*) = 6 FROM novu.messages WHERE transaction_id LIKE 'tx-again-%' AND status = 'sent'}),
 	'two more triggers are sent');
-is(scalar @{ NovuTest::requests($mocks, 'oauth') }, 0, 'and no worker asked for a token again');
+$oauth_requests += scalar @{ NovuTest::requests($mocks, 'oauth') };
+cmp_ok($oauth_requests, '<=', 2, "and no worker asked for a token again ($oauth_requests token requests in all)");
 
 # 3. a rolled-back trigger sends nothing; a repeated transactionId sends once
 NovuTest::reset_mocks($mocks);

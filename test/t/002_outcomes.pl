@@ -271,12 +271,6 @@ SQL
 	NovuTest::set_tokens($mocks, 'fcm', 'fail:503', 'fcm-rt-always');
 	my $apns_ra3 = hex_token('rt-apns-ra3');
 	NovuTest::set_tokens($mocks, 'apns', 'fail:503:3:1', $apns_ra3);
-	my @day = qw(Sun Mon Tue Wed Thu Fri Sat);
-	my @mon = qw(Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec);
-	my $date_epoch = int(time()) + 8;
-	my @g = gmtime($date_epoch);
-	my $http_date = sprintf('%s, %02d %s %04d %02d:%02d:%02d GMT', $day[ $g[6] ], $g[3], $mon[ $g[4] ], $g[5] + 1900, $g[2], $g[1], $g[0]);
-	NovuTest::set_tokens($mocks, 'fcm', { state => 'fail', status => 503, retryAfter => $http_date, count => 1 }, 'fcm-rt-date');
 	NovuTest::set_tokens($mocks, 'fcm', 'fail:429::1', 'fcm-quota');
 	NovuTest::set_tokens($mocks, 'expo', 'fail:429:1:1', 'ExponentPushToken[rt-429]');
 	identify("out-$_", [ 'fcm', 'fcm-mock', ["fcm-out-$_"] ], [ 'apns', 'apns-mock', [ $apns_out{$_} ] ]) for 1 .. 3;
@@ -287,6 +281,15 @@ SQL
 	identify('rt-ra3', [ 'apns', 'apns-mock', [$apns_ra3] ]);
 	identify('rt-date', [ 'fcm', 'fcm-mock', ['fcm-rt-date'] ]);
 	identify('quota-1', [ 'fcm', 'fcm-mock', ['fcm-quota'] ]);
+
+	# the HTTP-date: 10-11 s ahead, set just before the triggers (a slow machine's
+	# psql calls must not eat the margin above retry_max_delay checked below)
+	my @day = qw(Sun Mon Tue Wed Thu Fri Sat);
+	my @mon = qw(Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec);
+	my $date_epoch = int(time()) + 11;
+	my @g = gmtime($date_epoch);
+	my $http_date = sprintf('%s, %02d %s %04d %02d:%02d:%02d GMT', $day[ $g[6] ], $g[3], $mon[ $g[4] ], $g[5] + 1900, $g[2], $g[1], $g[0]);
+	NovuTest::set_tokens($mocks, 'fcm', { state => 'fail', status => 503, retryAfter => $http_date, count => 1 }, 'fcm-rt-date');
 
 	# the APNs outage trigger first: its FCM messages must not wait for APNs' retries
 	my $committed = trigger('tx-rt-outage', [ 'out-1', 'out-2', 'out-3' ]);
@@ -336,7 +339,7 @@ SQL
 			"$provider 429: activity \"Retry 2 scheduled in 1.0 s: $reason...\"");
 	}
 
-	# Retry-After above novu.retry_max_delay (3 s > 2 s) and as an HTTP-date (8 s after it was
+	# Retry-After above novu.retry_max_delay (3 s > 2 s) and as an HTTP-date (10-11 s after it was
 	# set; the retry waits until that second, however long the first request took to go out)
 	for my $c ([ 'apns', $apns_ra3, 'tx-rt-ra3', 2.95, 'Retry-After 3 (above retry_max_delay)' ],
 		[ 'fcm', 'fcm-rt-date', 'tx-rt-date', undef, "Retry-After: $http_date" ])

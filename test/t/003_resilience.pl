@@ -170,6 +170,10 @@ my $NOVU_ERROR = qr/^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:ERROR|FATAL|PANIC):/;
 	make_subscribers($node, 'l2-', 20, fcm => 'kl2-');
 	NovuTest::reset_mocks($mocks);
 	NovuTest::set_tokens($mocks, 'fcm', 'slow:1500', @tokens);
+	# a late request that leaves before the kill is still unanswered at it (the
+	# worker's commits are asynchronous: one answered just before the kill could
+	# be lost and sent again); the one after the restart is answered at once
+	NovuTest::set_tokens($mocks, 'fcm', 'slow:5000:1', @late_tokens);
 	NovuTest::query($node, trigger_sql('r2-', 200, 'tx-s2'));
 
 	ok(NovuTest::wait_for($node, q{SELECT count(*) FILTER (WHERE status = 'sent') >= 50

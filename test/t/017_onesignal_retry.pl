@@ -39,7 +39,9 @@ my $mocks = NovuTest::start_mocks();
 my $node = NovuTest::new_node('osretry', $mocks,
 	'novu.workers' => 2,
 	'novu.batch_size' => 20,
-	'novu.request_timeout' => 1000,
+	# 3 s: long enough for a request on a slow machine, short beside the
+	# mock's slow answers (6 s) that stand for lost ones
+	'novu.request_timeout' => 3000,
 	# the retries wait for the test to make them due (step 2)
 	'novu.retry_initial_delay' => 600000,
 	'novu.retry_max_delay' => 600000);
@@ -79,7 +81,7 @@ sub processed
 
 # 1. every first attempt is processed by OneSignal and its answer lost
 NovuTest::control($mocks, 'POST', '/config', { faults => { every => { onesignal => 1 }, kinds => [ 'drop', 'slow' ],
-	max => 0, slowMs => 2500 } });
+	max => 0, slowMs => 6000 } });
 my $TXS = "('osr-a', 'osr-b')";
 q1('SELECT novu.trigger(' . lit('os-all') . ', ' . lit($json->encode([ map { "osr-$_" } 1 .. 60 ])) . "::jsonb, '{}', '{}', 'osr-a')");
 q1('SELECT novu.trigger(' . lit('os-all') . ', ' . lit($json->encode([ map { "osr-$_" } 61 .. 100 ])) . "::jsonb, '{}', '{}', 'osr-b')");
@@ -94,7 +96,9 @@ cmp_ok(scalar @$first, '>', 1, sprintf('identical content in more than one reque
 # 2. a member leaves its group; smaller claims; the retries come due together
 NovuTest::control($mocks, 'POST', '/config', { faults => { every => { onesignal => 0 } } });
 is(q1("SELECT novu.delete_subscriber('osr-5')"), 't', 'a subscriber of a lost request is deleted');
-$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.batch_size = 7; SELECT pg_reload_conf();});
+# (the retries are answered at once: a generous timeout, so that none times out again)
+$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.batch_size = 7; ALTER SYSTEM SET novu.request_timeout = '10s';
+    SELECT pg_reload_conf();});
 ok(NovuTest::wait_workers_reloaded($node), 'the workers claim 7 messages at a time');
 q1("UPDATE novu.deliveries SET next_attempt_at = now() WHERE status = 'pending' AND transaction_id IN $TXS");
 ok(NovuTest::wait_for($node, "SELECT count(*) FILTER (WHERE status IN ('pending', 'sending')) = 0

@@ -113,11 +113,12 @@ q1(identify_sql('frank', 'tok-frank'));
 # 2. delete_messages of a message being sent, held open
 {
 	NovuTest::set_tokens($mocks, 'fcm', 'slow:2000', 'tok-erin');
+	# the session is open before the trigger: only the deletion runs within the 2 s
+	my $app = $node->background_psql('postgres');
+	$app->query_safe('BEGIN');
 	q1(trigger_sql('erin', 'tx-slow'));
 	ok(NovuTest::wait_for($node, q{SELECT status = 'sending' FROM novu.messages WHERE transaction_id = 'tx-slow'}, 20),
 		'delete held: the slow message is in flight');
-	my $app = $node->background_psql('postgres');
-	$app->query_safe('BEGIN');
 	is($app->query_safe(q{SELECT novu.delete_messages('tx-slow')}), '0',
 		'delete held: a message being sent is not deleted (it completes, as with cancel)');
 	ok(NovuTest::wait_for($node, sent('tx-slow'), 20),
@@ -158,14 +159,15 @@ q1(identify_sql('frank', 'tok-frank'));
 #    claim again every moment until it is released
 {
 	q1(q{ALTER SYSTEM SET track_functions = 'all'; SELECT pg_reload_conf();});
-	# Retry-After: 2 s, so that the retry is not taken before the deletion
-	# below holds it (200 ms, the test cluster's first retry, was a race)
-	NovuTest::set_tokens($mocks, 'fcm', 'fail:503:2:1', 'tok-dave');
+	# Retry-After: 5 s, so that the retry is not taken before the deletion
+	# below holds it (200 ms, the test cluster's first retry, was a race); the
+	# session is open before the trigger, so only the deletion runs meanwhile
+	NovuTest::set_tokens($mocks, 'fcm', 'fail:503:5:1', 'tok-dave');
+	my $app = $node->background_psql('postgres');
+	$app->query_safe('BEGIN');
 	q1(trigger_sql('dave', 'tx-retry'));
 	ok(NovuTest::wait_for($node, q{SELECT status = 'pending' AND attempts = 1 FROM novu.deliveries WHERE transaction_id = 'tx-retry'}, 20),
 		'retry held: the message waits for its retry');
-	my $app = $node->background_psql('postgres');
-	$app->query_safe('BEGIN');
 	is($app->query_safe(q{SELECT novu.delete_messages('tx-retry')}), '1', 'retry held: a deletion not committed holds it');
 	ok(NovuTest::wait_for($node, q{SELECT next_attempt_at < now() - interval '100 ms' FROM novu.deliveries WHERE transaction_id = 'tx-retry'}, 20),
 		'retry held: its retry is due');
