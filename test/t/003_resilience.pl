@@ -227,7 +227,7 @@ my $NOVU_ERROR = qr/^\S+ \S+ \S+ \[\d+\] (?:\S+ )?(?:ERROR|FATAL|PANIC):/;
 	make_subscribers($node, 'r3-', 20, fcm => 'k3-');
 	# the requests must hang, not time out
 	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.request_timeout = '120s'; SELECT pg_reload_conf();});
-	usleep(500_000);
+	ok(NovuTest::wait_workers_reloaded($node), 'hung provider: the workers wait 120 s for an answer');
 	NovuTest::reset_mocks($mocks);
 	NovuTest::set_tokens($mocks, 'fcm', 'slow:60000', @tokens);
 	NovuTest::query($node, trigger_sql('r3-', 20, 'tx-s3'));

@@ -61,7 +61,8 @@ is(NovuTest::query($node, q{SELECT novu.trigger('w', '"h2"', '{}', '{}', 'tx-pen
 my $sa = slurp_file("$mocks->{dir}/fcm-service-account.json");
 $node->safe_psql('postgres', sprintf(q{SELECT novu.create_integration('fcm',
     jsonb_build_object('serviceAccount', $sa$%s$sa$::jsonb, 'endpoint', '%s'), 'fcm-doomed')}, $sa, $mocks->{urls}{fcm}));
-NovuTest::set_tokens($mocks, 'fcm', 'fail:503:2', 'hk-3');
+# (Retry-After 30 s: the retry cannot come before the deletion; the test makes it due after)
+NovuTest::set_tokens($mocks, 'fcm', 'fail:503:30', 'hk-3');
 $node->safe_psql('postgres', q{
 SELECT novu.identify('h3');
 SELECT novu.set_credentials('h3', 'fcm', '{"deviceTokens": ["hk-3"]}', 'fcm-doomed');
@@ -70,6 +71,7 @@ SELECT novu.trigger('w', '"h3"', '{}', '{}', 'tx-doomed');
 ok(NovuTest::wait_for($node, q{SELECT status = 'pending' AND attempts = 1 FROM novu.messages WHERE transaction_id = 'tx-doomed'}),
 	'a message of integration fcm-doomed waits for its retry');
 is(NovuTest::query($node, q{SELECT novu.delete_integration('fcm-doomed')}), 't', 'its integration is deleted');
+NovuTest::query($node, q{UPDATE novu.deliveries SET next_attempt_at = now() WHERE transaction_id = 'tx-doomed' AND status = 'pending'});
 ok(NovuTest::wait_for($node, q{SELECT status <> 'pending' FROM novu.messages WHERE transaction_id = 'tx-doomed'}, 30),
 	'the message is final after its retry time');
 is(NovuTest::query($node, q{SELECT status || ': ' || last_error FROM novu.messages WHERE transaction_id = 'tx-doomed'}),

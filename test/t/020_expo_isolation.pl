@@ -195,7 +195,7 @@ COMMIT;
 {
 	NovuTest::reset_mocks($mocks);
 	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.max_attempts = 1; SELECT pg_reload_conf();});
-	ok(NovuTest::wait_for($node, q{SELECT current_setting('novu.max_attempts') = '1'}, 10), 'last attempt: novu.max_attempts is 1');
+	ok(NovuTest::wait_workers_reloaded($node), 'last attempt: the workers have novu.max_attempts 1');
 	my ($ta, $tb, $tc) = map { "ExponentPushToken[last-$_]" } qw(a b c);
 	NovuTest::set_tokens($mocks, 'expo', 'fail:400', $tb);
 	NovuTest::set_tokens($mocks, 'expo', 'project:@other/app', $tc);
