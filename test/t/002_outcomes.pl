@@ -131,6 +131,17 @@ SQL
 	$pem{'apns-cert.pem'}, $pem{'apns-cert.key'}, $mocks->{urls}{apnsCert},
 	$pem{'apns-cert-sandbox.pem'}, $pem{'apns-cert-sandbox.key'}, $mocks->{urls}{apnsCertSandbox}));
 
+# One delivery per integration first: the circuit breaker has seen them
+# deliver, so that 1's dead-token answers are judged at once, not held for a
+# sample of good answers that a slow machine could bring too late.
+{
+	identify('warm-1', [ 'fcm', 'fcm-mock', ['fcm-warm-1'] ], [ 'apns', 'apns-mock', [ hex_token('warm-1') ] ],
+		[ 'expo', 'expo-mock', ['ExponentPushToken[warm-1]'] ]);
+	trigger('tx-warm-1', 'warm-1');
+	ok(wait_done('tx-warm-1', 3, 30) && q1(q{SELECT bool_and(status = 'sent') FROM novu.messages WHERE transaction_id = 'tx-warm-1'}) eq 't',
+		'warm-up: one message sent per integration');
+}
+
 # ===========================================================================
 # 1. REMOVE_TOKEN, per provider; the good token of the same subscriber is kept
 # ===========================================================================
@@ -642,9 +653,10 @@ SQL
 #     whole: the activity log says that attempt was not sent whole.
 # ===========================================================================
 {
-	# one worker: each has its own connections, and the window closes on those open
+	# one worker: each has its own connections, and the window closes on those open;
+	# the retry 2.5-7.5 s later, when the test has opened the window again
 	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.request_timeout = '1500ms'; ALTER SYSTEM SET novu.workers = 1;
-	    SELECT pg_reload_conf();});
+	    ALTER SYSTEM SET novu.retry_initial_delay = '5s'; SELECT pg_reload_conf();});
 	ok( NovuTest::wait_for($node, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}, 20)
 		  && NovuTest::wait_workers_reloaded($node),
 		'window 0: one worker, with the shorter request timeout');
@@ -672,7 +684,8 @@ SQL
 		'window 0: sent at the second attempt');
 	is(NovuTest::control($mocks, 'GET', '/received?provider=apns')->{$t} // 0, 1,
 		'window 0: the provider received one whole request: the second attempt');
-	$node->safe_psql('postgres', q{ALTER SYSTEM RESET novu.request_timeout; ALTER SYSTEM RESET novu.workers; SELECT pg_reload_conf();});
+	$node->safe_psql('postgres', q{ALTER SYSTEM RESET novu.request_timeout; ALTER SYSTEM RESET novu.workers;
+	    ALTER SYSTEM RESET novu.retry_initial_delay; SELECT pg_reload_conf();});
 }
 
 # ===========================================================================
