@@ -41,9 +41,9 @@ my $q = sub { NovuTest::query($node, $_[0]) };
 $node->safe_psql('postgres', <<'SQL');
 SELECT novu.create_workflow('later', '[{"type": "delay", "amount": 2, "unit": "seconds"},
     {"type": "push", "title": "Later {{payload.n}}", "content": "for {{subscriber.subscriberId}}"}]');
-SELECT novu.create_workflow('later-kill', '[{"type": "delay", "amount": 6, "unit": "seconds"},
+SELECT novu.create_workflow('later-6s', '[{"type": "delay", "amount": 6, "unit": "seconds"},
     {"type": "push", "title": "Later {{payload.n}}", "content": "for {{subscriber.subscriberId}}"}]');
-SELECT novu.create_workflow('comments', '[{"type": "digest", "amount": 3, "unit": "seconds", "digestKey": "postId"},
+SELECT novu.create_workflow('comments', '[{"type": "digest", "amount": 5, "unit": "seconds", "digestKey": "postId"},
     {"type": "push", "title": "{{step.total_count}} new comments",
      "content": "{% for e in step.events %}{{e.n}},{% endfor %}"}]');
 SELECT novu.create_workflow('bursty', '[{"type": "digest", "amount": 2, "unit": "seconds", "backoff": true,
@@ -141,7 +141,7 @@ is($q->(q{SELECT count(*) FROM novu.execution_details WHERE transaction_id = 'de
 # asynchronous, so a kill just after a send could repeat it, by design)
 my $wpid = $q->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'});
 like($wpid, qr/^\d+$/, 'kill -9: one delivery worker runs');
-$q->(q{SELECT novu.trigger('later-kill', '"d3"', '{"n": 3}', '{}', 'delay-kill')});
+$q->(q{SELECT novu.trigger('later-6s', '"d3"', '{"n": 3}', '{}', 'delay-kill')});
 ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.step_runs WHERE transaction_id = 'delay-kill' AND status = 'waiting'}, 30),
 	'kill -9: the delay waits');
 is($q->(q{SELECT now() < due_at - interval '1 second' FROM novu.step_runs WHERE transaction_id = 'delay-kill'}), 't',
@@ -200,7 +200,7 @@ is($q->(q{SELECT count(*) FROM novu.execution_details WHERE transaction_id LIKE 
 
 ######################################################################
 # 6. cancel: a delay; a digest's leader and a follower
-$q->(q{SELECT novu.trigger('later', '"c1"', '{"n": 9}', '{}', 'cancel-delay')});
+$q->(q{SELECT novu.trigger('later-6s', '"c1"', '{"n": 9}', '{}', 'cancel-delay')});
 ok(NovuTest::poll_until($node, q{SELECT count(*) = 1 FROM novu.step_runs WHERE transaction_id = 'cancel-delay' AND status = 'waiting'}, 30),
 	'cancel: the delay waits');
 is($q->(q{SELECT novu.cancel('cancel-delay')}), 't', 'cancel: a waiting delay is canceled');

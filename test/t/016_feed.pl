@@ -185,7 +185,7 @@ ok(NovuTest::wait_for($node, q{SELECT count(*) = 1 FROM novu.in_app_messages WHE
 # "in_app, delay, then push if unseen")
 $node->safe_psql('postgres', q{SELECT novu.create_workflow('nudge', '[
   {"type": "in_app", "content": "you have a reply"},
-  {"type": "delay", "amount": 3, "unit": "seconds"},
+  {"type": "delay", "amount": 5, "unit": "seconds"},
   {"type": "push", "title": "still unread", "content": "#{{payload.n}}",
    "filters": [{"children": [{"on": "previousStep", "step": "in_app-0", "stepType": "unread"}]}]},
   {"type": "push", "title": "was seen", "content": "#{{payload.n}}",
