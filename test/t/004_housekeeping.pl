@@ -13,7 +13,7 @@ use Time::HiRes qw(usleep time);
 use Config;
 
 my $mocks = NovuTest::start_mocks();
-my $node = NovuTest::new_node('housekeeping', $mocks, 'novu.retention' => "'3s'");
+my $node = NovuTest::new_node('housekeeping', $mocks, 'novu.retention' => "'6s'");
 NovuTest::create_integrations($node, $mocks);
 
 $node->safe_psql('postgres', q{
@@ -112,7 +112,7 @@ SELECT 'bulk-' || (i % 30000 + 1), 'Success', 'Message sent', now() - interval '
     AND NOT EXISTS (SELECT FROM novu.events WHERE transaction_id LIKE 'bulk-%')}, 60),
 		'a backlog of 150,000 old rows is deleted within a minute');
 	diag(sprintf('backlog of 150,000 rows deleted in %.1f s', time() - $t0));
-	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.retention = '3s'; SELECT pg_reload_conf();});
+	$node->safe_psql('postgres', q{ALTER SYSTEM SET novu.retention = '6s'; SELECT pg_reload_conf();});
 	$node->safe_psql('postgres', q{SELECT novu.trigger('w', '"h1"', '{}', '{}', 'tx-after-backlog')});
 	ok(NovuTest::wait_for($node, q{SELECT status = 'sent' FROM novu.messages WHERE transaction_id = 'tx-after-backlog'}, 20),
 		'delivery went on meanwhile');
