@@ -240,11 +240,21 @@ read_leased_rows(ClaimedRow **rows, int *nrows)
  * statement (express.c); anything else, or more, by novu._fanout.  Not while
  * a backlog is being worked through: the last general fan-out here took as
  * many rows as it could.
+ *
+ * The express statement takes new triggers only: a trigger set aside
+ * (novu._create_subscribers) comes back by the general fan-out alone, once
+ * its retry_at has come.  So the general one also runs after the express one
+ * when it has not run for half a poll interval: with a commit every moment,
+ * all of them express, a set-aside trigger still comes due within about a
+ * poll of its time, instead of waiting until a trigger the express way
+ * declines comes along (for good, on a database where none does).
  */
 static int
 fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
 {
 	static bool backlog = false;
+	static TimestampTz general_at = 0;
+	TimestampTz now = GetCurrentTimestamp();
 	Oid			argtypes[6] = {INT4OID, INT4OID, INT4OID, INT4OID, INT4OID, INT8OID};
 	Datum		values[6];
 	int			handled = 0;
@@ -259,9 +269,10 @@ fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
 		if (taken >= 0)
 		{
 			(void) read_leased_rows(rows, nrows);
-			if (!queue_express_full(taken))
+			if (!queue_express_full(taken) && general_at <= now &&
+				!TimestampDifferenceExceeds(general_at, now, novu_poll_interval / 2))
 				return taken;
-			/* as many as it takes: the rest, if any, by the general fan-out */
+			/* as many as it takes, and the set-aside ones: by the general fan-out */
 			handled = taken;
 			lease_limit = Max(lease_limit - (*nrows - before), 0);
 		}
@@ -280,6 +291,7 @@ fanout_in_tx(int lease_limit, int lease_ms, ClaimedRow **rows, int *nrows)
 	values[3] = Int32GetDatum(novu_worker_slot);
 	values[4] = Int32GetDatum(novu_workers);
 	values[5] = Int64GetDatum(queue_floor());
+	general_at = now;
 	novu_prepare_once(&fanout_plan, "SELECT * FROM novu._fanout($1, $2, $3, $4, $5, $6)", 6, argtypes);
 	if (SPI_execute_plan(fanout_plan, values, NULL, false, 0) != SPI_OK_SELECT || SPI_processed < 1)
 		elog(ERROR, "novu: fan-out failed");

@@ -87,6 +87,40 @@ q1(identify_sql('frank', 'tok-frank'));
 }
 
 ######################################################################
+# 1a. a set-aside trigger comes due while the express fan-out runs: plain
+#     triggers committed meanwhile go the express way (one statement for a
+#     few plain triggers, src/queue/express.c), which leaves set-aside ones to
+#     the general fan-out.  The general fan-out must still run, at the poll,
+#     or the set-aside trigger waits for good (until some trigger the express
+#     way declines comes).
+{
+	my $app = $node->background_psql('postgres');
+	$app->query_safe('BEGIN');
+	$app->query_safe(identify_sql('gina', 'tok-gina'));
+	q1(trigger_sql('gina', 'tx-gina'));
+	ok(NovuTest::wait_for($node, q{SELECT status = 'pending' AND retry_at IS NOT NULL FROM novu.events WHERE transaction_id = 'tx-gina'}, 20),
+		'express meanwhile: the trigger naming the subscriber being created is set aside');
+	# 20 plain triggers, one after the other, each its own fan-out: the express
+	# way (which declined the trigger above, and then stays off for 16
+	# fan-outs) is taken again
+	my $plain = 0;
+	for my $i (1 .. 20)
+	{
+		q1(trigger_sql('dave', "tx-plain-$i"));
+		$plain++ if NovuTest::wait_for($node, sent("tx-plain-$i"), 20);
+	}
+	is($plain, 20, 'express meanwhile: the plain triggers are delivered');
+	$app->query_safe('COMMIT');
+	$app->quit;
+	ok(NovuTest::wait_for($node, sent('tx-gina'), 30),
+		'express meanwhile: once its subscriber is committed, the set-aside trigger is delivered')
+	  or diag(q1(q{SELECT status || ' retry_at ' || COALESCE((retry_at - now())::text, '-') FROM novu.events WHERE transaction_id = 'tx-gina'}));
+	ok(NovuTest::wait_for($node, q{SELECT count(*) = 1 FROM novu.deliveries WHERE transaction_id = 'tx-gina' AND status = 'sent'
+	    AND created_at < (SELECT retry_at FROM novu.events WHERE transaction_id = 'tx-gina') + interval '5 seconds'}, 5),
+		'express meanwhile: within seconds of its retry time (the next poll), not at some later decline');
+}
+
+######################################################################
 # 1b. many subscribers an open transaction is creating (an import): the
 #     worker's wait for them is bounded in all, the triggers are set aside
 #     for a second from the clock (not from their transaction's start), and a
@@ -106,7 +140,12 @@ q1(identify_sql('frank', 'tok-frank'));
 	$app->query_safe('ROLLBACK');
 	$app->quit;
 	ok(NovuTest::wait_for($node, q{SELECT count(*) = 2000 FROM novu.events WHERE transaction_id LIKE 'tx-imp-%' AND status = 'processed'}, 60),
-		'import rolled back: the set-aside triggers are fanned out (their subscribers created empty)');
+		'import rolled back: the set-aside triggers are fanned out (their subscribers created empty)')
+	  or diag(q1(q{SELECT string_agg(status || ' ' || n || ' retry_at ' || COALESCE(lo::text, '-') || ' .. ' || COALESCE(hi::text, '-'), '; ')
+	      || ' (now ' || now() || ')' FROM (SELECT status, count(*) n, min(retry_at - now()) lo, max(retry_at - now()) hi
+	      FROM novu.events WHERE transaction_id LIKE 'tx-imp-%' GROUP BY status) s}) . "\n"
+	    . q1(q{SELECT string_agg(state || ' ' || COALESCE(wait_event_type || ':' || wait_event, '-') || ' ' || left(query, 80), E'\n')
+	      FROM pg_stat_activity WHERE backend_type = 'novu delivery worker'}));
 }
 
 ######################################################################
