@@ -119,9 +119,7 @@ sub set_poll
 	my ($value) = @_;
 	$node->safe_psql('postgres', (defined $value ? "ALTER SYSTEM SET novu.poll_interval = '$value'" : 'ALTER SYSTEM RESET novu.poll_interval')
 		  . '; SELECT pg_reload_conf();');
-	# (the workers take it at once, on SIGHUP; a claim the old interval scheduled
-	# has run once its 1 s is over)
-	NovuTest::wait_for($node, q{SELECT pg_conf_load_time() < now() - interval '1500 milliseconds'}, 10)
+	NovuTest::wait_old_poll_spent($node)
 	  or die 'the configuration was not reloaded';
 }
 

@@ -208,6 +208,16 @@ sub wait_workers_reloaded
 	return 1;
 }
 
+# After a reload that lengthens novu.poll_interval: wait until a claim the old
+# (1 s) interval scheduled has run.  The workers take the new value at once, on
+# SIGHUP; an idle one shows no activity until its next poll, so
+# wait_workers_reloaded would wait out the new interval.
+sub wait_old_poll_spent
+{
+	my ($node) = @_;
+	return wait_for($node, q{SELECT pg_conf_load_time() < now() - interval '1500 milliseconds'}, 10);
+}
+
 # A query's single value.
 sub query
 {
